@@ -1,0 +1,225 @@
+//! The small traits handlers depend on. Adapters named for their technology implement
+//! them (`Dynamo…`, `Sqs…`, `Http…`); `crate::memory` has in-memory ones for handler tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
+use crate::event::Event;
+use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use crate::subscription::Subscription;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure of a store. `Unavailable` is worth retrying (throttling, 5xx, network).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Source),
+    #[error("the stored item is not readable: {0}")]
+    Corrupt(String),
+    #[error("the item changed since it was read")]
+    Conflict,
+}
+
+impl StoreError {
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("the queue is unavailable")]
+    Unavailable(#[source] Source),
+    #[error("{failed} of the messages could not be queued")]
+    Partial { failed: usize },
+}
+
+impl QueueError {
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}
+
+/// One page of a newest-first listing; `next` is an opaque cursor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+pub trait SubscriptionStore: Send + Sync {
+    fn create(&self, subscription: &Subscription) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
+    fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<Page<Subscription>, StoreError>> + Send;
+    /// Every active subscription of the tenant, for matching.
+    fn active(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<Subscription>, StoreError>> + Send;
+    /// True when it existed.
+    fn delete(&self, tenant: &TenantId, id: &SubscriptionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Marks it disabled with a reason; a no-op when it is gone or already disabled.
+    fn disable(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What a producer's publish of one event id has done so far.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Acceptance {
+    /// First time this id is seen: fan out, then `complete`.
+    New,
+    /// Seen before. `deliveries` is None when that publish never finished its fan-out.
+    Seen { fingerprint: String, deliveries: Option<u32> },
+}
+
+pub trait EventLog: Send + Sync {
+    /// Records the event under (tenant, id) unless it is there already.
+    fn accept(
+        &self,
+        tenant: &TenantId,
+        event: &Event,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Acceptance, StoreError>> + Send;
+    /// Marks the fan-out done, with the number of deliveries it queued.
+    fn complete(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        deliveries: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Taking a delivery for one attempt.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub task_forced: bool,
+    pub token: String,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClaimOutcome {
+    /// Ours until the lease ends; the record as it now stands.
+    Claimed(DeliveryRecord),
+    /// Already in a final state: nothing to do.
+    Finished(DeliveryRecord),
+    /// Another worker holds it until then.
+    Leased { until: DateTime<Utc> },
+}
+
+/// The end of one attempt, written only while the claim's token still holds.
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub attempt: Option<Attempt>,
+    pub state: DeliveryState,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+pub trait DeliveryLedger: Send + Sync {
+    fn claim(&self, task: &DeliveryTask, claim: &Claim) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+    /// `StoreError::Conflict` when the lease was lost to another worker.
+    fn finish(
+        &self,
+        id: &DeliveryId,
+        token: &str,
+        result: &AttemptResult,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The record, only if it belongs to `tenant` and has not expired.
+    fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<DeliveryRecord>, StoreError>> + Send;
+}
+
+/// Why a message went to the dead-letter queue; kept as a message attribute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub delivery_id: Option<DeliveryId>,
+}
+
+pub trait DeliveryQueue: Send + Sync {
+    /// Queues every task; an error means some were not queued (the call may be repeated:
+    /// a task queued twice is delivered once).
+    fn enqueue(&self, tasks: &[DeliveryTask]) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Hides a received message for `delay`, so it comes back then.
+    fn retry_later(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Sends a copy of a message body to the dead-letter queue with the reason.
+    fn dead_letter(&self, body: &str, why: &DeadLetter) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// A signed request ready to send.
+#[derive(Clone)]
+pub struct OutgoingWebhook {
+    pub url: crate::url_guard::SubscriptionUrl,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for OutgoingWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers carry signatures and the body carries customer data: neither is shown.
+        f.debug_struct("OutgoingWebhook")
+            .field("url", &self.url.as_str())
+            .field("headers", &self.headers.len())
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
+}
+
+/// What came of one POST.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SendOutcome {
+    Answered {
+        status: u16,
+        retry_after: Option<Duration>,
+        excerpt: String,
+        latency: Duration,
+    },
+    Failed {
+        error: crate::delivery::AttemptError,
+        detail: String,
+        latency: Duration,
+    },
+}
+
+pub trait WebhookSender: Send + Sync {
+    fn send(&self, webhook: OutgoingWebhook) -> impl Future<Output = SendOutcome> + Send;
+}
+
+/// The time, passed in so tests can choose it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

@@ -1,0 +1,218 @@
+//! The retry schedule as pure functions: given how many attempts were made, when the first
+//! was, the time now, an optional `Retry-After` and a jitter draw, decide when to try again
+//! or that the window is spent.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+/// SQS cannot hide a message for longer than this, so no delay exceeds it.
+pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
+/// Share of each delay that jitter may add or remove.
+pub const JITTER: f64 = 0.10;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delays {
+    /// `initial`, then doubling: 1, 2, 4, 8 … minutes by default.
+    Exponential { initial: Duration },
+    /// An explicit list; the last attempt is the one after the last delay.
+    Explicit(Vec<Duration>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub delays: Delays,
+    /// No attempt is scheduled later than this after the first attempt.
+    pub window: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            delays: Delays::Exponential { initial: Duration::from_secs(60) },
+            window: Duration::from_secs(3 * 24 * 60 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RetryDecision {
+    RetryAfter(Duration),
+    GiveUp,
+}
+
+#[derive(Debug, Error, PartialEq)]
+#[error("{0}")]
+pub struct ScheduleError(String);
+
+/// Parses `90`, `90s`, `5m`, `2h`, `3d` (a bare number is seconds).
+pub fn parse_duration(raw: &str) -> Result<Duration, ScheduleError> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| ScheduleError(format!("`{raw}` is not a duration like 30s, 5m, 2h or 3d")))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(ScheduleError(format!("`{raw}`: the unit must be s, m, h or d"))),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+impl RetryPolicy {
+    /// `exponential` or `exponential:<initial>` for doubling delays, or a comma-separated
+    /// list such as `5s,5m,30m,2h`; `window` bounds the whole schedule.
+    pub fn parse(schedule: &str, window: &str) -> Result<Self, ScheduleError> {
+        let schedule = schedule.trim();
+        let delays = if schedule == "exponential" {
+            Delays::Exponential { initial: Duration::from_secs(60) }
+        } else if let Some(initial) = schedule.strip_prefix("exponential:") {
+            Delays::Exponential { initial: parse_duration(initial)? }
+        } else {
+            let list = schedule.split(',').map(parse_duration).collect::<Result<Vec<_>, _>>()?;
+            if list.is_empty() {
+                return Err(ScheduleError("the schedule lists no delay".into()));
+            }
+            Delays::Explicit(list)
+        };
+        let zero = match &delays {
+            Delays::Exponential { initial } => initial.is_zero(),
+            Delays::Explicit(list) => list.iter().any(Duration::is_zero),
+        };
+        if zero {
+            return Err(ScheduleError("a retry delay must be at least one second".into()));
+        }
+        let window = parse_duration(window)?;
+        if window.is_zero() {
+            return Err(ScheduleError("the retry window must be at least one second".into()));
+        }
+        Ok(Self { delays, window })
+    }
+
+    /// The delay before attempt `attempts_made + 1`, before jitter and capping, or None
+    /// when an explicit list is exhausted.
+    pub fn base_delay(&self, attempts_made: u32) -> Option<Duration> {
+        let index = attempts_made.checked_sub(1)?;
+        match &self.delays {
+            Delays::Exponential { initial } => {
+                let factor = 2u32.checked_pow(index.min(31)).unwrap_or(u32::MAX);
+                Some(initial.saturating_mul(factor).min(MAX_DELAY))
+            }
+            Delays::Explicit(list) => list.get(index as usize).copied().map(|d| d.min(MAX_DELAY)),
+        }
+    }
+
+    /// How many attempts the schedule allows at most, counting the first; the queue's
+    /// `maxReceiveCount` must stay above it.
+    pub fn max_attempts(&self) -> u32 {
+        let mut attempts = 1u32;
+        let mut elapsed = Duration::ZERO;
+        while let Some(delay) = self.base_delay(attempts) {
+            elapsed += delay.mul_f64(1.0 - JITTER);
+            if elapsed > self.window || attempts > 10_000 {
+                break;
+            }
+            attempts += 1;
+        }
+        attempts
+    }
+
+    /// `jitter_unit` is a draw from [-1, 1]; `retry_after` is the receiver's own request.
+    pub fn decide(
+        &self,
+        attempts_made: u32,
+        first_attempt_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        retry_after: Option<Duration>,
+        jitter_unit: f64,
+    ) -> RetryDecision {
+        let Some(base) = self.base_delay(attempts_made) else {
+            return RetryDecision::GiveUp;
+        };
+        let jitter = 1.0 + JITTER * jitter_unit.clamp(-1.0, 1.0);
+        let scheduled = base.mul_f64(jitter).max(Duration::from_secs(1));
+        let delay = retry_after.unwrap_or(scheduled).clamp(Duration::from_secs(1), MAX_DELAY);
+        let deadline = first_attempt_at + chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
+        let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        if next > deadline {
+            RetryDecision::GiveUp
+        } else {
+            RetryDecision::RetryAfter(delay)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minutes(m: u64) -> Duration {
+        Duration::from_secs(m * 60)
+    }
+
+    #[test]
+    fn default_doubles_from_one_minute_and_caps_at_twelve_hours() {
+        let policy = RetryPolicy::default();
+        let delays: Vec<_> = (1..=12).map(|n| policy.base_delay(n).unwrap()).collect();
+        assert_eq!(&delays[..5], &[minutes(1), minutes(2), minutes(4), minutes(8), minutes(16)]);
+        assert_eq!(delays[9], minutes(512));
+        assert_eq!(delays[10], MAX_DELAY);
+        assert_eq!(policy.base_delay(60), Some(MAX_DELAY));
+        assert_eq!(policy.base_delay(0), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let policy = RetryPolicy::default();
+        let now = Utc::now();
+        for unit in [-1.0, -0.5, 0.0, 0.7, 1.0, 5.0] {
+            let RetryDecision::RetryAfter(d) = policy.decide(3, now, now, None, unit) else { panic!() };
+            assert!(d >= minutes(4).mul_f64(0.9) && d <= minutes(4).mul_f64(1.1), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn gives_up_after_three_days() {
+        let policy = RetryPolicy::default();
+        let first = Utc::now();
+        let late = first + chrono::Duration::hours(70);
+        assert_eq!(policy.decide(14, first, late, None, 0.0), RetryDecision::GiveUp);
+        let early = first + chrono::Duration::hours(50);
+        assert_eq!(policy.decide(14, first, early, None, 0.0), RetryDecision::RetryAfter(MAX_DELAY));
+        assert!(policy.max_attempts() > 10 && policy.max_attempts() < 20, "{}", policy.max_attempts());
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_clamped() {
+        let policy = RetryPolicy::default();
+        let now = Utc::now();
+        assert_eq!(policy.decide(1, now, now, Some(Duration::from_secs(300)), 0.0), RetryDecision::RetryAfter(Duration::from_secs(300)));
+        assert_eq!(policy.decide(1, now, now, Some(Duration::from_secs(999_999)), 0.0), RetryDecision::RetryAfter(MAX_DELAY));
+        assert_eq!(policy.decide(1, now, now, Some(Duration::ZERO), 0.0), RetryDecision::RetryAfter(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn explicit_lists_end_when_exhausted() {
+        let policy = RetryPolicy::parse("5s,5m,30m,2h,5h,10h,10h", "3d").unwrap();
+        let now = Utc::now();
+        assert_eq!(policy.base_delay(1), Some(Duration::from_secs(5)));
+        assert_eq!(policy.base_delay(7), Some(Duration::from_secs(36_000)));
+        assert_eq!(policy.decide(8, now, now, None, 0.0), RetryDecision::GiveUp);
+        assert_eq!(policy.max_attempts(), 8);
+    }
+
+    #[test]
+    fn schedules_parse_or_say_why_not() {
+        assert_eq!(RetryPolicy::parse("exponential", "3d").unwrap(), RetryPolicy::default());
+        assert!(RetryPolicy::parse("exponential:2s", "20s").is_ok());
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        for (schedule, window) in [("5x", "1d"), ("", "1d"), ("0s", "1d"), ("1s", "0"), ("1s,,2s", "1d")] {
+            assert!(RetryPolicy::parse(schedule, window).is_err(), "{schedule} {window}");
+        }
+    }
+}
