@@ -62,7 +62,7 @@ impl EventFilter {
             let actual = lookup(event, path);
             match (actual, expected) {
                 (None, _) => false,
-                (Some(actual), Value::Array(options)) => options.iter().any(|o| *o == actual),
+                (Some(actual), Value::Array(options)) => options.contains(&actual),
                 (Some(actual), expected) => *expected == actual,
             }
         })

@@ -1,1 +1,298 @@
-//! placeholder
+//! In-memory implementations of the ports, for handler tests. They keep the same
+//! contracts as the DynamoDB and SQS adapters (tenant scoping, conditional claims, leases)
+//! so a handler test means something.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use crate::event::Event;
+use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use crate::ports::*;
+use crate::subscription::{Subscription, SubscriptionStatus};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Default)]
+pub struct InMemorySubscriptionStore {
+    items: Mutex<BTreeMap<(TenantId, SubscriptionId), Subscription>>,
+}
+
+impl InMemorySubscriptionStore {
+    pub fn all(&self) -> Vec<Subscription> {
+        lock(&self.items).values().cloned().collect()
+    }
+}
+
+impl SubscriptionStore for InMemorySubscriptionStore {
+    async fn create(&self, s: &Subscription) -> Result<(), StoreError> {
+        let mut items = lock(&self.items);
+        let key = (s.tenant.clone(), s.id.clone());
+        if items.contains_key(&key) {
+            return Err(StoreError::Conflict);
+        }
+        items.insert(key, s.clone());
+        Ok(())
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError> {
+        Ok(lock(&self.items).get(&(tenant.clone(), id.clone())).cloned())
+    }
+
+    async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>, StoreError> {
+        let items = lock(&self.items);
+        let mut mine: Vec<_> = items.values().filter(|s| &s.tenant == tenant).cloned().collect();
+        mine.sort_by(|a, b| b.id.cmp(&a.id));
+        if let Some(after) = cursor {
+            let after = SubscriptionId::parse(after).ok_or(StoreError::InvalidCursor)?;
+            mine.retain(|s| s.id < after);
+        }
+        let next = (mine.len() > limit).then(|| mine[limit - 1].id.to_string());
+        mine.truncate(limit);
+        Ok(Page { items: mine, next })
+    }
+
+    async fn active(&self, tenant: &TenantId) -> Result<Vec<Subscription>, StoreError> {
+        Ok(lock(&self.items)
+            .values()
+            .filter(|s| &s.tenant == tenant && s.status == SubscriptionStatus::Active)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<bool, StoreError> {
+        Ok(lock(&self.items).remove(&(tenant.clone(), id.clone())).is_some())
+    }
+
+    async fn disable(&self, tenant: &TenantId, id: &SubscriptionId, reason: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone()))
+            && s.status == SubscriptionStatus::Active
+        {
+            s.status = SubscriptionStatus::Disabled;
+            s.disabled_reason = Some(reason.to_owned());
+            s.disabled_at = Some(at);
+            s.version += 1;
+            s.updated_at = at;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Accepted {
+    fingerprint: String,
+    deliveries: Option<u32>,
+}
+
+#[derive(Default)]
+pub struct InMemoryEventLog {
+    items: Mutex<HashMap<(TenantId, EventId), (Accepted, Event)>>,
+}
+
+impl InMemoryEventLog {
+    pub fn len(&self) -> usize {
+        lock(&self.items).len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl EventLog for InMemoryEventLog {
+    async fn accept(&self, tenant: &TenantId, event: &Event, fingerprint: &str, _now: DateTime<Utc>) -> Result<Acceptance, StoreError> {
+        let mut items = lock(&self.items);
+        let key = (tenant.clone(), event.id.clone());
+        if let Some((seen, _)) = items.get(&key) {
+            return Ok(Acceptance::Seen { fingerprint: seen.fingerprint.clone(), deliveries: seen.deliveries });
+        }
+        items.insert(key, (Accepted { fingerprint: fingerprint.to_owned(), deliveries: None }, event.clone()));
+        Ok(Acceptance::New)
+    }
+
+    async fn complete(&self, tenant: &TenantId, id: &EventId, deliveries: u32) -> Result<(), StoreError> {
+        if let Some((seen, _)) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
+            seen.deliveries = Some(deliveries);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    record: DeliveryRecord,
+    lease: Option<(String, DateTime<Utc>)>,
+}
+
+#[derive(Default)]
+pub struct InMemoryDeliveryLedger {
+    items: Mutex<HashMap<DeliveryId, Held>>,
+}
+
+impl InMemoryDeliveryLedger {
+    pub fn record(&self, id: &DeliveryId) -> Option<DeliveryRecord> {
+        lock(&self.items).get(id).map(|h| h.record.clone())
+    }
+    pub fn records(&self) -> Vec<DeliveryRecord> {
+        lock(&self.items).values().map(|h| h.record.clone()).collect()
+    }
+}
+
+impl DeliveryLedger for InMemoryDeliveryLedger {
+    async fn claim(&self, task: &DeliveryTask, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let mut items = lock(&self.items);
+        let fresh = || Held {
+            record: DeliveryRecord {
+                id: task.delivery_id.clone(),
+                tenant: task.tenant.clone(),
+                subscription_id: task.subscription_id.clone(),
+                event_id: task.event.id.clone(),
+                event_type: task.event.event_type.to_string(),
+                state: DeliveryState::Pending,
+                attempts: Vec::new(),
+                created_at: claim.now,
+                first_attempt_at: claim.now,
+                next_attempt_at: None,
+                reason: None,
+                updated_at: claim.now,
+                expires_at: claim.expires_at,
+            },
+            lease: None,
+        };
+        let held = items.entry(task.delivery_id.clone()).or_insert_with(fresh);
+        if held.record.expires_at <= claim.now {
+            *held = fresh();
+        }
+        let leased = held.record.state == DeliveryState::Delivering
+            && held.lease.as_ref().is_some_and(|(_, until)| *until > claim.now);
+        if leased {
+            let until = held.lease.as_ref().map(|(_, u)| *u).unwrap_or(claim.now);
+            return Ok(ClaimOutcome::Leased { until });
+        }
+        if held.record.state.is_final() && !claim.task_forced {
+            return Ok(ClaimOutcome::Finished(held.record.clone()));
+        }
+        held.record.state = DeliveryState::Delivering;
+        held.record.updated_at = claim.now;
+        held.lease = Some((claim.token.clone(), claim.lease_until));
+        Ok(ClaimOutcome::Claimed(held.record.clone()))
+    }
+
+    async fn finish(&self, id: &DeliveryId, token: &str, result: &AttemptResult) -> Result<(), StoreError> {
+        let mut items = lock(&self.items);
+        let held = items.get_mut(id).ok_or(StoreError::Conflict)?;
+        if held.lease.as_ref().map(|(t, _)| t.as_str()) != Some(token) {
+            return Err(StoreError::Conflict);
+        }
+        if let Some(attempt) = &result.attempt {
+            held.record.attempts.push(attempt.clone());
+        }
+        held.record.state = result.state;
+        held.record.next_attempt_at = result.next_attempt_at;
+        held.record.reason = result.reason.clone();
+        held.record.updated_at = result.now;
+        held.lease = None;
+        Ok(())
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &DeliveryId, now: DateTime<Utc>) -> Result<Option<DeliveryRecord>, StoreError> {
+        Ok(lock(&self.items)
+            .get(id)
+            .map(|h| h.record.clone())
+            .filter(|r| &r.tenant == tenant && r.expires_at > now))
+    }
+}
+
+/// Records what the handlers asked of the queue.
+#[derive(Default)]
+pub struct InMemoryDeliveryQueue {
+    pub enqueued: Mutex<Vec<DeliveryTask>>,
+    pub delayed: Mutex<Vec<(String, Duration)>>,
+    pub dead_letters: Mutex<Vec<(String, DeadLetter)>>,
+    /// How many upcoming `enqueue` calls fail, to show nothing is half-done.
+    pub fail_next: Mutex<usize>,
+}
+
+impl InMemoryDeliveryQueue {
+    pub fn enqueued(&self) -> Vec<DeliveryTask> {
+        lock(&self.enqueued).clone()
+    }
+    pub fn delayed(&self) -> Vec<(String, Duration)> {
+        lock(&self.delayed).clone()
+    }
+    pub fn dead_letters(&self) -> Vec<(String, DeadLetter)> {
+        lock(&self.dead_letters).clone()
+    }
+}
+
+impl DeliveryQueue for InMemoryDeliveryQueue {
+    async fn enqueue(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+        let mut fail = lock(&self.fail_next);
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(QueueError::Partial { failed: tasks.len() });
+        }
+        lock(&self.enqueued).extend_from_slice(tasks);
+        Ok(())
+    }
+
+    async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        lock(&self.delayed).push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+
+    async fn dead_letter(&self, body: &str, why: &DeadLetter) -> Result<(), QueueError> {
+        lock(&self.dead_letters).push((body.to_owned(), why.clone()));
+        Ok(())
+    }
+}
+
+/// Answers from a script and records every webhook it was asked to send.
+#[derive(Default)]
+pub struct InMemoryWebhookSender {
+    script: Mutex<VecDeque<SendOutcome>>,
+    pub sent: Mutex<Vec<OutgoingWebhook>>,
+}
+
+impl InMemoryWebhookSender {
+    /// Answers with these outcomes in order, then 200 forever.
+    pub fn answering(outcomes: impl IntoIterator<Item = SendOutcome>) -> Self {
+        Self { script: Mutex::new(outcomes.into_iter().collect()), sent: Mutex::default() }
+    }
+    pub fn status(status: u16) -> SendOutcome {
+        SendOutcome::Answered { status, retry_after: None, excerpt: String::new(), latency: Duration::from_millis(5) }
+    }
+    pub fn sent(&self) -> Vec<OutgoingWebhook> {
+        lock(&self.sent).clone()
+    }
+}
+
+impl WebhookSender for InMemoryWebhookSender {
+    async fn send(&self, webhook: OutgoingWebhook) -> SendOutcome {
+        lock(&self.sent).push(webhook);
+        lock(&self.script).pop_front().unwrap_or_else(|| Self::status(200))
+    }
+}
+
+/// A clock that stands still unless moved.
+pub struct FixedClock(pub Mutex<DateTime<Utc>>);
+
+impl FixedClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(Mutex::new(now))
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut now = lock(&self.0);
+        *now += chrono::Duration::from_std(by).unwrap_or_default();
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.0)
+    }
+}

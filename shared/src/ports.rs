@@ -23,6 +23,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the item changed since it was read")]
     Conflict,
+    /// A listing cursor that this store did not hand out.
+    #[error("the cursor is not valid")]
+    InvalidCursor,
 }
 
 impl StoreError {

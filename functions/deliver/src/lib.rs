@@ -1,1 +1,48 @@
+//! The deliver function: the SQS-triggered worker that POSTs each delivery task, signed,
+//! and decides what happens next (done, retry later, failed, disabled).
 
+pub mod config;
+pub mod handler;
+pub mod report;
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use herald_shared::config::{ConfigError, Source};
+use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoSubscriptionStore};
+use herald_shared::http_sender::{HttpWebhookSender, SenderSettings};
+use herald_shared::ports::SystemClock;
+use herald_shared::sqs::SqsDeliveryQueue;
+use herald_shared::url_guard::SystemResolver;
+
+pub use config::DeliverConfig;
+pub use handler::{BatchOutcome, DeliverDeps, process_batch};
+pub use report::{Disposition, RecordReport};
+
+/// Deliver wired to DynamoDB, SQS and the real HTTP client.
+pub type AwsDeliver =
+    DeliverDeps<DynamoSubscriptionStore, DynamoDeliveryLedger, SqsDeliveryQueue, HttpWebhookSender, SystemClock>;
+
+pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigError> {
+    let config = DeliverConfig::from_source(env)?;
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let settings = SenderSettings {
+        timeout: config.timeout,
+        connect_timeout: config.connect_timeout,
+        policy: config.url_policy,
+        ..SenderSettings::default()
+    };
+    let sender = HttpWebhookSender::new(settings, Arc::new(SystemResolver)).map_err(|e| ConfigError::Invalid {
+        name: "HERALD_DELIVERY_TIMEOUT",
+        reason: format!("the HTTP client could not be built: {e}"),
+    })?;
+    Ok(DeliverDeps {
+        subscriptions: DynamoSubscriptionStore::new(dynamo.clone(), config.subscriptions_table.clone()),
+        ledger: DynamoDeliveryLedger::new(dynamo, config.deliveries_table.clone()),
+        queue: SqsDeliveryQueue::new(sqs, config.delivery_queue_url.clone(), config.dead_letter_queue_url.clone()),
+        sender,
+        clock: SystemClock,
+        settings: config.into(),
+    })
+}

@@ -1,1 +1,13 @@
-fn main() {}
+use lambda_http::{Error, Request, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    herald_shared::telemetry::init_json_logs();
+    let sdk = herald_shared::aws::load_sdk_config().await;
+    let deps = herald_ingest::aws_deps(&herald_shared::config::ProcessEnv, &sdk)?;
+    let deps = &deps;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        Ok::<_, Error>(herald_ingest::handle(deps, request).await)
+    }))
+    .await
+}

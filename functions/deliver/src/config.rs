@@ -1,0 +1,49 @@
+//! The deliver function's settings, read once at start-up.
+
+use std::time::Duration;
+
+use herald_shared::config::{self, ConfigError, Source};
+use herald_shared::retry::RetryPolicy;
+use herald_shared::url_guard::UrlPolicy;
+
+#[derive(Clone, Debug)]
+pub struct DeliverConfig {
+    pub subscriptions_table: String,
+    pub deliveries_table: String,
+    pub delivery_queue_url: String,
+    pub dead_letter_queue_url: String,
+    pub retry: RetryPolicy,
+    pub idempotency_key_prefix: String,
+    pub url_policy: UrlPolicy,
+    /// Per-attempt limit on the whole exchange with a receiver.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// How many records of a batch are delivered at once.
+    pub concurrency: usize,
+    pub retention: Duration,
+}
+
+impl DeliverConfig {
+    pub fn from_source(env: &dyn Source) -> Result<Self, ConfigError> {
+        let prefix = env.get("HERALD_IDEMPOTENCY_KEY_PREFIX").unwrap_or_default();
+        if prefix.len() > 32 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(ConfigError::Invalid {
+                name: "HERALD_IDEMPOTENCY_KEY_PREFIX",
+                reason: "at most 32 letters, digits, `_` or `-`".into(),
+            });
+        }
+        Ok(Self {
+            subscriptions_table: config::required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
+            deliveries_table: config::required(env, "HERALD_DELIVERIES_TABLE")?,
+            delivery_queue_url: config::required(env, "HERALD_DELIVERY_QUEUE_URL")?,
+            dead_letter_queue_url: config::required(env, "HERALD_DEAD_LETTER_QUEUE_URL")?,
+            retry: config::retry_policy(env)?,
+            idempotency_key_prefix: prefix,
+            url_policy: config::url_policy(env)?,
+            timeout: config::duration(env, "HERALD_DELIVERY_TIMEOUT", Duration::from_secs(30))?,
+            connect_timeout: config::duration(env, "HERALD_CONNECT_TIMEOUT", Duration::from_secs(10))?,
+            concurrency: config::number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
+            retention: config::retention(env)?,
+        })
+    }
+}

@@ -1,0 +1,392 @@
+//! One SQS batch: each record is claimed, sent and recorded, concurrently up to a bound.
+//! A record is reported as a batch item failure only when SQS should hand it back (a
+//! retry after the delay set with ChangeMessageVisibility, or an interruption); every
+//! other outcome, including the dead-letter queue, removes it from the queue.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use herald_shared::delivery::{Attempt, AttemptError, DeliveryState, DeliveryTask, decode_message};
+use herald_shared::format;
+use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::ports::{
+    AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue, OutgoingWebhook,
+    SendOutcome, StoreError, SubscriptionStore, WebhookSender,
+};
+use herald_shared::retry::{RetryDecision, RetryPolicy};
+use herald_shared::signing::signature_header;
+use herald_shared::subscription::{Subscription, SubscriptionStatus};
+use rand::Rng;
+
+use crate::config::DeliverConfig;
+use crate::report::{Disposition, RecordReport};
+
+/// How long a message stays hidden after Herald's own storage failed.
+const INTERRUPTED_DELAY: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct DeliverSettings {
+    pub retry: RetryPolicy,
+    pub idempotency_key_prefix: String,
+    pub concurrency: usize,
+    /// How long a claim keeps other copies of a message away: the timeout and a margin.
+    pub lease: Duration,
+    pub retention: Duration,
+}
+
+impl From<DeliverConfig> for DeliverSettings {
+    fn from(c: DeliverConfig) -> Self {
+        Self {
+            retry: c.retry,
+            idempotency_key_prefix: c.idempotency_key_prefix,
+            concurrency: c.concurrency,
+            lease: c.timeout + Duration::from_secs(30),
+            retention: c.retention,
+        }
+    }
+}
+
+pub struct DeliverDeps<S, L, Q, W, C> {
+    pub subscriptions: S,
+    pub ledger: L,
+    pub queue: Q,
+    pub sender: W,
+    pub clock: C,
+    pub settings: DeliverSettings,
+}
+
+pub struct BatchOutcome {
+    pub response: SqsBatchResponse,
+    pub reports: Vec<RecordReport>,
+}
+
+type SubscriptionCache = HashMap<(TenantId, SubscriptionId), Result<Option<Subscription>, String>>;
+
+pub async fn process_batch<S, L, Q, W, C>(deps: &DeliverDeps<S, L, Q, W, C>, event: SqsEvent) -> BatchOutcome
+where
+    S: SubscriptionStore,
+    L: DeliveryLedger,
+    Q: DeliveryQueue,
+    W: WebhookSender,
+    C: Clock,
+{
+    let decoded: Vec<(SqsMessage, Result<DeliveryTask, String>)> = event
+        .records
+        .into_iter()
+        .map(|m| {
+            let task = decode_message(m.body.as_deref().unwrap_or_default()).map_err(|e| e.to_string());
+            (m, task)
+        })
+        .collect();
+    let subscriptions = load_subscriptions(deps, &decoded).await;
+
+    let reports: Vec<RecordReport> = futures::stream::iter(decoded)
+        .map(|(message, task)| process_record(deps, &subscriptions, message, task))
+        .buffer_unordered(deps.settings.concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut response = SqsBatchResponse::default();
+    for report in &reports {
+        tracing::info!(
+            message_id = %report.message_id,
+            delivery_id = report.delivery_id.as_deref().unwrap_or(""),
+            attempt = report.attempt,
+            status = report.status,
+            error = report.error,
+            disposition = %report.disposition,
+            "record processed"
+        );
+        if report.disposition.keeps_message() {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = report.message_id.clone();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    BatchOutcome { response, reports }
+}
+
+/// Each subscription named in the batch, read once.
+async fn load_subscriptions<S, L, Q, W, C>(
+    deps: &DeliverDeps<S, L, Q, W, C>,
+    decoded: &[(SqsMessage, Result<DeliveryTask, String>)],
+) -> SubscriptionCache
+where
+    S: SubscriptionStore,
+{
+    let mut keys: Vec<(TenantId, SubscriptionId)> = decoded
+        .iter()
+        .filter_map(|(_, t)| t.as_ref().ok())
+        .map(|t| (t.tenant.clone(), t.subscription_id.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let loaded = futures::future::join_all(keys.iter().map(|(tenant, id)| deps.subscriptions.get(tenant, id))).await;
+    keys.into_iter()
+        .zip(loaded)
+        .map(|(key, result)| (key, result.map_err(|e| e.to_string())))
+        .collect()
+}
+
+async fn process_record<S, L, Q, W, C>(
+    deps: &DeliverDeps<S, L, Q, W, C>,
+    subscriptions: &SubscriptionCache,
+    message: SqsMessage,
+    task: Result<DeliveryTask, String>,
+) -> RecordReport
+where
+    S: SubscriptionStore,
+    L: DeliveryLedger,
+    Q: DeliveryQueue,
+    W: WebhookSender,
+    C: Clock,
+{
+    let message_id = message.message_id.clone().unwrap_or_default();
+    let receipt = message.receipt_handle.clone().unwrap_or_default();
+    let body = message.body.as_deref().unwrap_or_default();
+
+    let task = match task {
+        Ok(task) => task,
+        Err(reason) => {
+            let why = DeadLetter { reason: format!("malformed task: {reason}"), delivery_id: None };
+            let disposition = match deps.queue.dead_letter(body, &why).await {
+                Ok(()) => Disposition::DeadLettered(why.reason),
+                Err(e) => interrupted(deps, &receipt, format!("dead-letter queue: {e}")).await,
+            };
+            return RecordReport::new(&message_id, disposition);
+        }
+    };
+
+    let mut report = RecordReport::new(&message_id, Disposition::Delivered);
+    report.delivery_id = Some(task.delivery_id.to_string());
+    report.subscription_id = Some(task.subscription_id.to_string());
+    report.disposition = deliver(deps, subscriptions, &task, body, &receipt, &mut report).await;
+    report
+}
+
+async fn deliver<S, L, Q, W, C>(
+    deps: &DeliverDeps<S, L, Q, W, C>,
+    subscriptions: &SubscriptionCache,
+    task: &DeliveryTask,
+    body: &str,
+    receipt: &str,
+    report: &mut RecordReport,
+) -> Disposition
+where
+    S: SubscriptionStore,
+    L: DeliveryLedger,
+    Q: DeliveryQueue,
+    W: WebhookSender,
+    C: Clock,
+{
+    let settings = &deps.settings;
+    let now = deps.clock.now();
+    let claim = Claim {
+        task_forced: task.forced,
+        token: format!("{:032x}", rand::rng().random::<u128>()),
+        now,
+        lease_until: now + to_chrono(settings.lease),
+        expires_at: now + to_chrono(settings.retention),
+    };
+    let record = match deps.ledger.claim(task, &claim).await {
+        Ok(ClaimOutcome::Claimed(record)) => record,
+        Ok(ClaimOutcome::Finished(record)) => return Disposition::AlreadyFinished(record.state),
+        Ok(ClaimOutcome::Leased { until }) => {
+            let wait = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+            return match deps.queue.retry_later(receipt, wait).await {
+                Ok(()) => Disposition::Leased(wait),
+                Err(e) => Disposition::Interrupted(format!("queue: {e}")),
+            };
+        }
+        Err(e) => return interrupted(deps, receipt, format!("ledger: {e}")).await,
+    };
+
+    let key = (task.tenant.clone(), task.subscription_id.clone());
+    let subscription = match subscriptions.get(&key) {
+        Some(Ok(Some(s))) if s.status == SubscriptionStatus::Active => s,
+        Some(Ok(Some(_))) => return skip(deps, task, &claim, "subscription disabled", receipt).await,
+        Some(Ok(None)) | None => return skip(deps, task, &claim, "subscription deleted", receipt).await,
+        Some(Err(e)) => {
+            let why = format!("subscriptions: {e}");
+            return release(deps, task, &claim, why, receipt).await;
+        }
+    };
+    report.url = Some(subscription.url.as_str().to_owned());
+
+    let number = record.attempt_count() + 1;
+    report.attempt = Some(number);
+    let webhook = build_webhook(task, subscription, &settings.idempotency_key_prefix, now);
+    let outcome = deps.sender.send(webhook).await;
+    let attempt = attempt_of(number, now, task.forced, &outcome);
+    report.status = attempt.status;
+    report.error = attempt.error.filter(|e| *e != AttemptError::Http).map(AttemptError::code);
+    report.latency_ms = Some(attempt.latency_ms);
+    let finished_at = deps.clock.now();
+
+    let (state, next_attempt_at, reason, disposition) = if attempt.succeeded() {
+        (DeliveryState::Delivered, None, None, Disposition::Delivered)
+    } else if attempt.status == Some(410) {
+        let why = "the endpoint answered 410 Gone";
+        if let Err(e) = deps
+            .subscriptions
+            .disable(&task.tenant, &task.subscription_id, why, finished_at)
+            .await
+        {
+            return release(deps, task, &claim, format!("subscriptions: {e}"), receipt).await;
+        }
+        (DeliveryState::Failed, None, Some(why.to_owned()), Disposition::Gone)
+    } else {
+        let retry_after = match &outcome {
+            SendOutcome::Answered { status: 429 | 503, retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let jitter = rand::rng().random_range(-1.0..=1.0);
+        match settings.retry.decide(number, record.first_attempt_at, finished_at, retry_after, jitter) {
+            RetryDecision::RetryAfter(delay) => (
+                DeliveryState::Pending,
+                Some(finished_at + to_chrono(delay)),
+                None,
+                Disposition::RetryIn(delay),
+            ),
+            RetryDecision::GiveUp => (
+                DeliveryState::Failed,
+                None,
+                Some(format!("no success after {number} attempts; the retry window is spent")),
+                Disposition::Failed,
+            ),
+        }
+    };
+
+    let result = AttemptResult { attempt: Some(attempt), state, next_attempt_at, reason: reason.clone(), now: finished_at };
+    match deps.ledger.finish(&task.delivery_id, &claim.token, &result).await {
+        Ok(()) => {}
+        // Another worker took the delivery over after our lease ran out; it owns the outcome.
+        Err(StoreError::Conflict) => return Disposition::AlreadyFinished(DeliveryState::Delivering),
+        Err(e) => return interrupted(deps, receipt, format!("ledger: {e}")).await,
+    }
+
+    match disposition {
+        Disposition::RetryIn(delay) => match deps.queue.retry_later(receipt, delay).await {
+            Ok(()) => Disposition::RetryIn(delay),
+            Err(e) => Disposition::Interrupted(format!("queue: {e}")),
+        },
+        Disposition::Failed => {
+            let why = DeadLetter { reason: reason.unwrap_or_default(), delivery_id: Some(task.delivery_id.clone()) };
+            match deps.queue.dead_letter(body, &why).await {
+                Ok(()) => Disposition::Failed,
+                Err(e) => Disposition::Interrupted(format!("dead-letter queue: {e}")),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The signed request for one attempt. The timestamp is this attempt's, so receivers
+/// can refuse stale ones; the id is the delivery's, so they can drop duplicates.
+fn build_webhook(task: &DeliveryTask, subscription: &Subscription, prefix: &str, now: DateTime<Utc>) -> OutgoingWebhook {
+    let body = format::render(&task.event, subscription.format);
+    let timestamp = now.timestamp();
+    let id = task.delivery_id.as_str();
+    let signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);
+    let headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), herald_shared::USER_AGENT.to_owned()),
+        ("webhook-id".to_owned(), id.to_owned()),
+        ("webhook-timestamp".to_owned(), timestamp.to_string()),
+        ("webhook-signature".to_owned(), signature),
+        ("idempotency-key".to_owned(), format!("{prefix}{id}")),
+    ];
+    OutgoingWebhook { url: subscription.url.clone(), headers, body }
+}
+
+fn attempt_of(number: u32, at: DateTime<Utc>, forced: bool, outcome: &SendOutcome) -> Attempt {
+    match outcome {
+        SendOutcome::Answered { status, excerpt, latency, .. } => Attempt {
+            number,
+            at,
+            status: Some(*status),
+            error: match status {
+                200..=299 => None,
+                300..=399 => Some(AttemptError::Redirect),
+                _ => Some(AttemptError::Http),
+            },
+            latency_ms: latency.as_millis() as u64,
+            response: excerpt.clone(),
+            forced,
+        },
+        SendOutcome::Failed { error, detail, latency } => Attempt {
+            number,
+            at,
+            status: None,
+            error: Some(*error),
+            latency_ms: latency.as_millis() as u64,
+            response: detail.clone(),
+            forced,
+        },
+    }
+}
+
+/// Records a delivery that will not be attempted, and lets its message go.
+async fn skip<S, L, Q, W, C>(
+    deps: &DeliverDeps<S, L, Q, W, C>,
+    task: &DeliveryTask,
+    claim: &Claim,
+    why: &str,
+    receipt: &str,
+) -> Disposition
+where
+    L: DeliveryLedger,
+    Q: DeliveryQueue,
+    C: Clock,
+{
+    let result = AttemptResult {
+        attempt: None,
+        state: DeliveryState::Skipped,
+        next_attempt_at: None,
+        reason: Some(why.to_owned()),
+        now: deps.clock.now(),
+    };
+    match deps.ledger.finish(&task.delivery_id, &claim.token, &result).await {
+        Ok(()) | Err(StoreError::Conflict) => Disposition::Skipped(why.to_owned()),
+        Err(e) => interrupted(deps, receipt, format!("ledger: {e}")).await,
+    }
+}
+
+/// Gives the claim back (pending, no attempt) after a failure of Herald's own, and has
+/// SQS hand the message back shortly.
+async fn release<S, L, Q, W, C>(
+    deps: &DeliverDeps<S, L, Q, W, C>,
+    task: &DeliveryTask,
+    claim: &Claim,
+    why: String,
+    receipt: &str,
+) -> Disposition
+where
+    L: DeliveryLedger,
+    Q: DeliveryQueue,
+    C: Clock,
+{
+    let result = AttemptResult { attempt: None, state: DeliveryState::Pending, next_attempt_at: None, reason: None, now: deps.clock.now() };
+    if let Err(e) = deps.ledger.finish(&task.delivery_id, &claim.token, &result).await {
+        tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not release a claim; its lease will lapse");
+    }
+    interrupted(deps, receipt, why).await
+}
+
+async fn interrupted<S, L, Q, W, C>(deps: &DeliverDeps<S, L, Q, W, C>, receipt: &str, why: String) -> Disposition
+where
+    Q: DeliveryQueue,
+{
+    tracing::error!(reason = %why, "delivery interrupted by a failure of Herald's own");
+    if let Err(e) = deps.queue.retry_later(receipt, INTERRUPTED_DELAY).await {
+        tracing::warn!(error = %e, "could not shorten the visibility of an interrupted message");
+    }
+    Disposition::Interrupted(why)
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,98 @@
+//! What happened to each record of a batch, for logs and for the local runner's lines.
+
+use std::fmt;
+use std::time::Duration;
+
+use herald_shared::delivery::DeliveryState;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Disposition {
+    Delivered,
+    RetryIn(Duration),
+    /// The retry window is spent: recorded failed and moved to the dead-letter queue.
+    Failed,
+    /// 410 Gone: the subscription was disabled.
+    Gone,
+    Skipped(String),
+    DeadLettered(String),
+    /// The delivery was already in a final state: the message was a duplicate.
+    AlreadyFinished(DeliveryState),
+    /// Another worker holds the delivery; this copy comes back after its lease.
+    Leased(Duration),
+    /// Herald's own storage or queue failed; SQS hands the message back.
+    Interrupted(String),
+}
+
+impl Disposition {
+    /// Whether SQS should hand the message back (a batch item failure).
+    pub fn keeps_message(&self) -> bool {
+        matches!(self, Self::RetryIn(_) | Self::Leased(_) | Self::Interrupted(_))
+    }
+}
+
+impl fmt::Display for Disposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Delivered => f.write_str("delivered"),
+            Self::RetryIn(d) => write!(f, "retry in {}s", d.as_secs()),
+            Self::Failed => f.write_str("failed: retry window spent, moved to the dead-letter queue"),
+            Self::Gone => f.write_str("failed: 410 Gone, subscription disabled"),
+            Self::Skipped(why) => write!(f, "skipped: {why}"),
+            Self::DeadLettered(why) => write!(f, "dead-lettered: {why}"),
+            Self::AlreadyFinished(state) => write!(f, "already {}", state.as_str()),
+            Self::Leased(d) => write!(f, "held by another worker, back in {}s", d.as_secs()),
+            Self::Interrupted(why) => write!(f, "interrupted: {why}"),
+        }
+    }
+}
+
+/// One record's outcome.
+#[derive(Clone, Debug)]
+pub struct RecordReport {
+    pub message_id: String,
+    pub delivery_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub url: Option<String>,
+    pub attempt: Option<u32>,
+    pub status: Option<u16>,
+    pub error: Option<&'static str>,
+    pub latency_ms: Option<u64>,
+    pub disposition: Disposition,
+}
+
+impl RecordReport {
+    pub fn new(message_id: &str, disposition: Disposition) -> Self {
+        Self {
+            message_id: message_id.to_owned(),
+            delivery_id: None,
+            subscription_id: None,
+            url: None,
+            attempt: None,
+            status: None,
+            error: None,
+            latency_ms: None,
+            disposition,
+        }
+    }
+}
+
+impl fmt::Display for RecordReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "delivery {}", self.delivery_id.as_deref().unwrap_or(&self.message_id))?;
+        if let Some(url) = &self.url {
+            write!(f, " → {url}")?;
+        }
+        if let Some(n) = self.attempt {
+            write!(f, "  attempt {n}")?;
+        }
+        match (self.status, self.error) {
+            (Some(status), _) => write!(f, "  {status}")?,
+            (None, Some(code)) => write!(f, "  {code}")?,
+            _ => {}
+        }
+        if let Some(ms) = self.latency_ms {
+            write!(f, "  in {ms} ms")?;
+        }
+        write!(f, "  {}", self.disposition)
+    }
+}

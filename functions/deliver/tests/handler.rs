@@ -1,0 +1,255 @@
+//! The deliver handler on in-memory ports, fed with the SQS events in `events/`.
+
+use std::time::Duration;
+
+use aws_lambda_events::sqs::SqsEvent;
+use chrono::Utc;
+use herald_deliver::handler::DeliverSettings;
+use herald_deliver::{DeliverDeps, Disposition, process_batch};
+use herald_shared::delivery::{AttemptError, DeliveryState, decode_message};
+use herald_shared::format::BodyFormat;
+use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::memory::{
+    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemorySubscriptionStore, InMemoryWebhookSender,
+};
+use herald_shared::pattern::EventTypePattern;
+use herald_shared::ports::{SendOutcome, SubscriptionStore};
+use herald_shared::retry::RetryPolicy;
+use herald_shared::signing::WebhookSecret;
+use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
+use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
+
+type Deps = DeliverDeps<
+    InMemorySubscriptionStore,
+    InMemoryDeliveryLedger,
+    InMemoryDeliveryQueue,
+    InMemoryWebhookSender,
+    FixedClock,
+>;
+
+const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000000";
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
+    DeliverDeps {
+        subscriptions: InMemorySubscriptionStore::default(),
+        ledger: InMemoryDeliveryLedger::default(),
+        queue: InMemoryDeliveryQueue::default(),
+        sender,
+        clock: FixedClock::at(Utc::now()),
+        settings: DeliverSettings {
+            retry: RetryPolicy::parse(schedule, window).unwrap(),
+            idempotency_key_prefix: "ffm_wh_".into(),
+            concurrency: 10,
+            lease: Duration::from_secs(60),
+            retention: Duration::from_secs(86_400),
+        },
+    }
+}
+
+async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
+    let now = Utc::now();
+    deps.subscriptions
+        .create(&Subscription {
+            tenant: TenantId::parse("acme").unwrap(),
+            id: SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+            url: SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+            description: String::new(),
+            event_types: vec![EventTypePattern::parse("order.*").unwrap()],
+            filter: None,
+            format: BodyFormat::Standard,
+            secrets: vec![SigningSecret { secret: WebhookSecret::parse(SECRET).unwrap(), expires_at: None }],
+            status,
+            disabled_reason: None,
+            disabled_at: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+}
+
+fn sqs_event(name: &str) -> SqsEvent {
+    let path = format!("{}/../../events/deliver/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn failures(outcome: &herald_deliver::BatchOutcome) -> Vec<String> {
+    outcome.response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let event = sqs_event("batch-of-two.json");
+    let first_task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    let outcome = process_batch(&deps, event).await;
+
+    assert!(failures(&outcome).is_empty());
+    let sent = deps.sender.sent();
+    assert_eq!(sent.len(), 2);
+    let webhook = sent.iter().find(|w| w.headers.iter().any(|(_, v)| v == first_task.delivery_id.as_str())).unwrap();
+    let header = |name: &str| webhook.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
+    let expected = WebhookSecret::parse(SECRET).unwrap().sign(first_task.delivery_id.as_str(), timestamp, &webhook.body);
+    assert_eq!(header("webhook-signature"), expected);
+    assert_eq!(header("idempotency-key"), format!("ffm_wh_{}", first_task.delivery_id));
+    assert_eq!(header("content-type"), "application/json");
+    assert!(header("user-agent").starts_with("Herald-Webhooks/"));
+    let body: serde_json::Value = serde_json::from_slice(&webhook.body).unwrap();
+    assert_eq!(body["type"], "order.shipped");
+    assert_eq!(body["data"]["order_id"], "ord_1001");
+    let record = deps.ledger.record(&first_task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    assert_eq!(record.attempts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_is_delivered() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let outcome = process_batch(&deps, sqs_event("poison-message.json")).await;
+
+    assert!(failures(&outcome).is_empty(), "a poison message must not loop");
+    let dead = deps.queue.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "this is not a delivery task");
+    assert!(dead[0].1.reason.starts_with("malformed task"));
+    assert_eq!(deps.sender.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failure_hides_the_message_for_the_next_delay_and_reports_it() {
+    let deps = deps(InMemoryWebhookSender::answering([InMemoryWebhookSender::status(500)]), "2s,4s", "1h");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let mut event = sqs_event("batch-of-two.json");
+    event.records.truncate(1);
+    let message_id = event.records[0].message_id.clone().unwrap();
+
+    let outcome = process_batch(&deps, event.clone()).await;
+    assert_eq!(failures(&outcome), vec![message_id.clone()]);
+    let delayed = deps.queue.delayed();
+    assert_eq!(delayed.len(), 1);
+    assert!(delayed[0].1 >= Duration::from_millis(1800) && delayed[0].1 <= Duration::from_millis(2200));
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Pending);
+    assert_eq!(record.attempts[0].status, Some(500));
+    assert_eq!(record.attempts[0].error, Some(AttemptError::Http));
+
+    // SQS hands it back: the second attempt succeeds and is numbered 2.
+    let outcome = process_batch(&deps, event).await;
+    assert!(failures(&outcome).is_empty());
+    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    assert_eq!(record.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queue() {
+    let refusals = (0..3).map(|_| SendOutcome::Failed {
+        error: AttemptError::Connect,
+        detail: "connection refused".into(),
+        latency: Duration::from_millis(1),
+    });
+    let deps = deps(InMemoryWebhookSender::answering(refusals), "1s,1s", "1h");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let mut event = sqs_event("batch-of-two.json");
+    event.records.truncate(1);
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    for _ in 0..2 {
+        let outcome = process_batch(&deps, event.clone()).await;
+        assert_eq!(outcome.reports[0].disposition, Disposition::RetryIn(Duration::from_secs(1)));
+    }
+    let outcome = process_batch(&deps, event.clone()).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::Failed);
+    assert!(failures(&outcome).is_empty());
+    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Failed);
+    assert_eq!(record.attempts.len(), 3);
+    let dead = deps.queue.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.delivery_id.as_ref(), Some(&task.delivery_id));
+
+    // A late copy of the message changes nothing.
+    let outcome = process_batch(&deps, event).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::AlreadyFinished(DeliveryState::Failed));
+    assert_eq!(deps.sender.sent().len(), 3);
+}
+
+#[tokio::test]
+async fn the_same_message_twice_or_after_success_is_one_post() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let mut event = sqs_event("batch-of-two.json");
+    event.records.truncate(1);
+    let mut twice = event.clone();
+    twice.records.push(event.records[0].clone());
+
+    let outcome = process_batch(&deps, twice).await;
+    process_batch(&deps, event).await;
+
+    assert_eq!(deps.sender.sent().len(), 1);
+    let copies = outcome
+        .reports
+        .iter()
+        .filter(|r| matches!(r.disposition, Disposition::Leased(_) | Disposition::AlreadyFinished(_)))
+        .count();
+    assert_eq!(copies, 1, "the second copy either waits for the lease or finds the delivery done");
+}
+
+#[tokio::test]
+async fn gone_disables_the_subscription() {
+    let deps = deps(InMemoryWebhookSender::answering([InMemoryWebhookSender::status(410)]), "exponential", "3d");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let event = sqs_event("batch-of-two.json");
+    let (mut first, mut second) = (event.clone(), event);
+    first.records.truncate(1);
+    second.records.remove(0);
+
+    let outcome = process_batch(&deps, first).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(outcome.reports[0].disposition, Disposition::Gone);
+    let subscription = deps.subscriptions.all().remove(0);
+    assert_eq!(subscription.status, SubscriptionStatus::Disabled);
+    assert!(subscription.disabled_reason.unwrap().contains("410"));
+
+    let outcome = process_batch(&deps, second).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::Skipped("subscription disabled".into()));
+    assert_eq!(deps.sender.sent().len(), 1, "nothing more goes to a disabled subscription");
+}
+
+#[tokio::test]
+async fn deliveries_to_a_deleted_or_disabled_subscription_are_skipped_and_recorded() {
+    for status in [None, Some(SubscriptionStatus::Disabled)] {
+        let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+        if let Some(status) = status {
+            with_subscription(&deps, status).await;
+        }
+        let outcome = process_batch(&deps, sqs_event("batch-of-two.json")).await;
+        assert!(failures(&outcome).is_empty());
+        assert!(deps.sender.sent().is_empty());
+        assert!(deps.ledger.records().iter().all(|r| r.state == DeliveryState::Skipped));
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_on_429() {
+    let throttled = SendOutcome::Answered {
+        status: 429,
+        retry_after: Some(Duration::from_secs(120)),
+        excerpt: "slow down".into(),
+        latency: Duration::from_millis(3),
+    };
+    let deps = deps(InMemoryWebhookSender::answering([throttled]), "exponential", "3d");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let mut event = sqs_event("batch-of-two.json");
+    event.records.truncate(1);
+    let outcome = process_batch(&deps, event).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::RetryIn(Duration::from_secs(120)));
+    assert_eq!(deps.queue.delayed()[0].1, Duration::from_secs(120));
+}

@@ -1,0 +1,187 @@
+//! The ingest handler on in-memory ports, fed with the API Gateway events in `events/`.
+
+use chrono::Utc;
+use herald_ingest::{IngestDeps, handle};
+use herald_shared::format::BodyFormat;
+use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::memory::{FixedClock, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore};
+use herald_shared::pattern::EventTypePattern;
+use herald_shared::ports::SubscriptionStore;
+use herald_shared::signing::WebhookSecret;
+use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
+use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+
+type Deps = IngestDeps<InMemorySubscriptionStore, InMemoryEventLog, InMemoryDeliveryQueue, FixedClock>;
+
+fn deps() -> Deps {
+    IngestDeps {
+        subscriptions: InMemorySubscriptionStore::default(),
+        events: InMemoryEventLog::default(),
+        queue: InMemoryDeliveryQueue::default(),
+        clock: FixedClock::at(Utc::now()),
+        tenant_claim: "tenant".into(),
+    }
+}
+
+fn event_file(name: &str) -> Value {
+    let path = format!("{}/../../events/ingest/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn request(event: &Value) -> Request {
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+/// The `publish-one` event with another body and tenant.
+fn publish(tenant: &str, body: Value) -> Request {
+    let mut event = event_file("publish-one.json");
+    event["body"] = Value::String(body.to_string());
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["tenant"] = json!(tenant);
+    request(&event)
+}
+
+async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> SubscriptionId {
+    let now = Utc::now();
+    let mut rng = rand::rng();
+    let subscription = Subscription {
+        tenant: TenantId::parse(tenant).unwrap(),
+        id: SubscriptionId::generate(now, &mut rng),
+        url: SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        description: String::new(),
+        event_types: patterns.iter().map(|p| EventTypePattern::parse(p).unwrap()).collect(),
+        filter: None,
+        format: BodyFormat::Standard,
+        secrets: vec![SigningSecret { secret: WebhookSecret::generate(&mut rng), expires_at: None }],
+        status: SubscriptionStatus::Active,
+        disabled_reason: None,
+        disabled_at: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    deps.subscriptions.create(&subscription).await.unwrap();
+    subscription.id
+}
+
+fn json_of(response: &Response<Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).unwrap()
+}
+
+#[tokio::test]
+async fn a_publish_reaches_every_matching_subscription_once() {
+    let deps = deps();
+    let wants_orders = subscribe(&deps, "acme", &["order.*"]).await;
+    let wants_all = subscribe(&deps, "acme", &["*"]).await;
+    subscribe(&deps, "acme", &["invoice.paid"]).await;
+    subscribe(&deps, "other", &["*"]).await;
+
+    let response = handle(&deps, request(&event_file("publish-one.json"))).await;
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(json_of(&response), json!({"id": "ord_1001.shipped", "deliveries": 2, "duplicate": false}));
+    let mut targets: Vec<_> = deps.queue.enqueued().into_iter().map(|t| t.subscription_id).collect();
+    targets.sort();
+    let mut expected = vec![wants_orders, wants_all];
+    expected.sort();
+    assert_eq!(targets, expected);
+}
+
+#[tokio::test]
+async fn the_same_event_id_twice_fans_out_once_and_answers_alike() {
+    let deps = deps();
+    subscribe(&deps, "acme", &["order.shipped"]).await;
+    let first = handle(&deps, request(&event_file("publish-one.json"))).await;
+    let second = handle(&deps, request(&event_file("publish-one.json"))).await;
+
+    assert_eq!(second.status(), 202);
+    assert_eq!(json_of(&first)["deliveries"], json_of(&second)["deliveries"]);
+    assert_eq!(json_of(&second)["duplicate"], json!(true));
+    assert_eq!(deps.queue.enqueued().len(), 1);
+}
+
+#[tokio::test]
+async fn a_reused_id_with_other_content_is_a_conflict() {
+    let deps = deps();
+    handle(&deps, publish("acme", json!({"id": "e1", "type": "a", "data": {"v": 1}}))).await;
+    let response = handle(&deps, publish("acme", json!({"id": "e1", "type": "a", "data": {"v": 2}}))).await;
+    assert_eq!(response.status(), 409);
+    assert_eq!(json_of(&response)["error"]["code"], "conflict");
+}
+
+#[tokio::test]
+async fn a_batch_answers_per_event() {
+    let deps = deps();
+    subscribe(&deps, "acme", &["invoice.paid"]).await;
+    let response = handle(&deps, request(&event_file("publish-batch.json"))).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        json_of(&response),
+        json!({"events": [
+            {"id": "inv_1", "deliveries": 1, "duplicate": false},
+            {"id": "inv_2", "deliveries": 0, "duplicate": false}
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_is_503_and_a_retry_completes_the_publish() {
+    let deps = deps();
+    subscribe(&deps, "acme", &["*"]).await;
+    *deps.queue.fail_next.lock().unwrap() = 1;
+
+    let failed = handle(&deps, request(&event_file("publish-one.json"))).await;
+    assert_eq!(failed.status(), 503);
+    assert!(deps.queue.enqueued().is_empty());
+
+    let retried = handle(&deps, request(&event_file("publish-one.json"))).await;
+    assert_eq!(retried.status(), 202);
+    assert_eq!(json_of(&retried), json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": false}));
+    assert_eq!(deps.queue.enqueued().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_json_4xx_and_nothing_is_written() {
+    let big = "x".repeat(300 * 1024);
+    let many: Vec<Value> = (0..101).map(|i| json!({"id": format!("e{i}"), "type": "a", "data": {}})).collect();
+    let cases: Vec<(Request, u16)> = vec![
+        (request(&event_file("bad-json.json")), 400),
+        (request(&event_file("missing-type.json")), 422),
+        (request(&event_file("no-tenant.json")), 401),
+        (publish("acme", json!({"type": "a", "data": [1, 2]})), 422),
+        (publish("acme", json!({"type": "a", "data": {}, "colour": "red"})), 422),
+        (publish("acme", json!({"type": "a b", "data": {}})), 422),
+        (publish("acme", json!({"type": "a", "data": {"s": big}})), 413),
+        (publish("acme", json!({"events": many})), 413),
+        (publish("acme", json!({"events": [{"type": "a", "data": {}}, {"type": "b"}]})), 422),
+        (publish("not a tenant!", json!({"type": "a", "data": {}})), 401),
+    ];
+    for (i, (req, status)) in cases.into_iter().enumerate() {
+        let deps = deps();
+        subscribe(&deps, "acme", &["*"]).await;
+        let response = handle(&deps, req).await;
+        assert_eq!(response.status(), status, "case {i}");
+        let body = json_of(&response);
+        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "case {i}: {body}");
+        assert!(deps.events.is_empty(), "case {i} wrote an event");
+        assert!(deps.queue.enqueued().is_empty(), "case {i} queued a task");
+    }
+}
+
+#[tokio::test]
+async fn wrong_content_type_route_and_method_are_refused() {
+    let deps = deps();
+    let mut event = event_file("publish-one.json");
+    event["headers"]["content-type"] = json!("text/plain");
+    assert_eq!(handle(&deps, request(&event)).await.status(), 415);
+
+    let mut event = event_file("publish-one.json");
+    event["requestContext"]["http"]["method"] = json!("GET");
+    assert_eq!(handle(&deps, request(&event)).await.status(), 405);
+
+    let mut event = event_file("publish-one.json");
+    event["rawPath"] = json!("/v1/other");
+    assert_eq!(handle(&deps, request(&event)).await.status(), 404);
+    assert!(deps.events.is_empty());
+}
