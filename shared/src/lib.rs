@@ -3,6 +3,7 @@
 //! adapters that implement those ports on DynamoDB, SQS and HTTP.
 
 pub mod api;
+pub mod aws;
 pub mod config;
 pub mod delivery;
 pub mod dynamo;

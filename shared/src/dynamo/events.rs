@@ -1,0 +1,80 @@
+//! Event acceptance records keyed by (`tenant`, `id`): the producer-idempotency record and
+//! the event itself, kept for the retention period. TTL deletion lags, so an expired
+//! record is treated as absent here too.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use chrono::{DateTime, Utc};
+
+use super::{Item, get_n, get_s, n, s, time, to_doc, unavailable};
+use crate::event::Event;
+use crate::ids::{EventId, TenantId};
+use crate::ports::{Acceptance, EventLog, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct DynamoEventLog {
+    client: Client,
+    table: String,
+    retention: Duration,
+}
+
+impl DynamoEventLog {
+    pub fn new(client: Client, table: String, retention: Duration) -> Self {
+        Self { client, table, retention }
+    }
+}
+
+impl EventLog for DynamoEventLog {
+    async fn accept(&self, tenant: &TenantId, event: &Event, fingerprint: &str, now: DateTime<Utc>) -> Result<Acceptance, StoreError> {
+        let expires_at = now.timestamp() + self.retention.as_secs() as i64;
+        let item = Item::from([
+            ("tenant".to_owned(), s(tenant.as_str())),
+            ("id".to_owned(), s(event.id.as_str())),
+            ("fingerprint".to_owned(), s(fingerprint)),
+            ("doc".to_owned(), to_doc(event)?),
+            ("accepted_at".to_owned(), s(time(now))),
+            ("expires_at".to_owned(), n(expires_at)),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(id) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Acceptance::New),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    let old = failed.item().ok_or_else(|| StoreError::Corrupt("no item with the failed condition".into()))?;
+                    Ok(Acceptance::Seen {
+                        fingerprint: get_s(old, "fingerprint")?.to_owned(),
+                        deliveries: get_n(old, "deliveries").map(|d| d.max(0) as u32),
+                    })
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn complete(&self, tenant: &TenantId, id: &EventId, deliveries: u32) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("tenant", s(tenant.as_str()))
+            .key("id", s(id.as_str()))
+            .update_expression("SET deliveries = :deliveries")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":deliveries", n(deliveries))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
