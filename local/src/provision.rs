@@ -1,0 +1,230 @@
+//! Creates the tables and queues that `template.yaml` declares, against whatever endpoint
+//! the SDK points at (moto, locally), so the template is the one definition of them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_yaml::Value;
+
+/// What was created, by the template's logical ids.
+#[derive(Clone, Debug, Default)]
+pub struct Provisioned {
+    pub tables: HashMap<String, String>,
+    /// Logical id to (queue URL, queue ARN).
+    pub queues: HashMap<String, (String, String)>,
+}
+
+impl Provisioned {
+    fn table(&self, logical: &str) -> &str {
+        self.tables.get(logical).map(String::as_str).unwrap_or_default()
+    }
+    fn queue(&self, logical: &str) -> &str {
+        self.queues.get(logical).map(|(url, _)| url.as_str()).unwrap_or_default()
+    }
+    pub fn subscriptions_table(&self) -> &str {
+        self.table("SubscriptionsTable")
+    }
+    pub fn deliveries_table(&self) -> &str {
+        self.table("DeliveriesTable")
+    }
+    pub fn events_table(&self) -> &str {
+        self.table("EventsTable")
+    }
+    pub fn delivery_queue_url(&self) -> &str {
+        self.queue("DeliveryQueue")
+    }
+    pub fn dead_letter_queue_url(&self) -> &str {
+        self.queue("DeadLetterQueue")
+    }
+
+    /// The variables the functions read, as the template's `Globals` would set them.
+    pub fn environment(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("HERALD_SUBSCRIPTIONS_TABLE".into(), self.subscriptions_table().into()),
+            ("HERALD_DELIVERIES_TABLE".into(), self.deliveries_table().into()),
+            ("HERALD_EVENTS_TABLE".into(), self.events_table().into()),
+            ("HERALD_DELIVERY_QUEUE_URL".into(), self.delivery_queue_url().into()),
+            ("HERALD_DEAD_LETTER_QUEUE_URL".into(), self.dead_letter_queue_url().into()),
+        ])
+    }
+}
+
+/// `template.yaml` at the root of the workspace, or `HERALD_TEMPLATE`.
+pub fn template_path() -> PathBuf {
+    std::env::var_os("HERALD_TEMPLATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"))
+}
+
+/// The template's resources of one type, by logical id.
+fn resources<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    template
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
+        .filter_map(|(id, r)| Some((id.as_str()?, r.get("Properties")?)))
+        .collect()
+}
+
+fn text<'a>(value: &'a Value, field: &str) -> anyhow::Result<&'a str> {
+    value.get(field).and_then(Value::as_str).ok_or_else(|| anyhow!("`{field}` is missing or not text"))
+}
+
+fn key_schema(value: &Value) -> anyhow::Result<Vec<KeySchemaElement>> {
+    value
+        .get("KeySchema")
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| anyhow!("KeySchema is missing"))?
+        .iter()
+        .map(|k| {
+            Ok(KeySchemaElement::builder()
+                .attribute_name(text(k, "AttributeName")?)
+                .key_type(KeyType::from(text(k, "KeyType")?))
+                .build()?)
+        })
+        .collect()
+}
+
+pub async fn provision(sdk: &SdkConfig, prefix: &str, template: &Path) -> anyhow::Result<Provisioned> {
+    let source = std::fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
+    let template: Value = serde_yaml::from_str(&source).with_context(|| format!("parsing {}", template.display()))?;
+    let mut provisioned = Provisioned::default();
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    for (logical, properties) in resources(&template, "AWS::DynamoDB::Table") {
+        let name = format!("{prefix}-{logical}");
+        create_table(&dynamo, &name, properties).await.with_context(|| format!("creating table {logical}"))?;
+        provisioned.tables.insert(logical.to_owned(), name);
+    }
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut queues = resources(&template, "AWS::SQS::Queue");
+    // Dead-letter targets first, so a redrive policy can name their ARN.
+    queues.sort_by_key(|(_, p)| p.get("RedrivePolicy").is_some());
+    for (logical, properties) in queues {
+        let name = format!("{prefix}-{logical}");
+        let (url, arn) = create_queue(&sqs, &name, properties, &provisioned)
+            .await
+            .with_context(|| format!("creating queue {logical}"))?;
+        provisioned.queues.insert(logical.to_owned(), (url, arn));
+    }
+    Ok(provisioned)
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, p: &Value) -> anyhow::Result<()> {
+    let attributes = p
+        .get("AttributeDefinitions")
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| anyhow!("AttributeDefinitions is missing"))?
+        .iter()
+        .map(|a| {
+            Ok(AttributeDefinition::builder()
+                .attribute_name(text(a, "AttributeName")?)
+                .attribute_type(ScalarAttributeType::from(text(a, "AttributeType")?))
+                .build()?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut request = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::from(p.get("BillingMode").and_then(Value::as_str).unwrap_or("PAY_PER_REQUEST")))
+        .set_attribute_definitions(Some(attributes))
+        .set_key_schema(Some(key_schema(p)?));
+    for index in p.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).into_iter().flatten() {
+        let projection = index.get("Projection").and_then(|v| v.get("ProjectionType")).and_then(Value::as_str);
+        request = request.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(text(index, "IndexName")?)
+                .set_key_schema(Some(key_schema(index)?))
+                .projection(Projection::builder().projection_type(ProjectionType::from(projection.unwrap_or("ALL"))).build())
+                .build()?,
+        );
+    }
+    match request.send().await {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(ttl) = p.get("TimeToLiveSpecification") {
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(text(ttl, "AttributeName")?)
+                    .enabled(ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(true))
+                    .build()?,
+            )
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+/// A template value that may be a `!GetAtt Queue.Arn` of a queue made already.
+fn resolve_arn(value: &Value, provisioned: &Provisioned) -> anyhow::Result<String> {
+    let target = match value {
+        Value::Tagged(tagged) if tagged.tag == "GetAtt" => tagged.value.as_str().map(str::to_owned),
+        Value::Mapping(m) => m.get("Fn::GetAtt").and_then(Value::as_sequence).and_then(|s| s.first()).and_then(Value::as_str).map(|s| format!("{s}.Arn")),
+        Value::String(s) => return Ok(s.clone()),
+        _ => None,
+    }
+    .ok_or_else(|| anyhow!("deadLetterTargetArn must be `!GetAtt <Queue>.Arn`"))?;
+    let logical = target.strip_suffix(".Arn").unwrap_or(&target);
+    provisioned
+        .queues
+        .get(logical)
+        .map(|(_, arn)| arn.clone())
+        .ok_or_else(|| anyhow!("{logical} is not a queue of the template"))
+}
+
+fn number(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+async fn create_queue(client: &aws_sdk_sqs::Client, name: &str, p: &Value, provisioned: &Provisioned) -> anyhow::Result<(String, String)> {
+    let mut request = client.create_queue().queue_name(name);
+    for (field, attribute) in [
+        ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
+        ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
+        ("DelaySeconds", QueueAttributeName::DelaySeconds),
+        ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+    ] {
+        if let Some(value) = p.get(field).and_then(number) {
+            request = request.attributes(attribute, value);
+        }
+    }
+    if let Some(redrive) = p.get("RedrivePolicy") {
+        let target = resolve_arn(redrive.get("deadLetterTargetArn").ok_or_else(|| anyhow!("no deadLetterTargetArn"))?, provisioned)?;
+        let max = redrive.get("maxReceiveCount").and_then(number).ok_or_else(|| anyhow!("no maxReceiveCount"))?;
+        let policy = serde_json::json!({"deadLetterTargetArn": target, "maxReceiveCount": max});
+        request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+    }
+    let url = request.send().await?.queue_url().ok_or_else(|| anyhow!("no queue URL returned"))?.to_owned();
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?;
+    let arn = attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| anyhow!("no queue ARN returned"))?;
+    if arn.is_empty() {
+        bail!("empty queue ARN");
+    }
+    Ok((url, arn))
+}
