@@ -1,0 +1,79 @@
+//! The moto endpoint that `make test` starts (`HERALD_TEST_MOTO_URL`), and a fresh,
+//! uniquely named set of the template's tables and queues for each test.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use herald_local::{Provisioned, provision, template_path};
+
+pub fn moto_url() -> String {
+    std::env::var("HERALD_TEST_MOTO_URL")
+        .expect("HERALD_TEST_MOTO_URL is not set: run the tests with `make test`, which starts moto")
+}
+
+/// An SDK configuration for moto, built without touching the process environment.
+pub fn sdk_config() -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(moto_url())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "herald-tests",
+        )))
+        .build()
+}
+
+/// A prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{:016x}", rand::random::<u64>())
+}
+
+pub struct TestAws {
+    pub sdk: SdkConfig,
+    pub prefix: String,
+    pub provisioned: Provisioned,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl TestAws {
+    pub async fn new() -> Self {
+        let sdk = sdk_config();
+        let prefix = unique_prefix();
+        let provisioned = provision(&sdk, &prefix, &template_path()).await.expect("provisioning on moto");
+        Self {
+            dynamo: aws_sdk_dynamodb::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sdk,
+            prefix,
+            provisioned,
+        }
+    }
+
+    /// Every message body on a queue right now (received and made visible again at once).
+    pub async fn peek_queue(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut all = Vec::new();
+        for _ in 0..10 {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(0)
+                .message_attribute_names("All")
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .expect("receiving");
+            let batch = output.messages().to_vec();
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                if !all.iter().any(|seen: &aws_sdk_sqs::types::Message| seen.message_id() == m.message_id()) {
+                    all.push(m);
+                }
+            }
+        }
+        all
+    }
+}

@@ -1,0 +1,71 @@
+//! A whole Herald per test: its own tables and queues on moto, its API on a free port,
+//! and its pollers driving deliver.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald_local::{LocalHerald, LocalOptions, PollSettings};
+use serde_json::Value;
+
+use crate::aws::{sdk_config, unique_prefix};
+
+pub struct TestHerald {
+    pub local: LocalHerald,
+    pub http: reqwest::Client,
+    pub sdk: aws_config::SdkConfig,
+}
+
+impl TestHerald {
+    /// Starts Herald with these `HERALD_*` settings on top of a seconds-scale retry schedule.
+    pub async fn start(settings: &[(&str, &str)]) -> Self {
+        let mut all: HashMap<String, String> = HashMap::from([
+            ("HERALD_RETRY_SCHEDULE".into(), "1s,1s,1s".into()),
+            ("HERALD_RETRY_WINDOW".into(), "1m".into()),
+            ("HERALD_DELIVERY_TIMEOUT".into(), "5s".into()),
+            ("HERALD_IDEMPOTENCY_KEY_PREFIX".into(), "ffm_wh_".into()),
+        ]);
+        all.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let sdk = sdk_config();
+        let options = LocalOptions {
+            sdk: sdk.clone(),
+            prefix: unique_prefix(),
+            api_addr: "127.0.0.1:0".parse().expect("an address"),
+            settings: all,
+            poll: PollSettings { batch_size: 10, wait_seconds: 1, pollers: 2, print_attempts: false },
+        };
+        let local = LocalHerald::start(options).await.expect("starting Herald");
+        Self { local, http: reqwest::Client::new(), sdk }
+    }
+
+    /// Calls the API as `tenant`; returns the status and the JSON body (Null when empty).
+    pub async fn call(&self, method: &str, path: &str, tenant: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.local.api_url());
+        let mut request = self.http.request(method.parse().expect("a method"), url).timeout(Duration::from_secs(30));
+        if let Some(tenant) = tenant {
+            request = request.header("authorization", format!("Bearer {tenant}"));
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.expect("calling Herald");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("reading Herald's answer");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Subscribes `url` for `tenant`; returns (id, secret).
+    pub async fn subscribe(&self, tenant: &str, url: &str, event_types: &[&str]) -> (String, String) {
+        let body = serde_json::json!({"url": url, "event_types": event_types});
+        let (status, created) = self.call("POST", "/v1/subscriptions", Some(tenant), Some(&body)).await;
+        assert_eq!(status, 201, "{created}");
+        (created["id"].as_str().expect("an id").to_owned(), created["secret"].as_str().expect("a secret").to_owned())
+    }
+
+    pub async fn publish(&self, tenant: &str, event: Value) -> (u16, Value) {
+        self.call("POST", "/v1/events", Some(tenant), Some(&event)).await
+    }
+
+    pub async fn shutdown(self) {
+        self.local.shutdown().await;
+    }
+}
