@@ -7,7 +7,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 port="${MOTO_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 log="${MOTO_LOG:-$root/target/moto.log}"
 mkdir -p "$(dirname "$log")"
-"$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+"$root/.venv/bin/python" "$root/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto=$!
 trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 100); do

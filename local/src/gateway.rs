@@ -89,7 +89,15 @@ mod tests {
     #[test]
     fn events_become_lambda_requests_with_the_claim() {
         let headers = BTreeMap::from([("content-type".to_owned(), "application/json".to_owned())]);
-        let event = event_for("POST", "/v1/events", "a=1", &headers, b"{}", "tenant", "acme");
+        let event = event_for(
+            "POST",
+            "/v1/events",
+            "a=1",
+            &headers,
+            b"{}",
+            "tenant",
+            "acme",
+        );
         let request = request_for(&event).unwrap();
         assert_eq!(request.uri().path(), "/v1/events");
         assert_eq!(request.uri().query(), Some("a=1"));

@@ -53,11 +53,21 @@ impl LocalHerald {
         let manage = herald_manage::aws_deps(&source, &options.sdk)?;
         let deliver = Arc::new(herald_deliver::aws_deps(&source, &options.sdk)?);
         let tenant_claim = herald_shared::config::tenant_claim(&source);
-        let functions = Arc::new(server::Functions { ingest, manage, tenant_claim });
+        let functions = Arc::new(server::Functions {
+            ingest,
+            manage,
+            tenant_claim,
+        });
 
         let (stop, stopped) = watch::channel(false);
-        let (listener, api_addr) = server::bind(options.api_addr).await.context("binding the API address")?;
-        let mut tasks = vec![tokio::spawn(server::serve(listener, functions, stopped.clone()))];
+        let (listener, api_addr) = server::bind(options.api_addr)
+            .await
+            .context("binding the API address")?;
+        let mut tasks = vec![tokio::spawn(server::serve(
+            listener,
+            functions,
+            stopped.clone(),
+        ))];
         let sqs = aws_sdk_sqs::Client::new(&options.sdk);
         let (queue_url, queue_arn) = provisioned
             .queues
@@ -74,7 +84,12 @@ impl LocalHerald {
                 stopped.clone(),
             )));
         }
-        Ok(Self { api_addr, provisioned, stop, tasks })
+        Ok(Self {
+            api_addr,
+            provisioned,
+            stop,
+            tasks,
+        })
     }
 
     pub fn api_url(&self) -> String {

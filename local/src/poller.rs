@@ -24,7 +24,12 @@ pub struct PollSettings {
 
 impl Default for PollSettings {
     fn default() -> Self {
-        Self { batch_size: 10, wait_seconds: 20, pollers: 2, print_attempts: true }
+        Self {
+            batch_size: 10,
+            wait_seconds: 20,
+            pollers: 2,
+            print_attempts: true,
+        }
     }
 }
 
@@ -36,7 +41,11 @@ fn to_record(message: &Message, queue_arn: &str) -> SqsMessage {
     record.md5_of_body = message.md5_of_body().map(str::to_owned);
     record.attributes = message
         .attributes()
-        .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     record.event_source = Some("aws:sqs".into());
     record.event_source_arn = Some(queue_arn.to_owned());
@@ -88,19 +97,34 @@ pub async fn run(
                 println!("{report}");
             }
         }
-        let keep: Vec<&str> = outcome.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let keep: Vec<&str> = outcome
+            .response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
         let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
             .iter()
             .filter(|(id, _)| !keep.contains(&id.as_str()))
             .enumerate()
             .filter_map(|(i, (_, receipt))| {
-                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(receipt).build().ok()
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .ok()
             })
             .collect();
         if entries.is_empty() {
             continue;
         }
-        if let Err(e) = client.delete_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await {
+        if let Err(e) = client
+            .delete_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
             // Undeleted messages come back and are no-ops: their deliveries are final.
             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "deleting handled messages failed");
         }

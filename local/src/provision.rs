@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
@@ -23,10 +23,16 @@ pub struct Provisioned {
 
 impl Provisioned {
     fn table(&self, logical: &str) -> &str {
-        self.tables.get(logical).map(String::as_str).unwrap_or_default()
+        self.tables
+            .get(logical)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
     fn queue(&self, logical: &str) -> &str {
-        self.queues.get(logical).map(|(url, _)| url.as_str()).unwrap_or_default()
+        self.queues
+            .get(logical)
+            .map(|(url, _)| url.as_str())
+            .unwrap_or_default()
     }
     pub fn subscriptions_table(&self) -> &str {
         self.table("SubscriptionsTable")
@@ -47,11 +53,23 @@ impl Provisioned {
     /// The variables the functions read, as the template's `Globals` would set them.
     pub fn environment(&self) -> HashMap<String, String> {
         HashMap::from([
-            ("HERALD_SUBSCRIPTIONS_TABLE".into(), self.subscriptions_table().into()),
-            ("HERALD_DELIVERIES_TABLE".into(), self.deliveries_table().into()),
+            (
+                "HERALD_SUBSCRIPTIONS_TABLE".into(),
+                self.subscriptions_table().into(),
+            ),
+            (
+                "HERALD_DELIVERIES_TABLE".into(),
+                self.deliveries_table().into(),
+            ),
             ("HERALD_EVENTS_TABLE".into(), self.events_table().into()),
-            ("HERALD_DELIVERY_QUEUE_URL".into(), self.delivery_queue_url().into()),
-            ("HERALD_DEAD_LETTER_QUEUE_URL".into(), self.dead_letter_queue_url().into()),
+            (
+                "HERALD_DELIVERY_QUEUE_URL".into(),
+                self.delivery_queue_url().into(),
+            ),
+            (
+                "HERALD_DEAD_LETTER_QUEUE_URL".into(),
+                self.dead_letter_queue_url().into(),
+            ),
         ])
     }
 }
@@ -76,7 +94,10 @@ fn resources<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
 }
 
 fn text<'a>(value: &'a Value, field: &str) -> anyhow::Result<&'a str> {
-    value.get(field).and_then(Value::as_str).ok_or_else(|| anyhow!("`{field}` is missing or not text"))
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("`{field}` is missing or not text"))
 }
 
 fn key_schema(value: &Value) -> anyhow::Result<Vec<KeySchemaElement>> {
@@ -94,14 +115,22 @@ fn key_schema(value: &Value) -> anyhow::Result<Vec<KeySchemaElement>> {
         .collect()
 }
 
-pub async fn provision(sdk: &SdkConfig, prefix: &str, template: &Path) -> anyhow::Result<Provisioned> {
-    let source = std::fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
-    let template: Value = serde_yaml::from_str(&source).with_context(|| format!("parsing {}", template.display()))?;
+pub async fn provision(
+    sdk: &SdkConfig,
+    prefix: &str,
+    template: &Path,
+) -> anyhow::Result<Provisioned> {
+    let source = std::fs::read_to_string(template)
+        .with_context(|| format!("reading {}", template.display()))?;
+    let template: Value =
+        serde_yaml::from_str(&source).with_context(|| format!("parsing {}", template.display()))?;
     let mut provisioned = Provisioned::default();
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     for (logical, properties) in resources(&template, "AWS::DynamoDB::Table") {
         let name = format!("{prefix}-{logical}");
-        create_table(&dynamo, &name, properties).await.with_context(|| format!("creating table {logical}"))?;
+        create_table(&dynamo, &name, properties)
+            .await
+            .with_context(|| format!("creating table {logical}"))?;
         provisioned.tables.insert(logical.to_owned(), name);
     }
     let sqs = aws_sdk_sqs::Client::new(sdk);
@@ -118,7 +147,11 @@ pub async fn provision(sdk: &SdkConfig, prefix: &str, template: &Path) -> anyhow
     Ok(provisioned)
 }
 
-async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, p: &Value) -> anyhow::Result<()> {
+async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    p: &Value,
+) -> anyhow::Result<()> {
     let attributes = p
         .get("AttributeDefinitions")
         .and_then(Value::as_sequence)
@@ -134,22 +167,43 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, p: &Value) 
     let mut request = client
         .create_table()
         .table_name(name)
-        .billing_mode(BillingMode::from(p.get("BillingMode").and_then(Value::as_str).unwrap_or("PAY_PER_REQUEST")))
+        .billing_mode(BillingMode::from(
+            p.get("BillingMode")
+                .and_then(Value::as_str)
+                .unwrap_or("PAY_PER_REQUEST"),
+        ))
         .set_attribute_definitions(Some(attributes))
         .set_key_schema(Some(key_schema(p)?));
-    for index in p.get("GlobalSecondaryIndexes").and_then(Value::as_sequence).into_iter().flatten() {
-        let projection = index.get("Projection").and_then(|v| v.get("ProjectionType")).and_then(Value::as_str);
+    for index in p
+        .get("GlobalSecondaryIndexes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
+        let projection = index
+            .get("Projection")
+            .and_then(|v| v.get("ProjectionType"))
+            .and_then(Value::as_str);
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(text(index, "IndexName")?)
                 .set_key_schema(Some(key_schema(index)?))
-                .projection(Projection::builder().projection_type(ProjectionType::from(projection.unwrap_or("ALL"))).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(projection.unwrap_or("ALL")))
+                        .build(),
+                )
                 .build()?,
         );
     }
     match request.send().await {
         Ok(_) => {}
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     }
     if let Some(ttl) = p.get("TimeToLiveSpecification") {
@@ -172,7 +226,12 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, p: &Value) 
 fn resolve_arn(value: &Value, provisioned: &Provisioned) -> anyhow::Result<String> {
     let target = match value {
         Value::Tagged(tagged) if tagged.tag == "GetAtt" => tagged.value.as_str().map(str::to_owned),
-        Value::Mapping(m) => m.get("Fn::GetAtt").and_then(Value::as_sequence).and_then(|s| s.first()).and_then(Value::as_str).map(|s| format!("{s}.Arn")),
+        Value::Mapping(m) => m
+            .get("Fn::GetAtt")
+            .and_then(Value::as_sequence)
+            .and_then(|s| s.first())
+            .and_then(Value::as_str)
+            .map(|s| format!("{s}.Arn")),
         Value::String(s) => return Ok(s.clone()),
         _ => None,
     }
@@ -193,25 +252,49 @@ fn number(value: &Value) -> Option<String> {
     }
 }
 
-async fn create_queue(client: &aws_sdk_sqs::Client, name: &str, p: &Value, provisioned: &Provisioned) -> anyhow::Result<(String, String)> {
+async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    p: &Value,
+    provisioned: &Provisioned,
+) -> anyhow::Result<(String, String)> {
     let mut request = client.create_queue().queue_name(name);
     for (field, attribute) in [
         ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
-        ("MessageRetentionPeriod", QueueAttributeName::MessageRetentionPeriod),
+        (
+            "MessageRetentionPeriod",
+            QueueAttributeName::MessageRetentionPeriod,
+        ),
         ("DelaySeconds", QueueAttributeName::DelaySeconds),
-        ("ReceiveMessageWaitTimeSeconds", QueueAttributeName::ReceiveMessageWaitTimeSeconds),
+        (
+            "ReceiveMessageWaitTimeSeconds",
+            QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+        ),
     ] {
         if let Some(value) = p.get(field).and_then(number) {
             request = request.attributes(attribute, value);
         }
     }
     if let Some(redrive) = p.get("RedrivePolicy") {
-        let target = resolve_arn(redrive.get("deadLetterTargetArn").ok_or_else(|| anyhow!("no deadLetterTargetArn"))?, provisioned)?;
-        let max = redrive.get("maxReceiveCount").and_then(number).ok_or_else(|| anyhow!("no maxReceiveCount"))?;
+        let target = resolve_arn(
+            redrive
+                .get("deadLetterTargetArn")
+                .ok_or_else(|| anyhow!("no deadLetterTargetArn"))?,
+            provisioned,
+        )?;
+        let max = redrive
+            .get("maxReceiveCount")
+            .and_then(number)
+            .ok_or_else(|| anyhow!("no maxReceiveCount"))?;
         let policy = serde_json::json!({"deadLetterTargetArn": target, "maxReceiveCount": max});
         request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
     }
-    let url = request.send().await?.queue_url().ok_or_else(|| anyhow!("no queue URL returned"))?.to_owned();
+    let url = request
+        .send()
+        .await?
+        .queue_url()
+        .ok_or_else(|| anyhow!("no queue URL returned"))?
+        .to_owned();
     let attributes = client
         .get_queue_attributes()
         .queue_url(&url)

@@ -27,7 +27,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -36,7 +40,11 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
@@ -45,14 +53,26 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "no tenant in the authorization context")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no tenant in the authorization context",
+        )
     }
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
     }
     /// A dependency failed in a way a retry may fix: 503, so clients retry.
     pub fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a dependency is unavailable; retry the request")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "a dependency is unavailable; retry the request",
+        )
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -65,9 +85,10 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bod
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Body::Binary(bytes));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -82,7 +103,9 @@ pub fn tenant_of(request: &Request, claim: &str) -> Result<TenantId, ApiError> {
             .cloned(),
         _ => None,
     };
-    raw.as_deref().and_then(TenantId::parse).ok_or_else(ApiError::unauthorized)
+    raw.as_deref()
+        .and_then(TenantId::parse)
+        .ok_or_else(ApiError::unauthorized)
 }
 
 fn body_bytes(request: &Request) -> &[u8] {
@@ -102,7 +125,12 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if media != "application/json" && !media.ends_with("+json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -112,10 +140,12 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
     }
     let bytes = body_bytes(request);
     if bytes.len() > MAX_BODY_BYTES {
-        return Err(ApiError::too_large(format!("the body is larger than {MAX_BODY_BYTES} bytes")));
+        return Err(ApiError::too_large(format!(
+            "the body is larger than {MAX_BODY_BYTES} bytes"
+        )));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
@@ -131,7 +161,9 @@ pub fn query_param(request: &Request, name: &str) -> Option<String> {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::InvalidCursor => ApiError::bad_request("cursor: not a cursor this API returned"),
+            StoreError::InvalidCursor => {
+                ApiError::bad_request("cursor: not a cursor this API returned")
+            }
             other => {
                 tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failed");
                 ApiError::unavailable()

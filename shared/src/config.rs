@@ -39,10 +39,17 @@ pub fn required(env: &dyn Source, name: &'static str) -> Result<String, ConfigEr
     env.get(name).ok_or(ConfigError::Missing(name))
 }
 
-pub fn duration(env: &dyn Source, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+pub fn duration(
+    env: &dyn Source,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match env.get(name) {
         None => Ok(default),
-        Some(raw) => parse_duration(&raw).map_err(|e| ConfigError::Invalid { name, reason: e.to_string() }),
+        Some(raw) => parse_duration(&raw).map_err(|e| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -50,16 +57,27 @@ pub fn flag(env: &dyn Source, name: &'static str) -> Result<bool, ConfigError> {
     match env.get(name).as_deref() {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") => Ok(true),
-        Some(other) => Err(ConfigError::Invalid { name, reason: format!("`{other}` is not true or false") }),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            reason: format!("`{other}` is not true or false"),
+        }),
     }
 }
 
-pub fn number(env: &dyn Source, name: &'static str, default: usize, max: usize) -> Result<usize, ConfigError> {
+pub fn number(
+    env: &dyn Source,
+    name: &'static str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
     match env.get(name) {
         None => Ok(default),
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ConfigError::Invalid { name, reason: format!("`{raw}` is not a number from 1 to {max}") }),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: format!("`{raw}` is not a number from 1 to {max}"),
+            }),
         },
     }
 }
@@ -75,10 +93,16 @@ pub fn url_policy(env: &dyn Source) -> Result<UrlPolicy, ConfigError> {
 /// `HERALD_RETRY_SCHEDULE` (`exponential`, `exponential:<first>`, or `5s,5m,30m…`) and
 /// `HERALD_RETRY_WINDOW` (default 3d).
 pub fn retry_policy(env: &dyn Source) -> Result<RetryPolicy, ConfigError> {
-    let schedule = env.get("HERALD_RETRY_SCHEDULE").unwrap_or_else(|| "exponential".into());
-    let window = env.get("HERALD_RETRY_WINDOW").unwrap_or_else(|| "3d".into());
-    RetryPolicy::parse(&schedule, &window)
-        .map_err(|e| ConfigError::Invalid { name: "HERALD_RETRY_SCHEDULE", reason: e.to_string() })
+    let schedule = env
+        .get("HERALD_RETRY_SCHEDULE")
+        .unwrap_or_else(|| "exponential".into());
+    let window = env
+        .get("HERALD_RETRY_WINDOW")
+        .unwrap_or_else(|| "3d".into());
+    RetryPolicy::parse(&schedule, &window).map_err(|e| ConfigError::Invalid {
+        name: "HERALD_RETRY_SCHEDULE",
+        reason: e.to_string(),
+    })
 }
 
 /// How long delivery records and event acceptance records are kept (`HERALD_RETENTION`, 30d).
@@ -88,7 +112,8 @@ pub fn retention(env: &dyn Source) -> Result<Duration, ConfigError> {
 
 /// The JWT claim that names the tenant (`HERALD_TENANT_CLAIM`, default `tenant`).
 pub fn tenant_claim(env: &dyn Source) -> String {
-    env.get("HERALD_TENANT_CLAIM").unwrap_or_else(|| "tenant".into())
+    env.get("HERALD_TENANT_CLAIM")
+        .unwrap_or_else(|| "tenant".into())
 }
 
 #[cfg(test)]
@@ -96,23 +121,37 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn errors_name_the_variable() {
-        assert_eq!(required(&env(&[]), "HERALD_X"), Err(ConfigError::Missing("HERALD_X")));
+        assert_eq!(
+            required(&env(&[]), "HERALD_X"),
+            Err(ConfigError::Missing("HERALD_X"))
+        );
         let err = flag(&env(&[("HERALD_ALLOW_HTTP", "yes")]), "HERALD_ALLOW_HTTP").unwrap_err();
         assert!(err.to_string().starts_with("HERALD_ALLOW_HTTP is invalid"));
         let err = retry_policy(&env(&[("HERALD_RETRY_SCHEDULE", "soon")])).unwrap_err();
-        assert!(err.to_string().starts_with("HERALD_RETRY_SCHEDULE is invalid"));
+        assert!(
+            err.to_string()
+                .starts_with("HERALD_RETRY_SCHEDULE is invalid")
+        );
         assert!(number(&env(&[("N", "0")]), "N", 5, 10).is_err());
     }
 
     #[test]
     fn defaults_apply() {
         assert_eq!(retry_policy(&env(&[])).unwrap(), RetryPolicy::default());
-        assert_eq!(retention(&env(&[])).unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            retention(&env(&[])).unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
         assert_eq!(tenant_claim(&env(&[])), "tenant");
     }
 }

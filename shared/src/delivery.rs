@@ -54,8 +54,12 @@ pub struct MalformedTask(String);
 pub fn decode_message(body: &str) -> Result<DeliveryTask, MalformedTask> {
     match serde_json::from_str::<QueueMessage>(body) {
         Ok(QueueMessage::DeliverV1(task)) => {
-            if task.delivery_id != DeliveryId::derive(&task.tenant, &task.event.id, &task.subscription_id) {
-                return Err(MalformedTask("delivery_id does not belong to this tenant, event and subscription".into()));
+            if task.delivery_id
+                != DeliveryId::derive(&task.tenant, &task.event.id, &task.subscription_id)
+            {
+                return Err(MalformedTask(
+                    "delivery_id does not belong to this tenant, event and subscription".into(),
+                ));
             }
             Ok(task)
         }
@@ -85,9 +89,15 @@ impl DeliveryState {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Pending, Self::Delivering, Self::Delivered, Self::Failed, Self::Skipped]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [
+            Self::Pending,
+            Self::Delivering,
+            Self::Delivered,
+            Self::Failed,
+            Self::Skipped,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
     }
 
     /// A delivery in a final state is not attempted again unless forced.

@@ -29,9 +29,9 @@ impl EventType {
         if raw.is_empty() || raw.len() > MAX_TYPE_LEN {
             return Err(format!("must be 1 to {MAX_TYPE_LEN} characters"));
         }
-        let ok = raw
-            .split('.')
-            .all(|word| !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        let ok = raw.split('.').all(|word| {
+            !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
@@ -125,12 +125,19 @@ pub enum EventError {
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
     #[error("{field}: is {size} bytes, more than the limit of {limit}")]
-    TooLarge { field: String, size: usize, limit: usize },
+    TooLarge {
+        field: String,
+        size: usize,
+        limit: usize,
+    },
 }
 
 impl EventError {
     fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), reason: reason.into() }
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -145,13 +152,19 @@ pub fn parse_publish_body(
         .ok_or_else(|| EventError::invalid("body", "must be a JSON object"))?;
     if let Some(events) = obj.get("events") {
         if obj.len() != 1 {
-            return Err(EventError::invalid("body", "a batch has only the field `events`"));
+            return Err(EventError::invalid(
+                "body",
+                "a batch has only the field `events`",
+            ));
         }
         let list = events
             .as_array()
             .ok_or_else(|| EventError::invalid("events", "must be an array"))?;
         if list.is_empty() {
-            return Err(EventError::invalid("events", "must hold at least one event"));
+            return Err(EventError::invalid(
+                "events",
+                "must hold at least one event",
+            ));
         }
         if list.len() > MAX_EVENTS_PER_REQUEST {
             return Err(EventError::TooLarge {
@@ -168,7 +181,10 @@ pub fn parse_publish_body(
         let mut seen = std::collections::HashSet::new();
         for (i, event) in parsed.iter().enumerate() {
             if !seen.insert(&event.id) {
-                return Err(EventError::invalid(format!("events[{i}].id"), "appears twice in the batch"));
+                return Err(EventError::invalid(
+                    format!("events[{i}].id"),
+                    "appears twice in the batch",
+                ));
             }
         }
         Ok(parsed)
@@ -187,51 +203,97 @@ fn parse_event(
         .map_err(|e| EventError::invalid(format!("{at}event"), e.to_string()))?;
     let id = match raw.id {
         Some(id) => EventId::parse(&id).ok_or_else(|| {
-            EventError::invalid(format!("{at}id"), "must be 1 to 128 characters of letters, digits, `_`, `-`, `.` or `:`")
+            EventError::invalid(
+                format!("{at}id"),
+                "must be 1 to 128 characters of letters, digits, `_`, `-`, `.` or `:`",
+            )
         })?,
         None => EventId::generate(now, rng),
     };
     let event_type = raw
         .event_type
         .ok_or_else(|| EventError::invalid(format!("{at}type"), "is required"))
-        .and_then(|t| EventType::parse(&t).map_err(|r| EventError::invalid(format!("{at}type"), r)))?;
+        .and_then(|t| {
+            EventType::parse(&t).map_err(|r| EventError::invalid(format!("{at}type"), r))
+        })?;
     let occurred_at = match raw.occurred_at {
         Some(text) => DateTime::parse_from_rfc3339(&text)
-            .map_err(|_| EventError::invalid(format!("{at}occurred_at"), "must be an RFC 3339 timestamp"))?
+            .map_err(|_| {
+                EventError::invalid(format!("{at}occurred_at"), "must be an RFC 3339 timestamp")
+            })?
             .with_timezone(&Utc),
         None => now,
     };
     let data = match raw.data {
         Some(Value::Object(map)) => map,
-        Some(_) => return Err(EventError::invalid(format!("{at}data"), "must be a JSON object")),
+        Some(_) => {
+            return Err(EventError::invalid(
+                format!("{at}data"),
+                "must be a JSON object",
+            ));
+        }
         None => return Err(EventError::invalid(format!("{at}data"), "is required")),
     };
-    let size = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_DATA_BYTES {
-        return Err(EventError::TooLarge { field: format!("{at}data"), size, limit: MAX_DATA_BYTES });
+        return Err(EventError::TooLarge {
+            field: format!("{at}data"),
+            size,
+            limit: MAX_DATA_BYTES,
+        });
     }
     let subject = match raw.subject {
         None | Some(Value::Null) => None,
         Some(value) => Some(parse_subject(value, &format!("{at}subject"), 0)?),
     };
-    Ok(Event { id, event_type, occurred_at, data, subject })
+    Ok(Event {
+        id,
+        event_type,
+        occurred_at,
+        data,
+        subject,
+    })
 }
 
 fn parse_subject(value: Value, field: &str, depth: usize) -> Result<Subject, EventError> {
     let subject: Subject =
         serde_json::from_value(value).map_err(|e| EventError::invalid(field, e.to_string()))?;
-    let texts = [Some(&subject.kind), Some(&subject.id), subject.reference.as_ref(), subject.status.as_ref()];
+    let texts = [
+        Some(&subject.kind),
+        Some(&subject.id),
+        subject.reference.as_ref(),
+        subject.status.as_ref(),
+    ];
     if subject.kind.is_empty() || subject.id.is_empty() {
-        return Err(EventError::invalid(field, "`type` and `id` must not be empty"));
+        return Err(EventError::invalid(
+            field,
+            "`type` and `id` must not be empty",
+        ));
     }
-    if texts.into_iter().flatten().any(|t| t.len() > MAX_SUBJECT_FIELD_LEN) {
-        return Err(EventError::invalid(field, format!("fields are at most {MAX_SUBJECT_FIELD_LEN} characters")));
+    if texts
+        .into_iter()
+        .flatten()
+        .any(|t| t.len() > MAX_SUBJECT_FIELD_LEN)
+    {
+        return Err(EventError::invalid(
+            field,
+            format!("fields are at most {MAX_SUBJECT_FIELD_LEN} characters"),
+        ));
     }
     if let Some(root) = &subject.root {
         if depth > 0 {
-            return Err(EventError::invalid(field, "a root subject has no root of its own"));
+            return Err(EventError::invalid(
+                field,
+                "a root subject has no root of its own",
+            ));
         }
-        parse_subject(serde_json::to_value(root).unwrap_or_default(), &format!("{field}.root"), depth + 1)?;
+        parse_subject(
+            serde_json::to_value(root).unwrap_or_default(),
+            &format!("{field}.root"),
+            depth + 1,
+        )?;
     }
     Ok(subject)
 }
@@ -271,11 +333,23 @@ mod tests {
     fn bad_events_name_the_field() {
         let cases = [
             (json!({"data": {}}), "type: is required"),
-            (json!({"type": "order..shipped", "data": {}}), "type: must be dot-separated"),
-            (json!({"type": "a", "data": [1]}), "data: must be a JSON object"),
+            (
+                json!({"type": "order..shipped", "data": {}}),
+                "type: must be dot-separated",
+            ),
+            (
+                json!({"type": "a", "data": [1]}),
+                "data: must be a JSON object",
+            ),
             (json!({"type": "a"}), "data: is required"),
-            (json!({"type": "a", "data": {}, "extra": 1}), "event: unknown field `extra`"),
-            (json!({"type": "a", "data": {}, "occurred_at": "yesterday"}), "occurred_at: must be an RFC 3339"),
+            (
+                json!({"type": "a", "data": {}, "extra": 1}),
+                "event: unknown field `extra`",
+            ),
+            (
+                json!({"type": "a", "data": {}, "occurred_at": "yesterday"}),
+                "occurred_at: must be an RFC 3339",
+            ),
             (json!({"events": []}), "events: must hold at least one"),
             (json!([1]), "body: must be a JSON object"),
         ];
@@ -287,9 +361,13 @@ mod tests {
 
     #[test]
     fn fingerprints_ignore_generated_fields_only() {
-        let a = parse(json!({"id": "e", "type": "a", "data": {"x": 1}})).unwrap().remove(0);
+        let a = parse(json!({"id": "e", "type": "a", "data": {"x": 1}}))
+            .unwrap()
+            .remove(0);
         let b = parse(json!({"id": "e", "type": "a", "data": {"x": 1}, "occurred_at": "2024-01-01T00:00:00Z"})).unwrap().remove(0);
-        let c = parse(json!({"id": "e", "type": "a", "data": {"x": 2}})).unwrap().remove(0);
+        let c = parse(json!({"id": "e", "type": "a", "data": {"x": 2}}))
+            .unwrap()
+            .remove(0);
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
     }
@@ -297,8 +375,16 @@ mod tests {
     #[test]
     fn limits_are_enforced() {
         let big = "x".repeat(MAX_DATA_BYTES);
-        assert!(matches!(parse(json!({"type": "a", "data": {"s": big}})), Err(EventError::TooLarge { .. })));
-        let many: Vec<Value> = (0..101).map(|i| json!({"id": i.to_string(), "type": "a", "data": {}})).collect();
-        assert!(matches!(parse(json!({"events": many})), Err(EventError::TooLarge { .. })));
+        assert!(matches!(
+            parse(json!({"type": "a", "data": {"s": big}})),
+            Err(EventError::TooLarge { .. })
+        ));
+        let many: Vec<Value> = (0..101)
+            .map(|i| json!({"id": i.to_string(), "type": "a", "data": {}}))
+            .collect();
+        assert!(matches!(
+            parse(json!({"events": many})),
+            Err(EventError::TooLarge { .. })
+        ));
     }
 }

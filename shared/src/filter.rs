@@ -34,8 +34,13 @@ impl TryFrom<Map<String, Value>> for EventFilter {
         for (path, expected) in &conditions {
             let root = path.split('.').next().unwrap_or_default();
             let well_formed = path.split('.').all(|s| !s.is_empty());
-            if !well_formed || !matches!(root, "type" | "subject" | "data") || (root == "type" && path != "type") {
-                return Err(format!("`{path}` is not a path: use `type`, `subject.<field>` or `data.<field>`"));
+            if !well_formed
+                || !matches!(root, "type" | "subject" | "data")
+                || (root == "type" && path != "type")
+            {
+                return Err(format!(
+                    "`{path}` is not a path: use `type`, `subject.<field>` or `data.<field>`"
+                ));
             }
             let scalar = |v: &Value| !v.is_object() && !v.is_array();
             let ok = match expected {
@@ -43,7 +48,9 @@ impl TryFrom<Map<String, Value>> for EventFilter {
                 other => scalar(other),
             };
             if !ok {
-                return Err(format!("`{path}` must be a string, number, boolean or null, or a non-empty array of them"));
+                return Err(format!(
+                    "`{path}` must be a string, number, boolean or null, or a non-empty array of them"
+                ));
             }
         }
         Ok(Self(conditions))
@@ -96,7 +103,10 @@ mod tests {
             event_type: EventType::parse("order.shipped").unwrap(),
             occurred_at: chrono::Utc::now(),
             data: data.as_object().unwrap().clone(),
-            subject: serde_json::from_value(json!({"type": "ORDER", "id": "9", "status": "SHIPPED"})).ok(),
+            subject: serde_json::from_value(
+                json!({"type": "ORDER", "id": "9", "status": "SHIPPED"}),
+            )
+            .ok(),
         }
     }
 
@@ -107,16 +117,31 @@ mod tests {
     #[test]
     fn conditions_and_alternatives() {
         let e = event(json!({"total": 10, "customer": {"tier": "gold"}}));
-        assert!(filter(json!({"data.customer.tier": "gold", "subject.type": "ORDER"})).unwrap().matches(&e));
+        assert!(
+            filter(json!({"data.customer.tier": "gold", "subject.type": "ORDER"}))
+                .unwrap()
+                .matches(&e)
+        );
         assert!(filter(json!({"data.total": [5, 10]})).unwrap().matches(&e));
         assert!(!filter(json!({"data.total": 11})).unwrap().matches(&e));
         assert!(!filter(json!({"data.missing": null})).unwrap().matches(&e));
-        assert!(filter(json!({"type": "order.shipped"})).unwrap().matches(&e));
+        assert!(
+            filter(json!({"type": "order.shipped"}))
+                .unwrap()
+                .matches(&e)
+        );
     }
 
     #[test]
     fn malformed_filters_are_refused() {
-        for bad in [json!({}), json!({"data..x": 1}), json!({"other": 1}), json!({"data.x": {"a": 1}}), json!({"data.x": []}), json!({"type.x": 1})] {
+        for bad in [
+            json!({}),
+            json!({"data..x": 1}),
+            json!({"other": 1}),
+            json!({"data.x": {"a": 1}}),
+            json!({"data.x": []}),
+            json!({"type.x": 1}),
+        ] {
             assert!(filter(bad.clone()).is_err(), "{bad}");
         }
     }

@@ -64,17 +64,18 @@ impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
         let policy = self.policy;
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<IpAddr> = inner
-                .resolve(&host, 0)
-                .await
-                .map_err(|e| -> BoxError { Box::new(NotResolved(format!("{host} does not resolve: {e}"))) })?;
+            let found: Vec<IpAddr> = inner.resolve(&host, 0).await.map_err(|e| -> BoxError {
+                Box::new(NotResolved(format!("{host} does not resolve: {e}")))
+            })?;
             let allowed: Vec<SocketAddr> = found
                 .iter()
                 .filter(|ip| check_ip(**ip, &policy).is_ok())
                 .map(|ip| SocketAddr::new(*ip, 0))
                 .collect();
             if found.is_empty() {
-                return Err(Box::new(NotResolved(format!("{host} resolves to no address"))) as BoxError);
+                return Err(
+                    Box::new(NotResolved(format!("{host} resolves to no address"))) as BoxError,
+                );
             }
             if allowed.is_empty() {
                 let why = format!("{host} resolves only to addresses that are not public");
@@ -91,21 +92,30 @@ pub struct HttpWebhookSender {
 }
 
 impl HttpWebhookSender {
-    pub fn new<R: Resolver + 'static>(settings: SenderSettings, resolver: Arc<R>) -> Result<Self, SenderBuildError> {
+    pub fn new<R: Resolver + 'static>(
+        settings: SenderSettings,
+        resolver: Arc<R>,
+    ) -> Result<Self, SenderBuildError> {
         let client = reqwest::Client::builder()
             .redirect(redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .no_proxy()
-            .dns_resolver(GuardedResolver { inner: resolver, policy: settings.policy })
+            .dns_resolver(GuardedResolver {
+                inner: resolver,
+                policy: settings.policy,
+            })
             .build()
             .map_err(SenderBuildError)?;
         Ok(Self { client, settings })
     }
 
     async fn exchange(&self, webhook: OutgoingWebhook, started: Instant) -> SendOutcome {
-        let mut request = self.client.post(webhook.url.url().clone()).body(webhook.body);
+        let mut request = self
+            .client
+            .post(webhook.url.url().clone())
+            .body(webhook.body);
         for (name, value) in &webhook.headers {
             request = request.header(name, value);
         }
@@ -146,20 +156,31 @@ impl WebhookSender for HttpWebhookSender {
         let policy = &self.settings.policy;
         if webhook.url.url().scheme() != "https" && !policy.allow_http {
             let detail = "plain http targets are not allowed by this deployment".to_owned();
-            return SendOutcome::Failed { error: AttemptError::Forbidden, detail, latency: started.elapsed() };
+            return SendOutcome::Failed {
+                error: AttemptError::Forbidden,
+                detail,
+                latency: started.elapsed(),
+            };
         }
         // reqwest does not call the resolver for literal addresses.
         if let Some(ip) = webhook.url.ip_literal()
             && let Err(e) = check_ip(ip, policy)
         {
-            return SendOutcome::Failed { error: AttemptError::Forbidden, detail: e.to_string(), latency: started.elapsed() };
+            return SendOutcome::Failed {
+                error: AttemptError::Forbidden,
+                detail: e.to_string(),
+                latency: started.elapsed(),
+            };
         }
         let limit = self.settings.timeout + Duration::from_millis(100);
         match tokio::time::timeout(limit, self.exchange(webhook, started)).await {
             Ok(outcome) => outcome,
             Err(_) => SendOutcome::Failed {
                 error: AttemptError::Timeout,
-                detail: format!("no complete answer within {} ms", self.settings.timeout.as_millis()),
+                detail: format!(
+                    "no complete answer within {} ms",
+                    self.settings.timeout.as_millis()
+                ),
                 latency: started.elapsed(),
             },
         }
@@ -167,7 +188,11 @@ impl WebhookSender for HttpWebhookSender {
 }
 
 fn failed(error: AttemptError, cause: &reqwest::Error, started: Instant) -> SendOutcome {
-    SendOutcome::Failed { error, detail: describe(cause), latency: started.elapsed() }
+    SendOutcome::Failed {
+        error,
+        detail: describe(cause),
+        latency: started.elapsed(),
+    }
 }
 
 /// The error chain as one line, without the URL (it may carry a customer's token).
@@ -237,7 +262,11 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
         return Some(Duration::from_secs(seconds));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or_default())
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -123,8 +123,11 @@ impl DeliveryId {
 
     pub fn parse(raw: &str) -> Option<Self> {
         let body = raw.strip_prefix("msg_")?;
-        (body.len() == 32 && body.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-            .then(|| Self(raw.to_owned()))
+        (body.len() == 32
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| Self(raw.to_owned()))
     }
 }
 
@@ -137,7 +140,8 @@ mod tests {
     #[test]
     fn generated_ids_sort_by_time() {
         let mut rng = StdRng::seed_from_u64(7);
-        let early = SubscriptionId::generate(Utc.timestamp_opt(1_700_000_000, 0).unwrap(), &mut rng);
+        let early =
+            SubscriptionId::generate(Utc.timestamp_opt(1_700_000_000, 0).unwrap(), &mut rng);
         let late = SubscriptionId::generate(Utc.timestamp_opt(1_700_000_001, 0).unwrap(), &mut rng);
         assert!(early < late);
         assert_eq!(SubscriptionId::parse(early.as_str()), Some(early));

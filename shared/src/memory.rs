@@ -40,13 +40,28 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         Ok(())
     }
 
-    async fn get(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError> {
-        Ok(lock(&self.items).get(&(tenant.clone(), id.clone())).cloned())
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        Ok(lock(&self.items)
+            .get(&(tenant.clone(), id.clone()))
+            .cloned())
     }
 
-    async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>, StoreError> {
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>, StoreError> {
         let items = lock(&self.items);
-        let mut mine: Vec<_> = items.values().filter(|s| &s.tenant == tenant).cloned().collect();
+        let mut mine: Vec<_> = items
+            .values()
+            .filter(|s| &s.tenant == tenant)
+            .cloned()
+            .collect();
         mine.sort_by(|a, b| b.id.cmp(&a.id));
         if let Some(after) = cursor {
             let after = SubscriptionId::parse(after).ok_or(StoreError::InvalidCursor)?;
@@ -66,10 +81,18 @@ impl SubscriptionStore for InMemorySubscriptionStore {
     }
 
     async fn delete(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<bool, StoreError> {
-        Ok(lock(&self.items).remove(&(tenant.clone(), id.clone())).is_some())
+        Ok(lock(&self.items)
+            .remove(&(tenant.clone(), id.clone()))
+            .is_some())
     }
 
-    async fn disable(&self, tenant: &TenantId, id: &SubscriptionId, reason: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn disable(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone()))
             && s.status == SubscriptionStatus::Active
         {
@@ -104,17 +127,40 @@ impl InMemoryEventLog {
 }
 
 impl EventLog for InMemoryEventLog {
-    async fn accept(&self, tenant: &TenantId, event: &Event, fingerprint: &str, _now: DateTime<Utc>) -> Result<Acceptance, StoreError> {
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        event: &Event,
+        fingerprint: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<Acceptance, StoreError> {
         let mut items = lock(&self.items);
         let key = (tenant.clone(), event.id.clone());
         if let Some((seen, _)) = items.get(&key) {
-            return Ok(Acceptance::Seen { fingerprint: seen.fingerprint.clone(), deliveries: seen.deliveries });
+            return Ok(Acceptance::Seen {
+                fingerprint: seen.fingerprint.clone(),
+                deliveries: seen.deliveries,
+            });
         }
-        items.insert(key, (Accepted { fingerprint: fingerprint.to_owned(), deliveries: None }, event.clone()));
+        items.insert(
+            key,
+            (
+                Accepted {
+                    fingerprint: fingerprint.to_owned(),
+                    deliveries: None,
+                },
+                event.clone(),
+            ),
+        );
         Ok(Acceptance::New)
     }
 
-    async fn complete(&self, tenant: &TenantId, id: &EventId, deliveries: u32) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        deliveries: u32,
+    ) -> Result<(), StoreError> {
         if let Some((seen, _)) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
             seen.deliveries = Some(deliveries);
         }
@@ -138,7 +184,10 @@ impl InMemoryDeliveryLedger {
         lock(&self.items).get(id).map(|h| h.record.clone())
     }
     pub fn records(&self) -> Vec<DeliveryRecord> {
-        lock(&self.items).values().map(|h| h.record.clone()).collect()
+        lock(&self.items)
+            .values()
+            .map(|h| h.record.clone())
+            .collect()
     }
 }
 
@@ -168,7 +217,10 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
             *held = fresh();
         }
         let leased = held.record.state == DeliveryState::Delivering
-            && held.lease.as_ref().is_some_and(|(_, until)| *until > claim.now);
+            && held
+                .lease
+                .as_ref()
+                .is_some_and(|(_, until)| *until > claim.now);
         if leased {
             let until = held.lease.as_ref().map(|(_, u)| *u).unwrap_or(claim.now);
             return Ok(ClaimOutcome::Leased { until });
@@ -182,7 +234,12 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         Ok(ClaimOutcome::Claimed(held.record.clone()))
     }
 
-    async fn finish(&self, id: &DeliveryId, token: &str, result: &AttemptResult) -> Result<(), StoreError> {
+    async fn finish(
+        &self,
+        id: &DeliveryId,
+        token: &str,
+        result: &AttemptResult,
+    ) -> Result<(), StoreError> {
         let mut items = lock(&self.items);
         let held = items.get_mut(id).ok_or(StoreError::Conflict)?;
         if held.lease.as_ref().map(|(t, _)| t.as_str()) != Some(token) {
@@ -199,7 +256,12 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         Ok(())
     }
 
-    async fn get(&self, tenant: &TenantId, id: &DeliveryId, now: DateTime<Utc>) -> Result<Option<DeliveryRecord>, StoreError> {
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
         Ok(lock(&self.items)
             .get(id)
             .map(|h| h.record.clone())
@@ -234,7 +296,9 @@ impl DeliveryQueue for InMemoryDeliveryQueue {
         let mut fail = lock(&self.fail_next);
         if *fail > 0 {
             *fail -= 1;
-            return Err(QueueError::Partial { failed: tasks.len() });
+            return Err(QueueError::Partial {
+                failed: tasks.len(),
+            });
         }
         lock(&self.enqueued).extend_from_slice(tasks);
         Ok(())
@@ -261,10 +325,18 @@ pub struct InMemoryWebhookSender {
 impl InMemoryWebhookSender {
     /// Answers with these outcomes in order, then 200 forever.
     pub fn answering(outcomes: impl IntoIterator<Item = SendOutcome>) -> Self {
-        Self { script: Mutex::new(outcomes.into_iter().collect()), sent: Mutex::default() }
+        Self {
+            script: Mutex::new(outcomes.into_iter().collect()),
+            sent: Mutex::default(),
+        }
     }
     pub fn status(status: u16) -> SendOutcome {
-        SendOutcome::Answered { status, retry_after: None, excerpt: String::new(), latency: Duration::from_millis(5) }
+        SendOutcome::Answered {
+            status,
+            retry_after: None,
+            excerpt: String::new(),
+            latency: Duration::from_millis(5),
+        }
     }
     pub fn sent(&self) -> Vec<OutgoingWebhook> {
         lock(&self.sent).clone()
@@ -274,7 +346,9 @@ impl InMemoryWebhookSender {
 impl WebhookSender for InMemoryWebhookSender {
     async fn send(&self, webhook: OutgoingWebhook) -> SendOutcome {
         lock(&self.sent).push(webhook);
-        lock(&self.script).pop_front().unwrap_or_else(|| Self::status(200))
+        lock(&self.script)
+            .pop_front()
+            .unwrap_or_else(|| Self::status(200))
     }
 }
 

@@ -65,7 +65,9 @@ mod tests {
     use super::*;
 
     fn matches(pattern: &str, event_type: &str) -> bool {
-        EventTypePattern::parse(pattern).unwrap().matches(&EventType::parse(event_type).unwrap())
+        EventTypePattern::parse(pattern)
+            .unwrap()
+            .matches(&EventType::parse(event_type).unwrap())
     }
 
     #[test]
@@ -82,7 +84,15 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_refused() {
-        for bad in ["", "order.", "order.**", "*.shipped", "or der", "order.*.x", ".*"] {
+        for bad in [
+            "",
+            "order.",
+            "order.**",
+            "*.shipped",
+            "or der",
+            "order.*.x",
+            ".*",
+        ] {
             assert!(EventTypePattern::parse(bad).is_err(), "{bad}");
         }
     }

@@ -56,7 +56,10 @@ pub struct Page<T> {
 }
 
 pub trait SubscriptionStore: Send + Sync {
-    fn create(&self, subscription: &Subscription) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn create(
+        &self,
+        subscription: &Subscription,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn get(
         &self,
         tenant: &TenantId,
@@ -69,9 +72,16 @@ pub trait SubscriptionStore: Send + Sync {
         cursor: Option<&str>,
     ) -> impl Future<Output = Result<Page<Subscription>, StoreError>> + Send;
     /// Every active subscription of the tenant, for matching.
-    fn active(&self, tenant: &TenantId) -> impl Future<Output = Result<Vec<Subscription>, StoreError>> + Send;
+    fn active(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<Subscription>, StoreError>> + Send;
     /// True when it existed.
-    fn delete(&self, tenant: &TenantId, id: &SubscriptionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn delete(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Marks it disabled with a reason; a no-op when it is gone or already disabled.
     fn disable(
         &self,
@@ -88,7 +98,10 @@ pub enum Acceptance {
     /// First time this id is seen: fan out, then `complete`.
     New,
     /// Seen before. `deliveries` is None when that publish never finished its fan-out.
-    Seen { fingerprint: String, deliveries: Option<u32> },
+    Seen {
+        fingerprint: String,
+        deliveries: Option<u32>,
+    },
 }
 
 pub trait EventLog: Send + Sync {
@@ -140,7 +153,11 @@ pub struct AttemptResult {
 }
 
 pub trait DeliveryLedger: Send + Sync {
-    fn claim(&self, task: &DeliveryTask, claim: &Claim) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+    fn claim(
+        &self,
+        task: &DeliveryTask,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
     /// `StoreError::Conflict` when the lease was lost to another worker.
     fn finish(
         &self,
@@ -167,11 +184,22 @@ pub struct DeadLetter {
 pub trait DeliveryQueue: Send + Sync {
     /// Queues every task; an error means some were not queued (the call may be repeated:
     /// a task queued twice is delivered once).
-    fn enqueue(&self, tasks: &[DeliveryTask]) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn enqueue(
+        &self,
+        tasks: &[DeliveryTask],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
     /// Hides a received message for `delay`, so it comes back then.
-    fn retry_later(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn retry_later(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
     /// Sends a copy of a message body to the dead-letter queue with the reason.
-    fn dead_letter(&self, body: &str, why: &DeadLetter) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn dead_letter(
+        &self,
+        body: &str,
+        why: &DeadLetter,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// A signed request ready to send.

@@ -30,7 +30,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            delays: Delays::Exponential { initial: Duration::from_secs(60) },
+            delays: Delays::Exponential {
+                initial: Duration::from_secs(60),
+            },
             window: Duration::from_secs(3 * 24 * 60 * 60),
         }
     }
@@ -59,7 +61,11 @@ pub fn parse_duration(raw: &str) -> Result<Duration, ScheduleError> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(ScheduleError(format!("`{raw}`: the unit must be s, m, h or d"))),
+        _ => {
+            return Err(ScheduleError(format!(
+                "`{raw}`: the unit must be s, m, h or d"
+            )));
+        }
     };
     Ok(Duration::from_secs(seconds))
 }
@@ -70,11 +76,18 @@ impl RetryPolicy {
     pub fn parse(schedule: &str, window: &str) -> Result<Self, ScheduleError> {
         let schedule = schedule.trim();
         let delays = if schedule == "exponential" {
-            Delays::Exponential { initial: Duration::from_secs(60) }
+            Delays::Exponential {
+                initial: Duration::from_secs(60),
+            }
         } else if let Some(initial) = schedule.strip_prefix("exponential:") {
-            Delays::Exponential { initial: parse_duration(initial)? }
+            Delays::Exponential {
+                initial: parse_duration(initial)?,
+            }
         } else {
-            let list = schedule.split(',').map(parse_duration).collect::<Result<Vec<_>, _>>()?;
+            let list = schedule
+                .split(',')
+                .map(parse_duration)
+                .collect::<Result<Vec<_>, _>>()?;
             if list.is_empty() {
                 return Err(ScheduleError("the schedule lists no delay".into()));
             }
@@ -85,11 +98,15 @@ impl RetryPolicy {
             Delays::Explicit(list) => list.iter().any(Duration::is_zero),
         };
         if zero {
-            return Err(ScheduleError("a retry delay must be at least one second".into()));
+            return Err(ScheduleError(
+                "a retry delay must be at least one second".into(),
+            ));
         }
         let window = parse_duration(window)?;
         if window.is_zero() {
-            return Err(ScheduleError("the retry window must be at least one second".into()));
+            return Err(ScheduleError(
+                "the retry window must be at least one second".into(),
+            ));
         }
         Ok(Self { delays, window })
     }
@@ -136,8 +153,11 @@ impl RetryPolicy {
         };
         let jitter = 1.0 + JITTER * jitter_unit.clamp(-1.0, 1.0);
         let scheduled = base.mul_f64(jitter).max(Duration::from_secs(1));
-        let delay = retry_after.unwrap_or(scheduled).clamp(Duration::from_secs(1), MAX_DELAY);
-        let deadline = first_attempt_at + chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
+        let delay = retry_after
+            .unwrap_or(scheduled)
+            .clamp(Duration::from_secs(1), MAX_DELAY);
+        let deadline = first_attempt_at
+            + chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
         let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         if next > deadline {
             RetryDecision::GiveUp
@@ -159,7 +179,10 @@ mod tests {
     fn default_doubles_from_one_minute_and_caps_at_twelve_hours() {
         let policy = RetryPolicy::default();
         let delays: Vec<_> = (1..=12).map(|n| policy.base_delay(n).unwrap()).collect();
-        assert_eq!(&delays[..5], &[minutes(1), minutes(2), minutes(4), minutes(8), minutes(16)]);
+        assert_eq!(
+            &delays[..5],
+            &[minutes(1), minutes(2), minutes(4), minutes(8), minutes(16)]
+        );
         assert_eq!(delays[9], minutes(512));
         assert_eq!(delays[10], MAX_DELAY);
         assert_eq!(policy.base_delay(60), Some(MAX_DELAY));
@@ -171,8 +194,13 @@ mod tests {
         let policy = RetryPolicy::default();
         let now = Utc::now();
         for unit in [-1.0, -0.5, 0.0, 0.7, 1.0, 5.0] {
-            let RetryDecision::RetryAfter(d) = policy.decide(3, now, now, None, unit) else { panic!() };
-            assert!(d >= minutes(4).mul_f64(0.9) && d <= minutes(4).mul_f64(1.1), "{d:?}");
+            let RetryDecision::RetryAfter(d) = policy.decide(3, now, now, None, unit) else {
+                panic!()
+            };
+            assert!(
+                d >= minutes(4).mul_f64(0.9) && d <= minutes(4).mul_f64(1.1),
+                "{d:?}"
+            );
         }
     }
 
@@ -181,19 +209,38 @@ mod tests {
         let policy = RetryPolicy::default();
         let first = Utc::now();
         let late = first + chrono::Duration::hours(70);
-        assert_eq!(policy.decide(14, first, late, None, 0.0), RetryDecision::GiveUp);
+        assert_eq!(
+            policy.decide(14, first, late, None, 0.0),
+            RetryDecision::GiveUp
+        );
         let early = first + chrono::Duration::hours(50);
-        assert_eq!(policy.decide(14, first, early, None, 0.0), RetryDecision::RetryAfter(MAX_DELAY));
-        assert!(policy.max_attempts() > 10 && policy.max_attempts() < 20, "{}", policy.max_attempts());
+        assert_eq!(
+            policy.decide(14, first, early, None, 0.0),
+            RetryDecision::RetryAfter(MAX_DELAY)
+        );
+        assert!(
+            policy.max_attempts() > 10 && policy.max_attempts() < 20,
+            "{}",
+            policy.max_attempts()
+        );
     }
 
     #[test]
     fn retry_after_is_honoured_and_clamped() {
         let policy = RetryPolicy::default();
         let now = Utc::now();
-        assert_eq!(policy.decide(1, now, now, Some(Duration::from_secs(300)), 0.0), RetryDecision::RetryAfter(Duration::from_secs(300)));
-        assert_eq!(policy.decide(1, now, now, Some(Duration::from_secs(999_999)), 0.0), RetryDecision::RetryAfter(MAX_DELAY));
-        assert_eq!(policy.decide(1, now, now, Some(Duration::ZERO), 0.0), RetryDecision::RetryAfter(Duration::from_secs(1)));
+        assert_eq!(
+            policy.decide(1, now, now, Some(Duration::from_secs(300)), 0.0),
+            RetryDecision::RetryAfter(Duration::from_secs(300))
+        );
+        assert_eq!(
+            policy.decide(1, now, now, Some(Duration::from_secs(999_999)), 0.0),
+            RetryDecision::RetryAfter(MAX_DELAY)
+        );
+        assert_eq!(
+            policy.decide(1, now, now, Some(Duration::ZERO), 0.0),
+            RetryDecision::RetryAfter(Duration::from_secs(1))
+        );
     }
 
     #[test]
@@ -208,11 +255,23 @@ mod tests {
 
     #[test]
     fn schedules_parse_or_say_why_not() {
-        assert_eq!(RetryPolicy::parse("exponential", "3d").unwrap(), RetryPolicy::default());
+        assert_eq!(
+            RetryPolicy::parse("exponential", "3d").unwrap(),
+            RetryPolicy::default()
+        );
         assert!(RetryPolicy::parse("exponential:2s", "20s").is_ok());
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        for (schedule, window) in [("5x", "1d"), ("", "1d"), ("0s", "1d"), ("1s", "0"), ("1s,,2s", "1d")] {
-            assert!(RetryPolicy::parse(schedule, window).is_err(), "{schedule} {window}");
+        for (schedule, window) in [
+            ("5x", "1d"),
+            ("", "1d"),
+            ("0s", "1d"),
+            ("1s", "0"),
+            ("1s,,2s", "1d"),
+        ] {
+            assert!(
+                RetryPolicy::parse(schedule, window).is_err(),
+                "{schedule} {window}"
+            );
         }
     }
 }

@@ -29,7 +29,10 @@ impl WebhookSecret {
     pub fn generate(rng: &mut impl Rng) -> Self {
         let mut key = vec![0u8; SECRET_BYTES];
         rng.fill(&mut key[..]);
-        Self { encoded: format!("{SECRET_PREFIX}{}", B64.encode(&key)), key }
+        Self {
+            encoded: format!("{SECRET_PREFIX}{}", B64.encode(&key)),
+            key,
+        }
     }
 
     pub fn parse(raw: &str) -> Result<Self, SecretError> {
@@ -38,7 +41,10 @@ impl WebhookSecret {
         if !(16..=64).contains(&key.len()) {
             return Err(SecretError);
         }
-        Ok(Self { encoded: raw.to_owned(), key })
+        Ok(Self {
+            encoded: raw.to_owned(),
+            key,
+        })
     }
 
     /// The `whsec_…` text, for the one answer that shows it to its owner.
@@ -48,7 +54,8 @@ impl WebhookSecret {
 
     /// `v1,<base64 signature>` of this message.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
@@ -109,9 +116,19 @@ mod tests {
     #[test]
     fn every_live_secret_signs() {
         let mut rng = StdRng::seed_from_u64(9);
-        let (a, b) = (WebhookSecret::generate(&mut rng), WebhookSecret::generate(&mut rng));
+        let (a, b) = (
+            WebhookSecret::generate(&mut rng),
+            WebhookSecret::generate(&mut rng),
+        );
         let header = signature_header([&a, &b], "msg_1", 10, b"{}");
-        assert_eq!(header, format!("{} {}", a.sign("msg_1", 10, b"{}"), b.sign("msg_1", 10, b"{}")));
+        assert_eq!(
+            header,
+            format!(
+                "{} {}",
+                a.sign("msg_1", 10, b"{}"),
+                b.sign("msg_1", 10, b"{}")
+            )
+        );
         assert_ne!(a.sign("msg_1", 10, b"{}"), a.sign("msg_1", 11, b"{}"));
     }
 

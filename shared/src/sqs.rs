@@ -24,7 +24,11 @@ pub struct SqsDeliveryQueue {
 
 impl SqsDeliveryQueue {
     pub fn new(client: Client, queue_url: String, dead_letter_url: String) -> Self {
-        Self { client, queue_url, dead_letter_url }
+        Self {
+            client,
+            queue_url,
+            dead_letter_url,
+        }
     }
 
     /// Sends one batch; returns the bodies SQS did not take.
@@ -94,11 +98,18 @@ impl DeliveryQueue for SqsDeliveryQueue {
             }
             pending = failed;
         }
-        if pending.is_empty() { Ok(()) } else { Err(QueueError::Partial { failed: pending.len() }) }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(QueueError::Partial {
+                failed: pending.len(),
+            })
+        }
     }
 
     async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
-        let seconds = delay.as_secs().min(MAX_VISIBILITY_SECONDS) as i32;
+        // Whole seconds, rounded up: a retry never comes back before its delay.
+        let seconds = delay.as_secs_f64().ceil().min(MAX_VISIBILITY_SECONDS as f64) as i32;
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)
@@ -119,7 +130,11 @@ impl DeliveryQueue for SqsDeliveryQueue {
                 .map_err(QueueError::unavailable)
         };
         // SQS refuses an empty body; a poison message may have been one.
-        let body = if body.is_empty() { "(empty message)" } else { body };
+        let body = if body.is_empty() {
+            "(empty message)"
+        } else {
+            body
+        };
         let mut request = self
             .client
             .send_message()
@@ -154,8 +169,15 @@ mod tests {
 
         let big: Vec<String> = (0..8).map(|_| "x".repeat(300 * 1024)).collect();
         let batches = plan_batches(big);
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 2]);
-        assert!(batches.iter().all(|b| b.iter().map(String::len).sum::<usize>() <= MAX_BATCH_BYTES));
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 2]
+        );
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.iter().map(String::len).sum::<usize>() <= MAX_BATCH_BYTES)
+        );
         assert!(plan_batches(Vec::new()).is_empty());
     }
 }

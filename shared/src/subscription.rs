@@ -97,27 +97,40 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 pub fn parse_patterns(raw: &[String]) -> Result<Vec<EventTypePattern>, FieldError> {
     if raw.is_empty() {
-        return Err(FieldError::new("event_types", "list at least one event type or pattern"));
+        return Err(FieldError::new(
+            "event_types",
+            "list at least one event type or pattern",
+        ));
     }
     if raw.len() > MAX_PATTERNS {
-        return Err(FieldError::new("event_types", format!("at most {MAX_PATTERNS} patterns")));
+        return Err(FieldError::new(
+            "event_types",
+            format!("at most {MAX_PATTERNS} patterns"),
+        ));
     }
     raw.iter()
         .enumerate()
-        .map(|(i, p)| EventTypePattern::parse(p).map_err(|r| FieldError::new(format!("event_types[{i}]"), r)))
+        .map(|(i, p)| {
+            EventTypePattern::parse(p).map_err(|r| FieldError::new(format!("event_types[{i}]"), r))
+        })
         .collect()
 }
 
 pub fn parse_filter(raw: Option<Value>) -> Result<Option<EventFilter>, FieldError> {
     match raw {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => EventFilter::try_from(map).map(Some).map_err(|r| FieldError::new("filter", r)),
+        Some(Value::Object(map)) => EventFilter::try_from(map)
+            .map(Some)
+            .map_err(|r| FieldError::new("filter", r)),
         Some(_) => Err(FieldError::new("filter", "must be a JSON object")),
     }
 }
@@ -125,7 +138,10 @@ pub fn parse_filter(raw: Option<Value>) -> Result<Option<EventFilter>, FieldErro
 pub fn parse_description(raw: Option<String>) -> Result<String, FieldError> {
     let description = raw.unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION_LEN {
-        return Err(FieldError::new("description", format!("at most {MAX_DESCRIPTION_LEN} characters")));
+        return Err(FieldError::new(
+            "description",
+            format!("at most {MAX_DESCRIPTION_LEN} characters"),
+        ));
     }
     Ok(description)
 }
@@ -140,7 +156,8 @@ impl NewSubscription {
         now: DateTime<Utc>,
         rng: &mut impl Rng,
     ) -> Result<Subscription, FieldError> {
-        let url = SubscriptionUrl::parse(&self.url, policy).map_err(|e| FieldError::new("url", e.to_string()))?;
+        let url = SubscriptionUrl::parse(&self.url, policy)
+            .map_err(|e| FieldError::new("url", e.to_string()))?;
         let event_types = parse_patterns(&self.event_types)?;
         let filter = parse_filter(self.filter)?;
         let description = parse_description(self.description)?;
@@ -152,7 +169,10 @@ impl NewSubscription {
             event_types,
             filter,
             format: self.format.unwrap_or_default(),
-            secrets: vec![SigningSecret { secret: WebhookSecret::generate(rng), expires_at: None }],
+            secrets: vec![SigningSecret {
+                secret: WebhookSecret::generate(rng),
+                expires_at: None,
+            }],
             status: SubscriptionStatus::Active,
             disabled_reason: None,
             disabled_at: None,

@@ -12,7 +12,11 @@ pub fn init_json_logs() {
 pub fn init_json_logs_at(default_level: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
-        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().map(|l| l.to_lowercase()))
+        .or_else(|| {
+            std::env::var("AWS_LAMBDA_LOG_LEVEL")
+                .ok()
+                .map(|l| l.to_lowercase())
+        })
         .and_then(|l| EnvFilter::try_new(l).ok())
         .unwrap_or_else(|| EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()

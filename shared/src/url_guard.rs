@@ -41,7 +41,9 @@ pub struct SubscriptionUrl(Url);
 impl SubscriptionUrl {
     pub fn parse(raw: &str, policy: &UrlPolicy) -> Result<Self, UrlError> {
         if raw.len() > MAX_URL_LEN {
-            return Err(UrlError::Invalid(format!("is longer than {MAX_URL_LEN} characters")));
+            return Err(UrlError::Invalid(format!(
+                "is longer than {MAX_URL_LEN} characters"
+            )));
         }
         let url = Url::parse(raw).map_err(|e| UrlError::Invalid(format!("is not a URL ({e})")))?;
         match url.scheme() {
@@ -51,7 +53,9 @@ impl SubscriptionUrl {
             other => return Err(UrlError::Invalid(format!("must use https, not {other}"))),
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(UrlError::Invalid("must not carry a user name or password".into()));
+            return Err(UrlError::Invalid(
+                "must not carry a user name or password".into(),
+            ));
         }
         if url.fragment().is_some() {
             return Err(UrlError::Invalid("must not have a fragment".into()));
@@ -104,7 +108,9 @@ impl SubscriptionUrl {
 impl TryFrom<String> for SubscriptionUrl {
     type Error = UrlError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Url::parse(&value).map(Self).map_err(|e| UrlError::Invalid(e.to_string()))
+        Url::parse(&value)
+            .map(Self)
+            .map_err(|e| UrlError::Invalid(e.to_string()))
     }
 }
 
@@ -151,7 +157,8 @@ fn v6_refusal(ip: Ipv6Addr, policy: &UrlPolicy) -> Option<&'static str> {
     }
     let segments = ip.segments();
     let octets = ip.octets();
-    let embedded = |at: usize| Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]);
+    let embedded =
+        |at: usize| Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]);
     if let Some(v4) = ip.to_ipv4_mapped() {
         return v4_refusal(v4, policy);
     }
@@ -171,7 +178,11 @@ fn v6_refusal(ip: Ipv6Addr, policy: &UrlPolicy) -> Option<&'static str> {
         0xfec0..=0xfeff => Some("site-local"),
         0xff00..=0xffff => Some("multicast"),
         // Teredo 2001::/32, ORCHID and documentation 2001:db8::/32, discard 100::/64
-        0x2001 if segments[1] == 0 || segments[1] == 0xdb8 || (0x10..=0x2f).contains(&segments[1]) => Some("reserved"),
+        0x2001
+            if segments[1] == 0 || segments[1] == 0xdb8 || (0x10..=0x2f).contains(&segments[1]) =>
+        {
+            Some("reserved")
+        }
         0x0100 if segments[1..4] == [0, 0, 0] => Some("reserved (discard)"),
         // Outside global unicast 2000::/3 nothing is routable on the internet.
         s if !(0x2000..=0x3fff).contains(&s) => Some("reserved"),
@@ -186,14 +197,20 @@ pub fn check_ip(ip: IpAddr, policy: &UrlPolicy) -> Result<(), UrlError> {
         IpAddr::V6(v6) => v6_refusal(v6, policy),
     };
     match refusal {
-        Some(kind) => Err(UrlError::Forbidden(format!("{ip} is a {kind} address, not a public one"))),
+        Some(kind) => Err(UrlError::Forbidden(format!(
+            "{ip} is a {kind} address, not a public one"
+        ))),
         None => Ok(()),
     }
 }
 
 /// Turns a host name into addresses.
 pub trait Resolver: Send + Sync {
-    fn resolve(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send;
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send;
 }
 
 /// The system's resolver (`getaddrinfo` through tokio).
@@ -202,7 +219,10 @@ pub struct SystemResolver;
 
 impl Resolver for SystemResolver {
     async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<IpAddr>> {
-        Ok(tokio::net::lookup_host((host, port)).await?.map(|a| a.ip()).collect())
+        Ok(tokio::net::lookup_host((host, port))
+            .await?
+            .map(|a| a.ip())
+            .collect())
     }
 }
 
@@ -222,7 +242,9 @@ impl Resolver for StaticResolver {
         self.0
             .get(&host.trim_end_matches('.').to_ascii_lowercase())
             .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} does not resolve")))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("{host} does not resolve"))
+            })
     }
 }
 
@@ -247,33 +269,71 @@ pub async fn resolve_checked<R: Resolver + ?Sized>(
         .await
         .map_err(|e| UrlError::Unresolvable(format!("`{host}` does not resolve ({e})")))?;
     if addresses.is_empty() {
-        return Err(UrlError::Unresolvable(format!("`{host}` resolves to no address")));
+        return Err(UrlError::Unresolvable(format!(
+            "`{host}` resolves to no address"
+        )));
     }
     for ip in &addresses {
-        check_ip(*ip, policy).map_err(|e| UrlError::Forbidden(format!("`{host}` resolves to {e}")))?;
+        check_ip(*ip, policy)
+            .map_err(|e| UrlError::Forbidden(format!("`{host}` resolves to {e}")))?;
     }
-    Ok(addresses.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+    Ok(addresses
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const STRICT: UrlPolicy = UrlPolicy { allow_http: false, allow_loopback: false };
-    const LOCAL: UrlPolicy = UrlPolicy { allow_http: true, allow_loopback: true };
+    const STRICT: UrlPolicy = UrlPolicy {
+        allow_http: false,
+        allow_loopback: false,
+    };
+    const LOCAL: UrlPolicy = UrlPolicy {
+        allow_http: true,
+        allow_loopback: true,
+    };
 
     #[test]
     fn forbidden_addresses_in_every_spelling() {
         let refused = [
-            "https://127.0.0.1/", "https://127.1/", "https://2130706433/", "https://0x7f.1/", "https://0177.0.0.1/",
-            "https://0x7f000001/", "https://localhost/", "https://localhost./", "https://api.localhost/",
-            "https://[::1]/", "https://0.0.0.0/", "https://[::]/", "https://10.0.0.1/", "https://172.16.5.4/",
-            "https://172.31.255.255/", "https://192.168.1.1/", "https://169.254.169.254/latest/meta-data",
-            "https://0xa9fea9fe/", "https://100.64.0.1/", "https://[fd00::1]/", "https://[fc00::1]/",
-            "https://[fe80::1]/", "https://[ff02::1]/", "https://224.0.0.1/", "https://255.255.255.255/",
-            "https://240.0.0.1/", "https://[::ffff:127.0.0.1]/", "https://[::ffff:169.254.169.254]/",
-            "https://[::ffff:a9fe:a9fe]/", "https://[::127.0.0.1]/", "https://[64:ff9b::a00:1]/",
-            "https://[2002:a00:1::]/", "https://[2001:db8::1]/", "https://198.18.0.1/", "https://192.0.2.1/",
+            "https://127.0.0.1/",
+            "https://127.1/",
+            "https://2130706433/",
+            "https://0x7f.1/",
+            "https://0177.0.0.1/",
+            "https://0x7f000001/",
+            "https://localhost/",
+            "https://localhost./",
+            "https://api.localhost/",
+            "https://[::1]/",
+            "https://0.0.0.0/",
+            "https://[::]/",
+            "https://10.0.0.1/",
+            "https://172.16.5.4/",
+            "https://172.31.255.255/",
+            "https://192.168.1.1/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://0xa9fea9fe/",
+            "https://100.64.0.1/",
+            "https://[fd00::1]/",
+            "https://[fc00::1]/",
+            "https://[fe80::1]/",
+            "https://[ff02::1]/",
+            "https://224.0.0.1/",
+            "https://255.255.255.255/",
+            "https://240.0.0.1/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://[::ffff:169.254.169.254]/",
+            "https://[::ffff:a9fe:a9fe]/",
+            "https://[::127.0.0.1]/",
+            "https://[64:ff9b::a00:1]/",
+            "https://[2002:a00:1::]/",
+            "https://[2001:db8::1]/",
+            "https://198.18.0.1/",
+            "https://192.0.2.1/",
         ];
         for url in refused {
             let err = SubscriptionUrl::parse(url, &STRICT).unwrap_err();
@@ -283,7 +343,12 @@ mod tests {
 
     #[test]
     fn public_addresses_and_names_pass() {
-        for url in ["https://93.184.215.14/", "https://hooks.example.com/a?b=c", "https://[2606:4700::1111]/", "https://8.8.8.8:8443/x"] {
+        for url in [
+            "https://93.184.215.14/",
+            "https://hooks.example.com/a?b=c",
+            "https://[2606:4700::1111]/",
+            "https://8.8.8.8:8443/x",
+        ] {
             assert!(SubscriptionUrl::parse(url, &STRICT).is_ok(), "{url}");
         }
     }
@@ -298,7 +363,13 @@ mod tests {
             ("not a url", STRICT),
             ("https://", STRICT),
         ] {
-            assert!(matches!(SubscriptionUrl::parse(url, &policy), Err(UrlError::Invalid(_))), "{url}");
+            assert!(
+                matches!(
+                    SubscriptionUrl::parse(url, &policy),
+                    Err(UrlError::Invalid(_))
+                ),
+                "{url}"
+            );
         }
         let long = format!("https://h.example.com/{}", "a".repeat(MAX_URL_LEN));
         assert!(SubscriptionUrl::parse(&long, &STRICT).is_err());
@@ -310,7 +381,11 @@ mod tests {
         assert!(SubscriptionUrl::parse("http://127.0.0.1:8080/", &LOCAL).is_ok());
         assert!(SubscriptionUrl::parse("http://[::1]:8080/", &LOCAL).is_ok());
         assert!(SubscriptionUrl::parse("http://localhost:8080/", &LOCAL).is_ok());
-        for url in ["http://10.0.0.1/", "http://169.254.169.254/", "http://[fd00::1]/"] {
+        for url in [
+            "http://10.0.0.1/",
+            "http://169.254.169.254/",
+            "http://[fd00::1]/",
+        ] {
             assert!(SubscriptionUrl::parse(url, &LOCAL).is_err(), "{url}");
         }
     }
@@ -320,7 +395,13 @@ mod tests {
         let resolver = StaticResolver::default()
             .with("public.example.com", &["93.184.215.14".parse().unwrap()])
             .with("internal.example.com", &["10.0.0.7".parse().unwrap()])
-            .with("mixed.example.com", &["93.184.215.14".parse().unwrap(), "169.254.169.254".parse().unwrap()]);
+            .with(
+                "mixed.example.com",
+                &[
+                    "93.184.215.14".parse().unwrap(),
+                    "169.254.169.254".parse().unwrap(),
+                ],
+            );
         let check = |raw: &str| {
             let url = SubscriptionUrl::parse(raw, &STRICT).unwrap();
             let resolver = resolver.clone();
@@ -328,8 +409,17 @@ mod tests {
         };
         let ok = check("https://public.example.com:8443/").await.unwrap();
         assert_eq!(ok, vec!["93.184.215.14:8443".parse().unwrap()]);
-        assert!(matches!(check("https://internal.example.com/").await, Err(UrlError::Forbidden(_))));
-        assert!(matches!(check("https://mixed.example.com/").await, Err(UrlError::Forbidden(_))));
-        assert!(matches!(check("https://unknown.example.com/").await, Err(UrlError::Unresolvable(_))));
+        assert!(matches!(
+            check("https://internal.example.com/").await,
+            Err(UrlError::Forbidden(_))
+        ));
+        assert!(matches!(
+            check("https://mixed.example.com/").await,
+            Err(UrlError::Forbidden(_))
+        ));
+        assert!(matches!(
+            check("https://unknown.example.com/").await,
+            Err(UrlError::Unresolvable(_))
+        ));
     }
 }

@@ -6,8 +6,9 @@ use aws_sdk_dynamodb::config::Credentials;
 use herald_local::{Provisioned, provision, template_path};
 
 pub fn moto_url() -> String {
-    std::env::var("HERALD_TEST_MOTO_URL")
-        .expect("HERALD_TEST_MOTO_URL is not set: run the tests with `make test`, which starts moto")
+    std::env::var("HERALD_TEST_MOTO_URL").expect(
+        "HERALD_TEST_MOTO_URL is not set: run the tests with `make test`, which starts moto",
+    )
 }
 
 /// An SDK configuration for moto, built without touching the process environment.
@@ -16,9 +17,9 @@ pub fn sdk_config() -> SdkConfig {
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(moto_url())
         .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(Credentials::new(
-            "testing", "testing", None, None, "herald-tests",
-        )))
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            Credentials::new("testing", "testing", None, None, "herald-tests"),
+        ))
         .build()
 }
 
@@ -39,7 +40,9 @@ impl TestAws {
     pub async fn new() -> Self {
         let sdk = sdk_config();
         let prefix = unique_prefix();
-        let provisioned = provision(&sdk, &prefix, &template_path()).await.expect("provisioning on moto");
+        let provisioned = provision(&sdk, &prefix, &template_path())
+            .await
+            .expect("provisioning on moto");
         Self {
             dynamo: aws_sdk_dynamodb::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -49,30 +52,36 @@ impl TestAws {
         }
     }
 
-    /// Every message body on a queue right now (received and made visible again at once).
+    /// Every message visible on a queue right now. They are received (hidden) until all
+    /// are seen, then made visible again, so the receipt handles returned stay valid.
     pub async fn peek_queue(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
         let mut all = Vec::new();
-        for _ in 0..10 {
+        loop {
             let output = self
                 .sqs
                 .receive_message()
                 .queue_url(url)
                 .max_number_of_messages(10)
-                .visibility_timeout(0)
+                .visibility_timeout(60)
                 .message_attribute_names("All")
                 .wait_time_seconds(0)
                 .send()
                 .await
                 .expect("receiving");
-            let batch = output.messages().to_vec();
-            if batch.is_empty() {
+            if output.messages().is_empty() {
                 break;
             }
-            for m in batch {
-                if !all.iter().any(|seen: &aws_sdk_sqs::types::Message| seen.message_id() == m.message_id()) {
-                    all.push(m);
-                }
-            }
+            all.extend(output.messages().iter().cloned());
+        }
+        for message in &all {
+            self.sqs
+                .change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .visibility_timeout(0)
+                .send()
+                .await
+                .expect("making a message visible again");
         }
         all
     }

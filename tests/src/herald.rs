@@ -31,38 +31,72 @@ impl TestHerald {
             prefix: unique_prefix(),
             api_addr: "127.0.0.1:0".parse().expect("an address"),
             settings: all,
-            poll: PollSettings { batch_size: 10, wait_seconds: 1, pollers: 2, print_attempts: false },
+            poll: PollSettings {
+                batch_size: 10,
+                wait_seconds: 1,
+                pollers: 2,
+                print_attempts: false,
+            },
         };
         let local = LocalHerald::start(options).await.expect("starting Herald");
-        Self { local, http: reqwest::Client::new(), sdk }
+        Self {
+            local,
+            http: reqwest::Client::new(),
+            sdk,
+        }
     }
 
     /// Calls the API as `tenant`; returns the status and the JSON body (Null when empty).
-    pub async fn call(&self, method: &str, path: &str, tenant: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        tenant: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.local.api_url());
-        let mut request = self.http.request(method.parse().expect("a method"), url).timeout(Duration::from_secs(30));
+        let mut request = self
+            .http
+            .request(method.parse().expect("a method"), url)
+            .timeout(Duration::from_secs(30));
         if let Some(tenant) = tenant {
             request = request.header("authorization", format!("Bearer {tenant}"));
         }
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body.to_string());
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         let response = request.send().await.expect("calling Herald");
         let status = response.status().as_u16();
         let bytes = response.bytes().await.expect("reading Herald's answer");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// Subscribes `url` for `tenant`; returns (id, secret).
-    pub async fn subscribe(&self, tenant: &str, url: &str, event_types: &[&str]) -> (String, String) {
+    pub async fn subscribe(
+        &self,
+        tenant: &str,
+        url: &str,
+        event_types: &[&str],
+    ) -> (String, String) {
         let body = serde_json::json!({"url": url, "event_types": event_types});
-        let (status, created) = self.call("POST", "/v1/subscriptions", Some(tenant), Some(&body)).await;
+        let (status, created) = self
+            .call("POST", "/v1/subscriptions", Some(tenant), Some(&body))
+            .await;
         assert_eq!(status, 201, "{created}");
-        (created["id"].as_str().expect("an id").to_owned(), created["secret"].as_str().expect("a secret").to_owned())
+        (
+            created["id"].as_str().expect("an id").to_owned(),
+            created["secret"].as_str().expect("a secret").to_owned(),
+        )
     }
 
     pub async fn publish(&self, tenant: &str, event: Value) -> (u16, Value) {
-        self.call("POST", "/v1/events", Some(tenant), Some(&event)).await
+        self.call("POST", "/v1/events", Some(tenant), Some(&event))
+            .await
     }
 
     pub async fn shutdown(self) {

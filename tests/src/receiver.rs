@@ -41,7 +41,10 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or_default()
+        self.headers
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
@@ -58,7 +61,10 @@ pub struct TestReceiver {
     state: Arc<State>,
 }
 
-async fn answer(state: Arc<State>, request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    state: Arc<State>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let headers = request
@@ -66,31 +72,50 @@ async fn answer(state: Arc<State>, request: Request<hyper::body::Incoming>) -> R
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let status = {
         let mut requests = state.requests.lock().unwrap_or_else(|p| p.into_inner());
         let n = requests.len();
-        requests.push(Recorded { method, path, headers, body, at: Instant::now() });
+        requests.push(Recorded {
+            method,
+            path,
+            headers,
+            body,
+            at: Instant::now(),
+        });
         let script = &state.script.0;
         script[n.min(script.len() - 1)]
     };
     let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Ok(response)
 }
 
 impl TestReceiver {
     pub async fn start(script: Script) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a receiver");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a receiver");
         let addr = listener.local_addr().expect("the receiver's address");
-        let state = Arc::new(State { script, requests: Mutex::new(Vec::new()) });
+        let state = Arc::new(State {
+            script,
+            requests: Mutex::new(Vec::new()),
+        });
         let shared = Arc::clone(&state);
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let service = service_fn(move |request| answer(Arc::clone(&state), request));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -102,7 +127,11 @@ impl TestReceiver {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Waits until at least `n` requests arrived, or the timeout; returns what arrived.

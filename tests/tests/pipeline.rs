@@ -27,14 +27,26 @@ fn delivery_id(tenant: &str, event: &str, subscription: &str) -> DeliveryId {
 
 /// Verifies a Standard Webhooks signature independently of Herald's signing code.
 fn verify_signature(request: &Recorded, secret: &str) {
-    let key = base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
-    let signed = format!("{}.{}.", request.header("webhook-id"), request.header("webhook-timestamp"));
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let signed = format!(
+        "{}.{}.",
+        request.header("webhook-id"),
+        request.header("webhook-timestamp")
+    );
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(signed.as_bytes());
     mac.update(&request.body);
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
     assert!(
-        request.header("webhook-signature").split(' ').any(|s| s == expected),
+        request
+            .header("webhook-signature")
+            .split(' ')
+            .any(|s| s == expected),
         "signature {} does not verify",
         request.header("webhook-signature")
     );
@@ -45,11 +57,19 @@ async fn record(herald: &TestHerald, tenant: &str, id: &DeliveryId) -> Option<De
         aws_sdk_dynamodb::Client::new(&herald.sdk),
         herald.local.provisioned().deliveries_table().to_owned(),
     );
-    ledger.get(&TenantId::parse(tenant).unwrap(), id, chrono::Utc::now()).await.unwrap()
+    ledger
+        .get(&TenantId::parse(tenant).unwrap(), id, chrono::Utc::now())
+        .await
+        .unwrap()
 }
 
 /// Waits until the delivery reaches `state`.
-async fn wait_for_state(herald: &TestHerald, tenant: &str, id: &DeliveryId, state: DeliveryState) -> DeliveryRecord {
+async fn wait_for_state(
+    herald: &TestHerald,
+    tenant: &str,
+    id: &DeliveryId,
+    state: DeliveryState,
+) -> DeliveryRecord {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         if let Some(r) = record(herald, tenant, id).await
@@ -57,7 +77,11 @@ async fn wait_for_state(herald: &TestHerald, tenant: &str, id: &DeliveryId, stat
         {
             return r;
         }
-        assert!(std::time::Instant::now() < deadline, "delivery {id} never became {state:?}: {:?}", record(herald, tenant, id).await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivery {id} never became {state:?}: {:?}",
+            record(herald, tenant, id).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -67,9 +91,20 @@ async fn send_raw(herald: &TestHerald, queue_url: &str, bodies: &[String]) {
     let entries = bodies
         .iter()
         .enumerate()
-        .map(|(i, b)| aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build().unwrap())
+        .map(|(i, b)| {
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(b)
+                .build()
+                .unwrap()
+        })
         .collect();
-    sqs.send_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await.unwrap();
+    sqs.send_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
 }
 
 fn task_body(tenant: &str, subscription: &str, event_id: &str) -> String {
@@ -80,7 +115,12 @@ fn task_body(tenant: &str, subscription: &str, event_id: &str) -> String {
         data: json!({"order_id": event_id}).as_object().unwrap().clone(),
         subject: None,
     };
-    DeliveryTask::new(&TenantId::parse(tenant).unwrap(), &SubscriptionId::parse(subscription).unwrap(), &event).to_message_body()
+    DeliveryTask::new(
+        &TenantId::parse(tenant).unwrap(),
+        &SubscriptionId::parse(subscription).unwrap(),
+        &event,
+    )
+    .to_message_body()
 }
 
 async fn dead_letters(herald: &TestHerald) -> Vec<aws_sdk_sqs::types::Message> {
@@ -107,23 +147,34 @@ async fn one_publish_reaches_every_matching_subscription_exactly_once() {
     );
     let (orders_id, orders_secret) = herald.subscribe("acme", &orders.url(), &["order.*"]).await;
     let (all_id, all_secret) = herald.subscribe("acme", &all.url(), &["*"]).await;
-    herald.subscribe("acme", &invoices.url(), &["invoice.paid"]).await;
+    herald
+        .subscribe("acme", &invoices.url(), &["invoice.paid"])
+        .await;
 
     let before = chrono::Utc::now().timestamp();
     let (status, answer) = herald
         .publish("acme", json!({"id": "ord_7.shipped", "type": "order.shipped", "data": {"order_id": "ord_7", "total": 12.5}}))
         .await;
     assert_eq!(status, 202, "{answer}");
-    assert_eq!(answer, json!({"id": "ord_7.shipped", "deliveries": 2, "duplicate": false}));
+    assert_eq!(
+        answer,
+        json!({"id": "ord_7.shipped", "deliveries": 2, "duplicate": false})
+    );
 
-    for (receiver, id, secret) in [(&orders, &orders_id, &orders_secret), (&all, &all_id, &all_secret)] {
+    for (receiver, id, secret) in [
+        (&orders, &orders_id, &orders_secret),
+        (&all, &all_id, &all_secret),
+    ] {
         let got = receiver.wait_for(1, PATIENCE).await;
         assert_eq!(got.len(), 1);
         let request = &got[0];
         let expected_id = delivery_id("acme", "ord_7.shipped", id);
         assert_eq!(request.method, "POST");
         assert_eq!(request.header("webhook-id"), expected_id.as_str());
-        assert_eq!(request.header("idempotency-key"), format!("ffm_wh_{expected_id}"));
+        assert_eq!(
+            request.header("idempotency-key"),
+            format!("ffm_wh_{expected_id}")
+        );
         assert_eq!(request.header("content-type"), "application/json");
         let timestamp: i64 = request.header("webhook-timestamp").parse().unwrap();
         assert!((before - 5..=chrono::Utc::now().timestamp()).contains(&timestamp));
@@ -134,8 +185,15 @@ async fn one_publish_reaches_every_matching_subscription_exactly_once() {
         wait_for_state(&herald, "acme", &expected_id, DeliveryState::Delivered).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(orders.requests().len() + all.requests().len(), 2, "each exactly once");
-    assert!(invoices.requests().is_empty(), "a non-matching subscription gets nothing");
+    assert_eq!(
+        orders.requests().len() + all.requests().len(),
+        2,
+        "each exactly once"
+    );
+    assert!(
+        invoices.requests().is_empty(),
+        "a non-matching subscription gets nothing"
+    );
     herald.shutdown().await;
 }
 
@@ -144,19 +202,37 @@ async fn failures_are_retried_on_the_schedule_until_success() {
     let herald = TestHerald::start(&[("HERALD_RETRY_SCHEDULE", "2s,2s,2s")]).await;
     let receiver = TestReceiver::start(Script::sequence([500, 500, 200])).await;
     let (sub, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
-    herald.publish("acme", json!({"id": "e-retry", "type": "order.shipped", "data": {}})).await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-retry", "type": "order.shipped", "data": {}}),
+        )
+        .await;
 
     let got = receiver.wait_for(3, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 3);
     for pair in got.windows(2) {
         let gap = pair[1].at - pair[0].at;
-        assert!(gap >= Duration::from_millis(1700), "attempts {gap:?} apart, sooner than the schedule");
+        assert!(
+            gap >= Duration::from_millis(1700),
+            "attempts {gap:?} apart, sooner than the schedule"
+        );
     }
-    assert!(got.iter().all(|r| r.header("webhook-id") == got[0].header("webhook-id")), "one delivery id on every retry");
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == got[0].header("webhook-id")),
+        "one delivery id on every retry"
+    );
     let id = delivery_id("acme", "e-retry", &sub);
     let done = wait_for_state(&herald, "acme", &id, DeliveryState::Delivered).await;
-    assert_eq!(done.attempts.iter().map(|a| a.status).collect::<Vec<_>>(), vec![Some(500), Some(500), Some(200)]);
-    assert_eq!(done.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        done.attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
+        vec![Some(500), Some(500), Some(200)]
+    );
+    assert_eq!(
+        done.attempts.iter().map(|a| a.number).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     herald.shutdown().await;
 }
 
@@ -165,7 +241,12 @@ async fn a_receiver_that_always_fails_ends_failed_in_the_dead_letter_queue() {
     let herald = TestHerald::start(&[("HERALD_RETRY_SCHEDULE", "1s,1s")]).await;
     let receiver = TestReceiver::start(Script::always(500)).await;
     let (sub, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
-    herald.publish("acme", json!({"id": "e-doomed", "type": "order.shipped", "data": {}})).await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-doomed", "type": "order.shipped", "data": {}}),
+        )
+        .await;
 
     let id = delivery_id("acme", "e-doomed", &sub);
     let failed = wait_for_state(&herald, "acme", &id, DeliveryState::Failed).await;
@@ -174,7 +255,10 @@ async fn a_receiver_that_always_fails_ends_failed_in_the_dead_letter_queue() {
     let dead = dead_letters(&herald).await;
     assert_eq!(dead.len(), 1);
     let attrs = dead[0].message_attributes().unwrap();
-    assert_eq!(attrs["herald-delivery-id"].string_value(), Some(id.as_str()));
+    assert_eq!(
+        attrs["herald-delivery-id"].string_value(),
+        Some(id.as_str())
+    );
     assert!(dead[0].body().unwrap().contains("e-doomed"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.requests().len(), 3, "nothing after the window");
@@ -191,7 +275,13 @@ async fn the_same_message_twice_or_after_success_is_one_post() {
     let body = task_body("acme", &sub, "e-dup");
     send_raw(&herald, &queue, &[body.clone(), body.clone()]).await;
     receiver.wait_for(1, PATIENCE).await;
-    wait_for_state(&herald, "acme", &delivery_id("acme", "e-dup", &sub), DeliveryState::Delivered).await;
+    wait_for_state(
+        &herald,
+        "acme",
+        &delivery_id("acme", "e-dup", &sub),
+        DeliveryState::Delivered,
+    )
+    .await;
     send_raw(&herald, &queue, &[body]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -224,13 +314,24 @@ async fn a_malformed_task_goes_to_the_dead_letter_queue_and_the_rest_is_delivere
     let (sub, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
     let queue = herald.local.provisioned().delivery_queue_url().to_owned();
 
-    send_raw(&herald, &queue, &["{\"kind\": \"mystery\"}".to_owned(), task_body("acme", &sub, "e-good")]).await;
+    send_raw(
+        &herald,
+        &queue,
+        &[
+            "{\"kind\": \"mystery\"}".to_owned(),
+            task_body("acme", &sub, "e-good"),
+        ],
+    )
+    .await;
 
     assert_eq!(receiver.wait_for(1, PATIENCE).await.len(), 1);
     let dead = dead_letters(&herald).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body(), Some("{\"kind\": \"mystery\"}"));
-    let reason = dead[0].message_attributes().unwrap()["herald-reason"].string_value().unwrap().to_owned();
+    let reason = dead[0].message_attributes().unwrap()["herald-reason"]
+        .string_value()
+        .unwrap()
+        .to_owned();
     assert!(reason.starts_with("malformed task"), "{reason}");
     herald.shutdown().await;
 }
@@ -240,14 +341,34 @@ async fn gone_disables_the_subscription() {
     let herald = TestHerald::start(&[]).await;
     let receiver = TestReceiver::start(Script::always(410)).await;
     let (sub, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
-    herald.publish("acme", json!({"id": "e-gone", "type": "a", "data": {}})).await;
-    wait_for_state(&herald, "acme", &delivery_id("acme", "e-gone", &sub), DeliveryState::Failed).await;
+    herald
+        .publish("acme", json!({"id": "e-gone", "type": "a", "data": {}}))
+        .await;
+    wait_for_state(
+        &herald,
+        "acme",
+        &delivery_id("acme", "e-gone", &sub),
+        DeliveryState::Failed,
+    )
+    .await;
 
-    let (_, shown) = herald.call("GET", &format!("/v1/subscriptions/{sub}"), Some("acme"), None).await;
+    let (_, shown) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{sub}"),
+            Some("acme"),
+            None,
+        )
+        .await;
     assert_eq!(shown["status"], "disabled");
     assert!(shown["disabled_reason"].as_str().unwrap().contains("410"));
-    let (_, answer) = herald.publish("acme", json!({"id": "e-after", "type": "a", "data": {}})).await;
-    assert_eq!(answer["deliveries"], 0, "a disabled subscription matches nothing");
+    let (_, answer) = herald
+        .publish("acme", json!({"id": "e-after", "type": "a", "data": {}}))
+        .await;
+    assert_eq!(
+        answer["deliveries"], 0,
+        "a disabled subscription matches nothing"
+    );
     assert_eq!(receiver.requests().len(), 1);
     herald.shutdown().await;
 }
@@ -255,18 +376,44 @@ async fn gone_disables_the_subscription() {
 #[tokio::test]
 async fn tenants_never_see_each_other() {
     let herald = TestHerald::start(&[]).await;
-    let (a_receiver, b_receiver) = (TestReceiver::start(Script::always(200)).await, TestReceiver::start(Script::always(200)).await);
-    let (a_sub, _) = herald.subscribe("tenant-a", &a_receiver.url(), &["*"]).await;
-    herald.subscribe("tenant-b", &b_receiver.url(), &["*"]).await;
+    let (a_receiver, b_receiver) = (
+        TestReceiver::start(Script::always(200)).await,
+        TestReceiver::start(Script::always(200)).await,
+    );
+    let (a_sub, _) = herald
+        .subscribe("tenant-a", &a_receiver.url(), &["*"])
+        .await;
+    herald
+        .subscribe("tenant-b", &b_receiver.url(), &["*"])
+        .await;
 
     let path = format!("/v1/subscriptions/{a_sub}");
-    assert_eq!(herald.call("GET", &path, Some("tenant-b"), None).await.0, 404);
-    assert_eq!(herald.call("DELETE", &path, Some("tenant-b"), None).await.0, 404);
-    let (_, listed) = herald.call("GET", "/v1/subscriptions", Some("tenant-b"), None).await;
-    assert!(listed["data"].as_array().unwrap().iter().all(|s| s["id"] != Value::String(a_sub.clone())));
-    assert_eq!(herald.call("GET", &path, Some("tenant-a"), None).await.0, 200);
+    assert_eq!(
+        herald.call("GET", &path, Some("tenant-b"), None).await.0,
+        404
+    );
+    assert_eq!(
+        herald.call("DELETE", &path, Some("tenant-b"), None).await.0,
+        404
+    );
+    let (_, listed) = herald
+        .call("GET", "/v1/subscriptions", Some("tenant-b"), None)
+        .await;
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != Value::String(a_sub.clone()))
+    );
+    assert_eq!(
+        herald.call("GET", &path, Some("tenant-a"), None).await.0,
+        200
+    );
 
-    herald.publish("tenant-a", json!({"id": "e-a", "type": "a", "data": {}})).await;
+    herald
+        .publish("tenant-a", json!({"id": "e-a", "type": "a", "data": {}}))
+        .await;
     assert_eq!(a_receiver.wait_for(1, PATIENCE).await.len(), 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(b_receiver.requests().is_empty(), "A's event reached B");
@@ -279,13 +426,48 @@ async fn bad_input_through_the_gateway_is_a_json_4xx_with_nothing_queued() {
     let receiver = TestReceiver::start(Script::always(200)).await;
     herald.subscribe("acme", &receiver.url(), &["*"]).await;
     let cases = [
-        ("POST", "/v1/events", Some("acme"), Some(json!("{\"type\": "))),
-        ("POST", "/v1/events", None, Some(json!({"type": "a", "data": {}}))),
-        ("POST", "/v1/events", Some("acme"), Some(json!({"data": {}}))),
-        ("POST", "/v1/events", Some("acme"), Some(json!({"type": "a", "data": "text"}))),
-        ("POST", "/v1/events", Some("acme"), Some(json!({"type": "a", "data": {}, "unknown": true}))),
-        ("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://10.0.0.1/", "event_types": ["*"]}))),
-        ("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "not a url", "event_types": ["*"]}))),
+        (
+            "POST",
+            "/v1/events",
+            Some("acme"),
+            Some(json!("{\"type\": ")),
+        ),
+        (
+            "POST",
+            "/v1/events",
+            None,
+            Some(json!({"type": "a", "data": {}})),
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some("acme"),
+            Some(json!({"data": {}})),
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some("acme"),
+            Some(json!({"type": "a", "data": "text"})),
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some("acme"),
+            Some(json!({"type": "a", "data": {}, "unknown": true})),
+        ),
+        (
+            "POST",
+            "/v1/subscriptions",
+            Some("acme"),
+            Some(json!({"url": "https://10.0.0.1/", "event_types": ["*"]})),
+        ),
+        (
+            "POST",
+            "/v1/subscriptions",
+            Some("acme"),
+            Some(json!({"url": "not a url", "event_types": ["*"]})),
+        ),
     ];
     for (method, path, tenant, body) in cases {
         let (status, answer) = match &body {
@@ -299,15 +481,27 @@ async fn bad_input_through_the_gateway_is_a_json_4xx_with_nothing_queued() {
                     .send()
                     .await
                     .unwrap();
-                (response.status().as_u16(), serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap())
+                (
+                    response.status().as_u16(),
+                    serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap(),
+                )
             }
             _ => herald.call(method, path, tenant, body.as_ref()).await,
         };
         assert!((400..500).contains(&status), "{path} {body:?}: {status}");
-        assert!(answer["error"]["code"].is_string() && answer["error"]["message"].is_string(), "{answer}");
+        assert!(
+            answer["error"]["code"].is_string() && answer["error"]["message"].is_string(),
+            "{answer}"
+        );
     }
-    let (_, listed) = herald.call("GET", "/v1/subscriptions", Some("acme"), None).await;
-    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "no subscription was stored");
+    let (_, listed) = herald
+        .call("GET", "/v1/subscriptions", Some("acme"), None)
+        .await;
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "no subscription was stored"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(receiver.requests().is_empty(), "nothing was queued");
     herald.shutdown().await;

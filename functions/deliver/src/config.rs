@@ -26,7 +26,11 @@ pub struct DeliverConfig {
 impl DeliverConfig {
     pub fn from_source(env: &dyn Source) -> Result<Self, ConfigError> {
         let prefix = env.get("HERALD_IDEMPOTENCY_KEY_PREFIX").unwrap_or_default();
-        if prefix.len() > 32 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if prefix.len() > 32
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(ConfigError::Invalid {
                 name: "HERALD_IDEMPOTENCY_KEY_PREFIX",
                 reason: "at most 32 letters, digits, `_` or `-`".into(),
@@ -41,7 +45,11 @@ impl DeliverConfig {
             idempotency_key_prefix: prefix,
             url_policy: config::url_policy(env)?,
             timeout: config::duration(env, "HERALD_DELIVERY_TIMEOUT", Duration::from_secs(30))?,
-            connect_timeout: config::duration(env, "HERALD_CONNECT_TIMEOUT", Duration::from_secs(10))?,
+            connect_timeout: config::duration(
+                env,
+                "HERALD_CONNECT_TIMEOUT",
+                Duration::from_secs(10),
+            )?,
             concurrency: config::number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
             retention: config::retention(env)?,
         })

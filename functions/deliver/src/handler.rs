@@ -13,8 +13,8 @@ use herald_shared::delivery::{Attempt, AttemptError, DeliveryState, DeliveryTask
 use herald_shared::format;
 use herald_shared::ids::{SubscriptionId, TenantId};
 use herald_shared::ports::{
-    AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue, OutgoingWebhook,
-    SendOutcome, StoreError, SubscriptionStore, WebhookSender,
+    AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue,
+    OutgoingWebhook, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
 };
 use herald_shared::retry::{RetryDecision, RetryPolicy};
 use herald_shared::signing::signature_header;
@@ -65,7 +65,10 @@ pub struct BatchOutcome {
 
 type SubscriptionCache = HashMap<(TenantId, SubscriptionId), Result<Option<Subscription>, String>>;
 
-pub async fn process_batch<S, L, Q, W, C>(deps: &DeliverDeps<S, L, Q, W, C>, event: SqsEvent) -> BatchOutcome
+pub async fn process_batch<S, L, Q, W, C>(
+    deps: &DeliverDeps<S, L, Q, W, C>,
+    event: SqsEvent,
+) -> BatchOutcome
 where
     S: SubscriptionStore,
     L: DeliveryLedger,
@@ -77,7 +80,8 @@ where
         .records
         .into_iter()
         .map(|m| {
-            let task = decode_message(m.body.as_deref().unwrap_or_default()).map_err(|e| e.to_string());
+            let task =
+                decode_message(m.body.as_deref().unwrap_or_default()).map_err(|e| e.to_string());
             (m, task)
         })
         .collect();
@@ -124,7 +128,11 @@ where
         .collect();
     keys.sort();
     keys.dedup();
-    let loaded = futures::future::join_all(keys.iter().map(|(tenant, id)| deps.subscriptions.get(tenant, id))).await;
+    let loaded = futures::future::join_all(
+        keys.iter()
+            .map(|(tenant, id)| deps.subscriptions.get(tenant, id)),
+    )
+    .await;
     keys.into_iter()
         .zip(loaded)
         .map(|(key, result)| (key, result.map_err(|e| e.to_string())))
@@ -151,7 +159,10 @@ where
     let task = match task {
         Ok(task) => task,
         Err(reason) => {
-            let why = DeadLetter { reason: format!("malformed task: {reason}"), delivery_id: None };
+            let why = DeadLetter {
+                reason: format!("malformed task: {reason}"),
+                delivery_id: None,
+            };
             let disposition = match deps.queue.dead_letter(body, &why).await {
                 Ok(()) => Disposition::DeadLettered(why.reason),
                 Err(e) => interrupted(deps, &receipt, format!("dead-letter queue: {e}")).await,
@@ -207,8 +218,12 @@ where
     let key = (task.tenant.clone(), task.subscription_id.clone());
     let subscription = match subscriptions.get(&key) {
         Some(Ok(Some(s))) if s.status == SubscriptionStatus::Active => s,
-        Some(Ok(Some(_))) => return skip(deps, task, &claim, "subscription disabled", receipt).await,
-        Some(Ok(None)) | None => return skip(deps, task, &claim, "subscription deleted", receipt).await,
+        Some(Ok(Some(_))) => {
+            return skip(deps, task, &claim, "subscription disabled", receipt).await;
+        }
+        Some(Ok(None)) | None => {
+            return skip(deps, task, &claim, "subscription deleted", receipt).await;
+        }
         Some(Err(e)) => {
             let why = format!("subscriptions: {e}");
             return release(deps, task, &claim, why, receipt).await;
@@ -222,7 +237,10 @@ where
     let outcome = deps.sender.send(webhook).await;
     let attempt = attempt_of(number, now, task.forced, &outcome);
     report.status = attempt.status;
-    report.error = attempt.error.filter(|e| *e != AttemptError::Http).map(AttemptError::code);
+    report.error = attempt
+        .error
+        .filter(|e| *e != AttemptError::Http)
+        .map(AttemptError::code);
     report.latency_ms = Some(attempt.latency_ms);
     let finished_at = deps.clock.now();
 
@@ -237,14 +255,29 @@ where
         {
             return release(deps, task, &claim, format!("subscriptions: {e}"), receipt).await;
         }
-        (DeliveryState::Failed, None, Some(why.to_owned()), Disposition::Gone)
+        (
+            DeliveryState::Failed,
+            None,
+            Some(why.to_owned()),
+            Disposition::Gone,
+        )
     } else {
         let retry_after = match &outcome {
-            SendOutcome::Answered { status: 429 | 503, retry_after, .. } => *retry_after,
+            SendOutcome::Answered {
+                status: 429 | 503,
+                retry_after,
+                ..
+            } => *retry_after,
             _ => None,
         };
         let jitter = rand::rng().random_range(-1.0..=1.0);
-        match settings.retry.decide(number, record.first_attempt_at, finished_at, retry_after, jitter) {
+        match settings.retry.decide(
+            number,
+            record.first_attempt_at,
+            finished_at,
+            retry_after,
+            jitter,
+        ) {
             RetryDecision::RetryAfter(delay) => (
                 DeliveryState::Pending,
                 Some(finished_at + to_chrono(delay)),
@@ -254,17 +287,31 @@ where
             RetryDecision::GiveUp => (
                 DeliveryState::Failed,
                 None,
-                Some(format!("no success after {number} attempts; the retry window is spent")),
+                Some(format!(
+                    "no success after {number} attempts; the retry window is spent"
+                )),
                 Disposition::Failed,
             ),
         }
     };
 
-    let result = AttemptResult { attempt: Some(attempt), state, next_attempt_at, reason: reason.clone(), now: finished_at };
-    match deps.ledger.finish(&task.delivery_id, &claim.token, &result).await {
+    let result = AttemptResult {
+        attempt: Some(attempt),
+        state,
+        next_attempt_at,
+        reason: reason.clone(),
+        now: finished_at,
+    };
+    match deps
+        .ledger
+        .finish(&task.delivery_id, &claim.token, &result)
+        .await
+    {
         Ok(()) => {}
         // Another worker took the delivery over after our lease ran out; it owns the outcome.
-        Err(StoreError::Conflict) => return Disposition::AlreadyFinished(DeliveryState::Delivering),
+        Err(StoreError::Conflict) => {
+            return Disposition::AlreadyFinished(DeliveryState::Delivering);
+        }
         Err(e) => return interrupted(deps, receipt, format!("ledger: {e}")).await,
     }
 
@@ -274,7 +321,10 @@ where
             Err(e) => Disposition::Interrupted(format!("queue: {e}")),
         },
         Disposition::Failed => {
-            let why = DeadLetter { reason: reason.unwrap_or_default(), delivery_id: Some(task.delivery_id.clone()) };
+            let why = DeadLetter {
+                reason: reason.unwrap_or_default(),
+                delivery_id: Some(task.delivery_id.clone()),
+            };
             match deps.queue.dead_letter(body, &why).await {
                 Ok(()) => Disposition::Failed,
                 Err(e) => Disposition::Interrupted(format!("dead-letter queue: {e}")),
@@ -286,25 +336,42 @@ where
 
 /// The signed request for one attempt. The timestamp is this attempt's, so receivers
 /// can refuse stale ones; the id is the delivery's, so they can drop duplicates.
-fn build_webhook(task: &DeliveryTask, subscription: &Subscription, prefix: &str, now: DateTime<Utc>) -> OutgoingWebhook {
+fn build_webhook(
+    task: &DeliveryTask,
+    subscription: &Subscription,
+    prefix: &str,
+    now: DateTime<Utc>,
+) -> OutgoingWebhook {
     let body = format::render(&task.event, subscription.format);
     let timestamp = now.timestamp();
     let id = task.delivery_id.as_str();
     let signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);
     let headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
-        ("user-agent".to_owned(), herald_shared::USER_AGENT.to_owned()),
+        (
+            "user-agent".to_owned(),
+            herald_shared::USER_AGENT.to_owned(),
+        ),
         ("webhook-id".to_owned(), id.to_owned()),
         ("webhook-timestamp".to_owned(), timestamp.to_string()),
         ("webhook-signature".to_owned(), signature),
         ("idempotency-key".to_owned(), format!("{prefix}{id}")),
     ];
-    OutgoingWebhook { url: subscription.url.clone(), headers, body }
+    OutgoingWebhook {
+        url: subscription.url.clone(),
+        headers,
+        body,
+    }
 }
 
 fn attempt_of(number: u32, at: DateTime<Utc>, forced: bool, outcome: &SendOutcome) -> Attempt {
     match outcome {
-        SendOutcome::Answered { status, excerpt, latency, .. } => Attempt {
+        SendOutcome::Answered {
+            status,
+            excerpt,
+            latency,
+            ..
+        } => Attempt {
             number,
             at,
             status: Some(*status),
@@ -317,7 +384,11 @@ fn attempt_of(number: u32, at: DateTime<Utc>, forced: bool, outcome: &SendOutcom
             response: excerpt.clone(),
             forced,
         },
-        SendOutcome::Failed { error, detail, latency } => Attempt {
+        SendOutcome::Failed {
+            error,
+            detail,
+            latency,
+        } => Attempt {
             number,
             at,
             status: None,
@@ -349,7 +420,11 @@ where
         reason: Some(why.to_owned()),
         now: deps.clock.now(),
     };
-    match deps.ledger.finish(&task.delivery_id, &claim.token, &result).await {
+    match deps
+        .ledger
+        .finish(&task.delivery_id, &claim.token, &result)
+        .await
+    {
         Ok(()) | Err(StoreError::Conflict) => Disposition::Skipped(why.to_owned()),
         Err(e) => interrupted(deps, receipt, format!("ledger: {e}")).await,
     }
@@ -369,14 +444,28 @@ where
     Q: DeliveryQueue,
     C: Clock,
 {
-    let result = AttemptResult { attempt: None, state: DeliveryState::Pending, next_attempt_at: None, reason: None, now: deps.clock.now() };
-    if let Err(e) = deps.ledger.finish(&task.delivery_id, &claim.token, &result).await {
+    let result = AttemptResult {
+        attempt: None,
+        state: DeliveryState::Pending,
+        next_attempt_at: None,
+        reason: None,
+        now: deps.clock.now(),
+    };
+    if let Err(e) = deps
+        .ledger
+        .finish(&task.delivery_id, &claim.token, &result)
+        .await
+    {
         tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not release a claim; its lease will lapse");
     }
     interrupted(deps, receipt, why).await
 }
 
-async fn interrupted<S, L, Q, W, C>(deps: &DeliverDeps<S, L, Q, W, C>, receipt: &str, why: String) -> Disposition
+async fn interrupted<S, L, Q, W, C>(
+    deps: &DeliverDeps<S, L, Q, W, C>,
+    receipt: &str,
+    why: String,
+) -> Disposition
 where
     Q: DeliveryQueue,
 {

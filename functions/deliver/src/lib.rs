@@ -20,8 +20,13 @@ pub use handler::{BatchOutcome, DeliverDeps, process_batch};
 pub use report::{Disposition, RecordReport};
 
 /// Deliver wired to DynamoDB, SQS and the real HTTP client.
-pub type AwsDeliver =
-    DeliverDeps<DynamoSubscriptionStore, DynamoDeliveryLedger, SqsDeliveryQueue, HttpWebhookSender, SystemClock>;
+pub type AwsDeliver = DeliverDeps<
+    DynamoSubscriptionStore,
+    DynamoDeliveryLedger,
+    SqsDeliveryQueue,
+    HttpWebhookSender,
+    SystemClock,
+>;
 
 pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigError> {
     let config = DeliverConfig::from_source(env)?;
@@ -33,14 +38,23 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigE
         policy: config.url_policy,
         ..SenderSettings::default()
     };
-    let sender = HttpWebhookSender::new(settings, Arc::new(SystemResolver)).map_err(|e| ConfigError::Invalid {
-        name: "HERALD_DELIVERY_TIMEOUT",
-        reason: format!("the HTTP client could not be built: {e}"),
+    let sender = HttpWebhookSender::new(settings, Arc::new(SystemResolver)).map_err(|e| {
+        ConfigError::Invalid {
+            name: "HERALD_DELIVERY_TIMEOUT",
+            reason: format!("the HTTP client could not be built: {e}"),
+        }
     })?;
     Ok(DeliverDeps {
-        subscriptions: DynamoSubscriptionStore::new(dynamo.clone(), config.subscriptions_table.clone()),
+        subscriptions: DynamoSubscriptionStore::new(
+            dynamo.clone(),
+            config.subscriptions_table.clone(),
+        ),
         ledger: DynamoDeliveryLedger::new(dynamo, config.deliveries_table.clone()),
-        queue: SqsDeliveryQueue::new(sqs, config.delivery_queue_url.clone(), config.dead_letter_queue_url.clone()),
+        queue: SqsDeliveryQueue::new(
+            sqs,
+            config.delivery_queue_url.clone(),
+            config.dead_letter_queue_url.clone(),
+        ),
         sender,
         clock: SystemClock,
         settings: config.into(),

@@ -26,7 +26,10 @@ pub enum Disposition {
 impl Disposition {
     /// Whether SQS should hand the message back (a batch item failure).
     pub fn keeps_message(&self) -> bool {
-        matches!(self, Self::RetryIn(_) | Self::Leased(_) | Self::Interrupted(_))
+        matches!(
+            self,
+            Self::RetryIn(_) | Self::Leased(_) | Self::Interrupted(_)
+        )
     }
 }
 
@@ -35,7 +38,9 @@ impl fmt::Display for Disposition {
         match self {
             Self::Delivered => f.write_str("delivered"),
             Self::RetryIn(d) => write!(f, "retry in {}s", d.as_secs()),
-            Self::Failed => f.write_str("failed: retry window spent, moved to the dead-letter queue"),
+            Self::Failed => {
+                f.write_str("failed: retry window spent, moved to the dead-letter queue")
+            }
             Self::Gone => f.write_str("failed: 410 Gone, subscription disabled"),
             Self::Skipped(why) => write!(f, "skipped: {why}"),
             Self::DeadLettered(why) => write!(f, "dead-lettered: {why}"),
@@ -78,7 +83,11 @@ impl RecordReport {
 
 impl fmt::Display for RecordReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "delivery {}", self.delivery_id.as_deref().unwrap_or(&self.message_id))?;
+        write!(
+            f,
+            "delivery {}",
+            self.delivery_id.as_deref().unwrap_or(&self.message_id)
+        )?;
         if let Some(url) = &self.url {
             write!(f, " → {url}")?;
         }

@@ -10,7 +10,8 @@ use herald_shared::delivery::{AttemptError, DeliveryState, decode_message};
 use herald_shared::format::BodyFormat;
 use herald_shared::ids::{SubscriptionId, TenantId};
 use herald_shared::memory::{
-    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemorySubscriptionStore, InMemoryWebhookSender,
+    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemorySubscriptionStore,
+    InMemoryWebhookSender,
 };
 use herald_shared::pattern::EventTypePattern;
 use herald_shared::ports::{SendOutcome, SubscriptionStore};
@@ -53,12 +54,16 @@ async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
         .create(&Subscription {
             tenant: TenantId::parse("acme").unwrap(),
             id: SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-            url: SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+            url: SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default())
+                .unwrap(),
             description: String::new(),
             event_types: vec![EventTypePattern::parse("order.*").unwrap()],
             filter: None,
             format: BodyFormat::Standard,
-            secrets: vec![SigningSecret { secret: WebhookSecret::parse(SECRET).unwrap(), expires_at: None }],
+            secrets: vec![SigningSecret {
+                secret: WebhookSecret::parse(SECRET).unwrap(),
+                expires_at: None,
+            }],
             status,
             disabled_reason: None,
             disabled_at: None,
@@ -76,7 +81,12 @@ fn sqs_event(name: &str) -> SqsEvent {
 }
 
 fn failures(outcome: &herald_deliver::BatchOutcome) -> Vec<String> {
-    outcome.response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+    outcome
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
 }
 
 #[tokio::test]
@@ -91,12 +101,33 @@ async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
     assert!(failures(&outcome).is_empty());
     let sent = deps.sender.sent();
     assert_eq!(sent.len(), 2);
-    let webhook = sent.iter().find(|w| w.headers.iter().any(|(_, v)| v == first_task.delivery_id.as_str())).unwrap();
-    let header = |name: &str| webhook.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    let webhook = sent
+        .iter()
+        .find(|w| {
+            w.headers
+                .iter()
+                .any(|(_, v)| v == first_task.delivery_id.as_str())
+        })
+        .unwrap();
+    let header = |name: &str| {
+        webhook
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
     let timestamp: i64 = header("webhook-timestamp").parse().unwrap();
-    let expected = WebhookSecret::parse(SECRET).unwrap().sign(first_task.delivery_id.as_str(), timestamp, &webhook.body);
+    let expected = WebhookSecret::parse(SECRET).unwrap().sign(
+        first_task.delivery_id.as_str(),
+        timestamp,
+        &webhook.body,
+    );
     assert_eq!(header("webhook-signature"), expected);
-    assert_eq!(header("idempotency-key"), format!("ffm_wh_{}", first_task.delivery_id));
+    assert_eq!(
+        header("idempotency-key"),
+        format!("ffm_wh_{}", first_task.delivery_id)
+    );
     assert_eq!(header("content-type"), "application/json");
     assert!(header("user-agent").starts_with("Herald-Webhooks/"));
     let body: serde_json::Value = serde_json::from_slice(&webhook.body).unwrap();
@@ -113,7 +144,10 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_is_delivere
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let outcome = process_batch(&deps, sqs_event("poison-message.json")).await;
 
-    assert!(failures(&outcome).is_empty(), "a poison message must not loop");
+    assert!(
+        failures(&outcome).is_empty(),
+        "a poison message must not loop"
+    );
     let dead = deps.queue.dead_letters();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, "this is not a delivery task");
@@ -123,7 +157,11 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_is_delivere
 
 #[tokio::test]
 async fn a_failure_hides_the_message_for_the_next_delay_and_reports_it() {
-    let deps = deps(InMemoryWebhookSender::answering([InMemoryWebhookSender::status(500)]), "2s,4s", "1h");
+    let deps = deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(500)]),
+        "2s,4s",
+        "1h",
+    );
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let mut event = sqs_event("batch-of-two.json");
     event.records.truncate(1);
@@ -133,7 +171,9 @@ async fn a_failure_hides_the_message_for_the_next_delay_and_reports_it() {
     assert_eq!(failures(&outcome), vec![message_id.clone()]);
     let delayed = deps.queue.delayed();
     assert_eq!(delayed.len(), 1);
-    assert!(delayed[0].1 >= Duration::from_millis(1800) && delayed[0].1 <= Duration::from_millis(2200));
+    assert!(
+        delayed[0].1 >= Duration::from_millis(1800) && delayed[0].1 <= Duration::from_millis(2200)
+    );
     let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
     let record = deps.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Pending);
@@ -145,7 +185,10 @@ async fn a_failure_hides_the_message_for_the_next_delay_and_reports_it() {
     assert!(failures(&outcome).is_empty());
     let record = deps.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Delivered);
-    assert_eq!(record.attempts.iter().map(|a| a.number).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        record.attempts.iter().map(|a| a.number).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
 }
 
 #[tokio::test]
@@ -163,8 +206,13 @@ async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queu
 
     for _ in 0..2 {
         let outcome = process_batch(&deps, event.clone()).await;
-        let Disposition::RetryIn(delay) = outcome.reports[0].disposition else { panic!("not a retry") };
-        assert!(delay >= Duration::from_secs(1) && delay <= Duration::from_millis(1100), "{delay:?}");
+        let Disposition::RetryIn(delay) = outcome.reports[0].disposition else {
+            panic!("not a retry")
+        };
+        assert!(
+            delay >= Duration::from_secs(1) && delay <= Duration::from_millis(1100),
+            "{delay:?}"
+        );
     }
     let outcome = process_batch(&deps, event.clone()).await;
     assert_eq!(outcome.reports[0].disposition, Disposition::Failed);
@@ -178,7 +226,10 @@ async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queu
 
     // A late copy of the message changes nothing.
     let outcome = process_batch(&deps, event).await;
-    assert_eq!(outcome.reports[0].disposition, Disposition::AlreadyFinished(DeliveryState::Failed));
+    assert_eq!(
+        outcome.reports[0].disposition,
+        Disposition::AlreadyFinished(DeliveryState::Failed)
+    );
     assert_eq!(deps.sender.sent().len(), 3);
 }
 
@@ -198,14 +249,26 @@ async fn the_same_message_twice_or_after_success_is_one_post() {
     let copies = outcome
         .reports
         .iter()
-        .filter(|r| matches!(r.disposition, Disposition::Leased(_) | Disposition::AlreadyFinished(_)))
+        .filter(|r| {
+            matches!(
+                r.disposition,
+                Disposition::Leased(_) | Disposition::AlreadyFinished(_)
+            )
+        })
         .count();
-    assert_eq!(copies, 1, "the second copy either waits for the lease or finds the delivery done");
+    assert_eq!(
+        copies, 1,
+        "the second copy either waits for the lease or finds the delivery done"
+    );
 }
 
 #[tokio::test]
 async fn gone_disables_the_subscription() {
-    let deps = deps(InMemoryWebhookSender::answering([InMemoryWebhookSender::status(410)]), "exponential", "3d");
+    let deps = deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(410)]),
+        "exponential",
+        "3d",
+    );
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let event = sqs_event("batch-of-two.json");
     let (mut first, mut second) = (event.clone(), event);
@@ -220,8 +283,15 @@ async fn gone_disables_the_subscription() {
     assert!(subscription.disabled_reason.unwrap().contains("410"));
 
     let outcome = process_batch(&deps, second).await;
-    assert_eq!(outcome.reports[0].disposition, Disposition::Skipped("subscription disabled".into()));
-    assert_eq!(deps.sender.sent().len(), 1, "nothing more goes to a disabled subscription");
+    assert_eq!(
+        outcome.reports[0].disposition,
+        Disposition::Skipped("subscription disabled".into())
+    );
+    assert_eq!(
+        deps.sender.sent().len(),
+        1,
+        "nothing more goes to a disabled subscription"
+    );
 }
 
 #[tokio::test]
@@ -234,7 +304,12 @@ async fn deliveries_to_a_deleted_or_disabled_subscription_are_skipped_and_record
         let outcome = process_batch(&deps, sqs_event("batch-of-two.json")).await;
         assert!(failures(&outcome).is_empty());
         assert!(deps.sender.sent().is_empty());
-        assert!(deps.ledger.records().iter().all(|r| r.state == DeliveryState::Skipped));
+        assert!(
+            deps.ledger
+                .records()
+                .iter()
+                .all(|r| r.state == DeliveryState::Skipped)
+        );
     }
 }
 
@@ -246,11 +321,18 @@ async fn retry_after_is_honoured_on_429() {
         excerpt: "slow down".into(),
         latency: Duration::from_millis(3),
     };
-    let deps = deps(InMemoryWebhookSender::answering([throttled]), "exponential", "3d");
+    let deps = deps(
+        InMemoryWebhookSender::answering([throttled]),
+        "exponential",
+        "3d",
+    );
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let mut event = sqs_event("batch-of-two.json");
     event.records.truncate(1);
     let outcome = process_batch(&deps, event).await;
-    assert_eq!(outcome.reports[0].disposition, Disposition::RetryIn(Duration::from_secs(120)));
+    assert_eq!(
+        outcome.reports[0].disposition,
+        Disposition::RetryIn(Duration::from_secs(120))
+    );
     assert_eq!(deps.queue.delayed()[0].1, Duration::from_secs(120));
 }

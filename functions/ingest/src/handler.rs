@@ -46,7 +46,10 @@ where
     }
 }
 
-async fn publish<S, E, Q, C>(deps: &IngestDeps<S, E, Q, C>, request: &Request) -> Result<Response<Body>, ApiError>
+async fn publish<S, E, Q, C>(
+    deps: &IngestDeps<S, E, Q, C>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
 where
     S: SubscriptionStore,
     E: EventLog,
@@ -73,21 +76,36 @@ where
     let mut conflicts = Vec::new();
     for event in &events {
         let fingerprint = event.fingerprint();
-        match deps.events.accept(&tenant, event, &fingerprint, now).await? {
+        match deps
+            .events
+            .accept(&tenant, event, &fingerprint, now)
+            .await?
+        {
             Acceptance::New => {
                 to_fan_out.push(event);
                 results.push(None);
             }
-            Acceptance::Seen { fingerprint: seen, .. } if seen != fingerprint => {
+            Acceptance::Seen {
+                fingerprint: seen, ..
+            } if seen != fingerprint => {
                 conflicts.push(event.id.to_string());
                 results.push(None);
             }
-            Acceptance::Seen { deliveries: None, .. } => {
+            Acceptance::Seen {
+                deliveries: None, ..
+            } => {
                 to_fan_out.push(event);
                 results.push(None);
             }
-            Acceptance::Seen { deliveries: Some(n), .. } => {
-                results.push(Some(Published { id: event.id.to_string(), deliveries: n, duplicate: true }));
+            Acceptance::Seen {
+                deliveries: Some(n),
+                ..
+            } => {
+                results.push(Some(Published {
+                    id: event.id.to_string(),
+                    deliveries: n,
+                    duplicate: true,
+                }));
             }
         }
     }
@@ -100,15 +118,23 @@ where
 
     let fanned_out = fan_out(deps, &tenant, &to_fan_out).await?;
     for (event, deliveries) in to_fan_out.iter().zip(&fanned_out) {
-        deps.events.complete(&tenant, &event.id, *deliveries).await?;
+        deps.events
+            .complete(&tenant, &event.id, *deliveries)
+            .await?;
     }
     let mut fresh = to_fan_out.iter().zip(fanned_out);
     let answers: Vec<Published> = results
         .into_iter()
         .map(|known| {
             known.unwrap_or_else(|| {
-                let (event, deliveries) = fresh.next().expect("one fan-out per event without an answer");
-                Published { id: event.id.to_string(), deliveries, duplicate: false }
+                let (event, deliveries) = fresh
+                    .next()
+                    .expect("one fan-out per event without an answer");
+                Published {
+                    id: event.id.to_string(),
+                    deliveries,
+                    duplicate: false,
+                }
             })
         })
         .collect();
@@ -116,7 +142,10 @@ where
 
     let batch = body.get("events").is_some();
     Ok(if batch {
-        api::json_response(StatusCode::ACCEPTED, &serde_json::json!({ "events": answers }))
+        api::json_response(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "events": answers }),
+        )
     } else {
         api::json_response(StatusCode::ACCEPTED, &answers[0])
     })

@@ -14,7 +14,8 @@ pub use config::IngestConfig;
 pub use handler::{IngestDeps, handle};
 
 /// Ingest wired to DynamoDB and SQS.
-pub type AwsIngest = IngestDeps<DynamoSubscriptionStore, DynamoEventLog, SqsDeliveryQueue, SystemClock>;
+pub type AwsIngest =
+    IngestDeps<DynamoSubscriptionStore, DynamoEventLog, SqsDeliveryQueue, SystemClock>;
 
 /// Builds the AWS-backed dependencies from configuration; clients are made once here.
 pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsIngest, ConfigError> {
@@ -22,9 +23,16 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsIngest, ConfigEr
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     Ok(IngestDeps {
-        subscriptions: DynamoSubscriptionStore::new(dynamo.clone(), config.subscriptions_table.clone()),
+        subscriptions: DynamoSubscriptionStore::new(
+            dynamo.clone(),
+            config.subscriptions_table.clone(),
+        ),
         events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
-        queue: SqsDeliveryQueue::new(sqs, config.delivery_queue_url.clone(), config.dead_letter_queue_url.clone()),
+        queue: SqsDeliveryQueue::new(
+            sqs,
+            config.delivery_queue_url.clone(),
+            config.dead_letter_queue_url.clone(),
+        ),
         clock: SystemClock,
         tenant_claim: config.tenant_claim,
     })

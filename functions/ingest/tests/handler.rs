@@ -4,7 +4,9 @@ use chrono::Utc;
 use herald_ingest::{IngestDeps, handle};
 use herald_shared::format::BodyFormat;
 use herald_shared::ids::{SubscriptionId, TenantId};
-use herald_shared::memory::{FixedClock, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore};
+use herald_shared::memory::{
+    FixedClock, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
+};
 use herald_shared::pattern::EventTypePattern;
 use herald_shared::ports::SubscriptionStore;
 use herald_shared::signing::WebhookSecret;
@@ -13,7 +15,8 @@ use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-type Deps = IngestDeps<InMemorySubscriptionStore, InMemoryEventLog, InMemoryDeliveryQueue, FixedClock>;
+type Deps =
+    IngestDeps<InMemorySubscriptionStore, InMemoryEventLog, InMemoryDeliveryQueue, FixedClock>;
 
 fn deps() -> Deps {
     IngestDeps {
@@ -50,10 +53,16 @@ async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> Subscription
         id: SubscriptionId::generate(now, &mut rng),
         url: SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
         description: String::new(),
-        event_types: patterns.iter().map(|p| EventTypePattern::parse(p).unwrap()).collect(),
+        event_types: patterns
+            .iter()
+            .map(|p| EventTypePattern::parse(p).unwrap())
+            .collect(),
         filter: None,
         format: BodyFormat::Standard,
-        secrets: vec![SigningSecret { secret: WebhookSecret::generate(&mut rng), expires_at: None }],
+        secrets: vec![SigningSecret {
+            secret: WebhookSecret::generate(&mut rng),
+            expires_at: None,
+        }],
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         disabled_at: None,
@@ -80,8 +89,16 @@ async fn a_publish_reaches_every_matching_subscription_once() {
     let response = handle(&deps, request(&event_file("publish-one.json"))).await;
 
     assert_eq!(response.status(), 202);
-    assert_eq!(json_of(&response), json!({"id": "ord_1001.shipped", "deliveries": 2, "duplicate": false}));
-    let mut targets: Vec<_> = deps.queue.enqueued().into_iter().map(|t| t.subscription_id).collect();
+    assert_eq!(
+        json_of(&response),
+        json!({"id": "ord_1001.shipped", "deliveries": 2, "duplicate": false})
+    );
+    let mut targets: Vec<_> = deps
+        .queue
+        .enqueued()
+        .into_iter()
+        .map(|t| t.subscription_id)
+        .collect();
     targets.sort();
     let mut expected = vec![wants_orders, wants_all];
     expected.sort();
@@ -96,7 +113,10 @@ async fn the_same_event_id_twice_fans_out_once_and_answers_alike() {
     let second = handle(&deps, request(&event_file("publish-one.json"))).await;
 
     assert_eq!(second.status(), 202);
-    assert_eq!(json_of(&first)["deliveries"], json_of(&second)["deliveries"]);
+    assert_eq!(
+        json_of(&first)["deliveries"],
+        json_of(&second)["deliveries"]
+    );
     assert_eq!(json_of(&second)["duplicate"], json!(true));
     assert_eq!(deps.queue.enqueued().len(), 1);
 }
@@ -104,8 +124,16 @@ async fn the_same_event_id_twice_fans_out_once_and_answers_alike() {
 #[tokio::test]
 async fn a_reused_id_with_other_content_is_a_conflict() {
     let deps = deps();
-    handle(&deps, publish("acme", json!({"id": "e1", "type": "a", "data": {"v": 1}}))).await;
-    let response = handle(&deps, publish("acme", json!({"id": "e1", "type": "a", "data": {"v": 2}}))).await;
+    handle(
+        &deps,
+        publish("acme", json!({"id": "e1", "type": "a", "data": {"v": 1}})),
+    )
+    .await;
+    let response = handle(
+        &deps,
+        publish("acme", json!({"id": "e1", "type": "a", "data": {"v": 2}})),
+    )
+    .await;
     assert_eq!(response.status(), 409);
     assert_eq!(json_of(&response)["error"]["code"], "conflict");
 }
@@ -137,25 +165,45 @@ async fn a_failed_enqueue_is_503_and_a_retry_completes_the_publish() {
 
     let retried = handle(&deps, request(&event_file("publish-one.json"))).await;
     assert_eq!(retried.status(), 202);
-    assert_eq!(json_of(&retried), json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": false}));
+    assert_eq!(
+        json_of(&retried),
+        json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": false})
+    );
     assert_eq!(deps.queue.enqueued().len(), 1);
 }
 
 #[tokio::test]
 async fn bad_input_is_a_json_4xx_and_nothing_is_written() {
     let big = "x".repeat(300 * 1024);
-    let many: Vec<Value> = (0..101).map(|i| json!({"id": format!("e{i}"), "type": "a", "data": {}})).collect();
+    let many: Vec<Value> = (0..101)
+        .map(|i| json!({"id": format!("e{i}"), "type": "a", "data": {}}))
+        .collect();
     let cases: Vec<(Request, u16)> = vec![
         (request(&event_file("bad-json.json")), 400),
         (request(&event_file("missing-type.json")), 422),
         (request(&event_file("no-tenant.json")), 401),
         (publish("acme", json!({"type": "a", "data": [1, 2]})), 422),
-        (publish("acme", json!({"type": "a", "data": {}, "colour": "red"})), 422),
+        (
+            publish("acme", json!({"type": "a", "data": {}, "colour": "red"})),
+            422,
+        ),
         (publish("acme", json!({"type": "a b", "data": {}})), 422),
-        (publish("acme", json!({"type": "a", "data": {"s": big}})), 413),
+        (
+            publish("acme", json!({"type": "a", "data": {"s": big}})),
+            413,
+        ),
         (publish("acme", json!({"events": many})), 413),
-        (publish("acme", json!({"events": [{"type": "a", "data": {}}, {"type": "b"}]})), 422),
-        (publish("not a tenant!", json!({"type": "a", "data": {}})), 401),
+        (
+            publish(
+                "acme",
+                json!({"events": [{"type": "a", "data": {}}, {"type": "b"}]}),
+            ),
+            422,
+        ),
+        (
+            publish("not a tenant!", json!({"type": "a", "data": {}})),
+            401,
+        ),
     ];
     for (i, (req, status)) in cases.into_iter().enumerate() {
         let deps = deps();
@@ -163,7 +211,10 @@ async fn bad_input_is_a_json_4xx_and_nothing_is_written() {
         let response = handle(&deps, req).await;
         assert_eq!(response.status(), status, "case {i}");
         let body = json_of(&response);
-        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "case {i}: {body}");
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "case {i}: {body}"
+        );
         assert!(deps.events.is_empty(), "case {i} wrote an event");
         assert!(deps.queue.enqueued().is_empty(), "case {i} queued a task");
     }

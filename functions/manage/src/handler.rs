@@ -37,7 +37,10 @@ where
     }
 }
 
-async fn route<S, R, C>(deps: &ManageDeps<S, R, C>, request: &Request) -> Result<Response<Body>, ApiError>
+async fn route<S, R, C>(
+    deps: &ManageDeps<S, R, C>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
 where
     S: SubscriptionStore,
     R: Resolver,
@@ -57,7 +60,8 @@ where
         }
         ["v1", "subscriptions", id] => {
             let tenant = api::tenant_of(request, &deps.tenant_claim)?;
-            let id = SubscriptionId::parse(id).ok_or_else(|| ApiError::not_found("subscription"))?;
+            let id =
+                SubscriptionId::parse(id).ok_or_else(|| ApiError::not_found("subscription"))?;
             match method {
                 Method::GET => get(deps, &tenant, &id).await,
                 Method::DELETE => delete(deps, &tenant, &id).await,
@@ -68,7 +72,11 @@ where
     }
 }
 
-async fn create<S, R, C>(deps: &ManageDeps<S, R, C>, tenant: &TenantId, request: &Request) -> Result<Response<Body>, ApiError>
+async fn create<S, R, C>(
+    deps: &ManageDeps<S, R, C>,
+    tenant: &TenantId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
 where
     S: SubscriptionStore,
     R: Resolver,
@@ -76,17 +84,29 @@ where
 {
     let input: NewSubscription = api::json_body(request)?;
     let subscription = input
-        .into_subscription(tenant.clone(), &deps.url_policy, deps.clock.now(), &mut rand::rng())
+        .into_subscription(
+            tenant.clone(),
+            &deps.url_policy,
+            deps.clock.now(),
+            &mut rand::rng(),
+        )
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     resolve_checked(&deps.resolver, &subscription.url, &deps.url_policy)
         .await
         .map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
     deps.subscriptions.create(&subscription).await?;
     tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
-    Ok(api::json_response(StatusCode::CREATED, &SubscriptionView::with_secret(&subscription)))
+    Ok(api::json_response(
+        StatusCode::CREATED,
+        &SubscriptionView::with_secret(&subscription),
+    ))
 }
 
-async fn list<S, R, C>(deps: &ManageDeps<S, R, C>, tenant: &TenantId, request: &Request) -> Result<Response<Body>, ApiError>
+async fn list<S, R, C>(
+    deps: &ManageDeps<S, R, C>,
+    tenant: &TenantId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError>
 where
     S: SubscriptionStore,
 {
@@ -96,28 +116,46 @@ where
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit: must be a number from 1 to {MAX_PAGE}")))?,
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit: must be a number from 1 to {MAX_PAGE}"))
+            })?,
     };
     let cursor = api::query_param(request, "cursor");
-    let page = deps.subscriptions.list(tenant, limit, cursor.as_deref()).await?;
+    let page = deps
+        .subscriptions
+        .list(tenant, limit, cursor.as_deref())
+        .await?;
     let data: Vec<_> = page.items.iter().map(SubscriptionView::of).collect();
-    Ok(api::json_response(StatusCode::OK, &json!({"data": data, "next_cursor": page.next})))
+    Ok(api::json_response(
+        StatusCode::OK,
+        &json!({"data": data, "next_cursor": page.next}),
+    ))
 }
 
-async fn get<S, R, C>(deps: &ManageDeps<S, R, C>, tenant: &TenantId, id: &SubscriptionId) -> Result<Response<Body>, ApiError>
+async fn get<S, R, C>(
+    deps: &ManageDeps<S, R, C>,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+) -> Result<Response<Body>, ApiError>
 where
     S: SubscriptionStore,
 {
     let subscription = deps
         .subscriptions
         .get(tenant, id)
-        .await
-        ?
+        .await?
         .ok_or_else(|| ApiError::not_found("subscription"))?;
-    Ok(api::json_response(StatusCode::OK, &SubscriptionView::of(&subscription)))
+    Ok(api::json_response(
+        StatusCode::OK,
+        &SubscriptionView::of(&subscription),
+    ))
 }
 
-async fn delete<S, R, C>(deps: &ManageDeps<S, R, C>, tenant: &TenantId, id: &SubscriptionId) -> Result<Response<Body>, ApiError>
+async fn delete<S, R, C>(
+    deps: &ManageDeps<S, R, C>,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+) -> Result<Response<Body>, ApiError>
 where
     S: SubscriptionStore,
 {

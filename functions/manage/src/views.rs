@@ -48,6 +48,9 @@ impl<'a> SubscriptionView<'a> {
     }
 
     pub fn with_secret(s: &'a Subscription) -> Self {
-        Self { secret: s.secrets.first().map(|k| k.secret.expose()), ..Self::of(s) }
+        Self {
+            secret: s.secrets.first().map(|k| k.secret.expose()),
+            ..Self::of(s)
+        }
     }
 }

@@ -16,7 +16,10 @@ impl Resolver for TestResolver {
     async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
         match host {
             "internal.example.com" => Ok(vec!["10.1.2.3".parse().unwrap()]),
-            "nowhere.example.com" => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")),
+            "nowhere.example.com" => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such host",
+            )),
             _ => Ok(vec!["93.184.215.14".parse().unwrap()]),
         }
     }
@@ -50,7 +53,10 @@ fn call(method: &str, path: &str, tenant: Option<&str>, body: Option<Value>) -> 
     match tenant {
         Some(t) => event["requestContext"]["authorizer"]["jwt"]["claims"]["tenant"] = json!(t),
         None => {
-            event["requestContext"].as_object_mut().unwrap().remove("authorizer");
+            event["requestContext"]
+                .as_object_mut()
+                .unwrap()
+                .remove("authorizer");
         }
     }
     match body {
@@ -67,13 +73,22 @@ fn json_of(response: &Response<Body>) -> Value {
 }
 
 async fn create(deps: &Deps, tenant: &str, body: Value) -> Response<Body> {
-    handle(deps, call("POST", "/v1/subscriptions", Some(tenant), Some(body))).await
+    handle(
+        deps,
+        call("POST", "/v1/subscriptions", Some(tenant), Some(body)),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn create_shows_the_secret_once() {
     let deps = deps();
-    let created = handle(&deps, lambda_http::request::from_str(&event_file("create-subscription.json").to_string()).unwrap()).await;
+    let created = handle(
+        &deps,
+        lambda_http::request::from_str(&event_file("create-subscription.json").to_string())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(created.status(), 201);
     let body = json_of(&created);
     assert!(body["id"].as_str().unwrap().starts_with("sub_"));
@@ -86,7 +101,10 @@ async fn create_shows_the_secret_once() {
     assert_eq!(fetched.status(), 200);
     let fetched = json_of(&fetched);
     assert_eq!(fetched["url"], "https://hooks.example.com/herald");
-    assert!(fetched.get("secret").is_none(), "the secret is shown only on creation");
+    assert!(
+        fetched.get("secret").is_none(),
+        "the secret is shown only on creation"
+    );
 }
 
 #[tokio::test]
@@ -94,16 +112,43 @@ async fn list_pages_newest_first() {
     let deps = deps();
     let mut ids = Vec::new();
     for i in 0..5 {
-        let response = create(&deps, "acme", json!({"url": format!("https://h{i}.example.com/"), "event_types": ["*"]})).await;
+        let response = create(
+            &deps,
+            "acme",
+            json!({"url": format!("https://h{i}.example.com/"), "event_types": ["*"]}),
+        )
+        .await;
         ids.push(json_of(&response)["id"].as_str().unwrap().to_owned());
         deps.clock.advance(std::time::Duration::from_millis(5));
     }
-    create(&deps, "other", json!({"url": "https://x.example.com/", "event_types": ["*"]})).await;
+    create(
+        &deps,
+        "other",
+        json!({"url": "https://x.example.com/", "event_types": ["*"]}),
+    )
+    .await;
     ids.reverse();
 
-    let first = json_of(&handle(&deps, call("GET", "/v1/subscriptions?limit=3", Some("acme"), None)).await);
+    let first = json_of(
+        &handle(
+            &deps,
+            call("GET", "/v1/subscriptions?limit=3", Some("acme"), None),
+        )
+        .await,
+    );
     let cursor = first["next_cursor"].as_str().unwrap();
-    let second = json_of(&handle(&deps, call("GET", &format!("/v1/subscriptions?limit=3&cursor={cursor}"), Some("acme"), None)).await);
+    let second = json_of(
+        &handle(
+            &deps,
+            call(
+                "GET",
+                &format!("/v1/subscriptions?limit=3&cursor={cursor}"),
+                Some("acme"),
+                None,
+            ),
+        )
+        .await,
+    );
     let listed: Vec<String> = first["data"]
         .as_array()
         .unwrap()
@@ -119,53 +164,233 @@ async fn list_pages_newest_first() {
 #[tokio::test]
 async fn another_tenants_subscription_is_not_found() {
     let deps = deps();
-    let id = json_of(&create(&deps, "acme", json!({"url": "https://h.example.com/", "event_types": ["*"]})).await)["id"]
+    let id = json_of(
+        &create(
+            &deps,
+            "acme",
+            json!({"url": "https://h.example.com/", "event_types": ["*"]}),
+        )
+        .await,
+    )["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let path = format!("/v1/subscriptions/{id}");
-    assert_eq!(handle(&deps, call("GET", &path, Some("mallory"), None)).await.status(), 404);
-    assert_eq!(handle(&deps, call("DELETE", &path, Some("mallory"), None)).await.status(), 404);
-    let listed = json_of(&handle(&deps, call("GET", "/v1/subscriptions", Some("mallory"), None)).await);
+    assert_eq!(
+        handle(&deps, call("GET", &path, Some("mallory"), None))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        handle(&deps, call("DELETE", &path, Some("mallory"), None))
+            .await
+            .status(),
+        404
+    );
+    let listed = json_of(
+        &handle(
+            &deps,
+            call("GET", "/v1/subscriptions", Some("mallory"), None),
+        )
+        .await,
+    );
     assert_eq!(listed["data"], json!([]));
 
-    assert_eq!(handle(&deps, call("DELETE", &path, Some("acme"), None)).await.status(), 204);
-    assert_eq!(handle(&deps, call("GET", &path, Some("acme"), None)).await.status(), 404);
-    assert_eq!(handle(&deps, call("DELETE", &path, Some("acme"), None)).await.status(), 404);
+    assert_eq!(
+        handle(&deps, call("DELETE", &path, Some("acme"), None))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        handle(&deps, call("GET", &path, Some("acme"), None))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        handle(&deps, call("DELETE", &path, Some("acme"), None))
+            .await
+            .status(),
+        404
+    );
 }
 
 #[tokio::test]
 async fn bad_input_is_a_json_4xx_and_nothing_is_stored() {
     let long_url = format!("https://h.example.com/{}", "a".repeat(2100));
     let cases: Vec<(Request, u16)> = vec![
-        (lambda_http::request::from_str(&event_file("create-subscription-private-url.json").to_string()).unwrap(), 422),
-        (call("POST", "/v1/subscriptions", None, Some(json!({"url": "https://h.example.com/", "event_types": ["*"]}))), 401),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://h.example.com/"}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://h.example.com/", "event_types": []}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://h.example.com/", "event_types": ["a..b"]}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://h.example.com/", "event_types": ["*"], "colour": 1}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "ftp://h.example.com/", "event_types": ["*"]}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "http://h.example.com/", "event_types": ["*"]}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://127.0.0.1/", "event_types": ["*"]}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://internal.example.com/", "event_types": ["*"]}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://nowhere.example.com/", "event_types": ["*"]}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": long_url, "event_types": ["*"]}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://h.example.com/", "event_types": ["*"], "filter": {"nope": 1}}))), 422),
-        (call("POST", "/v1/subscriptions", Some("acme"), Some(json!({"url": "https://h.example.com/", "event_types": ["*"], "format": "xml"}))), 422),
-        (call("GET", "/v1/subscriptions?limit=0", Some("acme"), None), 400),
-        (call("GET", "/v1/subscriptions?limit=101", Some("acme"), None), 400),
-        (call("GET", "/v1/subscriptions?cursor=garbage", Some("acme"), None), 400),
-        (call("GET", "/v1/subscriptions/not-an-id", Some("acme"), None), 404),
+        (
+            lambda_http::request::from_str(
+                &event_file("create-subscription-private-url.json").to_string(),
+            )
+            .unwrap(),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                None,
+                Some(json!({"url": "https://h.example.com/", "event_types": ["*"]})),
+            ),
+            401,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "https://h.example.com/"})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "https://h.example.com/", "event_types": []})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "https://h.example.com/", "event_types": ["a..b"]})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "https://h.example.com/", "event_types": ["*"], "colour": 1})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "ftp://h.example.com/", "event_types": ["*"]})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "http://h.example.com/", "event_types": ["*"]})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "https://127.0.0.1/", "event_types": ["*"]})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "https://internal.example.com/", "event_types": ["*"]})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": "https://nowhere.example.com/", "event_types": ["*"]})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(json!({"url": long_url, "event_types": ["*"]})),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(
+                    json!({"url": "https://h.example.com/", "event_types": ["*"], "filter": {"nope": 1}}),
+                ),
+            ),
+            422,
+        ),
+        (
+            call(
+                "POST",
+                "/v1/subscriptions",
+                Some("acme"),
+                Some(
+                    json!({"url": "https://h.example.com/", "event_types": ["*"], "format": "xml"}),
+                ),
+            ),
+            422,
+        ),
+        (
+            call("GET", "/v1/subscriptions?limit=0", Some("acme"), None),
+            400,
+        ),
+        (
+            call("GET", "/v1/subscriptions?limit=101", Some("acme"), None),
+            400,
+        ),
+        (
+            call(
+                "GET",
+                "/v1/subscriptions?cursor=garbage",
+                Some("acme"),
+                None,
+            ),
+            400,
+        ),
+        (
+            call("GET", "/v1/subscriptions/not-an-id", Some("acme"), None),
+            404,
+        ),
         (call("PUT", "/v1/subscriptions", Some("acme"), None), 405),
         (call("GET", "/v1/elsewhere", Some("acme"), None), 404),
     ];
     for (i, (request, status)) in cases.into_iter().enumerate() {
         let deps = deps();
         let response = handle(&deps, request).await;
-        assert_eq!(response.status(), status, "case {i}: {}", json_of(&response));
+        assert_eq!(
+            response.status(),
+            status,
+            "case {i}: {}",
+            json_of(&response)
+        );
         let body = json_of(&response);
-        assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "case {i}: {body}");
-        assert!(deps.subscriptions.all().is_empty(), "case {i} stored a subscription");
+        assert!(
+            body["error"]["code"].is_string() && body["error"]["message"].is_string(),
+            "case {i}: {body}"
+        );
+        assert!(
+            deps.subscriptions.all().is_empty(),
+            "case {i} stored a subscription"
+        );
     }
 }
 
@@ -174,10 +399,18 @@ async fn malformed_json_and_wrong_media_type() {
     let deps = deps();
     let mut event = event_file("create-subscription.json");
     event["body"] = json!("{\"url\": ");
-    let response = handle(&deps, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
+    let response = handle(
+        &deps,
+        lambda_http::request::from_str(&event.to_string()).unwrap(),
+    )
+    .await;
     assert_eq!(response.status(), 400);
     event["headers"]["content-type"] = json!("application/x-www-form-urlencoded");
-    let response = handle(&deps, lambda_http::request::from_str(&event.to_string()).unwrap()).await;
+    let response = handle(
+        &deps,
+        lambda_http::request::from_str(&event.to_string()).unwrap(),
+    )
+    .await;
     assert_eq!(response.status(), 415);
     assert!(deps.subscriptions.all().is_empty());
 }

@@ -31,7 +31,8 @@ fn parse_time(item: &Item, name: &str) -> Result<DateTime<Utc>, StoreError> {
 }
 
 fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("delivery attribute `{what}` is not valid"));
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("delivery attribute `{what}` is not valid"));
     let attempts = match item.get("attempts") {
         Some(AttributeValue::L(list)) => list
             .iter()
@@ -48,7 +49,8 @@ fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
     Ok(DeliveryRecord {
         id: DeliveryId::parse(get_s(item, "id")?).ok_or_else(|| corrupt("id"))?,
         tenant: TenantId::parse(get_s(item, "tenant")?).ok_or_else(|| corrupt("tenant"))?,
-        subscription_id: SubscriptionId::parse(get_s(item, "subscription_id")?).ok_or_else(|| corrupt("subscription_id"))?,
+        subscription_id: SubscriptionId::parse(get_s(item, "subscription_id")?)
+            .ok_or_else(|| corrupt("subscription_id"))?,
         event_id: EventId::parse(get_s(item, "event_id")?).ok_or_else(|| corrupt("event_id"))?,
         event_type: get_s(item, "event_type")?.to_owned(),
         state: DeliveryState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
@@ -68,7 +70,9 @@ fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
 fn outcome_of_refusal(old: &Item, now: DateTime<Utc>) -> Result<ClaimOutcome, StoreError> {
     let record = record_of(old)?;
     if record.state == DeliveryState::Delivering {
-        let until = get_n(old, "lease_until").and_then(DateTime::from_timestamp_millis).unwrap_or(now);
+        let until = get_n(old, "lease_until")
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or(now);
         if until > now {
             return Ok(ClaimOutcome::Leased { until });
         }
@@ -84,7 +88,12 @@ use ClaimAttempt::{Refused, Taken};
 
 impl DynamoDeliveryLedger {
     /// One conditional write. `restart` replaces an expired record instead of continuing it.
-    async fn try_claim(&self, task: &DeliveryTask, claim: &Claim, restart: bool) -> Result<ClaimAttempt, StoreError> {
+    async fn try_claim(
+        &self,
+        task: &DeliveryTask,
+        claim: &Claim,
+        restart: bool,
+    ) -> Result<ClaimAttempt, StoreError> {
         let fields = "SET #state = :delivering, lease_token = :token, lease_until = :lease_until, \
                       updated_at = :now_text, tenant = :tenant, subscription_id = :subscription_id, \
                       subscription_key = :subscription_key, event_id = :event_id, event_type = :event_type";
@@ -102,7 +111,10 @@ impl DynamoDeliveryLedger {
             .expression_attribute_values(":expires_at", n(claim.expires_at.timestamp()))
             .expression_attribute_values(":tenant", s(task.tenant.as_str()))
             .expression_attribute_values(":subscription_id", s(task.subscription_id.as_str()))
-            .expression_attribute_values(":subscription_key", s(format!("{}#{}", task.tenant, task.subscription_id)))
+            .expression_attribute_values(
+                ":subscription_key",
+                s(format!("{}#{}", task.tenant, task.subscription_id)),
+            )
             .expression_attribute_values(":event_id", s(task.event.id.as_str()))
             .expression_attribute_values(":event_type", s(task.event.event_type.as_str()))
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
@@ -137,13 +149,17 @@ impl DynamoDeliveryLedger {
         };
         match request.send().await {
             Ok(output) => {
-                let item = output.attributes().ok_or_else(|| StoreError::Corrupt("no attributes returned".into()))?;
+                let item = output
+                    .attributes()
+                    .ok_or_else(|| StoreError::Corrupt("no attributes returned".into()))?;
                 Ok(Taken(record_of(item)?))
             }
             Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    failed.item().cloned().map(Refused).ok_or(StoreError::Conflict)
-                }
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => failed
+                    .item()
+                    .cloned()
+                    .map(Refused)
+                    .ok_or(StoreError::Conflict),
                 _ => Err(unavailable(e)),
             },
         }
@@ -153,7 +169,9 @@ impl DynamoDeliveryLedger {
 impl DeliveryLedger for DynamoDeliveryLedger {
     async fn claim(&self, task: &DeliveryTask, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         match self.try_claim(task, claim, false).await? {
-            Refused(old) if get_n(&old, "expires_at").is_some_and(|at| at < claim.now.timestamp()) => {
+            Refused(old)
+                if get_n(&old, "expires_at").is_some_and(|at| at < claim.now.timestamp()) =>
+            {
                 // TTL deletion lags: a record past its expiry is a new delivery, started afresh.
                 match self.try_claim(task, claim, true).await? {
                     Refused(old) => outcome_of_refusal(&old, claim.now),
@@ -165,7 +183,12 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         }
     }
 
-    async fn finish(&self, id: &DeliveryId, token: &str, result: &AttemptResult) -> Result<(), StoreError> {
+    async fn finish(
+        &self,
+        id: &DeliveryId,
+        token: &str,
+        result: &AttemptResult,
+    ) -> Result<(), StoreError> {
         let mut set = vec!["#state = :state", "updated_at = :now_text"];
         let mut remove = vec!["lease_token", "lease_until"];
         let mut request = self
@@ -179,7 +202,8 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .expression_attribute_values(":state", s(result.state.as_str()))
             .expression_attribute_values(":now_text", s(time(result.now)));
         if let Some(attempt) = &result.attempt {
-            let text = serde_json::to_string(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let text =
+                serde_json::to_string(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             set.push("attempts = list_append(if_not_exists(attempts, :empty), :attempt)");
             request = request
                 .expression_attribute_values(":attempt", AttributeValue::L(vec![s(text)]))
@@ -202,14 +226,24 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match request.update_expression(update).send().await {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.as_service_error(), Some(UpdateItemError::ConditionalCheckFailedException(_))) => {
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Err(StoreError::Conflict)
             }
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn get(&self, tenant: &TenantId, id: &DeliveryId, now: DateTime<Utc>) -> Result<Option<DeliveryRecord>, StoreError> {
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -219,7 +253,9 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .send()
             .await
             .map_err(unavailable)?;
-        let Some(item) = output.item() else { return Ok(None) };
+        let Some(item) = output.item() else {
+            return Ok(None);
+        };
         let record = record_of(item)?;
         Ok((&record.tenant == tenant && record.expires_at > now).then_some(record))
     }

@@ -23,12 +23,22 @@ pub struct DynamoEventLog {
 
 impl DynamoEventLog {
     pub fn new(client: Client, table: String, retention: Duration) -> Self {
-        Self { client, table, retention }
+        Self {
+            client,
+            table,
+            retention,
+        }
     }
 }
 
 impl EventLog for DynamoEventLog {
-    async fn accept(&self, tenant: &TenantId, event: &Event, fingerprint: &str, now: DateTime<Utc>) -> Result<Acceptance, StoreError> {
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        event: &Event,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Acceptance, StoreError> {
         let expires_at = now.timestamp() + self.retention.as_secs() as i64;
         let item = Item::from([
             ("tenant".to_owned(), s(tenant.as_str())),
@@ -52,7 +62,9 @@ impl EventLog for DynamoEventLog {
             Ok(_) => Ok(Acceptance::New),
             Err(e) => match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
-                    let old = failed.item().ok_or_else(|| StoreError::Corrupt("no item with the failed condition".into()))?;
+                    let old = failed.item().ok_or_else(|| {
+                        StoreError::Corrupt("no item with the failed condition".into())
+                    })?;
                     Ok(Acceptance::Seen {
                         fingerprint: get_s(old, "fingerprint")?.to_owned(),
                         deliveries: get_n(old, "deliveries").map(|d| d.max(0) as u32),
@@ -63,7 +75,12 @@ impl EventLog for DynamoEventLog {
         }
     }
 
-    async fn complete(&self, tenant: &TenantId, id: &EventId, deliveries: u32) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        deliveries: u32,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)

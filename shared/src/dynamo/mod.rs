@@ -37,11 +37,15 @@ fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
-        .ok_or_else(|| StoreError::Corrupt(format!("attribute `{name}` is missing or not a string")))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("attribute `{name}` is missing or not a string"))
+        })
 }
 
 fn get_n(item: &Item, name: &str) -> Option<i64> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn from_doc<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
@@ -49,7 +53,9 @@ fn from_doc<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError
 }
 
 fn to_doc<T: serde::Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
-    serde_json::to_string(value).map(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::to_string(value)
+        .map(s)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// Every SDK failure but a failed condition is worth retrying (throttling, 5xx, network);

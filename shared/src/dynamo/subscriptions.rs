@@ -39,7 +39,10 @@ impl DynamoSubscriptionStore {
     }
 
     fn key(tenant: &TenantId, id: &SubscriptionId) -> Item {
-        Item::from([("tenant".to_owned(), s(tenant.as_str())), ("id".to_owned(), s(id.as_str()))])
+        Item::from([
+            ("tenant".to_owned(), s(tenant.as_str())),
+            ("id".to_owned(), s(id.as_str())),
+        ])
     }
 
     /// Items of the tenant, newest first, from an optional exclusive start id.
@@ -71,7 +74,11 @@ impl DynamoSubscriptionStore {
             request = request.set_exclusive_start_key(Some(Self::key(tenant, after)));
         }
         let output = request.send().await.map_err(unavailable)?;
-        let items = output.items().iter().map(from_doc).collect::<Result<Vec<Subscription>, _>>()?;
+        let items = output
+            .items()
+            .iter()
+            .map(from_doc)
+            .collect::<Result<Vec<Subscription>, _>>()?;
         Ok((items, output.last_evaluated_key().cloned()))
     }
 }
@@ -101,14 +108,23 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Err(StoreError::Conflict)
             }
             Err(e) => Err(unavailable(e)),
         }
     }
 
-    async fn get(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<Option<Subscription>, StoreError> {
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -121,10 +137,17 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         output.item().map(from_doc).transpose()
     }
 
-    async fn list(&self, tenant: &TenantId, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>, StoreError> {
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>, StoreError> {
         let after = cursor.map(decode_cursor).transpose()?;
         // One more than asked tells whether another page exists.
-        let (mut items, _) = self.query(tenant, Some(limit + 1), after.as_ref(), false).await?;
+        let (mut items, _) = self
+            .query(tenant, Some(limit + 1), after.as_ref(), false)
+            .await?;
         let next = (items.len() > limit).then(|| encode_cursor(&items[limit - 1].id));
         items.truncate(limit);
         Ok(Page { items, next })
@@ -136,7 +159,11 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         loop {
             let (items, last) = self.query(tenant, None, after.as_ref(), true).await?;
             all.extend(items);
-            match last.as_ref().and_then(|k| k.get("id")).and_then(|v| v.as_s().ok()) {
+            match last
+                .as_ref()
+                .and_then(|k| k.get("id"))
+                .and_then(|v| v.as_s().ok())
+            {
                 Some(id) => after = SubscriptionId::parse(id),
                 None => break,
             }
@@ -160,10 +187,18 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         Ok(output.attributes().is_some_and(|a| !a.is_empty()))
     }
 
-    async fn disable(&self, tenant: &TenantId, id: &SubscriptionId, reason: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn disable(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         // Read, change, write back only if nobody changed it meanwhile (optimistic concurrency).
         for _ in 0..5 {
-            let Some(mut subscription) = self.get(tenant, id).await? else { return Ok(()) };
+            let Some(mut subscription) = self.get(tenant, id).await? else {
+                return Ok(());
+            };
             if subscription.status == SubscriptionStatus::Disabled {
                 return Ok(());
             }
@@ -185,7 +220,14 @@ impl SubscriptionStore for DynamoSubscriptionStore {
                 .await;
             match result {
                 Ok(_) => return Ok(()),
-                Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => continue,
+                Err(e)
+                    if matches!(
+                        e.as_service_error(),
+                        Some(PutItemError::ConditionalCheckFailedException(_))
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -201,7 +243,13 @@ mod tests {
     fn cursors_round_trip_and_refuse_garbage() {
         let id = SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap();
         assert_eq!(decode_cursor(&encode_cursor(&id)).unwrap(), id);
-        assert!(matches!(decode_cursor("garbage"), Err(StoreError::InvalidCursor)));
-        assert!(matches!(decode_cursor(&URL_SAFE_NO_PAD.encode("sub_../x")), Err(StoreError::InvalidCursor)));
+        assert!(matches!(
+            decode_cursor("garbage"),
+            Err(StoreError::InvalidCursor)
+        ));
+        assert!(matches!(
+            decode_cursor(&URL_SAFE_NO_PAD.encode("sub_../x")),
+            Err(StoreError::InvalidCursor)
+        ));
     }
 }
