@@ -72,6 +72,17 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         Ok(Page { items: mine, next })
     }
 
+    async fn update(&self, s: &Subscription, expected_version: u64) -> Result<(), StoreError> {
+        let mut items = lock(&self.items);
+        match items.get_mut(&(s.tenant.clone(), s.id.clone())) {
+            Some(stored) if stored.version == expected_version => {
+                *stored = s.clone();
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
     async fn active(&self, tenant: &TenantId) -> Result<Vec<Subscription>, StoreError> {
         Ok(lock(&self.items)
             .values()
@@ -153,6 +164,10 @@ impl EventLog for InMemoryEventLog {
             ),
         );
         Ok(Acceptance::New)
+    }
+
+    async fn load(&self, tenant: &TenantId, id: &EventId, _now: DateTime<Utc>) -> Result<Option<Event>, StoreError> {
+        Ok(lock(&self.items).get(&(tenant.clone(), id.clone())).map(|(_, e)| e.clone()))
     }
 
     async fn complete(
@@ -254,6 +269,31 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         held.record.updated_at = result.now;
         held.lease = None;
         Ok(())
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        query: &DeliveryQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        let mut mine: Vec<DeliveryRecord> = lock(&self.items)
+            .values()
+            .map(|h| h.record.clone())
+            .filter(|r| &r.tenant == tenant && &r.subscription_id == subscription && r.expires_at > now)
+            .filter(|r| query.state.is_none_or(|s| r.state == s))
+            .filter(|r| query.since.is_none_or(|t| r.created_at >= t) && query.until.is_none_or(|t| r.created_at < t))
+            .collect();
+        mine.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        if let Some(after) = &query.cursor {
+            let position = mine.iter().position(|r| r.id.as_str() == after).ok_or(StoreError::InvalidCursor)?;
+            mine.drain(..=position);
+        }
+        let limit = query.limit.max(1);
+        let next = (mine.len() > limit).then(|| mine[limit - 1].id.to_string());
+        mine.truncate(limit);
+        Ok(Page { items: mine, next })
     }
 
     async fn get(

@@ -71,6 +71,13 @@ pub trait SubscriptionStore: Send + Sync {
         limit: usize,
         cursor: Option<&str>,
     ) -> impl Future<Output = Result<Page<Subscription>, StoreError>> + Send;
+    /// Replaces the stored subscription if its version is still `expected_version`;
+    /// `StoreError::Conflict` otherwise (changed or deleted meanwhile).
+    fn update(
+        &self,
+        subscription: &Subscription,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Every active subscription of the tenant, for matching.
     fn active(
         &self,
@@ -113,6 +120,13 @@ pub trait EventLog: Send + Sync {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Acceptance, StoreError>> + Send;
+    /// The event as accepted, unless unknown or expired.
+    fn load(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
     /// Marks the fan-out done, with the number of deliveries it queued.
     fn complete(
         &self,
@@ -165,6 +179,14 @@ pub trait DeliveryLedger: Send + Sync {
         token: &str,
         result: &AttemptResult,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// One subscription's deliveries, newest first, unexpired only.
+    fn list(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        query: &DeliveryQuery,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Page<DeliveryRecord>, StoreError>> + Send;
     /// The record, only if it belongs to `tenant` and has not expired.
     fn get(
         &self,
@@ -172,6 +194,18 @@ pub trait DeliveryLedger: Send + Sync {
         id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<DeliveryRecord>, StoreError>> + Send;
+}
+
+/// Which deliveries of one subscription to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryQuery {
+    pub state: Option<DeliveryState>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    pub limit: usize,
+    pub cursor: Option<String>,
 }
 
 /// Why a message went to the dead-letter queue; kept as a message attribute.

@@ -7,8 +7,12 @@ use herald_shared::url_guard::UrlPolicy;
 pub struct ManageConfig {
     pub subscriptions_table: String,
     pub deliveries_table: String,
+    pub events_table: String,
+    pub delivery_queue_url: String,
+    pub dead_letter_queue_url: String,
     pub tenant_claim: String,
     pub url_policy: UrlPolicy,
+    pub retention: std::time::Duration,
 }
 
 impl ManageConfig {
@@ -16,8 +20,12 @@ impl ManageConfig {
         Ok(Self {
             subscriptions_table: config::required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
             deliveries_table: config::required(env, "HERALD_DELIVERIES_TABLE")?,
+            events_table: config::required(env, "HERALD_EVENTS_TABLE")?,
+            delivery_queue_url: config::required(env, "HERALD_DELIVERY_QUEUE_URL")?,
+            dead_letter_queue_url: config::required(env, "HERALD_DEAD_LETTER_QUEUE_URL")?,
             tenant_claim: config::tenant_claim(env),
             url_policy: config::url_policy(env)?,
+            retention: config::retention(env)?,
         })
     }
 }

@@ -1,169 +1,148 @@
-//! Routes of the management API. Every call is scoped to the caller's tenant: another
-//! tenant's subscription is indistinguishable from one that does not exist (404).
+//! Routing of the management API. Every call is scoped to the caller's tenant: another
+//! tenant's subscription or delivery is indistinguishable from one that does not exist.
 
 use herald_shared::api::{self, ApiError};
-use herald_shared::ids::{SubscriptionId, TenantId};
-use herald_shared::ports::{Clock, SubscriptionStore};
-use herald_shared::subscription::NewSubscription;
-use herald_shared::url_guard::{Resolver, UrlPolicy, resolve_checked};
-use lambda_http::http::{Method, StatusCode};
+use herald_shared::ids::{DeliveryId, SubscriptionId, TenantId};
+use herald_shared::ports::{Clock, DeliveryLedger, DeliveryQueue, EventLog, SubscriptionStore};
+use herald_shared::url_guard::{Resolver, UrlPolicy};
+use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use serde_json::json;
 
-use crate::views::SubscriptionView;
+use crate::{deliveries, subscriptions};
 
-/// Most items one list call returns.
-pub const MAX_PAGE: usize = 100;
-const DEFAULT_PAGE: usize = 20;
-
-pub struct ManageDeps<S, R, C> {
+pub struct ManageDeps<S, L, E, Q, R, C> {
     pub subscriptions: S,
+    pub ledger: L,
+    pub events: E,
+    pub queue: Q,
     pub resolver: R,
     pub clock: C,
     pub tenant_claim: String,
     pub url_policy: UrlPolicy,
 }
 
-/// Answers one API Gateway request. Never fails: every error is a JSON answer.
-pub async fn handle<S, R, C>(deps: &ManageDeps<S, R, C>, request: Request) -> Response<Body>
+/// Every route this function serves, as `openapi.yaml` names them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/subscriptions"),
+    ("GET", "/v1/subscriptions"),
+    ("GET", "/v1/subscriptions/{id}"),
+    ("PATCH", "/v1/subscriptions/{id}"),
+    ("DELETE", "/v1/subscriptions/{id}"),
+    ("POST", "/v1/subscriptions/{id}/secret/rotate"),
+    ("POST", "/v1/subscriptions/{id}/test"),
+    ("GET", "/v1/subscriptions/{id}/deliveries"),
+    ("POST", "/v1/subscriptions/{id}/replay"),
+    ("GET", "/v1/deliveries/{id}"),
+    ("POST", "/v1/deliveries/{id}/retry"),
+];
+
+/// The ports manage needs, named once.
+pub trait Ports {
+    type S: SubscriptionStore;
+    type L: DeliveryLedger;
+    type E: EventLog;
+    type Q: DeliveryQueue;
+    type R: Resolver;
+    type C: Clock;
+    fn deps(&self) -> &ManageDeps<Self::S, Self::L, Self::E, Self::Q, Self::R, Self::C>;
+}
+
+impl<S, L, E, Q, R, C> Ports for ManageDeps<S, L, E, Q, R, C>
 where
     S: SubscriptionStore,
+    L: DeliveryLedger,
+    E: EventLog,
+    Q: DeliveryQueue,
     R: Resolver,
     C: Clock,
 {
-    match route(deps, &request).await {
+    type S = S;
+    type L = L;
+    type E = E;
+    type Q = Q;
+    type R = R;
+    type C = C;
+    fn deps(&self) -> &Self {
+        self
+    }
+}
+
+/// Answers one API Gateway request. Never fails: every error is a JSON answer.
+pub async fn handle<P: Ports>(ports: &P, request: Request) -> Response<Body> {
+    match route(ports, &request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn route<S, R, C>(
-    deps: &ManageDeps<S, R, C>,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
-where
-    S: SubscriptionStore,
-    R: Resolver,
-    C: Clock,
-{
+async fn route<P: Ports>(ports: &P, request: &Request) -> Result<Response<Body>, ApiError> {
+    let deps = ports.deps();
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = request.method().clone();
-    match segments.as_slice() {
-        ["v1", "subscriptions"] => {
-            let tenant = api::tenant_of(request, &deps.tenant_claim)?;
-            match method {
-                Method::POST => create(deps, &tenant, request).await,
-                Method::GET => list(deps, &tenant, request).await,
-                _ => Err(ApiError::method_not_allowed()),
-            }
+    let tenant = || api::tenant_of(request, &deps.tenant_claim);
+    let subscription_id =
+        |raw: &str| SubscriptionId::parse(raw).ok_or_else(|| ApiError::not_found("subscription"));
+    match (segments.as_slice(), method) {
+        (["v1", "subscriptions"], Method::POST) => subscriptions::create(ports, &tenant()?, request).await,
+        (["v1", "subscriptions"], Method::GET) => subscriptions::list(ports, &tenant()?, request).await,
+        (["v1", "subscriptions", id], Method::GET) => subscriptions::get(ports, &tenant()?, &subscription_id(id)?).await,
+        (["v1", "subscriptions", id], Method::PATCH) => {
+            subscriptions::patch(ports, &tenant()?, &subscription_id(id)?, request).await
         }
-        ["v1", "subscriptions", id] => {
-            let tenant = api::tenant_of(request, &deps.tenant_claim)?;
-            let id =
-                SubscriptionId::parse(id).ok_or_else(|| ApiError::not_found("subscription"))?;
-            match method {
-                Method::GET => get(deps, &tenant, &id).await,
-                Method::DELETE => delete(deps, &tenant, &id).await,
-                _ => Err(ApiError::method_not_allowed()),
-            }
+        (["v1", "subscriptions", id], Method::DELETE) => {
+            subscriptions::delete(ports, &tenant()?, &subscription_id(id)?).await
+        }
+        (["v1", "subscriptions", id, "secret", "rotate"], Method::POST) => {
+            subscriptions::rotate(ports, &tenant()?, &subscription_id(id)?, request).await
+        }
+        (["v1", "subscriptions", id, "test"], Method::POST) => {
+            deliveries::send_test(ports, &tenant()?, &subscription_id(id)?, request).await
+        }
+        (["v1", "subscriptions", id, "deliveries"], Method::GET) => {
+            deliveries::list(ports, &tenant()?, &subscription_id(id)?, request).await
+        }
+        (["v1", "subscriptions", id, "replay"], Method::POST) => {
+            deliveries::replay(ports, &tenant()?, &subscription_id(id)?, request).await
+        }
+        (["v1", "deliveries", id], Method::GET) => {
+            let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
+            deliveries::get(ports, &tenant()?, &id).await
+        }
+        (["v1", "deliveries", id, "retry"], Method::POST) => {
+            let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
+            deliveries::retry(ports, &tenant()?, &id).await
+        }
+        (segments, _) if ROUTES.iter().any(|(_, template)| same_shape(template, segments)) => {
+            Err(ApiError::method_not_allowed())
         }
         _ => Err(ApiError::not_found("route")),
     }
 }
 
-async fn create<S, R, C>(
-    deps: &ManageDeps<S, R, C>,
-    tenant: &TenantId,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
-where
-    S: SubscriptionStore,
-    R: Resolver,
-    C: Clock,
-{
-    let input: NewSubscription = api::json_body(request)?;
-    let subscription = input
-        .into_subscription(
-            tenant.clone(),
-            &deps.url_policy,
-            deps.clock.now(),
-            &mut rand::rng(),
-        )
-        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    resolve_checked(&deps.resolver, &subscription.url, &deps.url_policy)
-        .await
-        .map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
-    deps.subscriptions.create(&subscription).await?;
-    tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
-    Ok(api::json_response(
-        StatusCode::CREATED,
-        &SubscriptionView::with_secret(&subscription),
-    ))
+/// Whether a path fits a route template, `{…}` matching any one segment.
+fn same_shape(template: &str, segments: &[&str]) -> bool {
+    let parts: Vec<&str> = template.split('/').skip(1).collect();
+    parts.len() == segments.len() && parts.iter().zip(segments).all(|(t, s)| t.starts_with('{') || t == s)
 }
 
-async fn list<S, R, C>(
-    deps: &ManageDeps<S, R, C>,
+/// The caller's subscription, or 404.
+pub(crate) async fn owned_subscription<S: SubscriptionStore>(
+    store: &S,
     tenant: &TenantId,
-    request: &Request,
-) -> Result<Response<Body>, ApiError>
-where
-    S: SubscriptionStore,
-{
-    let limit = match api::query_param(request, "limit") {
-        None => DEFAULT_PAGE,
+    id: &SubscriptionId,
+) -> Result<herald_shared::subscription::Subscription, ApiError> {
+    store.get(tenant, id).await?.ok_or_else(|| ApiError::not_found("subscription"))
+}
+
+/// A `limit` query parameter within 1..=max.
+pub(crate) fn limit_param(request: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
+    match api::query_param(request, "limit") {
+        None => Ok(default),
         Some(raw) => raw
             .parse::<usize>()
             .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit: must be a number from 1 to {MAX_PAGE}"))
-            })?,
-    };
-    let cursor = api::query_param(request, "cursor");
-    let page = deps
-        .subscriptions
-        .list(tenant, limit, cursor.as_deref())
-        .await?;
-    let data: Vec<_> = page.items.iter().map(SubscriptionView::of).collect();
-    Ok(api::json_response(
-        StatusCode::OK,
-        &json!({"data": data, "next_cursor": page.next}),
-    ))
-}
-
-async fn get<S, R, C>(
-    deps: &ManageDeps<S, R, C>,
-    tenant: &TenantId,
-    id: &SubscriptionId,
-) -> Result<Response<Body>, ApiError>
-where
-    S: SubscriptionStore,
-{
-    let subscription = deps
-        .subscriptions
-        .get(tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("subscription"))?;
-    Ok(api::json_response(
-        StatusCode::OK,
-        &SubscriptionView::of(&subscription),
-    ))
-}
-
-async fn delete<S, R, C>(
-    deps: &ManageDeps<S, R, C>,
-    tenant: &TenantId,
-    id: &SubscriptionId,
-) -> Result<Response<Body>, ApiError>
-where
-    S: SubscriptionStore,
-{
-    if !deps.subscriptions.delete(tenant, id).await? {
-        return Err(ApiError::not_found("subscription"));
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit: must be a number from 1 to {max}"))),
     }
-    tracing::info!(tenant = %tenant, subscription = %id, "subscription deleted");
-    let mut response = Response::new(Body::Empty);
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    Ok(response)
 }

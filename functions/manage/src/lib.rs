@@ -1,27 +1,41 @@
-//! The manage function: subscriptions (create, read, list, delete), scoped to the caller's
-//! tenant.
+//! The manage function: subscriptions, their secrets, the attempt log, redelivery and
+//! replay, all scoped to the caller's tenant.
 
 pub mod config;
+mod deliveries;
 pub mod handler;
+mod subscriptions;
 mod views;
 
 use aws_config::SdkConfig;
 use herald_shared::config::{ConfigError, Source};
-use herald_shared::dynamo::DynamoSubscriptionStore;
+use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
 use herald_shared::ports::SystemClock;
+use herald_shared::sqs::SqsDeliveryQueue;
 use herald_shared::url_guard::SystemResolver;
 
 pub use config::ManageConfig;
-pub use handler::{ManageDeps, handle};
+pub use handler::{ManageDeps, ROUTES, handle};
 
-/// Manage wired to DynamoDB and the system's DNS resolver.
-pub type AwsManage = ManageDeps<DynamoSubscriptionStore, SystemResolver, SystemClock>;
+/// Manage wired to DynamoDB, SQS and the system's DNS resolver.
+pub type AwsManage = ManageDeps<
+    DynamoSubscriptionStore,
+    DynamoDeliveryLedger,
+    DynamoEventLog,
+    SqsDeliveryQueue,
+    SystemResolver,
+    SystemClock,
+>;
 
 pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsManage, ConfigError> {
     let config = ManageConfig::from_source(env)?;
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     Ok(ManageDeps {
-        subscriptions: DynamoSubscriptionStore::new(dynamo, config.subscriptions_table.clone()),
+        subscriptions: DynamoSubscriptionStore::new(dynamo.clone(), config.subscriptions_table.clone()),
+        ledger: DynamoDeliveryLedger::new(dynamo.clone(), config.deliveries_table.clone()),
+        events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
+        queue: SqsDeliveryQueue::new(sqs, config.delivery_queue_url.clone(), config.dead_letter_queue_url.clone()),
         resolver: SystemResolver,
         clock: SystemClock,
         tenant_claim: config.tenant_claim,

@@ -54,3 +54,66 @@ impl<'a> SubscriptionView<'a> {
         }
     }
 }
+
+use herald_shared::delivery::{Attempt, DeliveryRecord, DeliveryState};
+
+/// One delivery and its attempt log.
+#[derive(Serialize)]
+pub struct DeliveryView<'a> {
+    pub id: &'a str,
+    pub subscription_id: &'a str,
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub state: DeliveryState,
+    pub attempts: Vec<AttemptView<'a>>,
+    pub created_at: DateTime<Utc>,
+    pub first_attempt_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+pub struct AttemptView<'a> {
+    pub number: u32,
+    pub at: DateTime<Utc>,
+    pub status: Option<u16>,
+    pub error: Option<&'static str>,
+    pub latency_ms: u64,
+    pub response: &'a str,
+    pub forced: bool,
+}
+
+impl<'a> DeliveryView<'a> {
+    pub fn of(r: &'a DeliveryRecord) -> Self {
+        Self {
+            id: r.id.as_str(),
+            subscription_id: r.subscription_id.as_str(),
+            event_id: r.event_id.as_str(),
+            event_type: &r.event_type,
+            state: r.state,
+            attempts: r.attempts.iter().map(AttemptView::of).collect(),
+            created_at: r.created_at,
+            first_attempt_at: r.first_attempt_at,
+            next_attempt_at: r.next_attempt_at,
+            reason: r.reason.as_deref(),
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl<'a> AttemptView<'a> {
+    fn of(a: &'a Attempt) -> Self {
+        Self {
+            number: a.number,
+            at: a.at,
+            status: a.status,
+            error: a.error.map(|e| e.code()),
+            latency_ms: a.latency_ms,
+            response: &a.response,
+            forced: a.forced,
+        }
+    }
+}

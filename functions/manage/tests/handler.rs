@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use chrono::Utc;
 use herald_manage::{ManageDeps, handle};
-use herald_shared::memory::{FixedClock, InMemorySubscriptionStore};
+use herald_shared::memory::{
+    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
+};
 use herald_shared::url_guard::{Resolver, UrlPolicy};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -25,11 +27,21 @@ impl Resolver for TestResolver {
     }
 }
 
-type Deps = ManageDeps<InMemorySubscriptionStore, TestResolver, FixedClock>;
+type Deps = ManageDeps<
+    InMemorySubscriptionStore,
+    InMemoryDeliveryLedger,
+    InMemoryEventLog,
+    InMemoryDeliveryQueue,
+    TestResolver,
+    FixedClock,
+>;
 
 fn deps() -> Deps {
     ManageDeps {
         subscriptions: InMemorySubscriptionStore::default(),
+        ledger: InMemoryDeliveryLedger::default(),
+        events: InMemoryEventLog::default(),
+        queue: InMemoryDeliveryQueue::default(),
         resolver: TestResolver,
         clock: FixedClock::at(Utc::now()),
         tenant_claim: "tenant".into(),

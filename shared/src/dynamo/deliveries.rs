@@ -5,12 +5,36 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
 use super::{Item, get_n, get_s, n, s, time, unavailable};
 use crate::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
-use crate::ports::{AttemptResult, Claim, ClaimOutcome, DeliveryLedger, StoreError};
+use crate::ports::{AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError};
+
+/// The index of deliveries by subscription and creation time.
+pub const BY_SUBSCRIPTION: &str = "by-subscription";
+
+fn encode_cursor(record: &DeliveryRecord) -> String {
+    let key = serde_json::json!([record.id.as_str(), time(record.created_at)]);
+    URL_SAFE_NO_PAD.encode(key.to_string())
+}
+
+/// A listing cursor back into the index's key; only keys of this tenant's subscription.
+fn decode_cursor(cursor: &str, tenant: &TenantId, subscription: &SubscriptionId) -> Result<Item, StoreError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
+    let (id, created_at): (String, String) = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
+    if DeliveryId::parse(&id).is_none() || DateTime::parse_from_rfc3339(&created_at).is_err() {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok(Item::from([
+        ("id".to_owned(), s(id)),
+        ("subscription_key".to_owned(), s(format!("{tenant}#{subscription}"))),
+        ("created_at".to_owned(), s(created_at)),
+    ]))
+}
 
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryLedger {
@@ -236,6 +260,73 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        query: &DeliveryQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        let limit = query.limit.clamp(1, 1000);
+        let mut key_condition = "subscription_key = :key".to_owned();
+        let filter = if query.state.is_some() { "expires_at > :now AND #state = :state" } else { "expires_at > :now" };
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_SUBSCRIPTION)
+            .scan_index_forward(false)
+            .filter_expression(filter)
+            .expression_attribute_values(":key", s(format!("{tenant}#{subscription}")))
+            .expression_attribute_values(":now", n(now.timestamp()));
+        if let Some(state) = query.state {
+            request = request
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":state", s(state.as_str()));
+        }
+        if let Some(since) = query.since {
+            request = request.expression_attribute_values(":since", s(time(since)));
+        }
+        if let Some(until) = query.until {
+            request = request.expression_attribute_values(":until", s(time(until)));
+        }
+        match (query.since, query.until) {
+            (Some(_), Some(_)) => key_condition.push_str(" AND created_at BETWEEN :since AND :until"),
+            (Some(_), None) => key_condition.push_str(" AND created_at >= :since"),
+            (None, Some(_)) => key_condition.push_str(" AND created_at < :until"),
+            (None, None) => {}
+        }
+        if let Some(cursor) = &query.cursor {
+            request = request.set_exclusive_start_key(Some(decode_cursor(cursor, tenant, subscription)?));
+        }
+        let request = request.key_condition_expression(key_condition);
+        // Filters apply after the read: keep reading until the page is full or the index ends.
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        let more = loop {
+            let mut page = request.clone().limit(limit as i32);
+            if let Some(key) = start.take() {
+                page = page.set_exclusive_start_key(Some(key));
+            }
+            let output = page.send().await.map_err(unavailable)?;
+            for item in output.items() {
+                items.push(record_of(item)?);
+            }
+            match output.last_evaluated_key() {
+                Some(last) if items.len() < limit => start = Some(last.clone()),
+                Some(_) => break true,
+                None => break items.len() > limit,
+            }
+        };
+        items.truncate(limit);
+        // BETWEEN includes `until`; the API promises created before it.
+        if let Some(until) = query.until {
+            items.retain(|r| r.created_at < until);
+        }
+        let next = if more { items.last().map(encode_cursor) } else { None };
+        Ok(Page { items, next })
     }
 
     async fn get(

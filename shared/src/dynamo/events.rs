@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 
-use super::{Item, get_n, get_s, n, s, time, to_doc, unavailable};
+use super::{Item, from_doc, get_n, get_s, n, s, time, to_doc, unavailable};
 use crate::event::Event;
 use crate::ids::{EventId, TenantId};
 use crate::ports::{Acceptance, EventLog, StoreError};
@@ -72,6 +72,22 @@ impl EventLog for DynamoEventLog {
                 }
                 _ => Err(unavailable(e)),
             },
+        }
+    }
+
+    async fn load(&self, tenant: &TenantId, id: &EventId, now: DateTime<Utc>) -> Result<Option<Event>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("tenant", s(tenant.as_str()))
+            .key("id", s(id.as_str()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        match output.item() {
+            Some(item) if get_n(item, "expires_at").is_some_and(|at| at > now.timestamp()) => from_doc(item).map(Some),
+            _ => Ok(None),
         }
     }
 

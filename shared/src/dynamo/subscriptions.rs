@@ -153,6 +153,26 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         Ok(Page { items, next })
     }
 
+    async fn update(&self, subscription: &Subscription, expected_version: u64) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::item(subscription)?))
+            .condition_expression("attribute_exists(id) AND #version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":expected", n(expected_version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn active(&self, tenant: &TenantId) -> Result<Vec<Subscription>, StoreError> {
         let mut all = Vec::new();
         let mut after: Option<SubscriptionId> = None;
@@ -196,9 +216,7 @@ impl SubscriptionStore for DynamoSubscriptionStore {
     ) -> Result<(), StoreError> {
         // Read, change, write back only if nobody changed it meanwhile (optimistic concurrency).
         for _ in 0..5 {
-            let Some(mut subscription) = self.get(tenant, id).await? else {
-                return Ok(());
-            };
+            let Some(mut subscription) = self.get(tenant, id).await? else { return Ok(()) };
             if subscription.status == SubscriptionStatus::Disabled {
                 return Ok(());
             }
@@ -208,27 +226,9 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             subscription.disabled_at = Some(at);
             subscription.version += 1;
             subscription.updated_at = at;
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(Self::item(&subscription)?))
-                .condition_expression("attribute_exists(id) AND #version = :read")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":read", n(read_version))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if matches!(
-                        e.as_service_error(),
-                        Some(PutItemError::ConditionalCheckFailedException(_))
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(unavailable(e)),
+            match self.update(&subscription, read_version).await {
+                Err(StoreError::Conflict) => continue,
+                other => return other,
             }
         }
         Err(StoreError::Conflict)

@@ -1,0 +1,210 @@
+//! Subscriptions: create, read, list, change, delete, and rotate their secrets.
+
+use std::time::Duration;
+
+use herald_shared::api::{self, ApiError};
+use herald_shared::format::BodyFormat;
+use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::ports::{Clock, StoreError, SubscriptionStore};
+use herald_shared::retry::parse_duration;
+use herald_shared::signing::WebhookSecret;
+use herald_shared::subscription::{
+    NewSubscription, SigningSecret, SubscriptionStatus, parse_description, parse_filter, parse_patterns,
+};
+use herald_shared::url_guard::{SubscriptionUrl, resolve_checked};
+use lambda_http::http::{StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::handler::{Ports, limit_param, owned_subscription};
+use crate::views::SubscriptionView;
+
+/// Most items one list call returns.
+pub const MAX_PAGE: usize = 100;
+const DEFAULT_PAGE: usize = 20;
+/// How long a rotated-out secret keeps signing, by default and at most.
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+async fn check_url<P: Ports>(ports: &P, raw: &str) -> Result<SubscriptionUrl, ApiError> {
+    let deps = ports.deps();
+    let url = SubscriptionUrl::parse(raw, &deps.url_policy).map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
+    resolve_checked(&deps.resolver, &url, &deps.url_policy)
+        .await
+        .map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
+    Ok(url)
+}
+
+pub async fn create<P: Ports>(ports: &P, tenant: &TenantId, request: &Request) -> Result<Response<Body>, ApiError> {
+    let deps = ports.deps();
+    let input: NewSubscription = api::json_body(request)?;
+    let url = input.url.clone();
+    let subscription = input
+        .into_subscription(tenant.clone(), &deps.url_policy, deps.clock.now(), &mut rand::rng())
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    check_url(ports, &url).await?;
+    deps.subscriptions.create(&subscription).await?;
+    tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
+    Ok(api::json_response(StatusCode::CREATED, &SubscriptionView::with_secret(&subscription)))
+}
+
+pub async fn list<P: Ports>(ports: &P, tenant: &TenantId, request: &Request) -> Result<Response<Body>, ApiError> {
+    let limit = limit_param(request, DEFAULT_PAGE, MAX_PAGE)?;
+    let cursor = api::query_param(request, "cursor");
+    let page = ports.deps().subscriptions.list(tenant, limit, cursor.as_deref()).await?;
+    let data: Vec<_> = page.items.iter().map(SubscriptionView::of).collect();
+    Ok(api::json_response(StatusCode::OK, &json!({"data": data, "next_cursor": page.next})))
+}
+
+pub async fn get<P: Ports>(ports: &P, tenant: &TenantId, id: &SubscriptionId) -> Result<Response<Body>, ApiError> {
+    let subscription = owned_subscription(&ports.deps().subscriptions, tenant, id).await?;
+    Ok(api::json_response(StatusCode::OK, &SubscriptionView::of(&subscription)))
+}
+
+pub async fn delete<P: Ports>(ports: &P, tenant: &TenantId, id: &SubscriptionId) -> Result<Response<Body>, ApiError> {
+    if !ports.deps().subscriptions.delete(tenant, id).await? {
+        return Err(ApiError::not_found("subscription"));
+    }
+    tracing::info!(tenant = %tenant, subscription = %id, "subscription deleted");
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
+/// Absent means "leave as is"; `null` means "clear".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionPatch {
+    url: Option<String>,
+    description: Option<String>,
+    event_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    filter: Option<Value>,
+    format: Option<BodyFormat>,
+    status: Option<SubscriptionStatus>,
+    /// The version the change is based on; `If-Match` may say it instead.
+    version: Option<u64>,
+}
+
+/// The version named by `If-Match` (`3` or `"3"`), if any.
+fn if_match(request: &Request) -> Result<Option<u64>, ApiError> {
+    let Some(value) = request.headers().get(header::IF_MATCH) else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("If-Match: must be the subscription's version, like \"3\""))
+}
+
+pub async fn patch<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let deps = ports.deps();
+    let input: SubscriptionPatch = api::json_body(request)?;
+    let expected = if_match(request)?.or(input.version);
+    let mut subscription = owned_subscription(&deps.subscriptions, tenant, id).await?;
+    let read_version = subscription.version;
+    if expected.is_some_and(|v| v != read_version) {
+        return Err(ApiError::conflict(format!("the subscription is at version {read_version}")));
+    }
+    if let Some(url) = &input.url {
+        subscription.url = check_url(ports, url).await?;
+    }
+    if let Some(description) = input.description {
+        subscription.description = parse_description(Some(description)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
+    if let Some(patterns) = &input.event_types {
+        subscription.event_types = parse_patterns(patterns).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
+    if let Some(filter) = input.filter {
+        subscription.filter = parse_filter(Some(filter)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
+    if let Some(format) = input.format {
+        subscription.format = format;
+    }
+    let now = deps.clock.now();
+    match input.status {
+        Some(SubscriptionStatus::Active) if subscription.status != SubscriptionStatus::Active => {
+            subscription.status = SubscriptionStatus::Active;
+            subscription.disabled_reason = None;
+            subscription.disabled_at = None;
+        }
+        Some(SubscriptionStatus::Disabled) if subscription.status != SubscriptionStatus::Disabled => {
+            subscription.status = SubscriptionStatus::Disabled;
+            subscription.disabled_reason = Some("disabled through the API".into());
+            subscription.disabled_at = Some(now);
+        }
+        _ => {}
+    }
+    subscription.version = read_version + 1;
+    subscription.updated_at = now;
+    match deps.subscriptions.update(&subscription, read_version).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Err(ApiError::conflict("the subscription changed meanwhile; read it again")),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(tenant = %tenant, subscription = %id, version = subscription.version, "subscription changed");
+    Ok(api::json_response(StatusCode::OK, &SubscriptionView::of(&subscription)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    /// How long the current secret keeps signing beside the new one (`24h`, `3600s`…).
+    grace_period: Option<String>,
+}
+
+pub async fn rotate<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let deps = ports.deps();
+    let input: Rotation = if request.body().is_empty() { Rotation::default() } else { api::json_body(request)? };
+    let grace = match input.grace_period {
+        None => DEFAULT_GRACE,
+        Some(raw) => parse_duration(&raw).map_err(|e| ApiError::unprocessable(format!("grace_period: {e}")))?,
+    };
+    if grace > MAX_GRACE {
+        return Err(ApiError::unprocessable("grace_period: at most 7d"));
+    }
+    let mut subscription = owned_subscription(&deps.subscriptions, tenant, id).await?;
+    let read_version = subscription.version;
+    let now = deps.clock.now();
+    let until = now + chrono::Duration::from_std(grace).unwrap_or_default();
+    // The outgoing secrets stop signing at the end of the grace period; expired ones go.
+    let mut secrets: Vec<SigningSecret> = subscription
+        .secrets
+        .into_iter()
+        .filter(|s| s.expires_at.is_none_or(|at| at > now))
+        .map(|s| SigningSecret { expires_at: Some(s.expires_at.map_or(until, |at| at.min(until))), ..s })
+        .filter(|s| s.expires_at.is_some_and(|at| at > now))
+        .collect();
+    let fresh = WebhookSecret::generate(&mut rand::rng());
+    secrets.insert(0, SigningSecret { secret: fresh.clone(), expires_at: None });
+    subscription.secrets = secrets;
+    subscription.version = read_version + 1;
+    subscription.updated_at = now;
+    match deps.subscriptions.update(&subscription, read_version).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Err(ApiError::conflict("the subscription changed meanwhile; try again")),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(tenant = %tenant, subscription = %id, "secret rotated");
+    let previous_until = (grace > Duration::ZERO).then_some(until);
+    Ok(api::json_response(
+        StatusCode::OK,
+        &json!({"secret": fresh.expose(), "previous_secret_expires_at": previous_until, "version": subscription.version, "rotated_at": now}),
+    ))
+}
