@@ -166,8 +166,15 @@ impl EventLog for InMemoryEventLog {
         Ok(Acceptance::New)
     }
 
-    async fn load(&self, tenant: &TenantId, id: &EventId, _now: DateTime<Utc>) -> Result<Option<Event>, StoreError> {
-        Ok(lock(&self.items).get(&(tenant.clone(), id.clone())).map(|(_, e)| e.clone()))
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<Event>, StoreError> {
+        Ok(lock(&self.items)
+            .get(&(tenant.clone(), id.clone()))
+            .map(|(_, e)| e.clone()))
     }
 
     async fn complete(
@@ -281,13 +288,21 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         let mut mine: Vec<DeliveryRecord> = lock(&self.items)
             .values()
             .map(|h| h.record.clone())
-            .filter(|r| &r.tenant == tenant && &r.subscription_id == subscription && r.expires_at > now)
+            .filter(|r| {
+                &r.tenant == tenant && &r.subscription_id == subscription && r.expires_at > now
+            })
             .filter(|r| query.state.is_none_or(|s| r.state == s))
-            .filter(|r| query.since.is_none_or(|t| r.created_at >= t) && query.until.is_none_or(|t| r.created_at < t))
+            .filter(|r| {
+                query.since.is_none_or(|t| r.created_at >= t)
+                    && query.until.is_none_or(|t| r.created_at < t)
+            })
             .collect();
         mine.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         if let Some(after) = &query.cursor {
-            let position = mine.iter().position(|r| r.id.as_str() == after).ok_or(StoreError::InvalidCursor)?;
+            let position = mine
+                .iter()
+                .position(|r| r.id.as_str() == after)
+                .ok_or(StoreError::InvalidCursor)?;
             mine.drain(..=position);
         }
         let limit = query.limit.max(1);

@@ -109,7 +109,10 @@ impl DeliveryQueue for SqsDeliveryQueue {
 
     async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         // Whole seconds, rounded up: a retry never comes back before its delay.
-        let seconds = delay.as_secs_f64().ceil().min(MAX_VISIBILITY_SECONDS as f64) as i32;
+        let seconds = delay
+            .as_secs_f64()
+            .ceil()
+            .min(MAX_VISIBILITY_SECONDS as f64) as i32;
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)

@@ -13,26 +13,50 @@ use serde_json::{Value, json};
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn signature_with(request: &Recorded, secret: &str) -> String {
-    let key = base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{}.{}.", request.header("webhook-id"), request.header("webhook-timestamp")).as_bytes());
+    mac.update(
+        format!(
+            "{}.{}.",
+            request.header("webhook-id"),
+            request.header("webhook-timestamp")
+        )
+        .as_bytes(),
+    );
     mac.update(&request.body);
-    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 fn entries(request: &Recorded) -> Vec<String> {
-    request.header("webhook-signature").split(' ').map(str::to_owned).collect()
+    request
+        .header("webhook-signature")
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Polls a GET until `done` holds for its JSON answer.
-async fn eventually(herald: &TestHerald, tenant: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn eventually(
+    herald: &TestHerald,
+    tenant: &str,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let (status, body) = herald.call("GET", path, Some(tenant), None).await;
         if status == 200 && done(&body) {
             return body;
         }
-        assert!(std::time::Instant::now() < deadline, "{path} never got there: {status} {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never got there: {status} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -41,35 +65,100 @@ async fn eventually(herald: &TestHerald, tenant: &str, path: &str, done: impl Fn
 async fn changes_need_the_current_version() {
     let herald = TestHerald::start(&[]).await;
     let receiver = TestReceiver::start(Script::always(200)).await;
-    let (id, _) = herald.subscribe("acme", &receiver.url(), &["order.*"]).await;
+    let (id, _) = herald
+        .subscribe("acme", &receiver.url(), &["order.*"])
+        .await;
     let path = format!("/v1/subscriptions/{id}");
 
-    let (status, changed) = herald.call("PATCH", &path, Some("acme"), Some(&json!({"description": "orders", "version": 1}))).await;
-    assert_eq!((status, changed["version"].as_u64(), changed["description"].as_str()), (200, Some(2), Some("orders")));
-    let (status, _) = herald.call("PATCH", &path, Some("acme"), Some(&json!({"description": "stale", "version": 1}))).await;
+    let (status, changed) = herald
+        .call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(&json!({"description": "orders", "version": 1})),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            changed["version"].as_u64(),
+            changed["description"].as_str()
+        ),
+        (200, Some(2), Some("orders"))
+    );
+    let (status, _) = herald
+        .call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(&json!({"description": "stale", "version": 1})),
+        )
+        .await;
     assert_eq!(status, 409);
 
     let url = format!("{}{path}", herald.local.api_url());
-    let stale = herald.http.patch(&url).header("authorization", "Bearer acme").header("if-match", "\"1\"")
-        .header("content-type", "application/json").body(r#"{"event_types": ["*"]}"#).send().await.unwrap();
+    let stale = herald
+        .http
+        .patch(&url)
+        .header("authorization", "Bearer acme")
+        .header("if-match", "\"1\"")
+        .header("content-type", "application/json")
+        .body(r#"{"event_types": ["*"]}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stale.status().as_u16(), 409);
-    let fresh = herald.http.patch(&url).header("authorization", "Bearer acme").header("if-match", "\"2\"")
-        .header("content-type", "application/json").body(r#"{"event_types": ["*"]}"#).send().await.unwrap();
+    let fresh = herald
+        .http
+        .patch(&url)
+        .header("authorization", "Bearer acme")
+        .header("if-match", "\"2\"")
+        .header("content-type", "application/json")
+        .body(r#"{"event_types": ["*"]}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fresh.status().as_u16(), 200);
 
-    for bad in [json!({"url": "https://10.0.0.8/"}), json!({"event_types": []}), json!({"colour": "red"}), json!({"status": "paused"})] {
+    for bad in [
+        json!({"url": "https://10.0.0.8/"}),
+        json!({"event_types": []}),
+        json!({"colour": "red"}),
+        json!({"status": "paused"}),
+    ] {
         let (status, body) = herald.call("PATCH", &path, Some("acme"), Some(&bad)).await;
         assert!(status == 422, "{bad}: {status} {body}");
     }
     let (_, shown) = herald.call("GET", &path, Some("acme"), None).await;
     assert_eq!(shown["version"], 3, "refused changes change nothing");
 
-    herald.call("PATCH", &path, Some("acme"), Some(&json!({"status": "disabled"}))).await;
-    let (_, answer) = herald.publish("acme", json!({"type": "invoice.paid", "data": {}})).await;
+    herald
+        .call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(&json!({"status": "disabled"})),
+        )
+        .await;
+    let (_, answer) = herald
+        .publish("acme", json!({"type": "invoice.paid", "data": {}}))
+        .await;
     assert_eq!(answer["deliveries"], 0);
-    let (_, enabled) = herald.call("PATCH", &path, Some("acme"), Some(&json!({"status": "active"}))).await;
-    assert_eq!((enabled["status"].as_str(), enabled.get("disabled_reason")), (Some("active"), None));
-    let (_, answer) = herald.publish("acme", json!({"type": "invoice.paid", "data": {}})).await;
+    let (_, enabled) = herald
+        .call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(&json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(
+        (enabled["status"].as_str(), enabled.get("disabled_reason")),
+        (Some("active"), None)
+    );
+    let (_, answer) = herald
+        .publish("acme", json!({"type": "invoice.paid", "data": {}}))
+        .await;
     assert_eq!(answer["deliveries"], 1);
     herald.shutdown().await;
 }
@@ -81,13 +170,20 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_one() {
     let (id, old) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
 
     let (status, rotated) = herald
-        .call("POST", &format!("/v1/subscriptions/{id}/secret/rotate"), Some("acme"), Some(&json!({"grace_period": "3s"})))
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/secret/rotate"),
+            Some("acme"),
+            Some(&json!({"grace_period": "3s"})),
+        )
         .await;
     assert_eq!(status, 200, "{rotated}");
     let new = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
 
-    herald.publish("acme", json!({"type": "a", "data": {"n": 1}})).await;
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 1}}))
+        .await;
     let first = receiver.wait_for(1, PATIENCE).await.remove(0);
     let signatures = entries(&first);
     assert_eq!(signatures.len(), 2, "{signatures:?}");
@@ -95,12 +191,19 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_one() {
     assert!(signatures.contains(&signature_with(&first, &old)));
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    herald.publish("acme", json!({"type": "a", "data": {"n": 2}})).await;
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 2}}))
+        .await;
     let second = receiver.wait_for(2, PATIENCE).await.remove(1);
     assert_eq!(entries(&second), vec![signature_with(&second, &new)]);
 
     let too_long = herald
-        .call("POST", &format!("/v1/subscriptions/{id}/secret/rotate"), Some("acme"), Some(&json!({"grace_period": "8d"})))
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/secret/rotate"),
+            Some("acme"),
+            Some(&json!({"grace_period": "8d"})),
+        )
         .await;
     assert_eq!(too_long.0, 422);
     herald.shutdown().await;
@@ -109,15 +212,30 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_one() {
 #[tokio::test]
 async fn a_test_event_goes_to_that_endpoint_alone() {
     let herald = TestHerald::start(&[]).await;
-    let (target, other) = (TestReceiver::start(Script::always(200)).await, TestReceiver::start(Script::always(200)).await);
-    let (id, _) = herald.subscribe("acme", &target.url(), &["order.shipped"]).await;
+    let (target, other) = (
+        TestReceiver::start(Script::always(200)).await,
+        TestReceiver::start(Script::always(200)).await,
+    );
+    let (id, _) = herald
+        .subscribe("acme", &target.url(), &["order.shipped"])
+        .await;
     herald.subscribe("acme", &other.url(), &["*"]).await;
 
-    let (status, sent) = herald.call("POST", &format!("/v1/subscriptions/{id}/test"), Some("acme"), None).await;
+    let (status, sent) = herald
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/test"),
+            Some("acme"),
+            None,
+        )
+        .await;
     assert_eq!(status, 202, "{sent}");
     let got = target.wait_for(1, PATIENCE).await;
     assert_eq!(got[0].json()["type"], "herald.test");
-    assert_eq!(got[0].header("webhook-id"), sent["delivery_id"].as_str().unwrap());
+    assert_eq!(
+        got[0].header("webhook-id"),
+        sent["delivery_id"].as_str().unwrap()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(other.requests().is_empty());
     herald.shutdown().await;
@@ -129,32 +247,99 @@ async fn the_attempt_log_shows_every_attempt_and_pages_newest_first() {
     let receiver = TestReceiver::start(Script::sequence([500, 200])).await;
     let (id, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
     for n in 0..3 {
-        herald.publish("acme", json!({"id": format!("e{n}"), "type": "a", "data": {"n": n}})).await;
+        herald
+            .publish(
+                "acme",
+                json!({"id": format!("e{n}"), "type": "a", "data": {"n": n}}),
+            )
+            .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let list_path = format!("/v1/subscriptions/{id}/deliveries");
-    let all = eventually(&herald, "acme", &format!("{list_path}?state=delivered"), |b| b["data"].as_array().unwrap().len() == 3).await;
-    let events: Vec<&str> = all["data"].as_array().unwrap().iter().map(|d| d["event_id"].as_str().unwrap()).collect();
+    let all = eventually(
+        &herald,
+        "acme",
+        &format!("{list_path}?state=delivered"),
+        |b| b["data"].as_array().unwrap().len() == 3,
+    )
+    .await;
+    let events: Vec<&str> = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(events, vec!["e2", "e1", "e0"], "newest first");
 
-    let (_, page) = herald.call("GET", &format!("{list_path}?limit=2"), Some("acme"), None).await;
+    let (_, page) = herald
+        .call("GET", &format!("{list_path}?limit=2"), Some("acme"), None)
+        .await;
     assert_eq!(page["data"].as_array().unwrap().len(), 2);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, rest) = herald.call("GET", &format!("{list_path}?limit=2&cursor={cursor}"), Some("acme"), None).await;
+    let (_, rest) = herald
+        .call(
+            "GET",
+            &format!("{list_path}?limit=2&cursor={cursor}"),
+            Some("acme"),
+            None,
+        )
+        .await;
     assert_eq!(rest["data"][0]["event_id"], "e0");
-    let (_, failed) = herald.call("GET", &format!("{list_path}?state=failed"), Some("acme"), None).await;
+    let (_, failed) = herald
+        .call(
+            "GET",
+            &format!("{list_path}?state=failed"),
+            Some("acme"),
+            None,
+        )
+        .await;
     assert_eq!(failed["data"], json!([]));
 
-    let retried = all["data"].as_array().unwrap().iter().find(|d| d["attempts"].as_array().unwrap().len() == 2).unwrap();
-    let (status, one) = herald.call("GET", &format!("/v1/deliveries/{}", retried["id"].as_str().unwrap()), Some("acme"), None).await;
+    let retried = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["attempts"].as_array().unwrap().len() == 2)
+        .unwrap();
+    let (status, one) = herald
+        .call(
+            "GET",
+            &format!("/v1/deliveries/{}", retried["id"].as_str().unwrap()),
+            Some("acme"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     let attempts = one["attempts"].as_array().unwrap();
-    assert_eq!((attempts[0]["status"].as_u64(), attempts[0]["error"].as_str()), (Some(500), Some("E_HTTP")));
-    assert_eq!((attempts[1]["status"].as_u64(), attempts[1]["response"].as_str()), (Some(200), Some("ok")));
-    assert!(attempts.iter().all(|a| a["latency_ms"].is_u64() && a["at"].is_string()));
+    assert_eq!(
+        (
+            attempts[0]["status"].as_u64(),
+            attempts[0]["error"].as_str()
+        ),
+        (Some(500), Some("E_HTTP"))
+    );
+    assert_eq!(
+        (
+            attempts[1]["status"].as_u64(),
+            attempts[1]["response"].as_str()
+        ),
+        (Some(200), Some("ok"))
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["latency_ms"].is_u64() && a["at"].is_string())
+    );
 
-    for bad in ["?state=lost", "?since=yesterday", "?limit=0", "?cursor=nope"] {
-        let (status, _) = herald.call("GET", &format!("{list_path}{bad}"), Some("acme"), None).await;
+    for bad in [
+        "?state=lost",
+        "?since=yesterday",
+        "?limit=0",
+        "?cursor=nope",
+    ] {
+        let (status, _) = herald
+            .call("GET", &format!("{list_path}{bad}"), Some("acme"), None)
+            .await;
         assert_eq!(status, 400, "{bad}");
     }
     herald.shutdown().await;
@@ -166,28 +351,75 @@ async fn retry_redelivers_with_the_same_id_and_replay_requeues_failures() {
     let receiver = TestReceiver::start(Script::sequence([500, 500, 500, 500, 200])).await;
     let (id, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
     let since = chrono::Utc::now() - chrono::Duration::seconds(5);
-    herald.publish("acme", json!({"id": "r1", "type": "a", "data": {}})).await;
-    herald.publish("acme", json!({"id": "r2", "type": "a", "data": {}})).await;
+    herald
+        .publish("acme", json!({"id": "r1", "type": "a", "data": {}}))
+        .await;
+    herald
+        .publish("acme", json!({"id": "r2", "type": "a", "data": {}}))
+        .await;
     let list_path = format!("/v1/subscriptions/{id}/deliveries?state=failed");
-    eventually(&herald, "acme", &list_path, |b| b["data"].as_array().unwrap().len() == 2).await;
-
-    let replay = json!({"since": since.to_rfc3339()});
-    let (status, answer) = herald.call("POST", &format!("/v1/subscriptions/{id}/replay"), Some("acme"), Some(&replay)).await;
-    assert_eq!((status, answer["queued"].as_u64()), (202, Some(2)), "{answer}");
-    let delivered = eventually(&herald, "acme", &format!("/v1/subscriptions/{id}/deliveries?state=delivered"), |b| {
+    eventually(&herald, "acme", &list_path, |b| {
         b["data"].as_array().unwrap().len() == 2
     })
     .await;
+
+    let replay = json!({"since": since.to_rfc3339()});
+    let (status, answer) = herald
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/replay"),
+            Some("acme"),
+            Some(&replay),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["queued"].as_u64()),
+        (202, Some(2)),
+        "{answer}"
+    );
+    let delivered = eventually(
+        &herald,
+        "acme",
+        &format!("/v1/subscriptions/{id}/deliveries?state=delivered"),
+        |b| b["data"].as_array().unwrap().len() == 2,
+    )
+    .await;
     let delivery = delivered["data"][0]["id"].as_str().unwrap().to_owned();
-    assert!(delivered["data"][0]["attempts"].as_array().unwrap().last().unwrap()["forced"].as_bool().unwrap());
+    assert!(
+        delivered["data"][0]["attempts"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["forced"]
+            .as_bool()
+            .unwrap()
+    );
 
     let before = receiver.requests().len();
-    let (status, _) = herald.call("POST", &format!("/v1/deliveries/{delivery}/retry"), Some("acme"), None).await;
+    let (status, _) = herald
+        .call(
+            "POST",
+            &format!("/v1/deliveries/{delivery}/retry"),
+            Some("acme"),
+            None,
+        )
+        .await;
     assert_eq!(status, 202);
     let got = receiver.wait_for(before + 1, PATIENCE).await;
-    assert_eq!(got.last().unwrap().header("webhook-id"), delivery, "a redelivery keeps its id");
+    assert_eq!(
+        got.last().unwrap().header("webhook-id"),
+        delivery,
+        "a redelivery keeps its id"
+    );
 
-    let (status, _) = herald.call("POST", &format!("/v1/subscriptions/{id}/replay"), Some("acme"), Some(&json!({"until": "2026-01-01T00:00:00Z"}))).await;
+    let (status, _) = herald
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/replay"),
+            Some("acme"),
+            Some(&json!({"until": "2026-01-01T00:00:00Z"})),
+        )
+        .await;
     assert_eq!(status, 422, "since is required");
     herald.shutdown().await;
 }
@@ -197,29 +429,55 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     let herald = TestHerald::start(&[]).await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     let (sub, _) = herald.subscribe("tenant-a", &receiver.url(), &["*"]).await;
-    herald.publish("tenant-a", json!({"id": "a1", "type": "a", "data": {}})).await;
-    let log = eventually(&herald, "tenant-a", &format!("/v1/subscriptions/{sub}/deliveries"), |b| {
-        b["data"].as_array().unwrap().len() == 1
-    })
+    herald
+        .publish("tenant-a", json!({"id": "a1", "type": "a", "data": {}}))
+        .await;
+    let log = eventually(
+        &herald,
+        "tenant-a",
+        &format!("/v1/subscriptions/{sub}/deliveries"),
+        |b| b["data"].as_array().unwrap().len() == 1,
+    )
     .await;
     let delivery = log["data"][0]["id"].as_str().unwrap().to_owned();
 
     let calls = [
         ("GET", format!("/v1/subscriptions/{sub}"), None),
-        ("PATCH", format!("/v1/subscriptions/{sub}"), Some(json!({"description": "mine now"}))),
+        (
+            "PATCH",
+            format!("/v1/subscriptions/{sub}"),
+            Some(json!({"description": "mine now"})),
+        ),
         ("DELETE", format!("/v1/subscriptions/{sub}"), None),
-        ("POST", format!("/v1/subscriptions/{sub}/secret/rotate"), None),
+        (
+            "POST",
+            format!("/v1/subscriptions/{sub}/secret/rotate"),
+            None,
+        ),
         ("POST", format!("/v1/subscriptions/{sub}/test"), None),
         ("GET", format!("/v1/subscriptions/{sub}/deliveries"), None),
-        ("POST", format!("/v1/subscriptions/{sub}/replay"), Some(json!({"since": "2026-01-01T00:00:00Z"}))),
+        (
+            "POST",
+            format!("/v1/subscriptions/{sub}/replay"),
+            Some(json!({"since": "2026-01-01T00:00:00Z"})),
+        ),
         ("GET", format!("/v1/deliveries/{delivery}"), None),
         ("POST", format!("/v1/deliveries/{delivery}/retry"), None),
     ];
     for (method, path, body) in &calls {
-        let (status, answer) = herald.call(method, path, Some("tenant-b"), body.as_ref()).await;
+        let (status, answer) = herald
+            .call(method, path, Some("tenant-b"), body.as_ref())
+            .await;
         assert_eq!(status, 404, "{method} {path}: {answer}");
     }
-    let (_, shown) = herald.call("GET", &format!("/v1/subscriptions/{sub}"), Some("tenant-a"), None).await;
+    let (_, shown) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{sub}"),
+            Some("tenant-a"),
+            None,
+        )
+        .await;
     assert_eq!(shown["version"], 1);
     herald.shutdown().await;
 }

@@ -17,6 +17,9 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+/// Every route this function serves, as `openapi.yaml` names them.
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/events")];
+
 pub struct IngestDeps<S, E, Q, C> {
     pub subscriptions: S,
     pub events: E,

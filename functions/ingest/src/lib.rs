@@ -11,7 +11,7 @@ use herald_shared::ports::SystemClock;
 use herald_shared::sqs::SqsDeliveryQueue;
 
 pub use config::IngestConfig;
-pub use handler::{IngestDeps, handle};
+pub use handler::{IngestDeps, ROUTES, handle};
 
 /// Ingest wired to DynamoDB and SQS.
 pub type AwsIngest =

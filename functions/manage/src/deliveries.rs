@@ -5,7 +5,9 @@ use herald_shared::api::{self, ApiError};
 use herald_shared::delivery::{DeliveryState, DeliveryTask};
 use herald_shared::event::{Event, EventType, MAX_DATA_BYTES};
 use herald_shared::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
-use herald_shared::ports::{Acceptance, Clock, DeliveryLedger, DeliveryQuery, DeliveryQueue, EventLog};
+use herald_shared::ports::{
+    Acceptance, Clock, DeliveryLedger, DeliveryQuery, DeliveryQueue, EventLog,
+};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -30,12 +32,18 @@ fn time_param(request: &Request, name: &str) -> Result<Option<DateTime<Utc>>, Ap
 fn parse_time(name: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| ApiError::bad_request(format!("{name}: must be an RFC 3339 time like 2026-11-22T12:00:00Z")))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name}: must be an RFC 3339 time like 2026-11-22T12:00:00Z"
+            ))
+        })
 }
 
 fn parse_state(name: &str, raw: &str) -> Result<DeliveryState, ApiError> {
     DeliveryState::parse(raw).ok_or_else(|| {
-        ApiError::bad_request(format!("{name}: one of pending, delivering, delivered, failed, skipped"))
+        ApiError::bad_request(format!(
+            "{name}: one of pending, delivering, delivered, failed, skipped"
+        ))
     })
 }
 
@@ -47,22 +55,41 @@ pub async fn list<P: Ports>(
 ) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
     let query = DeliveryQuery {
-        state: api::query_param(request, "state").map(|s| parse_state("state", &s)).transpose()?,
+        state: api::query_param(request, "state")
+            .map(|s| parse_state("state", &s))
+            .transpose()?,
         since: time_param(request, "since")?,
         until: time_param(request, "until")?,
         limit: limit_param(request, DEFAULT_PAGE, MAX_PAGE)?,
         cursor: api::query_param(request, "cursor"),
     };
     owned_subscription(&deps.subscriptions, tenant, id).await?;
-    let page = deps.ledger.list(tenant, id, &query, deps.clock.now()).await?;
+    let page = deps
+        .ledger
+        .list(tenant, id, &query, deps.clock.now())
+        .await?;
     let data: Vec<_> = page.items.iter().map(DeliveryView::of).collect();
-    Ok(api::json_response(StatusCode::OK, &json!({"data": data, "next_cursor": page.next})))
+    Ok(api::json_response(
+        StatusCode::OK,
+        &json!({"data": data, "next_cursor": page.next}),
+    ))
 }
 
-pub async fn get<P: Ports>(ports: &P, tenant: &TenantId, id: &DeliveryId) -> Result<Response<Body>, ApiError> {
+pub async fn get<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    id: &DeliveryId,
+) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
-    let record = deps.ledger.get(tenant, id, deps.clock.now()).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
-    Ok(api::json_response(StatusCode::OK, &DeliveryView::of(&record)))
+    let record = deps
+        .ledger
+        .get(tenant, id, deps.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    Ok(api::json_response(
+        StatusCode::OK,
+        &DeliveryView::of(&record),
+    ))
 }
 
 /// A forced task for a delivery that exists: same delivery id, so receivers dedupe.
@@ -73,7 +100,9 @@ async fn forced_task<P: Ports>(
     event_id: &EventId,
 ) -> Result<Option<DeliveryTask>, ApiError> {
     let deps = ports.deps();
-    let Some(event) = deps.events.load(tenant, event_id, deps.clock.now()).await? else { return Ok(None) };
+    let Some(event) = deps.events.load(tenant, event_id, deps.clock.now()).await? else {
+        return Ok(None);
+    };
     let mut task = DeliveryTask::new(tenant, subscription, &event);
     task.forced = true;
     Ok(Some(task))
@@ -86,15 +115,26 @@ async fn enqueue<P: Ports>(ports: &P, tasks: &[DeliveryTask]) -> Result<(), ApiE
     })
 }
 
-pub async fn retry<P: Ports>(ports: &P, tenant: &TenantId, id: &DeliveryId) -> Result<Response<Body>, ApiError> {
+pub async fn retry<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    id: &DeliveryId,
+) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
-    let record = deps.ledger.get(tenant, id, deps.clock.now()).await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    let record = deps
+        .ledger
+        .get(tenant, id, deps.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
     let task = forced_task(ports, tenant, &record.subscription_id, &record.event_id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::GONE, "gone", "the event is no longer kept"))?;
     enqueue(ports, std::slice::from_ref(&task)).await?;
     tracing::info!(tenant = %tenant, delivery_id = %id, "redelivery queued");
-    Ok(api::json_response(StatusCode::ACCEPTED, &json!({"delivery_id": id, "queued": true, "forced": true})))
+    Ok(api::json_response(
+        StatusCode::ACCEPTED,
+        &json!({"delivery_id": id, "queued": true, "forced": true}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,7 +153,8 @@ pub async fn replay<P: Ports>(
 ) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
     let input: Replay = api::json_body(request)?;
-    let since = parse_time("since", &input.since).map_err(|e| ApiError::unprocessable(e.message))?;
+    let since =
+        parse_time("since", &input.since).map_err(|e| ApiError::unprocessable(e.message))?;
     let until = input
         .until
         .as_deref()
@@ -128,8 +169,17 @@ pub async fn replay<P: Ports>(
         Some(raw) => parse_state("state", raw).map_err(|e| ApiError::unprocessable(e.message))?,
     };
     owned_subscription(&deps.subscriptions, tenant, id).await?;
-    let query = DeliveryQuery { state: Some(state), since: Some(since), until, limit: MAX_REPLAY, cursor: None };
-    let page = deps.ledger.list(tenant, id, &query, deps.clock.now()).await?;
+    let query = DeliveryQuery {
+        state: Some(state),
+        since: Some(since),
+        until,
+        limit: MAX_REPLAY,
+        cursor: None,
+    };
+    let page = deps
+        .ledger
+        .list(tenant, id, &query, deps.clock.now())
+        .await?;
     let mut tasks = Vec::with_capacity(page.items.len());
     for record in &page.items {
         if let Some(task) = forced_task(ports, tenant, id, &record.event_id).await? {
@@ -157,11 +207,19 @@ pub async fn send_test<P: Ports>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
-    let input: TestEvent = if request.body().is_empty() { TestEvent::default() } else { api::json_body(request)? };
+    let input: TestEvent = if request.body().is_empty() {
+        TestEvent::default()
+    } else {
+        api::json_body(request)?
+    };
     if let Some(data) = &input.data {
-        let size = serde_json::to_vec(data).map(|b| b.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(data)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_DATA_BYTES {
-            return Err(ApiError::too_large(format!("data: more than {MAX_DATA_BYTES} bytes")));
+            return Err(ApiError::too_large(format!(
+                "data: more than {MAX_DATA_BYTES} bytes"
+            )));
         }
     }
     let subscription = owned_subscription(&deps.subscriptions, tenant, id).await?;
@@ -171,12 +229,20 @@ pub async fn send_test<P: Ports>(
         event_type: EventType::parse(TEST_EVENT_TYPE).map_err(ApiError::unprocessable)?,
         occurred_at: now,
         data: input.data.unwrap_or_else(|| {
-            json!({"message": "A test event from Herald", "subscription_id": id}).as_object().cloned().unwrap_or_default()
+            json!({"message": "A test event from Herald", "subscription_id": id})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
         }),
         subject: None,
     };
     // Kept like any event, so the test delivery can be retried and inspected.
-    if deps.events.accept(tenant, &event, &event.fingerprint(), now).await? != Acceptance::New {
+    if deps
+        .events
+        .accept(tenant, &event, &event.fingerprint(), now)
+        .await?
+        != Acceptance::New
+    {
         return Err(ApiError::conflict("try again"));
     }
     let task = DeliveryTask::new(tenant, &subscription.id, &event);

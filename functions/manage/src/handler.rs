@@ -36,7 +36,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/deliveries/{id}/retry"),
 ];
 
-/// The ports manage needs, named once.
+/// The dependencies of one `Ports` implementation.
+pub type DepsOf<P> = ManageDeps<
+    <P as Ports>::S,
+    <P as Ports>::L,
+    <P as Ports>::E,
+    <P as Ports>::Q,
+    <P as Ports>::R,
+    <P as Ports>::C,
+>;
+
+/// The ports manage needs, named once so route functions take one type parameter.
 pub trait Ports {
     type S: SubscriptionStore;
     type L: DeliveryLedger;
@@ -44,7 +54,7 @@ pub trait Ports {
     type Q: DeliveryQueue;
     type R: Resolver;
     type C: Clock;
-    fn deps(&self) -> &ManageDeps<Self::S, Self::L, Self::E, Self::Q, Self::R, Self::C>;
+    fn deps(&self) -> &DepsOf<Self>;
 }
 
 impl<S, L, E, Q, R, C> Ports for ManageDeps<S, L, E, Q, R, C>
@@ -84,9 +94,15 @@ async fn route<P: Ports>(ports: &P, request: &Request) -> Result<Response<Body>,
     let subscription_id =
         |raw: &str| SubscriptionId::parse(raw).ok_or_else(|| ApiError::not_found("subscription"));
     match (segments.as_slice(), method) {
-        (["v1", "subscriptions"], Method::POST) => subscriptions::create(ports, &tenant()?, request).await,
-        (["v1", "subscriptions"], Method::GET) => subscriptions::list(ports, &tenant()?, request).await,
-        (["v1", "subscriptions", id], Method::GET) => subscriptions::get(ports, &tenant()?, &subscription_id(id)?).await,
+        (["v1", "subscriptions"], Method::POST) => {
+            subscriptions::create(ports, &tenant()?, request).await
+        }
+        (["v1", "subscriptions"], Method::GET) => {
+            subscriptions::list(ports, &tenant()?, request).await
+        }
+        (["v1", "subscriptions", id], Method::GET) => {
+            subscriptions::get(ports, &tenant()?, &subscription_id(id)?).await
+        }
         (["v1", "subscriptions", id], Method::PATCH) => {
             subscriptions::patch(ports, &tenant()?, &subscription_id(id)?, request).await
         }
@@ -113,7 +129,11 @@ async fn route<P: Ports>(ports: &P, request: &Request) -> Result<Response<Body>,
             let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
             deliveries::retry(ports, &tenant()?, &id).await
         }
-        (segments, _) if ROUTES.iter().any(|(_, template)| same_shape(template, segments)) => {
+        (segments, _)
+            if ROUTES
+                .iter()
+                .any(|(_, template)| same_shape(template, segments)) =>
+        {
             Err(ApiError::method_not_allowed())
         }
         _ => Err(ApiError::not_found("route")),
@@ -123,7 +143,11 @@ async fn route<P: Ports>(ports: &P, request: &Request) -> Result<Response<Body>,
 /// Whether a path fits a route template, `{…}` matching any one segment.
 fn same_shape(template: &str, segments: &[&str]) -> bool {
     let parts: Vec<&str> = template.split('/').skip(1).collect();
-    parts.len() == segments.len() && parts.iter().zip(segments).all(|(t, s)| t.starts_with('{') || t == s)
+    parts.len() == segments.len()
+        && parts
+            .iter()
+            .zip(segments)
+            .all(|(t, s)| t.starts_with('{') || t == s)
 }
 
 /// The caller's subscription, or 404.
@@ -132,17 +156,26 @@ pub(crate) async fn owned_subscription<S: SubscriptionStore>(
     tenant: &TenantId,
     id: &SubscriptionId,
 ) -> Result<herald_shared::subscription::Subscription, ApiError> {
-    store.get(tenant, id).await?.ok_or_else(|| ApiError::not_found("subscription"))
+    store
+        .get(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("subscription"))
 }
 
 /// A `limit` query parameter within 1..=max.
-pub(crate) fn limit_param(request: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn limit_param(
+    request: &Request,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match api::query_param(request, "limit") {
         None => Ok(default),
         Some(raw) => raw
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=max).contains(n))
-            .ok_or_else(|| ApiError::bad_request(format!("limit: must be a number from 1 to {max}"))),
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit: must be a number from 1 to {max}"))
+            }),
     }
 }

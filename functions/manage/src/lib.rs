@@ -32,10 +32,17 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsManage, ConfigEr
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     Ok(ManageDeps {
-        subscriptions: DynamoSubscriptionStore::new(dynamo.clone(), config.subscriptions_table.clone()),
+        subscriptions: DynamoSubscriptionStore::new(
+            dynamo.clone(),
+            config.subscriptions_table.clone(),
+        ),
         ledger: DynamoDeliveryLedger::new(dynamo.clone(), config.deliveries_table.clone()),
         events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
-        queue: SqsDeliveryQueue::new(sqs, config.delivery_queue_url.clone(), config.dead_letter_queue_url.clone()),
+        queue: SqsDeliveryQueue::new(
+            sqs,
+            config.delivery_queue_url.clone(),
+            config.dead_letter_queue_url.clone(),
+        ),
         resolver: SystemResolver,
         clock: SystemClock,
         tenant_claim: config.tenant_claim,

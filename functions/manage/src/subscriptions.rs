@@ -9,7 +9,8 @@ use herald_shared::ports::{Clock, StoreError, SubscriptionStore};
 use herald_shared::retry::parse_duration;
 use herald_shared::signing::WebhookSecret;
 use herald_shared::subscription::{
-    NewSubscription, SigningSecret, SubscriptionStatus, parse_description, parse_filter, parse_patterns,
+    NewSubscription, SigningSecret, SubscriptionStatus, parse_description, parse_filter,
+    parse_patterns,
 };
 use herald_shared::url_guard::{SubscriptionUrl, resolve_checked};
 use lambda_http::http::{StatusCode, header};
@@ -29,40 +30,75 @@ const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 async fn check_url<P: Ports>(ports: &P, raw: &str) -> Result<SubscriptionUrl, ApiError> {
     let deps = ports.deps();
-    let url = SubscriptionUrl::parse(raw, &deps.url_policy).map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
+    let url = SubscriptionUrl::parse(raw, &deps.url_policy)
+        .map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
     resolve_checked(&deps.resolver, &url, &deps.url_policy)
         .await
         .map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
     Ok(url)
 }
 
-pub async fn create<P: Ports>(ports: &P, tenant: &TenantId, request: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn create<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
     let input: NewSubscription = api::json_body(request)?;
     let url = input.url.clone();
     let subscription = input
-        .into_subscription(tenant.clone(), &deps.url_policy, deps.clock.now(), &mut rand::rng())
+        .into_subscription(
+            tenant.clone(),
+            &deps.url_policy,
+            deps.clock.now(),
+            &mut rand::rng(),
+        )
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     check_url(ports, &url).await?;
     deps.subscriptions.create(&subscription).await?;
     tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
-    Ok(api::json_response(StatusCode::CREATED, &SubscriptionView::with_secret(&subscription)))
+    Ok(api::json_response(
+        StatusCode::CREATED,
+        &SubscriptionView::with_secret(&subscription),
+    ))
 }
 
-pub async fn list<P: Ports>(ports: &P, tenant: &TenantId, request: &Request) -> Result<Response<Body>, ApiError> {
+pub async fn list<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
     let limit = limit_param(request, DEFAULT_PAGE, MAX_PAGE)?;
     let cursor = api::query_param(request, "cursor");
-    let page = ports.deps().subscriptions.list(tenant, limit, cursor.as_deref()).await?;
+    let page = ports
+        .deps()
+        .subscriptions
+        .list(tenant, limit, cursor.as_deref())
+        .await?;
     let data: Vec<_> = page.items.iter().map(SubscriptionView::of).collect();
-    Ok(api::json_response(StatusCode::OK, &json!({"data": data, "next_cursor": page.next})))
+    Ok(api::json_response(
+        StatusCode::OK,
+        &json!({"data": data, "next_cursor": page.next}),
+    ))
 }
 
-pub async fn get<P: Ports>(ports: &P, tenant: &TenantId, id: &SubscriptionId) -> Result<Response<Body>, ApiError> {
+pub async fn get<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+) -> Result<Response<Body>, ApiError> {
     let subscription = owned_subscription(&ports.deps().subscriptions, tenant, id).await?;
-    Ok(api::json_response(StatusCode::OK, &SubscriptionView::of(&subscription)))
+    Ok(api::json_response(
+        StatusCode::OK,
+        &SubscriptionView::of(&subscription),
+    ))
 }
 
-pub async fn delete<P: Ports>(ports: &P, tenant: &TenantId, id: &SubscriptionId) -> Result<Response<Body>, ApiError> {
+pub async fn delete<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+) -> Result<Response<Body>, ApiError> {
     if !ports.deps().subscriptions.delete(tenant, id).await? {
         return Err(ApiError::not_found("subscription"));
     }
@@ -93,14 +129,18 @@ struct SubscriptionPatch {
 
 /// The version named by `If-Match` (`3` or `"3"`), if any.
 fn if_match(request: &Request) -> Result<Option<u64>, ApiError> {
-    let Some(value) = request.headers().get(header::IF_MATCH) else { return Ok(None) };
+    let Some(value) = request.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     value
         .to_str()
         .ok()
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.parse().ok())
         .map(Some)
-        .ok_or_else(|| ApiError::bad_request("If-Match: must be the subscription's version, like \"3\""))
+        .ok_or_else(|| {
+            ApiError::bad_request("If-Match: must be the subscription's version, like \"3\"")
+        })
 }
 
 pub async fn patch<P: Ports>(
@@ -115,19 +155,24 @@ pub async fn patch<P: Ports>(
     let mut subscription = owned_subscription(&deps.subscriptions, tenant, id).await?;
     let read_version = subscription.version;
     if expected.is_some_and(|v| v != read_version) {
-        return Err(ApiError::conflict(format!("the subscription is at version {read_version}")));
+        return Err(ApiError::conflict(format!(
+            "the subscription is at version {read_version}"
+        )));
     }
     if let Some(url) = &input.url {
         subscription.url = check_url(ports, url).await?;
     }
     if let Some(description) = input.description {
-        subscription.description = parse_description(Some(description)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        subscription.description = parse_description(Some(description))
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     if let Some(patterns) = &input.event_types {
-        subscription.event_types = parse_patterns(patterns).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        subscription.event_types =
+            parse_patterns(patterns).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     if let Some(filter) = input.filter {
-        subscription.filter = parse_filter(Some(filter)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        subscription.filter =
+            parse_filter(Some(filter)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     if let Some(format) = input.format {
         subscription.format = format;
@@ -139,7 +184,9 @@ pub async fn patch<P: Ports>(
             subscription.disabled_reason = None;
             subscription.disabled_at = None;
         }
-        Some(SubscriptionStatus::Disabled) if subscription.status != SubscriptionStatus::Disabled => {
+        Some(SubscriptionStatus::Disabled)
+            if subscription.status != SubscriptionStatus::Disabled =>
+        {
             subscription.status = SubscriptionStatus::Disabled;
             subscription.disabled_reason = Some("disabled through the API".into());
             subscription.disabled_at = Some(now);
@@ -150,11 +197,18 @@ pub async fn patch<P: Ports>(
     subscription.updated_at = now;
     match deps.subscriptions.update(&subscription, read_version).await {
         Ok(()) => {}
-        Err(StoreError::Conflict) => return Err(ApiError::conflict("the subscription changed meanwhile; read it again")),
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::conflict(
+                "the subscription changed meanwhile; read it again",
+            ));
+        }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(tenant = %tenant, subscription = %id, version = subscription.version, "subscription changed");
-    Ok(api::json_response(StatusCode::OK, &SubscriptionView::of(&subscription)))
+    Ok(api::json_response(
+        StatusCode::OK,
+        &SubscriptionView::of(&subscription),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,10 +225,15 @@ pub async fn rotate<P: Ports>(
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
-    let input: Rotation = if request.body().is_empty() { Rotation::default() } else { api::json_body(request)? };
+    let input: Rotation = if request.body().is_empty() {
+        Rotation::default()
+    } else {
+        api::json_body(request)?
+    };
     let grace = match input.grace_period {
         None => DEFAULT_GRACE,
-        Some(raw) => parse_duration(&raw).map_err(|e| ApiError::unprocessable(format!("grace_period: {e}")))?,
+        Some(raw) => parse_duration(&raw)
+            .map_err(|e| ApiError::unprocessable(format!("grace_period: {e}")))?,
     };
     if grace > MAX_GRACE {
         return Err(ApiError::unprocessable("grace_period: at most 7d"));
@@ -188,17 +247,30 @@ pub async fn rotate<P: Ports>(
         .secrets
         .into_iter()
         .filter(|s| s.expires_at.is_none_or(|at| at > now))
-        .map(|s| SigningSecret { expires_at: Some(s.expires_at.map_or(until, |at| at.min(until))), ..s })
+        .map(|s| SigningSecret {
+            expires_at: Some(s.expires_at.map_or(until, |at| at.min(until))),
+            ..s
+        })
         .filter(|s| s.expires_at.is_some_and(|at| at > now))
         .collect();
     let fresh = WebhookSecret::generate(&mut rand::rng());
-    secrets.insert(0, SigningSecret { secret: fresh.clone(), expires_at: None });
+    secrets.insert(
+        0,
+        SigningSecret {
+            secret: fresh.clone(),
+            expires_at: None,
+        },
+    );
     subscription.secrets = secrets;
     subscription.version = read_version + 1;
     subscription.updated_at = now;
     match deps.subscriptions.update(&subscription, read_version).await {
         Ok(()) => {}
-        Err(StoreError::Conflict) => return Err(ApiError::conflict("the subscription changed meanwhile; try again")),
+        Err(StoreError::Conflict) => {
+            return Err(ApiError::conflict(
+                "the subscription changed meanwhile; try again",
+            ));
+        }
         Err(e) => return Err(e.into()),
     }
     tracing::info!(tenant = %tenant, subscription = %id, "secret rotated");

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use chrono::Utc;
 use herald_manage::{ManageDeps, handle};
 use herald_shared::memory::{
-    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
+    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
+    InMemorySubscriptionStore,
 };
 use herald_shared::url_guard::{Resolver, UrlPolicy};
 use lambda_http::{Body, Request, Response};

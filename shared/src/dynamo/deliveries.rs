@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use super::{Item, get_n, get_s, n, s, time, unavailable};
 use crate::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
-use crate::ports::{AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError};
+use crate::ports::{
+    AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError,
+};
 
 /// The index of deliveries by subscription and creation time.
 pub const BY_SUBSCRIPTION: &str = "by-subscription";
@@ -23,15 +25,25 @@ fn encode_cursor(record: &DeliveryRecord) -> String {
 }
 
 /// A listing cursor back into the index's key; only keys of this tenant's subscription.
-fn decode_cursor(cursor: &str, tenant: &TenantId, subscription: &SubscriptionId) -> Result<Item, StoreError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::InvalidCursor)?;
-    let (id, created_at): (String, String) = serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
+fn decode_cursor(
+    cursor: &str,
+    tenant: &TenantId,
+    subscription: &SubscriptionId,
+) -> Result<Item, StoreError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::InvalidCursor)?;
+    let (id, created_at): (String, String) =
+        serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
     if DeliveryId::parse(&id).is_none() || DateTime::parse_from_rfc3339(&created_at).is_err() {
         return Err(StoreError::InvalidCursor);
     }
     Ok(Item::from([
         ("id".to_owned(), s(id)),
-        ("subscription_key".to_owned(), s(format!("{tenant}#{subscription}"))),
+        (
+            "subscription_key".to_owned(),
+            s(format!("{tenant}#{subscription}")),
+        ),
         ("created_at".to_owned(), s(created_at)),
     ]))
 }
@@ -271,7 +283,11 @@ impl DeliveryLedger for DynamoDeliveryLedger {
     ) -> Result<Page<DeliveryRecord>, StoreError> {
         let limit = query.limit.clamp(1, 1000);
         let mut key_condition = "subscription_key = :key".to_owned();
-        let filter = if query.state.is_some() { "expires_at > :now AND #state = :state" } else { "expires_at > :now" };
+        let filter = if query.state.is_some() {
+            "expires_at > :now AND #state = :state"
+        } else {
+            "expires_at > :now"
+        };
         let mut request = self
             .client
             .query()
@@ -293,13 +309,16 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             request = request.expression_attribute_values(":until", s(time(until)));
         }
         match (query.since, query.until) {
-            (Some(_), Some(_)) => key_condition.push_str(" AND created_at BETWEEN :since AND :until"),
+            (Some(_), Some(_)) => {
+                key_condition.push_str(" AND created_at BETWEEN :since AND :until")
+            }
             (Some(_), None) => key_condition.push_str(" AND created_at >= :since"),
             (None, Some(_)) => key_condition.push_str(" AND created_at < :until"),
             (None, None) => {}
         }
         if let Some(cursor) = &query.cursor {
-            request = request.set_exclusive_start_key(Some(decode_cursor(cursor, tenant, subscription)?));
+            request =
+                request.set_exclusive_start_key(Some(decode_cursor(cursor, tenant, subscription)?));
         }
         let request = request.key_condition_expression(key_condition);
         // Filters apply after the read: keep reading until the page is full or the index ends.
@@ -325,7 +344,11 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         if let Some(until) = query.until {
             items.retain(|r| r.created_at < until);
         }
-        let next = if more { items.last().map(encode_cursor) } else { None };
+        let next = if more {
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
         Ok(Page { items, next })
     }
 

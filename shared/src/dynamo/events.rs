@@ -75,7 +75,12 @@ impl EventLog for DynamoEventLog {
         }
     }
 
-    async fn load(&self, tenant: &TenantId, id: &EventId, now: DateTime<Utc>) -> Result<Option<Event>, StoreError> {
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Event>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -86,7 +91,9 @@ impl EventLog for DynamoEventLog {
             .await
             .map_err(unavailable)?;
         match output.item() {
-            Some(item) if get_n(item, "expires_at").is_some_and(|at| at > now.timestamp()) => from_doc(item).map(Some),
+            Some(item) if get_n(item, "expires_at").is_some_and(|at| at > now.timestamp()) => {
+                from_doc(item).map(Some)
+            }
             _ => Ok(None),
         }
     }

@@ -153,7 +153,11 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         Ok(Page { items, next })
     }
 
-    async fn update(&self, subscription: &Subscription, expected_version: u64) -> Result<(), StoreError> {
+    async fn update(
+        &self,
+        subscription: &Subscription,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .put_item()
@@ -166,7 +170,12 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => {
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
                 Err(StoreError::Conflict)
             }
             Err(e) => Err(unavailable(e)),
@@ -216,7 +225,9 @@ impl SubscriptionStore for DynamoSubscriptionStore {
     ) -> Result<(), StoreError> {
         // Read, change, write back only if nobody changed it meanwhile (optimistic concurrency).
         for _ in 0..5 {
-            let Some(mut subscription) = self.get(tenant, id).await? else { return Ok(()) };
+            let Some(mut subscription) = self.get(tenant, id).await? else {
+                return Ok(());
+            };
             if subscription.status == SubscriptionStatus::Disabled {
                 return Ok(());
             }
