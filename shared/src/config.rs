@@ -105,6 +105,36 @@ pub fn retry_policy(env: &dyn Source) -> Result<RetryPolicy, ConfigError> {
     })
 }
 
+/// The deployment's asymmetric keys: `HERALD_ED25519_SIGNING_KEY` (`whsk_…`),
+/// `HERALD_RSA_SIGNING_KEY` (PEM), and the RSA headers' names (`HERALD_RSA_SHA512_HEADER`,
+/// `HERALD_RSA_MD5_HEADER`). All optional.
+pub fn signing_keys(env: &dyn Source) -> Result<crate::keys::SigningKeys, ConfigError> {
+    use crate::keys::{DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, KeyError, SigningKeys};
+    let sha512 = env
+        .get("HERALD_RSA_SHA512_HEADER")
+        .unwrap_or_else(|| DEFAULT_RSA_SHA512_HEADER.into());
+    let md5 = env
+        .get("HERALD_RSA_MD5_HEADER")
+        .unwrap_or_else(|| DEFAULT_RSA_MD5_HEADER.into());
+    SigningKeys::new(
+        env.get("HERALD_ED25519_SIGNING_KEY").as_deref(),
+        env.get("HERALD_RSA_SIGNING_KEY").as_deref(),
+        &sha512,
+        &md5,
+    )
+    .map_err(|e| {
+        let name = match e {
+            KeyError::Ed25519 => "HERALD_ED25519_SIGNING_KEY",
+            KeyError::Rsa => "HERALD_RSA_SIGNING_KEY",
+            KeyError::HeaderName => "HERALD_RSA_SHA512_HEADER",
+        };
+        ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        }
+    })
+}
+
 /// How long delivery records and event acceptance records are kept (`HERALD_RETENTION`, 30d).
 pub fn retention(env: &dyn Source) -> Result<Duration, ConfigError> {
     duration(env, "HERALD_RETENTION", Duration::from_secs(30 * 86_400))

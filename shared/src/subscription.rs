@@ -1,5 +1,7 @@
 //! Subscriptions: where a tenant wants which events sent, and how.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -10,11 +12,52 @@ use crate::filter::EventFilter;
 use crate::format::BodyFormat;
 use crate::ids::{SubscriptionId, TenantId};
 use crate::pattern::{self, EventTypePattern, MAX_PATTERNS};
+use crate::selection::Selection;
 use crate::signing::WebhookSecret;
 use crate::url_guard::{SubscriptionUrl, UrlPolicy};
 
 /// Longest description kept.
 pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// Most custom headers a subscription may send.
+pub const MAX_HEADERS: usize = 20;
+const MAX_HEADER_NAME_LEN: usize = 64;
+const MAX_HEADER_VALUE_LEN: usize = 1024;
+/// Header names Herald sets itself; the RSA signature headers are added per deployment.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "host",
+    "user-agent",
+    "idempotency-key",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+/// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureOptions {
+    /// A `v1a,` ed25519 entry in `webhook-signature`.
+    #[serde(default)]
+    pub ed25519: bool,
+    /// SHA512withRSA and MD5withRSA signatures of the body in their own headers.
+    #[serde(default)]
+    pub rsa: bool,
+}
+
+impl SignatureOptions {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,6 +86,13 @@ pub struct Subscription {
     pub filter: Option<EventFilter>,
     #[serde(default)]
     pub format: BodyFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+    /// Sent with every delivery; names are lower-case.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "SignatureOptions::is_default")]
+    pub signatures: SignatureOptions,
     /// Current secret first, then previous ones still in their grace period.
     pub secrets: Vec<SigningSecret>,
     pub status: SubscriptionStatus,
@@ -85,6 +135,109 @@ pub struct NewSubscription {
     pub filter: Option<Value>,
     #[serde(default)]
     pub format: Option<BodyFormat>,
+    #[serde(default)]
+    pub selection: Option<String>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub signatures: Option<SignatureOptions>,
+}
+
+/// What a deployment can offer a subscription: its reserved header names and keys.
+#[derive(Clone, Debug, Default)]
+pub struct Offer {
+    pub reserved_headers: Vec<String>,
+    pub ed25519: bool,
+    pub rsa: bool,
+}
+
+pub fn parse_selection(raw: Option<String>) -> Result<Option<Selection>, FieldError> {
+    match raw {
+        None => Ok(None),
+        Some(text) if text.trim().is_empty() => Ok(None),
+        Some(text) => Selection::parse(&text)
+            .map(Some)
+            .map_err(|r| FieldError::new("selection", r)),
+    }
+}
+
+/// Custom headers: at most 20, token names that Herald does not set itself, values
+/// without control characters (no CR/LF: no header injection).
+pub fn parse_headers(
+    raw: BTreeMap<String, String>,
+    offer: &Offer,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    if raw.len() > MAX_HEADERS {
+        return Err(FieldError::new(
+            "headers",
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    let mut headers = BTreeMap::new();
+    for (name, value) in raw {
+        let lower = name.to_ascii_lowercase();
+        let field = format!("headers.{name}");
+        let token = !lower.is_empty()
+            && lower.len() <= MAX_HEADER_NAME_LEN
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "a header name is 1 to {MAX_HEADER_NAME_LEN} letters, digits or !#$%&'*+-.^_`|~"
+                ),
+            ));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || lower.starts_with("webhook-")
+            || offer
+                .reserved_headers
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&lower))
+        {
+            return Err(FieldError::new(
+                field,
+                "is set by Herald and cannot be replaced",
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE_LEN || value.chars().any(|c| c.is_control() && c != '\t')
+        {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "a value is at most {MAX_HEADER_VALUE_LEN} bytes with no control characters (no CR or LF)"
+                ),
+            ));
+        }
+        if headers.insert(lower, value).is_some() {
+            return Err(FieldError::new(
+                field,
+                "appears twice (names are case-insensitive)",
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+pub fn check_signatures(
+    options: SignatureOptions,
+    offer: &Offer,
+) -> Result<SignatureOptions, FieldError> {
+    if options.ed25519 && !offer.ed25519 {
+        return Err(FieldError::new(
+            "signatures.ed25519",
+            "this deployment has no ed25519 signing key",
+        ));
+    }
+    if options.rsa && !offer.rsa {
+        return Err(FieldError::new(
+            "signatures.rsa",
+            "this deployment has no RSA signing key",
+        ));
+    }
+    Ok(options)
 }
 
 /// A refused field and why, for a 422.
@@ -153,6 +306,7 @@ impl NewSubscription {
         self,
         tenant: TenantId,
         policy: &UrlPolicy,
+        offer: &Offer,
         now: DateTime<Utc>,
         rng: &mut impl Rng,
     ) -> Result<Subscription, FieldError> {
@@ -161,6 +315,9 @@ impl NewSubscription {
         let event_types = parse_patterns(&self.event_types)?;
         let filter = parse_filter(self.filter)?;
         let description = parse_description(self.description)?;
+        let selection = parse_selection(self.selection)?;
+        let headers = parse_headers(self.headers.unwrap_or_default(), offer)?;
+        let signatures = check_signatures(self.signatures.unwrap_or_default(), offer)?;
         Ok(Subscription {
             tenant,
             id: SubscriptionId::generate(now, rng),
@@ -169,6 +326,9 @@ impl NewSubscription {
             event_types,
             filter,
             format: self.format.unwrap_or_default(),
+            selection,
+            headers,
+            signatures,
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::generate(rng),
                 expires_at: None,
@@ -180,5 +340,75 @@ impl NewSubscription {
             created_at: now,
             updated_at: now,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Result<BTreeMap<String, String>, FieldError> {
+        let offer = Offer {
+            reserved_headers: vec!["fluent-signature".into(), "flex.signature".into()],
+            ..Offer::default()
+        };
+        parse_headers(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            &offer,
+        )
+    }
+
+    #[test]
+    fn custom_headers_are_checked() {
+        let ok = headers(&[("X-Api-Key", "abc"), ("x-tenant", "t 1")]).unwrap();
+        assert_eq!(ok.get("x-api-key").map(String::as_str), Some("abc"));
+        for (name, value, why) in [
+            ("Content-Type", "text/plain", "set by Herald"),
+            ("webhook-id", "x", "set by Herald"),
+            ("Idempotency-Key", "x", "set by Herald"),
+            ("Flex.Signature", "x", "set by Herald"),
+            ("bad name", "x", "a header name"),
+            ("x-a", "line\r\nInjected: yes", "no CR or LF"),
+        ] {
+            let err = headers(&[(name, value)]).unwrap_err();
+            assert!(err.reason.contains(why), "{name}: {err}");
+        }
+        let many: Vec<(String, String)> = (0..21).map(|i| (format!("x-{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(headers(&many).is_err());
+        assert!(headers(&[("X-A", "1"), ("x-a", "2")]).is_err());
+    }
+
+    #[test]
+    fn signatures_need_the_deployments_keys() {
+        let none = Offer::default();
+        assert!(
+            check_signatures(
+                SignatureOptions {
+                    ed25519: true,
+                    rsa: false
+                },
+                &none
+            )
+            .is_err()
+        );
+        let both = Offer {
+            ed25519: true,
+            rsa: true,
+            ..Offer::default()
+        };
+        assert!(
+            check_signatures(
+                SignatureOptions {
+                    ed25519: true,
+                    rsa: true
+                },
+                &both
+            )
+            .is_ok()
+        );
     }
 }

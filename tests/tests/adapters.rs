@@ -29,6 +29,9 @@ fn subscription(tenant_name: &str, at: DateTime<Utc>) -> Subscription {
         event_types: vec![herald_shared::pattern::EventTypePattern::parse("*").unwrap()],
         filter: None,
         format: Default::default(),
+        selection: None,
+        headers: Default::default(),
+        signatures: Default::default(),
         secrets: vec![SigningSecret {
             secret: WebhookSecret::generate(&mut rng),
             expires_at: None,

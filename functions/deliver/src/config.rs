@@ -6,7 +6,7 @@ use herald_shared::config::{self, ConfigError, Source};
 use herald_shared::retry::RetryPolicy;
 use herald_shared::url_guard::UrlPolicy;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DeliverConfig {
     pub subscriptions_table: String,
     pub deliveries_table: String,
@@ -21,6 +21,7 @@ pub struct DeliverConfig {
     /// How many records of a batch are delivered at once.
     pub concurrency: usize,
     pub retention: Duration,
+    pub keys: herald_shared::keys::SigningKeys,
 }
 
 impl DeliverConfig {
@@ -52,6 +53,7 @@ impl DeliverConfig {
             )?,
             concurrency: config::number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
             retention: config::retention(env)?,
+            keys: config::signing_keys(env)?,
         })
     }
 }

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use herald_shared::delivery::{Attempt, AttemptError, DeliveryState, DeliveryTask, decode_message};
 use herald_shared::format;
 use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::keys::SigningKeys;
 use herald_shared::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue,
     OutgoingWebhook, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
@@ -35,6 +36,7 @@ pub struct DeliverSettings {
     /// How long a claim keeps other copies of a message away: the timeout and a margin.
     pub lease: Duration,
     pub retention: Duration,
+    pub keys: std::sync::Arc<SigningKeys>,
 }
 
 impl From<DeliverConfig> for DeliverSettings {
@@ -45,6 +47,7 @@ impl From<DeliverConfig> for DeliverSettings {
             concurrency: c.concurrency,
             lease: c.timeout + Duration::from_secs(30),
             retention: c.retention,
+            keys: std::sync::Arc::new(c.keys),
         }
     }
 }
@@ -233,7 +236,7 @@ where
 
     let number = record.attempt_count() + 1;
     report.attempt = Some(number);
-    let webhook = build_webhook(task, subscription, &settings.idempotency_key_prefix, now);
+    let webhook = build_webhook(task, subscription, settings, now);
     let outcome = deps.sender.send(webhook).await;
     let attempt = attempt_of(number, now, task.forced, &outcome);
     report.status = attempt.status;
@@ -339,14 +342,35 @@ where
 fn build_webhook(
     task: &DeliveryTask,
     subscription: &Subscription,
-    prefix: &str,
+    settings: &DeliverSettings,
     now: DateTime<Utc>,
 ) -> OutgoingWebhook {
-    let body = format::render(&task.event, subscription.format);
+    let ctx = format::RenderContext {
+        tenant: &task.tenant,
+        delivery_id: &task.delivery_id,
+    };
+    let body = format::render(
+        &task.event,
+        subscription.format,
+        subscription.selection.as_ref(),
+        &ctx,
+    );
     let timestamp = now.timestamp();
     let id = task.delivery_id.as_str();
-    let signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);
-    let headers = vec![
+    let mut signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);
+    if subscription.signatures.ed25519
+        && let Some(entry) = settings.keys.ed25519_entry(id, timestamp, &body)
+    {
+        signature.push(' ');
+        signature.push_str(&entry);
+    }
+    // Custom headers first: Herald's own are added after them and were refused as names.
+    let mut headers: Vec<(String, String)> = subscription
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    headers.extend([
         ("content-type".to_owned(), "application/json".to_owned()),
         (
             "user-agent".to_owned(),
@@ -355,8 +379,14 @@ fn build_webhook(
         ("webhook-id".to_owned(), id.to_owned()),
         ("webhook-timestamp".to_owned(), timestamp.to_string()),
         ("webhook-signature".to_owned(), signature),
-        ("idempotency-key".to_owned(), format!("{prefix}{id}")),
-    ];
+        (
+            "idempotency-key".to_owned(),
+            format!("{}{id}", settings.idempotency_key_prefix),
+        ),
+    ]);
+    if subscription.signatures.rsa {
+        headers.extend(settings.keys.rsa_headers(&body));
+    }
     OutgoingWebhook {
         url: subscription.url.clone(),
         headers,

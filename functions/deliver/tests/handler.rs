@@ -44,6 +44,7 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
             concurrency: 10,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
+            keys: Default::default(),
         },
     }
 }
@@ -60,6 +61,9 @@ async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
             event_types: vec![EventTypePattern::parse("order.*").unwrap()],
             filter: None,
             format: BodyFormat::Standard,
+            selection: None,
+            headers: Default::default(),
+            signatures: Default::default(),
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::parse(SECRET).unwrap(),
                 expires_at: None,

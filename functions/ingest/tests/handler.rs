@@ -59,6 +59,9 @@ async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> Subscription
             .collect(),
         filter: None,
         format: BodyFormat::Standard,
+        selection: None,
+        headers: Default::default(),
+        signatures: Default::default(),
         secrets: vec![SigningSecret {
             secret: WebhookSecret::generate(&mut rng),
             expires_at: None,

@@ -3,7 +3,7 @@
 use herald_shared::config::{self, ConfigError, Source};
 use herald_shared::url_guard::UrlPolicy;
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ManageConfig {
     pub subscriptions_table: String,
     pub deliveries_table: String,
@@ -13,6 +13,7 @@ pub struct ManageConfig {
     pub tenant_claim: String,
     pub url_policy: UrlPolicy,
     pub retention: std::time::Duration,
+    pub keys: herald_shared::keys::SigningKeys,
 }
 
 impl ManageConfig {
@@ -26,6 +27,7 @@ impl ManageConfig {
             tenant_claim: config::tenant_claim(env),
             url_policy: config::url_policy(env)?,
             retention: config::retention(env)?,
+            keys: config::signing_keys(env)?,
         })
     }
 }

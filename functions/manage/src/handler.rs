@@ -16,6 +16,8 @@ pub struct ManageDeps<S, L, E, Q, R, C> {
     pub events: E,
     pub queue: Q,
     pub resolver: R,
+    /// The deployment's asymmetric keys; manage shows the public halves.
+    pub keys: std::sync::Arc<herald_shared::keys::SigningKeys>,
     pub clock: C,
     pub tenant_claim: String,
     pub url_policy: UrlPolicy,
@@ -34,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/subscriptions/{id}/replay"),
     ("GET", "/v1/deliveries/{id}"),
     ("POST", "/v1/deliveries/{id}/retry"),
+    ("GET", "/v1/signing-keys"),
 ];
 
 /// The dependencies of one `Ports` implementation.
@@ -129,6 +132,13 @@ async fn route<P: Ports>(ports: &P, request: &Request) -> Result<Response<Body>,
             let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
             deliveries::retry(ports, &tenant()?, &id).await
         }
+        (["v1", "signing-keys"], Method::GET) => {
+            tenant()?;
+            Ok(api::json_response(
+                lambda_http::http::StatusCode::OK,
+                &deps.keys.public(),
+            ))
+        }
         (segments, _)
             if ROUTES
                 .iter()
@@ -160,6 +170,16 @@ pub(crate) async fn owned_subscription<S: SubscriptionStore>(
         .get(tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found("subscription"))
+}
+
+/// What this deployment offers a subscription.
+pub(crate) fn offer<P: Ports>(ports: &P) -> herald_shared::subscription::Offer {
+    let keys = &ports.deps().keys;
+    herald_shared::subscription::Offer {
+        reserved_headers: keys.rsa_header_names(),
+        ed25519: keys.has_ed25519(),
+        rsa: keys.has_rsa(),
+    }
 }
 
 /// A `limit` query parameter within 1..=max.

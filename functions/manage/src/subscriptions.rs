@@ -9,8 +9,8 @@ use herald_shared::ports::{Clock, StoreError, SubscriptionStore};
 use herald_shared::retry::parse_duration;
 use herald_shared::signing::WebhookSecret;
 use herald_shared::subscription::{
-    NewSubscription, SigningSecret, SubscriptionStatus, parse_description, parse_filter,
-    parse_patterns,
+    NewSubscription, SignatureOptions, SigningSecret, SubscriptionStatus, check_signatures,
+    parse_description, parse_filter, parse_headers, parse_patterns, parse_selection,
 };
 use herald_shared::url_guard::{SubscriptionUrl, resolve_checked};
 use lambda_http::http::{StatusCode, header};
@@ -18,7 +18,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::handler::{Ports, limit_param, owned_subscription};
+use crate::handler::{Ports, limit_param, offer, owned_subscription};
 use crate::views::SubscriptionView;
 
 /// Most items one list call returns.
@@ -50,6 +50,7 @@ pub async fn create<P: Ports>(
         .into_subscription(
             tenant.clone(),
             &deps.url_policy,
+            &offer(ports),
             deps.clock.now(),
             &mut rand::rng(),
         )
@@ -122,6 +123,12 @@ struct SubscriptionPatch {
     #[serde(default, deserialize_with = "present")]
     filter: Option<Value>,
     format: Option<BodyFormat>,
+    /// A selection set; `null` or `""` removes it.
+    #[serde(default, deserialize_with = "present")]
+    selection: Option<Value>,
+    /// Replaces every custom header; `{}` removes them.
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    signatures: Option<SignatureOptions>,
     status: Option<SubscriptionStatus>,
     /// The version the change is based on; `If-Match` may say it instead.
     version: Option<u64>,
@@ -176,6 +183,28 @@ pub async fn patch<P: Ports>(
     }
     if let Some(format) = input.format {
         subscription.format = format;
+    }
+    match input.selection {
+        None => {}
+        Some(Value::Null) => subscription.selection = None,
+        Some(Value::String(text)) => {
+            subscription.selection =
+                parse_selection(Some(text)).map_err(|e| ApiError::unprocessable(e.to_string()))?
+        }
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "selection: must be a selection set like `{ id status }`, or null",
+            ));
+        }
+    }
+    let offered = offer(ports);
+    if let Some(headers) = input.headers {
+        subscription.headers =
+            parse_headers(headers, &offered).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
+    if let Some(signatures) = input.signatures {
+        subscription.signatures = check_signatures(signatures, &offered)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     let now = deps.clock.now();
     match input.status {

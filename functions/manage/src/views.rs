@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use herald_shared::filter::EventFilter;
 use herald_shared::format::BodyFormat;
-use herald_shared::subscription::{Subscription, SubscriptionStatus};
+use herald_shared::subscription::{SignatureOptions, Subscription, SubscriptionStatus};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -16,6 +16,10 @@ pub struct SubscriptionView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<&'a EventFilter>,
     pub format: BodyFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<&'a str>,
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+    pub signatures: SignatureOptions,
     pub status: SubscriptionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<&'a str>,
@@ -37,6 +41,9 @@ impl<'a> SubscriptionView<'a> {
             event_types: s.event_types.iter().map(|p| p.as_str()).collect(),
             filter: s.filter.as_ref(),
             format: s.format,
+            selection: s.selection.as_ref().map(|x| x.as_str()),
+            headers: &s.headers,
+            signatures: s.signatures,
             status: s.status,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,

@@ -44,6 +44,7 @@ fn deps() -> Deps {
         events: InMemoryEventLog::default(),
         queue: InMemoryDeliveryQueue::default(),
         resolver: TestResolver,
+        keys: Default::default(),
         clock: FixedClock::at(Utc::now()),
         tenant_claim: "tenant".into(),
         url_policy: UrlPolicy::default(),

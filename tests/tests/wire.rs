@@ -1,0 +1,262 @@
+//! Each seed's wire contract on real deliveries: formats, selections, custom headers, and
+//! signatures verified by libraries Herald did not write (`standardwebhooks` for `v1`,
+//! `cryptography` for ed25519 and both RSA signatures).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use herald_tests::herald::TestHerald;
+use herald_tests::receiver::{Recorded, Script, TestReceiver};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs tests/verify/verify.py on a recorded delivery; returns whether it verified, and
+/// what it said.
+async fn verify(request: &Recorded, secrets: &[&str], keys: Option<&Value>) -> (bool, String) {
+    let python = root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run the tests with `make test`, which sets up .venv"
+    );
+    let input = json!({
+        "body": base64::engine::general_purpose::STANDARD.encode(&request.body),
+        "headers": request.headers,
+        "secrets": secrets,
+        "keys": keys,
+    });
+    let mut child = tokio::process::Command::new(python)
+        .arg(root().join("tests/verify/verify.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+async fn keyed_herald() -> TestHerald {
+    let ed25519 = herald_shared::keys::generate_ed25519(&mut rand::rng());
+    let rsa = std::fs::read_to_string(root().join("shared/testdata/rsa-2048.pem")).unwrap();
+    TestHerald::start(&[
+        ("HERALD_ED25519_SIGNING_KEY", &ed25519),
+        ("HERALD_RSA_SIGNING_KEY", &rsa),
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn every_signature_verifies_with_independent_libraries_during_a_rotation_too() {
+    let herald = keyed_herald().await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let body = json!({
+        "url": receiver.url(), "event_types": ["*"],
+        "signatures": {"ed25519": true, "rsa": true},
+        "headers": {"X-Api-Key": "k-123", "X-Team": "fulfilment"}
+    });
+    let (status, created) = herald
+        .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (id, old) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    );
+    let (status, keys) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(keys["ed25519"].as_str().unwrap().starts_with("whpk_"));
+    assert_eq!(keys["rsa_sha512_header"], "fluent-signature");
+
+    herald
+        .publish(
+            "acme",
+            json!({"type": "order.shipped", "data": {"order_id": "o-1"}}),
+        )
+        .await;
+    let first = receiver.wait_for(1, PATIENCE).await.remove(0);
+    assert_eq!(first.header("x-api-key"), "k-123");
+    assert_eq!(first.header("x-team"), "fulfilment");
+    let (ok, said) = verify(&first, &[&old], Some(&keys)).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("v1a ed25519 verified") && said.contains("flex.signature verified"),
+        "{said}"
+    );
+
+    // A tampered body must fail, or the check above proves nothing.
+    let mut tampered = first.clone();
+    tampered.body = br#"{"forged":true}"#.to_vec();
+    assert!(!verify(&tampered, &[&old], None).await.0);
+    assert!(!verify(&tampered, &[], Some(&keys)).await.0);
+
+    let rotate = format!("/v1/subscriptions/{id}/secret/rotate");
+    let (_, rotated) = herald
+        .call(
+            "POST",
+            &rotate,
+            Some("acme"),
+            Some(&json!({"grace_period": "1h"})),
+        )
+        .await;
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    herald
+        .publish(
+            "acme",
+            json!({"type": "order.shipped", "data": {"order_id": "o-2"}}),
+        )
+        .await;
+    let second = receiver.wait_for(2, PATIENCE).await.remove(1);
+    let (ok, said) = verify(&second, &[&old, &new], Some(&keys)).await;
+    assert!(ok, "both secrets verify during the grace period: {said}");
+    herald.shutdown().await;
+}
+
+#[tokio::test]
+async fn reserved_or_malformed_headers_and_bad_selections_are_refused() {
+    let herald = TestHerald::start(&[]).await;
+    let cases = [
+        (
+            json!({"headers": {"Webhook-Id": "x"}}),
+            "headers.Webhook-Id",
+        ),
+        (
+            json!({"headers": {"Idempotency-Key": "x"}}),
+            "headers.Idempotency-Key",
+        ),
+        (
+            json!({"headers": {"fluent-signature": "x"}}),
+            "headers.fluent-signature",
+        ),
+        (
+            json!({"headers": {"X-A": "a\r\nInjected: 1"}}),
+            "no CR or LF",
+        ),
+        (json!({"headers": {"bad name": "x"}}), "headers.bad name"),
+        (json!({"selection": "{ id "}), "selection: does not parse"),
+        (
+            json!({"signatures": {"ed25519": true}}),
+            "no ed25519 signing key",
+        ),
+    ];
+    for (extra, why) in cases {
+        let mut body = json!({"url": "http://127.0.0.1:9/in", "event_types": ["*"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, answer) = herald
+            .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+            .await;
+        assert_eq!(status, 422, "{extra}: {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(why),
+            "{extra}: {answer}"
+        );
+    }
+    let (_, listed) = herald
+        .call("GET", "/v1/subscriptions", Some("acme"), None)
+        .await;
+    assert_eq!(listed["data"], json!([]));
+    herald.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_format_and_selection_arrives_as_its_provider_sends_it() {
+    let herald = TestHerald::start(&[]).await;
+    let formats = [
+        ("event_data", Some("{ order_id lines { sku } }")),
+        ("typed_object", None),
+        ("entity_event", Some("{ order_id }")),
+        ("standard", None),
+    ];
+    let mut receivers = Vec::new();
+    for (format, selection) in formats {
+        let receiver = TestReceiver::start(Script::always(200)).await;
+        let mut body = json!({"url": receiver.url(), "event_types": ["order.*"], "format": format});
+        if let Some(selection) = selection {
+            body["selection"] = json!(selection);
+        }
+        let (status, created) = herald
+            .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["format"], format);
+        receivers.push(receiver);
+    }
+    let event = json!({
+        "id": "ord_9.shipped", "type": "order.shipped",
+        "data": {"order_id": "ord_9", "retailerId": "7", "lines": [{"sku": "A", "qty": 2}], "total": 40},
+        "subject": {"type": "ORDER", "id": "9", "ref": "0_9", "status": "SHIPPED"}
+    });
+    herald.publish("acme", event).await;
+    let bodies: Vec<Value> =
+        futures::future::join_all(receivers.iter().map(|r| r.wait_for(1, PATIENCE)))
+            .await
+            .into_iter()
+            .map(|got| got[0].json())
+            .collect();
+
+    assert_eq!(
+        bodies[0],
+        json!({"event": "order.shipped", "data": {"order_id": "ord_9", "lines": [{"sku": "A"}]}})
+    );
+    let typed = &bodies[1];
+    assert_eq!(
+        (
+            typed["object"].as_str(),
+            typed["event_type"].as_str(),
+            typed["version"].as_str()
+        ),
+        (Some("event"), Some("order.shipped"), Some("1.0"))
+    );
+    let id = typed["id"].as_u64().unwrap();
+    assert!(
+        id > 0 && id < (1 << 53),
+        "numeric and safe in JavaScript: {id}"
+    );
+    assert_eq!(typed["payload"]["total"], 40);
+    let entity = &bodies[2];
+    assert_eq!(
+        (
+            entity["name"].as_str(),
+            entity["accountId"].as_str(),
+            entity["retailerId"].as_str(),
+            entity["entityRef"].as_str(),
+            entity["rootEntityType"].as_str()
+        ),
+        (
+            Some("order.shipped"),
+            Some("acme"),
+            Some("7"),
+            Some("0_9"),
+            Some("ORDER")
+        )
+    );
+    assert_eq!(
+        entity["attributes"],
+        json!({"order_id": "ord_9"}),
+        "a lightweight webhook"
+    );
+    assert_eq!(bodies[3]["type"], "order.shipped");
+    herald.shutdown().await;
+}
