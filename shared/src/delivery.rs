@@ -75,6 +75,8 @@ pub enum DeliveryState {
     Delivered,
     Failed,
     Skipped,
+    /// Not sent: a newer event about the same subject was queued for this subscription.
+    Superseded,
 }
 
 impl DeliveryState {
@@ -85,6 +87,7 @@ impl DeliveryState {
             Self::Delivered => "delivered",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Superseded => "superseded",
         }
     }
 
@@ -102,7 +105,7 @@ impl DeliveryState {
 
     /// A delivery in a final state is not attempted again unless forced.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Delivered | Self::Failed | Self::Skipped)
+        matches!(self, Self::Delivered | Self::Failed | Self::Skipped | Self::Superseded)
     }
 }
 

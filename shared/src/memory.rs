@@ -126,6 +126,12 @@ struct Accepted {
 #[derive(Default)]
 pub struct InMemoryEventLog {
     items: Mutex<HashMap<(TenantId, EventId), (Accepted, Event)>>,
+    latest: Mutex<HashMap<String, String>>,
+}
+
+fn subject_key(tenant: &TenantId, subscription: &SubscriptionId, event: &Event) -> Option<String> {
+    let subject = event.subject.as_ref()?;
+    Some(format!("{tenant}#{subscription}#{}:{}#{}", subject.kind.len(), subject.kind, subject.id))
 }
 
 impl InMemoryEventLog {
@@ -175,6 +181,21 @@ impl EventLog for InMemoryEventLog {
         Ok(lock(&self.items)
             .get(&(tenant.clone(), id.clone()))
             .map(|(_, e)| e.clone()))
+    }
+
+    async fn note_latest(&self, tenant: &TenantId, subscription: &SubscriptionId, event: &Event, _now: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some(key) = subject_key(tenant, subscription, event) {
+            let mut latest = lock(&self.latest);
+            let order = event.order_key();
+            if latest.get(&key).is_none_or(|known| *known < order) {
+                latest.insert(key, order);
+            }
+        }
+        Ok(())
+    }
+
+    async fn latest(&self, tenant: &TenantId, subscription: &SubscriptionId, event: &Event, _now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
+        Ok(subject_key(tenant, subscription, event).and_then(|key| lock(&self.latest).get(&key).cloned()))
     }
 
     async fn complete(

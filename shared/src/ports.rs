@@ -127,6 +127,24 @@ pub trait EventLog: Send + Sync {
         id: &EventId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+    /// Records `event` as the newest about its subject for this subscription, unless a
+    /// newer one is recorded already.
+    fn note_latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The order key (`Event::order_key`) of the newest event recorded about `event`'s
+    /// subject for this subscription.
+    fn latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
     /// Marks the fan-out done, with the number of deliveries it queued.
     fn complete(
         &self,

@@ -93,6 +93,10 @@ pub struct Subscription {
     pub headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "SignatureOptions::is_default")]
     pub signatures: SignatureOptions,
+    /// Of several deliveries about one subject, send only the newest; older ones still
+    /// pending are recorded `superseded`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supersede: bool,
     /// Current secret first, then previous ones still in their grace period.
     pub secrets: Vec<SigningSecret>,
     pub status: SubscriptionStatus,
@@ -141,6 +145,8 @@ pub struct NewSubscription {
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub signatures: Option<SignatureOptions>,
+    #[serde(default)]
+    pub supersede: Option<bool>,
 }
 
 /// What a deployment can offer a subscription: its reserved header names and keys.
@@ -329,6 +335,7 @@ impl NewSubscription {
             selection,
             headers,
             signatures,
+            supersede: self.supersede.unwrap_or(false),
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::generate(rng),
                 expires_at: None,

@@ -37,6 +37,8 @@ pub struct Recorded {
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
     pub at: Instant,
+    /// What the receiver answered.
+    pub status: u16,
 }
 
 impl Recorded {
@@ -53,6 +55,8 @@ impl Recorded {
 
 struct State {
     script: Script,
+    /// While set, every request is answered with this status instead of the script's.
+    override_status: Mutex<Option<u16>>,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -89,7 +93,8 @@ async fn answer(
             at: Instant::now(),
         });
         let script = &state.script.0;
-        script[n.min(script.len() - 1)]
+        let forced = *state.override_status.lock().unwrap_or_else(|p| p.into_inner());
+        forced.unwrap_or(script[n.min(script.len() - 1)])
     };
     let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
     *response.status_mut() =
@@ -120,6 +125,12 @@ impl TestReceiver {
             }
         });
         Self { addr, state }
+    }
+
+    /// Answers every request with `status` from now on (None: back to the script), as an
+    /// endpoint that goes down and recovers.
+    pub fn answer_all_with(&self, status: Option<u16>) {
+        *self.state.override_status.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }
 
     pub fn url(&self) -> String {

@@ -32,6 +32,7 @@ fn subscription(tenant_name: &str, at: DateTime<Utc>) -> Subscription {
         selection: None,
         headers: Default::default(),
         signatures: Default::default(),
+        supersede: false,
         secrets: vec![SigningSecret {
             secret: WebhookSecret::generate(&mut rng),
             expires_at: None,

@@ -260,3 +260,61 @@ async fn each_format_and_selection_arrives_as_its_provider_sends_it() {
     assert_eq!(bodies[3]["type"], "order.shipped");
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn only_the_newest_update_of_a_subject_is_sent_after_an_outage() {
+    let herald = TestHerald::start(&[("HERALD_RETRY_SCHEDULE", "2s,2s,2s,2s")]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    receiver.answer_all_with(Some(503));
+    let body = json!({"url": receiver.url(), "event_types": ["order.*"], "supersede": true});
+    let (status, created) = herald.call("POST", "/v1/subscriptions", Some("acme"), Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["supersede"], true);
+
+    for (n, state) in ["PLACED", "PACKED", "SHIPPED"].iter().enumerate() {
+        let event = json!({
+            "id": format!("ord_5.{n}"), "type": "order.updated",
+            "occurred_at": format!("2026-11-22T10:00:0{n}Z"),
+            "data": {"status": state},
+            "subject": {"type": "ORDER", "id": "5"}
+        });
+        herald.publish("acme", event).await;
+    }
+    // Another subject is not affected.
+    herald
+        .publish("acme", json!({"id": "ord_6.0", "type": "order.updated", "data": {}, "subject": {"type": "ORDER", "id": "6"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    receiver.answer_all_with(None);
+
+    let path = format!("/v1/subscriptions/{id}/deliveries");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let states = loop {
+        let (_, page) = herald.call("GET", &path, Some("acme"), None).await;
+        let states: std::collections::BTreeMap<String, String> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["event_id"].as_str().unwrap().to_owned(), d["state"].as_str().unwrap().to_owned()))
+            .collect();
+        let settled = states.len() == 4 && states.values().all(|s| s != "pending" && s != "delivering");
+        if settled || std::time::Instant::now() > deadline {
+            break states;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(states["ord_5.0"], "superseded", "{states:?}");
+    assert_eq!(states["ord_5.1"], "superseded", "{states:?}");
+    assert_eq!(states["ord_5.2"], "delivered", "{states:?}");
+    assert_eq!(states["ord_6.0"], "delivered", "{states:?}");
+    let received: Vec<String> = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.json()["data"]["status"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(!received.contains(&"PLACED".to_owned()) && !received.contains(&"PACKED".to_owned()), "{received:?}");
+    assert!(received.contains(&"SHIPPED".to_owned()), "{received:?}");
+    herald.shutdown().await;
+}

@@ -10,6 +10,7 @@ use herald_shared::url_guard::UrlPolicy;
 pub struct DeliverConfig {
     pub subscriptions_table: String,
     pub deliveries_table: String,
+    pub events_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
     pub retry: RetryPolicy,
@@ -40,6 +41,7 @@ impl DeliverConfig {
         Ok(Self {
             subscriptions_table: config::required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
             deliveries_table: config::required(env, "HERALD_DELIVERIES_TABLE")?,
+            events_table: config::required(env, "HERALD_EVENTS_TABLE")?,
             delivery_queue_url: config::required(env, "HERALD_DELIVERY_QUEUE_URL")?,
             dead_letter_queue_url: config::required(env, "HERALD_DEAD_LETTER_QUEUE_URL")?,
             retry: config::retry_policy(env)?,

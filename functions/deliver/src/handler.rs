@@ -14,6 +14,7 @@ use herald_shared::format;
 use herald_shared::ids::{SubscriptionId, TenantId};
 use herald_shared::keys::SigningKeys;
 use herald_shared::ports::{
+    EventLog,
     AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue,
     OutgoingWebhook, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
 };
@@ -52,9 +53,11 @@ impl From<DeliverConfig> for DeliverSettings {
     }
 }
 
-pub struct DeliverDeps<S, L, Q, W, C> {
+pub struct DeliverDeps<S, L, E, Q, W, C> {
     pub subscriptions: S,
     pub ledger: L,
+    /// Read only for subscriptions that want the newest event about a subject.
+    pub events: E,
     pub queue: Q,
     pub sender: W,
     pub clock: C,
@@ -68,13 +71,14 @@ pub struct BatchOutcome {
 
 type SubscriptionCache = HashMap<(TenantId, SubscriptionId), Result<Option<Subscription>, String>>;
 
-pub async fn process_batch<S, L, Q, W, C>(
-    deps: &DeliverDeps<S, L, Q, W, C>,
+pub async fn process_batch<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
     event: SqsEvent,
 ) -> BatchOutcome
 where
     S: SubscriptionStore,
     L: DeliveryLedger,
+    E: EventLog,
     Q: DeliveryQueue,
     W: WebhookSender,
     C: Clock,
@@ -117,8 +121,8 @@ where
 }
 
 /// Each subscription named in the batch, read once.
-async fn load_subscriptions<S, L, Q, W, C>(
-    deps: &DeliverDeps<S, L, Q, W, C>,
+async fn load_subscriptions<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
     decoded: &[(SqsMessage, Result<DeliveryTask, String>)],
 ) -> SubscriptionCache
 where
@@ -142,8 +146,8 @@ where
         .collect()
 }
 
-async fn process_record<S, L, Q, W, C>(
-    deps: &DeliverDeps<S, L, Q, W, C>,
+async fn process_record<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
     subscriptions: &SubscriptionCache,
     message: SqsMessage,
     task: Result<DeliveryTask, String>,
@@ -151,6 +155,7 @@ async fn process_record<S, L, Q, W, C>(
 where
     S: SubscriptionStore,
     L: DeliveryLedger,
+    E: EventLog,
     Q: DeliveryQueue,
     W: WebhookSender,
     C: Clock,
@@ -181,8 +186,8 @@ where
     report
 }
 
-async fn deliver<S, L, Q, W, C>(
-    deps: &DeliverDeps<S, L, Q, W, C>,
+async fn deliver<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
     subscriptions: &SubscriptionCache,
     task: &DeliveryTask,
     body: &str,
@@ -192,6 +197,7 @@ async fn deliver<S, L, Q, W, C>(
 where
     S: SubscriptionStore,
     L: DeliveryLedger,
+    E: EventLog,
     Q: DeliveryQueue,
     W: WebhookSender,
     C: Clock,
@@ -233,6 +239,17 @@ where
         }
     };
     report.url = Some(subscription.url.as_str().to_owned());
+
+    if subscription.supersede && task.event.subject.is_some() && !task.forced {
+        match deps.events.latest(&task.tenant, &task.subscription_id, &task.event, now).await {
+            Ok(Some(newest)) if newest > task.event.order_key() => {
+                let why = "a newer event about the same subject was queued";
+                return finish_unsent(deps, task, &claim, DeliveryState::Superseded, why, receipt).await;
+            }
+            Ok(_) => {}
+            Err(e) => return release(deps, task, &claim, format!("events: {e}"), receipt).await,
+        }
+    }
 
     let number = record.attempt_count() + 1;
     report.attempt = Some(number);
@@ -431,8 +448,8 @@ fn attempt_of(number: u32, at: DateTime<Utc>, forced: bool, outcome: &SendOutcom
 }
 
 /// Records a delivery that will not be attempted, and lets its message go.
-async fn skip<S, L, Q, W, C>(
-    deps: &DeliverDeps<S, L, Q, W, C>,
+async fn skip<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
     task: &DeliveryTask,
     claim: &Claim,
     why: &str,
@@ -443,9 +460,25 @@ where
     Q: DeliveryQueue,
     C: Clock,
 {
+    finish_unsent(deps, task, claim, DeliveryState::Skipped, why, receipt).await
+}
+
+async fn finish_unsent<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    task: &DeliveryTask,
+    claim: &Claim,
+    state: DeliveryState,
+    why: &str,
+    receipt: &str,
+) -> Disposition
+where
+    L: DeliveryLedger,
+    Q: DeliveryQueue,
+    C: Clock,
+{
     let result = AttemptResult {
         attempt: None,
-        state: DeliveryState::Skipped,
+        state,
         next_attempt_at: None,
         reason: Some(why.to_owned()),
         now: deps.clock.now(),
@@ -455,6 +488,9 @@ where
         .finish(&task.delivery_id, &claim.token, &result)
         .await
     {
+        Ok(()) | Err(StoreError::Conflict) if state == DeliveryState::Superseded => {
+            Disposition::Superseded
+        }
         Ok(()) | Err(StoreError::Conflict) => Disposition::Skipped(why.to_owned()),
         Err(e) => interrupted(deps, receipt, format!("ledger: {e}")).await,
     }
@@ -462,8 +498,8 @@ where
 
 /// Gives the claim back (pending, no attempt) after a failure of Herald's own, and has
 /// SQS hand the message back shortly.
-async fn release<S, L, Q, W, C>(
-    deps: &DeliverDeps<S, L, Q, W, C>,
+async fn release<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
     task: &DeliveryTask,
     claim: &Claim,
     why: String,
@@ -491,8 +527,8 @@ where
     interrupted(deps, receipt, why).await
 }
 
-async fn interrupted<S, L, Q, W, C>(
-    deps: &DeliverDeps<S, L, Q, W, C>,
+async fn interrupted<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
     receipt: &str,
     why: String,
 ) -> Disposition

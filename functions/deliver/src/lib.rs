@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use herald_shared::config::{ConfigError, Source};
-use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoSubscriptionStore};
+use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
 use herald_shared::http_sender::{HttpWebhookSender, SenderSettings};
 use herald_shared::ports::SystemClock;
 use herald_shared::sqs::SqsDeliveryQueue;
@@ -23,6 +23,7 @@ pub use report::{Disposition, RecordReport};
 pub type AwsDeliver = DeliverDeps<
     DynamoSubscriptionStore,
     DynamoDeliveryLedger,
+    DynamoEventLog,
     SqsDeliveryQueue,
     HttpWebhookSender,
     SystemClock,
@@ -49,7 +50,8 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigE
             dynamo.clone(),
             config.subscriptions_table.clone(),
         ),
-        ledger: DynamoDeliveryLedger::new(dynamo, config.deliveries_table.clone()),
+        ledger: DynamoDeliveryLedger::new(dynamo.clone(), config.deliveries_table.clone()),
+        events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
         queue: SqsDeliveryQueue::new(
             sqs,
             config.delivery_queue_url.clone(),

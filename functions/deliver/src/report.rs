@@ -14,6 +14,8 @@ pub enum Disposition {
     /// 410 Gone: the subscription was disabled.
     Gone,
     Skipped(String),
+    /// A newer event about the same subject was queued; this one is not sent.
+    Superseded,
     DeadLettered(String),
     /// The delivery was already in a final state: the message was a duplicate.
     AlreadyFinished(DeliveryState),
@@ -43,6 +45,7 @@ impl fmt::Display for Disposition {
             }
             Self::Gone => f.write_str("failed: 410 Gone, subscription disabled"),
             Self::Skipped(why) => write!(f, "skipped: {why}"),
+            Self::Superseded => f.write_str("superseded by a newer event about the same subject"),
             Self::DeadLettered(why) => write!(f, "dead-lettered: {why}"),
             Self::AlreadyFinished(state) => write!(f, "already {}", state.as_str()),
             Self::Leased(d) => write!(f, "held by another worker, back in {}s", d.as_secs()),

@@ -10,7 +10,7 @@ use herald_shared::delivery::{AttemptError, DeliveryState, decode_message};
 use herald_shared::format::BodyFormat;
 use herald_shared::ids::{SubscriptionId, TenantId};
 use herald_shared::memory::{
-    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemorySubscriptionStore,
+    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
     InMemoryWebhookSender,
 };
 use herald_shared::pattern::EventTypePattern;
@@ -23,6 +23,7 @@ use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 type Deps = DeliverDeps<
     InMemorySubscriptionStore,
     InMemoryDeliveryLedger,
+    InMemoryEventLog,
     InMemoryDeliveryQueue,
     InMemoryWebhookSender,
     FixedClock,
@@ -35,6 +36,7 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
     DeliverDeps {
         subscriptions: InMemorySubscriptionStore::default(),
         ledger: InMemoryDeliveryLedger::default(),
+        events: InMemoryEventLog::default(),
         queue: InMemoryDeliveryQueue::default(),
         sender,
         clock: FixedClock::at(Utc::now()),
@@ -64,6 +66,7 @@ async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
             selection: None,
             headers: Default::default(),
             signatures: Default::default(),
+            supersede: false,
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::parse(SECRET).unwrap(),
                 expires_at: None,

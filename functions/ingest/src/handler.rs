@@ -162,7 +162,9 @@ async fn fan_out<S, E, Q, C>(
 ) -> Result<Vec<u32>, ApiError>
 where
     S: SubscriptionStore,
+    E: EventLog,
     Q: DeliveryQueue,
+    C: Clock,
 {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -179,6 +181,15 @@ where
                 .map(|s| DeliveryTask::new(tenant, &s.id, event)),
         );
         counts.push((tasks.len() - before) as u32);
+    }
+    // Subscriptions that want only the newest event about a subject learn of it before
+    // anything is queued, so no older delivery can slip out after a newer one.
+    for event in events.iter().filter(|e| e.subject.is_some()) {
+        for subscription in subscriptions.iter().filter(|s| s.supersede) {
+            if subscription.wants(event) {
+                deps.events.note_latest(tenant, &subscription.id, event, deps.clock.now()).await?;
+            }
+        }
     }
     deps.queue.enqueue(&tasks).await.map_err(|e| {
         tracing::error!(tenant = %tenant, error = %e, source = ?std::error::Error::source(&e), "queuing deliveries failed");

@@ -62,6 +62,7 @@ async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> Subscription
         selection: None,
         headers: Default::default(),
         signatures: Default::default(),
+        supersede: false,
         secrets: vec![SigningSecret {
             secret: WebhookSecret::generate(&mut rng),
             expires_at: None,

@@ -42,7 +42,7 @@ fn parse_time(name: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
 fn parse_state(name: &str, raw: &str) -> Result<DeliveryState, ApiError> {
     DeliveryState::parse(raw).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "{name}: one of pending, delivering, delivered, failed, skipped"
+            "{name}: one of pending, delivering, delivered, failed, skipped, superseded"
         ))
     })
 }

@@ -129,6 +129,7 @@ struct SubscriptionPatch {
     /// Replaces every custom header; `{}` removes them.
     headers: Option<std::collections::BTreeMap<String, String>>,
     signatures: Option<SignatureOptions>,
+    supersede: Option<bool>,
     status: Option<SubscriptionStatus>,
     /// The version the change is based on; `If-Match` may say it instead.
     version: Option<u64>,
@@ -201,6 +202,9 @@ pub async fn patch<P: Ports>(
     if let Some(headers) = input.headers {
         subscription.headers =
             parse_headers(headers, &offered).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
+    if let Some(supersede) = input.supersede {
+        subscription.supersede = supersede;
     }
     if let Some(signatures) = input.signatures {
         subscription.signatures = check_signatures(signatures, &offered)

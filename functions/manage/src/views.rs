@@ -20,6 +20,7 @@ pub struct SubscriptionView<'a> {
     pub selection: Option<&'a str>,
     pub headers: &'a std::collections::BTreeMap<String, String>,
     pub signatures: SignatureOptions,
+    pub supersede: bool,
     pub status: SubscriptionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<&'a str>,
@@ -44,6 +45,7 @@ impl<'a> SubscriptionView<'a> {
             selection: s.selection.as_ref().map(|x| x.as_str()),
             headers: &s.headers,
             signatures: s.signatures,
+            supersede: s.supersede,
             status: s.status,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,
