@@ -98,6 +98,7 @@ impl DeliveryState {
             Self::Delivered,
             Self::Failed,
             Self::Skipped,
+            Self::Superseded,
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)
@@ -105,7 +106,10 @@ impl DeliveryState {
 
     /// A delivery in a final state is not attempted again unless forced.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Delivered | Self::Failed | Self::Skipped | Self::Superseded)
+        matches!(
+            self,
+            Self::Delivered | Self::Failed | Self::Skipped | Self::Superseded
+        )
     }
 }
 
@@ -222,6 +226,23 @@ mod tests {
         let body = task.to_message_body();
         assert!(body.contains(r#""kind":"deliver.v1""#));
         assert_eq!(decode_message(&body).unwrap(), task);
+    }
+
+    #[test]
+    fn every_state_parses_back() {
+        let all = [
+            DeliveryState::Pending,
+            DeliveryState::Delivering,
+            DeliveryState::Delivered,
+            DeliveryState::Failed,
+            DeliveryState::Skipped,
+            DeliveryState::Superseded,
+        ];
+        for state in all {
+            assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, serde_json::Value::String(state.as_str().into()));
+        }
     }
 
     #[test]

@@ -97,7 +97,12 @@ pub struct Event {
 impl Event {
     /// Orders events about one subject: by time, then id, as text that sorts the same way.
     pub fn order_key(&self) -> String {
-        format!("{}#{}", self.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), self.id)
+        format!(
+            "{}#{}",
+            self.occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            self.id
+        )
     }
 
     /// A digest of what the producer said (type, data, subject), so a second publish of

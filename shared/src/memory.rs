@@ -131,7 +131,12 @@ pub struct InMemoryEventLog {
 
 fn subject_key(tenant: &TenantId, subscription: &SubscriptionId, event: &Event) -> Option<String> {
     let subject = event.subject.as_ref()?;
-    Some(format!("{tenant}#{subscription}#{}:{}#{}", subject.kind.len(), subject.kind, subject.id))
+    Some(format!(
+        "{tenant}#{subscription}#{}:{}#{}",
+        subject.kind.len(),
+        subject.kind,
+        subject.id
+    ))
 }
 
 impl InMemoryEventLog {
@@ -183,7 +188,13 @@ impl EventLog for InMemoryEventLog {
             .map(|(_, e)| e.clone()))
     }
 
-    async fn note_latest(&self, tenant: &TenantId, subscription: &SubscriptionId, event: &Event, _now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn note_latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if let Some(key) = subject_key(tenant, subscription, event) {
             let mut latest = lock(&self.latest);
             let order = event.order_key();
@@ -194,8 +205,15 @@ impl EventLog for InMemoryEventLog {
         Ok(())
     }
 
-    async fn latest(&self, tenant: &TenantId, subscription: &SubscriptionId, event: &Event, _now: DateTime<Utc>) -> Result<Option<String>, StoreError> {
-        Ok(subject_key(tenant, subscription, event).and_then(|key| lock(&self.latest).get(&key).cloned()))
+    async fn latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(subject_key(tenant, subscription, event)
+            .and_then(|key| lock(&self.latest).get(&key).cloned()))
     }
 
     async fn complete(

@@ -56,18 +56,22 @@ pub fn parse_duration(raw: &str) -> Result<Duration, ScheduleError> {
     let n: u64 = number
         .parse()
         .map_err(|_| ScheduleError(format!("`{raw}` is not a duration like 30s, 5m, 2h or 3d")))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_seconds: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(ScheduleError(format!(
                 "`{raw}`: the unit must be s, m, h or d"
             )));
         }
     };
-    Ok(Duration::from_secs(seconds))
+    // Anything past a century is a mistake, and must not overflow.
+    n.checked_mul(unit_seconds)
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| ScheduleError(format!("`{raw}` is longer than any schedule needs")))
 }
 
 impl RetryPolicy {
@@ -261,6 +265,7 @@ mod tests {
         );
         assert!(RetryPolicy::parse("exponential:2s", "20s").is_ok());
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("99999999999999999m").is_err(), "no overflow");
         for (schedule, window) in [
             ("5x", "1d"),
             ("", "1d"),

@@ -18,6 +18,10 @@ pub struct TestHerald {
 impl TestHerald {
     /// Starts Herald with these `HERALD_*` settings on top of a seconds-scale retry schedule.
     pub async fn start(settings: &[(&str, &str)]) -> Self {
+        // Test logs stay silent unless asked for with RUST_LOG.
+        if std::env::var_os("RUST_LOG").is_some() {
+            herald_shared::telemetry::init_json_logs();
+        }
         let mut all: HashMap<String, String> = HashMap::from([
             ("HERALD_RETRY_SCHEDULE".into(), "1s,1s,1s".into()),
             ("HERALD_RETRY_WINDOW".into(), "1m".into()),

@@ -84,17 +84,21 @@ async fn answer(
         .unwrap_or_default();
     let status = {
         let mut requests = state.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let n = requests.len();
+        let script = &state.script.0;
+        let forced = *state
+            .override_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let status = forced.unwrap_or(script[requests.len().min(script.len() - 1)]);
         requests.push(Recorded {
             method,
             path,
             headers,
             body,
             at: Instant::now(),
+            status,
         });
-        let script = &state.script.0;
-        let forced = *state.override_status.lock().unwrap_or_else(|p| p.into_inner());
-        forced.unwrap_or(script[n.min(script.len() - 1)])
+        status
     };
     let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
     *response.status_mut() =
@@ -110,6 +114,7 @@ impl TestReceiver {
         let addr = listener.local_addr().expect("the receiver's address");
         let state = Arc::new(State {
             script,
+            override_status: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
@@ -130,7 +135,11 @@ impl TestReceiver {
     /// Answers every request with `status` from now on (None: back to the script), as an
     /// endpoint that goes down and recovers.
     pub fn answer_all_with(&self, status: Option<u16>) {
-        *self.state.override_status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        *self
+            .state
+            .override_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = status;
     }
 
     pub fn url(&self) -> String {

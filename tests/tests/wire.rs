@@ -267,7 +267,9 @@ async fn only_the_newest_update_of_a_subject_is_sent_after_an_outage() {
     let receiver = TestReceiver::start(Script::always(200)).await;
     receiver.answer_all_with(Some(503));
     let body = json!({"url": receiver.url(), "event_types": ["order.*"], "supersede": true});
-    let (status, created) = herald.call("POST", "/v1/subscriptions", Some("acme"), Some(&body)).await;
+    let (status, created) = herald
+        .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+        .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["supersede"], true);
@@ -291,14 +293,21 @@ async fn only_the_newest_update_of_a_subject_is_sent_after_an_outage() {
     let path = format!("/v1/subscriptions/{id}/deliveries");
     let deadline = std::time::Instant::now() + PATIENCE;
     let states = loop {
-        let (_, page) = herald.call("GET", &path, Some("acme"), None).await;
+        let (status, page) = herald.call("GET", &path, Some("acme"), None).await;
+        assert_eq!(status, 200, "{page}");
         let states: std::collections::BTreeMap<String, String> = page["data"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|d| (d["event_id"].as_str().unwrap().to_owned(), d["state"].as_str().unwrap().to_owned()))
+            .map(|d| {
+                (
+                    d["event_id"].as_str().unwrap().to_owned(),
+                    d["state"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
-        let settled = states.len() == 4 && states.values().all(|s| s != "pending" && s != "delivering");
+        let settled =
+            states.len() == 4 && states.values().all(|s| s != "pending" && s != "delivering");
         if settled || std::time::Instant::now() > deadline {
             break states;
         }
@@ -314,7 +323,10 @@ async fn only_the_newest_update_of_a_subject_is_sent_after_an_outage() {
         .filter(|r| r.status == 200)
         .map(|r| r.json()["data"]["status"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert!(!received.contains(&"PLACED".to_owned()) && !received.contains(&"PACKED".to_owned()), "{received:?}");
+    assert!(
+        !received.contains(&"PLACED".to_owned()) && !received.contains(&"PACKED".to_owned()),
+        "{received:?}"
+    );
     assert!(received.contains(&"SHIPPED".to_owned()), "{received:?}");
     herald.shutdown().await;
 }

@@ -14,8 +14,7 @@ use herald_shared::format;
 use herald_shared::ids::{SubscriptionId, TenantId};
 use herald_shared::keys::SigningKeys;
 use herald_shared::ports::{
-    EventLog,
-    AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue,
+    AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue, EventLog,
     OutgoingWebhook, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
 };
 use herald_shared::retry::{RetryDecision, RetryPolicy};
@@ -241,10 +240,15 @@ where
     report.url = Some(subscription.url.as_str().to_owned());
 
     if subscription.supersede && task.event.subject.is_some() && !task.forced {
-        match deps.events.latest(&task.tenant, &task.subscription_id, &task.event, now).await {
+        match deps
+            .events
+            .latest(&task.tenant, &task.subscription_id, &task.event, now)
+            .await
+        {
             Ok(Some(newest)) if newest > task.event.order_key() => {
                 let why = "a newer event about the same subject was queued";
-                return finish_unsent(deps, task, &claim, DeliveryState::Superseded, why, receipt).await;
+                return finish_unsent(deps, task, &claim, DeliveryState::Superseded, why, receipt)
+                    .await;
             }
             Ok(_) => {}
             Err(e) => return release(deps, task, &claim, format!("events: {e}"), receipt).await,

@@ -10,8 +10,8 @@ use herald_shared::delivery::{AttemptError, DeliveryState, decode_message};
 use herald_shared::format::BodyFormat;
 use herald_shared::ids::{SubscriptionId, TenantId};
 use herald_shared::memory::{
-    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
-    InMemoryWebhookSender,
+    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
+    InMemorySubscriptionStore, InMemoryWebhookSender,
 };
 use herald_shared::pattern::EventTypePattern;
 use herald_shared::ports::{SendOutcome, SubscriptionStore};

@@ -187,7 +187,9 @@ where
     for event in events.iter().filter(|e| e.subject.is_some()) {
         for subscription in subscriptions.iter().filter(|s| s.supersede) {
             if subscription.wants(event) {
-                deps.events.note_latest(tenant, &subscription.id, event, deps.clock.now()).await?;
+                deps.events
+                    .note_latest(tenant, &subscription.id, event, deps.clock.now())
+                    .await?;
             }
         }
     }
