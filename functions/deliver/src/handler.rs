@@ -451,6 +451,30 @@ fn attempt_of(number: u32, at: DateTime<Utc>, forced: bool, outcome: &SendOutcom
     }
 }
 
+/// Ends a claim without an attempt: in `state`, with `reason`.
+async fn end_claim<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    task: &DeliveryTask,
+    claim: &Claim,
+    state: DeliveryState,
+    reason: Option<&str>,
+) -> Result<(), StoreError>
+where
+    L: DeliveryLedger,
+    C: Clock,
+{
+    let result = AttemptResult {
+        attempt: None,
+        state,
+        next_attempt_at: None,
+        reason: reason.map(str::to_owned),
+        now: deps.clock.now(),
+    };
+    deps.ledger
+        .finish(&task.delivery_id, &claim.token, &result)
+        .await
+}
+
 /// Records a delivery that will not be attempted, and lets its message go.
 async fn skip<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
@@ -480,18 +504,8 @@ where
     Q: DeliveryQueue,
     C: Clock,
 {
-    let result = AttemptResult {
-        attempt: None,
-        state,
-        next_attempt_at: None,
-        reason: Some(why.to_owned()),
-        now: deps.clock.now(),
-    };
-    match deps
-        .ledger
-        .finish(&task.delivery_id, &claim.token, &result)
-        .await
-    {
+    match end_claim(deps, task, claim, state, Some(why)).await {
+        // Conflict: another worker took the delivery over; it owns the outcome.
         Ok(()) | Err(StoreError::Conflict) if state == DeliveryState::Superseded => {
             Disposition::Superseded
         }
@@ -514,18 +528,7 @@ where
     Q: DeliveryQueue,
     C: Clock,
 {
-    let result = AttemptResult {
-        attempt: None,
-        state: DeliveryState::Pending,
-        next_attempt_at: None,
-        reason: None,
-        now: deps.clock.now(),
-    };
-    if let Err(e) = deps
-        .ledger
-        .finish(&task.delivery_id, &claim.token, &result)
-        .await
-    {
+    if let Err(e) = end_claim(deps, task, claim, DeliveryState::Pending, None).await {
         tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not release a claim; its lease will lapse");
     }
     interrupted(deps, receipt, why).await

@@ -109,6 +109,30 @@ pub async fn delete<P: Ports>(
     Ok(response)
 }
 
+/// Stores a changed subscription as the next version of the one read; a change made
+/// meanwhile by someone else is a 409, never overwritten.
+async fn save<P: Ports>(
+    ports: &P,
+    subscription: &mut herald_shared::subscription::Subscription,
+    read_version: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiError> {
+    subscription.version = read_version + 1;
+    subscription.updated_at = now;
+    match ports
+        .deps()
+        .subscriptions
+        .update(subscription, read_version)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict) => Err(ApiError::conflict(
+            "the subscription changed meanwhile; read it again",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Absent means "leave as is"; `null` means "clear".
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
@@ -226,17 +250,7 @@ pub async fn patch<P: Ports>(
         }
         _ => {}
     }
-    subscription.version = read_version + 1;
-    subscription.updated_at = now;
-    match deps.subscriptions.update(&subscription, read_version).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Err(ApiError::conflict(
-                "the subscription changed meanwhile; read it again",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    save(ports, &mut subscription, read_version, now).await?;
     tracing::info!(tenant = %tenant, subscription = %id, version = subscription.version, "subscription changed");
     Ok(api::json_response(
         StatusCode::OK,
@@ -295,17 +309,7 @@ pub async fn rotate<P: Ports>(
         },
     );
     subscription.secrets = secrets;
-    subscription.version = read_version + 1;
-    subscription.updated_at = now;
-    match deps.subscriptions.update(&subscription, read_version).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Err(ApiError::conflict(
-                "the subscription changed meanwhile; try again",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
+    save(ports, &mut subscription, read_version, now).await?;
     tracing::info!(tenant = %tenant, subscription = %id, "secret rotated");
     let previous_until = (grace > Duration::ZERO).then_some(until);
     Ok(api::json_response(
