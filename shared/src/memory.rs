@@ -115,6 +115,21 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         }
         Ok(())
     }
+
+    async fn set_failing_since(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone()))
+            && s.failing_since != since
+        {
+            s.failing_since = since;
+            s.version += 1;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug)]

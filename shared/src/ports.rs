@@ -97,6 +97,14 @@ pub trait SubscriptionStore: Send + Sync {
         reason: &str,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records since when deliveries have failed without a success (None: healthy).
+    /// Writes only when that changes; a no-op when the subscription is gone.
+    fn set_failing_since(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        since: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// What a producer's publish of one event id has done so far.

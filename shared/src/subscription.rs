@@ -104,6 +104,9 @@ pub struct Subscription {
     pub disabled_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<DateTime<Utc>>,
+    /// The first failure since the last success, for auto-disable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
     /// Incremented on every change, for optimistic concurrency.
     pub version: u64,
     pub created_at: DateTime<Utc>,
@@ -343,6 +346,7 @@ impl NewSubscription {
             status: SubscriptionStatus::Active,
             disabled_reason: None,
             disabled_at: None,
+            failing_since: None,
             version: 1,
             created_at: now,
             updated_at: now,

@@ -40,6 +40,7 @@ fn subscription(tenant_name: &str, at: DateTime<Utc>) -> Subscription {
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         disabled_at: None,
+        failing_since: None,
         version: 1,
         created_at: at,
         updated_at: at,

@@ -154,6 +154,7 @@ proptest! {
                 concurrency: 4,
                 lease: std::time::Duration::from_secs(60),
                 retention: std::time::Duration::from_secs(3600),
+                auto_disable_after: std::time::Duration::from_secs(3600),
                 keys: Default::default(),
             },
         };

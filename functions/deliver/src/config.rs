@@ -22,6 +22,8 @@ pub struct DeliverConfig {
     /// How many records of a batch are delivered at once.
     pub concurrency: usize,
     pub retention: Duration,
+    /// A subscription failing this long without a success is disabled.
+    pub auto_disable_after: Duration,
     pub keys: herald_shared::keys::SigningKeys,
 }
 
@@ -55,6 +57,7 @@ impl DeliverConfig {
             )?,
             concurrency: config::number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
             retention: config::retention(env)?,
+            auto_disable_after: config::duration(env, "HERALD_AUTO_DISABLE_AFTER", Duration::from_secs(5 * 86_400))?,
             keys: config::signing_keys(env)?,
         })
     }

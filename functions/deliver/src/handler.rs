@@ -36,6 +36,7 @@ pub struct DeliverSettings {
     /// How long a claim keeps other copies of a message away: the timeout and a margin.
     pub lease: Duration,
     pub retention: Duration,
+    pub auto_disable_after: Duration,
     pub keys: std::sync::Arc<SigningKeys>,
 }
 
@@ -47,6 +48,7 @@ impl From<DeliverConfig> for DeliverSettings {
             concurrency: c.concurrency,
             lease: c.timeout + Duration::from_secs(30),
             retention: c.retention,
+            auto_disable_after: c.auto_disable_after,
             keys: std::sync::Arc::new(c.keys),
         }
     }
@@ -339,6 +341,10 @@ where
         Err(e) => return interrupted(deps, receipt, format!("ledger: {e}")).await,
     }
 
+    if disposition != Disposition::Gone {
+        track_health(deps, task, subscription, state == DeliveryState::Delivered, finished_at).await;
+    }
+
     match disposition {
         Disposition::RetryIn(delay) => match deps.queue.retry_later(receipt, delay).await {
             Ok(()) => Disposition::RetryIn(delay),
@@ -357,6 +363,95 @@ where
         other => other,
     }
 }
+
+/// The first failure after a success starts a subscription's clock and a success stops
+/// it; failing for longer than `auto_disable_after` disables the subscription and tells
+/// the tenant with a `subscription.disabled` event. Best effort: the delivery's own
+/// outcome is already recorded, so a failure here is only logged.
+async fn track_health<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    task: &DeliveryTask,
+    subscription: &Subscription,
+    succeeded: bool,
+    now: DateTime<Utc>,
+) where
+    S: SubscriptionStore,
+    E: EventLog,
+    Q: DeliveryQueue,
+{
+    let (tenant, id) = (&task.tenant, &task.subscription_id);
+    let result = match (succeeded, subscription.failing_since) {
+        (true, Some(_)) => deps.subscriptions.set_failing_since(tenant, id, None).await,
+        (true, None) => Ok(()),
+        (false, None) => deps.subscriptions.set_failing_since(tenant, id, Some(now)).await,
+        (false, Some(since)) if now - since >= to_chrono(deps.settings.auto_disable_after) => {
+            let reason = format!(
+                "no successful delivery since {}",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            match deps.subscriptions.disable(tenant, id, &reason, now).await {
+                Ok(()) => announce_disabled(deps, tenant, subscription, &reason, now).await,
+                Err(e) => Err(e),
+            }
+        }
+        (false, Some(_)) => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(subscription = %id, error = %e, "could not record the subscription's health");
+    }
+}
+
+/// Publishes `subscription.disabled` to the tenant's own subscriptions for that type.
+async fn announce_disabled<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    tenant: &herald_shared::ids::TenantId,
+    subscription: &Subscription,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError>
+where
+    S: SubscriptionStore,
+    E: EventLog,
+    Q: DeliveryQueue,
+{
+    tracing::warn!(tenant = %tenant, subscription = %subscription.id, "subscription disabled for failing");
+    let id = format!("subscription.disabled:{}:{}", subscription.id, at.timestamp_millis());
+    let data = serde_json::json!({
+        "subscription_id": subscription.id,
+        "url": subscription.url.as_str(),
+        "reason": reason,
+        "disabled_at": at,
+    });
+    let (Some(id), Ok(event_type), Some(data)) = (
+        herald_shared::ids::EventId::parse(&id),
+        herald_shared::event::EventType::parse(DISABLED_EVENT_TYPE),
+        data.as_object().cloned(),
+    ) else {
+        return Ok(());
+    };
+    let event = herald_shared::event::Event { id, event_type, occurred_at: at, data, subject: None };
+    if let herald_shared::ports::Acceptance::Seen { deliveries: Some(_), .. } =
+        deps.events.accept(tenant, &event, &event.fingerprint(), at).await?
+    {
+        return Ok(());
+    }
+    let tasks: Vec<DeliveryTask> = deps
+        .subscriptions
+        .active(tenant)
+        .await?
+        .iter()
+        .filter(|s| s.wants(&event))
+        .map(|s| DeliveryTask::new(tenant, &s.id, &event))
+        .collect();
+    if let Err(e) = deps.queue.enqueue(&tasks).await {
+        tracing::warn!(error = %e, "could not queue subscription.disabled");
+        return Ok(());
+    }
+    deps.events.complete(tenant, &event.id, tasks.len() as u32).await
+}
+
+/// The event a tenant receives when Herald disables one of its subscriptions.
+pub const DISABLED_EVENT_TYPE: &str = "subscription.disabled";
 
 /// The signed request for one attempt. The timestamp is this attempt's, so receivers
 /// can refuse stale ones; the id is the delivery's, so they can drop duplicates.

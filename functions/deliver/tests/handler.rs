@@ -46,6 +46,7 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
             concurrency: 10,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
+            auto_disable_after: Duration::from_secs(5 * 86_400),
             keys: Default::default(),
         },
     }
@@ -74,6 +75,7 @@ async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
             status,
             disabled_reason: None,
             disabled_at: None,
+            failing_since: None,
             version: 1,
             created_at: now,
             updated_at: now,

@@ -70,6 +70,7 @@ async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> Subscription
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         disabled_at: None,
+        failing_since: None,
         version: 1,
         created_at: now,
         updated_at: now,

@@ -240,6 +240,7 @@ pub async fn patch<P: Ports>(
             subscription.status = SubscriptionStatus::Active;
             subscription.disabled_reason = None;
             subscription.disabled_at = None;
+            subscription.failing_since = None;
         }
         Some(SubscriptionStatus::Disabled)
             if subscription.status != SubscriptionStatus::Disabled =>

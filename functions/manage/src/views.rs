@@ -26,6 +26,9 @@ pub struct SubscriptionView<'a> {
     pub disabled_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Deliveries have failed without a success since then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -49,6 +52,7 @@ impl<'a> SubscriptionView<'a> {
             status: s.status,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,
+            failing_since: s.failing_since,
             version: s.version,
             created_at: s.created_at,
             updated_at: s.updated_at,

@@ -244,6 +244,30 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         }
         Err(StoreError::Conflict)
     }
+
+    async fn set_failing_since(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let Some(mut subscription) = self.get(tenant, id).await? else {
+                return Ok(());
+            };
+            if subscription.failing_since == since {
+                return Ok(());
+            }
+            let read_version = subscription.version;
+            subscription.failing_since = since;
+            subscription.version += 1;
+            match self.update(&subscription, read_version).await {
+                Err(StoreError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict)
+    }
 }
 
 #[cfg(test)]
