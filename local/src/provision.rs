@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_yaml::Value;
@@ -81,7 +82,10 @@ pub fn template_path() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"))
 }
 
-/// The template's resources of one type, by logical id.
+/// Properties of a resource that declares none.
+static NO_PROPERTIES: Value = Value::Null;
+
+/// The template's resources of one type, by logical id, with their properties.
 fn resources<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
     template
         .get("Resources")
@@ -89,7 +93,7 @@ fn resources<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
         .into_iter()
         .flatten()
         .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
-        .filter_map(|(id, r)| Some((id.as_str()?, r.get("Properties")?)))
+        .filter_map(|(id, r)| Some((id.as_str()?, r.get("Properties").unwrap_or(&NO_PROPERTIES))))
         .collect()
 }
 
@@ -98,6 +102,21 @@ fn text<'a>(value: &'a Value, field: &str) -> anyhow::Result<&'a str> {
         .get(field)
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("`{field}` is missing or not text"))
+}
+
+/// A scalar property as text: a literal, or `!Ref <Parameter>` resolved to the parameter's
+/// default (the values a plain `sam deploy` would use).
+fn scalar(value: &Value, template: &Value) -> Option<String> {
+    let parameter = match value {
+        Value::Number(n) => return Some(n.to_string()),
+        Value::String(s) => return Some(s.clone()),
+        Value::Bool(b) => return Some(b.to_string()),
+        Value::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str()?,
+        Value::Mapping(m) => m.get("Ref")?.as_str()?,
+        _ => return None,
+    };
+    let default = template.get("Parameters")?.get(parameter)?.get("Default")?;
+    scalar(default, template)
 }
 
 fn key_schema(value: &Value) -> anyhow::Result<Vec<KeySchemaElement>> {
@@ -139,7 +158,7 @@ pub async fn provision(
     queues.sort_by_key(|(_, p)| p.get("RedrivePolicy").is_some());
     for (logical, properties) in queues {
         let name = format!("{prefix}-{logical}");
-        let (url, arn) = create_queue(&sqs, &name, properties, &provisioned)
+        let (url, arn) = create_queue(&sqs, &name, properties, &template, &provisioned)
             .await
             .with_context(|| format!("creating queue {logical}"))?;
         provisioned.queues.insert(logical.to_owned(), (url, arn));
@@ -198,27 +217,63 @@ async fn create_table(
     }
     match request.send().await {
         Ok(_) => {}
+        // Made by an earlier run with this prefix.
         Err(e)
             if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            return Ok(());
-        }
+                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(e.into()),
     }
     if let Some(ttl) = p.get("TimeToLiveSpecification") {
-        client
-            .update_time_to_live()
-            .table_name(name)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name(text(ttl, "AttributeName")?)
-                    .enabled(ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(true))
-                    .build()?,
-            )
-            .send()
-            .await?;
+        wait_until_active(client, name).await?;
+        enable_ttl(client, name, ttl).await?;
     }
+    Ok(())
+}
+
+/// DynamoDB refuses changes to a table still being created (moto creates at once).
+async fn wait_until_active(client: &aws_sdk_dynamodb::Client, name: &str) -> anyhow::Result<()> {
+    for _ in 0..120 {
+        let described = client.describe_table().table_name(name).send().await?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("table {name} did not become active within a minute")
+}
+
+/// Turns TTL on unless it is on already: DynamoDB refuses to enable it twice.
+async fn enable_ttl(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    ttl: &Value,
+) -> anyhow::Result<()> {
+    let attribute = text(ttl, "AttributeName")?;
+    let enabled = ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(true);
+    let current = client
+        .describe_time_to_live()
+        .table_name(name)
+        .send()
+        .await?;
+    let current = current.time_to_live_description();
+    let on = matches!(
+        current.and_then(|d| d.time_to_live_status()),
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    );
+    if on == enabled && (!on || current.and_then(|d| d.attribute_name()) == Some(attribute)) {
+        return Ok(());
+    }
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name(attribute)
+                .enabled(enabled)
+                .build()?,
+        )
+        .send()
+        .await?;
     Ok(())
 }
 
@@ -244,21 +299,13 @@ fn resolve_arn(value: &Value, provisioned: &Provisioned) -> anyhow::Result<Strin
         .ok_or_else(|| anyhow!("{logical} is not a queue of the template"))
 }
 
-fn number(value: &Value) -> Option<String> {
-    match value {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-async fn create_queue(
-    client: &aws_sdk_sqs::Client,
-    name: &str,
+/// The queue attributes the template sets, as SQS names them.
+fn queue_attributes(
     p: &Value,
+    template: &Value,
     provisioned: &Provisioned,
-) -> anyhow::Result<(String, String)> {
-    let mut request = client.create_queue().queue_name(name);
+) -> anyhow::Result<HashMap<QueueAttributeName, String>> {
+    let mut attributes = HashMap::new();
     for (field, attribute) in [
         ("VisibilityTimeout", QueueAttributeName::VisibilityTimeout),
         (
@@ -270,9 +317,12 @@ async fn create_queue(
             "ReceiveMessageWaitTimeSeconds",
             QueueAttributeName::ReceiveMessageWaitTimeSeconds,
         ),
+        ("MaximumMessageSize", QueueAttributeName::MaximumMessageSize),
     ] {
-        if let Some(value) = p.get(field).and_then(number) {
-            request = request.attributes(attribute, value);
+        if let Some(value) = p.get(field) {
+            let value = scalar(value, template)
+                .ok_or_else(|| anyhow!("{field} is neither a literal nor a parameter"))?;
+            attributes.insert(attribute, value);
         }
     }
     if let Some(redrive) = p.get("RedrivePolicy") {
@@ -284,17 +334,59 @@ async fn create_queue(
         )?;
         let max = redrive
             .get("maxReceiveCount")
-            .and_then(number)
+            .and_then(|v| scalar(v, template))
             .ok_or_else(|| anyhow!("no maxReceiveCount"))?;
+        let max: u32 = max
+            .parse()
+            .with_context(|| format!("maxReceiveCount `{max}` is not a number"))?;
         let policy = serde_json::json!({"deadLetterTargetArn": target, "maxReceiveCount": max});
-        request = request.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+        attributes.insert(QueueAttributeName::RedrivePolicy, policy.to_string());
     }
-    let url = request
+    Ok(attributes)
+}
+
+async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    p: &Value,
+    template: &Value,
+    provisioned: &Provisioned,
+) -> anyhow::Result<(String, String)> {
+    let attributes = queue_attributes(p, template, provisioned)?;
+    let created = client
+        .create_queue()
+        .queue_name(name)
+        .set_attributes(Some(attributes.clone()))
         .send()
-        .await?
-        .queue_url()
-        .ok_or_else(|| anyhow!("no queue URL returned"))?
-        .to_owned();
+        .await;
+    let url = match created {
+        Ok(output) => output
+            .queue_url()
+            .ok_or_else(|| anyhow!("no queue URL returned"))?
+            .to_owned(),
+        // Made by an earlier run with other settings: bring it in line with the template.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_name_exists()) =>
+        {
+            let url = client
+                .get_queue_url()
+                .queue_name(name)
+                .send()
+                .await?
+                .queue_url()
+                .ok_or_else(|| anyhow!("no queue URL returned"))?
+                .to_owned();
+            client
+                .set_queue_attributes()
+                .queue_url(&url)
+                .set_attributes(Some(attributes))
+                .send()
+                .await?;
+            url
+        }
+        Err(e) => return Err(e.into()),
+    };
     let attributes = client
         .get_queue_attributes()
         .queue_url(&url)

@@ -13,7 +13,10 @@ const MAX_BATCH_BYTES: usize = 1024 * 1024;
 const MAX_BATCH_ENTRIES: usize = 10;
 /// Entries SQS reports failed are sent again this many times.
 const ENTRY_RETRIES: u32 = 3;
-const MAX_VISIBILITY_SECONDS: u64 = 12 * 60 * 60;
+/// SQS caps a message's visibility at 12 hours counted from when it was received, not
+/// from the change, so a full 12 hours asked for after any work is refused. A message is
+/// never held longer than a Lambda can run (15 minutes), which is the margin kept.
+const MAX_VISIBILITY_SECONDS: u64 = 12 * 60 * 60 - 15 * 60;
 
 #[derive(Clone, Debug)]
 pub struct SqsDeliveryQueue {

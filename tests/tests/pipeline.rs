@@ -518,8 +518,15 @@ async fn a_subscription_failing_too_long_is_disabled_announced_and_can_be_revive
     failing.answer_all_with(Some(500));
     let watcher = TestReceiver::start(Script::always(200)).await;
     let (sub, _) = herald.subscribe("acme", &failing.url(), &["order.*"]).await;
-    herald.subscribe("acme", &watcher.url(), &["subscription.disabled"]).await;
-    herald.publish("acme", json!({"id": "e-sick", "type": "order.shipped", "data": {}})).await;
+    herald
+        .subscribe("acme", &watcher.url(), &["subscription.disabled"])
+        .await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-sick", "type": "order.shipped", "data": {}}),
+        )
+        .await;
 
     let announced = watcher.wait_for(1, PATIENCE).await;
     assert_eq!(announced.len(), 1, "the tenant is told");
@@ -529,15 +536,32 @@ async fn a_subscription_failing_too_long_is_disabled_announced_and_can_be_revive
     let path = format!("/v1/subscriptions/{sub}");
     let (_, shown) = herald.call("GET", &path, Some("acme"), None).await;
     assert_eq!(shown["status"], "disabled");
-    assert!(shown["disabled_reason"].as_str().unwrap().starts_with("no successful delivery since"));
+    assert!(
+        shown["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no successful delivery since")
+    );
 
     // Re-enabled, with the endpoint fixed: deliveries resume.
     failing.answer_all_with(None);
-    let (status, revived) = herald.call("PATCH", &path, Some("acme"), Some(&json!({"status": "active"}))).await;
+    let (status, revived) = herald
+        .call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(&json!({"status": "active"})),
+        )
+        .await;
     assert_eq!((status, revived["status"].as_str()), (200, Some("active")));
     assert!(revived.get("failing_since").is_none());
     let before = failing.requests().len();
-    herald.publish("acme", json!({"id": "e-well", "type": "order.shipped", "data": {}})).await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-well", "type": "order.shipped", "data": {}}),
+        )
+        .await;
     let got = failing.wait_for(before + 1, PATIENCE).await;
     assert_eq!(got.last().unwrap().status, 200);
     herald.shutdown().await;

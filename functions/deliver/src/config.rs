@@ -57,7 +57,11 @@ impl DeliverConfig {
             )?,
             concurrency: config::number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
             retention: config::retention(env)?,
-            auto_disable_after: config::duration(env, "HERALD_AUTO_DISABLE_AFTER", Duration::from_secs(5 * 86_400))?,
+            auto_disable_after: config::duration(
+                env,
+                "HERALD_AUTO_DISABLE_AFTER",
+                Duration::from_secs(5 * 86_400),
+            )?,
             keys: config::signing_keys(env)?,
         })
     }

@@ -342,7 +342,14 @@ where
     }
 
     if disposition != Disposition::Gone {
-        track_health(deps, task, subscription, state == DeliveryState::Delivered, finished_at).await;
+        track_health(
+            deps,
+            task,
+            subscription,
+            state == DeliveryState::Delivered,
+            finished_at,
+        )
+        .await;
     }
 
     match disposition {
@@ -383,7 +390,11 @@ async fn track_health<S, L, E, Q, W, C>(
     let result = match (succeeded, subscription.failing_since) {
         (true, Some(_)) => deps.subscriptions.set_failing_since(tenant, id, None).await,
         (true, None) => Ok(()),
-        (false, None) => deps.subscriptions.set_failing_since(tenant, id, Some(now)).await,
+        (false, None) => {
+            deps.subscriptions
+                .set_failing_since(tenant, id, Some(now))
+                .await
+        }
         (false, Some(since)) if now - since >= to_chrono(deps.settings.auto_disable_after) => {
             let reason = format!(
                 "no successful delivery since {}",
@@ -415,7 +426,11 @@ where
     Q: DeliveryQueue,
 {
     tracing::warn!(tenant = %tenant, subscription = %subscription.id, "subscription disabled for failing");
-    let id = format!("subscription.disabled:{}:{}", subscription.id, at.timestamp_millis());
+    let id = format!(
+        "subscription.disabled:{}:{}",
+        subscription.id,
+        at.timestamp_millis()
+    );
     let data = serde_json::json!({
         "subscription_id": subscription.id,
         "url": subscription.url.as_str(),
@@ -429,9 +444,20 @@ where
     ) else {
         return Ok(());
     };
-    let event = herald_shared::event::Event { id, event_type, occurred_at: at, data, subject: None };
-    if let herald_shared::ports::Acceptance::Seen { deliveries: Some(_), .. } =
-        deps.events.accept(tenant, &event, &event.fingerprint(), at).await?
+    let event = herald_shared::event::Event {
+        id,
+        event_type,
+        occurred_at: at,
+        data,
+        subject: None,
+    };
+    if let herald_shared::ports::Acceptance::Seen {
+        deliveries: Some(_),
+        ..
+    } = deps
+        .events
+        .accept(tenant, &event, &event.fingerprint(), at)
+        .await?
     {
         return Ok(());
     }
@@ -447,7 +473,9 @@ where
         tracing::warn!(error = %e, "could not queue subscription.disabled");
         return Ok(());
     }
-    deps.events.complete(tenant, &event.id, tasks.len() as u32).await
+    deps.events
+        .complete(tenant, &event.id, tasks.len() as u32)
+        .await
 }
 
 /// The event a tenant receives when Herald disables one of its subscriptions.

@@ -5,13 +5,15 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::{Item, get_n, get_s, n, s, time, unavailable};
-use crate::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
-use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use super::attributes::{Item, expired, get_n, n, s, time};
+use super::delivery_items::{
+    STATES, decode_cursor, encode_cursor, last_millisecond_before, record_of,
+};
+use super::{read_consistent, unavailable};
+use crate::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use crate::ids::{DeliveryId, SubscriptionId, TenantId};
 use crate::ports::{
     AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError,
 };
@@ -19,34 +21,8 @@ use crate::ports::{
 /// The index of deliveries by subscription and creation time.
 pub const BY_SUBSCRIPTION: &str = "by-subscription";
 
-fn encode_cursor(record: &DeliveryRecord) -> String {
-    let key = serde_json::json!([record.id.as_str(), time(record.created_at)]);
-    URL_SAFE_NO_PAD.encode(key.to_string())
-}
-
-/// A listing cursor back into the index's key; only keys of this tenant's subscription.
-fn decode_cursor(
-    cursor: &str,
-    tenant: &TenantId,
-    subscription: &SubscriptionId,
-) -> Result<Item, StoreError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| StoreError::InvalidCursor)?;
-    let (id, created_at): (String, String) =
-        serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
-    if DeliveryId::parse(&id).is_none() || DateTime::parse_from_rfc3339(&created_at).is_err() {
-        return Err(StoreError::InvalidCursor);
-    }
-    Ok(Item::from([
-        ("id".to_owned(), s(id)),
-        (
-            "subscription_key".to_owned(),
-            s(format!("{tenant}#{subscription}")),
-        ),
-        ("created_at".to_owned(), s(created_at)),
-    ]))
-}
+/// The most a listing returns at once, whatever the caller asks for.
+const MAX_PAGE: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub struct DynamoDeliveryLedger {
@@ -58,48 +34,6 @@ impl DynamoDeliveryLedger {
     pub fn new(client: Client, table: String) -> Self {
         Self { client, table }
     }
-}
-
-fn parse_time(item: &Item, name: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(get_s(item, name)?)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))
-}
-
-fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
-    let corrupt =
-        |what: &str| StoreError::Corrupt(format!("delivery attribute `{what}` is not valid"));
-    let attempts = match item.get("attempts") {
-        Some(AttributeValue::L(list)) => list
-            .iter()
-            .map(|v| {
-                v.as_s()
-                    .ok()
-                    .and_then(|text| serde_json::from_str::<Attempt>(text).ok())
-                    .ok_or_else(|| corrupt("attempts"))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => Vec::new(),
-    };
-    let optional_time = |name: &str| item.get(name).map(|_| parse_time(item, name)).transpose();
-    Ok(DeliveryRecord {
-        id: DeliveryId::parse(get_s(item, "id")?).ok_or_else(|| corrupt("id"))?,
-        tenant: TenantId::parse(get_s(item, "tenant")?).ok_or_else(|| corrupt("tenant"))?,
-        subscription_id: SubscriptionId::parse(get_s(item, "subscription_id")?)
-            .ok_or_else(|| corrupt("subscription_id"))?,
-        event_id: EventId::parse(get_s(item, "event_id")?).ok_or_else(|| corrupt("event_id"))?,
-        event_type: get_s(item, "event_type")?.to_owned(),
-        state: DeliveryState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
-        attempts,
-        created_at: parse_time(item, "created_at")?,
-        first_attempt_at: parse_time(item, "first_attempt_at")?,
-        next_attempt_at: optional_time("next_attempt_at")?,
-        reason: item.get("reason").and_then(|v| v.as_s().ok()).cloned(),
-        updated_at: parse_time(item, "updated_at")?,
-        expires_at: get_n(item, "expires_at")
-            .and_then(|secs| DateTime::from_timestamp(secs, 0))
-            .ok_or_else(|| corrupt("expires_at"))?,
-    })
 }
 
 /// What a failed claim condition found.
@@ -122,17 +56,27 @@ enum ClaimAttempt {
 }
 use ClaimAttempt::{Refused, Taken};
 
+/// What every claim sets (`state` is a reserved word, hence `#state`).
+const CLAIM_SET: &str = "#state = :delivering, lease_token = :token, lease_until = :lease_until, \
+                         updated_at = :now_text";
+const IDENTITY: [&str; 5] = [
+    "tenant",
+    "subscription_id",
+    "subscription_key",
+    "event_id",
+    "event_type",
+];
+
 impl DynamoDeliveryLedger {
-    /// One conditional write. `restart` replaces an expired record instead of continuing it.
+    /// One conditional write. `restart` replaces an expired record instead of continuing
+    /// it: DynamoDB cannot choose between keeping and resetting the attempts inside one
+    /// update, so an expired record takes a second write conditioned on its expiry.
     async fn try_claim(
         &self,
         task: &DeliveryTask,
         claim: &Claim,
         restart: bool,
     ) -> Result<ClaimAttempt, StoreError> {
-        let fields = "SET #state = :delivering, lease_token = :token, lease_until = :lease_until, \
-                      updated_at = :now_text, tenant = :tenant, subscription_id = :subscription_id, \
-                      subscription_key = :subscription_key, event_id = :event_id, event_type = :event_type";
         let mut request = self
             .client
             .update_item()
@@ -156,31 +100,42 @@ impl DynamoDeliveryLedger {
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let started = [
+            ("attempts", ":empty"),
+            ("created_at", ":now_text"),
+            ("first_attempt_at", ":now_text"),
+            ("expires_at", ":expires_at"),
+        ];
+        let identity = IDENTITY.iter().map(|name| (*name, format!(":{name}")));
+        let fields = identity.chain(started.iter().map(|(a, v)| (*a, v.to_string())));
         request = if restart {
+            let set: Vec<String> = fields.map(|(a, v)| format!("{a} = {v}")).collect();
             request
                 .update_expression(format!(
-                    "{fields}, attempts = :empty, created_at = :now_text, first_attempt_at = :now_text, \
-                     expires_at = :expires_at REMOVE next_attempt_at, reason"
+                    "SET {CLAIM_SET}, {} REMOVE next_attempt_at, reason",
+                    set.join(", ")
                 ))
-                .condition_expression("expires_at < :now_s")
+                .condition_expression("expires_at <= :now_s")
         } else {
+            let set: Vec<String> = fields
+                .map(|(a, v)| format!("{a} = if_not_exists({a}, {v})"))
+                .collect();
+            let mut finals = Vec::new();
+            for state in STATES.iter().filter(|state| state.is_final()) {
+                let name = format!(":{}", state.as_str());
+                request = request.expression_attribute_values(&name, s(state.as_str()));
+                finals.push(name);
+            }
             request
-                .update_expression(format!(
-                    "{fields}, attempts = if_not_exists(attempts, :empty), \
-                     created_at = if_not_exists(created_at, :now_text), \
-                     first_attempt_at = if_not_exists(first_attempt_at, :now_text), \
-                     expires_at = if_not_exists(expires_at, :expires_at)"
+                .update_expression(format!("SET {CLAIM_SET}, {}", set.join(", ")))
+                .condition_expression(format!(
+                    "attribute_not_exists(id) OR (expires_at > :now_s \
+                     AND (#state <> :delivering OR lease_until <= :now_ms) \
+                     AND (:forced = :yes OR NOT (#state IN ({}))))",
+                    finals.join(", ")
                 ))
-                .condition_expression(
-                    "attribute_not_exists(id) OR (expires_at >= :now_s \
-                     AND (#state <> :delivering OR lease_until < :now_ms) \
-                     AND (:forced = :yes OR (#state <> :delivered AND #state <> :failed AND #state <> :skipped)))",
-                )
-                .expression_attribute_values(":delivered", s("delivered"))
-                .expression_attribute_values(":failed", s("failed"))
-                .expression_attribute_values(":skipped", s("skipped"))
                 .expression_attribute_values(":now_ms", n(claim.now.timestamp_millis()))
-                .expression_attribute_values(":forced", AttributeValue::Bool(task.forced))
+                .expression_attribute_values(":forced", AttributeValue::Bool(claim.task_forced))
                 .expression_attribute_values(":yes", AttributeValue::Bool(true))
         };
         match request.send().await {
@@ -191,31 +146,39 @@ impl DynamoDeliveryLedger {
                 Ok(Taken(record_of(item)?))
             }
             Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => failed
-                    .item()
-                    .cloned()
-                    .map(Refused)
-                    .ok_or(StoreError::Conflict),
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item() {
+                        Some(old) => Ok(Refused(old.clone())),
+                        None => self.current(&task.delivery_id).await.map(Refused),
+                    }
+                }
                 _ => Err(unavailable(e)),
             },
         }
+    }
+
+    /// The record that refused a claim, read when the refusal did not carry it.
+    async fn current(&self, id: &DeliveryId) -> Result<Item, StoreError> {
+        let key = Item::from([("id".to_owned(), s(id.as_str()))]);
+        read_consistent(&self.client, &self.table, key)
+            .await?
+            // Deleted in between: another worker's race, lost like any other.
+            .ok_or(StoreError::Conflict)
     }
 }
 
 impl DeliveryLedger for DynamoDeliveryLedger {
     async fn claim(&self, task: &DeliveryTask, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         match self.try_claim(task, claim, false).await? {
-            Refused(old)
-                if get_n(&old, "expires_at").is_some_and(|at| at < claim.now.timestamp()) =>
-            {
-                // TTL deletion lags: a record past its expiry is a new delivery, started afresh.
+            Taken(record) => Ok(ClaimOutcome::Claimed(record)),
+            // TTL deletion lags: a record past its expiry is a new delivery, started afresh.
+            Refused(old) if expired(&old, claim.now) => {
                 match self.try_claim(task, claim, true).await? {
-                    Refused(old) => outcome_of_refusal(&old, claim.now),
                     Taken(record) => Ok(ClaimOutcome::Claimed(record)),
+                    Refused(old) => outcome_of_refusal(&old, claim.now),
                 }
             }
             Refused(old) => outcome_of_refusal(&old, claim.now),
-            Taken(record) => Ok(ClaimOutcome::Claimed(record)),
         }
     }
 
@@ -281,7 +244,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         query: &DeliveryQuery,
         now: DateTime<Utc>,
     ) -> Result<Page<DeliveryRecord>, StoreError> {
-        let limit = query.limit.clamp(1, 1000);
+        let limit = query.limit.clamp(1, MAX_PAGE);
         let mut key_condition = "subscription_key = :key".to_owned();
         let filter = if query.state.is_some() {
             "expires_at > :now AND #state = :state"
@@ -302,18 +265,30 @@ impl DeliveryLedger for DynamoDeliveryLedger {
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":state", s(state.as_str()));
         }
-        if let Some(since) = query.since {
-            request = request.expression_attribute_values(":since", s(time(since)));
-        }
-        if let Some(until) = query.until {
-            request = request.expression_attribute_values(":until", s(time(until)));
-        }
-        match (query.since, query.until) {
-            (Some(_), Some(_)) => {
-                key_condition.push_str(" AND created_at BETWEEN :since AND :until")
+        // Stored times are whole milliseconds, so "before `until`" is "at or before the last
+        // millisecond before it", which a key condition can say (BETWEEN has no `<`).
+        let before = query.until.map(last_millisecond_before);
+        match (query.since, before) {
+            (Some(since), Some(before)) if since > before => {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next: None,
+                });
             }
-            (Some(_), None) => key_condition.push_str(" AND created_at >= :since"),
-            (None, Some(_)) => key_condition.push_str(" AND created_at < :until"),
+            (Some(since), Some(before)) => {
+                key_condition.push_str(" AND created_at BETWEEN :since AND :before");
+                request = request
+                    .expression_attribute_values(":since", s(time(since)))
+                    .expression_attribute_values(":before", s(time(before)));
+            }
+            (Some(since), None) => {
+                key_condition.push_str(" AND created_at >= :since");
+                request = request.expression_attribute_values(":since", s(time(since)));
+            }
+            (None, Some(before)) => {
+                key_condition.push_str(" AND created_at <= :before");
+                request = request.expression_attribute_values(":before", s(time(before)));
+            }
             (None, None) => {}
         }
         if let Some(cursor) = &query.cursor {
@@ -340,10 +315,6 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             }
         };
         items.truncate(limit);
-        // BETWEEN includes `until`; the API promises created before it.
-        if let Some(until) = query.until {
-            items.retain(|r| r.created_at < until);
-        }
         let next = if more {
             items.last().map(encode_cursor)
         } else {

@@ -1,6 +1,7 @@
 //! Event acceptance records keyed by (`tenant`, `id`): the producer-idempotency record and
-//! the event itself, kept for the retention period. TTL deletion lags, so an expired
-//! record is treated as absent here too.
+//! the event itself, kept for the retention period. Beside them, under ids that start with
+//! `latest#`, the order key of the newest event about each subject per subscription. TTL
+//! deletion lags, so an expired record is treated as absent here too.
 
 use std::time::Duration;
 
@@ -9,14 +10,16 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 
-use super::{Item, from_doc, get_n, get_s, n, s, time, to_doc, unavailable};
+use super::attributes::{Item, expired, from_doc, get_n, get_s, n, s, time, to_doc};
+use super::{read_consistent, unavailable};
 use crate::event::Event;
 use crate::ids::{EventId, SubscriptionId, TenantId};
 use crate::ports::{Acceptance, EventLog, StoreError};
 
 /// The record of the newest event about one subject for one subscription. Event ids
-/// cannot contain `#`, so these keys never meet an event's.
-fn latest_key(subscription: &SubscriptionId, event: &Event) -> Option<String> {
+/// cannot contain `#`, so these keys never meet an event's; subject fields are at most
+/// 256 bytes, so the key stays within DynamoDB's 1 KiB for a sort key.
+fn latest_id(subscription: &SubscriptionId, event: &Event) -> Option<String> {
     let subject = event.subject.as_ref()?;
     Some(format!(
         "latest#{subscription}#{}:{}#{}",
@@ -24,6 +27,29 @@ fn latest_key(subscription: &SubscriptionId, event: &Event) -> Option<String> {
         subject.kind,
         subject.id
     ))
+}
+
+fn key(tenant: &TenantId, id: &str) -> Item {
+    Item::from([
+        ("tenant".to_owned(), s(tenant.as_str())),
+        ("id".to_owned(), s(id)),
+    ])
+}
+
+fn seen(old: &Item) -> Result<Acceptance, StoreError> {
+    Ok(Acceptance::Seen {
+        fingerprint: get_s(old, "fingerprint")?.to_owned(),
+        deliveries: get_n(old, "deliveries").map(|d| d.clamp(0, u32::MAX.into()) as u32),
+    })
+}
+
+fn condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +67,11 @@ impl DynamoEventLog {
             retention,
         }
     }
+
+    fn expiry(&self, now: DateTime<Utc>) -> i64 {
+        let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
+        now.timestamp().saturating_add(retention)
+    }
 }
 
 impl EventLog for DynamoEventLog {
@@ -51,39 +82,39 @@ impl EventLog for DynamoEventLog {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> Result<Acceptance, StoreError> {
-        let expires_at = now.timestamp() + self.retention.as_secs() as i64;
-        let item = Item::from([
-            ("tenant".to_owned(), s(tenant.as_str())),
-            ("id".to_owned(), s(event.id.as_str())),
+        let mut item = key(tenant, event.id.as_str());
+        item.extend([
             ("fingerprint".to_owned(), s(fingerprint)),
             ("doc".to_owned(), to_doc(event)?),
             ("accepted_at".to_owned(), s(time(now))),
-            ("expires_at".to_owned(), n(expires_at)),
+            ("expires_at".to_owned(), n(self.expiry(now))),
         ]);
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(id) OR expires_at < :now")
+            // An expired record awaiting TTL deletion is overwritten as if it were absent.
+            .condition_expression("attribute_not_exists(id) OR expires_at <= :now")
             .expression_attribute_values(":now", n(now.timestamp()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Acceptance::New),
-            Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
-                    let old = failed.item().ok_or_else(|| {
-                        StoreError::Corrupt("no item with the failed condition".into())
-                    })?;
-                    Ok(Acceptance::Seen {
-                        fingerprint: get_s(old, "fingerprint")?.to_owned(),
-                        deliveries: get_n(old, "deliveries").map(|d| d.max(0) as u32),
-                    })
-                }
-                _ => Err(unavailable(e)),
-            },
+        let e = match result {
+            Ok(_) => return Ok(Acceptance::New),
+            Err(e) => e,
+        };
+        let Some(PutItemError::ConditionalCheckFailedException(failed)) = e.as_service_error()
+        else {
+            return Err(unavailable(e));
+        };
+        if let Some(old) = failed.item() {
+            return seen(old);
+        }
+        match read_consistent(&self.client, &self.table, key(tenant, event.id.as_str())).await? {
+            Some(old) => seen(&old),
+            // Deleted between the write and the read: a race to retry, like any conflict.
+            None => Err(StoreError::Conflict),
         }
     }
 
@@ -93,19 +124,8 @@ impl EventLog for DynamoEventLog {
         id: &EventId,
         now: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("tenant", s(tenant.as_str()))
-            .key("id", s(id.as_str()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        match output.item() {
-            Some(item) if get_n(item, "expires_at").is_some_and(|at| at > now.timestamp()) => {
-                from_doc(item).map(Some)
-            }
+        match read_consistent(&self.client, &self.table, key(tenant, id.as_str())).await? {
+            Some(item) if !expired(&item, now) => from_doc(&item).map(Some),
             _ => Ok(None),
         }
     }
@@ -117,22 +137,21 @@ impl EventLog for DynamoEventLog {
         event: &Event,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let Some(key) = latest_key(subscription, event) else {
+        let Some(id) = latest_id(subscription, event) else {
             return Ok(());
         };
+        let mut item = key(tenant, &id);
+        item.extend([
+            ("order_key".to_owned(), s(event.order_key())),
+            ("expires_at".to_owned(), n(self.expiry(now))),
+        ]);
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("tenant", s(tenant.as_str()))
-            .item("id", s(key))
-            .item("order_key", s(event.order_key()))
-            .item(
-                "expires_at",
-                n(now.timestamp() + self.retention.as_secs() as i64),
-            )
+            .set_item(Some(item))
             .condition_expression(
-                "attribute_not_exists(id) OR order_key < :order OR expires_at < :now",
+                "attribute_not_exists(id) OR order_key < :order OR expires_at <= :now",
             )
             .expression_attribute_values(":order", s(event.order_key()))
             .expression_attribute_values(":now", n(now.timestamp()))
@@ -140,15 +159,8 @@ impl EventLog for DynamoEventLog {
             .await;
         match result {
             Ok(_) => Ok(()),
-            // A newer event is recorded already.
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(())
-            }
+            // A newer event about the subject is recorded already.
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -160,23 +172,13 @@ impl EventLog for DynamoEventLog {
         event: &Event,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
-        let Some(key) = latest_key(subscription, event) else {
+        let Some(id) = latest_id(subscription, event) else {
             return Ok(None);
         };
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("tenant", s(tenant.as_str()))
-            .key("id", s(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(output
-            .item()
-            .filter(|item| get_n(item, "expires_at").is_some_and(|at| at > now.timestamp()))
-            .and_then(|item| get_s(item, "order_key").ok().map(str::to_owned)))
+        match read_consistent(&self.client, &self.table, key(tenant, &id)).await? {
+            Some(item) if !expired(&item, now) => Ok(Some(get_s(&item, "order_key")?.to_owned())),
+            _ => Ok(None),
+        }
     }
 
     async fn complete(
@@ -185,17 +187,21 @@ impl EventLog for DynamoEventLog {
         id: &EventId,
         deliveries: u32,
     ) -> Result<(), StoreError> {
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
-            .key("tenant", s(tenant.as_str()))
-            .key("id", s(id.as_str()))
+            .set_key(Some(key(tenant, id.as_str())))
             .update_expression("SET deliveries = :deliveries")
+            // Never creates a record without its event; one that is gone needs no mark.
             .condition_expression("attribute_exists(id)")
             .expression_attribute_values(":deliveries", n(deliveries))
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }

@@ -8,10 +8,14 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::{Item, from_doc, n, s, to_doc, unavailable};
+use super::attributes::{Item, from_doc, n, s, to_doc};
+use super::unavailable;
 use crate::ids::{SubscriptionId, TenantId};
 use crate::ports::{Page, StoreError, SubscriptionStore};
 use crate::subscription::{Subscription, SubscriptionStatus};
+
+/// The most a listing returns at once, whatever the caller asks for.
+const MAX_PAGE: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub struct DynamoSubscriptionStore {
@@ -45,12 +49,13 @@ impl DynamoSubscriptionStore {
         ])
     }
 
-    /// Items of the tenant, newest first, from an optional exclusive start id.
-    async fn query(
+    /// One Query page of the tenant's subscriptions, newest first, and where the next
+    /// page starts. A page also ends at 1 MB read, so fewer than `limit` says nothing.
+    async fn page(
         &self,
         tenant: &TenantId,
         limit: Option<usize>,
-        after: Option<&SubscriptionId>,
+        start: Option<Item>,
         only_active: bool,
     ) -> Result<(Vec<Subscription>, Option<Item>), StoreError> {
         let mut request = self
@@ -60,18 +65,14 @@ impl DynamoSubscriptionStore {
             .key_condition_expression("tenant = :tenant")
             .expression_attribute_values(":tenant", s(tenant.as_str()))
             .scan_index_forward(false)
-            .consistent_read(true);
-        if let Some(limit) = limit {
-            request = request.limit(limit as i32);
-        }
+            .consistent_read(true)
+            .set_limit(limit.map(|l| l.min(i32::MAX as usize) as i32))
+            .set_exclusive_start_key(start);
         if only_active {
             request = request
                 .filter_expression("#status = :active")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":active", s("active"));
-        }
-        if let Some(after) = after {
-            request = request.set_exclusive_start_key(Some(Self::key(tenant, after)));
         }
         let output = request.send().await.map_err(unavailable)?;
         let items = output
@@ -81,32 +82,26 @@ impl DynamoSubscriptionStore {
             .collect::<Result<Vec<Subscription>, _>>()?;
         Ok((items, output.last_evaluated_key().cloned()))
     }
-}
 
-fn encode_cursor(id: &SubscriptionId) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_str())
-}
-
-fn decode_cursor(cursor: &str) -> Result<SubscriptionId, StoreError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| SubscriptionId::parse(&text))
-        .ok_or(StoreError::InvalidCursor)
-}
-
-impl SubscriptionStore for DynamoSubscriptionStore {
-    async fn create(&self, subscription: &Subscription) -> Result<(), StoreError> {
-        let result = self
+    /// Writes the whole item if `condition` holds; a failed condition is a conflict.
+    async fn put(
+        &self,
+        subscription: &Subscription,
+        condition: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(Self::item(subscription)?))
-            .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await;
-        match result {
+            .condition_expression(condition);
+        if let Some(expected) = expected_version {
+            request = request
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(expected));
+        }
+        match request.send().await {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -118,6 +113,29 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+/// The listing cursor: the last id handed out. It cannot reach another tenant's items,
+/// since it only ever becomes a start key inside the caller's own partition.
+fn encode_cursor(id: &SubscriptionId) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_str())
+}
+
+/// A cursor from a caller; anything this store did not hand out is `InvalidCursor`.
+fn parse_cursor(cursor: &str) -> Result<SubscriptionId, StoreError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| SubscriptionId::parse(&text))
+        .ok_or(StoreError::InvalidCursor)
+}
+
+impl SubscriptionStore for DynamoSubscriptionStore {
+    async fn create(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        self.put(subscription, "attribute_not_exists(id)", None)
+            .await
     }
 
     async fn get(
@@ -143,11 +161,21 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>, StoreError> {
-        let after = cursor.map(decode_cursor).transpose()?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut start = cursor
+            .map(|c| parse_cursor(c).map(|id| Self::key(tenant, &id)))
+            .transpose()?;
         // One more than asked tells whether another page exists.
-        let (mut items, _) = self
-            .query(tenant, Some(limit + 1), after.as_ref(), false)
-            .await?;
+        let mut items = Vec::new();
+        loop {
+            let wanted = limit + 1 - items.len();
+            let (page, last) = self.page(tenant, Some(wanted), start, false).await?;
+            items.extend(page);
+            match last {
+                Some(last) if items.len() <= limit => start = Some(last),
+                _ => break,
+            }
+        }
         let next = (items.len() > limit).then(|| encode_cursor(&items[limit - 1].id));
         items.truncate(limit);
         Ok(Page { items, next })
@@ -158,49 +186,25 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         subscription: &Subscription,
         expected_version: u64,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::item(subscription)?))
-            .condition_expression("attribute_exists(id) AND #version = :expected")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":expected", n(expected_version))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.put(
+            subscription,
+            "attribute_exists(id) AND #version = :expected",
+            Some(expected_version),
+        )
+        .await
     }
 
     async fn active(&self, tenant: &TenantId) -> Result<Vec<Subscription>, StoreError> {
         let mut all = Vec::new();
-        let mut after: Option<SubscriptionId> = None;
+        let mut start = None;
         loop {
-            let (items, last) = self.query(tenant, None, after.as_ref(), true).await?;
+            let (items, last) = self.page(tenant, None, start, true).await?;
             all.extend(items);
-            match last
-                .as_ref()
-                .and_then(|k| k.get("id"))
-                .and_then(|v| v.as_s().ok())
-            {
-                Some(id) => after = SubscriptionId::parse(id),
-                None => break,
-            }
-            if after.is_none() {
-                break;
+            match last {
+                Some(last) => start = Some(last),
+                None => return Ok(all),
             }
         }
-        Ok(all)
     }
 
     async fn delete(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<bool, StoreError> {
@@ -223,7 +227,8 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // Read, change, write back only if nobody changed it meanwhile (optimistic concurrency).
+        // The document is the source of truth, so this reads, changes and writes back on
+        // the version read (optimistic concurrency) rather than patching attributes.
         for _ in 0..5 {
             let Some(mut subscription) = self.get(tenant, id).await? else {
                 return Ok(());
@@ -277,13 +282,13 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
         let id = SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap();
-        assert_eq!(decode_cursor(&encode_cursor(&id)).unwrap(), id);
+        assert_eq!(parse_cursor(&encode_cursor(&id)).unwrap(), id);
         assert!(matches!(
-            decode_cursor("garbage"),
+            parse_cursor("garbage"),
             Err(StoreError::InvalidCursor)
         ));
         assert!(matches!(
-            decode_cursor(&URL_SAFE_NO_PAD.encode("sub_../x")),
+            parse_cursor(&URL_SAFE_NO_PAD.encode("sub_../x")),
             Err(StoreError::InvalidCursor)
         ));
     }

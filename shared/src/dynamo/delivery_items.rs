@@ -1,0 +1,150 @@
+//! How a delivery record is laid out as an item, and the attempt log's cursors.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+
+use super::attributes::{Item, get_n, get_s, get_time, s, time};
+use crate::delivery::{Attempt, DeliveryRecord, DeliveryState};
+use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use crate::ports::StoreError;
+
+pub(super) fn encode_cursor(record: &DeliveryRecord) -> String {
+    let key = serde_json::json!([record.id.as_str(), time(record.created_at)]);
+    URL_SAFE_NO_PAD.encode(key.to_string())
+}
+
+/// A listing cursor back into the index's key; only keys of this tenant's subscription.
+pub(super) fn decode_cursor(
+    cursor: &str,
+    tenant: &TenantId,
+    subscription: &SubscriptionId,
+) -> Result<Item, StoreError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| StoreError::InvalidCursor)?;
+    let (id, created_at): (String, String) =
+        serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
+    if DeliveryId::parse(&id).is_none() || DateTime::parse_from_rfc3339(&created_at).is_err() {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok(Item::from([
+        ("id".to_owned(), s(id)),
+        (
+            "subscription_key".to_owned(),
+            s(format!("{tenant}#{subscription}")),
+        ),
+        ("created_at".to_owned(), s(created_at)),
+    ]))
+}
+
+pub(super) fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("delivery attribute `{what}` is not valid"));
+    let attempts = match item.get("attempts") {
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .map(|v| {
+                v.as_s()
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Attempt>(text).ok())
+                    .ok_or_else(|| corrupt("attempts"))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let optional_time = |name: &str| item.get(name).map(|_| get_time(item, name)).transpose();
+    Ok(DeliveryRecord {
+        id: DeliveryId::parse(get_s(item, "id")?).ok_or_else(|| corrupt("id"))?,
+        tenant: TenantId::parse(get_s(item, "tenant")?).ok_or_else(|| corrupt("tenant"))?,
+        subscription_id: SubscriptionId::parse(get_s(item, "subscription_id")?)
+            .ok_or_else(|| corrupt("subscription_id"))?,
+        event_id: EventId::parse(get_s(item, "event_id")?).ok_or_else(|| corrupt("event_id"))?,
+        event_type: get_s(item, "event_type")?.to_owned(),
+        state: state_of(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
+        attempts,
+        created_at: get_time(item, "created_at")?,
+        first_attempt_at: get_time(item, "first_attempt_at")?,
+        next_attempt_at: optional_time("next_attempt_at")?,
+        reason: item.get("reason").and_then(|v| v.as_s().ok()).cloned(),
+        updated_at: get_time(item, "updated_at")?,
+        expires_at: get_n(item, "expires_at")
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .ok_or_else(|| corrupt("expires_at"))?,
+    })
+}
+
+/// The latest stored `created_at` (whole milliseconds) that is before `until`.
+pub(super) fn last_millisecond_before(until: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = DateTime::from_timestamp_millis(until.timestamp_millis()).unwrap_or(until);
+    if floor < until {
+        floor
+    } else {
+        floor - chrono::Duration::milliseconds(1)
+    }
+}
+
+fn state_of(raw: &str) -> Option<DeliveryState> {
+    STATES.into_iter().find(|state| state.as_str() == raw)
+}
+
+/// Every state; the match below stops the build when a state is added and not placed here.
+pub(super) const STATES: [DeliveryState; 6] = [
+    DeliveryState::Pending,
+    DeliveryState::Delivering,
+    DeliveryState::Delivered,
+    DeliveryState::Failed,
+    DeliveryState::Skipped,
+    DeliveryState::Superseded,
+];
+
+const _: fn(DeliveryState) = |state| match state {
+    DeliveryState::Pending
+    | DeliveryState::Delivering
+    | DeliveryState::Delivered
+    | DeliveryState::Failed
+    | DeliveryState::Skipped
+    | DeliveryState::Superseded => {}
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_until_is_the_last_whole_millisecond_before_it() {
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+        assert_eq!(last_millisecond_before(at(1_000)), at(999));
+        let between = at(1_000) + chrono::Duration::microseconds(500);
+        assert_eq!(last_millisecond_before(between), at(1_000));
+    }
+
+    #[test]
+    fn every_state_reads_back() {
+        for state in STATES {
+            assert_eq!(state_of(state.as_str()), Some(state));
+        }
+        assert_eq!(state_of("lost"), None);
+    }
+
+    #[test]
+    fn cursors_name_only_the_callers_subscription_and_refuse_garbage() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let sub = SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap();
+        let id = "msg_0123456789abcdef0123456789abcdef";
+        let cursor = URL_SAFE_NO_PAD.encode(format!(r#"["{id}","2026-01-01T00:00:00.000Z"]"#));
+        let key = decode_cursor(&cursor, &tenant, &sub).unwrap();
+        assert_eq!(
+            key["subscription_key"],
+            s("acme#sub_01JD5Q8Z6X0000000000000000")
+        );
+        assert_eq!(key["id"], s(id));
+        for bad in ["", "garbage", &URL_SAFE_NO_PAD.encode(r#"["x","y"]"#)] {
+            assert!(matches!(
+                decode_cursor(bad, &tenant, &sub),
+                Err(StoreError::InvalidCursor)
+            ));
+        }
+    }
+}

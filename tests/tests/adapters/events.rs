@@ -1,0 +1,148 @@
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_shared::dynamo::DynamoEventLog;
+use herald_shared::ids::SubscriptionId;
+use herald_shared::ports::{Acceptance, EventLog};
+use herald_tests::aws::TestAws;
+use serde_json::json;
+
+use super::{event, event_about, seconds, tenant};
+
+/// An event log that keeps records for a minute.
+async fn log() -> (TestAws, DynamoEventLog) {
+    let aws = TestAws::new().await;
+    let table = aws.provisioned.events_table().to_owned();
+    let log = DynamoEventLog::new(aws.dynamo.clone(), table, Duration::from_secs(60));
+    (aws, log)
+}
+
+fn seen(fingerprint: &str, deliveries: Option<u32>) -> Acceptance {
+    Acceptance::Seen {
+        fingerprint: fingerprint.into(),
+        deliveries,
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_new_once_then_seen_with_its_first_fingerprint() {
+    let (_aws, log) = log().await;
+    let acme = tenant("acme");
+    let e = event("e1", json!({"x": 1}));
+    let now = Utc::now();
+
+    assert_eq!(
+        log.accept(&acme, &e, "f1", now).await.unwrap(),
+        Acceptance::New
+    );
+    assert_eq!(
+        log.accept(&acme, &e, "f1", now).await.unwrap(),
+        seen("f1", None)
+    );
+    assert_eq!(
+        log.accept(&acme, &e, "f2", now).await.unwrap(),
+        seen("f1", None),
+        "a different content under the same id is told by the stored fingerprint"
+    );
+    log.complete(&acme, &e.id, 3).await.unwrap();
+    assert_eq!(
+        log.accept(&acme, &e, "f1", now).await.unwrap(),
+        seen("f1", Some(3))
+    );
+    assert_eq!(
+        log.accept(&tenant("other"), &e, "f1", now).await.unwrap(),
+        Acceptance::New,
+        "ids are per tenant"
+    );
+
+    assert_eq!(log.load(&acme, &e.id, now).await.unwrap(), Some(e.clone()));
+    assert_eq!(log.load(&tenant("nobody"), &e.id, now).await.unwrap(), None);
+    let unknown = event("never-sent", json!({}));
+    log.complete(&acme, &unknown.id, 1).await.unwrap();
+    assert_eq!(
+        log.load(&acme, &unknown.id, now).await.unwrap(),
+        None,
+        "complete never creates"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_record_counts_as_absent_before_ttl_deletes_it() {
+    let (_aws, log) = log().await;
+    let acme = tenant("acme");
+    let first = event("e1", json!({"v": 1}));
+    let now = Utc::now();
+    log.accept(&acme, &first, "f1", now).await.unwrap();
+    log.complete(&acme, &first.id, 2).await.unwrap();
+
+    let later = now + seconds(120);
+    assert_eq!(log.load(&acme, &first.id, later).await.unwrap(), None);
+    let second = event("e1", json!({"v": 2}));
+    assert_eq!(
+        log.accept(&acme, &second, "f2", later).await.unwrap(),
+        Acceptance::New
+    );
+    assert_eq!(
+        log.load(&acme, &second.id, later).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(
+        log.accept(&acme, &second, "f2", later).await.unwrap(),
+        seen("f2", None),
+        "the overwrite starts afresh, without the old fan-out count"
+    );
+}
+
+#[tokio::test]
+async fn the_newest_event_about_a_subject_is_kept_per_subscription() {
+    let (_aws, log) = log().await;
+    let acme = tenant("acme");
+    let now = Utc::now();
+    let sub = SubscriptionId::generate(now, &mut rand::rng());
+    let elsewhere = SubscriptionId::generate(now, &mut rand::rng());
+    let older = event_about("e1", "o-1", now - seconds(10));
+    let newer = event_about("e2", "o-1", now);
+    let other_order = event_about("e3", "o-2", now);
+
+    assert_eq!(log.latest(&acme, &sub, &newer, now).await.unwrap(), None);
+    log.note_latest(&acme, &sub, &newer, now).await.unwrap();
+    log.note_latest(&acme, &sub, &older, now).await.unwrap();
+    let newest = Some(newer.order_key());
+    assert_eq!(log.latest(&acme, &sub, &older, now).await.unwrap(), newest);
+    assert_eq!(
+        log.latest(&acme, &sub, &other_order, now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        log.latest(&acme, &elsewhere, &older, now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        log.latest(&tenant("other"), &sub, &older, now)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let no_subject = event("e4", json!({}));
+    log.note_latest(&acme, &sub, &no_subject, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.latest(&acme, &sub, &no_subject, now).await.unwrap(),
+        None
+    );
+
+    let later = now + seconds(120);
+    assert_eq!(
+        log.latest(&acme, &sub, &older, later).await.unwrap(),
+        None,
+        "expired"
+    );
+    log.note_latest(&acme, &sub, &older, later).await.unwrap();
+    assert_eq!(
+        log.latest(&acme, &sub, &older, later).await.unwrap(),
+        Some(older.order_key()),
+        "an expired record does not hold back an older event"
+    );
+}

@@ -1,0 +1,323 @@
+use chrono::{DateTime, Utc};
+use herald_shared::delivery::{DeliveryState, DeliveryTask};
+use herald_shared::dynamo::DynamoDeliveryLedger;
+use herald_shared::ids::SubscriptionId;
+use herald_shared::ports::{
+    AttemptResult, ClaimOutcome, DeliveryLedger, DeliveryQuery, StoreError,
+};
+use herald_tests::aws::TestAws;
+use serde_json::json;
+
+use super::{attempt, claim, event, finish, seconds, tenant};
+
+async fn ledger() -> (TestAws, DynamoDeliveryLedger) {
+    let aws = TestAws::new().await;
+    let table = aws.provisioned.deliveries_table().to_owned();
+    let ledger = DynamoDeliveryLedger::new(aws.dynamo.clone(), table);
+    (aws, ledger)
+}
+
+fn task(event_id: &str) -> DeliveryTask {
+    let sub = SubscriptionId::generate(Utc::now(), &mut rand::rng());
+    DeliveryTask::new(&tenant("acme"), &sub, &event(event_id, json!({})))
+}
+
+#[tokio::test]
+async fn one_worker_at_a_time_holds_a_delivery_and_only_it_can_finish() {
+    let (_aws, ledger) = ledger().await;
+    let mut task = task("e1");
+    let id = &task.delivery_id;
+    let now = Utc::now();
+
+    let ClaimOutcome::Claimed(fresh) = ledger.claim(&task, &claim(now, "a", false)).await.unwrap()
+    else {
+        panic!("a fresh delivery is claimed")
+    };
+    assert_eq!(
+        (fresh.state, fresh.attempts.len()),
+        (DeliveryState::Delivering, 0)
+    );
+    assert_eq!(
+        (&fresh.tenant, &fresh.subscription_id),
+        (&task.tenant, &task.subscription_id)
+    );
+    let leased = ledger.claim(&task, &claim(now, "b", false)).await.unwrap();
+    assert!(matches!(leased, ClaimOutcome::Leased { until } if until > now));
+    assert!(
+        matches!(
+            ledger.claim(&task, &claim(now, "b", true)).await.unwrap(),
+            ClaimOutcome::Leased { .. }
+        ),
+        "forcing never breaks a live lease"
+    );
+
+    let failed = finish(DeliveryState::Pending, attempt(1, 500));
+    assert!(matches!(
+        ledger.finish(id, "b", &failed).await,
+        Err(StoreError::Conflict)
+    ));
+    let retry_at = now + seconds(60);
+    let failed = AttemptResult {
+        next_attempt_at: Some(retry_at),
+        reason: Some("HTTP 500".into()),
+        ..failed
+    };
+    ledger.finish(id, "a", &failed).await.unwrap();
+    assert!(
+        matches!(
+            ledger.finish(id, "a", &failed).await,
+            Err(StoreError::Conflict)
+        ),
+        "a token ends with its attempt"
+    );
+    let pending = ledger.get(&tenant("acme"), id, now).await.unwrap().unwrap();
+    assert_eq!(pending.state, DeliveryState::Pending);
+    assert_eq!(
+        pending.next_attempt_at.map(|t| t.timestamp_millis()),
+        Some(retry_at.timestamp_millis())
+    );
+    assert_eq!(pending.reason.as_deref(), Some("HTTP 500"));
+
+    let ClaimOutcome::Claimed(second) = ledger.claim(&task, &claim(now, "c", false)).await.unwrap()
+    else {
+        panic!("a pending delivery is claimed again")
+    };
+    assert_eq!(second.attempts.len(), 1);
+    assert_eq!(second.first_attempt_at, fresh.first_attempt_at);
+    ledger
+        .finish(id, "c", &finish(DeliveryState::Delivered, attempt(2, 200)))
+        .await
+        .unwrap();
+
+    let ClaimOutcome::Finished(done) = ledger.claim(&task, &claim(now, "d", false)).await.unwrap()
+    else {
+        panic!("a delivered delivery is finished")
+    };
+    assert_eq!(done.state, DeliveryState::Delivered);
+    assert_eq!((done.next_attempt_at, done.reason), (None, None));
+    let statuses: Vec<_> = done.attempts.iter().map(|a| (a.number, a.status)).collect();
+    assert_eq!(statuses, vec![(1, Some(500)), (2, Some(200))]);
+
+    task.forced = true;
+    let ClaimOutcome::Claimed(reopened) =
+        ledger.claim(&task, &claim(now, "e", true)).await.unwrap()
+    else {
+        panic!("a forced task reopens a delivered one")
+    };
+    assert_eq!(reopened.attempts.len(), 2, "the attempt log is kept");
+
+    assert_eq!(
+        ledger
+            .get(&tenant("acme"), id, now)
+            .await
+            .unwrap()
+            .map(|r| r.state),
+        Some(DeliveryState::Delivering)
+    );
+    assert_eq!(ledger.get(&tenant("other"), id, now).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_an_expired_record_starts_afresh() {
+    let (_aws, ledger) = ledger().await;
+    let task = task("e2");
+    let id = &task.delivery_id;
+    let now = Utc::now();
+    ledger.claim(&task, &claim(now, "a", false)).await.unwrap();
+    let after_lease = now + seconds(31);
+    assert!(matches!(
+        ledger
+            .claim(&task, &claim(after_lease, "b", false))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    let delivered = finish(DeliveryState::Delivered, attempt(1, 200));
+    assert!(matches!(
+        ledger.finish(id, "a", &delivered).await,
+        Err(StoreError::Conflict)
+    ));
+    ledger.finish(id, "b", &delivered).await.unwrap();
+
+    // Kept for an hour: two hours on, it is gone for every reader, whatever TTL has done.
+    let after_expiry = now + seconds(7200);
+    assert_eq!(
+        ledger.get(&tenant("acme"), id, after_expiry).await.unwrap(),
+        None
+    );
+    let ClaimOutcome::Claimed(restarted) = ledger
+        .claim(&task, &claim(after_expiry, "c", false))
+        .await
+        .unwrap()
+    else {
+        panic!("an expired record is a new delivery")
+    };
+    assert!(restarted.attempts.is_empty());
+    assert_eq!(
+        restarted.first_attempt_at.timestamp_millis(),
+        after_expiry.timestamp_millis()
+    );
+    assert_eq!(
+        restarted.created_at.timestamp_millis(),
+        after_expiry.timestamp_millis()
+    );
+    assert_eq!(
+        restarted.expires_at.timestamp(),
+        (after_expiry + seconds(3600)).timestamp()
+    );
+    assert!(
+        ledger
+            .get(&tenant("acme"), id, after_expiry)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn every_final_state_stops_a_redelivered_message() {
+    let (_aws, ledger) = ledger().await;
+    let now = Utc::now();
+    for (i, state) in [
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+        DeliveryState::Skipped,
+        DeliveryState::Superseded,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let task = task(&format!("final-{i}"));
+        ledger.claim(&task, &claim(now, "a", false)).await.unwrap();
+        let result = AttemptResult {
+            attempt: None,
+            ..finish(state, attempt(1, 200))
+        };
+        ledger
+            .finish(&task.delivery_id, "a", &result)
+            .await
+            .unwrap();
+        let outcome = ledger.claim(&task, &claim(now, "b", false)).await.unwrap();
+        assert!(
+            matches!(&outcome, ClaimOutcome::Finished(r) if r.state == state && r.attempts.is_empty()),
+            "{state:?}: {outcome:?}"
+        );
+    }
+}
+
+/// Claims and finishes one delivery per event of `sub`, created `i` seconds after `start`.
+async fn deliveries(
+    ledger: &DynamoDeliveryLedger,
+    sub: &SubscriptionId,
+    start: DateTime<Utc>,
+    count: i64,
+) -> Vec<DeliveryTask> {
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let task = DeliveryTask::new(&tenant("acme"), sub, &event(&format!("e{i}"), json!({})));
+        let at = start + seconds(i);
+        ledger.claim(&task, &claim(at, "t", false)).await.unwrap();
+        let state = if i % 2 == 0 {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Failed
+        };
+        ledger
+            .finish(&task.delivery_id, "t", &finish(state, attempt(1, 200)))
+            .await
+            .unwrap();
+        tasks.push(task);
+    }
+    tasks
+}
+
+#[tokio::test]
+async fn the_attempt_log_lists_a_subscriptions_deliveries_newest_first() {
+    let (_aws, ledger) = ledger().await;
+    // Whole milliseconds, as the ledger stores them, so the window's edges are exact.
+    let start =
+        DateTime::from_timestamp_millis((Utc::now() - seconds(60)).timestamp_millis()).unwrap();
+    let sub = SubscriptionId::generate(start, &mut rand::rng());
+    let tasks = deliveries(&ledger, &sub, start, 5).await;
+    deliveries(
+        &ledger,
+        &SubscriptionId::generate(start, &mut rand::rng()),
+        start,
+        2,
+    )
+    .await;
+    let ids = |tasks: &[&DeliveryTask]| {
+        tasks
+            .iter()
+            .map(|t| t.delivery_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let newest_first: Vec<_> = tasks.iter().rev().collect();
+    let now = Utc::now();
+    let acme = tenant("acme");
+
+    let mut listed = Vec::new();
+    let mut query = DeliveryQuery {
+        limit: 2,
+        ..Default::default()
+    };
+    loop {
+        let page = ledger.list(&acme, &sub, &query, now).await.unwrap();
+        assert!(page.items.len() <= 2);
+        listed.extend(page.items.into_iter().map(|r| r.id));
+        match page.next {
+            Some(next) => query.cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids(&newest_first));
+
+    let delivered = DeliveryQuery {
+        state: Some(DeliveryState::Delivered),
+        limit: 10,
+        ..Default::default()
+    };
+    let page = ledger.list(&acme, &sub, &delivered, now).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ids(&[newest_first[0], newest_first[2], newest_first[4]])
+    );
+
+    let window = DeliveryQuery {
+        since: Some(start + seconds(1)),
+        until: Some(start + seconds(3)),
+        limit: 10,
+        ..Default::default()
+    };
+    let page = ledger.list(&acme, &sub, &window, now).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ids(&[&tasks[2], &tasks[1]]),
+        "since is inclusive, until exclusive"
+    );
+
+    let everything = DeliveryQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(
+        ledger
+            .list(&tenant("other"), &sub, &everything, now)
+            .await
+            .is_ok_and(|p| p.items.is_empty())
+    );
+    let bad = DeliveryQuery {
+        cursor: Some("bogus".into()),
+        limit: 2,
+        ..Default::default()
+    };
+    assert!(matches!(
+        ledger.list(&acme, &sub, &bad, now).await,
+        Err(StoreError::InvalidCursor)
+    ));
+    let expired = ledger
+        .list(&acme, &sub, &everything, now + seconds(7200))
+        .await
+        .unwrap();
+    assert!(expired.items.is_empty());
+}

@@ -1,0 +1,169 @@
+use chrono::Utc;
+use herald_shared::dynamo::DynamoSubscriptionStore;
+use herald_shared::ports::{StoreError, SubscriptionStore};
+use herald_shared::subscription::SubscriptionStatus;
+use herald_tests::aws::TestAws;
+
+use super::{subscription, tenant};
+
+async fn store() -> (TestAws, DynamoSubscriptionStore) {
+    let aws = TestAws::new().await;
+    let table = aws.provisioned.subscriptions_table().to_owned();
+    let store = DynamoSubscriptionStore::new(aws.dynamo.clone(), table);
+    (aws, store)
+}
+
+#[tokio::test]
+async fn a_listing_is_newest_first_in_pages_and_only_the_tenants_own() {
+    let (_aws, store) = store().await;
+    let start = Utc::now();
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        let s = subscription("acme", start + chrono::Duration::milliseconds(i * 10));
+        store.create(&s).await.unwrap();
+        mine.push(s.id);
+    }
+    let theirs = subscription("other", start);
+    store.create(&theirs).await.unwrap();
+    mine.reverse();
+
+    let acme = tenant("acme");
+    let first = store.list(&acme, 2, None).await.unwrap();
+    let second = store.list(&acme, 2, first.next.as_deref()).await.unwrap();
+    let third = store.list(&acme, 2, second.next.as_deref()).await.unwrap();
+    let sizes = [&first, &second, &third].map(|page| page.items.len());
+    assert_eq!(sizes, [2, 2, 1]);
+    let listed: Vec<_> = [first.items, second.items, third.items]
+        .concat()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, mine);
+    assert_eq!(third.next, None);
+
+    let exact = store.list(&acme, 5, None).await.unwrap();
+    assert_eq!(
+        (exact.items.len(), exact.next),
+        (5, None),
+        "no empty last page"
+    );
+    let other = store.list(&tenant("other"), 10, None).await.unwrap();
+    assert_eq!(
+        other.items.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        vec![&theirs.id]
+    );
+    assert_eq!(store.list(&acme, 0, None).await.unwrap().items.len(), 1);
+    assert!(matches!(
+        store.list(&acme, 2, Some("bogus")).await,
+        Err(StoreError::InvalidCursor)
+    ));
+    assert!(matches!(
+        store.list(&acme, 2, Some("c3ViXy4uLw")).await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+#[tokio::test]
+async fn a_subscription_reads_back_as_stored_and_its_id_is_taken_once() {
+    let (_aws, store) = store().await;
+    let s = subscription("acme", Utc::now());
+    store.create(&s).await.unwrap();
+    assert_eq!(
+        store.get(&tenant("acme"), &s.id).await.unwrap(),
+        Some(s.clone())
+    );
+    assert!(matches!(store.create(&s).await, Err(StoreError::Conflict)));
+
+    let mut changed = s.clone();
+    changed.description = "renamed".into();
+    changed.version = 2;
+    assert!(matches!(
+        store.update(&changed, 7).await,
+        Err(StoreError::Conflict)
+    ));
+    store.update(&changed, 1).await.unwrap();
+    assert_eq!(
+        store
+            .get(&tenant("acme"), &s.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .description,
+        "renamed"
+    );
+
+    let mut stranger = subscription("acme", Utc::now());
+    stranger.version = 2;
+    assert!(
+        matches!(store.update(&stranger, 1).await, Err(StoreError::Conflict)),
+        "an update never creates"
+    );
+}
+
+#[tokio::test]
+async fn another_tenant_can_neither_read_nor_delete_nor_disable() {
+    let (_aws, store) = store().await;
+    let s = subscription("acme", Utc::now());
+    store.create(&s).await.unwrap();
+    let other = tenant("other");
+
+    assert_eq!(store.get(&other, &s.id).await.unwrap(), None);
+    assert!(!store.delete(&other, &s.id).await.unwrap());
+    store
+        .disable(&other, &s.id, "nope", Utc::now())
+        .await
+        .unwrap();
+    assert!(store.active(&other).await.unwrap().is_empty());
+
+    let kept = store.get(&tenant("acme"), &s.id).await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.version), (SubscriptionStatus::Active, 1));
+}
+
+#[tokio::test]
+async fn disabled_subscriptions_are_not_active_and_deleted_ones_are_gone() {
+    let (_aws, store) = store().await;
+    let acme = tenant("acme");
+    let keep = subscription("acme", Utc::now());
+    let stop = subscription("acme", Utc::now());
+    store.create(&keep).await.unwrap();
+    store.create(&stop).await.unwrap();
+
+    let at = Utc::now();
+    store
+        .disable(&acme, &stop.id, "410 Gone", at)
+        .await
+        .unwrap();
+    let disabled = store.get(&acme, &stop.id).await.unwrap().unwrap();
+    assert_eq!(disabled.status, SubscriptionStatus::Disabled);
+    assert_eq!(disabled.disabled_reason.as_deref(), Some("410 Gone"));
+    assert_eq!(disabled.disabled_at, Some(at));
+    assert_eq!(disabled.version, 2);
+    store
+        .disable(&acme, &stop.id, "again", Utc::now())
+        .await
+        .unwrap();
+    let again = store.get(&acme, &stop.id).await.unwrap().unwrap();
+    assert_eq!(
+        (again.version, again.disabled_reason.as_deref()),
+        (2, Some("410 Gone")),
+        "disabling twice changes nothing"
+    );
+
+    let active: Vec<_> = store
+        .active(&acme)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(active, vec![keep.id.clone()]);
+
+    assert!(store.delete(&acme, &keep.id).await.unwrap());
+    assert!(!store.delete(&acme, &keep.id).await.unwrap());
+    assert_eq!(store.get(&acme, &keep.id).await.unwrap(), None);
+    store
+        .disable(&acme, &keep.id, "gone", Utc::now())
+        .await
+        .unwrap();
+    assert!(store.active(&acme).await.unwrap().is_empty());
+}
