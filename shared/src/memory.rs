@@ -126,7 +126,6 @@ impl SubscriptionStore for InMemorySubscriptionStore {
             && s.failing_since != since
         {
             s.failing_since = since;
-            s.version += 1;
         }
         Ok(())
     }

@@ -98,7 +98,8 @@ pub trait SubscriptionStore: Send + Sync {
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records since when deliveries have failed without a success (None: healthy).
-    /// Writes only when that changes; a no-op when the subscription is gone.
+    /// Writes only when that changes, and keeps the version: health is not a change a
+    /// tenant's concurrent edit should be refused for. A no-op when the subscription is gone.
     fn set_failing_since(
         &self,
         tenant: &TenantId,

@@ -50,7 +50,7 @@ async fn logs_carry_no_secret_signature_or_body() {
         )
         .await;
     let got = receiver.wait_for(2, Duration::from_secs(20)).await;
-    let (_, rotated) = herald
+    let (rotate_status, rotated) = herald
         .call(
             "POST",
             &format!("/v1/subscriptions/{id}/secret/rotate"),
@@ -58,6 +58,7 @@ async fn logs_carry_no_secret_signature_or_body() {
             None,
         )
         .await;
+    assert_eq!(rotate_status, 200, "{rotated}");
     herald
         .call(
             "POST",

@@ -264,8 +264,9 @@ impl SubscriptionStore for DynamoSubscriptionStore {
                 return Ok(());
             }
             let read_version = subscription.version;
+            // Health is not a change of the subscription: the version stays, so a
+            // tenant's concurrent change is never refused because of it.
             subscription.failing_since = since;
-            subscription.version += 1;
             match self.update(&subscription, read_version).await {
                 Err(StoreError::Conflict) => continue,
                 other => return other,
