@@ -13,7 +13,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::handler::{Ports, limit_param, owned_subscription};
+use crate::handler::{Ports, limit_param, owned_subscription, page_response};
 use crate::views::DeliveryView;
 
 const MAX_PAGE: usize = 100;
@@ -68,11 +68,7 @@ pub async fn list<P: Ports>(
         .ledger
         .list(tenant, id, &query, deps.clock.now())
         .await?;
-    let data: Vec<_> = page.items.iter().map(DeliveryView::of).collect();
-    Ok(api::json_response(
-        StatusCode::OK,
-        &json!({"data": data, "next_cursor": page.next}),
-    ))
+    Ok(page_response(&page, DeliveryView::of))
 }
 
 pub async fn get<P: Ports>(

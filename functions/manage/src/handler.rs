@@ -182,6 +182,18 @@ pub(crate) fn offer<P: Ports>(ports: &P) -> herald_shared::subscription::Offer {
     }
 }
 
+/// One page of a listing as `{"data": [...], "next_cursor": …}`.
+pub(crate) fn page_response<'a, T, V: serde::Serialize>(
+    page: &'a herald_shared::ports::Page<T>,
+    view: impl Fn(&'a T) -> V,
+) -> Response<Body> {
+    let data: Vec<V> = page.items.iter().map(view).collect();
+    api::json_response(
+        lambda_http::http::StatusCode::OK,
+        &serde_json::json!({"data": data, "next_cursor": page.next}),
+    )
+}
+
 /// A `limit` query parameter within 1..=max.
 pub(crate) fn limit_param(
     request: &Request,

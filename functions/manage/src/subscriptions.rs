@@ -18,7 +18,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::handler::{Ports, limit_param, offer, owned_subscription};
+use crate::handler::{Ports, limit_param, offer, owned_subscription, page_response};
 use crate::views::SubscriptionView;
 
 /// Most items one list call returns.
@@ -76,11 +76,7 @@ pub async fn list<P: Ports>(
         .subscriptions
         .list(tenant, limit, cursor.as_deref())
         .await?;
-    let data: Vec<_> = page.items.iter().map(SubscriptionView::of).collect();
-    Ok(api::json_response(
-        StatusCode::OK,
-        &json!({"data": data, "next_cursor": page.next}),
-    ))
+    Ok(page_response(&page, SubscriptionView::of))
 }
 
 pub async fn get<P: Ports>(
