@@ -2,23 +2,29 @@
 //! redirects never followed, every exchange bounded in time and in the bytes kept, and
 //! every connection made only to an address the SSRF guard accepted.
 
+use std::error::Error as StdError;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use reqwest::redirect;
 use thiserror::Error;
+use tokio::time::timeout_at;
 
 use crate::delivery::AttemptError;
 use crate::ports::{OutgoingWebhook, SendOutcome, WebhookSender};
 use crate::url_guard::{Resolver, UrlPolicy, check_ip};
 
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Longest `detail` kept for a failed attempt.
+const MAX_DETAIL_CHARS: usize = 300;
+
 #[derive(Clone, Copy, Debug)]
 pub struct SenderSettings {
-    /// The whole exchange: connecting, sending, and reading the answer.
+    /// The whole exchange: resolving, connecting, sending, and reading the answer.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub policy: UrlPolicy,
@@ -51,8 +57,9 @@ struct ForbiddenTarget(String);
 #[error("{0}")]
 struct NotResolved(String);
 
-/// reqwest's resolver hook: resolves with Herald's resolver and keeps only addresses the
-/// guard accepts, so the connection goes to an address that was checked.
+/// reqwest's resolver hook: resolves with Herald's resolver and hands reqwest only the
+/// addresses the guard accepts, so the connection goes to an address that was checked
+/// and a second lookup cannot swap in another (DNS rebinding).
 struct GuardedResolver<R> {
     inner: Arc<R>,
     policy: UrlPolicy,
@@ -67,16 +74,15 @@ impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
             let found: Vec<IpAddr> = inner.resolve(&host, 0).await.map_err(|e| -> BoxError {
                 Box::new(NotResolved(format!("{host} does not resolve: {e}")))
             })?;
-            let allowed: Vec<SocketAddr> = found
-                .iter()
-                .filter(|ip| check_ip(**ip, &policy).is_ok())
-                .map(|ip| SocketAddr::new(*ip, 0))
-                .collect();
             if found.is_empty() {
-                return Err(
-                    Box::new(NotResolved(format!("{host} resolves to no address"))) as BoxError,
-                );
+                let why = format!("{host} resolves to no address");
+                return Err(Box::new(NotResolved(why)) as BoxError);
             }
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|ip| check_ip(*ip, &policy).is_ok())
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
             if allowed.is_empty() {
                 let why = format!("{host} resolves only to addresses that are not public");
                 return Err(Box::new(ForbiddenTarget(why)) as BoxError);
@@ -100,7 +106,10 @@ impl HttpWebhookSender {
             .redirect(redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the keep-alive of common servers and load balancers (60 s and up),
+            // so the pool seldom hands out a connection the receiver is closing.
+            .pool_idle_timeout(Duration::from_secs(30))
+            // A proxy would resolve the name itself, past the guard.
             .no_proxy()
             .dns_resolver(GuardedResolver {
                 inner: resolver,
@@ -112,6 +121,9 @@ impl HttpWebhookSender {
     }
 
     async fn exchange(&self, webhook: OutgoingWebhook, started: Instant) -> SendOutcome {
+        // reqwest's own timeout covers the same span; this deadline makes the bound hold
+        // whatever reqwest does, and lets a late body end the excerpt, not the attempt.
+        let deadline = tokio::time::Instant::from_std(started) + self.settings.timeout;
         let mut request = self
             .client
             .post(webhook.url.url().clone())
@@ -119,9 +131,10 @@ impl HttpWebhookSender {
         for (name, value) in &webhook.headers {
             request = request.header(name, value);
         }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return failed(classify(&e), &e, started),
+        let mut response = match timeout_at(deadline, request.send()).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return self.failed(&e, started),
+            Err(_) => return self.timed_out(started),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -129,22 +142,36 @@ impl HttpWebhookSender {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        // Keep only the first bytes; a huge or trickling answer costs no more than that
-        // and the timeout.
-        let mut kept = Vec::new();
-        while kept.len() < self.settings.max_excerpt_bytes {
-            match response.chunk().await {
-                Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) if e.is_timeout() => break,
-                Err(_) => break,
-            }
-        }
-        kept.truncate(self.settings.max_excerpt_bytes);
+        let excerpt = read_excerpt(&mut response, self.settings.max_excerpt_bytes, deadline).await;
         SendOutcome::Answered {
             status,
             retry_after,
-            excerpt: String::from_utf8_lossy(&kept).into_owned(),
+            excerpt,
+            latency: started.elapsed(),
+        }
+    }
+
+    fn failed(&self, e: &reqwest::Error, started: Instant) -> SendOutcome {
+        let error = classify(e);
+        let detail = match error {
+            AttemptError::Timeout if e.is_connect() => format!(
+                "no connection within {} ms",
+                self.settings.connect_timeout.as_millis()
+            ),
+            AttemptError::Timeout => return self.timed_out(started),
+            _ => describe(e),
+        };
+        SendOutcome::Failed {
+            error,
+            detail,
+            latency: started.elapsed(),
+        }
+    }
+
+    fn timed_out(&self, started: Instant) -> SendOutcome {
+        SendOutcome::Failed {
+            error: AttemptError::Timeout,
+            detail: format!("no answer within {} ms", self.settings.timeout.as_millis()),
             latency: started.elapsed(),
         }
     }
@@ -153,101 +180,119 @@ impl HttpWebhookSender {
 impl WebhookSender for HttpWebhookSender {
     async fn send(&self, webhook: OutgoingWebhook) -> SendOutcome {
         let started = Instant::now();
-        let policy = &self.settings.policy;
-        if webhook.url.url().scheme() != "https" && !policy.allow_http {
-            let detail = "plain http targets are not allowed by this deployment".to_owned();
-            return SendOutcome::Failed {
-                error: AttemptError::Forbidden,
-                detail,
-                latency: started.elapsed(),
-            };
-        }
-        // reqwest does not call the resolver for literal addresses.
-        if let Some(ip) = webhook.url.ip_literal()
-            && let Err(e) = check_ip(ip, policy)
-        {
+        // The URL was checked at registration under the policy of that day; this applies
+        // today's, and covers literal addresses, which never reach the resolver.
+        if let Err(e) = webhook.url.check(&self.settings.policy) {
             return SendOutcome::Failed {
                 error: AttemptError::Forbidden,
                 detail: e.to_string(),
                 latency: started.elapsed(),
             };
         }
-        let limit = self.settings.timeout + Duration::from_millis(100);
-        match tokio::time::timeout(limit, self.exchange(webhook, started)).await {
-            Ok(outcome) => outcome,
-            Err(_) => SendOutcome::Failed {
-                error: AttemptError::Timeout,
-                detail: format!(
-                    "no complete answer within {} ms",
-                    self.settings.timeout.as_millis()
-                ),
-                latency: started.elapsed(),
-            },
-        }
+        self.exchange(webhook, started).await
     }
 }
 
-fn failed(error: AttemptError, cause: &reqwest::Error, started: Instant) -> SendOutcome {
-    SendOutcome::Failed {
-        error,
-        detail: describe(cause),
-        latency: started.elapsed(),
+/// The first `limit` bytes of the body, read chunk by chunk so a huge answer costs no
+/// more than that. The status is the receiver's answer: a body that fails or outlasts
+/// the deadline only shortens the excerpt.
+async fn read_excerpt(
+    response: &mut reqwest::Response,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    while kept.len() < limit {
+        // The end of the body, a broken one, or the deadline: keep what came.
+        let Ok(Ok(Some(chunk))) = timeout_at(deadline, response.chunk()).await else {
+            break;
+        };
+        let room = limit - kept.len();
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    drop_cut_character(&mut kept);
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// A cut through a multi-byte character would show as U+FFFD; the partial character is
+/// dropped instead.
+fn drop_cut_character(bytes: &mut Vec<u8>) {
+    let tail = bytes.len().saturating_sub(4)..bytes.len();
+    let is_continuation = |b: u8| b & 0xC0 == 0x80;
+    if let Some(lead) = tail.rev().find(|&i| !is_continuation(bytes[i]))
+        && let Err(e) = std::str::from_utf8(&bytes[lead..])
+        && e.error_len().is_none()
+    {
+        bytes.truncate(lead);
     }
 }
 
-/// The error chain as one line, without the URL (it may carry a customer's token).
+fn chain(e: &reqwest::Error) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+    std::iter::successors(e.source(), |&cause| cause.source())
+}
+
+/// The causes as one line, without the URL (its path or query may carry a customer's
+/// token), and short.
 fn describe(e: &reqwest::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
+    let mut parts: Vec<String> = Vec::new();
+    for cause in chain(e) {
+        let text = cause.to_string();
+        // Wrappers often repeat their source's message; once is enough.
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
     }
     if parts.is_empty() {
-        parts.push(e.without_url_ref().to_string());
-    }
-    let mut line = parts.join(": ");
-    line.truncate(300);
-    line
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let mut text = self.to_string();
-        if let Some(url) = self.url() {
+        let mut text = e.to_string();
+        if let Some(url) = e.url() {
             text = text.replace(url.as_str(), "<url>");
         }
-        text
+        parts.push(text);
     }
+    let line = parts.join(": ");
+    match line.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+/// Every error in the chain, with the ones an `io::Error` wraps: those are not its
+/// `source`, and the TLS stream hands rustls' errors over that way.
+fn causes(e: &reqwest::Error) -> Vec<&(dyn StdError + 'static)> {
+    let mut found = Vec::new();
+    for cause in chain(e) {
+        let mut layer = Some(cause);
+        while let Some(error) = layer {
+            found.push(error);
+            layer = error
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::get_ref)
+                .map(|inner| inner as &(dyn StdError + 'static));
+        }
+    }
+    found
 }
 
 fn classify(e: &reqwest::Error) -> AttemptError {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    let mut text = String::new();
-    while let Some(cause) = source {
+    for cause in causes(e) {
         if cause.is::<ForbiddenTarget>() {
             return AttemptError::Forbidden;
         }
         if cause.is::<NotResolved>() {
             return AttemptError::Dns;
         }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && matches!(io.kind(), std::io::ErrorKind::TimedOut)
+        if cause.is::<rustls::Error>() {
+            return AttemptError::Tls;
+        }
+        if cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
         {
             return AttemptError::Timeout;
         }
-        text.push_str(&cause.to_string().to_ascii_lowercase());
-        text.push(' ');
-        source = cause.source();
     }
     if e.is_timeout() {
         AttemptError::Timeout
-    } else if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
-        AttemptError::Tls
     } else if e.is_connect() {
         AttemptError::Connect
     } else {
@@ -255,18 +300,22 @@ fn classify(e: &reqwest::Error) -> AttemptError {
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110: IMF-fixdate, or the obsolete
+/// RFC 850 and asctime forms); a date in the past means now.
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&chrono::Utc) - now)
-            .to_std()
-            .unwrap_or_default(),
-    )
+    let at = chrono::DateTime::parse_from_rfc2822(value)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(value, "%A, %d-%b-%y %H:%M:%S GMT")
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y"))
+                .map(|naive| naive.and_utc())
+        })
+        .ok()?;
+    Some((at - now).to_std().unwrap_or_default())
 }
 
 #[cfg(test)]
