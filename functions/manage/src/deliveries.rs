@@ -71,17 +71,25 @@ pub async fn list<P: Ports>(
     Ok(page_response(&page, DeliveryView::of))
 }
 
+/// The caller's delivery, or 404 (another tenant's or an expired one too).
+async fn owned_delivery<P: Ports>(
+    ports: &P,
+    tenant: &TenantId,
+    id: &DeliveryId,
+) -> Result<herald_shared::delivery::DeliveryRecord, ApiError> {
+    let deps = ports.deps();
+    deps.ledger
+        .get(tenant, id, deps.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))
+}
+
 pub async fn get<P: Ports>(
     ports: &P,
     tenant: &TenantId,
     id: &DeliveryId,
 ) -> Result<Response<Body>, ApiError> {
-    let deps = ports.deps();
-    let record = deps
-        .ledger
-        .get(tenant, id, deps.clock.now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let record = owned_delivery(ports, tenant, id).await?;
     Ok(api::json_response(
         StatusCode::OK,
         &DeliveryView::of(&record),
@@ -116,12 +124,7 @@ pub async fn retry<P: Ports>(
     tenant: &TenantId,
     id: &DeliveryId,
 ) -> Result<Response<Body>, ApiError> {
-    let deps = ports.deps();
-    let record = deps
-        .ledger
-        .get(tenant, id, deps.clock.now())
-        .await?
-        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let record = owned_delivery(ports, tenant, id).await?;
     let task = forced_task(ports, tenant, &record.subscription_id, &record.event_id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::GONE, "gone", "the event is no longer kept"))?;
