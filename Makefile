@@ -1,13 +1,15 @@
-# Herald's two commands: `make run` and `make test`. Both set up what they need.
+# Herald's two commands: `make run` and `make test`. Both set up what they need: a Python
+# virtualenv in .venv with moto's server, started on loopback and stopped afterwards.
 SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: run test lint fmt
 
-## Herald on http://127.0.0.1:3000 against a local moto; Ctrl-C stops everything.
+## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
+## (MOTO_PORT); Ctrl-C stops both.
 run:
 	$(CARGO) build -p herald-local
-	MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh target/debug/herald-local
+	MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh $(CARGO) run --quiet -p herald-local
 
 ## Every test: unit, handler, adapters and the pipeline against moto.
 test:
@@ -18,6 +20,7 @@ test:
 	  scripts/with-moto.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
+## What CI would refuse: formatting and clippy's warnings.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

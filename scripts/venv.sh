@@ -10,7 +10,10 @@ packages=('moto[server]>=5.2,<5.3' 'schemathesis>=4.3,<5' 'openapi-spec-validato
 stamp=".venv/.herald-$(printf '%s\n' "${packages[@]}" | cksum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
   echo "Setting up .venv with moto[server], schemathesis and verifiers (first run only)…" >&2
-  python3 -m venv .venv
+  if ! python3 -m venv .venv; then
+    echo "python3 -m venv failed: Herald needs Python 3.9+ with venv (Debian/Ubuntu: apt install python3-venv)" >&2
+    exit 1
+  fi
   .venv/bin/pip install --quiet --disable-pip-version-check "${packages[@]}"
   touch "$stamp"
 fi

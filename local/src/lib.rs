@@ -1,11 +1,30 @@
 //! Herald on one machine. Provisions the template's tables and queues (on moto), serves
 //! ingest and manage over HTTP the way API Gateway would, and drives deliver from the
 //! queue the way the SQS event source mapping does. `make run` uses it, and so do the
-//! pipeline tests, each with its own resources.
+//! pipeline tests, each with its own resources:
+//!
+//! ```no_run
+//! # async fn example(sdk: aws_config::SdkConfig) -> anyhow::Result<()> {
+//! use herald_local::{LocalHerald, LocalOptions, PollSettings};
+//!
+//! let herald = LocalHerald::start(LocalOptions {
+//!     sdk,
+//!     prefix: "my-test".into(),
+//!     api_addr: "127.0.0.1:0".parse()?,
+//!     settings: [("HERALD_RETRY_SCHEDULE".into(), "1s,2s".into())].into(),
+//!     poll: PollSettings { wait_seconds: 1, ..PollSettings::default() },
+//! })
+//! .await?;
+//! println!("API on {}", herald.api_url());
+//! herald.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod gateway;
 pub mod poller;
 pub mod provision;
+pub mod routes;
 pub mod server;
 
 use std::collections::HashMap;
@@ -20,17 +39,28 @@ use tokio::task::JoinHandle;
 pub use poller::PollSettings;
 pub use provision::{Provisioned, provision, template_path};
 
+/// The local deployment's settings beside the provisioned names: the runner and the tests
+/// deliver to `http://127.0.0.1:…`, which a deployment refuses.
+const LOCAL_DEFAULTS: [(&str, &str); 2] = [
+    ("HERALD_ALLOW_HTTP", "true"),
+    ("HERALD_ALLOW_LOOPBACK", "true"),
+];
+
 pub struct LocalOptions {
+    /// Where the AWS APIs are (moto, locally).
     pub sdk: SdkConfig,
-    /// Tables and queues are named `<prefix>-<logical id>`.
+    /// Tables and queues are named `<prefix>-<logical id>`; reusing a prefix reuses them.
     pub prefix: String,
+    /// Where the API listens; port 0 picks a free port (see [`LocalHerald::api_url`]).
     pub api_addr: SocketAddr,
     /// `HERALD_*` settings on top of the provisioned names and the local defaults
-    /// (http and loopback targets allowed).
+    /// (http and loopback targets allowed), e.g. a seconds-scale `HERALD_RETRY_SCHEDULE`.
     pub settings: HashMap<String, String>,
     pub poll: PollSettings,
 }
 
+/// A running local Herald: its API server and its queue pollers. Dropping it stops them
+/// without waiting; [`LocalHerald::shutdown`] waits for the work in hand.
 pub struct LocalHerald {
     api_addr: SocketAddr,
     provisioned: Provisioned,
@@ -39,46 +69,59 @@ pub struct LocalHerald {
 }
 
 impl LocalHerald {
+    /// Provisions the resources of `template.yaml`, builds the three functions from the
+    /// provisioned names and `options.settings`, and starts serving and polling.
     pub async fn start(options: LocalOptions) -> anyhow::Result<Self> {
-        let provisioned = provision(&options.sdk, &options.prefix, &template_path())
+        let template = template_path();
+        let routes = routes::Routes::from_template(&template)?;
+        let provisioned = provision(&options.sdk, &options.prefix, &template)
             .await
             .context("provisioning the template's tables and queues")?;
         let mut env = provisioned.environment();
-        env.insert("HERALD_ALLOW_HTTP".into(), "true".into());
-        env.insert("HERALD_ALLOW_LOOPBACK".into(), "true".into());
-        env.extend(options.settings.clone());
+        env.extend(LOCAL_DEFAULTS.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        env.extend(options.settings);
         let source = move |name: &str| env.get(name).cloned();
 
-        let ingest = herald_ingest::aws_deps(&source, &options.sdk)?;
-        let manage = herald_manage::aws_deps(&source, &options.sdk)?;
-        let deliver = Arc::new(herald_deliver::aws_deps(&source, &options.sdk)?);
-        let tenant_claim = herald_shared::config::tenant_claim(&source);
+        let ingest =
+            herald_ingest::aws_deps(&source, &options.sdk).context("configuring ingest")?;
+        let manage =
+            herald_manage::aws_deps(&source, &options.sdk).context("configuring manage")?;
+        let deliver =
+            herald_deliver::aws_deps(&source, &options.sdk).context("configuring deliver")?;
         let functions = Arc::new(server::Functions {
+            routes,
             ingest,
             manage,
-            tenant_claim,
+            tenant_claim: herald_shared::config::tenant_claim(&source),
         });
+        let (queue_url, queue_arn) = provisioned
+            .queues
+            .get("DeliveryQueue")
+            .cloned()
+            .context("template.yaml declares no DeliveryQueue")?;
+        let queue = poller::QueueSource {
+            client: aws_sdk_sqs::Client::new(&options.sdk),
+            url: queue_url,
+            arn: queue_arn,
+            region: options
+                .sdk
+                .region()
+                .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string()),
+        };
 
-        let (stop, stopped) = watch::channel(false);
         let (listener, api_addr) = server::bind(options.api_addr)
             .await
-            .context("binding the API address")?;
+            .with_context(|| format!("listening on {}", options.api_addr))?;
+        let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(server::serve(
             listener,
             functions,
             stopped.clone(),
         ))];
-        let sqs = aws_sdk_sqs::Client::new(&options.sdk);
-        let (queue_url, queue_arn) = provisioned
-            .queues
-            .get("DeliveryQueue")
-            .cloned()
-            .context("the template has no DeliveryQueue")?;
+        let deliver = Arc::new(deliver);
         for _ in 0..options.poll.pollers.max(1) {
             tasks.push(tokio::spawn(poller::run(
-                sqs.clone(),
-                queue_url.clone(),
-                queue_arn.clone(),
+                queue.clone(),
                 Arc::clone(&deliver),
                 options.poll.clone(),
                 stopped.clone(),
@@ -92,19 +135,28 @@ impl LocalHerald {
         })
     }
 
+    /// `http://127.0.0.1:<port>`, with the port actually bound.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
     }
 
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The tables and queues this Herald uses.
     pub fn provisioned(&self) -> &Provisioned {
         &self.provisioned
     }
 
-    /// Stops serving and polling; a batch in flight is finished first.
+    /// Stops accepting calls and receiving messages, and returns once the calls and
+    /// batches in hand are finished. The tables and queues stay.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
-            let _ = task.await;
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "a local Herald task ended abnormally");
+            }
         }
     }
 }

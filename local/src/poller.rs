@@ -1,14 +1,26 @@
 //! Plays the SQS event source mapping: receives batches, hands them to the deliver
 //! function, deletes what succeeded and leaves the reported failures to come back.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::encodings::Base64Data;
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+};
 use tokio::sync::watch;
+
+use crate::server::stopped;
+
+/// After an SQS error, the pause before the next try.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// The shortest time one empty receive may take, so an endpoint that ignores long
+/// polling (or a wait of 0) cannot turn a poller into a busy loop.
+const MIN_EMPTY_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct PollSettings {
@@ -33,100 +45,219 @@ impl Default for PollSettings {
     }
 }
 
-fn to_record(message: &Message, queue_arn: &str) -> SqsMessage {
+/// The queue a poller drains, as the event source mapping knows it.
+#[derive(Clone, Debug)]
+pub struct QueueSource {
+    pub client: Client,
+    pub url: String,
+    pub arn: String,
+    pub region: String,
+}
+
+fn to_attribute(value: &MessageAttributeValue) -> SqsMessageAttribute {
+    let binary = |bytes: &[u8]| {
+        let mut data = Base64Data::default();
+        data.extend_from_slice(bytes);
+        data
+    };
+    let mut attribute = SqsMessageAttribute::default();
+    attribute.data_type = Some(value.data_type().to_owned());
+    attribute.string_value = value.string_value().map(str::to_owned);
+    attribute.binary_value = value.binary_value().map(|b| binary(b.as_ref()));
+    attribute.string_list_values = value.string_list_values().to_vec();
+    attribute.binary_list_values = value
+        .binary_list_values()
+        .iter()
+        .map(|b| binary(b.as_ref()))
+        .collect();
+    attribute
+}
+
+/// The Lambda record for one received message, as the event source mapping writes it.
+pub fn to_record(message: &Message, queue: &QueueSource) -> SqsMessage {
     let mut record = SqsMessage::default();
     record.message_id = message.message_id().map(str::to_owned);
     record.receipt_handle = message.receipt_handle().map(str::to_owned);
     record.body = message.body().map(str::to_owned);
     record.md5_of_body = message.md5_of_body().map(str::to_owned);
+    record.md5_of_message_attributes = message.md5_of_message_attributes().map(str::to_owned);
     record.attributes = message
         .attributes()
-        .map(|a| {
-            a.iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+        .collect();
+    record.message_attributes = message
+        .message_attributes()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| (name.clone(), to_attribute(value)))
+        .collect();
     record.event_source = Some("aws:sqs".into());
-    record.event_source_arn = Some(queue_arn.to_owned());
-    record.aws_region = Some("us-east-1".into());
+    record.event_source_arn = Some(queue.arn.clone());
+    record.aws_region = Some(queue.region.clone());
     record
 }
 
-/// One poller: runs until `stop` changes.
+/// One poller: receive, deliver, delete, until `stop` turns true. A batch in hand is
+/// finished before it stops.
 pub async fn run(
-    client: Client,
-    queue_url: String,
-    queue_arn: String,
+    queue: QueueSource,
     deliver: Arc<herald_deliver::AwsDeliver>,
     settings: PollSettings,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        let started = Instant::now();
         let received = tokio::select! {
-            r = client
+            received = queue
+                .client
                 .receive_message()
-                .queue_url(&queue_url)
+                .queue_url(&queue.url)
                 .max_number_of_messages(settings.batch_size.clamp(1, 10))
                 .wait_time_seconds(settings.wait_seconds.clamp(0, 20))
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .message_attribute_names("All")
-                .send() => r,
-            _ = stop.changed() => return,
+                .send() => received,
+            () = stopped(&mut stop) => return,
         };
         let messages = match received {
-            Ok(output) => output.messages().to_vec(),
+            Ok(output) => output.messages.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receiving from the delivery queue failed; pausing");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(error = %DisplayErrorContext(&e), queue = %queue.url, "receiving from the delivery queue failed; trying again shortly");
+                pause(ERROR_PAUSE, &mut stop).await;
                 continue;
             }
         };
         if messages.is_empty() {
+            pause(MIN_EMPTY_POLL.saturating_sub(started.elapsed()), &mut stop).await;
             continue;
         }
-        let receipts: HashMap<String, String> = messages
-            .iter()
-            .filter_map(|m| Some((m.message_id()?.to_owned(), m.receipt_handle()?.to_owned())))
-            .collect();
-        let mut event = SqsEvent::default();
-        event.records = messages.iter().map(|m| to_record(m, &queue_arn)).collect();
-        let outcome = herald_deliver::process_batch(&deliver, event).await;
-        if settings.print_attempts {
-            for report in &outcome.reports {
-                println!("{report}");
+        handle_batch(&queue, &deliver, &settings, &messages).await;
+    }
+}
+
+async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        () = stopped(stop) => {}
+    }
+}
+
+async fn handle_batch(
+    queue: &QueueSource,
+    deliver: &herald_deliver::AwsDeliver,
+    settings: &PollSettings,
+    messages: &[Message],
+) {
+    let mut event = SqsEvent::default();
+    event.records = messages.iter().map(|m| to_record(m, queue)).collect();
+    let outcome = herald_deliver::process_batch(deliver, event).await;
+    if settings.print_attempts {
+        let now = chrono::Local::now().format("%H:%M:%S");
+        for report in &outcome.reports {
+            println!("{now}  {report}");
+        }
+    }
+    // What the function reports failed stays on the queue and comes back when its
+    // visibility timeout ends; everything else is done.
+    let failed: HashSet<&str> = outcome
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .filter(|m| !failed.contains(m.message_id().unwrap_or_default()))
+        .enumerate()
+        .filter_map(|(i, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle()?)
+                .build()
+                .ok()
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    // A message left undeleted comes back and finds its delivery final: a no-op.
+    match queue
+        .client
+        .delete_message_batch()
+        .queue_url(&queue.url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+    {
+        Ok(output) => {
+            for failure in output.failed() {
+                tracing::warn!(
+                    code = failure.code(),
+                    message = failure.message(),
+                    "a handled message was not deleted"
+                );
             }
         }
-        let keep: Vec<&str> = outcome
-            .response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
-            .iter()
-            .filter(|(id, _)| !keep.contains(&id.as_str()))
-            .enumerate()
-            .filter_map(|(i, (_, receipt))| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(receipt)
+        Err(e) => {
+            tracing::warn!(error = %DisplayErrorContext(&e), "deleting handled messages failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::primitives::Blob;
+
+    #[test]
+    fn a_message_becomes_the_record_lambda_would_get() {
+        let queue = QueueSource {
+            client: Client::from_conf(
+                aws_sdk_sqs::Config::builder()
+                    .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                    .build(),
+            ),
+            url: "http://127.0.0.1:5000/000000000000/q".into(),
+            arn: "arn:aws:sqs:eu-west-1:000000000000:q".into(),
+            region: "eu-west-1".into(),
+        };
+        let message = Message::builder()
+            .message_id("m1")
+            .receipt_handle("r1")
+            .body("{}")
+            .md5_of_body("99914b932bd37a50b983c5e7c90ae93b")
+            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3")
+            .message_attributes(
+                "herald-reason",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("malformed")
                     .build()
-                    .ok()
-            })
-            .collect();
-        if entries.is_empty() {
-            continue;
-        }
-        if let Err(e) = client
-            .delete_message_batch()
-            .queue_url(&queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            // Undeleted messages come back and are no-ops: their deliveries are final.
-            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "deleting handled messages failed");
-        }
+                    .unwrap(),
+            )
+            .message_attributes(
+                "raw",
+                MessageAttributeValue::builder()
+                    .data_type("Binary")
+                    .binary_value(Blob::new(vec![1, 2]))
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        let record = to_record(&message, &queue);
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["messageId"], "m1");
+        assert_eq!(json["receiptHandle"], "r1");
+        assert_eq!(json["attributes"]["ApproximateReceiveCount"], "3");
+        assert_eq!(
+            json["messageAttributes"]["herald-reason"]["stringValue"],
+            "malformed"
+        );
+        assert_eq!(json["messageAttributes"]["raw"]["binaryValue"], "AQI=");
+        assert_eq!(json["eventSource"], "aws:sqs");
+        assert_eq!(json["eventSourceARN"], queue.arn);
+        assert_eq!(json["awsRegion"], "eu-west-1");
     }
 }

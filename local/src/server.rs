@@ -4,24 +4,32 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use crate::gateway;
+use crate::gateway::{self, Call, Caller};
+use crate::routes::{Function, Routes};
 
-/// The functions behind the gateway, built once.
+/// How long open connections get to finish the request in hand when the server stops.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// The API's routes and the functions behind them, built once.
 pub struct Functions {
+    pub routes: Routes,
     pub ingest: herald_ingest::AwsIngest,
     pub manage: herald_manage::AwsManage,
+    /// The JWT claim that carries the tenant (`HERALD_TENANT_CLAIM`).
     pub tenant_claim: String,
 }
 
@@ -30,10 +38,26 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
-        "content-type",
-        "application/json".parse().expect("static header"),
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// Header names as API Gateway passes them: lower case, a repeated one joined by commas.
+fn joined_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let Ok(value) = value.to_str() else { continue };
+        joined
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_owned());
+    }
+    joined
 }
 
 async fn answer(
@@ -43,19 +67,13 @@ async fn answer(
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let headers: BTreeMap<String, String> = request
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let ingest = path == "/v1/events" || path == "/v1/events/";
-    let manage = path.starts_with("/v1/subscriptions")
-        || path.starts_with("/v1/deliveries")
-        || path == "/v1/signing-keys";
-    if !ingest && !manage {
+    let headers = joined_headers(request.headers());
+
+    // API Gateway answers an unrouted call and an unauthorized one itself, in that order,
+    // before any function runs.
+    let Some(route) = functions.routes.find(&method, &path) else {
         return Ok(error(StatusCode::NOT_FOUND, "not_found", "route not found"));
-    }
-    // The JWT authorizer refuses a call before any function sees it.
+    };
     let Some(tenant) = gateway::bearer_tenant(headers.get("authorization").map(String::as_str))
     else {
         return Ok(error(
@@ -69,64 +87,110 @@ async fn answer(
         .await
     {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+        Err(e) if e.is::<LengthLimitError>() => {
             return Ok(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                "the request body is too large",
+                &format!(
+                    "the request body is larger than {} bytes",
+                    gateway::MAX_BODY_BYTES
+                ),
+            ));
+        }
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("the request body could not be read: {e}"),
             ));
         }
     };
-    let event = gateway::event_for(
-        &method,
-        &path,
-        &query,
-        &headers,
-        &body,
-        &functions.tenant_claim,
-        &tenant,
-    );
-    let lambda_request = match gateway::request_for(&event) {
-        Ok(r) => r,
-        Err(e) => return Ok(error(StatusCode::BAD_REQUEST, "bad_request", &e)),
+    let call = Call {
+        method: &method,
+        path: &path,
+        query: &query,
+        headers: &headers,
+        body: &body,
     };
-    let response = if ingest {
-        herald_ingest::handle(&functions.ingest, lambda_request).await
-    } else {
-        herald_manage::handle(&functions.manage, lambda_request).await
+    let caller = Caller {
+        claim: &functions.tenant_claim,
+        tenant: &tenant,
+    };
+    let lambda_request = match gateway::request_for(&gateway::event_for(&call, &route, &caller)) {
+        Ok(request) => request,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("the request cannot be passed to a function: {e}"),
+            ));
+        }
+    };
+    let response = match route.route.function {
+        Function::Ingest => herald_ingest::handle(&functions.ingest, lambda_request).await,
+        Function::Manage => herald_manage::handle(&functions.manage, lambda_request).await,
     };
     let (parts, body) = response.into_parts();
     let bytes = Bytes::copy_from_slice(body.as_ref());
     Ok(Response::from_parts(parts, Full::new(bytes)))
 }
 
-/// Serves until `stop` changes; returns the bound address through `bound`.
+/// Binds the API's address; port 0 picks a free one, and the bound address is returned.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    functions: Arc<Functions>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Resolves once `stop` turns true or its sender is gone.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Serves until `stop` turns true, then lets open connections finish the request in hand.
+pub async fn serve(listener: TcpListener, functions: Arc<Functions>, stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    let mut until_stopped = stop.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.changed() => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            () = stopped(&mut until_stopped) => break,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let functions = Arc::clone(&functions);
-        tokio::spawn(async move {
+        let mut stop = stop.clone();
+        connections.spawn(async move {
             let service = service_fn(move |request| answer(Arc::clone(&functions), request));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stopped(&mut stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN:?}; closing them");
     }
 }

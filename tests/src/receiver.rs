@@ -1,11 +1,23 @@
-//! A webhook receiver for tests: records every request and answers with the statuses the
-//! test chose.
+//! A webhook receiver for tests: records every request and answers with the statuses (and
+//! after the delays) the test chose.
+//!
+//! ```no_run
+//! # async fn example() {
+//! use std::time::Duration;
+//! use herald_tests::receiver::{Script, TestReceiver};
+//!
+//! let receiver = TestReceiver::start(Script::sequence([500, 500, 200])).await;
+//! // … subscribe receiver.url() and publish …
+//! let got = receiver.wait_for(3, Duration::from_secs(20)).await;
+//! assert_eq!(got.iter().map(|r| r.status).collect::<Vec<_>>(), [500, 500, 200]);
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,40 +26,80 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
 
-/// The statuses to answer with, in order; the last repeats.
+/// One scripted answer: a status, sent after a delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Step {
+    status: u16,
+    delay: Duration,
+}
+
+/// The answers to give, in order of arrival; the last one repeats.
 #[derive(Clone, Debug)]
-pub struct Script(Vec<u16>);
+pub struct Script(Vec<Step>);
 
 impl Script {
     pub fn always(status: u16) -> Self {
-        Self(vec![status])
+        Self::sequence([status])
     }
+
+    /// `[500, 500, 200]`: two failures, then success for good.
     pub fn sequence(statuses: impl IntoIterator<Item = u16>) -> Self {
-        let list: Vec<u16> = statuses.into_iter().collect();
-        assert!(!list.is_empty(), "a script needs at least one status");
-        Self(list)
+        Self::steps(statuses.into_iter().map(|status| (status, Duration::ZERO)))
+    }
+
+    /// Each answer with its own delay: `[(200, Duration::from_secs(6)), (200, Duration::ZERO)]`
+    /// is a first attempt that times out and a second that does not.
+    pub fn steps(steps: impl IntoIterator<Item = (u16, Duration)>) -> Self {
+        let steps: Vec<Step> = steps
+            .into_iter()
+            .map(|(status, delay)| Step { status, delay })
+            .collect();
+        assert!(!steps.is_empty(), "a script needs at least one answer");
+        Self(steps)
+    }
+
+    /// Every answer waits `delay` first, as a slow endpoint (or one past the timeout) would.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        for step in &mut self.0 {
+            step.delay = delay;
+        }
+        self
+    }
+
+    fn step(&self, arrival: usize) -> Step {
+        self.0[arrival.min(self.0.len() - 1)]
     }
 }
 
+/// One request as it arrived.
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// Lower-case names; a repeated header keeps its last value.
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+    /// When it arrived: `at` to measure spacing, `received` to compare with wall-clock
+    /// values such as `webhook-timestamp`.
     pub at: Instant,
+    pub received: SystemTime,
     /// What the receiver answered.
     pub status: u16,
 }
 
 impl Recorded {
+    /// The header's value, or "" when it was not sent.
     pub fn header(&self, name: &str) -> &str {
         self.headers
-            .get(name)
+            .get(&name.to_ascii_lowercase())
             .map(String::as_str)
             .unwrap_or_default()
     }
+
+    /// The body as JSON; panics (failing the test) when it is not.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
@@ -58,17 +110,35 @@ struct State {
     /// While set, every request is answered with this status instead of the script's.
     override_status: Mutex<Option<u16>>,
     requests: Mutex<Vec<Recorded>>,
+    arrived: Notify,
 }
 
+/// A test's poisoned lock still holds the requests recorded so far; use them.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Listens on 127.0.0.1 and a free port until dropped.
 pub struct TestReceiver {
     addr: SocketAddr,
     state: Arc<State>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 async fn answer(
     state: Arc<State>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let received = SystemTime::now();
+    let at = Instant::now();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let headers = request
@@ -82,87 +152,107 @@ async fn answer(
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
-    let status = {
-        let mut requests = state.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let script = &state.script.0;
-        let forced = *state
-            .override_status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let status = forced.unwrap_or(script[requests.len().min(script.len() - 1)]);
+    let step = {
+        let mut requests = lock(&state.requests);
+        let mut step = state.script.step(requests.len());
+        if let Some(status) = *lock(&state.override_status) {
+            step.status = status;
+        }
         requests.push(Recorded {
             method,
             path,
             headers,
             body,
-            at: Instant::now(),
-            status,
+            at,
+            received,
+            status: step.status,
         });
-        status
+        step
     };
+    state.arrived.notify_waiters();
+    tokio::time::sleep(step.delay).await;
     let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
     *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        StatusCode::from_u16(step.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Ok(response)
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    // Owned here so that aborting the server closes its open connections as well.
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let state = Arc::clone(&state);
+        connections.spawn(async move {
+            let service = service_fn(move |request| answer(Arc::clone(&state), request));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 impl TestReceiver {
     pub async fn start(script: Script) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("binding a receiver");
+            .expect("binding a receiver on 127.0.0.1");
         let addr = listener.local_addr().expect("the receiver's address");
         let state = Arc::new(State {
             script,
             override_status: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
+            arrived: Notify::new(),
         });
-        let shared = Arc::clone(&state);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| answer(Arc::clone(&state), request));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, state }
+        let server = tokio::spawn(serve(listener, Arc::clone(&state)));
+        Self {
+            addr,
+            state,
+            server,
+        }
     }
 
     /// Answers every request with `status` from now on (None: back to the script), as an
     /// endpoint that goes down and recovers.
     pub fn answer_all_with(&self, status: Option<u16>) {
-        *self
-            .state
-            .override_status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = status;
+        *lock(&self.state.override_status) = status;
     }
 
+    /// `http://127.0.0.1:<port>/webhooks`.
     pub fn url(&self) -> String {
         format!("http://{}/webhooks", self.addr)
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.state
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    /// Waits until at least `n` requests arrived, or the timeout; returns what arrived.
+    /// Every request so far, in order of arrival.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.requests).clone()
+    }
+
+    /// Waits until at least `n` requests arrived, or the timeout; returns what arrived,
+    /// so a test asserts on the count and sees what came when it is short.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
-        let deadline = Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Registered before counting, so an arrival in between is not missed.
+            let arrival = self.state.arrived.notified();
             let requests = self.requests();
-            if requests.len() >= n || Instant::now() >= deadline {
+            if requests.len() >= n {
                 return requests;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if tokio::time::timeout_at(deadline, arrival).await.is_err() {
+                return self.requests();
+            }
         }
     }
 }

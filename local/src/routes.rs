@@ -1,0 +1,288 @@
+//! The HTTP API's routes, read from the `HttpApi` events of `template.yaml`, so the local
+//! gateway passes a function exactly the calls the deployed API would, and a route missing
+//! from the template is a 404 here too rather than a surprise after `sam deploy`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, anyhow, bail};
+use serde_yaml::Value;
+
+/// The properties of an `HttpApi` event that declares none: the catch-all route.
+static NO_PROPERTIES: Value = Value::Null;
+
+/// The functions the local gateway can invoke, named by their binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    Ingest,
+    Manage,
+}
+
+impl Function {
+    fn from_binary(binary: &str) -> Option<Self> {
+        match binary {
+            "ingest" => Some(Self::Ingest),
+            "manage" => Some(Self::Manage),
+            _ => None,
+        }
+    }
+}
+
+/// One route: `ANY` or a method, and a path template such as `/v1/subscriptions/{proxy+}`
+/// (`None`: the `$default` route).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub method: String,
+    pub path: Option<String>,
+    pub function: Function,
+}
+
+impl Route {
+    /// The `routeKey` API Gateway puts in the event.
+    pub fn key(&self) -> String {
+        match &self.path {
+            Some(path) => format!("{} {path}", self.method),
+            None => "$default".to_owned(),
+        }
+    }
+
+    /// The path parameters when `path` is on this route.
+    fn parameters(&self, path: &str) -> Option<BTreeMap<String, String>> {
+        let Some(template) = &self.path else {
+            return Some(BTreeMap::new());
+        };
+        let wanted = template.trim_start_matches('/').split('/');
+        let mut given = path.trim_start_matches('/').split('/');
+        let mut parameters = BTreeMap::new();
+        for part in wanted {
+            if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix("+}")) {
+                // A greedy variable is last and takes one or more segments.
+                let rest: Vec<&str> = given.by_ref().collect();
+                if rest.is_empty() || rest == [""] {
+                    return None;
+                }
+                parameters.insert(name.to_owned(), rest.join("/"));
+                return Some(parameters);
+            }
+            let segment = given.next()?;
+            match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if !segment.is_empty() => {
+                    parameters.insert(name.to_owned(), segment.to_owned());
+                }
+                Some(_) => return None,
+                None if part == segment => {}
+                None => return None,
+            }
+        }
+        given.next().is_none().then_some(parameters)
+    }
+
+    /// Higher is more specific: API Gateway prefers exact paths to greedy ones, literal
+    /// segments to variables, and a named method to `ANY`.
+    fn specificity(&self) -> (bool, bool, usize, bool) {
+        let path = self.path.as_deref();
+        (
+            path.is_some(),
+            !path.is_some_and(|p| p.contains("+}")),
+            path.map_or(0, |p| p.split('/').filter(|s| !s.starts_with('{')).count()),
+            self.method != "ANY",
+        )
+    }
+}
+
+/// A request matched to its route.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    pub route: &'a Route,
+    pub path_parameters: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Routes(Vec<Route>);
+
+impl Routes {
+    pub fn from_template(path: &Path) -> anyhow::Result<Self> {
+        let source =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&source).with_context(|| format!("reading the routes of {}", path.display()))
+    }
+
+    pub fn parse(template: &str) -> anyhow::Result<Self> {
+        let template: Value = serde_yaml::from_str(template)?;
+        let mut routes = Vec::new();
+        let resources = template.get("Resources").and_then(Value::as_mapping);
+        for (logical, resource) in resources.into_iter().flatten() {
+            if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
+                continue;
+            }
+            let events = resource
+                .get("Properties")
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping);
+            let http_events: Vec<&Value> = events
+                .into_iter()
+                .flatten()
+                .filter(|(_, e)| e.get("Type").and_then(Value::as_str) == Some("HttpApi"))
+                .map(|(_, e)| e.get("Properties").unwrap_or(&NO_PROPERTIES))
+                .collect();
+            if http_events.is_empty() {
+                continue;
+            }
+            let name = logical.as_str().unwrap_or("a function");
+            let binary = resource
+                .get("Metadata")
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|b| b.get("Binary"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("{name} has no Metadata.BuildProperties.Binary"))?;
+            let function = Function::from_binary(binary)
+                .ok_or_else(|| anyhow!("{name} serves HTTP from `{binary}`, unknown here"))?;
+            for event in http_events {
+                let method = event.get("Method").and_then(Value::as_str);
+                let path = event.get("Path").and_then(Value::as_str);
+                if method.is_some() != path.is_some() {
+                    bail!("{name} has an HttpApi event with only one of Method and Path");
+                }
+                routes.push(Route {
+                    method: method.unwrap_or("ANY").to_ascii_uppercase(),
+                    path: path.map(str::to_owned),
+                    function,
+                });
+            }
+        }
+        Ok(Self(routes))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.0.iter()
+    }
+
+    /// The most specific route for this call, as API Gateway chooses it.
+    pub fn find(&self, method: &str, path: &str) -> Option<Matched<'_>> {
+        self.0
+            .iter()
+            .filter(|r| r.method == "ANY" || r.method.eq_ignore_ascii_case(method))
+            .filter_map(|route| {
+                Some(Matched {
+                    path_parameters: route.parameters(path)?,
+                    route,
+                })
+            })
+            .max_by_key(|m| m.route.specificity())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r"
+Resources:
+  Ingest:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: ingest } }
+    Properties:
+      Events:
+        Publish: { Type: HttpApi, Properties: { ApiId: !Ref Api, Method: POST, Path: /v1/events } }
+  Manage:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: manage } }
+    Properties:
+      Events:
+        List: { Type: HttpApi, Properties: { Method: ANY, Path: /v1/subscriptions } }
+        One: { Type: HttpApi, Properties: { Method: ANY, Path: '/v1/subscriptions/{proxy+}' } }
+        Key: { Type: HttpApi, Properties: { Method: GET, Path: '/v1/keys/{id}' } }
+  Deliver:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        Queue: { Type: SQS, Properties: { Queue: !GetAtt Queue.Arn } }
+";
+
+    fn routes() -> Routes {
+        Routes::parse(TEMPLATE).unwrap()
+    }
+
+    #[test]
+    fn each_http_event_of_the_template_is_a_route() {
+        let keys: Vec<String> = routes().iter().map(Route::key).collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert!(keys.contains(&"POST /v1/events".to_owned()));
+        assert!(keys.contains(&"ANY /v1/subscriptions/{proxy+}".to_owned()));
+    }
+
+    #[test]
+    fn calls_go_to_the_function_the_template_names() {
+        let routes = routes();
+        let publish = routes.find("POST", "/v1/events").unwrap();
+        assert_eq!(publish.route.function, Function::Ingest);
+        let list = routes.find("GET", "/v1/subscriptions").unwrap();
+        assert_eq!(list.route.key(), "ANY /v1/subscriptions");
+        let rotate = routes
+            .find("POST", "/v1/subscriptions/sub_1/secret/rotate")
+            .unwrap();
+        assert_eq!(rotate.route.function, Function::Manage);
+        assert_eq!(rotate.path_parameters["proxy"], "sub_1/secret/rotate");
+        let key = routes.find("GET", "/v1/keys/k1").unwrap();
+        assert_eq!(key.path_parameters["id"], "k1");
+    }
+
+    #[test]
+    fn what_the_template_does_not_route_is_not_found() {
+        let routes = routes();
+        assert!(routes.find("GET", "/v1/events").is_none());
+        assert!(routes.find("POST", "/v1/event").is_none());
+        assert!(routes.find("GET", "/v1/subscriptionsx").is_none());
+        assert!(routes.find("GET", "/v1/subscriptions/").is_none());
+        assert!(routes.find("GET", "/v1/keys/k1/more").is_none());
+        assert!(routes.find("GET", "/v1/keys/").is_none());
+        assert!(routes.find("GET", "/").is_none());
+    }
+
+    #[test]
+    fn a_catch_all_route_takes_what_nothing_else_does() {
+        let template = format!(
+            "{TEMPLATE}  Fallback:
+    Type: AWS::Serverless::Function
+    Metadata: {{ BuildProperties: {{ Binary: manage }} }}
+    Properties:
+      Events:
+        Any: {{ Type: HttpApi }}
+"
+        );
+        let routes = Routes::parse(&template).unwrap();
+        assert_eq!(
+            routes.find("GET", "/elsewhere").unwrap().route.key(),
+            "$default"
+        );
+        assert_eq!(
+            routes.find("POST", "/v1/events").unwrap().route.key(),
+            "POST /v1/events"
+        );
+    }
+
+    #[test]
+    fn a_route_to_a_binary_the_runner_cannot_serve_is_refused() {
+        let template = TEMPLATE.replace("Binary: manage", "Binary: reports");
+        let error = Routes::parse(&template).unwrap_err().to_string();
+        assert!(error.contains("reports"), "{error}");
+    }
+
+    #[test]
+    fn the_repository_template_routes_every_call_the_functions_serve() {
+        let routes = Routes::from_template(&crate::template_path()).unwrap();
+        let served = herald_ingest::ROUTES
+            .iter()
+            .map(|r| (Function::Ingest, r))
+            .chain(herald_manage::ROUTES.iter().map(|r| (Function::Manage, r)));
+        for (function, (method, template)) in served {
+            let path = template.replace("{id}", "x_1");
+            let matched = routes.find(method, &path);
+            assert_eq!(
+                matched.map(|m| m.route.function),
+                Some(function),
+                "template.yaml routes no {method} {template} to {function:?}"
+            );
+        }
+    }
+}
