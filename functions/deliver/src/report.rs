@@ -39,7 +39,12 @@ impl fmt::Display for Disposition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Delivered => f.write_str("delivered"),
-            Self::RetryIn(d) => write!(f, "retry in {}s", d.as_secs()),
+            // SQS counts whole seconds and Herald rounds the delay up, so the line does too.
+            Self::RetryIn(d) => write!(
+                f,
+                "retry in {}s",
+                d.as_secs() + u64::from(d.subsec_nanos() > 0)
+            ),
             Self::Failed => {
                 f.write_str("failed: retry window spent, moved to the dead-letter queue")
             }
@@ -106,5 +111,18 @@ impl fmt::Display for RecordReport {
             write!(f, "  in {ms} ms")?;
         }
         write!(f, "  {}", self.disposition)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_line_names_the_whole_seconds_sqs_waits() {
+        let line = |d| Disposition::RetryIn(d).to_string();
+        assert_eq!(line(Duration::from_secs(5)), "retry in 5s");
+        assert_eq!(line(Duration::from_millis(4_200)), "retry in 5s");
+        assert_eq!(line(Duration::from_millis(300)), "retry in 1s");
     }
 }
