@@ -1,9 +1,13 @@
 # Herald's two commands: `make run` and `make test`. Both set up what they need: a Python
-# virtualenv in .venv with moto's server, started on loopback and stopped afterwards.
+# virtualenv in .venv with moto's server (started on loopback and stopped afterwards), and
+# for the tests .venv-deploy with the SAM CLI, cfn-lint and cargo-lambda.
 SHELL := /bin/bash
 CARGO ?= cargo
+DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
+BINARIES := --bin ingest --bin deliver --bin manage
+export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint fmt
+.PHONY: run test lint fmt build build-arm64 build-x86_64 check-template deploy-tools
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -11,14 +15,40 @@ run:
 	$(CARGO) build -p herald-local
 	MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh $(CARGO) run --quiet -p herald-local
 
-## Every test: unit, handler, adapters and the pipeline against moto.
-test:
+## Every test: the template checked and built the SAM way, then unit, handler, adapter and
+## pipeline tests against moto, and the release bootstraps under the runtime emulator.
+test: check-template build-x86_64
 	$(CARGO) build --workspace --all-targets
-	@if command -v cargo-nextest >/dev/null 2>&1; then \
+	@export HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)"; \
+	if command -v cargo-nextest >/dev/null 2>&1; then \
 	  scripts/with-moto.sh $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	  scripts/with-moto.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+deploy-tools:
+	@scripts/deploy-tools.sh
+
+## Release bootstraps for both architectures: arm64 (what template.yaml deploys) in
+## target/lambda/<function>/bootstrap, x86_64 in target/lambda-x86_64/<function>/bootstrap.
+build: build-arm64 build-x86_64
+
+build-arm64: deploy-tools
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --arm64 $(BINARIES)
+
+build-x86_64: deploy-tools
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --x86-64 --compiler cargo \
+	  $(BINARIES) --lambda-dir target/lambda-x86_64
+
+## template.yaml as AWS would judge it, offline: cfn-lint and `sam validate --lint` with no
+## warning, and `sam build` building every function (arm64, rust-cargolambda).
+check-template: deploy-tools
+	$(DEPLOY_TOOLS)/cfn-lint --non-zero-exit-code warning template.yaml
+	AWS_DEFAULT_REGION=us-east-1 $(DEPLOY_TOOLS)/sam validate --lint
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(DEPLOY_TOOLS)/sam build --beta-features --build-dir target/sam-build
+	@for f in IngestFunction ManageFunction DeliverFunction; do \
+	  test -x target/sam-build/$$f/bootstrap || { echo "sam build made no bootstrap for $$f" >&2; exit 1; }; \
+	done
 
 ## What CI would refuse: formatting and clippy's warnings.
 lint:

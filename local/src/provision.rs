@@ -147,7 +147,7 @@ pub async fn provision(
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     for (logical, properties) in resources(&template, "AWS::DynamoDB::Table") {
         let name = format!("{prefix}-{logical}");
-        create_table(&dynamo, &name, properties)
+        create_table(&dynamo, &name, properties, &template)
             .await
             .with_context(|| format!("creating table {logical}"))?;
         provisioned.tables.insert(logical.to_owned(), name);
@@ -170,6 +170,7 @@ async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     name: &str,
     p: &Value,
+    template: &Value,
 ) -> anyhow::Result<()> {
     let attributes = p
         .get("AttributeDefinitions")
@@ -186,9 +187,11 @@ async fn create_table(
     let mut request = client
         .create_table()
         .table_name(name)
+        // Locally the parameter's default, on-demand: moto does not meter capacity.
         .billing_mode(BillingMode::from(
             p.get("BillingMode")
-                .and_then(Value::as_str)
+                .and_then(|b| scalar(b, template))
+                .as_deref()
                 .unwrap_or("PAY_PER_REQUEST"),
         ))
         .set_attribute_definitions(Some(attributes))

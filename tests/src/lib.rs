@@ -2,5 +2,6 @@
 //! a whole local Herald per test, and a receiver that records what it is sent.
 
 pub mod aws;
+pub mod emulator;
 pub mod herald;
 pub mod receiver;

@@ -114,7 +114,7 @@ async fn create_shows_the_secret_once() {
     let fetched = handle(&deps, call("GET", &path, Some("acme"), None)).await;
     assert_eq!(fetched.status(), 200);
     let fetched = json_of(&fetched);
-    assert_eq!(fetched["url"], "https://hooks.example.com/herald");
+    assert_eq!(fetched["url"], "https://example.com/webhooks/herald");
     assert!(
         fetched.get("secret").is_none(),
         "the secret is shown only on creation"

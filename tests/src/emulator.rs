@@ -1,0 +1,247 @@
+//! A function's release `bootstrap` under the Lambda Runtime Interface Emulator, the one
+//! `sam local invoke` runs inside its container: the same binary Lambda would run, fed
+//! events over the emulator's invoke API.
+//!
+//! `make test` builds the x86_64 bootstraps (`make build-x86_64`, into
+//! `target/lambda-x86_64/<binary>/bootstrap`) and the emulator comes from the SAM CLI's
+//! wheel (`scripts/deploy-tools.sh rie`); `HERALD_TEST_BOOTSTRAP_DIR` and
+//! `HERALD_TEST_RIE` point elsewhere.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is in the workspace")
+        .to_path_buf()
+}
+
+/// The release bootstrap of `binary` (ingest, deliver or manage) for this machine.
+pub fn bootstrap(binary: &str) -> PathBuf {
+    let dir = std::env::var_os("HERALD_TEST_BOOTSTRAP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"));
+            target.join("lambda-x86_64")
+        });
+    let path = dir.join(binary).join("bootstrap");
+    assert!(
+        path.is_file(),
+        "{} is missing: `make build-x86_64` builds it (`make test` does)",
+        path.display()
+    );
+    path
+}
+
+/// The emulator binary from the SAM CLI wheel.
+pub fn emulator_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("HERALD_TEST_RIE") {
+        return PathBuf::from(path);
+    }
+    let output = std::process::Command::new(workspace_root().join("scripts/deploy-tools.sh"))
+        .arg("rie")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/deploy-tools.sh");
+    assert!(
+        output.status.success(),
+        "scripts/deploy-tools.sh rie failed"
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Host names and the addresses they should resolve to for the function, as public DNS
+/// would answer them; this machine has no DNS. Given any, the emulator runs in its own
+/// mount namespace with an `/etc/hosts` of them (`unshare`, which needs root).
+pub type Hosts<'a> = &'a [(&'a str, &'a str)];
+
+pub struct Emulator {
+    child: Child,
+    invoke_url: String,
+    output: Arc<Mutex<Vec<u8>>>,
+    _hosts_file: Option<PathBuf>,
+}
+
+impl Emulator {
+    /// Starts the emulator with `binary`'s bootstrap and `env` as its whole environment
+    /// (with PATH), so nothing of the test process leaks into the function.
+    pub async fn start(binary: &str, env: &HashMap<String, String>, hosts: Hosts<'_>) -> Self {
+        let bootstrap = bootstrap(binary);
+        let rie = emulator_path();
+        let invoke_port = free_port();
+        let runtime_port = free_port();
+        let rie_args = [
+            rie.to_string_lossy().into_owned(),
+            "--runtime-interface-emulator-address".into(),
+            format!("127.0.0.1:{invoke_port}"),
+            "--runtime-api-address".into(),
+            format!("127.0.0.1:{runtime_port}"),
+            bootstrap.to_string_lossy().into_owned(),
+        ];
+        let (mut command, hosts_file) = if hosts.is_empty() {
+            let mut command = Command::new(&rie_args[0]);
+            command.args(&rie_args[1..]);
+            (command, None)
+        } else {
+            let file =
+                std::env::temp_dir().join(format!("herald-hosts-{:016x}", rand::random::<u64>()));
+            let mut lines = String::from("127.0.0.1 localhost\n");
+            for (name, address) in hosts {
+                lines.push_str(&format!("{address} {name}\n"));
+            }
+            std::fs::write(&file, lines).unwrap();
+            let mut command = Command::new("unshare");
+            command
+                .args(["--mount", "sh", "-c"])
+                .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                .arg(&file)
+                .args(&rie_args);
+            (command, Some(file))
+        };
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        let mut child = command.spawn().expect("starting the runtime emulator");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), output.clone());
+        collect(child.stderr.take().unwrap(), output.clone());
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", invoke_port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the emulator exited ({status}): {}",
+                    String::from_utf8_lossy(&output.lock().unwrap())
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the emulator did not listen on {invoke_port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            invoke_url: format!(
+                "http://127.0.0.1:{invoke_port}/2015-03-31/functions/function/invocations"
+            ),
+            output,
+            _hosts_file: hosts_file,
+        }
+    }
+
+    /// Invokes the function with `event` and returns what it answered.
+    pub async fn invoke(&self, event: &Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(&self.invoke_url)
+            .header("content-type", "application/json")
+            .body(event.to_string())
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .expect("invoking through the emulator");
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(
+            status.is_success(),
+            "the emulator answered {status}: {body}\n{}",
+            self.output()
+        );
+        serde_json::from_str(&body).unwrap_or_else(|e| {
+            panic!(
+                "the function answered no JSON ({e}): {body}\n{}",
+                self.output()
+            )
+        })
+    }
+
+    /// What the emulator and the function printed so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        // SIGTERM: the emulator stops its runtime before it exits (a SIGKILL would leave
+        // the bootstrap behind).
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if let Some(file) = &self._hosts_file {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+fn collect(mut stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 8192];
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().extend_from_slice(&buffer[..n]);
+        }
+    });
+}
+
+/// A file of `events/`, parsed.
+pub fn event_file(relative: &str) -> Value {
+    let path = workspace_root().join("events").join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Every file under `events/`, as `function/name.json`.
+pub fn event_files() -> Vec<String> {
+    let mut files = Vec::new();
+    let root = workspace_root().join("events");
+    for function in std::fs::read_dir(&root).unwrap() {
+        let function = function.unwrap().path();
+        if !function.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&function).unwrap() {
+            let file = file.unwrap().path();
+            files.push(
+                file.strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    files.sort();
+    files
+}

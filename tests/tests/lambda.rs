@@ -1,0 +1,373 @@
+//! The release bootstraps under the Lambda Runtime Interface Emulator, against moto, fed
+//! every file of `events/` as `sam local invoke -e` would feed it: each answers what a user
+//! trying that file should see.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_shared::dynamo::DynamoSubscriptionStore;
+use herald_shared::format::BodyFormat;
+use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::pattern::EventTypePattern;
+use herald_shared::ports::SubscriptionStore;
+use herald_shared::signing::WebhookSecret;
+use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
+use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
+use herald_tests::aws::{TestAws, moto_url};
+use herald_tests::emulator::{Emulator, event_file, event_files};
+use herald_tests::receiver::{Script, TestReceiver};
+use serde_json::{Value, json};
+
+/// Every events/ file, and the test below that invokes it.
+const EXERCISED: [&str; 10] = [
+    "deliver/batch-of-two.json",
+    "deliver/poison-message.json",
+    "ingest/bad-json.json",
+    "ingest/missing-type.json",
+    "ingest/no-tenant.json",
+    "ingest/publish-batch.json",
+    "ingest/publish-one.json",
+    "manage/create-subscription-private-url.json",
+    "manage/create-subscription.json",
+    "manage/list-subscriptions.json",
+];
+
+/// `example.com`'s public address: the name in `create-subscription.json` resolves there
+/// for a user, and the registration's SSRF check asks for it.
+const PUBLIC_DNS: [(&str, &str); 1] = [("example.com", "93.184.215.14")];
+
+/// What a deployed function has: the template's variables with the provisioned names, and
+/// the AWS endpoint, region and credentials the Lambda service would give it.
+fn function_env(aws: &TestAws, extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env = aws.provisioned.environment();
+    for (name, value) in [
+        ("AWS_ENDPOINT_URL", moto_url().as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("HERALD_TENANT_CLAIM", "tenant"),
+        ("HERALD_IDEMPOTENCY_KEY_PREFIX", "ffm_wh_"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        env.insert((*name).to_owned(), (*value).to_owned());
+    }
+    env
+}
+
+/// The emulator initialised the bootstrap once and reported each invocation.
+fn ran_under_the_emulator(emulator: &Emulator, invocations: usize) {
+    let output = emulator.output();
+    assert_eq!(
+        output.matches("INIT REPORT(durationMs").count(),
+        1,
+        "{output}"
+    );
+    assert_eq!(
+        output.matches("REPORT RequestId").count(),
+        invocations,
+        "{output}"
+    );
+}
+
+fn status(answer: &Value) -> u64 {
+    answer["statusCode"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no statusCode in {answer}"))
+}
+
+fn body(answer: &Value) -> Value {
+    let text = answer["body"].as_str().unwrap_or("");
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {answer}"))
+}
+
+#[test]
+fn every_events_file_is_invoked_by_a_test_here() {
+    let on_disk: BTreeSet<String> = event_files().into_iter().collect();
+    let exercised: BTreeSet<String> = EXERCISED.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(
+        on_disk, exercised,
+        "events/ and the files these tests invoke differ"
+    );
+    let source = include_str!("lambda.rs");
+    for file in &on_disk {
+        assert!(
+            source.matches(&format!("\"{file}\"")).count() >= 2,
+            "{file} is listed but no test invokes it"
+        );
+    }
+}
+
+#[tokio::test]
+async fn manage_and_ingest_answer_their_events_files() {
+    let aws = TestAws::new().await;
+    let manage = Emulator::start("manage", &function_env(&aws, &[]), &PUBLIC_DNS).await;
+    let ingest = Emulator::start("ingest", &function_env(&aws, &[]), &[]).await;
+
+    let created = manage
+        .invoke(&event_file("manage/create-subscription.json"))
+        .await;
+    assert_eq!(status(&created), 201, "{created}\n{}", manage.output());
+    let subscription = body(&created);
+    assert_eq!(subscription["url"], "https://example.com/webhooks/herald");
+    assert!(
+        subscription["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{subscription}"
+    );
+
+    let private = manage
+        .invoke(&event_file("manage/create-subscription-private-url.json"))
+        .await;
+    assert_eq!(status(&private), 422, "{private}");
+    assert!(
+        body(&private).to_string().contains("169.254.169.254"),
+        "{private}"
+    );
+
+    let listed = manage
+        .invoke(&event_file("manage/list-subscriptions.json"))
+        .await;
+    assert_eq!(status(&listed), 200, "{listed}");
+    let listed_body = body(&listed);
+    let ids: Vec<&Value> = listed_body["data"]
+        .as_array()
+        .map(|items| items.iter().map(|s| &s["id"]).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, [&subscription["id"]], "{listed}");
+
+    // The subscription above wants order.*: publish-one fans out to it.
+    let published = ingest.invoke(&event_file("ingest/publish-one.json")).await;
+    assert_eq!(status(&published), 202, "{published}\n{}", ingest.output());
+    let answer = body(&published);
+    assert_eq!(answer["id"], "ord_1001.shipped", "{answer}");
+    assert_eq!(answer["deliveries"], 1, "{answer}");
+    let queued = aws.peek_queue(aws.provisioned.delivery_queue_url()).await;
+    assert_eq!(queued.len(), 1);
+    let task: Value = serde_json::from_str(queued[0].body().unwrap()).unwrap();
+    assert_eq!(task["subscription_id"], subscription["id"]);
+    assert_eq!(task["event"]["id"], "ord_1001.shipped");
+
+    let batch = ingest
+        .invoke(&event_file("ingest/publish-batch.json"))
+        .await;
+    assert_eq!(status(&batch), 202, "{batch}");
+    assert_eq!(
+        body(&batch),
+        json!({"events": [
+            {"id": "inv_1", "deliveries": 0, "duplicate": false},
+            {"id": "inv_2", "deliveries": 0, "duplicate": false}
+        ]})
+    );
+
+    for (file, expected) in [
+        ("ingest/bad-json.json", 400),
+        ("ingest/missing-type.json", 422),
+        ("ingest/no-tenant.json", 401),
+    ] {
+        let answer = ingest.invoke(&event_file(file)).await;
+        assert_eq!(status(&answer), expected, "{file}: {answer}");
+        assert!(
+            body(&answer)["error"].is_object(),
+            "{file} answered no error object: {answer}"
+        );
+    }
+    ran_under_the_emulator(&manage, 3);
+    ran_under_the_emulator(&ingest, 5);
+    // Nothing more was queued by the refused events.
+    assert_eq!(
+        aws.peek_queue(aws.provisioned.delivery_queue_url())
+            .await
+            .len(),
+        1
+    );
+}
+
+/// The subscription the deliver events name, pointed at `url`.
+async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
+    let now = Utc::now();
+    let store = DynamoSubscriptionStore::new(
+        aws.dynamo.clone(),
+        aws.provisioned.subscriptions_table().to_owned(),
+    );
+    let loopback = UrlPolicy {
+        allow_http: true,
+        allow_loopback: true,
+    };
+    store
+        .create(&Subscription {
+            tenant: TenantId::parse("acme").unwrap(),
+            id: SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
+            url: SubscriptionUrl::parse(url, &loopback).unwrap(),
+            description: String::new(),
+            event_types: vec![EventTypePattern::parse("order.*").unwrap()],
+            filter: None,
+            format: BodyFormat::Standard,
+            selection: None,
+            headers: Default::default(),
+            signatures: Default::default(),
+            supersede: false,
+            secrets: vec![SigningSecret {
+                secret: WebhookSecret::generate(&mut rand::rng()),
+                expires_at: None,
+            }],
+            status: SubscriptionStatus::Active,
+            disabled_reason: None,
+            disabled_at: None,
+            failing_since: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered() {
+    let aws = TestAws::new().await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    subscription_of_the_events_files(&aws, &receiver.url()).await;
+    let env = function_env(
+        &aws,
+        &[
+            ("HERALD_ALLOW_HTTP", "true"),
+            ("HERALD_ALLOW_LOOPBACK", "true"),
+            ("HERALD_DELIVERY_TIMEOUT", "5s"),
+        ],
+    );
+    let deliver = Emulator::start("deliver", &env, &[]).await;
+
+    let answer = deliver
+        .invoke(&event_file("deliver/batch-of-two.json"))
+        .await;
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": []}),
+        "{}",
+        deliver.output()
+    );
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    let mut ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "msg_c954212fad116919ac31737487dc7fec",
+            "msg_f17f81e0883ea1d61d65c4766def66ef"
+        ]
+    );
+    assert!(
+        got.iter()
+            .all(|r| r.header("idempotency-key") == format!("ffm_wh_{}", r.header("webhook-id")))
+    );
+
+    // The poison message is moved to the dead-letter queue, not handed back; the task
+    // beside it is delivered.
+    let answer = deliver
+        .invoke(&event_file("deliver/poison-message.json"))
+        .await;
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": []}),
+        "{}",
+        deliver.output()
+    );
+    let got = receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3);
+    let last: Value = serde_json::from_slice(&got[2].body).unwrap();
+    assert_eq!(last["data"]["order_id"], "ord_1003", "{last}");
+    let dead = aws
+        .peek_queue(aws.provisioned.dead_letter_queue_url())
+        .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body(), Some("this is not a delivery task"));
+    ran_under_the_emulator(&deliver, 2);
+}
+
+/// A variable's value as a deployment with the parameters' defaults would set it: a
+/// parameter's default, a placeholder for a resource's name, "" for an unset secret.
+fn deployed_value(value: &serde_yaml::Value, template: &serde_yaml::Value) -> String {
+    use serde_yaml::Value as Y;
+    match value {
+        Y::String(s) => s.clone(),
+        Y::Bool(b) => b.to_string(),
+        Y::Number(n) => n.to_string(),
+        Y::Tagged(tagged) if tagged.tag == "Ref" => {
+            let name = tagged.value.as_str().unwrap();
+            match template["Parameters"].get(name) {
+                Some(parameter) => deployed_value(&parameter["Default"], template),
+                None => {
+                    assert!(
+                        template["Resources"].get(name).is_some(),
+                        "!Ref {name} names nothing in the template"
+                    );
+                    format!("https://sqs.us-east-1.amazonaws.com/123456789012/{name}")
+                }
+            }
+        }
+        // The signing keys: !If [condition, secret, ""], "" with the default parameters.
+        Y::Tagged(tagged) if tagged.tag == "If" => deployed_value(&tagged.value[2], template),
+        other => panic!("unexpected variable value {other:?}"),
+    }
+}
+
+fn template() -> serde_yaml::Value {
+    serde_yaml::from_str(&std::fs::read_to_string(herald_local::template_path()).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_local_runner_sets_the_variables_the_template_sets() {
+    let template = template();
+    let globals = template["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap();
+    let aws = TestAws::new().await;
+    for name in aws.provisioned.environment().keys() {
+        assert!(
+            globals.contains_key(name.as_str()),
+            "the local runner sets {name}, the template does not"
+        );
+    }
+}
+
+#[test]
+fn the_template_gives_each_function_every_variable_it_reads() {
+    let template = template();
+    let globals = template["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap();
+    for (logical, binary) in [
+        ("IngestFunction", "ingest"),
+        ("ManageFunction", "manage"),
+        ("DeliverFunction", "deliver"),
+    ] {
+        let function = &template["Resources"][logical];
+        assert_eq!(
+            function["Metadata"]["BuildProperties"]["Binary"].as_str(),
+            Some(binary)
+        );
+        let mut env: HashMap<String, String> = HashMap::new();
+        let own = function["Properties"]["Environment"]["Variables"].as_mapping();
+        for (name, value) in globals.iter().chain(own.into_iter().flatten()) {
+            env.insert(
+                name.as_str().unwrap().to_owned(),
+                deployed_value(value, &template),
+            );
+        }
+        let source = move |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        let outcome = match binary {
+            "ingest" => herald_ingest::IngestConfig::from_source(&source).map(drop),
+            "manage" => herald_manage::ManageConfig::from_source(&source).map(drop),
+            _ => herald_deliver::DeliverConfig::from_source(&source).map(drop),
+        };
+        assert!(
+            outcome.is_ok(),
+            "{logical} as deployed would not start: {outcome:?}"
+        );
+    }
+}
