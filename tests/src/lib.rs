@@ -2,6 +2,7 @@
 //! a whole local Herald per test, and a receiver that records what it is sent.
 
 pub mod aws;
+pub mod aws_proxy;
 pub mod emulator;
 pub mod herald;
 pub mod receiver;

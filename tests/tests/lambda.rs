@@ -15,6 +15,7 @@ use herald_shared::signing::WebhookSecret;
 use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
 use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use herald_tests::aws::{TestAws, moto_url};
+use herald_tests::aws_proxy::{AwsCall, RecordingProxy};
 use herald_tests::emulator::{Emulator, event_file, event_files};
 use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
@@ -39,10 +40,14 @@ const PUBLIC_DNS: [(&str, &str); 1] = [("example.com", "93.184.215.14")];
 
 /// What a deployed function has: the template's variables with the provisioned names, and
 /// the AWS endpoint, region and credentials the Lambda service would give it.
-fn function_env(aws: &TestAws, extra: &[(&str, &str)]) -> HashMap<String, String> {
+fn function_env(
+    aws: &TestAws,
+    endpoint: &RecordingProxy,
+    extra: &[(&str, &str)],
+) -> HashMap<String, String> {
     let mut env = aws.provisioned.environment();
     for (name, value) in [
-        ("AWS_ENDPOINT_URL", moto_url().as_str()),
+        ("AWS_ENDPOINT_URL", endpoint.url().as_str()),
         ("AWS_REGION", "us-east-1"),
         ("AWS_DEFAULT_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
@@ -104,8 +109,15 @@ fn every_events_file_is_invoked_by_a_test_here() {
 #[tokio::test]
 async fn manage_and_ingest_answer_their_events_files() {
     let aws = TestAws::new().await;
-    let manage = Emulator::start("manage", &function_env(&aws, &[]), &PUBLIC_DNS).await;
-    let ingest = Emulator::start("ingest", &function_env(&aws, &[]), &[]).await;
+    let manage_calls = RecordingProxy::start(moto_url()).await;
+    let ingest_calls = RecordingProxy::start(moto_url()).await;
+    let manage = Emulator::start(
+        "manage",
+        &function_env(&aws, &manage_calls, &[]),
+        &PUBLIC_DNS,
+    )
+    .await;
+    let ingest = Emulator::start("ingest", &function_env(&aws, &ingest_calls, &[]), &[]).await;
 
     let created = manage
         .invoke(&event_file("manage/create-subscription.json"))
@@ -185,6 +197,8 @@ async fn manage_and_ingest_answer_their_events_files() {
             .len(),
         1
     );
+    allowed_by_the_template("ManageFunction", &aws, &manage_calls.calls());
+    allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
 }
 
 /// The subscription the deliver events name, pointed at `url`.
@@ -232,8 +246,10 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     let aws = TestAws::new().await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     subscription_of_the_events_files(&aws, &receiver.url()).await;
+    let deliver_calls = RecordingProxy::start(moto_url()).await;
     let env = function_env(
         &aws,
+        &deliver_calls,
         &[
             ("HERALD_ALLOW_HTTP", "true"),
             ("HERALD_ALLOW_LOOPBACK", "true"),
@@ -287,6 +303,7 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body(), Some("this is not a delivery task"));
     ran_under_the_emulator(&deliver, 2);
+    allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 
 /// A variable's value as a deployment with the parameters' defaults would set it: a
@@ -370,4 +387,69 @@ fn the_template_gives_each_function_every_variable_it_reads() {
             "{logical} as deployed would not start: {outcome:?}"
         );
     }
+}
+
+/// The (IAM action, logical resource) pairs a function's policy statements allow, e.g.
+/// (`dynamodb:Query`, `DeliveriesTable/index/by-subscription`).
+fn allowed_pairs(template: &serde_yaml::Value, function: &str) -> BTreeSet<(String, String)> {
+    use serde_yaml::Value as Y;
+    let mut allowed = BTreeSet::new();
+    let policies = template["Resources"][function]["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("{function} has no Policies"));
+    for policy in policies {
+        let statements = policy["Statement"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{function}: policies are statements, not {policy:?}"));
+        for statement in statements {
+            assert_eq!(statement["Effect"], Y::from("Allow"));
+            let one = |v: &Y| match v {
+                Y::Sequence(items) => items.clone(),
+                other => vec![other.clone()],
+            };
+            for resource in one(&statement["Resource"]) {
+                let logical = match &resource {
+                    Y::Tagged(t) if t.tag == "GetAtt" => t
+                        .value
+                        .as_str()
+                        .and_then(|v| v.strip_suffix(".Arn"))
+                        .map(str::to_owned),
+                    Y::Tagged(t) if t.tag == "Sub" => t.value.as_str().and_then(|v| {
+                        let (head, rest) = v.strip_prefix("${")?.split_once(".Arn}")?;
+                        Some(format!("{head}{rest}"))
+                    }),
+                    _ => None,
+                }
+                .unwrap_or_else(|| panic!("{function}: a resource that is no ARN: {resource:?}"));
+                for action in one(&statement["Action"]) {
+                    allowed.insert((action.as_str().unwrap().to_owned(), logical.clone()));
+                }
+            }
+        }
+    }
+    allowed
+}
+
+/// Every AWS call the function made is allowed by its statements in template.yaml.
+fn allowed_by_the_template(function: &str, aws: &TestAws, calls: &[AwsCall]) {
+    assert!(!calls.is_empty(), "{function} made no AWS call");
+    let allowed = allowed_pairs(&template(), function);
+    let made: BTreeSet<(String, String)> = calls
+        .iter()
+        .map(|call| {
+            // IAM authorises the batch calls with the single call's action.
+            let action = call.action.trim_end_matches("Batch").to_owned();
+            let logical = call
+                .resource
+                .strip_prefix(&format!("{}-", aws.prefix))
+                .unwrap_or_else(|| panic!("{function} called {call:?}, not one of this test's"))
+                .to_owned();
+            (action, logical)
+        })
+        .collect();
+    let denied: Vec<_> = made.difference(&allowed).collect();
+    assert!(
+        denied.is_empty(),
+        "{function} calls what its policy does not allow: {denied:?}"
+    );
 }
