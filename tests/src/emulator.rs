@@ -76,6 +76,7 @@ pub type Hosts<'a> = &'a [(&'a str, &'a str)];
 
 pub struct Emulator {
     child: Child,
+    invoke_port: u16,
     invoke_url: String,
     output: Arc<Mutex<Vec<u8>>>,
     _hosts_file: Option<PathBuf>,
@@ -149,6 +150,7 @@ impl Emulator {
         }
         Self {
             child,
+            invoke_port,
             invoke_url: format!(
                 "http://127.0.0.1:{invoke_port}/2015-03-31/functions/function/invocations"
             ),
@@ -180,6 +182,35 @@ impl Emulator {
                 self.output()
             )
         })
+    }
+
+    /// Invokes the function with a file of `events/` the way a user would try it with
+    /// `cargo lambda invoke --data-file` (the emulator serves the same invoke API as
+    /// `cargo lambda watch`, under the function name `function`).
+    pub async fn invoke_with_cargo_lambda(&self, relative: &str) -> Value {
+        let cargo_lambda = workspace_root().join(".venv-deploy/bin/cargo-lambda");
+        let output = Command::new(&cargo_lambda)
+            .args([
+                "lambda",
+                "invoke",
+                "function",
+                "--invoke-address",
+                "127.0.0.1",
+            ])
+            .args(["--invoke-port", &self.invoke_port.to_string()])
+            .args(["--output-format", "json", "--data-file"])
+            .arg(workspace_root().join("events").join(relative))
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {}: {e}", cargo_lambda.display()));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "cargo lambda invoke failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("cargo lambda invoke printed no JSON ({e}): {stdout}"))
     }
 
     /// What the emulator and the function printed so far.

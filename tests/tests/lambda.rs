@@ -142,7 +142,7 @@ async fn manage_and_ingest_answer_their_events_files() {
     );
 
     let listed = manage
-        .invoke(&event_file("manage/list-subscriptions.json"))
+        .invoke_with_cargo_lambda("manage/list-subscriptions.json")
         .await;
     assert_eq!(status(&listed), 200, "{listed}");
     let listed_body = body(&listed);
