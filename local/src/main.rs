@@ -1,6 +1,8 @@
 //! `herald-local`: Herald on this machine, against the AWS endpoint in `AWS_ENDPOINT_URL`
 //! (moto; `make run` starts one). Settings: `HERALD_LOCAL_ADDR` (127.0.0.1:3000),
-//! `HERALD_LOCAL_PREFIX` (`herald-local`), and any `HERALD_*` the functions read.
+//! `HERALD_LOCAL_PREFIX` (`herald-local`), `HERALD_LOCAL_VISIBILITY_TIMEOUT` (seconds a
+//! received batch stays hidden; the queue's own 360 s when unset), and any `HERALD_*` the
+//! functions read.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -85,6 +87,12 @@ async fn run() -> anyhow::Result<()> {
         .filter(|(name, _)| name.starts_with("HERALD_") && !name.starts_with("HERALD_LOCAL_"))
         .collect();
 
+    let visibility_timeout = match std::env::var("HERALD_LOCAL_VISIBILITY_TIMEOUT") {
+        Ok(seconds) => Some(seconds.parse::<i32>().ok().filter(|s| (0..=43_200).contains(s)).with_context(|| {
+            format!("HERALD_LOCAL_VISIBILITY_TIMEOUT `{seconds}` is not a number of seconds (0 to 43200)")
+        })?),
+        Err(_) => None,
+    };
     let sdk = local_sdk_config().await?;
     let endpoint = sdk.endpoint_url().unwrap_or_default().to_owned();
     let herald = LocalHerald::start(LocalOptions {
@@ -92,7 +100,10 @@ async fn run() -> anyhow::Result<()> {
         prefix,
         api_addr,
         settings,
-        poll: PollSettings::default(),
+        poll: PollSettings {
+            visibility_timeout,
+            ..PollSettings::default()
+        },
     })
     .await
     .with_context(|| format!("starting Herald against the AWS endpoint {endpoint}"))?;

@@ -40,6 +40,7 @@ impl TestHerald {
                 wait_seconds: 1,
                 pollers: 2,
                 print_attempts: false,
+                visibility_timeout: None,
             },
         };
         let local = LocalHerald::start(options).await.expect("starting Herald");
