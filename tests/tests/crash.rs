@@ -167,7 +167,7 @@ async fn a_runner_killed_mid_load_loses_nothing_when_started_again() {
     let mut runner = start_runner(&prefix, port);
     wait_until_serving(port).await;
     let deadline = Instant::now() + Duration::from_secs(150);
-    let arrived = loop {
+    loop {
         let requests = receiver.requests();
         let events: BTreeSet<String> = requests
             .iter()
@@ -179,10 +179,10 @@ async fn a_runner_killed_mid_load_loses_nothing_when_started_again() {
             })
             .collect();
         if events == expected || Instant::now() > deadline {
-            break requests;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    }
 
     // Herald itself records every delivery delivered: what was in flight at the kill is
     // redelivered once its claim's lease lapses, nothing stays pending.
