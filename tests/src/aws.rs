@@ -13,9 +13,14 @@ pub fn moto_url() -> String {
 
 /// An SDK configuration for moto, built without touching the process environment.
 pub fn sdk_config() -> SdkConfig {
+    sdk_config_for(&moto_url())
+}
+
+/// The same, for another endpoint in front of moto (the fault-injecting proxy).
+pub fn sdk_config_for(endpoint: &str) -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(moto_url())
+        .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
             Credentials::new("testing", "testing", None, None, "herald-tests"),

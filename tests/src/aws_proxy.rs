@@ -1,6 +1,8 @@
-//! A proxy between Herald and moto that records each AWS call: the API action (from the
-//! JSON protocols' `X-Amz-Target`) and the table or queue it names. The emulator tests use
-//! it to check that a function calls only what the template's policies allow it.
+//! A proxy between Herald and moto that records each AWS call (the API action from the
+//! JSON protocols' `X-Amz-Target`, and the table or queue it names) and can answer calls
+//! with the errors AWS answers under load: throttling and 5xx. The emulator tests use the
+//! record to check each function against the template's policies; the fault tests use the
+//! errors.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,9 +27,34 @@ pub struct AwsCall {
     pub resource: String,
 }
 
+/// An error AWS answers under load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// 400 `ThrottlingException` (DynamoDB) or `RequestThrottled` (SQS).
+    Throttling,
+    /// 500 `InternalServerError` (DynamoDB) or `InternalError` (SQS).
+    ServerError,
+}
+
+/// Calls whose action starts with `action` (e.g. `dynamodb:` or `sqs:SendMessageBatch`)
+/// are answered with `kind` instead of being forwarded, `times` times.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub action: String,
+    pub kind: FaultKind,
+    pub times: usize,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<AwsCall>,
+    faults: Vec<Fault>,
+    injected: usize,
+}
+
 pub struct RecordingProxy {
     addr: SocketAddr,
-    calls: Arc<Mutex<Vec<AwsCall>>>,
+    state: Arc<Mutex<State>>,
     task: JoinHandle<()>,
 }
 
@@ -35,9 +62,9 @@ impl RecordingProxy {
     pub async fn start(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let state = Arc::new(Mutex::new(State::default()));
         let client = reqwest::Client::new();
-        let recorded = calls.clone();
+        let recorded = state.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -55,7 +82,7 @@ impl RecordingProxy {
                 });
             }
         });
-        Self { addr, calls, task }
+        Self { addr, state, task }
     }
 
     pub fn url(&self) -> String {
@@ -63,7 +90,22 @@ impl RecordingProxy {
     }
 
     pub fn calls(&self) -> Vec<AwsCall> {
-        self.calls.lock().unwrap().clone()
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Answers the next `fault.times` matching calls with the fault.
+    pub fn inject(&self, fault: Fault) {
+        self.state.lock().unwrap().faults.push(fault);
+    }
+
+    /// Forwards every call again.
+    pub fn heal(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
+    /// How many calls were answered with a fault so far.
+    pub fn injected(&self) -> usize {
+        self.state.lock().unwrap().injected
     }
 }
 
@@ -77,7 +119,7 @@ async fn forward(
     request: Request<Incoming>,
     client: reqwest::Client,
     upstream: String,
-    recorded: Arc<Mutex<Vec<AwsCall>>>,
+    recorded: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let body = body
@@ -86,7 +128,20 @@ async fn forward(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     if let Some(call) = describe(&parts.headers, &body) {
-        recorded.lock().unwrap().push(call);
+        let mut state = recorded.lock().unwrap();
+        let fault = state
+            .faults
+            .iter_mut()
+            .find(|f| f.times > 0 && call.action.starts_with(&f.action))
+            .map(|f| {
+                f.times -= 1;
+                f.kind
+            });
+        state.calls.push(call.clone());
+        if let Some(kind) = fault {
+            state.injected += 1;
+            return Ok(error_response(&call, kind));
+        }
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut outgoing = client.request(parts.method.clone(), format!("{upstream}{path}"));
@@ -135,4 +190,36 @@ fn describe(headers: &hyper::HeaderMap, body: &[u8]) -> Option<AwsCall> {
         action: format!("{prefix}:{operation}"),
         resource,
     })
+}
+
+/// The error as the service's JSON protocol carries it, so the SDK classifies it as it
+/// would AWS's own (throttling and 5xx are retried, then surface as errors).
+fn error_response(call: &AwsCall, kind: FaultKind) -> Response<Full<Bytes>> {
+    let dynamodb = call.action.starts_with("dynamodb:");
+    let (status, code) = match (dynamodb, kind) {
+        (true, FaultKind::Throttling) => (400, "ThrottlingException"),
+        (true, FaultKind::ServerError) => (500, "InternalServerError"),
+        (false, FaultKind::Throttling) => (400, "RequestThrottled"),
+        (false, FaultKind::ServerError) => (500, "InternalError"),
+    };
+    let namespace = if dynamodb {
+        "com.amazonaws.dynamodb.v20120810"
+    } else {
+        "com.amazonaws.sqs"
+    };
+    let body = serde_json::json!({
+        "__type": format!("{namespace}#{code}"),
+        "message": "injected by the test's proxy",
+    });
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-errortype", code);
+    if !dynamodb {
+        let fault = if status == 500 { "Receiver" } else { "Sender" };
+        response = response.header("x-amzn-query-error", format!("{code};{fault}"));
+    }
+    response
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
 }

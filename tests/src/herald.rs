@@ -18,6 +18,16 @@ pub struct TestHerald {
 impl TestHerald {
     /// Starts Herald with these `HERALD_*` settings on top of a seconds-scale retry schedule.
     pub async fn start(settings: &[(&str, &str)]) -> Self {
+        Self::start_with(sdk_config(), settings, None).await
+    }
+
+    /// The same, reaching AWS through `sdk` (e.g. through a proxy in front of moto), and
+    /// receiving with `visibility_timeout` seconds instead of the queue's 360.
+    pub async fn start_with(
+        sdk: aws_config::SdkConfig,
+        settings: &[(&str, &str)],
+        visibility_timeout: Option<i32>,
+    ) -> Self {
         // Test logs stay silent unless asked for with RUST_LOG.
         if std::env::var_os("RUST_LOG").is_some() {
             herald_shared::telemetry::init_json_logs();
@@ -29,7 +39,6 @@ impl TestHerald {
             ("HERALD_IDEMPOTENCY_KEY_PREFIX".into(), "ffm_wh_".into()),
         ]);
         all.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let sdk = sdk_config();
         let options = LocalOptions {
             sdk: sdk.clone(),
             prefix: unique_prefix(),
@@ -40,7 +49,7 @@ impl TestHerald {
                 wait_seconds: 1,
                 pollers: 2,
                 print_attempts: false,
-                visibility_timeout: None,
+                visibility_timeout,
             },
         };
         let local = LocalHerald::start(options).await.expect("starting Herald");

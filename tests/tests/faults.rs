@@ -1,0 +1,173 @@
+//! Throttling and 5xx from SQS and DynamoDB, injected by a proxy between Herald and moto:
+//! a publish that cannot be completed is answered with a retryable error and its retry
+//! completes it with nothing duplicated; deliver loses nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use herald_tests::aws::{moto_url, sdk_config_for};
+use herald_tests::aws_proxy::{Fault, FaultKind, RecordingProxy};
+use herald_tests::herald::TestHerald;
+use herald_tests::receiver::{Recorded, Script, TestReceiver};
+use serde_json::{Value, json};
+
+async fn herald_behind_a_proxy() -> (RecordingProxy, TestHerald, TestReceiver) {
+    let proxy = RecordingProxy::start(moto_url()).await;
+    // A message whose visibility could not be shortened comes back after 5 s instead of
+    // the template's 360 s, so the test sees it come back.
+    let herald = TestHerald::start_with(sdk_config_for(&proxy.url()), &[], Some(5)).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    herald
+        .subscribe("acme", &receiver.url(), &["order.*"])
+        .await;
+    (proxy, herald, receiver)
+}
+
+fn order(id: &str) -> Value {
+    json!({"id": id, "type": "order.paid", "data": {"order": id}})
+}
+
+/// What arrived, by event, after waiting a little longer for stragglers.
+async fn arrivals_settled(
+    receiver: &TestReceiver,
+    expected: usize,
+) -> BTreeMap<String, Vec<Recorded>> {
+    receiver.wait_for(expected, Duration::from_secs(90)).await;
+    // Long enough for a duplicate from a retry or a second copy to turn up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut by_event: BTreeMap<String, Vec<Recorded>> = BTreeMap::new();
+    for request in receiver.requests() {
+        let order = request.json()["data"]["order"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        by_event.entry(order).or_default().push(request);
+    }
+    by_event
+}
+
+async fn a_failed_publish_is_retryable_and_its_retry_delivers_once(fault: Fault) {
+    let (proxy, herald, receiver) = herald_behind_a_proxy().await;
+    proxy.inject(fault.clone());
+
+    let (status, answer) = herald.publish("acme", order("ord_1")).await;
+    assert_eq!(status, 503, "{fault:?}: {answer}");
+    assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
+    assert!(proxy.injected() > 0);
+
+    proxy.heal();
+    let (status, answer) = herald.publish("acme", order("ord_1")).await;
+    assert_eq!(status, 202, "{answer}");
+    let by_event = arrivals_settled(&receiver, 1).await;
+    assert_eq!(by_event.len(), 1, "{by_event:?}");
+    assert_eq!(
+        by_event["ord_1"].len(),
+        1,
+        "{fault:?}: the event arrived more than once"
+    );
+    herald.shutdown().await;
+}
+
+#[tokio::test]
+async fn sqs_errors_while_queuing_are_503_and_the_retry_delivers_once() {
+    a_failed_publish_is_retryable_and_its_retry_delivers_once(Fault {
+        action: "sqs:SendMessage".into(),
+        kind: FaultKind::ServerError,
+        times: usize::MAX,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqs_throttling_while_queuing_is_503_and_the_retry_delivers_once() {
+    a_failed_publish_is_retryable_and_its_retry_delivers_once(Fault {
+        action: "sqs:SendMessage".into(),
+        kind: FaultKind::Throttling,
+        times: usize::MAX,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dynamodb_throttling_while_recording_is_503_and_the_retry_delivers_once() {
+    a_failed_publish_is_retryable_and_its_retry_delivers_once(Fault {
+        action: "dynamodb:PutItem".into(),
+        kind: FaultKind::Throttling,
+        times: usize::MAX,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dynamodb_errors_after_queuing_are_503_and_the_retry_delivers_once() {
+    // The tasks are queued, then marking the event complete fails: the publish must not
+    // be reported done, and its retry must not queue the event a second time.
+    a_failed_publish_is_retryable_and_its_retry_delivers_once(Fault {
+        action: "dynamodb:UpdateItem".into(),
+        kind: FaultKind::ServerError,
+        times: usize::MAX,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deliver_loses_nothing_while_dynamodb_and_sqs_fail_for_a_while() {
+    let (proxy, herald, receiver) = herald_behind_a_proxy().await;
+    let events: Vec<Value> = (0..20).map(|i| order(&format!("ord_{i}"))).collect();
+    // Claims, outcomes and reads of deliver fail for a while, and so do the first
+    // attempts to hide messages for later.
+    proxy.inject(Fault {
+        action: "dynamodb:UpdateItem".into(),
+        kind: FaultKind::ServerError,
+        times: 24,
+    });
+    proxy.inject(Fault {
+        action: "dynamodb:".into(),
+        kind: FaultKind::Throttling,
+        times: 12,
+    });
+    proxy.inject(Fault {
+        action: "sqs:ChangeMessageVisibility".into(),
+        kind: FaultKind::Throttling,
+        times: 6,
+    });
+    // The publish may itself meet the faults: retrying it until it is accepted is what a
+    // producer does with a 503.
+    let started = Instant::now();
+    loop {
+        let (status, answer) = herald.publish("acme", json!({"events": events})).await;
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never accepted"
+        );
+    }
+
+    let by_event = arrivals_settled(&receiver, events.len()).await;
+    let missing: Vec<String> = (0..20)
+        .map(|i| format!("ord_{i}"))
+        .filter(|id| !by_event.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "lost: {missing:?} ({} faults injected)",
+        proxy.injected()
+    );
+    for (event, copies) in &by_event {
+        let first = copies[0].header("webhook-id");
+        assert!(
+            copies.iter().all(|c| c.header("webhook-id") == first),
+            "{event} arrived under two webhook-ids"
+        );
+    }
+    let duplicates: usize = by_event.values().map(|c| c.len() - 1).sum();
+    eprintln!(
+        "faults: {} injected, 20 events delivered, {duplicates} duplicates (same webhook-id)",
+        proxy.injected()
+    );
+    assert!(proxy.injected() >= 24, "the faults were not all met");
+    herald.shutdown().await;
+}
