@@ -409,6 +409,34 @@ async fn a_huge_body_is_read_only_to_the_limit() {
 }
 
 #[tokio::test]
+async fn endless_headers_are_refused_without_being_kept() {
+    // A header value that never ends: 64 MiB of it, offered as fast as the sender reads.
+    let total = 64 * 1024 * 1024;
+    let receiver = Receiver::start(Reply::Stream {
+        head: "HTTP/1.1 200 OK\r\nx-endless: ".to_owned(),
+        total,
+        piece: 64 * 1024,
+        pause: Duration::ZERO,
+    })
+    .await;
+    let started = Instant::now();
+    let outcome = sender(LOCAL, Duration::from_secs(20))
+        .send(webhook(&receiver.url("/")))
+        .await;
+    let elapsed = started.elapsed();
+    let SendOutcome::Failed { error, detail, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(detail.len() <= 512, "{detail}");
+    assert_ne!(*error, AttemptError::Timeout, "{outcome:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // The sender gave up once the head outgrew its limit and hung up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let written = receiver.body_bytes_written.load(Ordering::SeqCst);
+    assert!(written < total / 8, "{written} of {total} bytes went through");
+}
+
+#[tokio::test]
 async fn a_trickling_body_ends_the_excerpt_at_the_deadline() {
     let receiver = Receiver::start(Reply::Stream {
         head: "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n".to_owned(),
