@@ -14,7 +14,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -36,9 +35,29 @@ struct Step {
     delay: Duration,
 }
 
+/// How a flaky receiver fails a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Answers 500.
+    ServerError,
+    /// Answers only after `Chaos::hang` (past the sender's timeout).
+    Timeout,
+    /// Closes the connection without answering.
+    Reset,
+}
+
+/// A receiver that fails `percent` of requests, chosen by a seeded generator, cycling
+/// through 500, a timeout and a dropped connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Chaos {
+    pub seed: u64,
+    pub percent: u32,
+    pub hang: Duration,
+}
+
 /// The answers to give, in order of arrival; the last one repeats.
 #[derive(Clone, Debug)]
-pub struct Script(Vec<Step>);
+pub struct Script(Vec<Step>, Option<Chaos>);
 
 impl Script {
     pub fn always(status: u16) -> Self {
@@ -58,7 +77,7 @@ impl Script {
             .map(|(status, delay)| Step { status, delay })
             .collect();
         assert!(!steps.is_empty(), "a script needs at least one answer");
-        Self(steps)
+        Self(steps, None)
     }
 
     /// Every answer waits `delay` first, as a slow endpoint (or one past the timeout) would.
@@ -66,6 +85,13 @@ impl Script {
         for step in &mut self.0 {
             step.delay = delay;
         }
+        self
+    }
+
+    /// On top of the script, fails requests as `chaos` says (recorded with status 0 for a
+    /// reset, 504 for a timeout, 500 for a server error).
+    pub fn with_chaos(mut self, chaos: Chaos) -> Self {
+        self.1 = Some(chaos);
         self
     }
 
@@ -86,7 +112,8 @@ pub struct Recorded {
     /// values such as `webhook-timestamp`.
     pub at: Instant,
     pub received: SystemTime,
-    /// What the receiver answered.
+    /// What the receiver answered: 0 when it dropped the connection, 504 when it held
+    /// the request past the sender's timeout (see [`Chaos`]).
     pub status: u16,
 }
 
@@ -111,6 +138,7 @@ struct State {
     override_status: Mutex<Option<u16>>,
     requests: Mutex<Vec<Recorded>>,
     arrived: Notify,
+    chaos: Option<Mutex<(Chaos, rand::rngs::StdRng, usize)>>,
 }
 
 /// A test's poisoned lock still holds the requests recorded so far; use them.
@@ -133,10 +161,23 @@ impl Drop for TestReceiver {
     }
 }
 
+/// Whether this request fails, and how.
+fn chaos_failure(state: &State) -> Option<(Failure, Duration)> {
+    use rand::Rng;
+    let mut chaos = lock(state.chaos.as_ref()?);
+    let (settings, rng, failures) = &mut *chaos;
+    if rng.random_range(0..100) >= settings.percent {
+        return None;
+    }
+    *failures += 1;
+    let failure = [Failure::ServerError, Failure::Timeout, Failure::Reset][*failures % 3];
+    Some((failure, settings.hang))
+}
+
 async fn answer(
     state: Arc<State>,
     request: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let received = SystemTime::now();
     let at = Instant::now();
     let method = request.method().to_string();
@@ -152,11 +193,21 @@ async fn answer(
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
+    let failure = chaos_failure(&state);
     let step = {
         let mut requests = lock(&state.requests);
         let mut step = state.script.step(requests.len());
         if let Some(status) = *lock(&state.override_status) {
             step.status = status;
+        }
+        match failure {
+            Some((Failure::ServerError, _)) => step.status = 500,
+            Some((Failure::Timeout, hang)) => {
+                step.status = 504;
+                step.delay = hang;
+            }
+            Some((Failure::Reset, _)) => step.status = 0,
+            None => {}
         }
         requests.push(Recorded {
             method,
@@ -171,6 +222,10 @@ async fn answer(
     };
     state.arrived.notify_waiters();
     tokio::time::sleep(step.delay).await;
+    if step.status == 0 {
+        // hyper closes the connection without an answer when the service fails.
+        return Err(std::io::Error::other("dropped by the script"));
+    }
     let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
     *response.status_mut() =
         StatusCode::from_u16(step.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -205,11 +260,16 @@ impl TestReceiver {
             .await
             .expect("binding a receiver on 127.0.0.1");
         let addr = listener.local_addr().expect("the receiver's address");
+        let chaos = script.1;
         let state = Arc::new(State {
             script,
             override_status: Mutex::new(None),
             requests: Mutex::new(Vec::new()),
             arrived: Notify::new(),
+            chaos: chaos.map(|chaos| {
+                use rand::SeedableRng;
+                Mutex::new((chaos, rand::rngs::StdRng::seed_from_u64(chaos.seed), 0))
+            }),
         });
         let server = tokio::spawn(serve(listener, Arc::clone(&state)));
         Self {

@@ -121,3 +121,40 @@ async fn a_dropped_receiver_refuses_connections() {
         }
     }
 }
+
+#[tokio::test]
+async fn chaos_fails_with_each_kind_in_turn() {
+    use herald_tests::receiver::Chaos;
+    let hang = Duration::from_millis(300);
+    let receiver = TestReceiver::start(Script::always(200).with_chaos(Chaos {
+        seed: 7,
+        percent: 100,
+        hang,
+    }))
+    .await;
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let outcome = client().post(receiver.url()).body("x").send().await;
+        outcomes.push(match outcome {
+            Ok(response) => (response.status().as_u16(), started.elapsed() >= hang),
+            Err(_) => (0, false),
+        });
+    }
+    outcomes.sort();
+    // 0: the connection closed without an answer; 504 after the hang; 500 at once.
+    assert_eq!(outcomes, [(0, false), (500, false), (504, true)]);
+    let mut recorded: Vec<u16> = receiver.requests().iter().map(|r| r.status).collect();
+    recorded.sort();
+    assert_eq!(recorded, [0, 500, 504]);
+
+    let calm = TestReceiver::start(Script::always(200).with_chaos(Chaos {
+        seed: 7,
+        percent: 0,
+        hang,
+    }))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(post(&calm, "").await, 200);
+    }
+}

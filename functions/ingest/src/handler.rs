@@ -6,6 +6,7 @@
 //! when queuing fails the record stays incomplete and a retry of the publish finishes it
 //! (delivery ids are derived, so nothing is delivered twice).
 
+use futures::{StreamExt, TryStreamExt};
 use herald_shared::api::{self, ApiError};
 use herald_shared::delivery::DeliveryTask;
 use herald_shared::event::{Event, EventError, parse_publish_body};
@@ -19,6 +20,9 @@ use serde_json::Value;
 
 /// Every route this function serves, as `openapi.yaml` names them.
 pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/events")];
+
+/// Event records written at once for one publish call.
+const WRITE_CONCURRENCY: usize = 16;
 
 pub struct IngestDeps<S, E, Q, C> {
     pub subscriptions: S,
@@ -49,6 +53,18 @@ where
     }
 }
 
+/// Records one event, answering with what was known of it.
+async fn accept<'a, E: EventLog>(
+    log: &E,
+    tenant: &TenantId,
+    event: &'a Event,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(&'a Event, String, Acceptance), herald_shared::ports::StoreError> {
+    let fingerprint = event.fingerprint();
+    let acceptance = log.accept(tenant, event, &fingerprint, now).await?;
+    Ok((event, fingerprint, acceptance))
+}
+
 async fn publish<S, E, Q, C>(
     deps: &IngestDeps<S, E, Q, C>,
     request: &Request,
@@ -77,13 +93,19 @@ where
     let mut results = Vec::with_capacity(events.len());
     let mut to_fan_out: Vec<&Event> = Vec::new();
     let mut conflicts = Vec::new();
-    for event in &events {
-        let fingerprint = event.fingerprint();
-        match deps
-            .events
-            .accept(&tenant, event, &fingerprint, now)
-            .await?
-        {
+    // The records are independent writes: a batch of 100 costs a few round trips of
+    // DynamoDB's latency instead of 100 (and less billed time).
+    // (The futures are collected first: a closure inside the stream would not be Send.)
+    let accepts: Vec<_> = events
+        .iter()
+        .map(|event| accept(&deps.events, &tenant, event, now))
+        .collect();
+    let acceptances: Vec<(&Event, String, Acceptance)> = futures::stream::iter(accepts)
+        .buffered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (event, fingerprint, acceptance) in acceptances {
+        match acceptance {
             Acceptance::New => {
                 to_fan_out.push(event);
                 results.push(None);
@@ -120,11 +142,15 @@ where
     }
 
     let fanned_out = fan_out(deps, &tenant, &to_fan_out).await?;
-    for (event, deliveries) in to_fan_out.iter().zip(&fanned_out) {
-        deps.events
-            .complete(&tenant, &event.id, *deliveries)
-            .await?;
-    }
+    let completions: Vec<_> = to_fan_out
+        .iter()
+        .zip(&fanned_out)
+        .map(|(event, deliveries)| deps.events.complete(&tenant, &event.id, *deliveries))
+        .collect();
+    futures::stream::iter(completions)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
     let mut fresh = to_fan_out.iter().zip(fanned_out);
     let answers: Vec<Published> = results
         .into_iter()

@@ -433,7 +433,10 @@ async fn endless_headers_are_refused_without_being_kept() {
     // The sender gave up once the head outgrew its limit and hung up.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let written = receiver.body_bytes_written.load(Ordering::SeqCst);
-    assert!(written < total / 8, "{written} of {total} bytes went through");
+    assert!(
+        written < total / 8,
+        "{written} of {total} bytes went through"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,227 @@
+//! Load with nothing lost: thousands of events fanned out to several subscriptions whose
+//! receivers fail a few percent of requests (500, a timeout, a dropped connection). At the
+//! end every delivery was answered 200 by its receiver, none is in the dead-letter queue,
+//! and duplicates are counted.
+//!
+//! `make test` runs a small soak; `make soak` the big one (`HERALD_SOAK_EVENTS`, default
+//! 2000, and `HERALD_SOAK_SUBSCRIPTIONS`, default 4), printing its figures and writing them
+//! to `target/soak.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use herald_tests::aws::sdk_config;
+use herald_tests::herald::TestHerald;
+use herald_tests::receiver::{Chaos, Script, TestReceiver};
+use serde_json::{Value, json};
+
+/// Events per publish call: the API's maximum.
+const PER_PUBLISH: usize = 100;
+const FAILURE_PERCENT: u32 = 3;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn soak(events: usize, subscriptions: usize) -> Value {
+    let herald = TestHerald::start_with(
+        sdk_config(),
+        &[
+            ("HERALD_DELIVERY_TIMEOUT", "1s"),
+            ("HERALD_RETRY_SCHEDULE", "1s,1s,2s,2s,5s,5s"),
+            ("HERALD_RETRY_WINDOW", "10m"),
+            ("HERALD_DELIVERY_CONCURRENCY", "20"),
+        ],
+        None,
+    )
+    .await;
+    let mut receivers = Vec::new();
+    for i in 0..subscriptions {
+        let receiver = TestReceiver::start(Script::always(200).with_chaos(Chaos {
+            seed: i as u64 + 1,
+            percent: FAILURE_PERCENT,
+            hang: Duration::from_secs(2),
+        }))
+        .await;
+        herald
+            .subscribe("acme", &receiver.url(), &["order.*"])
+            .await;
+        receivers.push(receiver);
+    }
+
+    let ids: Vec<String> = (0..events).map(|i| format!("ord_{i}")).collect();
+    let started = Instant::now();
+    let mut published_at: BTreeMap<String, Instant> = BTreeMap::new();
+    let chunks: Vec<Vec<String>> = ids.chunks(PER_PUBLISH).map(<[String]>::to_vec).collect();
+    let herald_ref = &herald;
+    let mut publishes = futures::stream::iter(chunks)
+        .map(|chunk| async move {
+            let body: Vec<Value> = chunk
+                .iter()
+                .map(|id| json!({"id": id, "type": "order.paid", "data": {"order": id}}))
+                .collect();
+            let at = Instant::now();
+            // A 503 is retried, as a producer would; the same ids make it idempotent.
+            for _ in 0..10 {
+                let (status, answer) = herald_ref.publish("acme", json!({"events": body})).await;
+                if status == 202 {
+                    return (chunk, at);
+                }
+                assert_eq!(status, 503, "{answer}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            panic!("a publish was never accepted");
+        })
+        .buffer_unordered(4);
+    while let Some((chunk, at)) = publishes.next().await {
+        for id in chunk {
+            published_at.insert(id, at);
+        }
+    }
+    drop(publishes);
+    let published_in = started.elapsed();
+
+    // Wait until every receiver answered 200 for every event.
+    let expected: BTreeSet<&String> = ids.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(120 + events as u64 / 10);
+    loop {
+        let done = receivers.iter().all(|r| {
+            let answered: BTreeSet<String> = r
+                .requests()
+                .iter()
+                .filter(|q| q.status == 200)
+                .filter_map(|q| q.json()["data"]["order"].as_str().map(str::to_owned))
+                .collect();
+            answered.len() == expected.len()
+        });
+        if done || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let wall = started.elapsed();
+
+    let mut lost = Vec::new();
+    let mut duplicates = 0;
+    let mut failed_attempts = 0;
+    let mut requests = 0;
+    let mut latencies = Vec::new();
+    for (index, receiver) in receivers.iter().enumerate() {
+        let mut first: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut successes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut success_count: BTreeMap<String, usize> = BTreeMap::new();
+        for request in receiver.requests() {
+            requests += 1;
+            let order = request.json()["data"]["order"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            first.entry(order.clone()).or_insert(request.at);
+            if request.status == 200 {
+                *success_count.entry(order.clone()).or_default() += 1;
+                successes
+                    .entry(order)
+                    .or_default()
+                    .insert(request.header("webhook-id").to_owned());
+            } else {
+                failed_attempts += 1;
+            }
+        }
+        for id in &ids {
+            match successes.get(id) {
+                None => lost.push(format!("{id} to receiver {index}")),
+                Some(webhook_ids) => assert_eq!(
+                    webhook_ids.len(),
+                    1,
+                    "{id} was delivered under two webhook-ids"
+                ),
+            }
+        }
+        duplicates += success_count.values().map(|n| n - 1).sum::<usize>();
+        for (id, at) in first {
+            if let Some(published) = published_at.get(&id) {
+                latencies.push(at.saturating_duration_since(*published));
+            }
+        }
+    }
+    latencies.sort();
+
+    let dead_letter = herald
+        .local
+        .provisioned()
+        .dead_letter_queue_url()
+        .to_owned();
+    let depth = aws_sdk_sqs::Client::new(&herald.sdk)
+        .get_queue_attributes()
+        .queue_url(dead_letter)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned()
+        .unwrap_or_default();
+    herald.shutdown().await;
+
+    let deliveries = events * subscriptions;
+    let figures = json!({
+        "events": events,
+        "subscriptions": subscriptions,
+        "deliveries": deliveries,
+        "receiver_failure_percent": FAILURE_PERCENT,
+        "requests": requests,
+        "failed_attempts": failed_attempts,
+        "lost": lost.len(),
+        "duplicates": duplicates,
+        "dead_letter_depth": depth,
+        "publish_seconds": published_in.as_secs_f64(),
+        "wall_seconds": wall.as_secs_f64(),
+        "deliveries_per_second": deliveries as f64 / wall.as_secs_f64(),
+        "first_attempt_latency_ms_p50": percentile(&latencies, 50.0).as_millis() as u64,
+        "first_attempt_latency_ms_p99": percentile(&latencies, 99.0).as_millis() as u64,
+    });
+    eprintln!("soak: {figures}");
+    assert!(
+        lost.is_empty(),
+        "lost {} deliveries: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(depth, "0", "deliveries in the dead-letter queue");
+    assert!(
+        failed_attempts > 0,
+        "no receiver failed: the soak showed no retry"
+    );
+    figures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_soak_loses_nothing() {
+    soak(150, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the big soak: `make soak`"]
+async fn soak_loses_nothing() {
+    let figures = soak(
+        setting("HERALD_SOAK_EVENTS", 2000),
+        setting("HERALD_SOAK_SUBSCRIPTIONS", 4),
+    )
+    .await;
+    let path = herald_tests::emulator::workspace_root().join("target/soak.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&figures).unwrap()).unwrap();
+    eprintln!("wrote {}", path.display());
+}
