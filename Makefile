@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test lint fmt build build-arm64 build-x86_64 check-template deploy-tools
+.PHONY: run test soak lint fmt build build-arm64 build-x86_64 check-template deploy-tools
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -25,6 +25,12 @@ test: check-template build-x86_64
 	else \
 	  scripts/with-moto.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## The big soak: HERALD_SOAK_EVENTS (2000) events to HERALD_SOAK_SUBSCRIPTIONS (4)
+## flaky receivers through the local runner on moto; figures in target/soak.json.
+soak:
+	$(CARGO) build -p herald-tests --tests
+	scripts/with-moto.sh $(CARGO) nextest run -p herald-tests --test soak --run-ignored only --no-capture
 
 deploy-tools:
 	@scripts/deploy-tools.sh

@@ -84,7 +84,7 @@ async fn soak(events: usize, subscriptions: usize) -> Value {
             }
             panic!("a publish was never accepted");
         })
-        .buffer_unordered(4);
+        .buffer_unordered(2);
     while let Some((chunk, at)) = publishes.next().await {
         for id in chunk {
             published_at.insert(id, at);
