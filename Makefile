@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test soak lint fmt build build-arm64 build-x86_64 check-template deploy-tools
+.PHONY: run test soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -31,6 +31,15 @@ test: check-template build-x86_64
 soak:
 	$(CARGO) build -p herald-tests --tests
 	scripts/with-moto.sh $(CARGO) nextest run -p herald-tests --test soak --run-ignored only --no-capture
+
+## Figures: batch efficiency, CPU per webhook, cold starts beside a hello-world bootstrap,
+## AWS requests and cost per million deliveries, end-to-end rate and latency on moto.
+## Prints a table and writes target/bench.json (docs/PERFORMANCE.md explains it).
+bench: deploy-tools
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --x86-64 --compiler cargo \
+	  $(BINARIES) --bin hello --lambda-dir target/lambda-x86_64
+	$(CARGO) build --release -p herald-bench
+	HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)" scripts/with-moto.sh target/release/herald-bench
 
 deploy-tools:
 	@scripts/deploy-tools.sh

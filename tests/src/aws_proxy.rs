@@ -25,6 +25,11 @@ use tokio::task::JoinHandle;
 pub struct AwsCall {
     pub action: String,
     pub resource: String,
+    /// For DynamoDB: the bytes the call is billed on, by DynamoDB's item-size rules: the
+    /// item written (as it is after the write), or the items read.
+    pub item_bytes: Option<usize>,
+    /// A strongly consistent read (billed double).
+    pub consistent: bool,
 }
 
 /// An error AWS answers under load.
@@ -143,6 +148,7 @@ async fn forward(
             return Ok(error_response(&call, kind));
         }
     }
+    let index = recorded.lock().unwrap().calls.len().checked_sub(1);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut outgoing = client.request(parts.method.clone(), format!("{upstream}{path}"));
     for (name, value) in &parts.headers {
@@ -150,7 +156,7 @@ async fn forward(
             outgoing = outgoing.header(name, value);
         }
     }
-    let answer = match outgoing.body(body).send().await {
+    let answer = match outgoing.body(body.clone()).send().await {
         Ok(answer) => answer,
         Err(e) => {
             return Ok(Response::builder()
@@ -166,7 +172,105 @@ async fn forward(
         }
     }
     let bytes = answer.bytes().await.unwrap_or_default();
+    if let Some(index) = index {
+        let action = recorded.lock().unwrap().calls[index].action.clone();
+        if action.starts_with("dynamodb:") {
+            let size =
+                billed_bytes(&action, &parts.headers, &body, &bytes, &client, &upstream).await;
+            recorded.lock().unwrap().calls[index].item_bytes = size;
+        }
+    }
     Ok(response.body(Full::new(bytes)).unwrap())
+}
+
+/// An item's size as DynamoDB bills it: each attribute's name plus its value.
+pub fn item_size(item: &Value) -> usize {
+    item.as_object().map_or(0, |attributes| {
+        attributes
+            .iter()
+            .map(|(name, value)| name.len() + value_size(value))
+            .sum()
+    })
+}
+
+fn value_size(value: &Value) -> usize {
+    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    match kind.as_str() {
+        "S" => inner.as_str().map_or(0, str::len),
+        // About one byte per two significant digits, plus one.
+        "N" => inner
+            .as_str()
+            .map_or(1, |n| n.trim_start_matches('-').len().div_ceil(2) + 1),
+        "B" => inner.as_str().map_or(0, |b| b.len() * 3 / 4),
+        "BOOL" | "NULL" => 1,
+        "SS" | "NS" | "BS" => inner.as_array().map_or(0, |items| {
+            items.iter().map(|i| i.as_str().map_or(0, str::len)).sum()
+        }),
+        "L" => {
+            3 + inner
+                .as_array()
+                .map_or(0, |items| items.iter().map(|i| 1 + value_size(i)).sum())
+        }
+        "M" => {
+            3 + inner.as_object().map_or(0, |fields| {
+                fields
+                    .iter()
+                    .map(|(name, v)| 1 + name.len() + value_size(v))
+                    .sum()
+            })
+        }
+        _ => 0,
+    }
+}
+
+async fn billed_bytes(
+    action: &str,
+    headers: &hyper::HeaderMap,
+    request: &[u8],
+    answer: &[u8],
+    client: &reqwest::Client,
+    upstream: &str,
+) -> Option<usize> {
+    let request: Value = serde_json::from_slice(request).ok()?;
+    let answer: Value = serde_json::from_slice(answer).ok()?;
+    match action {
+        "dynamodb:GetItem" => Some(item_size(&answer["Item"])),
+        "dynamodb:Query" | "dynamodb:Scan" => Some(
+            answer["Items"]
+                .as_array()
+                .map_or(0, |items| items.iter().map(item_size).sum()),
+        ),
+        "dynamodb:PutItem" => Some(item_size(&request["Item"])),
+        "dynamodb:UpdateItem" | "dynamodb:DeleteItem" => {
+            // The item as it is now, read back (not recorded): an update is billed on the
+            // larger of before and after, which for Herald's growing records is after.
+            let mut read = client
+                .post(format!("{upstream}/"))
+                .header("x-amz-target", "DynamoDB_20120810.GetItem")
+                .header("content-type", "application/x-amz-json-1.0");
+            if let Some(auth) = headers.get(hyper::header::AUTHORIZATION) {
+                read = read.header(hyper::header::AUTHORIZATION, auth);
+            }
+            let body = serde_json::json!({
+                "TableName": request["TableName"],
+                "Key": request["Key"],
+                "ConsistentRead": true,
+            });
+            let item = read
+                .body(body.to_string())
+                .send()
+                .await
+                .ok()?
+                .bytes()
+                .await
+                .ok()?;
+            let item: Value = serde_json::from_slice(&item).ok()?;
+            Some(item_size(&item["Item"]))
+        }
+        _ => None,
+    }
 }
 
 fn describe(headers: &hyper::HeaderMap, body: &[u8]) -> Option<AwsCall> {
@@ -189,6 +293,8 @@ fn describe(headers: &hyper::HeaderMap, body: &[u8]) -> Option<AwsCall> {
     Some(AwsCall {
         action: format!("{prefix}:{operation}"),
         resource,
+        item_bytes: None,
+        consistent: json["ConsistentRead"].as_bool().unwrap_or(false),
     })
 }
 

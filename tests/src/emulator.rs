@@ -213,6 +213,21 @@ impl Emulator {
             .unwrap_or_else(|e| panic!("cargo lambda invoke printed no JSON ({e}): {stdout}"))
     }
 
+    /// The function's process (the emulator's child), once it has been started by a
+    /// first invocation.
+    pub fn function_pid(&self) -> Option<u32> {
+        let pid = self.child.id()?;
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The init duration the emulator reported (`INIT REPORT(durationMs: …)`), in ms.
+    pub fn init_duration_ms(&self) -> Option<f64> {
+        let output = self.output();
+        let (_, rest) = output.split_once("INIT REPORT(durationMs: ")?;
+        rest.split(')').next()?.trim().parse().ok()
+    }
+
     /// What the emulator and the function printed so far.
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()

@@ -1,0 +1,96 @@
+//! `make bench`: what a delivered webhook costs Herald, measured on this machine.
+//!
+//! 1. batch efficiency: the deliver handler's wall time for batches of 10, 100 and 1000 to
+//!    a receiver answering after 50 ms, divided by 50 ms;
+//! 2. CPU time per delivered webhook in the deliver handler;
+//! 3. cold start: each release bootstrap's init duration under the Lambda Runtime Interface
+//!    Emulator beside a hello-world `lambda_runtime` bootstrap, sizes, peak RSS;
+//! 4. AWS requests and DynamoDB capacity per delivered webhook, counted by a proxy in front
+//!    of moto on a real run, and the bill per million deliveries at `bench/prices.json`;
+//! 5. end to end through the local runner on moto: events per second, publish-to-receive
+//!    latency p50 and p99.
+//!
+//! Prints a table and writes `target/bench.json`.
+
+mod aws;
+mod batch;
+mod coldstart;
+
+use serde_json::{Value, json};
+
+pub struct Table {
+    rows: Vec<(String, String, String)>,
+}
+
+impl Table {
+    fn new() -> Self {
+        Self { rows: Vec::new() }
+    }
+
+    pub fn row(
+        &mut self,
+        what: impl Into<String>,
+        figure: impl Into<String>,
+        note: impl Into<String>,
+    ) {
+        self.rows.push((what.into(), figure.into(), note.into()));
+    }
+
+    fn print(&self) {
+        let w0 = self.rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let w1 = self.rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        for (what, figure, note) in &self.rows {
+            println!("{what:<w0$}  {figure:>w1$}  {note}");
+        }
+    }
+}
+
+/// One part of the bench: adds its rows, returns its figures.
+type Section = fn(&mut Table) -> Value;
+
+fn main() {
+    let mut table = Table::new();
+    let mut report = serde_json::Map::new();
+    let sections: [(&str, Section); 3] = [
+        ("deliver_handler", batch::run),
+        ("cold_start", coldstart::run),
+        ("aws", aws::run),
+    ];
+    for (name, section) in sections {
+        eprintln!("bench: {name}…");
+        report.insert(name.to_owned(), section(&mut table));
+        table.row("", "", "");
+    }
+    table.print();
+    let path = herald_tests::emulator::workspace_root().join("target/bench.json");
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "arch": std::env::consts::ARCH,
+    });
+    report.insert("machine".into(), machine);
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&Value::Object(report)).unwrap(),
+    )
+    .unwrap();
+    println!("\nwritten to {}", path.display());
+}
+
+/// CPU time this thread has run, from the scheduler's own count (nanoseconds).
+pub fn thread_cpu() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns: u64 = stat
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    std::time::Duration::from_nanos(ns)
+}
+
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
