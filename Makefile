@@ -26,7 +26,7 @@ test: check-template build-x86_64
 	  scripts/with-moto.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## The big soak: HERALD_SOAK_EVENTS (2000) events to HERALD_SOAK_SUBSCRIPTIONS (4)
+## The big soak: HERALD_SOAK_EVENTS (2000) events to HERALD_SOAK_SUBSCRIPTIONS (2)
 ## flaky receivers through the local runner on moto; figures in target/soak.json.
 soak:
 	$(CARGO) build -p herald-tests --tests
