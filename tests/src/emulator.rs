@@ -217,8 +217,14 @@ impl Emulator {
     /// first invocation.
     pub fn function_pid(&self) -> Option<u32> {
         let pid = self.child.id()?;
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
+        // The child may have been started by any of the emulator's threads.
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .filter_map(|task| {
+                let children = std::fs::read_to_string(task.ok()?.path().join("children")).ok()?;
+                children.split_whitespace().next()?.parse().ok()
+            })
+            .next()
     }
 
     /// The init duration the emulator reported (`INIT REPORT(durationMs: …)`), in ms.
