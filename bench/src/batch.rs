@@ -14,17 +14,14 @@ use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, process_batch};
 use herald_shared::delivery::DeliveryTask;
 use herald_shared::event::{Event, EventType};
-use herald_shared::format::BodyFormat;
 use herald_shared::http_sender::{HttpWebhookSender, SenderSettings};
 use herald_shared::ids::{EventId, SubscriptionId, TenantId};
 use herald_shared::memory::{
     InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
+    active_subscription,
 };
-use herald_shared::pattern::EventTypePattern;
 use herald_shared::ports::{SubscriptionStore, SystemClock};
 use herald_shared::retry::RetryPolicy;
-use herald_shared::signing::WebhookSecret;
-use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
 use herald_shared::url_guard::{SubscriptionUrl, SystemResolver, UrlPolicy};
 use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
@@ -78,30 +75,12 @@ async fn deps(url: &str) -> (Deps, SubscriptionId) {
     let now = Utc::now();
     let id = SubscriptionId::generate(now, &mut rand::rng());
     deps.subscriptions
-        .create(&Subscription {
-            tenant: TenantId::parse("acme").unwrap(),
-            id: id.clone(),
-            url: SubscriptionUrl::parse(url, &policy).unwrap(),
-            description: String::new(),
-            event_types: vec![EventTypePattern::parse("order.*").unwrap()],
-            filter: None,
-            format: BodyFormat::Standard,
-            selection: None,
-            headers: Default::default(),
-            signatures: Default::default(),
-            supersede: false,
-            secrets: vec![SigningSecret {
-                secret: WebhookSecret::generate(&mut rand::rng()),
-                expires_at: None,
-            }],
-            status: SubscriptionStatus::Active,
-            disabled_reason: None,
-            disabled_at: None,
-            failing_since: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        })
+        .create(&active_subscription(
+            "acme",
+            id.clone(),
+            SubscriptionUrl::parse(url, &policy).unwrap(),
+            &["order.*"],
+        ))
         .await
         .unwrap();
     (deps, id)

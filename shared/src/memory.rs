@@ -14,6 +14,44 @@ use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use crate::ports::*;
 use crate::subscription::{Subscription, SubscriptionStatus};
 
+/// An active subscription of `tenant` to `url` for `patterns`, standard format, one fresh
+/// secret: the fixture tests and the bench start from.
+pub fn active_subscription(
+    tenant: &str,
+    id: SubscriptionId,
+    url: crate::url_guard::SubscriptionUrl,
+    patterns: &[&str],
+) -> Subscription {
+    let now = Utc::now();
+    Subscription {
+        tenant: TenantId::parse(tenant).expect("a tenant id"),
+        id,
+        url,
+        description: String::new(),
+        event_types: patterns
+            .iter()
+            .map(|p| crate::pattern::EventTypePattern::parse(p).expect("a pattern"))
+            .collect(),
+        filter: None,
+        format: crate::format::BodyFormat::Standard,
+        selection: None,
+        headers: Default::default(),
+        signatures: Default::default(),
+        supersede: false,
+        secrets: vec![crate::subscription::SigningSecret {
+            secret: crate::signing::WebhookSecret::generate(&mut rand::rng()),
+            expires_at: None,
+        }],
+        status: SubscriptionStatus::Active,
+        disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

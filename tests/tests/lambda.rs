@@ -5,14 +5,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use chrono::Utc;
 use herald_shared::dynamo::DynamoSubscriptionStore;
-use herald_shared::format::BodyFormat;
-use herald_shared::ids::{SubscriptionId, TenantId};
-use herald_shared::pattern::EventTypePattern;
+use herald_shared::ids::SubscriptionId;
+use herald_shared::memory::active_subscription;
 use herald_shared::ports::SubscriptionStore;
-use herald_shared::signing::WebhookSecret;
-use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
 use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use herald_tests::aws::{TestAws, moto_url};
 use herald_tests::aws_proxy::{AwsCall, RecordingProxy};
@@ -203,7 +199,6 @@ async fn manage_and_ingest_answer_their_events_files() {
 
 /// The subscription the deliver events name, pointed at `url`.
 async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
-    let now = Utc::now();
     let store = DynamoSubscriptionStore::new(
         aws.dynamo.clone(),
         aws.provisioned.subscriptions_table().to_owned(),
@@ -213,30 +208,12 @@ async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
         allow_loopback: true,
     };
     store
-        .create(&Subscription {
-            tenant: TenantId::parse("acme").unwrap(),
-            id: SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
-            url: SubscriptionUrl::parse(url, &loopback).unwrap(),
-            description: String::new(),
-            event_types: vec![EventTypePattern::parse("order.*").unwrap()],
-            filter: None,
-            format: BodyFormat::Standard,
-            selection: None,
-            headers: Default::default(),
-            signatures: Default::default(),
-            supersede: false,
-            secrets: vec![SigningSecret {
-                secret: WebhookSecret::generate(&mut rand::rng()),
-                expires_at: None,
-            }],
-            status: SubscriptionStatus::Active,
-            disabled_reason: None,
-            disabled_at: None,
-            failing_since: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        })
+        .create(&active_subscription(
+            "acme",
+            SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
+            SubscriptionUrl::parse(url, &loopback).unwrap(),
+            &["order.*"],
+        ))
         .await
         .unwrap();
 }
