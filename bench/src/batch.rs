@@ -66,6 +66,7 @@ async fn deps(url: &str) -> (Deps, SubscriptionId) {
             retry: RetryPolicy::parse("exponential", "3d").unwrap(),
             idempotency_key_prefix: String::new(),
             concurrency: CONCURRENCY,
+            per_host: CONCURRENCY,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
             auto_disable_after: Duration::from_secs(5 * 86_400),

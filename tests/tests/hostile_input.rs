@@ -152,6 +152,7 @@ proptest! {
                 retry: Default::default(),
                 idempotency_key_prefix: String::new(),
                 concurrency: 4,
+                per_host: 10,
                 lease: std::time::Duration::from_secs(60),
                 retention: std::time::Duration::from_secs(3600),
                 auto_disable_after: std::time::Duration::from_secs(3600),

@@ -21,6 +21,8 @@ pub struct DeliverConfig {
     pub connect_timeout: Duration,
     /// How many records of a batch are delivered at once.
     pub concurrency: usize,
+    /// POSTs to one host at once within a batch (`HERALD_DELIVERY_PER_HOST`, 10).
+    pub per_host: usize,
     pub retention: Duration,
     /// A subscription failing this long without a success is disabled.
     pub auto_disable_after: Duration,
@@ -56,6 +58,7 @@ impl DeliverConfig {
                 Duration::from_secs(10),
             )?,
             concurrency: config::number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
+            per_host: config::number(env, "HERALD_DELIVERY_PER_HOST", 10, 1000)?,
             retention: config::retention(env)?,
             auto_disable_after: config::duration(
                 env,

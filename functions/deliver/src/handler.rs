@@ -33,6 +33,9 @@ pub struct DeliverSettings {
     pub retry: RetryPolicy,
     pub idempotency_key_prefix: String,
     pub concurrency: usize,
+    /// At most this many POSTs to one host at once within a batch, so a batch aimed at
+    /// one receiver does not arrive as a burst of `concurrency` connections.
+    pub per_host: usize,
     /// How long a claim keeps other copies of a message away: the timeout and a margin.
     pub lease: Duration,
     pub retention: Duration,
@@ -46,6 +49,7 @@ impl From<DeliverConfig> for DeliverSettings {
             retry: c.retry,
             idempotency_key_prefix: c.idempotency_key_prefix,
             concurrency: c.concurrency,
+            per_host: c.per_host,
             lease: c.timeout + Duration::from_secs(30),
             retention: c.retention,
             auto_disable_after: c.auto_disable_after,
@@ -68,6 +72,38 @@ pub struct DeliverDeps<S, L, E, Q, W, C> {
 pub struct BatchOutcome {
     pub response: SqsBatchResponse,
     pub reports: Vec<RecordReport>,
+}
+
+/// The POSTs in flight to each host within one batch, bounded by `per_host`.
+struct HostLimits {
+    per_host: usize,
+    hosts: std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
+}
+
+impl HostLimits {
+    fn new(per_host: usize) -> Self {
+        Self {
+            per_host: per_host.max(1),
+            hosts: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn acquire(&self, host: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = {
+            let mut hosts = self
+                .hosts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            hosts
+                .entry(host.to_ascii_lowercase())
+                .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+                .clone()
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("a host's semaphore is never closed")
+    }
 }
 
 type SubscriptionCache = HashMap<(TenantId, SubscriptionId), Result<Option<Subscription>, String>>;
@@ -94,9 +130,10 @@ where
         })
         .collect();
     let subscriptions = load_subscriptions(deps, &decoded).await;
+    let hosts = HostLimits::new(deps.settings.per_host);
 
     let reports: Vec<RecordReport> = futures::stream::iter(decoded)
-        .map(|(message, task)| process_record(deps, &subscriptions, message, task))
+        .map(|(message, task)| process_record(deps, &subscriptions, &hosts, message, task))
         .buffer_unordered(deps.settings.concurrency.max(1))
         .collect()
         .await;
@@ -150,6 +187,7 @@ where
 async fn process_record<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
     subscriptions: &SubscriptionCache,
+    hosts: &HostLimits,
     message: SqsMessage,
     task: Result<DeliveryTask, String>,
 ) -> RecordReport
@@ -183,13 +221,23 @@ where
     let mut report = RecordReport::new(&message_id, Disposition::Delivered);
     report.delivery_id = Some(task.delivery_id.to_string());
     report.subscription_id = Some(task.subscription_id.to_string());
-    report.disposition = deliver(deps, subscriptions, &task, body, &receipt, &mut report).await;
+    report.disposition = deliver(
+        deps,
+        subscriptions,
+        hosts,
+        &task,
+        body,
+        &receipt,
+        &mut report,
+    )
+    .await;
     report
 }
 
 async fn deliver<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
     subscriptions: &SubscriptionCache,
+    hosts: &HostLimits,
     task: &DeliveryTask,
     body: &str,
     receipt: &str,
@@ -260,7 +308,9 @@ where
     let number = record.attempt_count() + 1;
     report.attempt = Some(number);
     let webhook = build_webhook(task, subscription, settings, now);
+    let permit = hosts.acquire(webhook.url.host()).await;
     let outcome = deps.sender.send(webhook).await;
+    drop(permit);
     let attempt = attempt_of(number, now, task.forced, &outcome);
     report.status = attempt.status;
     report.error = attempt

@@ -44,6 +44,7 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
             retry: RetryPolicy::parse(schedule, window).unwrap(),
             idempotency_key_prefix: "ffm_wh_".into(),
             concurrency: 10,
+            per_host: 10,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
             auto_disable_after: Duration::from_secs(5 * 86_400),
