@@ -49,7 +49,7 @@ struct Run {
 }
 
 async fn run_once(batched: bool) -> Run {
-    let proxy = RecordingProxy::start(moto_url()).await;
+    let proxy = RecordingProxy::start_measuring(moto_url()).await;
     let herald = TestHerald::start_with(sdk_config_for(&proxy.url()), &[], None).await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     herald

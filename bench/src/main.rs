@@ -18,6 +18,8 @@ mod coldstart;
 
 use serde_json::{Value, json};
 
+pub use herald_tests::percentile;
+
 pub struct Table {
     rows: Vec<(String, String, String)>,
 }
@@ -85,12 +87,4 @@ pub fn thread_cpu() -> std::time::Duration {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     std::time::Duration::from_nanos(ns)
-}
-
-pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
-    if sorted.is_empty() {
-        return std::time::Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }

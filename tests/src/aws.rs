@@ -91,3 +91,20 @@ impl TestAws {
         all
     }
 }
+
+/// How many messages wait on a queue (SQS's approximate count; exact on moto).
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(ApproximateNumberOfMessages)
+        .send()
+        .await
+        .expect("reading the queue's attributes");
+    attributes
+        .attributes()
+        .and_then(|a| a.get(&ApproximateNumberOfMessages))
+        .and_then(|n| n.parse().ok())
+        .expect("the queue's message count")
+}

@@ -26,7 +26,8 @@ pub struct AwsCall {
     pub action: String,
     pub resource: String,
     /// For DynamoDB: the bytes the call is billed on, by DynamoDB's item-size rules: the
-    /// item written (as it is after the write), or the items read.
+    /// item written (as it is after the write), or the items read. Only from a proxy
+    /// started with [`RecordingProxy::start_measuring`].
     pub item_bytes: Option<usize>,
     /// A strongly consistent read (billed double).
     pub consistent: bool,
@@ -55,6 +56,8 @@ struct State {
     calls: Vec<AwsCall>,
     faults: Vec<Fault>,
     injected: usize,
+    /// Whether to work out each DynamoDB call's billed bytes (an extra read per write).
+    measure: bool,
 }
 
 pub struct RecordingProxy {
@@ -65,9 +68,22 @@ pub struct RecordingProxy {
 
 impl RecordingProxy {
     pub async fn start(upstream: String) -> Self {
+        Self::start_with(upstream, false).await
+    }
+
+    /// The same, also sizing each DynamoDB call as DynamoDB bills it
+    /// ([`AwsCall::item_bytes`]); each write is read back for that, unrecorded.
+    pub async fn start_measuring(upstream: String) -> Self {
+        Self::start_with(upstream, true).await
+    }
+
+    async fn start_with(upstream: String, measure: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            measure,
+            ..State::default()
+        }));
         let client = reqwest::Client::new();
         let recorded = state.clone();
         let task = tokio::spawn(async move {
@@ -132,6 +148,7 @@ async fn forward(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let mut index = None;
     if let Some(call) = describe(&parts.headers, &body) {
         let mut state = recorded.lock().unwrap();
         let fault = state
@@ -143,12 +160,12 @@ async fn forward(
                 f.kind
             });
         state.calls.push(call.clone());
+        index = Some(state.calls.len() - 1);
         if let Some(kind) = fault {
             state.injected += 1;
             return Ok(error_response(&call, kind));
         }
     }
-    let index = recorded.lock().unwrap().calls.len().checked_sub(1);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut outgoing = client.request(parts.method.clone(), format!("{upstream}{path}"));
     for (name, value) in &parts.headers {
@@ -173,8 +190,11 @@ async fn forward(
     }
     let bytes = answer.bytes().await.unwrap_or_default();
     if let Some(index) = index {
-        let action = recorded.lock().unwrap().calls[index].action.clone();
-        if action.starts_with("dynamodb:") {
+        let (action, measure) = {
+            let state = recorded.lock().unwrap();
+            (state.calls[index].action.clone(), state.measure)
+        };
+        if measure && action.starts_with("dynamodb:") {
             let size =
                 billed_bytes(&action, &parts.headers, &body, &bytes, &client, &upstream).await;
             recorded.lock().unwrap().calls[index].item_bytes = size;
@@ -328,4 +348,23 @@ fn error_response(call: &AwsCall, kind: FaultKind) -> Response<Full<Bytes>> {
     response
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_sized_by_names_and_values() {
+        let item = serde_json::json!({
+            "id": {"S": "abc"},
+            "n": {"N": "-1234"},
+            "ok": {"BOOL": true},
+            "m": {"M": {"a": {"S": "xy"}}},
+            "l": {"L": [{"N": "7"}, {"NULL": true}]},
+        });
+        // id 2+3; n 1+(2+1); ok 2+1; m 1+3+(1+1+2); l 1+3+(1+(1+1))+(1+1)
+        assert_eq!(item_size(&item), 5 + 4 + 3 + 8 + 9);
+        assert_eq!(item_size(&serde_json::Value::Null), 0);
+    }
 }

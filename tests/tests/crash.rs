@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use herald_tests::aws::{moto_url, sdk_config, unique_prefix};
+use herald_tests::aws::{moto_url, queue_depth, sdk_config, unique_prefix};
+use herald_tests::free_port;
 use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -27,14 +28,6 @@ fn runner_binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_runner(prefix: &str, port: u16) -> Child {
@@ -236,17 +229,10 @@ async fn a_runner_killed_mid_load_loses_nothing_when_started_again() {
         .send()
         .await
         .unwrap();
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(dead_letter.queue_url().unwrap())
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .unwrap();
-    let depth = attributes
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
-        .cloned();
-    assert_eq!(depth.as_deref(), Some("0"));
+    assert_eq!(
+        queue_depth(&sqs, dead_letter.queue_url().unwrap()).await,
+        0,
+        "deliveries in the dead-letter queue"
+    );
     runner.start_kill().unwrap();
 }

@@ -218,6 +218,17 @@ async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
         .unwrap();
 }
 
+/// Invokes deliver with an events/ file; it hands no message back to SQS.
+async fn no_batch_item_failures(deliver: &Emulator, file: &str) {
+    let answer = deliver.invoke(&event_file(file)).await;
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": []}),
+        "{file}: {}",
+        deliver.output()
+    );
+}
+
 #[tokio::test]
 async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered() {
     let aws = TestAws::new().await;
@@ -235,15 +246,7 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     );
     let deliver = Emulator::start("deliver", &env, &[]).await;
 
-    let answer = deliver
-        .invoke(&event_file("deliver/batch-of-two.json"))
-        .await;
-    assert_eq!(
-        answer,
-        json!({"batchItemFailures": []}),
-        "{}",
-        deliver.output()
-    );
+    no_batch_item_failures(&deliver, "deliver/batch-of-two.json").await;
     let got = receiver.wait_for(2, Duration::from_secs(10)).await;
     let mut ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
     ids.sort();
@@ -261,15 +264,7 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
 
     // The poison message is moved to the dead-letter queue, not handed back; the task
     // beside it is delivered.
-    let answer = deliver
-        .invoke(&event_file("deliver/poison-message.json"))
-        .await;
-    assert_eq!(
-        answer,
-        json!({"batchItemFailures": []}),
-        "{}",
-        deliver.output()
-    );
+    no_batch_item_failures(&deliver, "deliver/poison-message.json").await;
     let got = receiver.wait_for(3, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 3);
     let last: Value = serde_json::from_slice(&got[2].body).unwrap();

@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use herald_tests::aws::sdk_config;
+use herald_tests::aws::{queue_depth, sdk_config};
 use herald_tests::herald::TestHerald;
+use herald_tests::percentile;
 use herald_tests::receiver::{Chaos, Script, TestReceiver};
 use serde_json::{Value, json};
 
@@ -26,14 +27,6 @@ fn setting(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 async fn soak(events: usize, subscriptions: usize) -> Value {
@@ -169,17 +162,7 @@ async fn soak(events: usize, subscriptions: usize) -> Value {
         .provisioned()
         .dead_letter_queue_url()
         .to_owned();
-    let depth = aws_sdk_sqs::Client::new(&herald.sdk)
-        .get_queue_attributes()
-        .queue_url(dead_letter)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
-        .cloned()
-        .unwrap_or_default();
+    let depth = queue_depth(&aws_sdk_sqs::Client::new(&herald.sdk), &dead_letter).await;
     herald.shutdown().await;
 
     let deliveries = events * subscriptions;
@@ -206,7 +189,7 @@ async fn soak(events: usize, subscriptions: usize) -> Value {
         lost.len(),
         &lost[..lost.len().min(10)]
     );
-    assert_eq!(depth, "0", "deliveries in the dead-letter queue");
+    assert_eq!(depth, 0, "deliveries in the dead-letter queue");
     assert!(
         failed_attempts > 0,
         "no receiver failed: the soak showed no retry"

@@ -7,17 +7,15 @@ use chrono::Utc;
 use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, Disposition, process_batch};
 use herald_shared::delivery::{AttemptError, DeliveryState, decode_message};
-use herald_shared::format::BodyFormat;
-use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::ids::SubscriptionId;
 use herald_shared::memory::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore, InMemoryWebhookSender,
+    InMemorySubscriptionStore, InMemoryWebhookSender, active_subscription,
 };
-use herald_shared::pattern::EventTypePattern;
 use herald_shared::ports::{SendOutcome, SubscriptionStore};
 use herald_shared::retry::RetryPolicy;
 use herald_shared::signing::WebhookSecret;
-use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
+use herald_shared::subscription::SubscriptionStatus;
 use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 
 type Deps = DeliverDeps<
@@ -54,35 +52,15 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
 }
 
 async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
-    let now = Utc::now();
-    deps.subscriptions
-        .create(&Subscription {
-            tenant: TenantId::parse("acme").unwrap(),
-            id: SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-            url: SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default())
-                .unwrap(),
-            description: String::new(),
-            event_types: vec![EventTypePattern::parse("order.*").unwrap()],
-            filter: None,
-            format: BodyFormat::Standard,
-            selection: None,
-            headers: Default::default(),
-            signatures: Default::default(),
-            supersede: false,
-            secrets: vec![SigningSecret {
-                secret: WebhookSecret::parse(SECRET).unwrap(),
-                expires_at: None,
-            }],
-            status,
-            disabled_reason: None,
-            disabled_at: None,
-            failing_since: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        })
-        .await
-        .unwrap();
+    let mut subscription = active_subscription(
+        "acme",
+        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["order.*"],
+    );
+    subscription.status = status;
+    subscription.secrets[0].secret = WebhookSecret::parse(SECRET).unwrap();
+    deps.subscriptions.create(&subscription).await.unwrap();
 }
 
 fn sqs_event(name: &str) -> SqsEvent {

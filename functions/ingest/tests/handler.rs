@@ -2,15 +2,12 @@
 
 use chrono::Utc;
 use herald_ingest::{IngestDeps, handle};
-use herald_shared::format::BodyFormat;
-use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::ids::SubscriptionId;
 use herald_shared::memory::{
     FixedClock, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
+    active_subscription,
 };
-use herald_shared::pattern::EventTypePattern;
 use herald_shared::ports::SubscriptionStore;
-use herald_shared::signing::WebhookSecret;
-use herald_shared::subscription::{SigningSecret, Subscription, SubscriptionStatus};
 use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -46,35 +43,12 @@ fn publish(tenant: &str, body: Value) -> Request {
 }
 
 async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> SubscriptionId {
-    let now = Utc::now();
-    let mut rng = rand::rng();
-    let subscription = Subscription {
-        tenant: TenantId::parse(tenant).unwrap(),
-        id: SubscriptionId::generate(now, &mut rng),
-        url: SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
-        description: String::new(),
-        event_types: patterns
-            .iter()
-            .map(|p| EventTypePattern::parse(p).unwrap())
-            .collect(),
-        filter: None,
-        format: BodyFormat::Standard,
-        selection: None,
-        headers: Default::default(),
-        signatures: Default::default(),
-        supersede: false,
-        secrets: vec![SigningSecret {
-            secret: WebhookSecret::generate(&mut rng),
-            expires_at: None,
-        }],
-        status: SubscriptionStatus::Active,
-        disabled_reason: None,
-        disabled_at: None,
-        failing_since: None,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    };
+    let subscription = active_subscription(
+        tenant,
+        SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        patterns,
+    );
     deps.subscriptions.create(&subscription).await.unwrap();
     subscription.id
 }
