@@ -101,7 +101,7 @@ fn batch(subscription: &SubscriptionId, size: usize, round: usize) -> SqsEvent {
                     .clone(),
                 subject: None,
             };
-            let task = DeliveryTask::new(&tenant, subscription, &event);
+            let task = DeliveryTask::new(&tenant, subscription, &event, Utc::now());
             json!({
                 "messageId": format!("m-{round}-{i}"),
                 "receiptHandle": format!("r-{round}-{i}"),
@@ -114,7 +114,7 @@ fn batch(subscription: &SubscriptionId, size: usize, round: usize) -> SqsEvent {
     serde_json::from_value(json!({"Records": records})).unwrap()
 }
 
-pub fn run(table: &mut Table) -> Value {
+pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value {
     // The receiver on its own thread and runtime, so its work is not counted.
     let (url_tx, url_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

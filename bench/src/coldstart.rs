@@ -39,7 +39,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-pub fn run(table: &mut Table) -> Value {
+pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let aws = TestAws::new().await;

@@ -47,8 +47,9 @@ impl Table {
     }
 }
 
-/// One part of the bench: adds its rows, returns its figures.
-type Section = fn(&mut Table) -> Value;
+/// One part of the bench: adds its rows, returns its figures (and may read those of the
+/// parts before it).
+type Section = fn(&mut Table, &serde_json::Map<String, Value>) -> Value;
 
 fn main() {
     let mut table = Table::new();
@@ -60,7 +61,8 @@ fn main() {
     ];
     for (name, section) in sections {
         eprintln!("bench: {name}…");
-        report.insert(name.to_owned(), section(&mut table));
+        let figures = section(&mut table, &report);
+        report.insert(name.to_owned(), figures);
         table.row("", "", "");
     }
     table.print();

@@ -30,9 +30,15 @@ pub struct DeliveryTask {
 }
 
 impl DeliveryTask {
-    pub fn new(tenant: &TenantId, subscription_id: &SubscriptionId, event: &Event) -> Self {
+    /// The task for `event`, accepted at `accepted_at`, at one subscription.
+    pub fn new(
+        tenant: &TenantId,
+        subscription_id: &SubscriptionId,
+        event: &Event,
+        accepted_at: DateTime<Utc>,
+    ) -> Self {
         Self {
-            delivery_id: DeliveryId::derive(tenant, &event.id, subscription_id),
+            delivery_id: DeliveryId::derive(tenant, &event.id, subscription_id, accepted_at),
             tenant: tenant.clone(),
             subscription_id: subscription_id.clone(),
             event: event.clone(),
@@ -54,8 +60,9 @@ pub struct MalformedTask(String);
 pub fn decode_message(body: &str) -> Result<DeliveryTask, MalformedTask> {
     match serde_json::from_str::<QueueMessage>(body) {
         Ok(QueueMessage::DeliverV1(task)) => {
-            if task.delivery_id
-                != DeliveryId::derive(&task.tenant, &task.event.id, &task.subscription_id)
+            if !task
+                .delivery_id
+                .belongs_to(&task.tenant, &task.event.id, &task.subscription_id)
             {
                 return Err(MalformedTask(
                     "delivery_id does not belong to this tenant, event and subscription".into(),
@@ -185,6 +192,7 @@ pub struct DeliveryRecord {
     pub event_type: String,
     pub state: DeliveryState,
     pub attempts: Vec<Attempt>,
+    /// When the delivery's event was accepted (the time in its id): the attempt log's order.
     pub created_at: DateTime<Utc>,
     pub first_attempt_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,7 +225,7 @@ mod tests {
             data: Default::default(),
             subject: None,
         };
-        DeliveryTask::new(&tenant, &sub, &event)
+        DeliveryTask::new(&tenant, &sub, &event, Utc::now())
     }
 
     #[test]
@@ -252,5 +260,9 @@ mod tests {
         let mut forged = task();
         forged.tenant = TenantId::parse("other").unwrap();
         assert!(decode_message(&forged.to_message_body()).is_err());
+        let mut elsewhere = task();
+        elsewhere.subscription_id =
+            SubscriptionId::parse("sub_01HYYYYYYYYYYYYYYYYYYYYYYY").unwrap();
+        assert!(decode_message(&elsewhere.to_message_body()).is_err());
     }
 }

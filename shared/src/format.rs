@@ -37,9 +37,8 @@ pub struct RenderContext<'a> {
 /// A number for a delivery that fits in JavaScript's safe integers (53 bits), taken from
 /// the delivery id, so it is the same on every retry and differs between deliveries.
 pub fn numeric_id(delivery_id: &DeliveryId) -> u64 {
-    let hex = delivery_id.as_str().trim_start_matches("msg_");
-    let high = u64::from_str_radix(&hex[..16.min(hex.len())], 16).unwrap_or_default();
-    (high >> 11).max(1)
+    // The top 53 of the digest's 80 bits.
+    ((delivery_id.digest() >> 27) as u64).max(1)
 }
 
 fn subject_fields(prefix: &str, subject: Option<&Subject>, out: &mut Map<String, Value>) {
@@ -129,7 +128,8 @@ mod tests {
 
     fn body(event: &Event, format: BodyFormat, selection: Option<&str>) -> String {
         let tenant = TenantId::parse("ACME").unwrap();
-        let delivery_id = DeliveryId::parse("msg_0123456789abcdef0123456789abcdef").unwrap();
+        let delivery_id =
+            DeliveryId::parse(&format!("msg_{}", "0123456789ABCDEF".repeat(3) + "0123")).unwrap();
         let selection = selection.map(|s| Selection::parse(s).unwrap());
         let ctx = RenderContext {
             tenant: &tenant,
@@ -155,12 +155,19 @@ mod tests {
     fn typed_object_has_a_numeric_id_safe_in_javascript() {
         assert_eq!(
             body(&event(None), BodyFormat::TypedObject, Some("{ total }")),
-            r#"{"date_created":"2023-11-14T22:13:20.000Z","event_type":"order.shipped","id":40031996687737,"object":"event","payload":{"total":12.5},"version":"1.0"}"#
+            r#"{"date_created":"2023-11-14T22:13:20.000Z","event_type":"order.shipped","id":1171591994633323,"object":"event","payload":{"total":12.5},"version":"1.0"}"#
         );
-        let a = numeric_id(&DeliveryId::parse("msg_ffffffffffffffffffffffffffffffff").unwrap());
-        assert!(a < (1 << 53));
-        let b = numeric_id(&DeliveryId::parse("msg_fffffffffffff7ffffffffffffffffff").unwrap());
+        let top = format!("msg_{}", "Z".repeat(52));
+        let a = numeric_id(&DeliveryId::parse(&top).unwrap());
+        assert_eq!(a, (1 << 53) - 1);
+        let mut lower = top.clone();
+        lower.replace_range(top.len() - 11..top.len() - 10, "Y");
+        let b = numeric_id(&DeliveryId::parse(&lower).unwrap());
         assert_ne!(a, b);
+        // Only the digest counts: the same digest at another time is the same number.
+        let mut earlier = top.clone();
+        earlier.replace_range(4 + 26..4 + 36, &"0".repeat(10));
+        assert_eq!(numeric_id(&DeliveryId::parse(&earlier).unwrap()), a);
     }
 
     #[test]

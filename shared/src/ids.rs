@@ -1,7 +1,9 @@
 //! Prefixed identifiers. Generated ids are time-sortable (48 bits of milliseconds then
 //! 80 random bits, Crockford base32, like a ULID) so "newest first" is a key order.
 //! Delivery ids are derived, not generated: the same tenant, event and subscription always
-//! give the same delivery id, which is what makes re-publishing and replay idempotent.
+//! give the same delivery id, which is what makes re-publishing and replay idempotent. A
+//! delivery id also carries its subscription and the time its event was accepted, so the
+//! deliveries table can be keyed by subscription and time (see `DeliveryId`).
 
 use std::fmt;
 
@@ -12,12 +14,25 @@ use sha2::{Digest, Sha256};
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/// 26 characters of Crockford base32 for a 128-bit value.
-fn base32_128(value: u128) -> String {
-    (0..26)
+/// `digits` characters of Crockford base32 for the low `5 × digits` bits of a value.
+fn base32(value: u128, digits: u32) -> String {
+    (0..digits)
         .rev()
         .map(|i| CROCKFORD[((value >> (i * 5)) & 0x1f) as usize] as char)
         .collect()
+}
+
+/// 26 characters of Crockford base32 for a 128-bit value.
+fn base32_128(value: u128) -> String {
+    base32(value, 26)
+}
+
+/// The value of Crockford base32 digits this module wrote (upper case only).
+fn base32_value(digits: &str) -> Option<u128> {
+    digits.bytes().try_fold(0u128, |acc, b| {
+        let digit = CROCKFORD.iter().position(|&c| c == b)? as u128;
+        Some((acc << 5) | digit)
+    })
 }
 
 /// A sortable 26-character id body: time first, then randomness.
@@ -61,7 +76,11 @@ id_type!(
     EventId
 );
 id_type!(
-    /// `msg_` followed by 32 hex digits derived from tenant, event and subscription.
+    /// `msg_` followed by 52 Crockford base32 digits: the subscription id's 26, then 10 of
+    /// the event's acceptance time (milliseconds), then 16 (80 bits) of a SHA-256 of tenant,
+    /// event id and subscription id. The deliveries table is keyed by (tenant and
+    /// subscription, delivery id), so one subscription's deliveries sort by acceptance time
+    /// and a delivery is found from its id and the caller's tenant alone.
     DeliveryId
 );
 
@@ -108,27 +127,104 @@ impl EventId {
     }
 }
 
+/// Digits of a delivery id: subscription, acceptance time, digest.
+const SUBSCRIPTION_DIGITS: usize = 26;
+const TIME_DIGITS: usize = 10;
+const DIGEST_DIGITS: usize = 16;
+
 impl DeliveryId {
-    /// The one delivery id for this event at this subscription.
-    pub fn derive(tenant: &TenantId, event: &EventId, subscription: &SubscriptionId) -> Self {
-        let mut hasher = Sha256::new();
-        // Length-prefixed parts, so ("ab","c") and ("a","bc") differ.
-        for part in [tenant.as_str(), event.as_str(), subscription.as_str()] {
-            hasher.update((part.len() as u32).to_be_bytes());
-            hasher.update(part.as_bytes());
-        }
-        let digest = hasher.finalize();
-        Self(format!("msg_{}", hex::encode(&digest[..16])))
+    /// The one delivery id for this event at this subscription. `accepted_at` is when the
+    /// event was first accepted (kept in its acceptance record), so a re-publish derives the
+    /// same id.
+    pub fn derive(
+        tenant: &TenantId,
+        event: &EventId,
+        subscription: &SubscriptionId,
+        accepted_at: DateTime<Utc>,
+    ) -> Self {
+        Self(format!(
+            "msg_{}{}{}",
+            subscription_body(subscription),
+            time_digits(accepted_at),
+            digest_digits(tenant, event, subscription)
+        ))
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
         let body = raw.strip_prefix("msg_")?;
-        (body.len() == 32
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        (body.len() == SUBSCRIPTION_DIGITS + TIME_DIGITS + DIGEST_DIGITS
+            && body.bytes().all(|b| CROCKFORD.contains(&b)))
         .then(|| Self(raw.to_owned()))
     }
+
+    fn body(&self) -> &str {
+        &self.0["msg_".len()..]
+    }
+
+    /// The subscription this delivery is for.
+    pub fn subscription(&self) -> SubscriptionId {
+        SubscriptionId(format!("sub_{}", &self.body()[..SUBSCRIPTION_DIGITS]))
+    }
+
+    /// When the delivery's event was accepted (whole milliseconds).
+    pub fn accepted_at(&self) -> DateTime<Utc> {
+        let digits = &self.body()[SUBSCRIPTION_DIGITS..SUBSCRIPTION_DIGITS + TIME_DIGITS];
+        let millis = base32_value(digits).unwrap_or_default();
+        DateTime::from_timestamp_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+            .unwrap_or_default()
+    }
+
+    /// Whether this id is the one `derive` gives for this tenant, event and subscription
+    /// (at whatever acceptance time).
+    pub fn belongs_to(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+        subscription: &SubscriptionId,
+    ) -> bool {
+        self.body()[..SUBSCRIPTION_DIGITS] == *subscription_body(subscription)
+            && self.body()[SUBSCRIPTION_DIGITS + TIME_DIGITS..]
+                == digest_digits(tenant, event, subscription)
+    }
+
+    /// The digest's 80 bits, as a number: differs between deliveries, never changes for one.
+    pub fn digest(&self) -> u128 {
+        base32_value(&self.body()[SUBSCRIPTION_DIGITS + TIME_DIGITS..]).unwrap_or_default()
+    }
+
+    /// The least (`last = false`) or greatest (`last = true`) id a subscription can have
+    /// for events accepted in the millisecond of `at`: the ends of a key range.
+    pub fn bound(subscription: &SubscriptionId, at: DateTime<Utc>, last: bool) -> String {
+        let fill = if last { "Z" } else { "0" };
+        format!(
+            "msg_{}{}{}",
+            subscription_body(subscription),
+            time_digits(at),
+            fill.repeat(DIGEST_DIGITS)
+        )
+    }
+}
+
+fn subscription_body(subscription: &SubscriptionId) -> &str {
+    subscription.as_str().trim_start_matches("sub_")
+}
+
+/// 50 bits of milliseconds since 1970: enough until the year 37648.
+fn time_digits(at: DateTime<Utc>) -> String {
+    base32(at.timestamp_millis().max(0) as u128, TIME_DIGITS as u32)
+}
+
+fn digest_digits(tenant: &TenantId, event: &EventId, subscription: &SubscriptionId) -> String {
+    let mut hasher = Sha256::new();
+    // Length-prefixed parts, so ("ab","c") and ("a","bc") differ.
+    for part in [tenant.as_str(), event.as_str(), subscription.as_str()] {
+        hasher.update((part.len() as u32).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut high = [0u8; 16];
+    high[6..].copy_from_slice(&digest[..10]);
+    base32(u128::from_be_bytes(high), DIGEST_DIGITS as u32)
 }
 
 #[cfg(test)]
@@ -155,10 +251,53 @@ mod tests {
         let now = Utc::now();
         let a = SubscriptionId::generate(now, &mut rng);
         let b = SubscriptionId::generate(now, &mut rng);
-        let first = DeliveryId::derive(&tenant, &event, &a);
-        assert_eq!(first, DeliveryId::derive(&tenant, &event, &a));
-        assert_ne!(first, DeliveryId::derive(&tenant, &event, &b));
-        assert_eq!(DeliveryId::parse(first.as_str()), Some(first));
+        let first = DeliveryId::derive(&tenant, &event, &a, now);
+        assert_eq!(first, DeliveryId::derive(&tenant, &event, &a, now));
+        assert_ne!(first, DeliveryId::derive(&tenant, &event, &b, now));
+        let other_tenant = TenantId::parse("other").unwrap();
+        assert_ne!(
+            first.digest(),
+            DeliveryId::derive(&other_tenant, &event, &a, now).digest()
+        );
+        assert_eq!(DeliveryId::parse(first.as_str()), Some(first.clone()));
+        assert_eq!(first.as_str().len(), 56);
+        assert!(first.belongs_to(&tenant, &event, &a));
+        assert!(!first.belongs_to(&tenant, &event, &b));
+        assert!(!first.belongs_to(&other_tenant, &event, &a));
+    }
+
+    #[test]
+    fn a_delivery_id_is_the_documented_derivation() {
+        // Computed apart from this code (hashlib): the sample deliver events use it.
+        let id = DeliveryId::derive(
+            &TenantId::parse("acme").unwrap(),
+            &EventId::parse("ord_1001.shipped").unwrap(),
+            &SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
+            "2026-11-22T12:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(
+            id.as_str(),
+            "msg_01JD5Q8Z6X000000000000000001M81J18G0S5A22BXD25MHKB1H"
+        );
+    }
+
+    #[test]
+    fn delivery_ids_carry_their_subscription_and_time_and_sort_by_time() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let mut rng = StdRng::seed_from_u64(2);
+        let at = Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
+        let sub = SubscriptionId::generate(at, &mut rng);
+        let event = EventId::parse("evt_1").unwrap();
+        let id = DeliveryId::derive(&tenant, &event, &sub, at);
+        assert_eq!(id.subscription(), sub);
+        assert_eq!(id.accepted_at(), at);
+        let later = at + chrono::Duration::milliseconds(1);
+        let next = DeliveryId::derive(&tenant, &EventId::parse("evt_0").unwrap(), &sub, later);
+        assert!(id < next, "ids of one subscription sort by acceptance time");
+        let low = DeliveryId::bound(&sub, at, false);
+        let high = DeliveryId::bound(&sub, at, true);
+        assert!(low.as_str() <= id.as_str() && id.as_str() <= high.as_str());
+        assert!(high.as_str() < next.as_str());
     }
 
     #[test]
@@ -168,6 +307,10 @@ mod tests {
         assert!(TenantId::parse(&"a".repeat(129)).is_none());
         assert!(SubscriptionId::parse("sub_../../etc").is_none());
         assert!(DeliveryId::parse("msg_XYZ").is_none());
+        assert!(DeliveryId::parse("msg_0123456789abcdef0123456789abcdef").is_none());
+        assert!(DeliveryId::parse(&format!("msg_{}", "0".repeat(51))).is_none());
+        assert!(DeliveryId::parse(&format!("msg_{}", "0".repeat(52))).is_some());
+        assert!(DeliveryId::parse(&format!("msg_{}U", "0".repeat(51))).is_none());
         assert!(EventId::parse("order 1").is_none());
         assert!(EventId::parse("ord-1.2:3_x").is_some());
     }

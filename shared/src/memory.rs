@@ -172,7 +172,8 @@ impl SubscriptionStore for InMemorySubscriptionStore {
 #[derive(Clone, Debug)]
 struct Accepted {
     fingerprint: String,
-    deliveries: Option<u32>,
+    deliveries: u32,
+    accepted_at: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -206,14 +207,16 @@ impl EventLog for InMemoryEventLog {
         tenant: &TenantId,
         event: &Event,
         fingerprint: &str,
-        _now: DateTime<Utc>,
+        deliveries: u32,
+        now: DateTime<Utc>,
     ) -> Result<Acceptance, StoreError> {
         let mut items = lock(&self.items);
         let key = (tenant.clone(), event.id.clone());
         if let Some((seen, _)) = items.get(&key) {
             return Ok(Acceptance::Seen {
                 fingerprint: seen.fingerprint.clone(),
-                deliveries: seen.deliveries,
+                deliveries: Some(seen.deliveries),
+                accepted_at: seen.accepted_at,
             });
         }
         items.insert(
@@ -221,7 +224,8 @@ impl EventLog for InMemoryEventLog {
             (
                 Accepted {
                     fingerprint: fingerprint.to_owned(),
-                    deliveries: None,
+                    deliveries,
+                    accepted_at: now,
                 },
                 event.clone(),
             ),
@@ -267,18 +271,6 @@ impl EventLog for InMemoryEventLog {
         Ok(subject_key(tenant, subscription, event)
             .and_then(|key| lock(&self.latest).get(&key).cloned()))
     }
-
-    async fn complete(
-        &self,
-        tenant: &TenantId,
-        id: &EventId,
-        deliveries: u32,
-    ) -> Result<(), StoreError> {
-        if let Some((seen, _)) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
-            seen.deliveries = Some(deliveries);
-        }
-        Ok(())
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -316,7 +308,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
                 event_type: task.event.event_type.to_string(),
                 state: DeliveryState::Pending,
                 attempts: Vec::new(),
-                created_at: claim.now,
+                created_at: task.delivery_id.accepted_at(),
                 first_attempt_at: claim.now,
                 next_attempt_at: None,
                 reason: None,
@@ -349,12 +341,16 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
 
     async fn finish(
         &self,
+        tenant: &TenantId,
         id: &DeliveryId,
         token: &str,
         result: &AttemptResult,
     ) -> Result<(), StoreError> {
         let mut items = lock(&self.items);
-        let held = items.get_mut(id).ok_or(StoreError::Conflict)?;
+        let held = items
+            .get_mut(id)
+            .filter(|held| &held.record.tenant == tenant)
+            .ok_or(StoreError::Conflict)?;
         if held.lease.as_ref().map(|(t, _)| t.as_str()) != Some(token) {
             return Err(StoreError::Conflict);
         }
@@ -388,7 +384,8 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
                     && query.until.is_none_or(|t| r.created_at < t)
             })
             .collect();
-        mine.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        // Newest first, as the table's key orders them (ids sort by acceptance time).
+        mine.sort_by(|a, b| b.id.cmp(&a.id));
         if let Some(after) = &query.cursor {
             let position = mine
                 .iter()

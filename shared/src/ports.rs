@@ -111,22 +111,27 @@ pub trait SubscriptionStore: Send + Sync {
 /// What a producer's publish of one event id has done so far.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Acceptance {
-    /// First time this id is seen: fan out, then `complete`.
+    /// First time this id is seen: fan out.
     New,
-    /// Seen before. `deliveries` is None when that publish never finished its fan-out.
+    /// Seen before: with the fingerprint and delivery count it was accepted with
+    /// (`deliveries` is None only in records older than counts), and when.
     Seen {
         fingerprint: String,
         deliveries: Option<u32>,
+        accepted_at: DateTime<Utc>,
     },
 }
 
 pub trait EventLog: Send + Sync {
-    /// Records the event under (tenant, id) unless it is there already.
+    /// Records the event under (tenant, id), with the number of deliveries its fan-out
+    /// makes, unless it is there already. One write: there is no later "complete" mark,
+    /// since a publish that is seen again fans out again (delivery ids make that harmless).
     fn accept(
         &self,
         tenant: &TenantId,
         event: &Event,
         fingerprint: &str,
+        deliveries: u32,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Acceptance, StoreError>> + Send;
     /// The event as accepted, unless unknown or expired.
@@ -154,13 +159,6 @@ pub trait EventLog: Send + Sync {
         event: &Event,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
-    /// Marks the fan-out done, with the number of deliveries it queued.
-    fn complete(
-        &self,
-        tenant: &TenantId,
-        id: &EventId,
-        deliveries: u32,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Taking a delivery for one attempt.
@@ -202,6 +200,7 @@ pub trait DeliveryLedger: Send + Sync {
     /// `StoreError::Conflict` when the lease was lost to another worker.
     fn finish(
         &self,
+        tenant: &TenantId,
         id: &DeliveryId,
         token: &str,
         result: &AttemptResult,

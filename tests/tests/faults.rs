@@ -99,11 +99,9 @@ async fn dynamodb_throttling_while_recording_is_503_and_the_retry_delivers_once(
 }
 
 #[tokio::test]
-async fn dynamodb_errors_after_queuing_are_503_and_the_retry_delivers_once() {
-    // The tasks are queued, then marking the event complete fails: the publish must not
-    // be reported done, and its retry must not queue the event a second time.
+async fn dynamodb_errors_reading_subscriptions_are_503_and_the_retry_delivers_once() {
     a_failed_publish_is_retryable_and_its_retry_delivers_once(Fault {
-        action: "dynamodb:UpdateItem".into(),
+        action: "dynamodb:Query".into(),
         kind: FaultKind::ServerError,
         times: usize::MAX,
     })

@@ -116,7 +116,7 @@ proptest! {
             Just("/v1/subscriptions/sub_01JD5Q8Z6X0000000000000000".to_owned()),
             Just("/v1/subscriptions/sub_01JD5Q8Z6X0000000000000000/replay".to_owned()),
             Just("/v1/subscriptions/sub_01JD5Q8Z6X0000000000000000/secret/rotate".to_owned()),
-            Just("/v1/deliveries/msg_00000000000000000000000000000000/retry".to_owned()),
+            Just("/v1/deliveries/msg_0000000000000000000000000000000000000000000000000000/retry".to_owned()),
             "/v1/[a-z/_0-9]{0,30}",
         ],
     ) {

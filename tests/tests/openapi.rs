@@ -55,7 +55,7 @@ async fn the_spec_names_exactly_the_routes_served() {
             )
             .replace(
                 "/deliveries/{id}",
-                "/deliveries/msg_00000000000000000000000000000000",
+                "/deliveries/msg_0000000000000000000000000000000000000000000000000000",
             );
         let (status, body) = herald
             .call(&method, &path, Some("acme"), Some(&serde_json::json!({})))

@@ -9,7 +9,7 @@ use herald_shared::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_shared::dynamo::DynamoDeliveryLedger;
 use herald_shared::event::{Event, EventType};
 use herald_shared::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
-use herald_shared::ports::DeliveryLedger;
+use herald_shared::ports::{DeliveryLedger, DeliveryQuery};
 use herald_tests::herald::TestHerald;
 use herald_tests::receiver::{Recorded, Script, TestReceiver};
 use hmac::{KeyInit, Mac};
@@ -17,11 +17,46 @@ use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn delivery_id(tenant: &str, event: &str, subscription: &str) -> DeliveryId {
-    DeliveryId::derive(
-        &TenantId::parse(tenant).unwrap(),
-        &EventId::parse(event).unwrap(),
-        &SubscriptionId::parse(subscription).unwrap(),
+/// The delivery of `event` to `subscription`, found in the subscription's attempt log once
+/// its first attempt has begun. Its id is checked to be the one Herald derives for them.
+async fn delivery_id(
+    herald: &TestHerald,
+    tenant: &str,
+    event: &str,
+    subscription: &str,
+) -> DeliveryId {
+    let (tenant, event, subscription) = (
+        TenantId::parse(tenant).unwrap(),
+        EventId::parse(event).unwrap(),
+        SubscriptionId::parse(subscription).unwrap(),
+    );
+    let query = DeliveryQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let page = ledger(herald)
+            .list(&tenant, &subscription, &query, chrono::Utc::now())
+            .await
+            .unwrap();
+        if let Some(found) = page.items.iter().find(|r| r.event_id == event) {
+            assert!(found.id.belongs_to(&tenant, &event, &subscription));
+            assert_eq!(found.id.subscription(), subscription);
+            return found.id.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no delivery of {event} to {subscription}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ledger(herald: &TestHerald) -> DynamoDeliveryLedger {
+    DynamoDeliveryLedger::new(
+        aws_sdk_dynamodb::Client::new(&herald.sdk),
+        herald.local.provisioned().deliveries_table().to_owned(),
     )
 }
 
@@ -53,11 +88,7 @@ fn verify_signature(request: &Recorded, secret: &str) {
 }
 
 async fn record(herald: &TestHerald, tenant: &str, id: &DeliveryId) -> Option<DeliveryRecord> {
-    let ledger = DynamoDeliveryLedger::new(
-        aws_sdk_dynamodb::Client::new(&herald.sdk),
-        herald.local.provisioned().deliveries_table().to_owned(),
-    );
-    ledger
+    ledger(herald)
         .get(&TenantId::parse(tenant).unwrap(), id, chrono::Utc::now())
         .await
         .unwrap()
@@ -119,6 +150,7 @@ fn task_body(tenant: &str, subscription: &str, event_id: &str) -> String {
         &TenantId::parse(tenant).unwrap(),
         &SubscriptionId::parse(subscription).unwrap(),
         &event,
+        chrono::Utc::now(),
     )
     .to_message_body()
 }
@@ -168,9 +200,15 @@ async fn one_publish_reaches_every_matching_subscription_exactly_once() {
         let got = receiver.wait_for(1, PATIENCE).await;
         assert_eq!(got.len(), 1);
         let request = &got[0];
-        let expected_id = delivery_id("acme", "ord_7.shipped", id);
+        let expected_id = DeliveryId::parse(request.header("webhook-id")).unwrap();
+        assert!(expected_id.belongs_to(
+            &TenantId::parse("acme").unwrap(),
+            &EventId::parse("ord_7.shipped").unwrap(),
+            &SubscriptionId::parse(id).unwrap()
+        ));
+        let accepted = expected_id.accepted_at().timestamp();
+        assert!((before - 5..=chrono::Utc::now().timestamp()).contains(&accepted));
         assert_eq!(request.method, "POST");
-        assert_eq!(request.header("webhook-id"), expected_id.as_str());
         assert_eq!(
             request.header("idempotency-key"),
             format!("ffm_wh_{expected_id}")
@@ -223,7 +261,7 @@ async fn failures_are_retried_on_the_schedule_until_success() {
             .all(|r| r.header("webhook-id") == got[0].header("webhook-id")),
         "one delivery id on every retry"
     );
-    let id = delivery_id("acme", "e-retry", &sub);
+    let id = delivery_id(&herald, "acme", "e-retry", &sub).await;
     let done = wait_for_state(&herald, "acme", &id, DeliveryState::Delivered).await;
     assert_eq!(
         done.attempts.iter().map(|a| a.status).collect::<Vec<_>>(),
@@ -248,7 +286,7 @@ async fn a_receiver_that_always_fails_ends_failed_in_the_dead_letter_queue() {
         )
         .await;
 
-    let id = delivery_id("acme", "e-doomed", &sub);
+    let id = delivery_id(&herald, "acme", "e-doomed", &sub).await;
     let failed = wait_for_state(&herald, "acme", &id, DeliveryState::Failed).await;
     assert_eq!(failed.attempts.len(), 3);
     assert!(failed.reason.unwrap().contains("retry window"));
@@ -278,7 +316,7 @@ async fn the_same_message_twice_or_after_success_is_one_post() {
     wait_for_state(
         &herald,
         "acme",
-        &delivery_id("acme", "e-dup", &sub),
+        &delivery_id(&herald, "acme", "e-dup", &sub).await,
         DeliveryState::Delivered,
     )
     .await;
@@ -347,7 +385,7 @@ async fn gone_disables_the_subscription() {
     wait_for_state(
         &herald,
         "acme",
-        &delivery_id("acme", "e-gone", &sub),
+        &delivery_id(&herald, "acme", "e-gone", &sub).await,
         DeliveryState::Failed,
     )
     .await;

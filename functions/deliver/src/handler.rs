@@ -380,7 +380,7 @@ where
     };
     match deps
         .ledger
-        .finish(&task.delivery_id, &claim.token, &result)
+        .finish(&task.tenant, &task.delivery_id, &claim.token, &result)
         .await
     {
         Ok(()) => {}
@@ -501,31 +501,36 @@ where
         data,
         subject: None,
     };
-    if let herald_shared::ports::Acceptance::Seen {
-        deliveries: Some(_),
-        ..
-    } = deps
-        .events
-        .accept(tenant, &event, &event.fingerprint(), at)
-        .await?
-    {
-        return Ok(());
-    }
-    let tasks: Vec<DeliveryTask> = deps
+    let wanting: Vec<Subscription> = deps
         .subscriptions
         .active(tenant)
         .await?
-        .iter()
+        .into_iter()
         .filter(|s| s.wants(&event))
-        .map(|s| DeliveryTask::new(tenant, &s.id, &event))
         .collect();
-    if let Err(e) = deps.queue.enqueue(&tasks).await {
-        tracing::warn!(error = %e, "could not queue subscription.disabled");
+    let count = wanting.len() as u32;
+    // Seen already (this disable was announced, perhaps only in part): the same tasks
+    // again, which the claim makes harmless.
+    let accepted_at = match deps
+        .events
+        .accept(tenant, &event, &event.fingerprint(), count, at)
+        .await?
+    {
+        herald_shared::ports::Acceptance::New => at,
+        herald_shared::ports::Acceptance::Seen { accepted_at, .. } => accepted_at,
+    };
+    let tasks: Vec<DeliveryTask> = wanting
+        .iter()
+        .filter(|s| s.created_at <= accepted_at)
+        .map(|s| DeliveryTask::new(tenant, &s.id, &event, accepted_at))
+        .collect();
+    if tasks.is_empty() {
         return Ok(());
     }
-    deps.events
-        .complete(tenant, &event.id, tasks.len() as u32)
-        .await
+    if let Err(e) = deps.queue.enqueue(&tasks).await {
+        tracing::warn!(error = %e, "could not queue subscription.disabled");
+    }
+    Ok(())
 }
 
 /// The event a tenant receives when Herald disables one of its subscriptions.
@@ -644,7 +649,7 @@ where
         now: deps.clock.now(),
     };
     deps.ledger
-        .finish(&task.delivery_id, &claim.token, &result)
+        .finish(&task.tenant, &task.delivery_id, &claim.token, &result)
         .await
 }
 

@@ -69,6 +69,7 @@ fn task(subscription: &str, i: usize) -> serde_json::Value {
         &TenantId::parse("acme").unwrap(),
         &SubscriptionId::parse(subscription).unwrap(),
         &event,
+        Utc::now(),
     );
     json!({"messageId": format!("m-{subscription}-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
 }

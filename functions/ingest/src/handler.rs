@@ -1,11 +1,17 @@
 //! `POST /v1/events`: one event, or `{"events": [...]}` of up to 100.
 //!
-//! Every event is first recorded under (tenant, id). Only when all of a request's events
-//! are recorded does fan-out start, so a conflicting id refuses the whole request with
-//! nothing queued. An event is answered 202 only once all its tasks are on the queue;
-//! when queuing fails the record stays incomplete and a retry of the publish finishes it
-//! (delivery ids are derived, so nothing is delivered twice).
+//! The tenant's subscriptions are read once, each event is matched, and every event is
+//! recorded under (tenant, id) with its delivery count: one conditional write per event.
+//! Only when all of a request's events are recorded does fan-out start, so a conflicting
+//! id refuses the whole request with nothing queued. An event is answered 202 only once
+//! all its tasks are on the queue. An event seen before (a producer's retry, or the retry
+//! of a publish answered 503) fans out again to the subscriptions that existed when it
+//! was first accepted: delivery ids are derived from the event, the subscription and the
+//! acceptance time, so the tasks are the same ones and the claim makes a second copy a
+//! no-op. That costs an extra SQS message per repeated task instead of a second write per
+//! event to mark the fan-out done (docs/DECISIONS.md, "Writes per delivery").
 
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use herald_shared::api::{self, ApiError};
 use herald_shared::delivery::DeliveryTask;
@@ -53,16 +59,25 @@ where
     }
 }
 
-/// Records one event, answering with what was known of it.
+/// One event of a publish and the subscriptions that want it now.
+struct Matched<'a> {
+    event: &'a Event,
+    subscriptions: Vec<&'a Subscription>,
+}
+
+/// Records one event with its delivery count, answering with what was known of it.
 async fn accept<'a, E: EventLog>(
     log: &E,
     tenant: &TenantId,
-    event: &'a Event,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(&'a Event, String, Acceptance), herald_shared::ports::StoreError> {
-    let fingerprint = event.fingerprint();
-    let acceptance = log.accept(tenant, event, &fingerprint, now).await?;
-    Ok((event, fingerprint, acceptance))
+    matched: Matched<'a>,
+    now: DateTime<Utc>,
+) -> Result<(Matched<'a>, String, Acceptance), herald_shared::ports::StoreError> {
+    let fingerprint = matched.event.fingerprint();
+    let count = matched.subscriptions.len() as u32;
+    let acceptance = log
+        .accept(tenant, matched.event, &fingerprint, count, now)
+        .await?;
+    Ok((matched, fingerprint, acceptance))
 }
 
 async fn publish<S, E, Q, C>(
@@ -89,50 +104,65 @@ where
         EventError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
     })?;
 
-    // Record every event; remember which still need their fan-out.
-    let mut results = Vec::with_capacity(events.len());
-    let mut to_fan_out: Vec<&Event> = Vec::new();
-    let mut conflicts = Vec::new();
+    // One read of the tenant's subscriptions serves every event of the request.
+    let subscriptions: Vec<Subscription> = deps.subscriptions.active(&tenant).await?;
     // The records are independent writes: a batch of 100 costs a few round trips of
     // DynamoDB's latency instead of 100 (and less billed time).
     // (The futures are collected first: a closure inside the stream would not be Send.)
     let accepts: Vec<_> = events
         .iter()
-        .map(|event| accept(&deps.events, &tenant, event, now))
+        .map(|event| Matched {
+            event,
+            subscriptions: subscriptions.iter().filter(|s| s.wants(event)).collect(),
+        })
+        .map(|matched| accept(&deps.events, &tenant, matched, now))
         .collect();
-    let acceptances: Vec<(&Event, String, Acceptance)> = futures::stream::iter(accepts)
+    let acceptances: Vec<(Matched, String, Acceptance)> = futures::stream::iter(accepts)
         .buffered(WRITE_CONCURRENCY)
         .try_collect()
         .await?;
-    for (event, fingerprint, acceptance) in acceptances {
-        match acceptance {
-            Acceptance::New => {
-                to_fan_out.push(event);
-                results.push(None);
-            }
+
+    let mut conflicts = Vec::new();
+    let mut answers = Vec::with_capacity(acceptances.len());
+    let mut tasks = Vec::new();
+    let mut fanned_out: Vec<&Matched> = Vec::new();
+    for (matched, fingerprint, acceptance) in &acceptances {
+        let event = matched.event;
+        // A subscription created after the event's first acceptance never had it coming.
+        let (accepted_at, deliveries, since) = match acceptance {
+            Acceptance::New => (now, matched.subscriptions.len() as u32, None),
             Acceptance::Seen {
                 fingerprint: seen, ..
             } if seen != fingerprint => {
                 conflicts.push(event.id.to_string());
-                results.push(None);
+                continue;
             }
             Acceptance::Seen {
-                deliveries: None, ..
-            } => {
-                to_fan_out.push(event);
-                results.push(None);
-            }
-            Acceptance::Seen {
-                deliveries: Some(n),
+                deliveries,
+                accepted_at,
                 ..
             } => {
-                results.push(Some(Published {
-                    id: event.id.to_string(),
-                    deliveries: n,
-                    duplicate: true,
-                }));
+                let then = matched
+                    .subscriptions
+                    .iter()
+                    .filter(|s| s.created_at <= *accepted_at)
+                    .count() as u32;
+                (*accepted_at, deliveries.unwrap_or(then), Some(*accepted_at))
             }
-        }
+        };
+        tasks.extend(
+            matched
+                .subscriptions
+                .iter()
+                .filter(|s| since.is_none_or(|at| s.created_at <= at))
+                .map(|s| DeliveryTask::new(&tenant, &s.id, event, accepted_at)),
+        );
+        fanned_out.push(matched);
+        answers.push(Published {
+            id: event.id.to_string(),
+            deliveries,
+            duplicate: since.is_some(),
+        });
     }
     if !conflicts.is_empty() {
         return Err(ApiError::conflict(format!(
@@ -140,33 +170,7 @@ where
             conflicts.join(", ")
         )));
     }
-
-    let fanned_out = fan_out(deps, &tenant, &to_fan_out).await?;
-    let completions: Vec<_> = to_fan_out
-        .iter()
-        .zip(&fanned_out)
-        .map(|(event, deliveries)| deps.events.complete(&tenant, &event.id, *deliveries))
-        .collect();
-    futures::stream::iter(completions)
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let mut fresh = to_fan_out.iter().zip(fanned_out);
-    let answers: Vec<Published> = results
-        .into_iter()
-        .map(|known| {
-            known.unwrap_or_else(|| {
-                let (event, deliveries) = fresh
-                    .next()
-                    .expect("one fan-out per event without an answer");
-                Published {
-                    id: event.id.to_string(),
-                    deliveries,
-                    duplicate: false,
-                }
-            })
-        })
-        .collect();
+    fan_out(deps, &tenant, &fanned_out, &tasks).await?;
     tracing::info!(tenant = %tenant, events = answers.len(), deliveries = answers.iter().map(|a| a.deliveries).sum::<u32>(), "published");
 
     let batch = body.get("events").is_some();
@@ -180,48 +184,34 @@ where
     })
 }
 
-/// Queues one task per matching subscription and event; returns each event's count.
+/// Queues the tasks of a publish, after telling subscriptions that want only the newest
+/// event about a subject which one that is.
 async fn fan_out<S, E, Q, C>(
     deps: &IngestDeps<S, E, Q, C>,
     tenant: &TenantId,
-    events: &[&Event],
-) -> Result<Vec<u32>, ApiError>
+    events: &[&Matched<'_>],
+    tasks: &[DeliveryTask],
+) -> Result<(), ApiError>
 where
     S: SubscriptionStore,
     E: EventLog,
     Q: DeliveryQueue,
     C: Clock,
 {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let subscriptions: Vec<Subscription> = deps.subscriptions.active(tenant).await?;
-    let mut tasks = Vec::new();
-    let mut counts = Vec::with_capacity(events.len());
-    for event in events {
-        let before = tasks.len();
-        tasks.extend(
-            subscriptions
-                .iter()
-                .filter(|s| s.wants(event))
-                .map(|s| DeliveryTask::new(tenant, &s.id, event)),
-        );
-        counts.push((tasks.len() - before) as u32);
-    }
     // Subscriptions that want only the newest event about a subject learn of it before
     // anything is queued, so no older delivery can slip out after a newer one.
-    for event in events.iter().filter(|e| e.subject.is_some()) {
-        for subscription in subscriptions.iter().filter(|s| s.supersede) {
-            if subscription.wants(event) {
-                deps.events
-                    .note_latest(tenant, &subscription.id, event, deps.clock.now())
-                    .await?;
-            }
+    for matched in events.iter().filter(|m| m.event.subject.is_some()) {
+        for subscription in matched.subscriptions.iter().filter(|s| s.supersede) {
+            deps.events
+                .note_latest(tenant, &subscription.id, matched.event, deps.clock.now())
+                .await?;
         }
     }
-    deps.queue.enqueue(&tasks).await.map_err(|e| {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    deps.queue.enqueue(tasks).await.map_err(|e| {
         tracing::error!(tenant = %tenant, error = %e, source = ?std::error::Error::source(&e), "queuing deliveries failed");
         ApiError::unavailable()
-    })?;
-    Ok(counts)
+    })
 }

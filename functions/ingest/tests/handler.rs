@@ -7,7 +7,7 @@ use herald_shared::memory::{
     FixedClock, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
     active_subscription,
 };
-use herald_shared::ports::SubscriptionStore;
+use herald_shared::ports::{Clock, SubscriptionStore};
 use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -42,13 +42,15 @@ fn publish(tenant: &str, body: Value) -> Request {
     request(&event)
 }
 
+/// A subscription created a second before the publishes of a test.
 async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> SubscriptionId {
-    let subscription = active_subscription(
+    let mut subscription = active_subscription(
         tenant,
         SubscriptionId::generate(Utc::now(), &mut rand::rng()),
         SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
         patterns,
     );
+    subscription.created_at = deps.clock.now() - chrono::Duration::seconds(1);
     deps.subscriptions.create(&subscription).await.unwrap();
     subscription.id
 }
@@ -97,7 +99,48 @@ async fn the_same_event_id_twice_fans_out_once_and_answers_alike() {
         json_of(&second)["deliveries"]
     );
     assert_eq!(json_of(&second)["duplicate"], json!(true));
-    assert_eq!(deps.queue.enqueued().len(), 1);
+    // The second publish queues the same task again (it cannot know whether the first
+    // finished queuing): one delivery id, which the deliver claim makes one POST.
+    let ids: Vec<_> = deps
+        .queue
+        .enqueued()
+        .into_iter()
+        .map(|t| t.delivery_id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[tokio::test]
+async fn a_repeated_publish_reaches_only_subscriptions_that_existed_at_the_first() {
+    let deps = deps();
+    let mut early = active_subscription(
+        "acme",
+        SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["*"],
+    );
+    early.created_at = deps.clock.now() - chrono::Duration::seconds(1);
+    deps.subscriptions.create(&early).await.unwrap();
+    let first = handle(&deps, request(&event_file("publish-one.json"))).await;
+    assert_eq!(json_of(&first)["deliveries"], json!(1));
+    let mut late = early.clone();
+    late.id = SubscriptionId::generate(Utc::now(), &mut rand::rng());
+    late.created_at = deps.clock.now() + chrono::Duration::seconds(1);
+    deps.subscriptions.create(&late).await.unwrap();
+
+    let again = handle(&deps, request(&event_file("publish-one.json"))).await;
+    assert_eq!(
+        json_of(&again),
+        json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": true})
+    );
+    let targets: Vec<_> = deps
+        .queue
+        .enqueued()
+        .into_iter()
+        .map(|t| t.subscription_id)
+        .collect();
+    assert_eq!(targets, vec![early.id.clone(), early.id]);
 }
 
 #[tokio::test]
@@ -144,9 +187,11 @@ async fn a_failed_enqueue_is_503_and_a_retry_completes_the_publish() {
 
     let retried = handle(&deps, request(&event_file("publish-one.json"))).await;
     assert_eq!(retried.status(), 202);
+    // The id was accepted by the first publish, so the retry is a duplicate that finishes
+    // what the first could not.
     assert_eq!(
         json_of(&retried),
-        json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": false})
+        json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": true})
     );
     assert_eq!(deps.queue.enqueued().len(), 1);
 }

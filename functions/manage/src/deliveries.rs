@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use herald_shared::api::{self, ApiError};
-use herald_shared::delivery::{DeliveryState, DeliveryTask};
+use herald_shared::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_shared::event::{Event, EventType, MAX_DATA_BYTES};
 use herald_shared::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use herald_shared::ports::{
@@ -100,15 +100,20 @@ pub async fn get<P: Ports>(
 async fn forced_task<P: Ports>(
     ports: &P,
     tenant: &TenantId,
-    subscription: &SubscriptionId,
-    event_id: &EventId,
+    record: &DeliveryRecord,
 ) -> Result<Option<DeliveryTask>, ApiError> {
     let deps = ports.deps();
-    let Some(event) = deps.events.load(tenant, event_id, deps.clock.now()).await? else {
+    let now = deps.clock.now();
+    let Some(event) = deps.events.load(tenant, &record.event_id, now).await? else {
         return Ok(None);
     };
-    let mut task = DeliveryTask::new(tenant, subscription, &event);
-    task.forced = true;
+    let task = DeliveryTask {
+        delivery_id: record.id.clone(),
+        tenant: tenant.clone(),
+        subscription_id: record.subscription_id.clone(),
+        event,
+        forced: true,
+    };
     Ok(Some(task))
 }
 
@@ -125,7 +130,7 @@ pub async fn retry<P: Ports>(
     id: &DeliveryId,
 ) -> Result<Response<Body>, ApiError> {
     let record = owned_delivery(ports, tenant, id).await?;
-    let task = forced_task(ports, tenant, &record.subscription_id, &record.event_id)
+    let task = forced_task(ports, tenant, &record)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::GONE, "gone", "the event is no longer kept"))?;
     enqueue(ports, std::slice::from_ref(&task)).await?;
@@ -181,7 +186,7 @@ pub async fn replay<P: Ports>(
         .await?;
     let mut tasks = Vec::with_capacity(page.items.len());
     for record in &page.items {
-        if let Some(task) = forced_task(ports, tenant, id, &record.event_id).await? {
+        if let Some(task) = forced_task(ports, tenant, record).await? {
             tasks.push(task);
         }
     }
@@ -238,15 +243,14 @@ pub async fn send_test<P: Ports>(
     // Kept like any event, so the test delivery can be retried and inspected.
     if deps
         .events
-        .accept(tenant, &event, &event.fingerprint(), now)
+        .accept(tenant, &event, &event.fingerprint(), 1, now)
         .await?
         != Acceptance::New
     {
         return Err(ApiError::conflict("try again"));
     }
-    let task = DeliveryTask::new(tenant, &subscription.id, &event);
+    let task = DeliveryTask::new(tenant, &subscription.id, &event, now);
     enqueue(ports, std::slice::from_ref(&task)).await?;
-    deps.events.complete(tenant, &event.id, 1).await?;
     Ok(api::json_response(
         StatusCode::ACCEPTED,
         &json!({"event_id": event.id, "delivery_id": task.delivery_id, "event_type": TEST_EVENT_TYPE}),

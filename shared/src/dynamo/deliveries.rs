@@ -1,6 +1,9 @@
-//! The delivery ledger keyed by delivery `id`. A claim and the end of an attempt are one
-//! conditional `UpdateItem` each; the GSI `by-subscription` (`subscription_key`,
-//! `created_at`) serves the attempt log. Attempts are a list of JSON strings.
+//! The delivery ledger, keyed by (`subscription_key` = tenant and subscription id, `id`).
+//! Delivery ids begin with their subscription and their event's acceptance time, so one
+//! subscription's attempt log is a query of the table in key order, with no index to
+//! write twice, and a delivery is found from the caller's tenant and its id. A claim and
+//! the end of an attempt are one conditional `UpdateItem` each. Attempts are a list of
+//! JSON strings.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -9,7 +12,8 @@ use chrono::{DateTime, Utc};
 
 use super::attributes::{Item, expired, get_n, n, s, time};
 use super::delivery_items::{
-    STATES, decode_cursor, encode_cursor, last_millisecond_before, record_of,
+    STATES, decode_cursor, delivery_key, encode_cursor, last_millisecond_before, record_of,
+    subscription_key,
 };
 use super::{read_consistent, unavailable};
 use crate::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
@@ -17,9 +21,6 @@ use crate::ids::{DeliveryId, SubscriptionId, TenantId};
 use crate::ports::{
     AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError,
 };
-
-/// The index of deliveries by subscription and creation time.
-pub const BY_SUBSCRIPTION: &str = "by-subscription";
 
 /// The most a listing returns at once, whatever the caller asks for.
 const MAX_PAGE: usize = 1000;
@@ -59,13 +60,7 @@ use ClaimAttempt::{Refused, Taken};
 /// What every claim sets (`state` is a reserved word, hence `#state`).
 const CLAIM_SET: &str = "#state = :delivering, lease_token = :token, lease_until = :lease_until, \
                          updated_at = :now_text";
-const IDENTITY: [&str; 5] = [
-    "tenant",
-    "subscription_id",
-    "subscription_key",
-    "event_id",
-    "event_type",
-];
+const IDENTITY: [&str; 4] = ["tenant", "subscription_id", "event_id", "event_type"];
 
 impl DynamoDeliveryLedger {
     /// One conditional write. `restart` replaces an expired record instead of continuing
@@ -81,7 +76,7 @@ impl DynamoDeliveryLedger {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("id", s(task.delivery_id.as_str()))
+            .set_key(Some(delivery_key(&task.tenant, &task.delivery_id)))
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":delivering", s("delivering"))
             .expression_attribute_values(":token", s(&claim.token))
@@ -91,10 +86,7 @@ impl DynamoDeliveryLedger {
             .expression_attribute_values(":expires_at", n(claim.expires_at.timestamp()))
             .expression_attribute_values(":tenant", s(task.tenant.as_str()))
             .expression_attribute_values(":subscription_id", s(task.subscription_id.as_str()))
-            .expression_attribute_values(
-                ":subscription_key",
-                s(format!("{}#{}", task.tenant, task.subscription_id)),
-            )
+            .expression_attribute_values(":created_at", s(time(task.delivery_id.accepted_at())))
             .expression_attribute_values(":event_id", s(task.event.id.as_str()))
             .expression_attribute_values(":event_type", s(task.event.event_type.as_str()))
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
@@ -102,7 +94,7 @@ impl DynamoDeliveryLedger {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let started = [
             ("attempts", ":empty"),
-            ("created_at", ":now_text"),
+            ("created_at", ":created_at"),
             ("first_attempt_at", ":now_text"),
             ("expires_at", ":expires_at"),
         ];
@@ -149,7 +141,7 @@ impl DynamoDeliveryLedger {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     match failed.item() {
                         Some(old) => Ok(Refused(old.clone())),
-                        None => self.current(&task.delivery_id).await.map(Refused),
+                        None => self.current(task).await.map(Refused),
                     }
                 }
                 _ => Err(unavailable(e)),
@@ -158,8 +150,8 @@ impl DynamoDeliveryLedger {
     }
 
     /// The record that refused a claim, read when the refusal did not carry it.
-    async fn current(&self, id: &DeliveryId) -> Result<Item, StoreError> {
-        let key = Item::from([("id".to_owned(), s(id.as_str()))]);
+    async fn current(&self, task: &DeliveryTask) -> Result<Item, StoreError> {
+        let key = delivery_key(&task.tenant, &task.delivery_id);
         read_consistent(&self.client, &self.table, key)
             .await?
             // Deleted in between: another worker's race, lost like any other.
@@ -184,6 +176,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
 
     async fn finish(
         &self,
+        tenant: &TenantId,
         id: &DeliveryId,
         token: &str,
         result: &AttemptResult,
@@ -194,7 +187,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("id", s(id.as_str()))
+            .set_key(Some(delivery_key(tenant, id)))
             .condition_expression("lease_token = :token")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":token", s(token))
@@ -245,7 +238,6 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         now: DateTime<Utc>,
     ) -> Result<Page<DeliveryRecord>, StoreError> {
         let limit = query.limit.clamp(1, MAX_PAGE);
-        let mut key_condition = "subscription_key = :key".to_owned();
         let filter = if query.state.is_some() {
             "expires_at > :now AND #state = :state"
         } else {
@@ -255,42 +247,34 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .client
             .query()
             .table_name(&self.table)
-            .index_name(BY_SUBSCRIPTION)
             .scan_index_forward(false)
             .filter_expression(filter)
-            .expression_attribute_values(":key", s(format!("{tenant}#{subscription}")))
+            .expression_attribute_values(":key", s(subscription_key(tenant, subscription)))
             .expression_attribute_values(":now", n(now.timestamp()));
         if let Some(state) = query.state {
             request = request
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":state", s(state.as_str()));
         }
-        // Stored times are whole milliseconds, so "before `until`" is "at or before the last
-        // millisecond before it", which a key condition can say (BETWEEN has no `<`).
-        let before = query.until.map(last_millisecond_before);
-        match (query.since, before) {
-            (Some(since), Some(before)) if since > before => {
-                return Ok(Page {
-                    items: Vec::new(),
-                    next: None,
-                });
-            }
-            (Some(since), Some(before)) => {
-                key_condition.push_str(" AND created_at BETWEEN :since AND :before");
-                request = request
-                    .expression_attribute_values(":since", s(time(since)))
-                    .expression_attribute_values(":before", s(time(before)));
-            }
-            (Some(since), None) => {
-                key_condition.push_str(" AND created_at >= :since");
-                request = request.expression_attribute_values(":since", s(time(since)));
-            }
-            (None, Some(before)) => {
-                key_condition.push_str(" AND created_at <= :before");
-                request = request.expression_attribute_values(":before", s(time(before)));
-            }
-            (None, None) => {}
+        // Ids sort by acceptance time in whole milliseconds, so "since" is the least id of
+        // its millisecond and "before `until`" the greatest id of the last millisecond
+        // before it. Without either end, the subscription's own id range.
+        let lowest = DateTime::<Utc>::UNIX_EPOCH;
+        let low = DeliveryId::bound(subscription, query.since.unwrap_or(lowest), false);
+        let high = match query.until {
+            Some(until) => DeliveryId::bound(subscription, last_millisecond_before(until), true),
+            None => format!("msg_{}~", subscription.as_str().trim_start_matches("sub_")),
+        };
+        if low > high {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
         }
+        request = request
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high));
+        let key_condition = "subscription_key = :key AND id BETWEEN :low AND :high";
         if let Some(cursor) = &query.cursor {
             request =
                 request.set_exclusive_start_key(Some(decode_cursor(cursor, tenant, subscription)?));
@@ -333,7 +317,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("id", s(id.as_str()))
+            .set_key(Some(delivery_key(tenant, id)))
             .consistent_read(true)
             .send()
             .await

@@ -5,17 +5,33 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::attributes::{Item, get_n, get_s, get_time, s, time};
+use super::attributes::{Item, get_n, get_s, get_time, s};
 use crate::delivery::{Attempt, DeliveryRecord, DeliveryState};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use crate::ports::StoreError;
 
-pub(super) fn encode_cursor(record: &DeliveryRecord) -> String {
-    let key = serde_json::json!([record.id.as_str(), time(record.created_at)]);
-    URL_SAFE_NO_PAD.encode(key.to_string())
+/// The partition of one subscription's deliveries: tenant and subscription id.
+pub(super) fn subscription_key(tenant: &TenantId, subscription: &SubscriptionId) -> String {
+    format!("{tenant}#{subscription}")
 }
 
-/// A listing cursor back into the index's key; only keys of this tenant's subscription.
+/// A delivery's primary key: its subscription's partition (tenant from the caller, the
+/// subscription from the id) and the id.
+pub(super) fn delivery_key(tenant: &TenantId, id: &DeliveryId) -> Item {
+    Item::from([
+        (
+            "subscription_key".to_owned(),
+            s(subscription_key(tenant, &id.subscription())),
+        ),
+        ("id".to_owned(), s(id.as_str())),
+    ])
+}
+
+pub(super) fn encode_cursor(record: &DeliveryRecord) -> String {
+    URL_SAFE_NO_PAD.encode(record.id.as_str())
+}
+
+/// A listing cursor back into the table's key; only keys of this tenant's subscription.
 pub(super) fn decode_cursor(
     cursor: &str,
     tenant: &TenantId,
@@ -24,19 +40,12 @@ pub(super) fn decode_cursor(
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| StoreError::InvalidCursor)?;
-    let (id, created_at): (String, String) =
-        serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)?;
-    if DeliveryId::parse(&id).is_none() || DateTime::parse_from_rfc3339(&created_at).is_err() {
-        return Err(StoreError::InvalidCursor);
-    }
-    Ok(Item::from([
-        ("id".to_owned(), s(id)),
-        (
-            "subscription_key".to_owned(),
-            s(format!("{tenant}#{subscription}")),
-        ),
-        ("created_at".to_owned(), s(created_at)),
-    ]))
+    let id = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(DeliveryId::parse)
+        .filter(|id| &id.subscription() == subscription)
+        .ok_or(StoreError::InvalidCursor)?;
+    Ok(delivery_key(tenant, &id))
 }
 
 pub(super) fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
@@ -132,17 +141,25 @@ mod tests {
     fn cursors_name_only_the_callers_subscription_and_refuse_garbage() {
         let tenant = TenantId::parse("acme").unwrap();
         let sub = SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap();
-        let id = "msg_0123456789abcdef0123456789abcdef";
-        let cursor = URL_SAFE_NO_PAD.encode(format!(r#"["{id}","2026-01-01T00:00:00.000Z"]"#));
+        let other = SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000001").unwrap();
+        let event = crate::ids::EventId::parse("e1").unwrap();
+        let id = DeliveryId::derive(&tenant, &event, &sub, Utc::now());
+        let cursor = URL_SAFE_NO_PAD.encode(id.as_str());
         let key = decode_cursor(&cursor, &tenant, &sub).unwrap();
         assert_eq!(
             key["subscription_key"],
             s("acme#sub_01JD5Q8Z6X0000000000000000")
         );
-        assert_eq!(key["id"], s(id));
-        for bad in ["", "garbage", &URL_SAFE_NO_PAD.encode(r#"["x","y"]"#)] {
+        assert_eq!(key["id"], s(id.as_str()));
+        let elsewhere = DeliveryId::derive(&tenant, &event, &other, Utc::now());
+        for bad in [
+            "".to_owned(),
+            "garbage".to_owned(),
+            URL_SAFE_NO_PAD.encode("msg_x"),
+            URL_SAFE_NO_PAD.encode(elsewhere.as_str()),
+        ] {
             assert!(matches!(
-                decode_cursor(bad, &tenant, &sub),
+                decode_cursor(&bad, &tenant, &sub),
                 Err(StoreError::InvalidCursor)
             ));
         }

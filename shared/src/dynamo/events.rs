@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 
-use super::attributes::{Item, expired, from_doc, get_n, get_s, n, s, time, to_doc};
+use super::attributes::{Item, expired, from_doc, get_n, get_s, get_time, n, s, time, to_doc};
 use super::{read_consistent, unavailable};
 use crate::event::Event;
 use crate::ids::{EventId, SubscriptionId, TenantId};
@@ -40,6 +40,7 @@ fn seen(old: &Item) -> Result<Acceptance, StoreError> {
     Ok(Acceptance::Seen {
         fingerprint: get_s(old, "fingerprint")?.to_owned(),
         deliveries: get_n(old, "deliveries").map(|d| d.clamp(0, u32::MAX.into()) as u32),
+        accepted_at: get_time(old, "accepted_at")?,
     })
 }
 
@@ -80,11 +81,13 @@ impl EventLog for DynamoEventLog {
         tenant: &TenantId,
         event: &Event,
         fingerprint: &str,
+        deliveries: u32,
         now: DateTime<Utc>,
     ) -> Result<Acceptance, StoreError> {
         let mut item = key(tenant, event.id.as_str());
         item.extend([
             ("fingerprint".to_owned(), s(fingerprint)),
+            ("deliveries".to_owned(), n(deliveries)),
             ("doc".to_owned(), to_doc(event)?),
             ("accepted_at".to_owned(), s(time(now))),
             ("expires_at".to_owned(), n(self.expiry(now))),
@@ -178,30 +181,6 @@ impl EventLog for DynamoEventLog {
         match read_consistent(&self.client, &self.table, key(tenant, &id)).await? {
             Some(item) if !expired(&item, now) => Ok(Some(get_s(&item, "order_key")?.to_owned())),
             _ => Ok(None),
-        }
-    }
-
-    async fn complete(
-        &self,
-        tenant: &TenantId,
-        id: &EventId,
-        deliveries: u32,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(tenant, id.as_str())))
-            .update_expression("SET deliveries = :deliveries")
-            // Never creates a record without its event; one that is gone needs no mark.
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":deliveries", n(deliveries))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
         }
     }
 }

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use crate::ports::StoreError;
 use attributes::Item;
 
-pub use deliveries::{BY_SUBSCRIPTION, DynamoDeliveryLedger};
+pub use deliveries::DynamoDeliveryLedger;
 pub use events::DynamoEventLog;
 pub use subscriptions::DynamoSubscriptionStore;
 

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use herald_shared::dynamo::DynamoEventLog;
 use herald_shared::ids::SubscriptionId;
 use herald_shared::ports::{Acceptance, EventLog};
@@ -17,53 +17,51 @@ async fn log() -> (TestAws, DynamoEventLog) {
     (aws, log)
 }
 
-fn seen(fingerprint: &str, deliveries: Option<u32>) -> Acceptance {
+fn seen(fingerprint: &str, deliveries: u32, accepted_at: DateTime<Utc>) -> Acceptance {
     Acceptance::Seen {
         fingerprint: fingerprint.into(),
-        deliveries,
+        deliveries: Some(deliveries),
+        accepted_at,
     }
 }
 
+/// Now, in the whole milliseconds the table keeps.
+fn now_ms() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap()
+}
+
 #[tokio::test]
-async fn an_event_is_new_once_then_seen_with_its_first_fingerprint() {
+async fn an_event_is_new_once_then_seen_with_its_first_fingerprint_count_and_time() {
     let (_aws, log) = log().await;
     let acme = tenant("acme");
     let e = event("e1", json!({"x": 1}));
-    let now = Utc::now();
+    let now = now_ms();
+    let later = now + seconds(5);
 
     assert_eq!(
-        log.accept(&acme, &e, "f1", now).await.unwrap(),
+        log.accept(&acme, &e, "f1", 3, now).await.unwrap(),
         Acceptance::New
     );
     assert_eq!(
-        log.accept(&acme, &e, "f1", now).await.unwrap(),
-        seen("f1", None)
+        log.accept(&acme, &e, "f1", 4, later).await.unwrap(),
+        seen("f1", 3, now),
+        "the first acceptance's count and time, whatever the retry says"
     );
     assert_eq!(
-        log.accept(&acme, &e, "f2", now).await.unwrap(),
-        seen("f1", None),
+        log.accept(&acme, &e, "f2", 3, later).await.unwrap(),
+        seen("f1", 3, now),
         "a different content under the same id is told by the stored fingerprint"
     );
-    log.complete(&acme, &e.id, 3).await.unwrap();
     assert_eq!(
-        log.accept(&acme, &e, "f1", now).await.unwrap(),
-        seen("f1", Some(3))
-    );
-    assert_eq!(
-        log.accept(&tenant("other"), &e, "f1", now).await.unwrap(),
+        log.accept(&tenant("other"), &e, "f1", 1, now)
+            .await
+            .unwrap(),
         Acceptance::New,
         "ids are per tenant"
     );
 
     assert_eq!(log.load(&acme, &e.id, now).await.unwrap(), Some(e.clone()));
     assert_eq!(log.load(&tenant("nobody"), &e.id, now).await.unwrap(), None);
-    let unknown = event("never-sent", json!({}));
-    log.complete(&acme, &unknown.id, 1).await.unwrap();
-    assert_eq!(
-        log.load(&acme, &unknown.id, now).await.unwrap(),
-        None,
-        "complete never creates"
-    );
 }
 
 #[tokio::test]
@@ -71,15 +69,14 @@ async fn an_expired_record_counts_as_absent_before_ttl_deletes_it() {
     let (_aws, log) = log().await;
     let acme = tenant("acme");
     let first = event("e1", json!({"v": 1}));
-    let now = Utc::now();
-    log.accept(&acme, &first, "f1", now).await.unwrap();
-    log.complete(&acme, &first.id, 2).await.unwrap();
+    let now = now_ms();
+    log.accept(&acme, &first, "f1", 2, now).await.unwrap();
 
     let later = now + seconds(120);
     assert_eq!(log.load(&acme, &first.id, later).await.unwrap(), None);
     let second = event("e1", json!({"v": 2}));
     assert_eq!(
-        log.accept(&acme, &second, "f2", later).await.unwrap(),
+        log.accept(&acme, &second, "f2", 1, later).await.unwrap(),
         Acceptance::New
     );
     assert_eq!(
@@ -87,9 +84,9 @@ async fn an_expired_record_counts_as_absent_before_ttl_deletes_it() {
         Some(second.clone())
     );
     assert_eq!(
-        log.accept(&acme, &second, "f2", later).await.unwrap(),
-        seen("f2", None),
-        "the overwrite starts afresh, without the old fan-out count"
+        log.accept(&acme, &second, "f2", 5, later).await.unwrap(),
+        seen("f2", 1, later),
+        "the overwrite starts afresh, with its own count and time"
     );
 }
 

@@ -19,7 +19,12 @@ async fn ledger() -> (TestAws, DynamoDeliveryLedger) {
 
 fn task(event_id: &str) -> DeliveryTask {
     let sub = SubscriptionId::generate(Utc::now(), &mut rand::rng());
-    DeliveryTask::new(&tenant("acme"), &sub, &event(event_id, json!({})))
+    DeliveryTask::new(
+        &tenant("acme"),
+        &sub,
+        &event(event_id, json!({})),
+        Utc::now(),
+    )
 }
 
 #[tokio::test]
@@ -53,7 +58,7 @@ async fn one_worker_at_a_time_holds_a_delivery_and_only_it_can_finish() {
 
     let failed = finish(DeliveryState::Pending, attempt(1, 500));
     assert!(matches!(
-        ledger.finish(id, "b", &failed).await,
+        ledger.finish(&task.tenant, id, "b", &failed).await,
         Err(StoreError::Conflict)
     ));
     let retry_at = now + seconds(60);
@@ -62,10 +67,10 @@ async fn one_worker_at_a_time_holds_a_delivery_and_only_it_can_finish() {
         reason: Some("HTTP 500".into()),
         ..failed
     };
-    ledger.finish(id, "a", &failed).await.unwrap();
+    ledger.finish(&task.tenant, id, "a", &failed).await.unwrap();
     assert!(
         matches!(
-            ledger.finish(id, "a", &failed).await,
+            ledger.finish(&task.tenant, id, "a", &failed).await,
             Err(StoreError::Conflict)
         ),
         "a token ends with its attempt"
@@ -85,7 +90,12 @@ async fn one_worker_at_a_time_holds_a_delivery_and_only_it_can_finish() {
     assert_eq!(second.attempts.len(), 1);
     assert_eq!(second.first_attempt_at, fresh.first_attempt_at);
     ledger
-        .finish(id, "c", &finish(DeliveryState::Delivered, attempt(2, 200)))
+        .finish(
+            &task.tenant,
+            id,
+            "c",
+            &finish(DeliveryState::Delivered, attempt(2, 200)),
+        )
         .await
         .unwrap();
 
@@ -134,10 +144,13 @@ async fn an_expired_lease_is_taken_over_and_an_expired_record_starts_afresh() {
     ));
     let delivered = finish(DeliveryState::Delivered, attempt(1, 200));
     assert!(matches!(
-        ledger.finish(id, "a", &delivered).await,
+        ledger.finish(&task.tenant, id, "a", &delivered).await,
         Err(StoreError::Conflict)
     ));
-    ledger.finish(id, "b", &delivered).await.unwrap();
+    ledger
+        .finish(&task.tenant, id, "b", &delivered)
+        .await
+        .unwrap();
 
     // Kept for an hour: two hours on, it is gone for every reader, whatever TTL has done.
     let after_expiry = now + seconds(7200);
@@ -158,8 +171,9 @@ async fn an_expired_lease_is_taken_over_and_an_expired_record_starts_afresh() {
         after_expiry.timestamp_millis()
     );
     assert_eq!(
-        restarted.created_at.timestamp_millis(),
-        after_expiry.timestamp_millis()
+        restarted.created_at,
+        task.delivery_id.accepted_at(),
+        "a delivery is dated by its event's acceptance, as its id is"
     );
     assert_eq!(
         restarted.expires_at.timestamp(),
@@ -194,7 +208,7 @@ async fn every_final_state_stops_a_redelivered_message() {
             ..finish(state, attempt(1, 200))
         };
         ledger
-            .finish(&task.delivery_id, "a", &result)
+            .finish(&task.tenant, &task.delivery_id, "a", &result)
             .await
             .unwrap();
         let outcome = ledger.claim(&task, &claim(now, "b", false)).await.unwrap();
@@ -205,7 +219,7 @@ async fn every_final_state_stops_a_redelivered_message() {
     }
 }
 
-/// Claims and finishes one delivery per event of `sub`, created `i` seconds after `start`.
+/// Claims and finishes one delivery per event of `sub`, accepted `i` seconds after `start`.
 async fn deliveries(
     ledger: &DynamoDeliveryLedger,
     sub: &SubscriptionId,
@@ -214,8 +228,9 @@ async fn deliveries(
 ) -> Vec<DeliveryTask> {
     let mut tasks = Vec::new();
     for i in 0..count {
-        let task = DeliveryTask::new(&tenant("acme"), sub, &event(&format!("e{i}"), json!({})));
         let at = start + seconds(i);
+        let event = event(&format!("e{i}"), json!({}));
+        let task = DeliveryTask::new(&tenant("acme"), sub, &event, at);
         ledger.claim(&task, &claim(at, "t", false)).await.unwrap();
         let state = if i % 2 == 0 {
             DeliveryState::Delivered
@@ -223,7 +238,12 @@ async fn deliveries(
             DeliveryState::Failed
         };
         ledger
-            .finish(&task.delivery_id, "t", &finish(state, attempt(1, 200)))
+            .finish(
+                &task.tenant,
+                &task.delivery_id,
+                "t",
+                &finish(state, attempt(1, 200)),
+            )
             .await
             .unwrap();
         tasks.push(task);

@@ -29,6 +29,7 @@ fn tasks(count: usize, data: serde_json::Value) -> Vec<DeliveryTask> {
                 &tenant("acme"),
                 &sub,
                 &event(&format!("e{i}"), data.clone()),
+                Utc::now(),
             )
         })
         .collect()
