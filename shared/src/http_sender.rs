@@ -44,8 +44,8 @@ impl Default for SenderSettings {
 }
 
 #[derive(Debug, Error)]
-#[error("the HTTP client could not be built")]
-pub struct SenderBuildError(#[source] reqwest::Error);
+#[error("the HTTP client could not be built: {0}")]
+pub struct SenderBuildError(String);
 
 /// Raised by the resolver when every address of a name is forbidden.
 #[derive(Debug, Error)]
@@ -102,7 +102,10 @@ impl HttpWebhookSender {
         settings: SenderSettings,
         resolver: Arc<R>,
     ) -> Result<Self, SenderBuildError> {
+        let tls =
+            crate::tls::webhook_client_config().map_err(|e| SenderBuildError(e.to_string()))?;
         let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .redirect(redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
@@ -116,7 +119,7 @@ impl HttpWebhookSender {
                 policy: settings.policy,
             })
             .build()
-            .map_err(SenderBuildError)?;
+            .map_err(|e| SenderBuildError(e.to_string()))?;
         Ok(Self { client, settings })
     }
 

@@ -22,6 +22,7 @@ pub mod signing;
 pub mod sqs;
 pub mod subscription;
 pub mod telemetry;
+pub mod tls;
 pub mod url_guard;
 
 /// The `User-Agent` Herald sends with every delivery.
