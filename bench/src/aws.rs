@@ -178,7 +178,7 @@ fn analyse(table: &mut Table, name: &str, run: &Run, prices: &Value, batch_of_10
     table.row(
         format!("{name}: DynamoDB capacity per delivery"),
         format!("{:.2} WRU", per(wru)),
-        format!("{:.2} RRU (by item size; index writes counted)", per(rru)),
+        format!("{:.2} RRU (by item size; no secondary index)", per(rru)),
     );
     table.row(
         format!("{name}: $ per million, on-demand"),
