@@ -193,13 +193,14 @@ impl DeliveryId {
     }
 
     /// The least (`last = false`) or greatest (`last = true`) id a subscription can have
-    /// for events accepted in the millisecond of `at`: the ends of a key range.
-    pub fn bound(subscription: &SubscriptionId, at: DateTime<Utc>, last: bool) -> String {
+    /// for events accepted in the millisecond of `at`, or at any time when `at` is None:
+    /// the ends of a key range.
+    pub fn bound(subscription: &SubscriptionId, at: Option<DateTime<Utc>>, last: bool) -> String {
         let fill = if last { "Z" } else { "0" };
+        let time = at.map_or_else(|| fill.repeat(TIME_DIGITS), time_digits);
         format!(
-            "msg_{}{}{}",
+            "msg_{}{time}{}",
             subscription_body(subscription),
-            time_digits(at),
             fill.repeat(DIGEST_DIGITS)
         )
     }
@@ -294,10 +295,21 @@ mod tests {
         let later = at + chrono::Duration::milliseconds(1);
         let next = DeliveryId::derive(&tenant, &EventId::parse("evt_0").unwrap(), &sub, later);
         assert!(id < next, "ids of one subscription sort by acceptance time");
-        let low = DeliveryId::bound(&sub, at, false);
-        let high = DeliveryId::bound(&sub, at, true);
+        let low = DeliveryId::bound(&sub, Some(at), false);
+        let high = DeliveryId::bound(&sub, Some(at), true);
         assert!(low.as_str() <= id.as_str() && id.as_str() <= high.as_str());
         assert!(high.as_str() < next.as_str());
+        let (first, last) = (
+            DeliveryId::bound(&sub, None, false),
+            DeliveryId::bound(&sub, None, true),
+        );
+        assert!(first.as_str() <= id.as_str() && next.as_str() <= last.as_str());
+        let other = SubscriptionId::generate(later, &mut rng);
+        let elsewhere = DeliveryId::derive(&tenant, &event, &other, at);
+        assert!(
+            !(first.as_str() <= elsewhere.as_str() && elsewhere.as_str() <= last.as_str()),
+            "another subscription's ids are outside the range"
+        );
     }
 
     #[test]

@@ -71,8 +71,12 @@ pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClie
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
     match context {
         Ok(context) => builder.tls_context(context).build_https(),
-        // Never with a trust store of certificates only; the SDK's own default otherwise.
-        Err(_) => builder.build_https(),
+        // Not expected with a trust store of certificates only; the SDK's own default
+        // (the system's store) then, said once in the log.
+        Err(e) => {
+            tracing::warn!(error = %e, "AWS roots not usable; using the system's certificate store");
+            builder.build_https()
+        }
     }
 }
 

@@ -129,8 +129,8 @@ where
     for (matched, fingerprint, acceptance) in &acceptances {
         let event = matched.event;
         // A subscription created after the event's first acceptance never had it coming.
-        let (accepted_at, deliveries, since) = match acceptance {
-            Acceptance::New => (now, matched.subscriptions.len() as u32, None),
+        let (accepted_at, recorded, since) = match acceptance {
+            Acceptance::New => (now, None, None),
             Acceptance::Seen {
                 fingerprint: seen, ..
             } if seen != fingerprint => {
@@ -141,15 +141,9 @@ where
                 deliveries,
                 accepted_at,
                 ..
-            } => {
-                let then = matched
-                    .subscriptions
-                    .iter()
-                    .filter(|s| s.created_at <= *accepted_at)
-                    .count() as u32;
-                (*accepted_at, deliveries.unwrap_or(then), Some(*accepted_at))
-            }
+            } => (*accepted_at, *deliveries, Some(*accepted_at)),
         };
+        let before = tasks.len();
         tasks.extend(
             matched
                 .subscriptions
@@ -160,7 +154,9 @@ where
         fanned_out.push(matched);
         answers.push(Published {
             id: event.id.to_string(),
-            deliveries,
+            // The count the event was first accepted with (records older than counts have
+            // none: then the tasks made now).
+            deliveries: recorded.unwrap_or((tasks.len() - before) as u32),
             duplicate: since.is_some(),
         });
     }

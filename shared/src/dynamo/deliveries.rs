@@ -259,12 +259,9 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         // Ids sort by acceptance time in whole milliseconds, so "since" is the least id of
         // its millisecond and "before `until`" the greatest id of the last millisecond
         // before it. Without either end, the subscription's own id range.
-        let lowest = DateTime::<Utc>::UNIX_EPOCH;
-        let low = DeliveryId::bound(subscription, query.since.unwrap_or(lowest), false);
-        let high = match query.until {
-            Some(until) => DeliveryId::bound(subscription, last_millisecond_before(until), true),
-            None => format!("msg_{}~", subscription.as_str().trim_start_matches("sub_")),
-        };
+        let low = DeliveryId::bound(subscription, query.since, false);
+        let before = query.until.map(last_millisecond_before);
+        let high = DeliveryId::bound(subscription, before, true);
         if low > high {
             return Ok(Page {
                 items: Vec::new(),
@@ -280,7 +277,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
                 request.set_exclusive_start_key(Some(decode_cursor(cursor, tenant, subscription)?));
         }
         let request = request.key_condition_expression(key_condition);
-        // Filters apply after the read: keep reading until the page is full or the index ends.
+        // Filters apply after the read: keep reading until the page is full or the range ends.
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         let more = loop {
