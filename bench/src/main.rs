@@ -59,7 +59,29 @@ fn main() {
         ("cold_start", coldstart::run),
         ("aws", aws::run),
     ];
+    // HERALD_BENCH_SECTIONS=cold_start,aws runs only those (all by default).
+    let only: Option<Vec<String>> = std::env::var("HERALD_BENCH_SECTIONS")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+        // The AWS section prices deliver's Lambda time from the handler's batch of 10.
+        .map(|mut only: Vec<String>| {
+            if only.iter().any(|s| s == "aws") && !only.iter().any(|s| s == "deliver_handler") {
+                only.push("deliver_handler".into());
+            }
+            only
+        });
+    if let Some(only) = &only
+        && let Some(unknown) = only.iter().find(|o| !sections.iter().any(|(n, _)| n == o))
+    {
+        let known: Vec<&str> = sections.iter().map(|(n, _)| *n).collect();
+        eprintln!("HERALD_BENCH_SECTIONS: no section {unknown:?}; the sections are {known:?}");
+        std::process::exit(2);
+    }
     for (name, section) in sections {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == name)) {
+            continue;
+        }
         eprintln!("bench: {name}…");
         let figures = section(&mut table, &report);
         report.insert(name.to_owned(), figures);
