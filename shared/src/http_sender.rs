@@ -94,6 +94,10 @@ impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
 
 pub struct HttpWebhookSender {
     client: reqwest::Client,
+    /// Keeps no idle connection, so the one retry after a connection closed without an
+    /// answer goes out on a new one, never on another pooled connection the receiver may
+    /// have closed as well.
+    fresh: reqwest::Client,
     settings: SenderSettings,
 }
 
@@ -104,28 +108,17 @@ impl HttpWebhookSender {
     ) -> Result<Self, SenderBuildError> {
         let tls =
             crate::tls::webhook_client_config().map_err(|e| SenderBuildError(e.to_string()))?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .redirect(redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            // Below the keep-alive of common servers and load balancers (60 s and up),
-            // so the pool seldom hands out a connection the receiver is closing.
-            .pool_idle_timeout(Duration::from_secs(30))
-            // A proxy would resolve the name itself, past the guard.
-            .no_proxy()
-            .dns_resolver(GuardedResolver {
-                inner: resolver,
-                policy: settings.policy,
-            })
-            .build()
-            .map_err(|e| SenderBuildError(e.to_string()))?;
-        Ok(Self { client, settings })
+        Ok(Self {
+            client: build_client(&settings, &resolver, tls.clone(), usize::MAX)?,
+            fresh: build_client(&settings, &resolver, tls, 0)?,
+            settings,
+        })
     }
 
     async fn exchange(&self, webhook: OutgoingWebhook, started: Instant) -> SendOutcome {
         // reqwest's own timeout covers the same span; this deadline makes the bound hold
-        // whatever reqwest does, and lets a late body end the excerpt, not the attempt.
+        // whatever reqwest does (the retry included), and lets a late body end the
+        // excerpt, not the attempt.
         let deadline = tokio::time::Instant::from_std(started) + self.settings.timeout;
         let mut request = self
             .client
@@ -134,7 +127,23 @@ impl HttpWebhookSender {
         for (name, value) in &webhook.headers {
             request = request.header(name, value);
         }
-        let mut response = match timeout_at(deadline, request.send()).await {
+        let request = match request.build() {
+            Ok(request) => request,
+            Err(e) => return self.failed(&e, started),
+        };
+        // The body is in memory, so the copy always exists (and shares its bytes).
+        let copy = request.try_clone();
+        let mut sent = timeout_at(deadline, self.client.execute(request)).await;
+        // Once, on a new connection, inside the same deadline: see docs/DECISIONS.md
+        // ("Delivering") for why any such failure is retried, not only a reused
+        // connection's.
+        if let Ok(Err(e)) = &sent
+            && closed_without_answer(e)
+            && let Some(copy) = copy
+        {
+            sent = timeout_at(deadline, self.fresh.execute(copy)).await;
+        }
+        let mut response = match sent {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => return self.failed(&e, started),
             Err(_) => return self.timed_out(started),
@@ -178,6 +187,31 @@ impl HttpWebhookSender {
             latency: started.elapsed(),
         }
     }
+}
+
+fn build_client<R: Resolver + 'static>(
+    settings: &SenderSettings,
+    resolver: &Arc<R>,
+    tls: rustls::ClientConfig,
+    max_idle_per_host: usize,
+) -> Result<reqwest::Client, SenderBuildError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(redirect::Policy::none())
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        // Below the keep-alive of common servers and load balancers (60 s and up),
+        // so the pool seldom hands out a connection the receiver is closing.
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(max_idle_per_host)
+        // A proxy would resolve the name itself, past the guard.
+        .no_proxy()
+        .dns_resolver(GuardedResolver {
+            inner: Arc::clone(resolver),
+            policy: settings.policy,
+        })
+        .build()
+        .map_err(|e| SenderBuildError(e.to_string()))
 }
 
 impl WebhookSender for HttpWebhookSender {
@@ -301,6 +335,31 @@ fn classify(e: &reqwest::Error) -> AttemptError {
     } else {
         AttemptError::Io
     }
+}
+
+/// The connection closed, was reset or aborted before an answer came: what a receiver
+/// closing an idle keep-alive connection just as it is reused looks like. Never a connect
+/// error, a timeout, or a TLS, DNS or guard refusal: those say nothing about a stale
+/// connection, and a new one would meet the same. hyper reports a head cut short by the
+/// close the same way as no head at all.
+fn closed_without_answer(e: &reqwest::Error) -> bool {
+    if e.is_connect() || e.is_timeout() || classify(e) != AttemptError::Io {
+        return false;
+    }
+    causes(e).into_iter().any(|cause| {
+        cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+            || cause.downcast_ref::<io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                )
+            })
+    })
 }
 
 /// `Retry-After` as seconds or as an HTTP date (RFC 9110: IMF-fixdate, or the obsolete

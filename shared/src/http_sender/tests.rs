@@ -26,6 +26,16 @@ enum Reply {
     Blurt(Vec<u8>),
     /// Nothing, ever.
     Silent,
+    /// `answer` to the first `answered` requests; the next one is read, left unanswered
+    /// for `after`, and the connection closed.
+    HangUp {
+        answered: usize,
+        answer: Vec<u8>,
+        after: Duration,
+    },
+    /// The first connection as the first of these, the second as the second, and so
+    /// on; the last one for every connection after.
+    PerConnection(Vec<Reply>),
     /// `head`, then `total` bytes of `x`, `piece` bytes at a time, `pause` between.
     Stream {
         head: String,
@@ -70,13 +80,12 @@ impl Receiver {
         let written = Arc::clone(&receiver.body_bytes_written);
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                connections.fetch_add(1, Ordering::SeqCst);
-                let task = serve(
-                    socket,
-                    reply.clone(),
-                    Arc::clone(&seen),
-                    Arc::clone(&written),
-                );
+                let number = connections.fetch_add(1, Ordering::SeqCst);
+                let reply = match &reply {
+                    Reply::PerConnection(replies) => replies[number.min(replies.len() - 1)].clone(),
+                    other => other.clone(),
+                };
+                let task = serve(socket, reply, Arc::clone(&seen), Arc::clone(&written));
                 tokio::spawn(task);
             }
         });
@@ -106,9 +115,25 @@ async fn serve(
         let _ = socket.write_all(bytes).await;
         return;
     }
+    let mut answered_here = 0;
     while let Some(request) = read_request(&mut socket).await {
         seen.lock().unwrap().push(request);
         match &reply {
+            Reply::HangUp {
+                answered,
+                answer,
+                after,
+            } => {
+                if answered_here == *answered {
+                    tokio::time::sleep(*after).await;
+                    return;
+                }
+                answered_here += 1;
+                if socket.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+            Reply::PerConnection(_) => unreachable!("chosen when the connection opened"),
             Reply::Raw(bytes) => {
                 if socket.write_all(bytes).await.is_err() {
                     return;
@@ -185,14 +210,34 @@ async fn read_request(socket: &mut TcpStream) -> Option<Seen> {
     })
 }
 
-fn ok_with_body(body: &str) -> Reply {
-    Reply::Raw(
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
+fn ok_answer(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     )
+    .into_bytes()
+}
+
+fn ok_with_body(body: &str) -> Reply {
+    Reply::Raw(ok_answer(body))
+}
+
+/// Closes every connection on its first request, without answering.
+fn hang_up() -> Reply {
+    Reply::HangUp {
+        answered: 0,
+        answer: Vec::new(),
+        after: Duration::ZERO,
+    }
+}
+
+fn settings(policy: UrlPolicy, timeout: Duration) -> SenderSettings {
+    SenderSettings {
+        timeout,
+        connect_timeout: timeout,
+        policy,
+        max_excerpt_bytes: EXCERPT_LIMIT,
+    }
 }
 
 fn sender_with(
@@ -200,20 +245,31 @@ fn sender_with(
     timeout: Duration,
     resolver: StaticResolver,
 ) -> HttpWebhookSender {
-    let settings = SenderSettings {
-        timeout,
-        connect_timeout: timeout,
-        policy,
-        max_excerpt_bytes: EXCERPT_LIMIT,
-    };
-    HttpWebhookSender::new(settings, Arc::new(resolver)).unwrap()
+    HttpWebhookSender::new(settings(policy, timeout), Arc::new(resolver)).unwrap()
+}
+
+fn test_names() -> StaticResolver {
+    StaticResolver::default()
+        .with("internal.example.com", &["10.0.0.1".parse().unwrap()])
+        .with("loop.example.com", &["127.0.0.1".parse().unwrap()])
 }
 
 fn sender(policy: UrlPolicy, timeout: Duration) -> HttpWebhookSender {
-    let resolver = StaticResolver::default()
-        .with("internal.example.com", &["10.0.0.1".parse().unwrap()])
-        .with("loop.example.com", &["127.0.0.1".parse().unwrap()]);
-    sender_with(policy, timeout, resolver)
+    sender_with(policy, timeout, test_names())
+}
+
+/// Counts the lookups: reqwest resolves the name for every new connection, so this
+/// counts connections, the ones that were never made included.
+struct CountingResolver {
+    table: StaticResolver,
+    lookups: AtomicUsize,
+}
+
+impl Resolver for CountingResolver {
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<IpAddr>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.table.resolve(host, port).await
+    }
 }
 
 fn webhook(url: &str) -> OutgoingWebhook {
@@ -222,6 +278,19 @@ fn webhook(url: &str) -> OutgoingWebhook {
         headers: vec![("content-type".into(), "application/json".into())],
         body: b"{}".to_vec(),
     }
+}
+
+fn webhook_with_id(url: &str, id: &str) -> OutgoingWebhook {
+    let mut webhook = webhook(url);
+    webhook.headers.push(("webhook-id".into(), id.into()));
+    webhook
+}
+
+fn header<'a>(seen: &'a Seen, name: &str) -> &'a str {
+    seen.headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 fn failure(outcome: &SendOutcome) -> Option<AttemptError> {
@@ -377,6 +446,9 @@ async fn a_silent_receiver_costs_the_timeout() {
     );
     assert!(elapsed >= timeout, "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    // A timeout is not retried.
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(receiver.seen().len(), 1);
 }
 
 #[tokio::test]
@@ -495,6 +567,8 @@ async fn a_tls_failure_is_a_tls_error() {
         .send(webhook(&format!("https://{}/", receiver.addr)))
         .await;
     assert_eq!(failure(&outcome), Some(AttemptError::Tls), "{outcome:?}");
+    // Not retried: a new connection would meet the same handshake.
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -592,6 +666,190 @@ async fn connections_are_reused() {
     }
     assert_eq!(receiver.seen().len(), 3);
     assert_eq!(receiver.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_without_an_answer_is_tried_once_more_on_a_new_one() {
+    // The first connection answers one POST, then takes the next and closes without a
+    // word, as a receiver whose keep-alive ran out just then would.
+    let receiver = Receiver::start(Reply::PerConnection(vec![
+        Reply::HangUp {
+            answered: 1,
+            answer: ok_answer("first"),
+            after: Duration::ZERO,
+        },
+        ok_with_body("again"),
+    ]))
+    .await;
+    let sender = sender(LOCAL, Duration::from_secs(5));
+    let mut excerpts = Vec::new();
+    for id in ["msg_1", "msg_2"] {
+        let outcome = sender.send(webhook_with_id(&receiver.url("/in"), id)).await;
+        let SendOutcome::Answered {
+            status, excerpt, ..
+        } = outcome
+        else {
+            panic!("{id}: {outcome:?}")
+        };
+        excerpts.push((status, excerpt));
+    }
+    assert_eq!(
+        excerpts,
+        [(200, "first".to_owned()), (200, "again".to_owned())]
+    );
+    let seen = receiver.seen();
+    let ids: Vec<&str> = seen.iter().map(|s| header(s, "webhook-id")).collect();
+    assert_eq!(ids, ["msg_1", "msg_2", "msg_2"]);
+    // The same request again, byte for byte.
+    assert_eq!(seen[1].line, seen[2].line);
+    assert_eq!(seen[1].body, seen[2].body);
+    assert_eq!(seen[1].headers, seen[2].headers);
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_retry_takes_no_other_pooled_connection() {
+    // Two pooled connections, each closed by the receiver on its next request: the
+    // retry after the first must not be sent on the second.
+    let once_then_hang_up = Reply::HangUp {
+        answered: 1,
+        answer: ok_answer(""),
+        after: Duration::ZERO,
+    };
+    let receiver = Receiver::start(Reply::PerConnection(vec![
+        once_then_hang_up.clone(),
+        once_then_hang_up,
+        ok_with_body("new"),
+    ]))
+    .await;
+    let sender = sender(LOCAL, Duration::from_secs(5));
+    let (a, b) = tokio::join!(
+        sender.send(webhook(&receiver.url("/"))),
+        sender.send(webhook(&receiver.url("/")))
+    );
+    for outcome in [a, b] {
+        assert!(
+            matches!(outcome, SendOutcome::Answered { status: 200, .. }),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 2);
+    let outcome = sender.send(webhook(&receiver.url("/"))).await;
+    let SendOutcome::Answered {
+        status, excerpt, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((status, excerpt.as_str()), (200, "new"));
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_receiver_that_always_hangs_up_gets_one_retry_never_more() {
+    let receiver = Receiver::start(hang_up()).await;
+    let outcome = sender(LOCAL, Duration::from_secs(5))
+        .send(webhook(&receiver.url("/in")))
+        .await;
+    let SendOutcome::Failed { error, detail, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(*error, AttemptError::Io, "{outcome:?}");
+    assert!(
+        detail.contains("connection closed before message completed"),
+        "{detail}"
+    );
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(receiver.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn refused_connections_and_unknown_names_are_not_retried() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let hanging_up = Receiver::start(hang_up()).await;
+    let cases = [
+        // The count sees a retry where there is one.
+        (
+            format!("http://loop.example.com:{}/", hanging_up.addr.port()),
+            AttemptError::Io,
+            2,
+        ),
+        (
+            format!("http://loop.example.com:{closed}/"),
+            AttemptError::Connect,
+            1,
+        ),
+        (
+            "http://nowhere.example.com/".to_owned(),
+            AttemptError::Dns,
+            1,
+        ),
+    ];
+    for (url, error, connections) in cases {
+        let resolver = Arc::new(CountingResolver {
+            table: test_names(),
+            lookups: AtomicUsize::new(0),
+        });
+        let sender = HttpWebhookSender::new(
+            settings(LOCAL, Duration::from_secs(5)),
+            Arc::clone(&resolver),
+        )
+        .unwrap();
+        let outcome = sender.send(webhook(&url)).await;
+        assert_eq!(failure(&outcome), Some(error), "{url}: {outcome:?}");
+        assert_eq!(
+            resolver.lookups.load(Ordering::SeqCst),
+            connections,
+            "{url}"
+        );
+    }
+    assert_eq!(hanging_up.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_retry_ends_at_the_attempts_deadline() {
+    // The first try is dropped late, with little of the timeout left; the second gets
+    // no answer. The attempt still ends at its one deadline.
+    let timeout = Duration::from_millis(600);
+    let late = Duration::from_millis(450);
+    let receiver = Receiver::start(Reply::PerConnection(vec![
+        Reply::HangUp {
+            answered: 0,
+            answer: Vec::new(),
+            after: late,
+        },
+        Reply::Silent,
+    ]))
+    .await;
+    let started = Instant::now();
+    let outcome = sender(LOCAL, timeout)
+        .send(webhook(&receiver.url("/")))
+        .await;
+    let elapsed = started.elapsed();
+    let SendOutcome::Failed {
+        error,
+        detail,
+        latency,
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        (error, detail.as_str()),
+        (AttemptError::Timeout, "no answer within 600 ms")
+    );
+    // The latency is the attempt's, both tries.
+    assert!(latency >= timeout, "{latency:?}");
+    // A retry with a deadline of its own would end at 450 + 600 ms.
+    assert!(
+        elapsed < timeout + Duration::from_millis(250),
+        "{elapsed:?}"
+    );
+    assert_eq!(receiver.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(receiver.seen().len(), 2);
 }
 
 #[test]
