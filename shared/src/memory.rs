@@ -160,10 +160,8 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         id: &SubscriptionId,
         since: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone()))
-            && s.failing_since != since
-        {
-            s.failing_since = since;
+        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
+            s.failing_since = crate::subscription::next_failing_since(s.failing_since, since);
         }
         Ok(())
     }
