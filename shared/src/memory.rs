@@ -59,11 +59,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct InMemorySubscriptionStore {
     items: Mutex<BTreeMap<(TenantId, SubscriptionId), Subscription>>,
+    gets: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemorySubscriptionStore {
     pub fn all(&self) -> Vec<Subscription> {
         lock(&self.items).values().cloned().collect()
+    }
+    /// How many times `get` was called: what a cache in front of the store saves.
+    pub fn gets(&self) -> usize {
+        self.gets.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -83,6 +88,7 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         tenant: &TenantId,
         id: &SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(lock(&self.items)
             .get(&(tenant.clone(), id.clone()))
             .cloned())
