@@ -82,6 +82,25 @@ pub fn number(
     }
 }
 
+/// A whole number of seconds from 0 to `max`.
+pub fn seconds(
+    env: &dyn Source,
+    name: &'static str,
+    default: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    match env.get(name) {
+        None => Ok(Duration::from_secs(default)),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) if n <= max => Ok(Duration::from_secs(n)),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: format!("`{raw}` is not a whole number of seconds from 0 to {max}"),
+            }),
+        },
+    }
+}
+
 /// `HERALD_ALLOW_HTTP` and `HERALD_ALLOW_LOOPBACK`; both off in a deployment by default.
 pub fn url_policy(env: &dyn Source) -> Result<UrlPolicy, ConfigError> {
     Ok(UrlPolicy {
@@ -173,6 +192,11 @@ mod tests {
                 .starts_with("HERALD_RETRY_SCHEDULE is invalid")
         );
         assert!(number(&env(&[("N", "0")]), "N", 5, 10).is_err());
+        for bad in ["301", "-1", "5s", "1.5", "soon"] {
+            let source = move |name: &str| (name == "S").then(|| bad.to_owned());
+            let err = seconds(&source, "S", 5, 300).unwrap_err();
+            assert!(err.to_string().starts_with("S is invalid"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -183,5 +207,14 @@ mod tests {
             Duration::from_secs(30 * 86_400)
         );
         assert_eq!(tenant_claim(&env(&[])), "tenant");
+        assert_eq!(seconds(&env(&[]), "S", 5, 300), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            seconds(&env(&[("S", "0")]), "S", 5, 300),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            seconds(&env(&[("S", "300")]), "S", 5, 300),
+            Ok(Duration::from_secs(300))
+        );
     }
 }

@@ -21,6 +21,7 @@ pub mod selection;
 pub mod signing;
 pub mod sqs;
 pub mod subscription;
+pub mod subscription_cache;
 pub mod telemetry;
 pub mod tls;
 pub mod url_guard;

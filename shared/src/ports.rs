@@ -65,6 +65,15 @@ pub trait SubscriptionStore: Send + Sync {
         tenant: &TenantId,
         id: &SubscriptionId,
     ) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
+    /// The subscription as stored now, past any cache in front of the store: for a
+    /// decision a stale copy must not make, such as disabling it for failing.
+    fn get_fresh(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send {
+        self.get(tenant, id)
+    }
     fn list(
         &self,
         tenant: &TenantId,
@@ -100,6 +109,8 @@ pub trait SubscriptionStore: Send + Sync {
     /// Records since when deliveries have failed without a success (None: healthy).
     /// Writes only when that changes, and keeps the version: health is not a change a
     /// tenant's concurrent edit should be refused for. A no-op when the subscription is gone.
+    /// `Some` keeps an earlier start already stored: a worker holding a stale copy that
+    /// looks healthy must not postpone an auto-disable.
     fn set_failing_since(
         &self,
         tenant: &TenantId,
@@ -304,6 +315,13 @@ pub trait WebhookSender: Send + Sync {
 /// The time, passed in so tests can choose it.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
+}
+
+/// One clock shared, e.g. by a handler and the cache in front of its store.
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> DateTime<Utc> {
+        (**self).now()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -130,6 +130,19 @@ impl Subscription {
     }
 }
 
+/// What a subscription's `failing_since` becomes when a worker asks for `asked`: a
+/// success clears it, and a failure starts it unless an earlier start is stored (the
+/// worker may have read a copy from before another worker's first failure).
+pub fn next_failing_since(
+    stored: Option<DateTime<Utc>>,
+    asked: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    match (stored, asked) {
+        (Some(stored), Some(asked)) => Some(stored.min(asked)),
+        (_, asked) => asked,
+    }
+}
+
 /// The body of `POST /v1/subscriptions`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -357,6 +370,17 @@ impl NewSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_keeps_an_earlier_start_and_a_success_clears_it() {
+        let early = Utc::now() - chrono::Duration::hours(3);
+        let now = Utc::now();
+        assert_eq!(next_failing_since(None, Some(now)), Some(now));
+        assert_eq!(next_failing_since(Some(early), Some(now)), Some(early));
+        assert_eq!(next_failing_since(Some(now), Some(early)), Some(early));
+        assert_eq!(next_failing_since(Some(early), None), None);
+        assert_eq!(next_failing_since(None, None), None);
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> Result<BTreeMap<String, String>, FieldError> {
         let offer = Offer {

@@ -550,6 +550,9 @@ async fn a_subscription_failing_too_long_is_disabled_announced_and_can_be_revive
     let herald = TestHerald::start(&[
         ("HERALD_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s"),
         ("HERALD_AUTO_DISABLE_AFTER", "2s"),
+        // The revived subscription must be delivered to at once, not after deliver's
+        // kept copy (disabled) expires.
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
     ])
     .await;
     let failing = TestReceiver::start(Script::always(200)).await;
@@ -602,5 +605,50 @@ async fn a_subscription_failing_too_long_is_disabled_announced_and_can_be_revive
         .await;
     let got = failing.wait_for(before + 1, PATIENCE).await;
     assert_eq!(got.last().unwrap().status, 200);
+    herald.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_disable_reaches_deliver_once_its_kept_copy_expires() {
+    let herald = TestHerald::start(&[("HERALD_SUBSCRIPTION_CACHE_SECONDS", "1")]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (sub, _) = herald
+        .subscribe("acme", &receiver.url(), &["order.*"])
+        .await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-kept", "type": "order.shipped", "data": {}}),
+        )
+        .await;
+    let id = delivery_id(&herald, "acme", "e-kept", sub.as_str()).await;
+    wait_for_state(&herald, "acme", &id, DeliveryState::Delivered).await;
+
+    // Deliver now holds the subscription as active; the tenant disables it.
+    let path = format!("/v1/subscriptions/{sub}");
+    let (status, _) = herald
+        .call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(&json!({"status": "disabled"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A redelivery after the kept copy's second is skipped, not sent.
+    let (status, _) = herald
+        .call(
+            "POST",
+            &format!("/v1/deliveries/{id}/retry"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let skipped = wait_for_state(&herald, "acme", &id, DeliveryState::Skipped).await;
+    assert_eq!(skipped.attempts.len(), 1, "no second attempt");
+    assert_eq!(receiver.requests().len(), 1);
     herald.shutdown().await;
 }

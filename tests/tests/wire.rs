@@ -60,6 +60,9 @@ async fn keyed_herald() -> TestHerald {
     TestHerald::start(&[
         ("HERALD_ED25519_SIGNING_KEY", &ed25519),
         ("HERALD_RSA_SIGNING_KEY", &rsa),
+        // The delivery right after a rotation must carry the new secret, not wait for
+        // deliver's kept copy of the subscription to expire.
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
     ])
     .await
 }

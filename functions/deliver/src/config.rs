@@ -6,6 +6,9 @@ use herald_shared::config::{self, ConfigError, Source};
 use herald_shared::retry::RetryPolicy;
 use herald_shared::url_guard::UrlPolicy;
 
+/// The longest a change to a subscription may take to reach deliver.
+pub const MAX_SUBSCRIPTION_CACHE_SECONDS: u64 = 300;
+
 #[derive(Debug)]
 pub struct DeliverConfig {
     pub subscriptions_table: String,
@@ -26,6 +29,9 @@ pub struct DeliverConfig {
     pub retention: Duration,
     /// A subscription failing this long without a success is disabled.
     pub auto_disable_after: Duration,
+    /// How long a container keeps the subscriptions it read, so a change reaches it up to
+    /// this late (`HERALD_SUBSCRIPTION_CACHE_SECONDS`, 5; 0 keeps none).
+    pub subscription_cache: Duration,
     pub keys: herald_shared::keys::SigningKeys,
 }
 
@@ -64,6 +70,12 @@ impl DeliverConfig {
                 env,
                 "HERALD_AUTO_DISABLE_AFTER",
                 Duration::from_secs(5 * 86_400),
+            )?,
+            subscription_cache: config::seconds(
+                env,
+                "HERALD_SUBSCRIPTION_CACHE_SECONDS",
+                5,
+                MAX_SUBSCRIPTION_CACHE_SECONDS,
             )?,
             keys: config::signing_keys(env)?,
         })

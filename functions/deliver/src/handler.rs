@@ -158,7 +158,8 @@ where
     BatchOutcome { response, reports }
 }
 
-/// Each subscription named in the batch, read once.
+/// Each subscription named in the batch, read once (through the store's cache when
+/// deliver is wired with one: `CachedSubscriptions`).
 async fn load_subscriptions<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
     decoded: &[(SqsMessage, Result<DeliveryTask, String>)],
@@ -425,6 +426,11 @@ where
 /// it; failing for longer than `auto_disable_after` disables the subscription and tells
 /// the tenant with a `subscription.disabled` event. Best effort: the delivery's own
 /// outcome is already recorded, so a failure here is only logged.
+///
+/// `subscription` may be a few seconds old (the cache in front of the store), so it only
+/// says whether to look further: a disable is decided on a fresh read, since another
+/// worker may have had a success meanwhile, and the store keeps an earlier start when
+/// a stale copy that looked healthy marks it failing.
 async fn track_health<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
     task: &DeliveryTask,
@@ -437,6 +443,7 @@ async fn track_health<S, L, E, Q, W, C>(
     Q: DeliveryQueue,
 {
     let (tenant, id) = (&task.tenant, &task.subscription_id);
+    let limit = to_chrono(deps.settings.auto_disable_after);
     let result = match (succeeded, subscription.failing_since) {
         (true, Some(_)) => deps.subscriptions.set_failing_since(tenant, id, None).await,
         (true, None) => Ok(()),
@@ -445,13 +452,23 @@ async fn track_health<S, L, E, Q, W, C>(
                 .set_failing_since(tenant, id, Some(now))
                 .await
         }
-        (false, Some(since)) if now - since >= to_chrono(deps.settings.auto_disable_after) => {
-            let reason = format!(
-                "no successful delivery since {}",
-                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
-            match deps.subscriptions.disable(tenant, id, &reason, now).await {
-                Ok(()) => announce_disabled(deps, tenant, subscription, &reason, now).await,
+        (false, Some(since)) if now - since >= limit => {
+            match deps.subscriptions.get_fresh(tenant, id).await {
+                Ok(Some(current)) if current.status == SubscriptionStatus::Active => {
+                    match current.failing_since {
+                        Some(since) if now - since >= limit => {
+                            disable_for_failing(deps, &current, since, now).await
+                        }
+                        Some(_) => Ok(()),
+                        // Healthy again elsewhere: this failure starts the clock anew.
+                        None => {
+                            deps.subscriptions
+                                .set_failing_since(tenant, id, Some(now))
+                                .await
+                        }
+                    }
+                }
+                Ok(_) => Ok(()),
                 Err(e) => Err(e),
             }
         }
@@ -460,6 +477,26 @@ async fn track_health<S, L, E, Q, W, C>(
     if let Err(e) = result {
         tracing::warn!(subscription = %id, error = %e, "could not record the subscription's health");
     }
+}
+
+async fn disable_for_failing<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    subscription: &Subscription,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError>
+where
+    S: SubscriptionStore,
+    E: EventLog,
+    Q: DeliveryQueue,
+{
+    let (tenant, id) = (&subscription.tenant, &subscription.id);
+    let reason = format!(
+        "no successful delivery since {}",
+        since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    deps.subscriptions.disable(tenant, id, &reason, now).await?;
+    announce_disabled(deps, tenant, subscription, &reason, now).await
 }
 
 /// Publishes `subscription.disabled` to the tenant's own subscriptions for that type.

@@ -13,15 +13,17 @@ use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscrip
 use herald_shared::http_sender::{HttpWebhookSender, SenderSettings};
 use herald_shared::ports::SystemClock;
 use herald_shared::sqs::SqsDeliveryQueue;
+use herald_shared::subscription_cache::CachedSubscriptions;
 use herald_shared::url_guard::SystemResolver;
 
 pub use config::DeliverConfig;
 pub use handler::{BatchOutcome, DeliverDeps, process_batch};
 pub use report::{Disposition, RecordReport};
 
-/// Deliver wired to DynamoDB, SQS and the real HTTP client.
+/// Deliver wired to DynamoDB (its subscriptions kept briefly across invocations), SQS and
+/// the real HTTP client.
 pub type AwsDeliver = DeliverDeps<
-    DynamoSubscriptionStore,
+    CachedSubscriptions<DynamoSubscriptionStore>,
     DynamoDeliveryLedger,
     DynamoEventLog,
     SqsDeliveryQueue,
@@ -46,9 +48,10 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigE
         }
     })?;
     Ok(DeliverDeps {
-        subscriptions: DynamoSubscriptionStore::new(
-            dynamo.clone(),
-            config.subscriptions_table.clone(),
+        subscriptions: CachedSubscriptions::new(
+            DynamoSubscriptionStore::new(dynamo.clone(), config.subscriptions_table.clone()),
+            config.subscription_cache,
+            SystemClock,
         ),
         ledger: DynamoDeliveryLedger::new(dynamo.clone(), config.deliveries_table.clone()),
         events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),

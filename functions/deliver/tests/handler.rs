@@ -1,21 +1,24 @@
 //! The deliver handler on in-memory ports, fed with the SQS events in `events/`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, Disposition, process_batch};
-use herald_shared::delivery::{AttemptError, DeliveryState, decode_message};
-use herald_shared::ids::SubscriptionId;
+use herald_shared::delivery::{AttemptError, DeliveryState, DeliveryTask, decode_message};
+use herald_shared::event::{Event, EventType};
+use herald_shared::ids::{EventId, SubscriptionId, TenantId};
 use herald_shared::memory::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
     InMemorySubscriptionStore, InMemoryWebhookSender, active_subscription,
 };
-use herald_shared::ports::{SendOutcome, SubscriptionStore};
+use herald_shared::ports::{Clock, SendOutcome, SubscriptionStore};
 use herald_shared::retry::RetryPolicy;
 use herald_shared::signing::WebhookSecret;
 use herald_shared::subscription::SubscriptionStatus;
+use herald_shared::subscription_cache::CachedSubscriptions;
 use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 
 type Deps = DeliverDeps<
@@ -323,4 +326,131 @@ async fn retry_after_is_honoured_on_429() {
         Disposition::RetryIn(Duration::from_secs(120))
     );
     assert_eq!(deps.queue.delayed()[0].1, Duration::from_secs(120));
+}
+
+type CachedDeps = DeliverDeps<
+    CachedSubscriptions<InMemorySubscriptionStore, Arc<FixedClock>>,
+    InMemoryDeliveryLedger,
+    InMemoryEventLog,
+    InMemoryDeliveryQueue,
+    InMemoryWebhookSender,
+    Arc<FixedClock>,
+>;
+
+/// Deliver with its subscriptions kept for `ttl`, on one clock shared with the cache.
+fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> CachedDeps {
+    let plain = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let clock = Arc::new(FixedClock::at(Utc::now()));
+    DeliverDeps {
+        subscriptions: CachedSubscriptions::new(
+            InMemorySubscriptionStore::default(),
+            ttl,
+            Arc::clone(&clock),
+        ),
+        ledger: plain.ledger,
+        events: plain.events,
+        queue: plain.queue,
+        sender,
+        clock,
+        settings: plain.settings,
+    }
+}
+
+/// A batch of one new delivery of event `n` to the test subscription.
+fn one_task(n: u32) -> SqsEvent {
+    let event = Event {
+        id: EventId::parse(&format!("ord_{n}")).unwrap(),
+        event_type: EventType::parse("order.paid").unwrap(),
+        occurred_at: Utc::now(),
+        data: serde_json::Map::new(),
+        subject: None,
+    };
+    let task = DeliveryTask::new(
+        &TenantId::parse("acme").unwrap(),
+        &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        &event,
+        Utc::now(),
+    );
+    let record = serde_json::json!({
+        "messageId": format!("m-{n}"),
+        "receiptHandle": format!("r-{n}"),
+        "body": task.to_message_body(),
+    });
+    serde_json::from_value(serde_json::json!({ "Records": [record] })).unwrap()
+}
+
+fn test_subscription() -> herald_shared::subscription::Subscription {
+    active_subscription(
+        "acme",
+        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["order.*"],
+    )
+}
+
+#[tokio::test]
+async fn batches_within_the_cache_lifetime_read_the_subscription_once() {
+    let deps = cached_deps(InMemoryWebhookSender::default(), Duration::from_secs(5));
+    deps.subscriptions
+        .create(&test_subscription())
+        .await
+        .unwrap();
+    let store = deps.subscriptions.inner();
+
+    process_batch(&deps, one_task(1)).await;
+    deps.clock.advance(Duration::from_secs(4));
+    process_batch(&deps, one_task(2)).await;
+    assert_eq!(store.gets(), 1, "the second batch used the kept copy");
+
+    deps.clock.advance(Duration::from_secs(1));
+    process_batch(&deps, one_task(3)).await;
+    assert_eq!(store.gets(), 2, "after the lifetime it is read again");
+    assert_eq!(deps.sender.sent().len(), 3);
+    assert!(
+        deps.ledger
+            .records()
+            .iter()
+            .all(|r| r.state == DeliveryState::Delivered)
+    );
+}
+
+#[tokio::test]
+async fn a_stale_failing_since_does_not_disable_a_subscription_healthy_elsewhere() {
+    let failures = (0..3).map(|_| InMemoryWebhookSender::status(500));
+    let mut deps = cached_deps(
+        InMemoryWebhookSender::answering(failures),
+        Duration::from_secs(300),
+    );
+    deps.settings.auto_disable_after = Duration::from_secs(60);
+    let start = deps.clock.now();
+    let mut subscription = test_subscription();
+    subscription.failing_since = Some(start - chrono::Duration::seconds(30));
+    deps.subscriptions.create(&subscription).await.unwrap();
+    let (tenant, id) = (subscription.tenant.clone(), subscription.id.clone());
+
+    // Failing for 30 s: too soon to disable, and the cache keeps that copy.
+    process_batch(&deps, one_task(1)).await;
+    // Another container delivers successfully and clears the mark.
+    deps.subscriptions
+        .inner()
+        .set_failing_since(&tenant, &id, None)
+        .await
+        .unwrap();
+
+    // 70 s by the kept copy, but healthy in the store: not disabled, the clock starts anew.
+    deps.clock.advance(Duration::from_secs(40));
+    process_batch(&deps, one_task(2)).await;
+    let stored = deps.subscriptions.inner().all().remove(0);
+    assert_eq!(stored.status, SubscriptionStatus::Active);
+    assert_eq!(
+        stored.failing_since,
+        Some(start + chrono::Duration::seconds(40))
+    );
+    assert!(deps.queue.enqueued().is_empty(), "no disable announced");
+
+    // Failing for 61 s by the store: now it is disabled.
+    deps.clock.advance(Duration::from_secs(61));
+    process_batch(&deps, one_task(3)).await;
+    let stored = deps.subscriptions.inner().all().remove(0);
+    assert_eq!(stored.status, SubscriptionStatus::Disabled);
 }

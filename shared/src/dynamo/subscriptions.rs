@@ -260,13 +260,14 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             let Some(mut subscription) = self.get(tenant, id).await? else {
                 return Ok(());
             };
-            if subscription.failing_since == since {
+            let next = crate::subscription::next_failing_since(subscription.failing_since, since);
+            if subscription.failing_since == next {
                 return Ok(());
             }
             let read_version = subscription.version;
             // Health is not a change of the subscription: the version stays, so a
             // tenant's concurrent change is never refused because of it.
-            subscription.failing_since = since;
+            subscription.failing_since = next;
             match self.update(&subscription, read_version).await {
                 Err(StoreError::Conflict) => continue,
                 other => return other,

@@ -167,3 +167,46 @@ async fn disabled_subscriptions_are_not_active_and_deleted_ones_are_gone() {
         .unwrap();
     assert!(store.active(&acme).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn marking_failing_keeps_an_earlier_start_and_a_success_clears_it() {
+    let (_aws, store) = store().await;
+    let acme = tenant("acme");
+    let sub = subscription("acme", Utc::now());
+    store.create(&sub).await.unwrap();
+    let failing_since =
+        |s: Option<herald_shared::subscription::Subscription>| s.unwrap().failing_since;
+
+    let first = Utc::now() - chrono::Duration::minutes(10);
+    store
+        .set_failing_since(&acme, &sub.id, Some(first))
+        .await
+        .unwrap();
+    // A worker holding a copy from before the first failure marks it failing again.
+    store
+        .set_failing_since(&acme, &sub.id, Some(Utc::now()))
+        .await
+        .unwrap();
+    let read = store.get(&acme, &sub.id).await.unwrap();
+    assert_eq!(failing_since(read.clone()), Some(first));
+    assert_eq!(
+        read.unwrap().version,
+        sub.version,
+        "health keeps the version"
+    );
+
+    store.set_failing_since(&acme, &sub.id, None).await.unwrap();
+    assert_eq!(
+        failing_since(store.get(&acme, &sub.id).await.unwrap()),
+        None
+    );
+    let later = Utc::now();
+    store
+        .set_failing_since(&acme, &sub.id, Some(later))
+        .await
+        .unwrap();
+    assert_eq!(
+        failing_since(store.get(&acme, &sub.id).await.unwrap()),
+        Some(later)
+    );
+}
