@@ -416,26 +416,65 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
     }
 }
 
-/// Records what the handlers asked of the queue.
+/// Records what the handlers asked of the queue, and each batch call as it was made.
 #[derive(Default)]
 pub struct InMemoryDeliveryQueue {
     pub enqueued: Mutex<Vec<DeliveryTask>>,
-    pub delayed: Mutex<Vec<(String, Duration)>>,
-    pub dead_letters: Mutex<Vec<(String, DeadLetter)>>,
+    /// Every `retry_later` call with its entries, refused ones included.
+    pub visibility_calls: Mutex<Vec<Vec<VisibilityChange>>>,
+    /// Every `dead_letter` call with its entries, refused ones included.
+    pub dead_letter_calls: Mutex<Vec<Vec<DeadLetter>>>,
     /// How many upcoming `enqueue` calls fail, to show nothing is half-done.
     pub fail_next: Mutex<usize>,
+    /// How many upcoming visibility changes (entries, across calls) are refused.
+    pub refuse_next_visibility_changes: Mutex<usize>,
+    /// How many upcoming dead letters (entries, across calls) are refused.
+    pub refuse_next_dead_letters: Mutex<usize>,
+    delayed: Mutex<Vec<VisibilityChange>>,
+    dead_letters: Mutex<Vec<DeadLetter>>,
 }
 
 impl InMemoryDeliveryQueue {
     pub fn enqueued(&self) -> Vec<DeliveryTask> {
         lock(&self.enqueued).clone()
     }
-    pub fn delayed(&self) -> Vec<(String, Duration)> {
+    /// The visibility changes made (not those refused).
+    pub fn delayed(&self) -> Vec<VisibilityChange> {
         lock(&self.delayed).clone()
     }
-    pub fn dead_letters(&self) -> Vec<(String, DeadLetter)> {
+    /// The dead letters sent (not those refused).
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
         lock(&self.dead_letters).clone()
     }
+    pub fn visibility_calls(&self) -> Vec<Vec<VisibilityChange>> {
+        lock(&self.visibility_calls).clone()
+    }
+    pub fn dead_letter_calls(&self) -> Vec<Vec<DeadLetter>> {
+        lock(&self.dead_letter_calls).clone()
+    }
+}
+
+/// Takes each entry into `into` unless `refuse` still counts refusals.
+fn take_entries<T: Clone>(
+    entries: &[T],
+    refuse: &Mutex<usize>,
+    into: &Mutex<Vec<T>>,
+) -> Vec<Result<(), QueueError>> {
+    let mut refuse = lock(refuse);
+    entries
+        .iter()
+        .map(|entry| {
+            if *refuse > 0 {
+                *refuse -= 1;
+                return Err(QueueError::Refused {
+                    code: "InternalError".into(),
+                    message: "refused by the test".into(),
+                });
+            }
+            lock(into).push(entry.clone());
+            Ok(())
+        })
+        .collect()
 }
 
 impl DeliveryQueue for InMemoryDeliveryQueue {
@@ -451,14 +490,14 @@ impl DeliveryQueue for InMemoryDeliveryQueue {
         Ok(())
     }
 
-    async fn retry_later(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
-        lock(&self.delayed).push((receipt_handle.to_owned(), delay));
-        Ok(())
+    async fn retry_later(&self, changes: &[VisibilityChange]) -> Vec<Result<(), QueueError>> {
+        lock(&self.visibility_calls).push(changes.to_vec());
+        take_entries(changes, &self.refuse_next_visibility_changes, &self.delayed)
     }
 
-    async fn dead_letter(&self, body: &str, why: &DeadLetter) -> Result<(), QueueError> {
-        lock(&self.dead_letters).push((body.to_owned(), why.clone()));
-        Ok(())
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Vec<Result<(), QueueError>> {
+        lock(&self.dead_letter_calls).push(letters.to_vec());
+        take_entries(letters, &self.refuse_next_dead_letters, &self.dead_letters)
     }
 }
 

@@ -40,6 +40,9 @@ pub enum QueueError {
     Unavailable(#[source] Source),
     #[error("{failed} of the messages could not be queued")]
     Partial { failed: usize },
+    /// SQS took the batch call but not this entry of it.
+    #[error("SQS refused the entry: {code}: {message}")]
+    Refused { code: String, message: String },
 }
 
 impl QueueError {
@@ -245,13 +248,25 @@ pub struct DeliveryQuery {
     pub cursor: Option<String>,
 }
 
-/// Why a message went to the dead-letter queue; kept as a message attribute.
+/// A copy of a message for the dead-letter queue, with why it went there (kept as
+/// message attributes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeadLetter {
+    pub body: String,
     pub reason: String,
     pub delivery_id: Option<DeliveryId>,
 }
 
+/// A received message to hide for `delay`, so SQS hands it back then.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisibilityChange {
+    pub receipt_handle: String,
+    pub delay: Duration,
+}
+
+/// The calls on a batch of records take every record's entry at once and answer one
+/// result per entry, in the order given: SQS takes or refuses each entry of a batch call
+/// on its own, and a whole call that fails is an error for each of its entries.
 pub trait DeliveryQueue: Send + Sync {
     /// Queues every task; an error means some were not queued (the call may be repeated:
     /// a task queued twice is delivered once).
@@ -259,18 +274,16 @@ pub trait DeliveryQueue: Send + Sync {
         &self,
         tasks: &[DeliveryTask],
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
-    /// Hides a received message for `delay`, so it comes back then.
+    /// Hides each received message for its delay.
     fn retry_later(
         &self,
-        receipt_handle: &str,
-        delay: Duration,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
-    /// Sends a copy of a message body to the dead-letter queue with the reason.
+        changes: &[VisibilityChange],
+    ) -> impl Future<Output = Vec<Result<(), QueueError>>> + Send;
+    /// Sends each copy to the dead-letter queue.
     fn dead_letter(
         &self,
-        body: &str,
-        why: &DeadLetter,
-    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+        letters: &[DeadLetter],
+    ) -> impl Future<Output = Vec<Result<(), QueueError>>> + Send;
 }
 
 /// A signed request ready to send.

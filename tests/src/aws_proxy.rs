@@ -1,8 +1,8 @@
 //! A proxy between Herald and moto that records each AWS call (the API action from the
 //! JSON protocols' `X-Amz-Target`, and the table or queue it names) and can answer calls
-//! with the errors AWS answers under load: throttling and 5xx. The emulator tests use the
-//! record to check each function against the template's policies; the fault tests use the
-//! errors.
+//! with the errors AWS answers under load: throttling, 5xx, and an SQS batch taken in
+//! part. The emulator tests use the record to check each function against the template's
+//! policies; the fault tests use the errors.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -40,6 +40,10 @@ pub enum FaultKind {
     Throttling,
     /// 500 `InternalServerError` (DynamoDB) or `InternalError` (SQS).
     ServerError,
+    /// For an SQS batch call: its first entry is not forwarded and is answered as failed
+    /// (`InternalError`, not the sender's fault) beside what moto answered for the rest,
+    /// as SQS answers a batch it took only in part.
+    RefuseFirstEntry,
 }
 
 /// Calls whose action starts with `action` (e.g. `dynamodb:` or `sqs:SendMessageBatch`)
@@ -143,12 +147,13 @@ async fn forward(
     recorded: Arc<Mutex<State>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body
+    let mut body = body
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let mut index = None;
+    let mut refused_entry = None;
     if let Some(call) = describe(&parts.headers, &body) {
         let mut state = recorded.lock().unwrap();
         let fault = state
@@ -161,9 +166,25 @@ async fn forward(
             });
         state.calls.push(call.clone());
         index = Some(state.calls.len() - 1);
-        if let Some(kind) = fault {
-            state.injected += 1;
-            return Ok(error_response(&call, kind));
+        match fault {
+            Some(FaultKind::RefuseFirstEntry) => {
+                if let Some((entry, rest)) = without_first_entry(&body) {
+                    state.injected += 1;
+                    refused_entry = Some(entry);
+                    match rest {
+                        Some(rest) => body = rest,
+                        // Nothing left to forward: the whole answer is the refusal.
+                        None => {
+                            return Ok(json_response(partial_answer(&Value::Null, refused_entry)));
+                        }
+                    }
+                }
+            }
+            Some(kind) => {
+                state.injected += 1;
+                return Ok(error_response(&call, kind));
+            }
+            None => {}
         }
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -188,7 +209,11 @@ async fn forward(
             response = response.header(name, value);
         }
     }
-    let bytes = answer.bytes().await.unwrap_or_default();
+    let mut bytes = answer.bytes().await.unwrap_or_default();
+    if refused_entry.is_some() {
+        let answered: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        bytes = Bytes::from(partial_answer(&answered, refused_entry).to_string());
+    }
     if let Some(index) = index {
         let (action, measure) = {
             let state = recorded.lock().unwrap();
@@ -318,15 +343,53 @@ fn describe(headers: &hyper::HeaderMap, body: &[u8]) -> Option<AwsCall> {
     })
 }
 
+/// A batch call's body without its first entry: the entry's id, and the body to forward
+/// (None when it had only that entry). None when the call has no entries.
+fn without_first_entry(body: &[u8]) -> Option<(Value, Option<Bytes>)> {
+    let mut json: Value = serde_json::from_slice(body).ok()?;
+    let entries = json.get_mut("Entries")?.as_array_mut()?;
+    if entries.is_empty() {
+        return None;
+    }
+    let first = entries.remove(0);
+    let rest = (!entries.is_empty()).then(|| Bytes::from(json.to_string()));
+    Some((first["Id"].clone(), rest))
+}
+
+/// moto's answer to the rest of a batch call, with the refused entry among the failures.
+fn partial_answer(answered: &Value, refused: Option<Value>) -> Value {
+    let mut answer = serde_json::json!({
+        "Successful": answered.get("Successful").cloned().unwrap_or(Value::Array(vec![])),
+        "Failed": answered.get("Failed").cloned().unwrap_or(Value::Array(vec![])),
+    });
+    if let (Some(id), Some(failed)) = (refused, answer["Failed"].as_array_mut()) {
+        failed.push(serde_json::json!({
+            "Id": id,
+            "SenderFault": false,
+            "Code": "InternalError",
+            "Message": "refused by the test's proxy",
+        }));
+    }
+    answer
+}
+
+fn json_response(body: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
 /// The error as the service's JSON protocol carries it, so the SDK classifies it as it
 /// would AWS's own (throttling and 5xx are retried, then surface as errors).
 fn error_response(call: &AwsCall, kind: FaultKind) -> Response<Full<Bytes>> {
     let dynamodb = call.action.starts_with("dynamodb:");
     let (status, code) = match (dynamodb, kind) {
         (true, FaultKind::Throttling) => (400, "ThrottlingException"),
-        (true, FaultKind::ServerError) => (500, "InternalServerError"),
+        (true, _) => (500, "InternalServerError"),
         (false, FaultKind::Throttling) => (400, "RequestThrottled"),
-        (false, FaultKind::ServerError) => (500, "InternalError"),
+        (false, _) => (500, "InternalError"),
     };
     let namespace = if dynamodb {
         "com.amazonaws.dynamodb.v20120810"
@@ -353,6 +416,27 @@ fn error_response(call: &AwsCall, kind: FaultKind) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_call_loses_its_first_entry_to_the_refusal() {
+        let body = serde_json::json!({"QueueUrl": "q", "Entries": [{"Id": "0"}, {"Id": "1"}]});
+        let (id, rest) = without_first_entry(body.to_string().as_bytes()).unwrap();
+        assert_eq!(id, "0");
+        let rest: Value = serde_json::from_slice(&rest.unwrap()).unwrap();
+        assert_eq!(rest["Entries"], serde_json::json!([{"Id": "1"}]));
+        let only = serde_json::json!({"Entries": [{"Id": "7"}]});
+        assert_eq!(
+            without_first_entry(only.to_string().as_bytes()),
+            Some((Value::from("7"), None))
+        );
+        assert_eq!(without_first_entry(b"{\"TableName\": \"t\"}"), None);
+
+        let answered = serde_json::json!({"Successful": [{"Id": "1"}]});
+        let answer = partial_answer(&answered, Some(Value::from("0")));
+        assert_eq!(answer["Successful"], serde_json::json!([{"Id": "1"}]));
+        assert_eq!(answer["Failed"][0]["Id"], "0");
+        assert_eq!(answer["Failed"][0]["SenderFault"], false);
+    }
 
     #[test]
     fn items_are_sized_by_names_and_values() {

@@ -1,11 +1,12 @@
 //! Throttling and 5xx from SQS and DynamoDB, injected by a proxy between Herald and moto:
 //! a publish that cannot be completed is answered with a retryable error and its retry
-//! completes it with nothing duplicated; deliver loses nothing.
+//! completes it with nothing duplicated; deliver loses nothing, also when SQS takes its
+//! batch calls only in part.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use herald_tests::aws::{moto_url, sdk_config_for};
+use herald_tests::aws::{moto_url, queue_depth, sdk_config, sdk_config_for};
 use herald_tests::aws_proxy::{Fault, FaultKind, RecordingProxy};
 use herald_tests::herald::TestHerald;
 use herald_tests::receiver::{Recorded, Script, TestReceiver};
@@ -71,7 +72,7 @@ async fn a_failed_publish_is_retryable_and_its_retry_delivers_once(fault: Fault)
 #[tokio::test]
 async fn sqs_errors_while_queuing_are_503_and_the_retry_delivers_once() {
     a_failed_publish_is_retryable_and_its_retry_delivers_once(Fault {
-        action: "sqs:SendMessage".into(),
+        action: "sqs:SendMessageBatch".into(),
         kind: FaultKind::ServerError,
         times: usize::MAX,
     })
@@ -81,7 +82,7 @@ async fn sqs_errors_while_queuing_are_503_and_the_retry_delivers_once() {
 #[tokio::test]
 async fn sqs_throttling_while_queuing_is_503_and_the_retry_delivers_once() {
     a_failed_publish_is_retryable_and_its_retry_delivers_once(Fault {
-        action: "sqs:SendMessage".into(),
+        action: "sqs:SendMessageBatch".into(),
         kind: FaultKind::Throttling,
         times: usize::MAX,
     })
@@ -125,7 +126,7 @@ async fn deliver_loses_nothing_while_dynamodb_and_sqs_fail_for_a_while() {
         times: 12,
     });
     proxy.inject(Fault {
-        action: "sqs:ChangeMessageVisibility".into(),
+        action: "sqs:ChangeMessageVisibilityBatch".into(),
         kind: FaultKind::Throttling,
         times: 6,
     });
@@ -167,5 +168,77 @@ async fn deliver_loses_nothing_while_dynamodb_and_sqs_fail_for_a_while() {
         proxy.injected()
     );
     assert!(proxy.injected() >= 24, "the faults were not all met");
+    herald.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliver_loses_nothing_when_sqs_takes_its_batch_calls_in_part() {
+    let proxy = RecordingProxy::start(moto_url()).await;
+    // The test schedule (1s, 1s, 1s): four attempts, then the dead-letter queue.
+    let herald = TestHerald::start_with(sdk_config_for(&proxy.url()), &[], Some(5)).await;
+    let events: Vec<Value> = (0..10).map(|i| order(&format!("ord_{i}"))).collect();
+    // Every event meets a 503 first (retried with a visibility change), then 200s.
+    let flaky = TestReceiver::start(Script::sequence(
+        std::iter::repeat_n(503, events.len()).chain([200]),
+    ))
+    .await;
+    // Every attempt fails: each delivery ends in the dead-letter queue.
+    let failing = TestReceiver::start(Script::always(500)).await;
+    for receiver in [&flaky, &failing] {
+        herald
+            .subscribe("acme", &receiver.url(), &["order.*"])
+            .await;
+    }
+    let (status, answer) = herald.publish("acme", json!({"events": events})).await;
+    assert_eq!(status, 202, "{answer}");
+    // From here on, SQS refuses the first entry of some batch calls: visibility changes
+    // more often than the adapter sends one again (so some are interruptions, handed
+    // back after the visibility timeout), dead letters fewer times (so each is sent; a
+    // dead letter refused for good is not shown here, see docs/RELIABILITY.md).
+    proxy.inject(Fault {
+        action: "sqs:ChangeMessageVisibilityBatch".into(),
+        kind: FaultKind::RefuseFirstEntry,
+        times: 6,
+    });
+    proxy.inject(Fault {
+        action: "sqs:SendMessageBatch".into(),
+        kind: FaultKind::RefuseFirstEntry,
+        times: 2,
+    });
+
+    let by_event = arrivals_settled(&flaky, events.len() * 2).await;
+    assert_eq!(by_event.len(), events.len(), "lost: {by_event:?}");
+    for (event, copies) in &by_event {
+        let first = copies[0].header("webhook-id");
+        assert!(
+            copies.iter().all(|c| c.header("webhook-id") == first),
+            "{event} arrived under two webhook-ids"
+        );
+        assert!(
+            copies.iter().any(|c| c.status == 200),
+            "{event} was never delivered"
+        );
+    }
+    let dead_letter_queue = herald
+        .local
+        .provisioned()
+        .dead_letter_queue_url()
+        .to_owned();
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config());
+    let started = Instant::now();
+    while queue_depth(&sqs, &dead_letter_queue).await < events.len()
+        && started.elapsed() < Duration::from_secs(90)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Long enough for a second copy to turn up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        queue_depth(&sqs, &dead_letter_queue).await,
+        events.len(),
+        "one dead letter per failing delivery, none lost or doubled"
+    );
+    assert_eq!(failing.requests().len(), events.len() * 4);
+    assert_eq!(proxy.injected(), 8, "the refusals were not all met");
     herald.shutdown().await;
 }

@@ -1,7 +1,9 @@
 //! One SQS batch: each record is claimed, sent and recorded, concurrently up to a bound.
 //! A record is reported as a batch item failure only when SQS should hand it back (a
 //! retry after the delay set with ChangeMessageVisibility, or an interruption); every
-//! other outcome, including the dead-letter queue, removes it from the queue.
+//! other outcome, including the dead-letter queue, removes it from the queue. The queue
+//! calls the records need are made once they are all done, as batch calls: the dead
+//! letters first, then the visibility changes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use herald_shared::ids::{SubscriptionId, TenantId};
 use herald_shared::keys::SigningKeys;
 use herald_shared::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue, EventLog,
-    OutgoingWebhook, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
+    OutgoingWebhook, SendOutcome, StoreError, SubscriptionStore, VisibilityChange, WebhookSender,
 };
 use herald_shared::retry::{RetryDecision, RetryPolicy};
 use herald_shared::signing::signature_header;
@@ -132,11 +134,12 @@ where
     let subscriptions = load_subscriptions(deps, &decoded).await;
     let hosts = HostLimits::new(deps.settings.per_host);
 
-    let reports: Vec<RecordReport> = futures::stream::iter(decoded)
+    let settling: Vec<Settling> = futures::stream::iter(decoded)
         .map(|(message, task)| process_record(deps, &subscriptions, &hosts, message, task))
         .buffer_unordered(deps.settings.concurrency.max(1))
         .collect()
         .await;
+    let reports = settle(deps, settling).await;
 
     let mut response = SqsBatchResponse::default();
     for report in &reports {
@@ -185,13 +188,106 @@ where
         .collect()
 }
 
+/// A record done with, before the batch's queue calls: what it asks of the queue follows
+/// from its disposition (`hide_for`) and its copy for the dead-letter queue.
+struct Settling {
+    report: RecordReport,
+    receipt: String,
+    dead_letter: Option<DeadLetter>,
+}
+
+/// The batch's queue calls, made once every record is done. Dead letters go first: a
+/// message is let go only once its copy is in the dead-letter queue, and a copy that
+/// could not be sent leaves its message interrupted, which needs its visibility
+/// shortened. Then the visibility changes of every record SQS should hand back.
+async fn settle<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    records: Vec<Settling>,
+) -> Vec<RecordReport>
+where
+    Q: DeliveryQueue,
+{
+    let mut reports = Vec::with_capacity(records.len());
+    let mut receipts = Vec::with_capacity(records.len());
+    let (mut letters, mut lettered) = (Vec::new(), Vec::new());
+    for (i, record) in records.into_iter().enumerate() {
+        if let Some(letter) = record.dead_letter {
+            letters.push(letter);
+            lettered.push(i);
+        }
+        reports.push(record.report);
+        receipts.push(record.receipt);
+    }
+
+    if !letters.is_empty() {
+        let mut results = deps.queue.dead_letter(&letters).await.into_iter();
+        for i in lettered {
+            let why = match results.next() {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => e.to_string(),
+                None => "no answer for the message".to_owned(),
+            };
+            reports[i].disposition = interrupted(format!("dead-letter queue: {why}"));
+        }
+    }
+
+    let (hidden, changes): (Vec<usize>, Vec<VisibilityChange>) = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, report)| {
+            let delay = hide_for(&report.disposition)?;
+            let receipt_handle = receipts[i].clone();
+            Some((
+                i,
+                VisibilityChange {
+                    receipt_handle,
+                    delay,
+                },
+            ))
+        })
+        .unzip();
+    if !changes.is_empty() {
+        let mut results = deps.queue.retry_later(&changes).await.into_iter();
+        for i in hidden {
+            let why = match results.next() {
+                Some(Ok(())) => continue,
+                Some(Err(e)) => e.to_string(),
+                None => "no answer for the message".to_owned(),
+            };
+            let report = &mut reports[i];
+            if let Disposition::Interrupted(_) = report.disposition {
+                // It comes back after the queue's visibility timeout instead: late, not lost.
+                tracing::warn!(message_id = %report.message_id, error = %why, "could not shorten the visibility of an interrupted message");
+            } else {
+                report.disposition = Disposition::Interrupted(format!("queue: {why}"));
+            }
+        }
+    }
+    reports
+}
+
+/// How long SQS keeps a message hidden before handing it back, for the records it
+/// should hand back (`Disposition::keeps_message`).
+fn hide_for(disposition: &Disposition) -> Option<Duration> {
+    match disposition {
+        Disposition::RetryIn(delay) | Disposition::Leased(delay) => Some(*delay),
+        Disposition::Interrupted(_) => Some(INTERRUPTED_DELAY),
+        _ => None,
+    }
+}
+
+/// The reason recorded, and kept on the dead letter, when the retry window is spent.
+fn window_spent(attempts: u32) -> String {
+    format!("no success after {attempts} attempts; the retry window is spent")
+}
+
 async fn process_record<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
     subscriptions: &SubscriptionCache,
     hosts: &HostLimits,
     message: SqsMessage,
     task: Result<DeliveryTask, String>,
-) -> RecordReport
+) -> Settling
 where
     S: SubscriptionStore,
     L: DeliveryLedger,
@@ -207,32 +303,33 @@ where
     let task = match task {
         Ok(task) => task,
         Err(reason) => {
-            let why = DeadLetter {
-                reason: format!("malformed task: {reason}"),
-                delivery_id: None,
+            let reason = format!("malformed task: {reason}");
+            return Settling {
+                report: RecordReport::new(&message_id, Disposition::DeadLettered(reason.clone())),
+                receipt,
+                dead_letter: Some(DeadLetter {
+                    body: body.to_owned(),
+                    reason,
+                    delivery_id: None,
+                }),
             };
-            let disposition = match deps.queue.dead_letter(body, &why).await {
-                Ok(()) => Disposition::DeadLettered(why.reason),
-                Err(e) => interrupted(deps, &receipt, format!("dead-letter queue: {e}")).await,
-            };
-            return RecordReport::new(&message_id, disposition);
         }
     };
 
     let mut report = RecordReport::new(&message_id, Disposition::Delivered);
     report.delivery_id = Some(task.delivery_id.to_string());
     report.subscription_id = Some(task.subscription_id.to_string());
-    report.disposition = deliver(
-        deps,
-        subscriptions,
-        hosts,
-        &task,
-        body,
-        &receipt,
-        &mut report,
-    )
-    .await;
-    report
+    report.disposition = deliver(deps, subscriptions, hosts, &task, &mut report).await;
+    let dead_letter = (report.disposition == Disposition::Failed).then(|| DeadLetter {
+        body: body.to_owned(),
+        reason: window_spent(report.attempt.unwrap_or_default()),
+        delivery_id: Some(task.delivery_id.clone()),
+    });
+    Settling {
+        report,
+        receipt,
+        dead_letter,
+    }
 }
 
 async fn deliver<S, L, E, Q, W, C>(
@@ -240,8 +337,6 @@ async fn deliver<S, L, E, Q, W, C>(
     subscriptions: &SubscriptionCache,
     hosts: &HostLimits,
     task: &DeliveryTask,
-    body: &str,
-    receipt: &str,
     report: &mut RecordReport,
 ) -> Disposition
 where
@@ -266,26 +361,23 @@ where
         Ok(ClaimOutcome::Finished(record)) => return Disposition::AlreadyFinished(record.state),
         Ok(ClaimOutcome::Leased { until }) => {
             let wait = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
-            return match deps.queue.retry_later(receipt, wait).await {
-                Ok(()) => Disposition::Leased(wait),
-                Err(e) => Disposition::Interrupted(format!("queue: {e}")),
-            };
+            return Disposition::Leased(wait);
         }
-        Err(e) => return interrupted(deps, receipt, format!("ledger: {e}")).await,
+        Err(e) => return interrupted(format!("ledger: {e}")),
     };
 
     let key = (task.tenant.clone(), task.subscription_id.clone());
     let subscription = match subscriptions.get(&key) {
         Some(Ok(Some(s))) if s.status == SubscriptionStatus::Active => s,
         Some(Ok(Some(_))) => {
-            return skip(deps, task, &claim, "subscription disabled", receipt).await;
+            return skip(deps, task, &claim, "subscription disabled").await;
         }
         Some(Ok(None)) | None => {
-            return skip(deps, task, &claim, "subscription deleted", receipt).await;
+            return skip(deps, task, &claim, "subscription deleted").await;
         }
         Some(Err(e)) => {
             let why = format!("subscriptions: {e}");
-            return release(deps, task, &claim, why, receipt).await;
+            return release(deps, task, &claim, why).await;
         }
     };
     report.url = Some(subscription.url.as_str().to_owned());
@@ -298,11 +390,10 @@ where
         {
             Ok(Some(newest)) if newest > task.event.order_key() => {
                 let why = "a newer event about the same subject was queued";
-                return finish_unsent(deps, task, &claim, DeliveryState::Superseded, why, receipt)
-                    .await;
+                return finish_unsent(deps, task, &claim, DeliveryState::Superseded, why).await;
             }
             Ok(_) => {}
-            Err(e) => return release(deps, task, &claim, format!("events: {e}"), receipt).await,
+            Err(e) => return release(deps, task, &claim, format!("events: {e}")).await,
         }
     }
 
@@ -330,7 +421,7 @@ where
             .disable(&task.tenant, &task.subscription_id, why, finished_at)
             .await
         {
-            return release(deps, task, &claim, format!("subscriptions: {e}"), receipt).await;
+            return release(deps, task, &claim, format!("subscriptions: {e}")).await;
         }
         (
             DeliveryState::Failed,
@@ -364,9 +455,7 @@ where
             RetryDecision::GiveUp => (
                 DeliveryState::Failed,
                 None,
-                Some(format!(
-                    "no success after {number} attempts; the retry window is spent"
-                )),
+                Some(window_spent(number)),
                 Disposition::Failed,
             ),
         }
@@ -389,7 +478,7 @@ where
         Err(StoreError::Conflict) => {
             return Disposition::AlreadyFinished(DeliveryState::Delivering);
         }
-        Err(e) => return interrupted(deps, receipt, format!("ledger: {e}")).await,
+        Err(e) => return interrupted(format!("ledger: {e}")),
     }
 
     if disposition != Disposition::Gone {
@@ -403,23 +492,7 @@ where
         .await;
     }
 
-    match disposition {
-        Disposition::RetryIn(delay) => match deps.queue.retry_later(receipt, delay).await {
-            Ok(()) => Disposition::RetryIn(delay),
-            Err(e) => Disposition::Interrupted(format!("queue: {e}")),
-        },
-        Disposition::Failed => {
-            let why = DeadLetter {
-                reason: reason.unwrap_or_default(),
-                delivery_id: Some(task.delivery_id.clone()),
-            };
-            match deps.queue.dead_letter(body, &why).await {
-                Ok(()) => Disposition::Failed,
-                Err(e) => Disposition::Interrupted(format!("dead-letter queue: {e}")),
-            }
-        }
-        other => other,
-    }
+    disposition
 }
 
 /// The first failure after a success starts a subscription's clock and a success stops
@@ -696,14 +769,12 @@ async fn skip<S, L, E, Q, W, C>(
     task: &DeliveryTask,
     claim: &Claim,
     why: &str,
-    receipt: &str,
 ) -> Disposition
 where
     L: DeliveryLedger,
-    Q: DeliveryQueue,
     C: Clock,
 {
-    finish_unsent(deps, task, claim, DeliveryState::Skipped, why, receipt).await
+    finish_unsent(deps, task, claim, DeliveryState::Skipped, why).await
 }
 
 async fn finish_unsent<S, L, E, Q, W, C>(
@@ -712,11 +783,9 @@ async fn finish_unsent<S, L, E, Q, W, C>(
     claim: &Claim,
     state: DeliveryState,
     why: &str,
-    receipt: &str,
 ) -> Disposition
 where
     L: DeliveryLedger,
-    Q: DeliveryQueue,
     C: Clock,
 {
     match end_claim(deps, task, claim, state, Some(why)).await {
@@ -725,42 +794,32 @@ where
             Disposition::Superseded
         }
         Ok(()) | Err(StoreError::Conflict) => Disposition::Skipped(why.to_owned()),
-        Err(e) => interrupted(deps, receipt, format!("ledger: {e}")).await,
+        Err(e) => interrupted(format!("ledger: {e}")),
     }
 }
 
-/// Gives the claim back (pending, no attempt) after a failure of Herald's own, and has
-/// SQS hand the message back shortly.
+/// Gives the claim back (pending, no attempt) after a failure of Herald's own; SQS hands
+/// the message back shortly.
 async fn release<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
     task: &DeliveryTask,
     claim: &Claim,
     why: String,
-    receipt: &str,
 ) -> Disposition
 where
     L: DeliveryLedger,
-    Q: DeliveryQueue,
     C: Clock,
 {
     if let Err(e) = end_claim(deps, task, claim, DeliveryState::Pending, None).await {
         tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not release a claim; its lease will lapse");
     }
-    interrupted(deps, receipt, why).await
+    interrupted(why)
 }
 
-async fn interrupted<S, L, E, Q, W, C>(
-    deps: &DeliverDeps<S, L, E, Q, W, C>,
-    receipt: &str,
-    why: String,
-) -> Disposition
-where
-    Q: DeliveryQueue,
-{
+/// A failure of Herald's own: the message's visibility is shortened to
+/// `INTERRUPTED_DELAY` with the batch's visibility changes, so SQS hands it back shortly.
+fn interrupted(why: String) -> Disposition {
     tracing::error!(reason = %why, "delivery interrupted by a failure of Herald's own");
-    if let Err(e) = deps.queue.retry_later(receipt, INTERRUPTED_DELAY).await {
-        tracing::warn!(error = %e, "could not shorten the visibility of an interrupted message");
-    }
     Disposition::Interrupted(why)
 }
 

@@ -20,6 +20,7 @@ use herald_shared::signing::WebhookSecret;
 use herald_shared::subscription::SubscriptionStatus;
 use herald_shared::subscription_cache::CachedSubscriptions;
 use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
+use serde_json::json;
 
 type Deps = DeliverDeps<
     InMemorySubscriptionStore,
@@ -141,8 +142,8 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_is_delivere
     );
     let dead = deps.queue.dead_letters();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].0, "this is not a delivery task");
-    assert!(dead[0].1.reason.starts_with("malformed task"));
+    assert_eq!(dead[0].body, "this is not a delivery task");
+    assert!(dead[0].reason.starts_with("malformed task"));
     assert_eq!(deps.sender.sent().len(), 1);
 }
 
@@ -163,7 +164,8 @@ async fn a_failure_hides_the_message_for_the_next_delay_and_reports_it() {
     let delayed = deps.queue.delayed();
     assert_eq!(delayed.len(), 1);
     assert!(
-        delayed[0].1 >= Duration::from_millis(1800) && delayed[0].1 <= Duration::from_millis(2200)
+        delayed[0].delay >= Duration::from_millis(1800)
+            && delayed[0].delay <= Duration::from_millis(2200)
     );
     let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
     let record = deps.ledger.record(&task.delivery_id).unwrap();
@@ -213,7 +215,7 @@ async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queu
     assert_eq!(record.attempts.len(), 3);
     let dead = deps.queue.dead_letters();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].1.delivery_id.as_ref(), Some(&task.delivery_id));
+    assert_eq!(dead[0].delivery_id.as_ref(), Some(&task.delivery_id));
 
     // A late copy of the message changes nothing.
     let outcome = process_batch(&deps, event).await;
@@ -325,7 +327,196 @@ async fn retry_after_is_honoured_on_429() {
         outcome.reports[0].disposition,
         Disposition::RetryIn(Duration::from_secs(120))
     );
-    assert_eq!(deps.queue.delayed()[0].1, Duration::from_secs(120));
+    assert_eq!(deps.queue.delayed()[0].delay, Duration::from_secs(120));
+}
+
+/// `count` records for the subscription, each its own event: message `m-{i}`, receipt
+/// handle `r-{i}`.
+fn batch_of(count: usize) -> SqsEvent {
+    let records: Vec<_> = (0..count)
+        .map(|i| {
+            let event = Event {
+                id: EventId::parse(&format!("ord_{i}")).unwrap(),
+                event_type: EventType::parse("order.paid").unwrap(),
+                occurred_at: Utc::now(),
+                data: serde_json::Map::new(),
+                subject: None,
+            };
+            let task = DeliveryTask::new(
+                &TenantId::parse("acme").unwrap(),
+                &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+                &event,
+                Utc::now(),
+            );
+            json!({"messageId": format!("m-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
+        })
+        .collect();
+    serde_json::from_value(json!({"Records": records})).unwrap()
+}
+
+fn sorted(mut items: Vec<String>) -> Vec<String> {
+    items.sort();
+    items
+}
+
+fn names(prefix: &str, count: usize) -> Vec<String> {
+    sorted((0..count).map(|i| format!("{prefix}-{i}")).collect())
+}
+
+#[tokio::test]
+async fn ten_records_answered_503_are_hidden_with_one_request_of_ten_entries() {
+    let deps = deps(
+        InMemoryWebhookSender::answering((0..10).map(|_| InMemoryWebhookSender::status(503))),
+        "2s,4s",
+        "1h",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+
+    let outcome = process_batch(&deps, batch_of(10)).await;
+
+    assert_eq!(sorted(failures(&outcome)), names("m", 10));
+    let calls = deps.queue.visibility_calls();
+    assert_eq!(calls.len(), 1, "one request for the whole batch");
+    let receipts = calls[0].iter().map(|c| c.receipt_handle.clone()).collect();
+    assert_eq!(sorted(receipts), names("r", 10));
+    assert!(
+        calls[0]
+            .iter()
+            .all(|c| c.delay >= Duration::from_millis(1800))
+    );
+    assert!(deps.queue.dead_letter_calls().is_empty());
+    assert!(
+        outcome
+            .reports
+            .iter()
+            .all(|r| matches!(r.disposition, Disposition::RetryIn(_)))
+    );
+}
+
+/// A schedule whose first delay is past the window: the first failure spends it.
+fn spent_on_the_first_failure(failing: usize) -> Deps {
+    deps(
+        InMemoryWebhookSender::answering((0..failing).map(|_| InMemoryWebhookSender::status(500))),
+        "1m",
+        "1s",
+    )
+}
+
+#[tokio::test]
+async fn three_spent_windows_are_dead_lettered_in_one_request_and_let_go() {
+    let deps = spent_on_the_first_failure(3);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+
+    let outcome = process_batch(&deps, batch_of(5)).await;
+
+    assert!(failures(&outcome).is_empty(), "every message is let go");
+    let calls = deps.queue.dead_letter_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].len(), 3);
+    assert!(calls[0].iter().all(|d| d.delivery_id.is_some()
+        && d.reason == "no success after 1 attempts; the retry window is spent"));
+    assert_eq!(deps.queue.dead_letters().len(), 3);
+    assert!(
+        deps.queue.visibility_calls().is_empty(),
+        "no visibility change for a message that is let go"
+    );
+    let failed = outcome
+        .reports
+        .iter()
+        .filter(|r| r.disposition == Disposition::Failed)
+        .count();
+    assert_eq!(failed, 3);
+}
+
+#[tokio::test]
+async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_visibility() {
+    let deps = spent_on_the_first_failure(3);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    *deps.queue.refuse_next_dead_letters.lock().unwrap() = 1;
+
+    let outcome = process_batch(&deps, batch_of(3)).await;
+
+    assert_eq!(deps.queue.dead_letter_calls()[0].len(), 3);
+    assert_eq!(deps.queue.dead_letters().len(), 2);
+    let kept: Vec<_> = outcome
+        .reports
+        .iter()
+        .filter(|r| r.disposition != Disposition::Failed)
+        .collect();
+    assert_eq!(kept.len(), 1);
+    let Disposition::Interrupted(why) = &kept[0].disposition else {
+        panic!("{:?}", kept[0].disposition)
+    };
+    assert!(why.starts_with("dead-letter queue:"), "{why}");
+    assert_eq!(failures(&outcome), vec![kept[0].message_id.clone()]);
+    // Its dead letter went first; then its visibility was shortened, in the one change.
+    let calls = deps.queue.visibility_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].len(), 1);
+    assert_eq!(
+        calls[0][0].receipt_handle,
+        kept[0].message_id.replace("m-", "r-")
+    );
+    assert_eq!(calls[0][0].delay, Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_poison_message_whose_dead_letter_fails_comes_back_shortly() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    *deps.queue.refuse_next_dead_letters.lock().unwrap() = 1;
+    let event = sqs_event("poison-message.json");
+    let poison = event
+        .records
+        .iter()
+        .find(|r| decode_message(r.body.as_deref().unwrap_or_default()).is_err())
+        .unwrap()
+        .clone();
+
+    let outcome = process_batch(&deps, event).await;
+
+    assert_eq!(failures(&outcome), vec![poison.message_id.clone().unwrap()]);
+    assert!(deps.queue.dead_letters().is_empty());
+    let delayed = deps.queue.delayed();
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(
+        Some(&delayed[0].receipt_handle),
+        poison.receipt_handle.as_ref()
+    );
+    assert_eq!(delayed[0].delay, Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn visibility_changes_that_fail_keep_their_records_as_failures() {
+    let deps = deps(
+        InMemoryWebhookSender::answering((0..10).map(|_| InMemoryWebhookSender::status(503))),
+        "2s,4s",
+        "1h",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    *deps.queue.refuse_next_visibility_changes.lock().unwrap() = 4;
+
+    let outcome = process_batch(&deps, batch_of(10)).await;
+
+    // Late, not lost: SQS hands each back after the queue's own visibility timeout.
+    assert_eq!(sorted(failures(&outcome)), names("m", 10));
+    assert_eq!(deps.queue.visibility_calls().len(), 1);
+    let interrupted: Vec<&str> = outcome
+        .reports
+        .iter()
+        .filter_map(|r| match &r.disposition {
+            Disposition::Interrupted(why) => Some(why.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(interrupted.len(), 4);
+    assert!(interrupted.iter().all(|why| why.starts_with("queue:")));
+    let retried = outcome
+        .reports
+        .iter()
+        .filter(|r| matches!(r.disposition, Disposition::RetryIn(_)))
+        .count();
+    assert_eq!(retried, 6);
 }
 
 type CachedDeps = DeliverDeps<

@@ -4,7 +4,7 @@ use std::time::Duration;
 use chrono::Utc;
 use herald_shared::delivery::{DeliveryTask, decode_message};
 use herald_shared::ids::SubscriptionId;
-use herald_shared::ports::{DeadLetter, DeliveryQueue};
+use herald_shared::ports::{DeadLetter, DeliveryQueue, QueueError, VisibilityChange};
 use herald_shared::sqs::SqsDeliveryQueue;
 use herald_tests::aws::TestAws;
 use serde_json::json;
@@ -77,8 +77,15 @@ async fn batches_are_split_by_bytes_as_well_as_by_count() {
     );
 }
 
+fn hide(receipt_handle: &str, seconds: u64) -> VisibilityChange {
+    VisibilityChange {
+        receipt_handle: receipt_handle.to_owned(),
+        delay: Duration::from_secs(seconds),
+    }
+}
+
 #[tokio::test]
-async fn retry_later_hides_a_message_for_the_delay() {
+async fn retry_later_hides_each_message_for_its_delay() {
     let (aws, queue) = queue().await;
     let url = aws.provisioned.delivery_queue_url();
     let tasks = tasks(2, json!({}));
@@ -87,38 +94,73 @@ async fn retry_later_hides_a_message_for_the_delay() {
     assert_eq!(messages.len(), 2);
 
     let hidden = messages[0].receipt_handle().unwrap();
-    queue
-        .retry_later(hidden, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let shown = messages[1].receipt_handle().unwrap();
+    let results = queue.retry_later(&[hide(hidden, 60), hide(shown, 0)]).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(aws.peek_queue(url).await.len(), 1, "hidden for the delay");
-    queue.retry_later(hidden, Duration::ZERO).await.unwrap();
+    let results = queue.retry_later(&[hide(hidden, 0)]).await;
+    assert!(results[0].is_ok());
     assert_eq!(aws.peek_queue(url).await.len(), 2, "no delay, back at once");
-    queue
-        .retry_later(hidden, Duration::from_secs(3 * 24 * 3600))
-        .await
-        .expect("a delay past SQS's 12 hours is clamped, not refused");
+    let results = queue.retry_later(&[hide(hidden, 3 * 24 * 3600)]).await;
+    assert!(
+        results[0].is_ok(),
+        "a delay past SQS's 12 hours is clamped, not refused: {results:?}"
+    );
     assert_eq!(aws.peek_queue(url).await.len(), 1);
+    assert!(queue.retry_later(&[]).await.is_empty());
+}
+
+#[tokio::test]
+async fn more_visibility_changes_than_a_batch_all_apply_and_a_stale_receipt_fails_alone() {
+    let (aws, queue) = queue().await;
+    let url = aws.provisioned.delivery_queue_url();
+    queue.enqueue(&tasks(14, json!({}))).await.unwrap();
+    let messages = aws.peek_queue(url).await;
+    assert_eq!(messages.len(), 14);
+    let mut changes: Vec<VisibilityChange> = messages
+        .iter()
+        .map(|m| hide(m.receipt_handle().unwrap(), 60))
+        .collect();
+    // Among them, in the second batch call, a receipt handle SQS never gave out.
+    changes.insert(12, hide("not-a-receipt-handle", 60));
+
+    let results = queue.retry_later(&changes).await;
+
+    assert_eq!(results.len(), 15);
+    for (i, result) in results.iter().enumerate() {
+        if i == 12 {
+            assert!(
+                matches!(result, Err(QueueError::Refused { code, .. }) if code == "ReceiptHandleIsInvalid"),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "entry {i}: {result:?}");
+        }
+    }
+    assert!(
+        aws.peek_queue(url).await.is_empty(),
+        "all fourteen hidden, across two calls"
+    );
 }
 
 #[tokio::test]
 async fn a_dead_letter_carries_its_reason_and_delivery_id() {
     let (aws, queue) = queue().await;
     let tasks = tasks(1, json!({}));
-    let why = DeadLetter {
-        reason: "no success after 3 attempts".into(),
-        delivery_id: Some(tasks[0].delivery_id.clone()),
-    };
-    queue
-        .dead_letter(&tasks[0].to_message_body(), &why)
-        .await
-        .unwrap();
-    let poison = DeadLetter {
-        reason: "not a Herald delivery task".into(),
-        delivery_id: None,
-    };
-    queue.dead_letter("{not json", &poison).await.unwrap();
-
+    let letters = [
+        DeadLetter {
+            body: tasks[0].to_message_body(),
+            reason: "no success after 3 attempts".into(),
+            delivery_id: Some(tasks[0].delivery_id.clone()),
+        },
+        DeadLetter {
+            body: "{not json".into(),
+            reason: "not a Herald delivery task".into(),
+            delivery_id: None,
+        },
+    ];
+    let results = queue.dead_letter(&letters).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
     let dead = aws
         .peek_queue(aws.provisioned.dead_letter_queue_url())
         .await;
@@ -152,4 +194,30 @@ async fn a_dead_letter_carries_its_reason_and_delivery_id() {
             .await
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn more_dead_letters_than_a_batch_or_a_mebibyte_all_arrive() {
+    let (aws, queue) = queue().await;
+    // Twelve of 200 KiB: more entries than one call takes, and more bytes (2.4 MiB).
+    let letters: Vec<DeadLetter> = (0..12)
+        .map(|i| DeadLetter {
+            body: format!("{i:02}{}", "x".repeat(200 * 1024)),
+            reason: format!("reason {i}"),
+            delivery_id: None,
+        })
+        .collect();
+    let results = queue.dead_letter(&letters).await;
+    assert_eq!(results.len(), 12);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut arrived: Vec<String> = aws
+        .peek_queue(aws.provisioned.dead_letter_queue_url())
+        .await
+        .iter()
+        .map(|m| m.body().unwrap()[..2].to_owned())
+        .collect();
+    arrived.sort();
+    let expected: Vec<String> = (0..12).map(|i| format!("{i:02}")).collect();
+    assert_eq!(arrived, expected);
+    assert!(queue.dead_letter(&[]).await.is_empty());
 }
