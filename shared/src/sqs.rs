@@ -33,9 +33,21 @@ const MAX_REASON_BYTES: usize = 1024;
 
 #[derive(Clone, Debug)]
 pub struct SqsDeliveryQueue {
-    client: Client,
+    client: ClientSource,
     queue_url: String,
     dead_letter_url: String,
+}
+
+/// The SQS client, given, or built from the SDK's configuration the first time a call
+/// needs it: deliver calls SQS only for retries and dead letters, and manage only for
+/// redelivery, so their cold starts need not build a client most containers never use.
+#[derive(Clone, Debug)]
+enum ClientSource {
+    Ready(Client),
+    OnFirstUse {
+        sdk: aws_config::SdkConfig,
+        client: std::sync::OnceLock<Client>,
+    },
 }
 
 /// A whole batch call that failed (after the SDK's own retries): every entry's error.
@@ -62,9 +74,32 @@ impl BatchAnswer {
 impl SqsDeliveryQueue {
     pub fn new(client: Client, queue_url: String, dead_letter_url: String) -> Self {
         Self {
-            client,
+            client: ClientSource::Ready(client),
             queue_url,
             dead_letter_url,
+        }
+    }
+
+    /// As `new`, with the client built on the first call that needs it.
+    pub fn on_first_use(
+        sdk: &aws_config::SdkConfig,
+        queue_url: String,
+        dead_letter_url: String,
+    ) -> Self {
+        Self {
+            client: ClientSource::OnFirstUse {
+                sdk: sdk.clone(),
+                client: std::sync::OnceLock::new(),
+            },
+            queue_url,
+            dead_letter_url,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        match &self.client {
+            ClientSource::Ready(client) => client,
+            ClientSource::OnFirstUse { sdk, client } => client.get_or_init(|| Client::new(sdk)),
         }
     }
 
@@ -74,7 +109,7 @@ impl SqsDeliveryQueue {
         entries: Vec<SendMessageBatchRequestEntry>,
     ) -> Result<BatchAnswer, CallError> {
         let output = self
-            .client
+            .client()
             .send_message_batch()
             .queue_url(url)
             .set_entries(Some(entries))
@@ -92,7 +127,7 @@ impl SqsDeliveryQueue {
         entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
     ) -> Result<BatchAnswer, CallError> {
         let output = self
-            .client
+            .client()
             .change_message_visibility_batch()
             .queue_url(&self.queue_url)
             .set_entries(Some(entries))

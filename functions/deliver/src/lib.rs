@@ -34,7 +34,6 @@ pub type AwsDeliver = DeliverDeps<
 pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigError> {
     let config = DeliverConfig::from_source(env)?;
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
     let settings = SenderSettings {
         timeout: config.timeout,
         connect_timeout: config.connect_timeout,
@@ -55,8 +54,8 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigE
         ),
         ledger: DynamoDeliveryLedger::new(dynamo.clone(), config.deliveries_table.clone()),
         events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
-        queue: SqsDeliveryQueue::new(
-            sqs,
+        queue: SqsDeliveryQueue::on_first_use(
+            sdk,
             config.delivery_queue_url.clone(),
             config.dead_letter_queue_url.clone(),
         ),

@@ -461,6 +461,26 @@ async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_vi
 }
 
 #[tokio::test]
+async fn a_delivery_failed_for_another_reason_is_not_dead_lettered_when_seen_again() {
+    // 410 Gone fails a delivery without a dead letter; a copy of its message is only a
+    // duplicate.
+    let deps = deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(410)]),
+        "exponential",
+        "3d",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let batch = batch_of(1);
+    process_batch(&deps, batch.clone()).await;
+    let again = process_batch(&deps, batch).await;
+    assert_eq!(
+        again.reports[0].disposition,
+        Disposition::AlreadyFinished(DeliveryState::Failed)
+    );
+    assert!(deps.queue.dead_letters().is_empty());
+}
+
+#[tokio::test]
 async fn a_poison_message_whose_dead_letter_fails_comes_back_shortly() {
     let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
     with_subscription(&deps, SubscriptionStatus::Active).await;

@@ -30,7 +30,6 @@ pub type AwsManage = ManageDeps<
 pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsManage, ConfigError> {
     let config = ManageConfig::from_source(env)?;
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
     Ok(ManageDeps {
         subscriptions: DynamoSubscriptionStore::new(
             dynamo.clone(),
@@ -38,8 +37,8 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsManage, ConfigEr
         ),
         ledger: DynamoDeliveryLedger::new(dynamo.clone(), config.deliveries_table.clone()),
         events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
-        queue: SqsDeliveryQueue::new(
-            sqs,
+        queue: SqsDeliveryQueue::on_first_use(
+            sdk,
             config.delivery_queue_url.clone(),
             config.dead_letter_queue_url.clone(),
         ),

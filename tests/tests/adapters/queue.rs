@@ -221,3 +221,30 @@ async fn more_dead_letters_than_a_batch_or_a_mebibyte_all_arrive() {
     assert_eq!(arrived, expected);
     assert!(queue.dead_letter(&[]).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_queue_that_builds_its_client_on_first_use_queues_and_dead_letters() {
+    let aws = TestAws::new().await;
+    let queue = SqsDeliveryQueue::on_first_use(
+        &aws.sdk,
+        aws.provisioned.delivery_queue_url().into(),
+        aws.provisioned.dead_letter_queue_url().into(),
+    );
+    let tasks = tasks(3, json!({"n": 1}));
+    queue.enqueue(&tasks).await.unwrap();
+    assert_eq!(
+        queued(&aws, aws.provisioned.delivery_queue_url()).await,
+        ids(&tasks)
+    );
+    let letter = DeadLetter {
+        body: tasks[0].to_message_body(),
+        reason: "no success after 1 attempts; the retry window is spent".into(),
+        delivery_id: Some(tasks[0].delivery_id.clone()),
+    };
+    let results = queue.dead_letter(&[letter]).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        queued(&aws, aws.provisioned.dead_letter_queue_url()).await,
+        ids(&tasks[..1])
+    );
+}
