@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::Table;
 
-const RUNS: usize = 5;
+/// Fresh starts per bootstrap; the median is the figure (five were too few to be steady).
+const RUNS: usize = 11;
 
 fn zipped_size(path: &std::path::Path) -> u64 {
     let script = "import io, sys, zipfile\nb = io.BytesIO()\nwith zipfile.ZipFile(b, 'w', zipfile.ZIP_DEFLATED) as z: z.write(sys.argv[1], 'bootstrap')\nprint(len(b.getvalue()))";

@@ -104,7 +104,12 @@ fn main() {
 
 /// CPU time this thread has run, from the scheduler's own count (nanoseconds).
 pub fn thread_cpu() -> std::time::Duration {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    schedstat_cpu(std::path::Path::new("/proc/thread-self/schedstat"))
+}
+
+/// The CPU time in a `schedstat` file of /proc (nanoseconds; 0 when unreadable).
+pub fn schedstat_cpu(path: &std::path::Path) -> std::time::Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let ns: u64 = stat
         .split_whitespace()
         .next()

@@ -45,7 +45,7 @@ pub struct SqsDeliveryQueue {
 enum ClientSource {
     Ready(Client),
     OnFirstUse {
-        sdk: aws_config::SdkConfig,
+        sdk: Box<aws_config::SdkConfig>,
         client: std::sync::OnceLock<Client>,
     },
 }
@@ -88,7 +88,7 @@ impl SqsDeliveryQueue {
     ) -> Self {
         Self {
             client: ClientSource::OnFirstUse {
-                sdk: sdk.clone(),
+                sdk: Box::new(sdk.clone()),
                 client: std::sync::OnceLock::new(),
             },
             queue_url,

@@ -40,10 +40,8 @@ fn aws_root_pems() -> Vec<String> {
     // The scan runs on every cold start over ~150 certificates: one searcher per name,
     // built once (comparing window by window cost about 0.7 ms, and building a searcher
     // per certificate a quarter of that).
-    let finders: Vec<memchr::memmem::Finder<'_>> = AWS_ROOTS
-        .iter()
-        .map(|name| memchr::memmem::Finder::new(name))
-        .collect();
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        AWS_ROOTS.iter().map(memchr::memmem::Finder::new).collect();
     webpki_root_certs::TLS_SERVER_ROOT_CERTS
         .iter()
         .filter(|cert| finders.iter().any(|f| f.find(cert).is_some()))
