@@ -330,27 +330,28 @@ async fn retry_after_is_honoured_on_429() {
     assert_eq!(deps.queue.delayed()[0].delay, Duration::from_secs(120));
 }
 
-/// `count` records for the subscription, each its own event: message `m-{i}`, receipt
-/// handle `r-{i}`.
+/// The record of a new delivery of event `ord_{i}` to the test subscription: message
+/// `m-{i}`, receipt handle `r-{i}`.
+fn record(i: usize) -> serde_json::Value {
+    let event = Event {
+        id: EventId::parse(&format!("ord_{i}")).unwrap(),
+        event_type: EventType::parse("order.paid").unwrap(),
+        occurred_at: Utc::now(),
+        data: serde_json::Map::new(),
+        subject: None,
+    };
+    let task = DeliveryTask::new(
+        &TenantId::parse("acme").unwrap(),
+        &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        &event,
+        Utc::now(),
+    );
+    json!({"messageId": format!("m-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
+}
+
+/// `count` records for the subscription, each its own event (`record`).
 fn batch_of(count: usize) -> SqsEvent {
-    let records: Vec<_> = (0..count)
-        .map(|i| {
-            let event = Event {
-                id: EventId::parse(&format!("ord_{i}")).unwrap(),
-                event_type: EventType::parse("order.paid").unwrap(),
-                occurred_at: Utc::now(),
-                data: serde_json::Map::new(),
-                subject: None,
-            };
-            let task = DeliveryTask::new(
-                &TenantId::parse("acme").unwrap(),
-                &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-                &event,
-                Utc::now(),
-            );
-            json!({"messageId": format!("m-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
-        })
-        .collect();
+    let records: Vec<_> = (0..count).map(record).collect();
     serde_json::from_value(json!({"Records": records})).unwrap()
 }
 
@@ -568,26 +569,8 @@ fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> CachedDeps {
 }
 
 /// A batch of one new delivery of event `n` to the test subscription.
-fn one_task(n: u32) -> SqsEvent {
-    let event = Event {
-        id: EventId::parse(&format!("ord_{n}")).unwrap(),
-        event_type: EventType::parse("order.paid").unwrap(),
-        occurred_at: Utc::now(),
-        data: serde_json::Map::new(),
-        subject: None,
-    };
-    let task = DeliveryTask::new(
-        &TenantId::parse("acme").unwrap(),
-        &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-        &event,
-        Utc::now(),
-    );
-    let record = serde_json::json!({
-        "messageId": format!("m-{n}"),
-        "receiptHandle": format!("r-{n}"),
-        "body": task.to_message_body(),
-    });
-    serde_json::from_value(serde_json::json!({ "Records": [record] })).unwrap()
+fn one_task(n: usize) -> SqsEvent {
+    serde_json::from_value(json!({ "Records": [record(n)] })).unwrap()
 }
 
 fn test_subscription() -> herald_shared::subscription::Subscription {
