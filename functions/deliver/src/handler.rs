@@ -466,6 +466,8 @@ where
         state,
         next_attempt_at,
         reason: reason.clone(),
+        // In the same write, so a delivery that succeeds costs nothing more.
+        dead_letter_owed: disposition == Disposition::Failed,
         now: finished_at,
     };
     match deps
@@ -756,6 +758,7 @@ where
         state,
         next_attempt_at: None,
         reason: reason.map(str::to_owned),
+        dead_letter_owed: false,
         now: deps.clock.now(),
     };
     deps.ledger
