@@ -159,6 +159,32 @@ impl AttemptError {
     }
 }
 
+/// Whether a delivery's copy for the dead-letter queue is still to be sent. Only a
+/// delivery whose retry window is spent owes one; a record without the mark owes none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterMark {
+    /// Recorded failed with the window spent; its copy is not yet known to be sent.
+    Owed,
+    /// Its copy is in the dead-letter queue.
+    Sent,
+}
+
+impl DeadLetterMark {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owed => "owed",
+            Self::Sent => "sent",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Owed, Self::Sent]
+            .into_iter()
+            .find(|m| m.as_str() == raw)
+    }
+}
+
 /// One attempt, as kept in the attempt log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -201,11 +227,21 @@ pub struct DeliveryRecord {
     pub reason: Option<String>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Kept for deliver alone (not shown by the API): whether the dead letter of a
+    /// delivery whose window is spent is still owed, so a copy of its message that comes
+    /// back after the dead letter was refused sends it then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterMark>,
 }
 
 impl DeliveryRecord {
     pub fn attempt_count(&self) -> u32 {
         self.attempts.len() as u32
+    }
+
+    /// A failed delivery whose copy for the dead-letter queue is still to be sent.
+    pub fn owes_dead_letter(&self) -> bool {
+        self.state == DeliveryState::Failed && self.dead_letter == Some(DeadLetterMark::Owed)
     }
 }
 
@@ -251,6 +287,16 @@ mod tests {
             let json = serde_json::to_value(state).unwrap();
             assert_eq!(json, serde_json::Value::String(state.as_str().into()));
         }
+    }
+
+    #[test]
+    fn every_dead_letter_mark_parses_back() {
+        for mark in [DeadLetterMark::Owed, DeadLetterMark::Sent] {
+            assert_eq!(DeadLetterMark::parse(mark.as_str()), Some(mark));
+            let json = serde_json::to_value(mark).unwrap();
+            assert_eq!(json, serde_json::Value::String(mark.as_str().into()));
+        }
+        assert_eq!(DeadLetterMark::parse("lost"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use crate::delivery::{DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
 use crate::event::Event;
 use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use crate::ports::*;
@@ -286,6 +286,8 @@ struct Held {
 #[derive(Default)]
 pub struct InMemoryDeliveryLedger {
     items: Mutex<HashMap<DeliveryId, Held>>,
+    /// How many upcoming `dead_lettered` calls fail.
+    pub fail_next_dead_lettered: Mutex<usize>,
 }
 
 impl InMemoryDeliveryLedger {
@@ -318,6 +320,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
                 reason: None,
                 updated_at: claim.now,
                 expires_at: claim.expires_at,
+                dead_letter: None,
             },
             lease: None,
         };
@@ -364,8 +367,32 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         held.record.state = result.state;
         held.record.next_attempt_at = result.next_attempt_at;
         held.record.reason = result.reason.clone();
+        held.record.dead_letter = result.dead_letter_owed.then_some(DeadLetterMark::Owed);
         held.record.updated_at = result.now;
         held.lease = None;
+        Ok(())
+    }
+
+    async fn dead_lettered(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut failing = lock(&self.fail_next_dead_lettered);
+        if *failing > 0 {
+            *failing -= 1;
+            return Err(StoreError::unavailable(std::io::Error::other(
+                "failed by the test",
+            )));
+        }
+        if let Some(held) = lock(&self.items).get_mut(id)
+            && &held.record.tenant == tenant
+            && held.record.expires_at > now
+            && held.record.dead_letter == Some(DeadLetterMark::Owed)
+        {
+            held.record.dead_letter = Some(DeadLetterMark::Sent);
+        }
         Ok(())
     }
 

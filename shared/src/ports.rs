@@ -202,6 +202,9 @@ pub struct AttemptResult {
     pub state: DeliveryState,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// The retry window is spent: the record marks its dead letter owed
+    /// (`DeadLetterMark::Owed`) in the same write. Otherwise the write clears any mark.
+    pub dead_letter_owed: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -218,6 +221,15 @@ pub trait DeliveryLedger: Send + Sync {
         id: &DeliveryId,
         token: &str,
         result: &AttemptResult,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records that the dead letter a delivery owed is in the dead-letter queue
+    /// (`DeadLetterMark::Sent`). A no-op unless the tenant's record exists, has not
+    /// expired and owes one.
+    fn dead_lettered(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// One subscription's deliveries, newest first, unexpired only.
     fn list(

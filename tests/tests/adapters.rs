@@ -99,6 +99,7 @@ fn finish(state: DeliveryState, attempt: Attempt) -> AttemptResult {
         state,
         next_attempt_at: None,
         reason: None,
+        dead_letter_owed: false,
         now: Utc::now(),
     }
 }

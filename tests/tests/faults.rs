@@ -1,11 +1,15 @@
 //! Throttling and 5xx from SQS and DynamoDB, injected by a proxy between Herald and moto:
 //! a publish that cannot be completed is answered with a retryable error and its retry
 //! completes it with nothing duplicated; deliver loses nothing, also when SQS takes its
-//! batch calls only in part.
+//! batch calls only in part, dead letters included.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use herald_shared::delivery::{DeadLetterMark, DeliveryState};
+use herald_shared::dynamo::DynamoDeliveryLedger;
+use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::ports::{DeliveryLedger, DeliveryQuery};
 use herald_tests::aws::{moto_url, queue_depth, sdk_config, sdk_config_for};
 use herald_tests::aws_proxy::{Fault, FaultKind, RecordingProxy};
 use herald_tests::herald::TestHerald;
@@ -184,17 +188,18 @@ async fn deliver_loses_nothing_when_sqs_takes_its_batch_calls_in_part() {
     .await;
     // Every attempt fails: each delivery ends in the dead-letter queue.
     let failing = TestReceiver::start(Script::always(500)).await;
-    for receiver in [&flaky, &failing] {
-        herald
-            .subscribe("acme", &receiver.url(), &["order.*"])
-            .await;
-    }
+    herald.subscribe("acme", &flaky.url(), &["order.*"]).await;
+    let (failing_subscription, _) = herald.subscribe("acme", &failing.url(), &["order.*"]).await;
     let (status, answer) = herald.publish("acme", json!({"events": events})).await;
     assert_eq!(status, 202, "{answer}");
-    // From here on, SQS refuses the first entry of some batch calls: visibility changes
-    // more often than the adapter sends one again (so some are interruptions, handed
-    // back after the visibility timeout), dead letters fewer times (so each is sent; a
-    // dead letter refused for good is not shown here, see docs/RELIABILITY.md).
+    // From here on, SQS refuses the first entry of some batch calls, more often than the
+    // adapter sends one again (its first try and 3 more): some visibility changes are
+    // interruptions, handed back after the visibility timeout, and so are some dead
+    // letters, refused for good. Every call of a refused entry's resends is refused while
+    // refusals are left, and a batch's dead letters are one call with one refused entry,
+    // so with 2 pollers at most 2 entries are being refused at once: of 12 refusals, at
+    // least two entries take 4 each. Their deliveries are already recorded failed, so
+    // only the mark that their dead letters are owed gets them into the queue.
     proxy.inject(Fault {
         action: "sqs:ChangeMessageVisibilityBatch".into(),
         kind: FaultKind::RefuseFirstEntry,
@@ -203,7 +208,7 @@ async fn deliver_loses_nothing_when_sqs_takes_its_batch_calls_in_part() {
     proxy.inject(Fault {
         action: "sqs:SendMessageBatch".into(),
         kind: FaultKind::RefuseFirstEntry,
-        times: 2,
+        times: 12,
     });
 
     let by_event = arrivals_settled(&flaky, events.len() * 2).await;
@@ -239,6 +244,35 @@ async fn deliver_loses_nothing_when_sqs_takes_its_batch_calls_in_part() {
         "one dead letter per failing delivery, none lost or doubled"
     );
     assert_eq!(failing.requests().len(), events.len() * 4);
-    assert_eq!(proxy.injected(), 8, "the refusals were not all met");
+    assert_eq!(proxy.injected(), 18, "the refusals were not all met");
+    let ledger = DynamoDeliveryLedger::new(
+        aws_sdk_dynamodb::Client::new(&sdk_config()),
+        herald.local.provisioned().deliveries_table().to_owned(),
+    );
+    let query = DeliveryQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    let records = ledger
+        .list(
+            &TenantId::parse("acme").unwrap(),
+            &SubscriptionId::parse(&failing_subscription).unwrap(),
+            &query,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(records.len(), events.len());
+    assert!(
+        records.iter().all(
+            |r| r.state == DeliveryState::Failed && r.dead_letter == Some(DeadLetterMark::Sent)
+        ),
+        "every dead letter is marked sent: {:?}",
+        records
+            .iter()
+            .map(|r| (r.state, r.dead_letter))
+            .collect::<Vec<_>>()
+    );
     herald.shutdown().await;
 }

@@ -3,7 +3,9 @@
 //! retry after the delay set with ChangeMessageVisibility, or an interruption); every
 //! other outcome, including the dead-letter queue, removes it from the queue. The queue
 //! calls the records need are made once they are all done, as batch calls: the dead
-//! letters first, then the visibility changes.
+//! letters first, then the visibility changes. A delivery whose retry window is spent is
+//! recorded failed with its dead letter owed, and marked sent once SQS took it: a copy
+//! of its message that comes back after the dead letter was refused sends it then.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use herald_shared::delivery::{Attempt, AttemptError, DeliveryState, DeliveryTask, decode_message};
 use herald_shared::format;
-use herald_shared::ids::{SubscriptionId, TenantId};
+use herald_shared::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_shared::keys::SigningKeys;
 use herald_shared::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue, EventLog,
@@ -194,18 +196,23 @@ struct Settling {
     report: RecordReport,
     receipt: String,
     dead_letter: Option<DeadLetter>,
+    /// The delivery whose record owes `dead_letter`, to be marked sent once it is.
+    owed_by: Option<(TenantId, DeliveryId)>,
 }
 
 /// The batch's queue calls, made once every record is done. Dead letters go first: a
 /// message is let go only once its copy is in the dead-letter queue, and a copy that
 /// could not be sent leaves its message interrupted, which needs its visibility
-/// shortened. Then the visibility changes of every record SQS should hand back.
+/// shortened. Then the visibility changes of every record SQS should hand back, and
+/// beside them the marks that the dead letters sent are no longer owed.
 async fn settle<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
     records: Vec<Settling>,
 ) -> Vec<RecordReport>
 where
+    L: DeliveryLedger,
     Q: DeliveryQueue,
+    C: Clock,
 {
     let mut reports = Vec::with_capacity(records.len());
     let mut receipts = Vec::with_capacity(records.len());
@@ -213,17 +220,23 @@ where
     for (i, record) in records.into_iter().enumerate() {
         if let Some(letter) = record.dead_letter {
             letters.push(letter);
-            lettered.push(i);
+            lettered.push((i, record.owed_by));
         }
         reports.push(record.report);
         receipts.push(record.receipt);
     }
 
+    let mut sent = Vec::new();
     if !letters.is_empty() {
         let mut results = deps.queue.dead_letter(&letters).await.into_iter();
-        for i in lettered {
+        for (i, owed_by) in lettered {
             let why = match results.next() {
-                Some(Ok(())) => continue,
+                Some(Ok(())) => {
+                    if let Some((tenant, id)) = owed_by {
+                        sent.push((reports[i].message_id.clone(), tenant, id));
+                    }
+                    continue;
+                }
                 Some(Err(e)) => e.to_string(),
                 None => "no answer for the message".to_owned(),
             };
@@ -231,6 +244,49 @@ where
         }
     }
 
+    futures::future::join(
+        change_visibility(deps, &mut reports, &receipts),
+        mark_dead_letters_sent(deps, sent),
+    )
+    .await;
+    reports
+}
+
+/// Records each dead letter sent as no longer owed. A mark that cannot be written is
+/// only logged: the message is let go all the same, since its copy is in the dead-letter
+/// queue; should SQS hand it back once more, that copy sends a second dead letter.
+async fn mark_dead_letters_sent<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    sent: Vec<(String, TenantId, DeliveryId)>,
+) where
+    L: DeliveryLedger,
+    C: Clock,
+{
+    if sent.is_empty() {
+        return;
+    }
+    let now = deps.clock.now();
+    let results = futures::future::join_all(
+        sent.iter()
+            .map(|(_, tenant, id)| deps.ledger.dead_lettered(tenant, id, now)),
+    )
+    .await;
+    for ((message_id, _, id), result) in sent.iter().zip(results) {
+        if let Err(e) = result {
+            tracing::warn!(message_id = %message_id, delivery_id = %id, error = %e, "could not mark a dead letter sent; it stays owed");
+        }
+    }
+}
+
+/// Hides each record SQS should hand back for its delay, in the batch's visibility
+/// changes; a record whose change failed becomes an interruption.
+async fn change_visibility<S, L, E, Q, W, C>(
+    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    reports: &mut [RecordReport],
+    receipts: &[String],
+) where
+    Q: DeliveryQueue,
+{
     let (hidden, changes): (Vec<usize>, Vec<VisibilityChange>) = reports
         .iter()
         .enumerate()
@@ -263,7 +319,6 @@ where
             }
         }
     }
-    reports
 }
 
 /// How long SQS keeps a message hidden before handing it back, for the records it
@@ -312,6 +367,7 @@ where
                     reason,
                     delivery_id: None,
                 }),
+                owed_by: None,
             };
         }
     };
@@ -320,15 +376,24 @@ where
     report.delivery_id = Some(task.delivery_id.to_string());
     report.subscription_id = Some(task.subscription_id.to_string());
     report.disposition = deliver(deps, subscriptions, hosts, &task, &mut report).await;
-    let dead_letter = (report.disposition == Disposition::Failed).then(|| DeadLetter {
+    let reason = match &report.disposition {
+        Disposition::Failed => Some(window_spent(report.attempt.unwrap_or_default())),
+        Disposition::OwedDeadLetter(reason) => Some(reason.clone()),
+        _ => None,
+    };
+    let dead_letter = reason.map(|reason| DeadLetter {
         body: body.to_owned(),
-        reason: window_spent(report.attempt.unwrap_or_default()),
+        reason,
         delivery_id: Some(task.delivery_id.clone()),
     });
+    let owed_by = dead_letter
+        .is_some()
+        .then(|| (task.tenant.clone(), task.delivery_id.clone()));
     Settling {
         report,
         receipt,
         dead_letter,
+        owed_by,
     }
 }
 
@@ -358,6 +423,12 @@ where
     };
     let record = match deps.ledger.claim(task, &claim).await {
         Ok(ClaimOutcome::Claimed(record)) => record,
+        // Failed earlier, but its dead letter was refused: this copy sends it.
+        Ok(ClaimOutcome::Finished(record)) if record.owes_dead_letter() => {
+            let attempts = record.attempt_count();
+            let reason = record.reason.unwrap_or_else(|| window_spent(attempts));
+            return Disposition::OwedDeadLetter(reason);
+        }
         Ok(ClaimOutcome::Finished(record)) => return Disposition::AlreadyFinished(record.state),
         Ok(ClaimOutcome::Leased { until }) => {
             let wait = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
@@ -466,6 +537,8 @@ where
         state,
         next_attempt_at,
         reason: reason.clone(),
+        // In the same write, so a delivery that succeeds costs nothing more.
+        dead_letter_owed: disposition == Disposition::Failed,
         now: finished_at,
     };
     match deps
@@ -756,6 +829,7 @@ where
         state,
         next_attempt_at: None,
         reason: reason.map(str::to_owned),
+        dead_letter_owed: false,
         now: deps.clock.now(),
     };
     deps.ledger

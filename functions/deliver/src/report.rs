@@ -17,6 +17,9 @@ pub enum Disposition {
     /// A newer event about the same subject was queued; this one is not sent.
     Superseded,
     DeadLettered(String),
+    /// Already failed with the window spent, its dead letter refused then: this copy of
+    /// the message sends it now, with the reason recorded.
+    OwedDeadLetter(String),
     /// The delivery was already in a final state: the message was a duplicate.
     AlreadyFinished(DeliveryState),
     /// Another worker holds the delivery; this copy comes back after its lease.
@@ -52,6 +55,9 @@ impl fmt::Display for Disposition {
             Self::Skipped(why) => write!(f, "skipped: {why}"),
             Self::Superseded => f.write_str("superseded by a newer event about the same subject"),
             Self::DeadLettered(why) => write!(f, "dead-lettered: {why}"),
+            Self::OwedDeadLetter(why) => {
+                write!(f, "already failed, its owed dead letter sent now: {why}")
+            }
             Self::AlreadyFinished(state) => write!(f, "already {}", state.as_str()),
             Self::Leased(d) => write!(f, "held by another worker, back in {}s", d.as_secs()),
             Self::Interrupted(why) => write!(f, "interrupted: {why}"),

@@ -7,7 +7,9 @@ use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, Disposition, process_batch};
-use herald_shared::delivery::{AttemptError, DeliveryState, DeliveryTask, decode_message};
+use herald_shared::delivery::{
+    AttemptError, DeadLetterMark, DeliveryState, DeliveryTask, decode_message,
+};
 use herald_shared::event::{Event, EventType};
 use herald_shared::ids::{EventId, SubscriptionId, TenantId};
 use herald_shared::memory::{
@@ -216,14 +218,18 @@ async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queu
     let dead = deps.queue.dead_letters();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].delivery_id.as_ref(), Some(&task.delivery_id));
+    assert_eq!(record.dead_letter, Some(DeadLetterMark::Sent));
 
-    // A late copy of the message changes nothing.
+    // A late copy of the message (or one redriven from the dead-letter queue) changes
+    // nothing: its dead letter was sent, so none goes again.
     let outcome = process_batch(&deps, event).await;
     assert_eq!(
         outcome.reports[0].disposition,
         Disposition::AlreadyFinished(DeliveryState::Failed)
     );
+    assert!(failures(&outcome).is_empty());
     assert_eq!(deps.sender.sent().len(), 3);
+    assert_eq!(deps.queue.dead_letters().len(), 1, "no second dead letter");
 }
 
 #[tokio::test]
@@ -459,6 +465,102 @@ async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_vi
         kept[0].message_id.replace("m-", "r-")
     );
     assert_eq!(calls[0][0].delay, Duration::from_secs(10));
+    // The two sent are marked so; the refused one is still owed.
+    let mut marks: Vec<_> = deps
+        .ledger
+        .records()
+        .iter()
+        .map(|r| (r.state, r.dead_letter))
+        .collect();
+    marks.sort_by_key(|(_, mark)| mark.map(DeadLetterMark::as_str));
+    assert_eq!(
+        marks,
+        vec![
+            (DeliveryState::Failed, Some(DeadLetterMark::Owed)),
+            (DeliveryState::Failed, Some(DeadLetterMark::Sent)),
+            (DeliveryState::Failed, Some(DeadLetterMark::Sent)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_refused_for_good_is_sent_by_the_copy_that_comes_back() {
+    let deps = spent_on_the_first_failure(1);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    *deps.queue.refuse_next_dead_letters.lock().unwrap() = 1;
+    let batch = batch_of(1);
+    let body = batch.records[0].body.clone().unwrap();
+    let task = decode_message(&body).unwrap();
+
+    // The window is spent and the dead letter refused: the message is kept.
+    let outcome = process_batch(&deps, batch.clone()).await;
+    assert_eq!(failures(&outcome), vec!["m-0".to_owned()]);
+    assert!(
+        matches!(&outcome.reports[0].disposition, Disposition::Interrupted(why) if why.starts_with("dead-letter queue:")),
+        "{:?}",
+        outcome.reports[0].disposition
+    );
+    assert!(deps.queue.dead_letters().is_empty());
+    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Failed);
+    assert_eq!(record.dead_letter, Some(DeadLetterMark::Owed));
+
+    // SQS hands it back: the delivery is finished, but its dead letter is still owed, so
+    // this copy sends it (not the webhook) and is let go.
+    let outcome = process_batch(&deps, batch.clone()).await;
+    assert!(failures(&outcome).is_empty(), "the message is let go");
+    let reason = "no success after 1 attempts; the retry window is spent";
+    assert_eq!(
+        outcome.reports[0].disposition,
+        Disposition::OwedDeadLetter(reason.into())
+    );
+    let dead = deps.queue.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, body);
+    assert_eq!(dead[0].reason, reason);
+    assert_eq!(dead[0].delivery_id.as_ref(), Some(&task.delivery_id));
+    assert_eq!(deps.sender.sent().len(), 1, "no second POST");
+    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(
+        (record.state, record.dead_letter, record.attempts.len()),
+        (DeliveryState::Failed, Some(DeadLetterMark::Sent), 1)
+    );
+
+    // A copy after that (a duplicate, or a redrive from the dead-letter queue) is not
+    // dead-lettered again.
+    let outcome = process_batch(&deps, batch).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(
+        outcome.reports[0].disposition,
+        Disposition::AlreadyFinished(DeliveryState::Failed)
+    );
+    assert_eq!(deps.queue.dead_letters().len(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_letter_whose_mark_cannot_be_written_still_lets_its_message_go() {
+    let deps = spent_on_the_first_failure(1);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    *deps.ledger.fail_next_dead_lettered.lock().unwrap() = 1;
+    let batch = batch_of(1);
+    let task = decode_message(batch.records[0].body.as_deref().unwrap()).unwrap();
+
+    let outcome = process_batch(&deps, batch.clone()).await;
+    assert!(failures(&outcome).is_empty(), "its copy is in the queue");
+    assert_eq!(outcome.reports[0].disposition, Disposition::Failed);
+    assert_eq!(deps.queue.dead_letters().len(), 1);
+    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.dead_letter, Some(DeadLetterMark::Owed));
+
+    // At least once: a duplicate of the message sends a second copy, and the mark then.
+    let outcome = process_batch(&deps, batch).await;
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::OwedDeadLetter(_)
+    ));
+    assert_eq!(deps.queue.dead_letters().len(), 2);
+    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.dead_letter, Some(DeadLetterMark::Sent));
 }
 
 #[tokio::test]
@@ -473,6 +575,12 @@ async fn a_delivery_failed_for_another_reason_is_not_dead_lettered_when_seen_aga
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let batch = batch_of(1);
     process_batch(&deps, batch.clone()).await;
+    let record = deps.ledger.records().remove(0);
+    assert_eq!(
+        (record.state, record.dead_letter),
+        (DeliveryState::Failed, None),
+        "a 410 owes no dead letter"
+    );
     let again = process_batch(&deps, batch).await;
     assert_eq!(
         again.reports[0].disposition,

@@ -2,8 +2,9 @@
 //! Delivery ids begin with their subscription and their event's acceptance time, so one
 //! subscription's attempt log is a query of the table in key order, with no index to
 //! write twice, and a delivery is found from the caller's tenant and its id. A claim and
-//! the end of an attempt are one conditional `UpdateItem` each. Attempts are a list of
-//! JSON strings.
+//! the end of an attempt are one conditional `UpdateItem` each; so is the mark, made only
+//! for a delivery whose retry window is spent, that its dead letter was sent. Attempts are
+//! a list of JSON strings.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -16,7 +17,7 @@ use super::delivery_items::{
     subscription_key,
 };
 use super::{read_consistent, unavailable};
-use crate::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use crate::delivery::{DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
 use crate::ids::{DeliveryId, SubscriptionId, TenantId};
 use crate::ports::{
     AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError,
@@ -104,7 +105,7 @@ impl DynamoDeliveryLedger {
             let set: Vec<String> = fields.map(|(a, v)| format!("{a} = {v}")).collect();
             request
                 .update_expression(format!(
-                    "SET {CLAIM_SET}, {} REMOVE next_attempt_at, reason",
+                    "SET {CLAIM_SET}, {} REMOVE next_attempt_at, reason, dead_letter",
                     set.join(", ")
                 ))
                 .condition_expression("expires_at <= :now_s")
@@ -215,6 +216,13 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             }
             None => remove.push("reason"),
         }
+        if result.dead_letter_owed {
+            set.push("dead_letter = :dead_letter");
+            request = request
+                .expression_attribute_values(":dead_letter", s(DeadLetterMark::Owed.as_str()));
+        } else {
+            remove.push("dead_letter");
+        }
         let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match request.update_expression(update).send().await {
             Ok(_) => Ok(()),
@@ -225,6 +233,40 @@ impl DeliveryLedger for DynamoDeliveryLedger {
                 ) =>
             {
                 Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn dead_lettered(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(tenant, id)))
+            .update_expression("SET dead_letter = :sent")
+            .condition_expression(
+                "dead_letter = :owed AND tenant = :tenant AND expires_at > :now_s",
+            )
+            .expression_attribute_values(":sent", s(DeadLetterMark::Sent.as_str()))
+            .expression_attribute_values(":owed", s(DeadLetterMark::Owed.as_str()))
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .expression_attribute_values(":now_s", n(now.timestamp()));
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // Nothing owed: sent already, never owed, gone, expired, or another tenant's.
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
             }
             Err(e) => Err(unavailable(e)),
         }

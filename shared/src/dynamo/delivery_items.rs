@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
 use super::attributes::{Item, get_n, get_s, get_time, s};
-use crate::delivery::{Attempt, DeliveryRecord, DeliveryState};
+use crate::delivery::{Attempt, DeadLetterMark, DeliveryRecord, DeliveryState};
 use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use crate::ports::StoreError;
 
@@ -81,6 +81,16 @@ pub(super) fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
         expires_at: get_n(item, "expires_at")
             .and_then(|secs| DateTime::from_timestamp(secs, 0))
             .ok_or_else(|| corrupt("expires_at"))?,
+        // Absent in records written before the mark: nothing owed.
+        dead_letter: match item.get("dead_letter") {
+            None => None,
+            Some(v) => Some(
+                v.as_s()
+                    .ok()
+                    .and_then(|raw| DeadLetterMark::parse(raw))
+                    .ok_or_else(|| corrupt("dead_letter"))?,
+            ),
+        },
     })
 }
 

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use herald_shared::delivery::{DeliveryState, DeliveryTask};
+use herald_shared::delivery::{DeadLetterMark, DeliveryState, DeliveryTask};
 use herald_shared::dynamo::DynamoDeliveryLedger;
 use herald_shared::ids::SubscriptionId;
 use herald_shared::ports::{
@@ -217,6 +217,102 @@ async fn every_final_state_stops_a_redelivered_message() {
             "{state:?}: {outcome:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_spent_deliverys_dead_letter_is_owed_in_its_finish_write_until_marked_sent() {
+    let (_aws, ledger) = ledger().await;
+    let acme = tenant("acme");
+    let now = Utc::now();
+    let mut task = task("dead-letter");
+    let id = &task.delivery_id;
+
+    // Nothing to mark before the record exists: the write makes no item.
+    ledger.dead_lettered(&acme, id, now).await.unwrap();
+    assert_eq!(ledger.get(&acme, id, now).await.unwrap(), None);
+
+    ledger.claim(&task, &claim(now, "a", false)).await.unwrap();
+    let spent = AttemptResult {
+        reason: Some("the retry window is spent".into()),
+        dead_letter_owed: true,
+        ..finish(DeliveryState::Failed, attempt(1, 500))
+    };
+    ledger.finish(&acme, id, "a", &spent).await.unwrap();
+    let ClaimOutcome::Finished(failed) =
+        ledger.claim(&task, &claim(now, "b", false)).await.unwrap()
+    else {
+        panic!("a failed delivery is finished")
+    };
+    assert_eq!(failed.dead_letter, Some(DeadLetterMark::Owed));
+    assert!(failed.owes_dead_letter());
+    assert_eq!(failed.reason.as_deref(), Some("the retry window is spent"));
+
+    // Another tenant's call, or one after the record's expiry, marks nothing.
+    ledger
+        .dead_lettered(&tenant("other"), id, now)
+        .await
+        .unwrap();
+    ledger
+        .dead_lettered(&acme, id, now + seconds(7200))
+        .await
+        .unwrap();
+    let record = ledger.get(&acme, id, now).await.unwrap().unwrap();
+    assert_eq!(record.dead_letter, Some(DeadLetterMark::Owed));
+
+    ledger.dead_lettered(&acme, id, now).await.unwrap();
+    let ClaimOutcome::Finished(sent) = ledger.claim(&task, &claim(now, "c", false)).await.unwrap()
+    else {
+        panic!("still finished")
+    };
+    assert_eq!(sent.dead_letter, Some(DeadLetterMark::Sent));
+    assert!(!sent.owes_dead_letter());
+    assert_eq!(
+        (sent.state, sent.attempts.len(), sent.updated_at),
+        (DeliveryState::Failed, 1, failed.updated_at),
+        "the mark changes nothing else"
+    );
+    // Marking again is a no-op.
+    ledger.dead_lettered(&acme, id, now).await.unwrap();
+    let record = ledger.get(&acme, id, now).await.unwrap().unwrap();
+    assert_eq!(record.dead_letter, Some(DeadLetterMark::Sent));
+
+    // A forced redelivery that succeeds ends with no mark at all.
+    task.forced = true;
+    ledger.claim(&task, &claim(now, "d", true)).await.unwrap();
+    ledger
+        .finish(
+            &acme,
+            id,
+            "d",
+            &finish(DeliveryState::Delivered, attempt(2, 200)),
+        )
+        .await
+        .unwrap();
+    let delivered = ledger.get(&acme, id, now).await.unwrap().unwrap();
+    assert_eq!(
+        (delivered.state, delivered.dead_letter),
+        (DeliveryState::Delivered, None)
+    );
+    // A delivered record owes nothing, and marking it sent changes nothing.
+    ledger.dead_lettered(&acme, id, now).await.unwrap();
+    let delivered = ledger.get(&acme, id, now).await.unwrap().unwrap();
+    assert_eq!(delivered.dead_letter, None);
+
+    // An expired record starts afresh without its mark.
+    let task = self::task("dead-letter-expired");
+    ledger.claim(&task, &claim(now, "a", false)).await.unwrap();
+    ledger
+        .finish(&acme, &task.delivery_id, "a", &spent)
+        .await
+        .unwrap();
+    let ClaimOutcome::Claimed(restarted) = ledger
+        .claim(&task, &claim(now + seconds(7200), "b", false))
+        .await
+        .unwrap()
+    else {
+        panic!("an expired record is a new delivery")
+    };
+    assert_eq!(restarted.dead_letter, None);
 }
 
 /// Claims and finishes one delivery per event of `sub`, accepted `i` seconds after `start`.
