@@ -17,6 +17,7 @@ pub mod memory;
 pub mod pattern;
 pub mod ports;
 pub mod retry;
+pub mod runtime;
 pub mod selection;
 pub mod signing;
 pub mod sqs;

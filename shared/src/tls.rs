@@ -7,13 +7,17 @@
 //!   already in the form rustls verifies against, so nothing is parsed.
 //! - AWS API calls go to AWS endpoints only: the Amazon Trust Services roots (Amazon Root
 //!   CA 1–4 and Starfield Services Root CA G2, which AWS names as the roots of its
-//!   endpoints' certificates), taken from Mozilla's set (`webpki-root-certs`).
+//!   endpoints' certificates), copied from Mozilla's set (`webpki-root-certs`) into
+//!   `tls/aws-roots.pem`.
 
 use std::sync::Arc;
 
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 
 /// The rustls configuration of the webhook client: Mozilla's roots, HTTP/2 or 1.1.
 pub fn webhook_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
@@ -29,49 +33,26 @@ pub fn webhook_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(config)
 }
 
-/// Names that mark the roots of AWS endpoints' certificates.
-const AWS_ROOTS: [&[u8]; 2] = [
-    b"Amazon Root CA ",
-    b"Starfield Services Root Certificate Authority - G2",
-];
-
-/// The Amazon Trust Services roots, as the PEM the AWS SDK's trust store takes.
-fn aws_root_pems() -> Vec<String> {
-    // The scan runs on every cold start over ~150 certificates: one searcher per name,
-    // built once (comparing window by window cost about 0.7 ms, and building a searcher
-    // per certificate a quarter of that).
-    let finders: Vec<memchr::memmem::Finder<'_>> =
-        AWS_ROOTS.iter().map(memchr::memmem::Finder::new).collect();
-    webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .filter(|cert| finders.iter().any(|f| f.find(cert).is_some()))
-        .map(|cert| {
-            let body = STANDARD.encode(cert.as_ref());
-            let lines: Vec<&str> = body
-                .as_bytes()
-                .chunks(64)
-                .map(|line| std::str::from_utf8(line).unwrap_or_default())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        })
-        .collect()
-}
+/// The Amazon Trust Services roots (Amazon Root CA 1–4 and Starfield Services Root
+/// Certificate Authority - G2), as the PEM bundle the AWS SDK's trust store takes. They are
+/// Mozilla's copies (`webpki-root-certs`), written out once rather than searched for and
+/// encoded on every cold start (that was about 0.15 ms); a test keeps the file equal to
+/// what Mozilla's set holds, so a change there fails the build's tests until the file is
+/// written again (`HERALD_WRITE_AWS_ROOTS=1 cargo test -p herald-shared aws_roots`).
+const AWS_ROOTS_PEM: &str = include_str!("tls/aws-roots.pem");
 
 /// The AWS SDK's HTTP client: its own (hyper, rustls with aws-lc), trusting only the
 /// roots of AWS endpoints instead of loading the system's certificate files.
-pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+pub fn aws_http_client() -> SharedHttpClient {
     let mut store = TrustStore::empty();
-    for pem in aws_root_pems() {
-        store.add_pem_certificate(pem);
-    }
+    store.add_pem_certificate(AWS_ROOTS_PEM);
     let context = TlsContext::builder().with_trust_store(store).build();
     let builder = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
     match context {
-        Ok(context) => builder.tls_context(context).build_https(),
+        Ok(context) => SharedHttpClient::new(ConnectorOnFirstUse(
+            builder.tls_context(context).build_https(),
+        )),
         // Not expected with a trust store of certificates only; the SDK's own default
         // (the system's store) then, said once in the log.
         Err(e) => {
@@ -81,21 +62,100 @@ pub fn aws_http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClie
     }
 }
 
+/// The SDK's HTTP client without its trial run. Every SDK client, as it is built, has its
+/// HTTP client build a connector (TLS configuration and all) and throw it away, so that a
+/// system certificate store is loaded at start-up rather than on the first request. With
+/// the roots compiled in there is nothing to load, and the first request builds the
+/// connector it uses anyway, so the trial was only time (about 0.1 ms of every cold
+/// start, per client). Everything else is the SDK's client's own.
+#[derive(Debug)]
+struct ConnectorOnFirstUse(SharedHttpClient);
+
+impl HttpClient for ConnectorOnFirstUse {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn validate_final_config(
+        &self,
+        components: &RuntimeComponents,
+        cfg: &ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
     use rustls::pki_types::pem::PemObject;
 
+    /// Names that mark the roots of AWS endpoints' certificates.
+    const AWS_ROOT_NAMES: [&[u8]; 2] = [
+        b"Amazon Root CA ",
+        b"Starfield Services Root Certificate Authority - G2",
+    ];
+
+    /// The AWS roots as Mozilla's set holds them today, as one PEM bundle.
+    fn mozillas_aws_roots() -> String {
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter(|cert| {
+                AWS_ROOT_NAMES
+                    .iter()
+                    .any(|name| memchr::memmem::find(cert, name).is_some())
+            })
+            .map(|cert| {
+                let body = STANDARD.encode(cert.as_ref());
+                let lines: Vec<&str> = body
+                    .as_bytes()
+                    .chunks(64)
+                    .map(|line| std::str::from_utf8(line).unwrap())
+                    .collect();
+                format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    lines.join("\n")
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_aws_roots_are_found_and_well_formed() {
-        let pems = aws_root_pems();
-        // Amazon Root CA 1, 2, 3, 4 and Starfield Services Root CA G2.
-        assert_eq!(pems.len(), 5, "{}", pems.len());
-        for pem in &pems {
-            let der: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+    fn the_aws_roots_file_is_what_mozillas_set_holds() {
+        let expected = mozillas_aws_roots();
+        if std::env::var_os("HERALD_WRITE_AWS_ROOTS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/aws-roots.pem");
+            std::fs::write(path, &expected).unwrap();
+        }
+        assert_eq!(
+            AWS_ROOTS_PEM, expected,
+            "webpki-root-certs changed the AWS roots: write the file again (HERALD_WRITE_AWS_ROOTS=1)"
+        );
+    }
+
+    #[test]
+    fn the_aws_roots_are_five_well_formed_certificates() {
+        let der: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(AWS_ROOTS_PEM.as_bytes())
                 .collect::<Result<_, _>>()
                 .unwrap();
-            assert_eq!(der.len(), 1);
+        // Amazon Root CA 1, 2, 3, 4 and Starfield Services Root CA G2.
+        assert_eq!(der.len(), 5);
+        // Each is one of Mozilla's roots, whole.
+        for cert in &der {
+            assert!(webpki_root_certs::TLS_SERVER_ROOT_CERTS.contains(cert));
         }
     }
 

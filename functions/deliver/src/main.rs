@@ -1,8 +1,13 @@
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+// Sized by the function's memory (herald_shared::runtime): one thread below two vCPUs,
+// a worker per vCPU above.
+fn main() -> Result<(), Error> {
+    herald_shared::runtime::build()?.block_on(run())
+}
+
+async fn run() -> Result<(), Error> {
     herald_shared::telemetry::init_json_logs();
     let sdk = herald_shared::aws::load_sdk_config().await;
     let deps = herald_deliver::aws_deps(&herald_shared::config::ProcessEnv, &sdk)?;

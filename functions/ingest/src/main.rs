@@ -1,6 +1,8 @@
 use lambda_http::{Error, Request, service_fn};
 
-#[tokio::main]
+// One request at a time (Lambda hands a container one event at a time): a current-thread
+// runtime serves it without worker threads to start (docs/DECISIONS.md, "Start-up").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     herald_shared::telemetry::init_json_logs();
     let sdk = herald_shared::aws::load_sdk_config().await;
