@@ -13,6 +13,10 @@
 //! Prints a table and writes `target/bench.json`.
 
 mod aws;
+// The deliver bootstrap's allocator, since the handler runs in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod batch;
 mod coldstart;
 
