@@ -58,6 +58,14 @@ enum ClaimAttempt {
 }
 use ClaimAttempt::{Refused, Taken};
 
+/// Whether an UpdateItem was refused by its condition.
+fn condition_failed(error: Option<&UpdateItemError>) -> bool {
+    matches!(
+        error,
+        Some(UpdateItemError::ConditionalCheckFailedException(_))
+    )
+}
+
 /// What every claim sets (`state` is a reserved word, hence `#state`).
 const CLAIM_SET: &str = "#state = :delivering, lease_token = :token, lease_until = :lease_until, \
                          updated_at = :now_text";
@@ -226,14 +234,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match request.update_expression(update).send().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Err(StoreError::Conflict)
-            }
+            Err(e) if condition_failed(e.as_service_error()) => Err(StoreError::Conflict),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -260,14 +261,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         match request.send().await {
             Ok(_) => Ok(()),
             // Nothing owed: sent already, never owed, gone, expired, or another tenant's.
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(())
-            }
+            Err(e) if condition_failed(e.as_service_error()) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }
