@@ -37,11 +37,10 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// The memory template.yaml gives a function (`MemorySize` in its resource), in MB: Lambda
 /// sets it in the function's environment, and the bootstrap sizes its runtime by it.
-fn template_memory_mb(resource: &str) -> String {
-    let template = herald_tests::emulator::workspace_root().join("template.yaml");
-    let text = std::fs::read_to_string(template).expect("template.yaml");
+fn template_memory_mb(template: &str, resource: &str) -> String {
     let start = format!("  {resource}:");
-    text.lines()
+    template
+        .lines()
         .skip_while(|line| *line != start)
         .skip(1)
         .take_while(|line| line.trim().is_empty() || line.starts_with("   "))
@@ -76,13 +75,15 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
             ("manage", "ManageFunction", event_file("manage/list-subscriptions.json")),
             ("deliver", "DeliverFunction", json!({"Records": []})),
         ];
+        let template_path = herald_tests::emulator::workspace_root().join("template.yaml");
+        let template = std::fs::read_to_string(template_path).expect("template.yaml");
         let envs: Vec<HashMap<String, String>> = functions
             .iter()
             .map(|(_, resource, _)| {
                 let mut env = env.clone();
                 env.insert(
                     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
-                    template_memory_mb(resource),
+                    template_memory_mb(&template, resource),
                 );
                 env
             })
@@ -106,7 +107,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         }
         let mut results = serde_json::Map::new();
         let mut hello_init = 0.0;
-        for (i, (binary, resource, _)) in functions.iter().enumerate() {
+        for (i, (binary, _, _)) in functions.iter().enumerate() {
             let binary = *binary;
             let inits = std::mem::take(&mut inits[i]);
             let path = bootstrap(binary);
@@ -138,10 +139,40 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                     "binary_bytes": size,
                     "zip_bytes": zipped,
                     "peak_rss_kib": peak,
-                    "memory_mb": template_memory_mb(resource),
+                    "memory_mb": envs[i]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"],
                 }),
             );
         }
         Value::Object(results)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = "Resources:\n  IngestFunction:\n    Type: AWS::Serverless::Function\n\n    Properties:\n      MemorySize: 256\n  DeliverFunction:\n    Properties:\n      MemorySize: 512\n  Other:\n    Properties:\n      MemorySize: 64\n";
+
+    #[test]
+    fn each_function_gets_its_own_memory_size() {
+        assert_eq!(template_memory_mb(TEMPLATE, "IngestFunction"), "256");
+        assert_eq!(template_memory_mb(TEMPLATE, "DeliverFunction"), "512");
+    }
+
+    #[test]
+    #[should_panic(expected = "no MemorySize")]
+    fn a_function_without_one_is_not_given_the_next_ones() {
+        let template = "  HelloFunction:\n    Properties:\n      Runtime: x\n  DeliverFunction:\n      MemorySize: 512\n";
+        template_memory_mb(template, "HelloFunction");
+    }
+
+    #[test]
+    fn the_templates_functions_all_have_one() {
+        let path = herald_tests::emulator::workspace_root().join("template.yaml");
+        let template = std::fs::read_to_string(path).unwrap();
+        for function in ["IngestFunction", "ManageFunction", "DeliverFunction"] {
+            let mb: u64 = template_memory_mb(&template, function).parse().unwrap();
+            assert!(mb >= 128, "{function}: {mb} MB");
+        }
+    }
 }
