@@ -44,7 +44,7 @@ type Deps = DeliverDeps<
     SystemClock,
 >;
 
-async fn deps(url: &str) -> (Deps, SubscriptionId) {
+async fn deps(url: &str) -> (Arc<Deps>, SubscriptionId) {
     let policy = UrlPolicy {
         allow_http: true,
         allow_loopback: true,
@@ -57,7 +57,7 @@ async fn deps(url: &str) -> (Deps, SubscriptionId) {
         Arc::new(SystemResolver),
     )
     .unwrap();
-    let deps = DeliverDeps {
+    let deps = Arc::new(DeliverDeps {
         subscriptions: InMemorySubscriptionStore::default(),
         ledger: InMemoryDeliveryLedger::default(),
         events: InMemoryEventLog::default(),
@@ -74,7 +74,7 @@ async fn deps(url: &str) -> (Deps, SubscriptionId) {
             auto_disable_after: Duration::from_secs(5 * 86_400),
             keys: Default::default(),
         },
-    };
+    });
     let now = Utc::now();
     let id = SubscriptionId::generate(now, &mut rand::rng());
     deps.subscriptions
@@ -167,7 +167,7 @@ struct Measured {
 
 /// One batch through the handler: its wall time over the receiver's 50 ms, and the
 /// handler thread's CPU per webhook.
-async fn measure(deps: &Deps, event: SqsEvent) -> Measured {
+async fn measure(deps: &Arc<Deps>, event: SqsEvent) -> Measured {
     let size = event.records.len();
     let cpu = handler_cpu();
     let receiver_cpu = threads_cpu(RECEIVER_THREADS);

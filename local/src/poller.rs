@@ -152,7 +152,7 @@ async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) {
 
 async fn handle_batch(
     queue: &QueueSource,
-    deliver: &herald_deliver::AwsDeliver,
+    deliver: &Arc<herald_deliver::AwsDeliver>,
     settings: &PollSettings,
     messages: &[Message],
 ) {

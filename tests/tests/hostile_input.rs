@@ -141,7 +141,7 @@ proptest! {
 
     #[test]
     fn random_queue_messages_go_to_the_dead_letter_queue_never_back(bodies in prop::collection::vec(body(), 1..10)) {
-        let deps = herald_deliver::DeliverDeps {
+        let deps = std::sync::Arc::new(herald_deliver::DeliverDeps {
             subscriptions: InMemorySubscriptionStore::default(),
             ledger: InMemoryDeliveryLedger::default(),
             events: InMemoryEventLog::default(),
@@ -158,7 +158,7 @@ proptest! {
                 auto_disable_after: std::time::Duration::from_secs(3600),
                 keys: Default::default(),
             },
-        };
+        });
         let mut event = SqsEvent::default();
         event.records = bodies.iter().enumerate().map(|(i, body)| {
             let mut record = SqsMessage::default();

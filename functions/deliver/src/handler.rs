@@ -8,6 +8,7 @@
 //! of its message that comes back after the dead letter was refused sends it then.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -44,7 +45,7 @@ pub struct DeliverSettings {
     pub lease: Duration,
     pub retention: Duration,
     pub auto_disable_after: Duration,
-    pub keys: std::sync::Arc<SigningKeys>,
+    pub keys: Arc<SigningKeys>,
 }
 
 impl From<DeliverConfig> for DeliverSettings {
@@ -57,7 +58,7 @@ impl From<DeliverConfig> for DeliverSettings {
             lease: c.timeout + Duration::from_secs(30),
             retention: c.retention,
             auto_disable_after: c.auto_disable_after,
-            keys: std::sync::Arc::new(c.keys),
+            keys: Arc::new(c.keys),
         }
     }
 }
@@ -81,7 +82,7 @@ pub struct BatchOutcome {
 /// The POSTs in flight to each host within one batch, bounded by `per_host`.
 struct HostLimits {
     per_host: usize,
-    hosts: std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Semaphore>>>,
+    hosts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl HostLimits {
@@ -100,7 +101,7 @@ impl HostLimits {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             hosts
                 .entry(host.to_ascii_lowercase())
-                .or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
                 .clone()
         };
         semaphore
@@ -112,17 +113,111 @@ impl HostLimits {
 
 type SubscriptionCache = HashMap<(TenantId, SubscriptionId), Result<Option<Subscription>, String>>;
 
+/// What every record of a batch reads: the subscriptions the batch names, and the bound
+/// on POSTs to each host.
+struct BatchShared {
+    subscriptions: SubscriptionCache,
+    hosts: HostLimits,
+}
+
+/// The runtime's workers that can run records in parallel: one on a current-thread
+/// runtime (deliver below two vCPUs, `herald_shared::runtime`), a worker each on a
+/// multi-thread one.
+fn parallel_workers() -> usize {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            handle.metrics().num_workers()
+        }
+        _ => 1,
+    }
+}
+
+/// Runs the records, at most `concurrency` at once. With one worker they run in this
+/// task. With more, each runs as a task of its own, so that the CPU a record costs
+/// (signing, rendering, the HTTP client, recording) is spread over the workers instead
+/// of all falling on the thread that polls the handler.
+async fn run_records<S, L, E, Q, W, C>(
+    deps: &Arc<DeliverDeps<S, L, E, Q, W, C>>,
+    shared: &Arc<BatchShared>,
+    decoded: Vec<(SqsMessage, Result<DeliveryTask, String>)>,
+) -> Vec<Settling>
+where
+    S: SubscriptionStore + 'static,
+    L: DeliveryLedger + 'static,
+    E: EventLog + 'static,
+    Q: DeliveryQueue + 'static,
+    W: WebhookSender + 'static,
+    C: Clock + 'static,
+{
+    let concurrency = deps.settings.concurrency.max(1);
+    if parallel_workers() <= 1 || decoded.len() <= 1 {
+        return futures::stream::iter(decoded)
+            .map(|(message, task)| {
+                process_record(deps, &shared.subscriptions, &shared.hosts, message, task)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    }
+    let bound = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut running = tokio::task::JoinSet::new();
+    // The message each task holds, so that one which never finishes is handed back.
+    let mut held: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+    for (message, task) in decoded {
+        let permit = Arc::clone(&bound)
+            .acquire_owned()
+            .await
+            .expect("the batch's bound is never closed");
+        let ids = (
+            message.message_id.clone().unwrap_or_default(),
+            message.receipt_handle.clone().unwrap_or_default(),
+        );
+        let (deps, shared) = (Arc::clone(deps), Arc::clone(shared));
+        let spawned = running.spawn(async move {
+            let settling =
+                process_record(&deps, &shared.subscriptions, &shared.hosts, message, task).await;
+            drop(permit);
+            settling
+        });
+        held.insert(spawned.id(), ids);
+    }
+    let mut settled = Vec::with_capacity(held.len());
+    while let Some(joined) = running.join_next_with_id().await {
+        match joined {
+            Ok((_, settling)) => settled.push(settling),
+            // A record that panics fails the invocation, as it would in this task.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled (the runtime is shutting down): not done, so SQS hands it back.
+            Err(e) => {
+                let (message_id, receipt) = held.remove(&e.id()).unwrap_or_default();
+                settled.push(Settling {
+                    report: RecordReport::new(
+                        &message_id,
+                        interrupted(format!("its task ended unfinished: {e}")),
+                    ),
+                    receipt,
+                    dead_letter: None,
+                    owed_by: None,
+                });
+            }
+        }
+    }
+    settled
+}
+
+/// Delivers one SQS batch. The deps are shared (`Arc`) because on a runtime with more than
+/// one worker the records run as tasks of their own, spread over the workers.
 pub async fn process_batch<S, L, E, Q, W, C>(
-    deps: &DeliverDeps<S, L, E, Q, W, C>,
+    deps: &Arc<DeliverDeps<S, L, E, Q, W, C>>,
     event: SqsEvent,
 ) -> BatchOutcome
 where
-    S: SubscriptionStore,
-    L: DeliveryLedger,
-    E: EventLog,
-    Q: DeliveryQueue,
-    W: WebhookSender,
-    C: Clock,
+    S: SubscriptionStore + 'static,
+    L: DeliveryLedger + 'static,
+    E: EventLog + 'static,
+    Q: DeliveryQueue + 'static,
+    W: WebhookSender + 'static,
+    C: Clock + 'static,
 {
     let decoded: Vec<(SqsMessage, Result<DeliveryTask, String>)> = event
         .records
@@ -133,14 +228,11 @@ where
             (m, task)
         })
         .collect();
-    let subscriptions = load_subscriptions(deps, &decoded).await;
-    let hosts = HostLimits::new(deps.settings.per_host);
-
-    let settling: Vec<Settling> = futures::stream::iter(decoded)
-        .map(|(message, task)| process_record(deps, &subscriptions, &hosts, message, task))
-        .buffer_unordered(deps.settings.concurrency.max(1))
-        .collect()
-        .await;
+    let shared = Arc::new(BatchShared {
+        subscriptions: load_subscriptions(deps, &decoded).await,
+        hosts: HostLimits::new(deps.settings.per_host),
+    });
+    let settling = run_records(deps, &shared, decoded).await;
     let reports = settle(deps, settling).await;
 
     let mut response = SqsBatchResponse::default();

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
@@ -16,7 +18,10 @@ fn main() -> Result<(), Error> {
 async fn run() -> Result<(), Error> {
     herald_shared::telemetry::init_json_logs();
     let sdk = herald_shared::aws::load_sdk_config().await;
-    let deps = herald_deliver::aws_deps(&herald_shared::config::ProcessEnv, &sdk)?;
+    let deps = Arc::new(herald_deliver::aws_deps(
+        &herald_shared::config::ProcessEnv,
+        &sdk,
+    )?);
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let outcome = herald_deliver::process_batch(deps, event.payload).await;

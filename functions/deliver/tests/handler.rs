@@ -36,7 +36,11 @@ type Deps = DeliverDeps<
 const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000000";
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
+fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Arc<Deps> {
+    Arc::new(unshared_deps(sender, schedule, window))
+}
+
+fn unshared_deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
     DeliverDeps {
         subscriptions: InMemorySubscriptionStore::default(),
         ledger: InMemoryDeliveryLedger::default(),
@@ -401,7 +405,7 @@ async fn ten_records_answered_503_are_hidden_with_one_request_of_ten_entries() {
 }
 
 /// A schedule whose first delay is past the window: the first failure spends it.
-fn spent_on_the_first_failure(failing: usize) -> Deps {
+fn spent_on_the_first_failure(failing: usize) -> Arc<Deps> {
     deps(
         InMemoryWebhookSender::answering((0..failing).map(|_| InMemoryWebhookSender::status(500))),
         "1m",
@@ -658,10 +662,10 @@ type CachedDeps = DeliverDeps<
 >;
 
 /// Deliver with its subscriptions kept for `ttl`, on one clock shared with the cache.
-fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> CachedDeps {
-    let plain = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> Arc<CachedDeps> {
+    let plain = unshared_deps(InMemoryWebhookSender::default(), "exponential", "3d");
     let clock = Arc::new(FixedClock::at(Utc::now()));
-    DeliverDeps {
+    Arc::new(DeliverDeps {
         subscriptions: CachedSubscriptions::new(
             InMemorySubscriptionStore::default(),
             ttl,
@@ -673,7 +677,7 @@ fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> CachedDeps {
         sender,
         clock,
         settings: plain.settings,
-    }
+    })
 }
 
 /// A batch of one new delivery of event `n` to the test subscription.
@@ -723,7 +727,10 @@ async fn a_stale_failing_since_does_not_disable_a_subscription_healthy_elsewhere
         InMemoryWebhookSender::answering(failures),
         Duration::from_secs(300),
     );
-    deps.settings.auto_disable_after = Duration::from_secs(60);
+    Arc::get_mut(&mut deps)
+        .expect("not shared yet")
+        .settings
+        .auto_disable_after = Duration::from_secs(60);
     let start = deps.clock.now();
     let mut subscription = test_subscription();
     subscription.failing_since = Some(start - chrono::Duration::seconds(30));

@@ -1,8 +1,10 @@
 //! A batch aimed at one host keeps at most `per_host` POSTs to it in flight, while the
-//! batch's other hosts go on beside it.
+//! batch's other hosts go on beside it; on a runtime with several workers the batch's
+//! records run on all of them, within the batch's bound.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
@@ -76,7 +78,7 @@ fn task(subscription: &str, i: usize) -> serde_json::Value {
 
 #[tokio::test]
 async fn posts_to_one_host_are_bounded_and_other_hosts_are_not_held_up() {
-    let deps = DeliverDeps {
+    let deps = Arc::new(DeliverDeps {
         subscriptions: InMemorySubscriptionStore::default(),
         ledger: InMemoryDeliveryLedger::default(),
         events: InMemoryEventLog::default(),
@@ -93,7 +95,7 @@ async fn posts_to_one_host_are_bounded_and_other_hosts_are_not_held_up() {
             auto_disable_after: Duration::from_secs(5 * 86_400),
             keys: Default::default(),
         },
-    };
+    });
     let busy = "sub_01JD5Q8Z6X0000000000000001";
     let other = "sub_01JD5Q8Z6X0000000000000002";
     for (id, url) in [
@@ -123,4 +125,84 @@ async fn posts_to_one_host_are_bounded_and_other_hosts_are_not_held_up() {
     assert_eq!(deps.sender.peak("busy.example.com"), 3);
     // The other host's four ran beside the busy host's, bounded by their own limit.
     assert_eq!(deps.sender.peak("other.example.com"), 3);
+}
+
+/// Answers 200 after holding its thread for a moment and then waiting; remembers the most
+/// POSTs in flight at once and the threads they ran on.
+#[derive(Default)]
+struct ThreadRecordingSender {
+    state: Mutex<(usize, usize, HashSet<ThreadId>)>,
+}
+
+impl WebhookSender for ThreadRecordingSender {
+    async fn send(&self, _webhook: OutgoingWebhook) -> SendOutcome {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.0 += 1;
+            state.1 = state.1.max(state.0);
+            state.2.insert(std::thread::current().id());
+        }
+        // CPU work of a record (signing, rendering): the thread is busy meanwhile, so
+        // another record can only start at once on another worker.
+        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.state.lock().unwrap().0 -= 1;
+        SendOutcome::Answered {
+            status: 200,
+            retry_after: None,
+            excerpt: String::new(),
+            latency: Duration::from_millis(25),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_workers_a_batch_runs_on_all_of_them_within_its_bound() {
+    let deps = Arc::new(DeliverDeps {
+        subscriptions: InMemorySubscriptionStore::default(),
+        ledger: InMemoryDeliveryLedger::default(),
+        events: InMemoryEventLog::default(),
+        queue: InMemoryDeliveryQueue::default(),
+        sender: ThreadRecordingSender::default(),
+        clock: FixedClock::at(Utc::now()),
+        settings: DeliverSettings {
+            retry: RetryPolicy::parse("exponential", "3d").unwrap(),
+            idempotency_key_prefix: String::new(),
+            concurrency: 4,
+            per_host: 100,
+            lease: Duration::from_secs(60),
+            retention: Duration::from_secs(86_400),
+            auto_disable_after: Duration::from_secs(5 * 86_400),
+            keys: Default::default(),
+        },
+    });
+    let subscription = "sub_01JD5Q8Z6X0000000000000003";
+    deps.subscriptions
+        .create(&active_subscription(
+            "acme",
+            SubscriptionId::parse(subscription).unwrap(),
+            SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+            &["order.*"],
+        ))
+        .await
+        .unwrap();
+    let records: Vec<_> = (0..24).map(|i| task(subscription, i)).collect();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
+
+    let outcome = process_batch(&deps, event).await;
+
+    assert!(outcome.response.batch_item_failures.is_empty());
+    assert_eq!(outcome.reports.len(), 24);
+    assert_eq!(deps.ledger.records().len(), 24);
+    let (in_flight, peak, threads) = deps.sender.state.lock().unwrap().clone();
+    assert_eq!(in_flight, 0);
+    assert_eq!(
+        peak, 4,
+        "the batch's bound holds across workers and is reached"
+    );
+    assert_eq!(threads.len(), 2, "every worker ran records: {threads:?}");
+    assert!(
+        !threads.contains(&std::thread::current().id()),
+        "the records ran on the workers, not on the thread polling the handler"
+    );
 }
