@@ -148,6 +148,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Connections a listener holds before it accepts them. std's and tokio's 128 is short
+/// of a batch of a thousand POSTs opening their connections at once: the rest would be
+/// dropped and sent again a second later (or answered with SYN cookies).
+const BACKLOG: u32 = 4096;
+
+/// A listener on 127.0.0.1 and a free port, with a backlog for a thousand connections
+/// arriving at once. Call it within a tokio runtime.
+pub fn listen_on_loopback() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket for the receiver");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("binding a receiver on 127.0.0.1");
+    socket.listen(BACKLOG).expect("listening on 127.0.0.1")
+}
+
 /// Listens on 127.0.0.1 and a free port until dropped.
 pub struct TestReceiver {
     addr: SocketAddr,
@@ -256,9 +271,7 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
 
 impl TestReceiver {
     pub async fn start(script: Script) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding a receiver on 127.0.0.1");
+        let listener = listen_on_loopback();
         let addr = listener.local_addr().expect("the receiver's address");
         let chaos = script.1;
         let state = Arc::new(State {
