@@ -143,6 +143,9 @@ fn threads_cpu(name: &str) -> Duration {
         .sum()
 }
 
+/// Time for a dropped client's connections to close before the next measurement.
+const SETTLE: Duration = Duration::from_millis(100);
+
 /// Batches of each size and kind measured; the median is the figure.
 const REPEATS: usize = 5;
 
@@ -248,6 +251,11 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                     let base = 2 * (round * REPEATS + rep);
                     firsts.push(measure(&deps, batch(&subscription, size, base + 1)).await);
                     steadies.push(measure(&deps, batch(&subscription, size, base + 2)).await);
+                    // The client's connections close on the runtime's tasks once it is
+                    // dropped: let them, so the next first batch does not pay for it (a
+                    // new container has no old client to close).
+                    drop(deps);
+                    tokio::time::sleep(SETTLE).await;
                 }
                 let (first, first_range) = median_by_wall(firsts);
                 let (steady, steady_range) = median_by_wall(steadies);
@@ -302,10 +310,75 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
     }
     let _ = stop_tx.send(());
     receiver_thread.unwrap().join().unwrap();
+    let floor = one_thread.block_on(connection_floor(1000));
+    table.row(
+        "1000 new loopback connections alone, one thread",
+        format!("{:.0} µs", floor.cpu_us_per_connection),
+        format!(
+            "CPU a connection on the connecting thread, no HTTP (socket, connect, the kernel's work for both ends of the handshake), median of {REPEATS}; {:.0} ms for the 1000: part of every first batch's extra CPU above",
+            floor.wall_ms
+        ),
+    );
     json!({
         "receiver_delay_ms": RECEIVER_DELAY.as_millis() as u64,
         "concurrency": CONCURRENCY,
         "stores": "in-memory (Herald's concurrency, not moto's)",
         "batches": results,
+        "loopback_connections_alone": {
+            "connections": 1000,
+            "cpu_us_per_connection": floor.cpu_us_per_connection,
+            "wall_ms": floor.wall_ms,
+        },
     })
+}
+
+struct ConnectionFloor {
+    cpu_us_per_connection: f64,
+    wall_ms: f64,
+}
+
+/// What `n` new connections to a loopback listener cost the thread that opens them, with
+/// nothing sent: on loopback the kernel's work for both ends of each handshake runs in
+/// the connecting thread, so this is the share of a first batch's CPU that no HTTP
+/// client can save here. The listener accepts on a thread of its own; the median of
+/// five rounds.
+async fn connection_floor(n: usize) -> ConnectionFloor {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let acceptor = std::thread::Builder::new()
+        .name(RECEIVER_THREADS.into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = herald_tests::receiver::listen_on_loopback();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                for _ in 0..n * REPEATS {
+                    drop(listener.accept().await.unwrap());
+                }
+            });
+        })
+        .unwrap();
+    let addr = addr_rx.recv().unwrap();
+    let mut rounds = Vec::new();
+    for _ in 0..REPEATS {
+        let cpu = handler_cpu();
+        let started = Instant::now();
+        let connections =
+            futures::future::join_all((0..n).map(|_| tokio::net::TcpStream::connect(addr))).await;
+        let wall = started.elapsed();
+        let cpu = handler_cpu().saturating_sub(cpu);
+        assert!(
+            connections.iter().all(Result::is_ok),
+            "a loopback connect failed"
+        );
+        rounds.push(ConnectionFloor {
+            cpu_us_per_connection: cpu.as_secs_f64() * 1e6 / n as f64,
+            wall_ms: wall.as_secs_f64() * 1e3,
+        });
+    }
+    acceptor.join().unwrap();
+    rounds.sort_by(|a, b| a.cpu_us_per_connection.total_cmp(&b.cpu_us_per_connection));
+    rounds.swap_remove(rounds.len() / 2)
 }
