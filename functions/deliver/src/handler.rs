@@ -235,17 +235,9 @@ where
     let settling = run_records(deps, &shared, decoded).await;
     let reports = settle(deps, settling).await;
 
+    log_batch(&reports);
     let mut response = SqsBatchResponse::default();
     for report in &reports {
-        tracing::info!(
-            message_id = %report.message_id,
-            delivery_id = report.delivery_id.as_deref().unwrap_or(""),
-            attempt = report.attempt,
-            status = report.status,
-            error = report.error,
-            disposition = %report.disposition,
-            "record processed"
-        );
         if report.disposition.keeps_message() {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = report.message_id.clone();
@@ -253,6 +245,48 @@ where
         }
     }
     BatchOutcome { response, reports }
+}
+
+/// The batch's log lines: one for the batch, and one for each record that did not end
+/// routinely (a retry, a failure, a skip, a dead letter, a lease, an interruption).
+/// Deliveries, and copies of deliveries already finished, are only counted in the
+/// batch's line (and logged one by one at `debug`): each delivery's attempts are in its
+/// record, which the attempt log shows, and a line for every success was most of the
+/// CloudWatch Logs a delivery cost (docs/DECISIONS.md, "Logging").
+fn log_batch(reports: &[RecordReport]) {
+    macro_rules! record_line {
+        ($level:expr, $report:expr) => {
+            tracing::event!(
+                $level,
+                message_id = %$report.message_id,
+                delivery_id = $report.delivery_id.as_deref().unwrap_or(""),
+                attempt = $report.attempt,
+                status = $report.status,
+                error = $report.error,
+                disposition = %$report.disposition,
+                "record processed"
+            )
+        };
+    }
+    let mut delivered = 0;
+    for report in reports {
+        if report.disposition.is_routine() {
+            delivered += usize::from(report.disposition == Disposition::Delivered);
+            record_line!(tracing::Level::DEBUG, report);
+        } else {
+            record_line!(tracing::Level::INFO, report);
+        }
+    }
+    let handed_back = reports
+        .iter()
+        .filter(|r| r.disposition.keeps_message())
+        .count();
+    tracing::info!(
+        records = reports.len(),
+        delivered,
+        handed_back,
+        "batch processed"
+    );
 }
 
 /// Each subscription named in the batch, read once (through the store's cache when

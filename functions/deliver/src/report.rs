@@ -29,6 +29,12 @@ pub enum Disposition {
 }
 
 impl Disposition {
+    /// A delivery, or a copy of a message whose delivery had already finished: what
+    /// most records of most batches come to, and nothing an operator needs a line for.
+    pub fn is_routine(&self) -> bool {
+        matches!(self, Self::Delivered | Self::AlreadyFinished(_))
+    }
+
     /// Whether SQS should hand the message back (a batch item failure).
     pub fn keeps_message(&self) -> bool {
         matches!(

@@ -763,3 +763,87 @@ async fn a_stale_failing_since_does_not_disable_a_subscription_healthy_elsewhere
     let stored = deps.subscriptions.inner().all().remove(0);
     assert_eq!(stored.status, SubscriptionStatus::Disabled);
 }
+
+/// What a subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// The `fields` of every line with this message.
+    fn lines(&self, message: &str) -> Vec<serde_json::Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|line| line["fields"]["message"] == message)
+            .map(|line| line["fields"].clone())
+            .collect()
+    }
+}
+
+/// A batch of three, the first POST answered 503, logged at `level` as Herald logs.
+async fn logs_of_a_batch_with_one_retry(level: tracing::Level) -> CapturedLogs {
+    let deps = deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(503)]),
+        "exponential",
+        "3d",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(level)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let outcome = process_batch(&deps, batch_of(3)).await;
+    assert_eq!(failures(&outcome).len(), 1);
+    logs
+}
+
+#[tokio::test]
+async fn a_batch_logs_one_line_and_one_for_each_record_that_did_not_end_routinely() {
+    let logs = logs_of_a_batch_with_one_retry(tracing::Level::INFO).await;
+    let records = logs.lines("record processed");
+    assert_eq!(records.len(), 1, "only the retry has a line: {records:?}");
+    assert_eq!(records[0]["status"], 503);
+    assert!(
+        records[0]["disposition"]
+            .as_str()
+            .unwrap()
+            .starts_with("retry in"),
+        "{records:?}"
+    );
+    assert!(
+        records[0]["delivery_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("msg_")
+    );
+    let batches = logs.lines("batch processed");
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        (
+            &batches[0]["records"],
+            &batches[0]["delivered"],
+            &batches[0]["handed_back"]
+        ),
+        (&json!(3), &json!(2), &json!(1))
+    );
+
+    // Asked for debug, every record has its line.
+    let logs = logs_of_a_batch_with_one_retry(tracing::Level::DEBUG).await;
+    assert_eq!(logs.lines("record processed").len(), 3);
+    assert_eq!(logs.lines("batch processed").len(), 1);
+}
