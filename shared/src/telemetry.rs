@@ -45,6 +45,7 @@ pub fn init_json_logs() {
 
 /// As `init_json_logs`, with another default level.
 pub fn init_json_logs_at(default_level: &str) {
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| {
@@ -53,10 +54,21 @@ pub fn init_json_logs_at(default_level: &str) {
                 .map(|l| l.to_lowercase())
         })
         .unwrap_or_else(|| default_level.to_owned());
-    let _ = tracing_subscriber::fmt()
+    let _ = json_subscriber(&level, std::io::stdout).try_init();
+}
+
+/// Herald's JSON log lines at `level` (through [`log_filter`]), written to `writer`: the
+/// functions write them to standard output, where Lambda hands them to CloudWatch Logs;
+/// the bench counts them.
+pub fn json_subscriber<W>(level: &str, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
         .json()
-        .with_env_filter(log_filter(&level))
+        .with_env_filter(log_filter(level))
         .with_current_span(false)
         .with_target(false)
-        .try_init();
+        .with_writer(writer)
+        .finish()
 }
