@@ -211,7 +211,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         });
     let url = url_rx.recv().unwrap();
     // The runtimes the deliver bootstrap runs on (herald_shared::runtime): one thread
-    // below two vCPUs' worth of memory (the template's 512 MB), a worker per vCPU above
+    // below two vCPUs' worth of memory (the template's 256 MB), a worker per vCPU above
     // (here the machine's two cores, as at 3538 MB). The handler's future runs on this
     // thread, as under `lambda_runtime`; on the multi-thread runtime hyper's connection
     // tasks run on the workers.
@@ -230,7 +230,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         (
             &one_thread,
             "current_thread",
-            "one thread (< 2 vCPUs, the template's 512 MB)",
+            "one thread (< 2 vCPUs, the template's 256 MB)",
         ),
         (
             &multi_thread,

@@ -37,7 +37,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// The memory template.yaml gives a function (`MemorySize` in its resource), in MB: Lambda
 /// sets it in the function's environment, and the bootstrap sizes its runtime by it.
-fn template_memory_mb(template: &str, resource: &str) -> String {
+pub(crate) fn template_memory_mb(template: &str, resource: &str) -> String {
     let start = format!("  {resource}:");
     template
         .lines()

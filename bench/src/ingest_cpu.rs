@@ -1,0 +1,88 @@
+//! CPU of one publish call in the ingest handler, for the billed duration of an ingest
+//! invocation: the API Gateway event parsed, the events validated, matched and recorded,
+//! the tasks queued, the answer serialised; with in-memory stores, so only Herald's CPU
+//! (the round trips are priced apart).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_shared::ids::SubscriptionId;
+use herald_shared::memory::{
+    InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore, active_subscription,
+};
+use herald_shared::ports::{SubscriptionStore, SystemClock};
+use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
+use serde_json::json;
+
+/// Calls measured; the median is the figure.
+const CALLS: usize = 21;
+
+/// An API Gateway (HTTP API, payload 2.0) event publishing `events` events for `acme`,
+/// as Lambda hands it to the function.
+fn publish_event(round: usize, events: usize) -> String {
+    let body = json!({"events": (0..events).map(|i| json!({
+        "id": format!("ord_{round}_{i}"),
+        "type": "order.paid",
+        "data": {"order": format!("ord_{round}_{i}"), "amount": 1250},
+    })).collect::<Vec<_>>()});
+    json!({
+        "version": "2.0", "routeKey": "POST /v1/events", "rawPath": "/v1/events",
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "http": {"method": "POST", "path": "/v1/events"},
+            "authorizer": {"jwt": {"claims": {"tenant": "acme"}}},
+            "timeEpoch": 0,
+        },
+        "isBase64Encoded": false,
+        "body": body.to_string(),
+    })
+    .to_string()
+}
+
+/// The median CPU of a publish call of `events` events to one subscription.
+pub fn per_call(events: usize) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let deps = herald_ingest::IngestDeps {
+            subscriptions: InMemorySubscriptionStore::default(),
+            events: InMemoryEventLog::default(),
+            queue: InMemoryDeliveryQueue::default(),
+            clock: SystemClock,
+            tenant_claim: "tenant".into(),
+        };
+        let policy = UrlPolicy::default();
+        deps.subscriptions
+            .create(&active_subscription(
+                "acme",
+                SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+                SubscriptionUrl::parse("https://hooks.example.com/in", &policy).unwrap(),
+                &["order.*"],
+            ))
+            .await
+            .unwrap();
+        let mut cpu = Vec::with_capacity(CALLS);
+        for round in 0..CALLS {
+            let event = publish_event(round, events);
+            let before = crate::thread_cpu();
+            let request = lambda_http::request::from_str(&event).expect("a gateway event");
+            let response = herald_ingest::handle(&deps, request).await;
+            // As the runtime hands it back to API Gateway.
+            let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+            let answer = json!({"statusCode": response.status().as_u16(), "body": body});
+            let answer = serde_json::to_vec(&answer).unwrap();
+            cpu.push(crate::thread_cpu().saturating_sub(before));
+            assert_eq!(
+                response.status(),
+                202,
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        cpu.sort();
+        cpu[cpu.len() / 2]
+    })
+}
