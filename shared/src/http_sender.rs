@@ -137,16 +137,18 @@ impl HttpWebhookSender {
         // Once, on a new connection, inside the same deadline: see docs/DECISIONS.md
         // ("Delivering") for why any such failure is retried, not only a reused
         // connection's.
+        let mut retried = false;
         if let Ok(Err(e)) = &sent
             && closed_without_answer(e)
             && let Some(copy) = copy
         {
+            retried = true;
             sent = timeout_at(deadline, self.fresh.execute(copy)).await;
         }
         let mut response = match sent {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return self.failed(&e, started),
-            Err(_) => return self.timed_out(started),
+            Ok(Err(e)) => return noting_retry(self.failed(&e, started), retried),
+            Err(_) => return noting_retry(self.timed_out(started), retried),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -186,6 +188,27 @@ impl HttpWebhookSender {
             detail: format!("no answer within {} ms", self.settings.timeout.as_millis()),
             latency: started.elapsed(),
         }
+    }
+}
+
+/// Said of a failed attempt whose POST went out twice, so the attempt log shows that the
+/// receiver may have seen it twice (under one `webhook-id`).
+const SENT_TWICE: &str =
+    "; sent again on a new connection after the first closed without an answer";
+
+/// A failure after the one retry says so in its detail.
+fn noting_retry(outcome: SendOutcome, retried: bool) -> SendOutcome {
+    match outcome {
+        SendOutcome::Failed {
+            error,
+            detail,
+            latency,
+        } if retried => SendOutcome::Failed {
+            error,
+            detail: detail + SENT_TWICE,
+            latency,
+        },
+        other => other,
     }
 }
 

@@ -759,6 +759,11 @@ async fn a_receiver_that_always_hangs_up_gets_one_retry_never_more() {
         detail.contains("connection closed before message completed"),
         "{detail}"
     );
+    assert!(
+        detail
+            .ends_with("; sent again on a new connection after the first closed without an answer"),
+        "the attempt log says the receiver may have seen it twice: {detail}"
+    );
     assert_eq!(receiver.connections.load(Ordering::SeqCst), 2);
     assert_eq!(receiver.seen().len(), 2);
 }
@@ -800,6 +805,14 @@ async fn refused_connections_and_unknown_names_are_not_retried() {
         .unwrap();
         let outcome = sender.send(webhook(&url)).await;
         assert_eq!(failure(&outcome), Some(error), "{url}: {outcome:?}");
+        let SendOutcome::Failed { detail, .. } = &outcome else {
+            unreachable!()
+        };
+        assert_eq!(
+            detail.contains("sent again"),
+            connections == 2,
+            "{url}: {detail}"
+        );
         assert_eq!(
             resolver.lookups.load(Ordering::SeqCst),
             connections,
@@ -839,7 +852,10 @@ async fn the_retry_ends_at_the_attempts_deadline() {
     };
     assert_eq!(
         (error, detail.as_str()),
-        (AttemptError::Timeout, "no answer within 600 ms")
+        (
+            AttemptError::Timeout,
+            "no answer within 600 ms; sent again on a new connection after the first closed without an answer"
+        )
     );
     // The latency is the attempt's, both tries.
     assert!(latency >= timeout, "{latency:?}");
