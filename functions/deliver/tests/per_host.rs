@@ -76,26 +76,44 @@ fn task(subscription: &str, i: usize) -> serde_json::Value {
     json!({"messageId": format!("m-{subscription}-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
 }
 
-#[tokio::test]
-async fn posts_to_one_host_are_bounded_and_other_hosts_are_not_held_up() {
-    let deps = Arc::new(DeliverDeps {
+/// Deliver on in-memory stores with this sender and these bounds.
+fn deps<W>(
+    sender: W,
+    concurrency: usize,
+    per_host: usize,
+) -> Arc<
+    DeliverDeps<
+        InMemorySubscriptionStore,
+        InMemoryDeliveryLedger,
+        InMemoryEventLog,
+        InMemoryDeliveryQueue,
+        W,
+        FixedClock,
+    >,
+> {
+    Arc::new(DeliverDeps {
         subscriptions: InMemorySubscriptionStore::default(),
         ledger: InMemoryDeliveryLedger::default(),
         events: InMemoryEventLog::default(),
         queue: InMemoryDeliveryQueue::default(),
-        sender: CountingSender::default(),
+        sender,
         clock: FixedClock::at(Utc::now()),
         settings: DeliverSettings {
             retry: RetryPolicy::parse("exponential", "3d").unwrap(),
             idempotency_key_prefix: String::new(),
-            concurrency: 20,
-            per_host: 3,
+            concurrency,
+            per_host,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
             auto_disable_after: Duration::from_secs(5 * 86_400),
             keys: Default::default(),
         },
-    });
+    })
+}
+
+#[tokio::test]
+async fn posts_to_one_host_are_bounded_and_other_hosts_are_not_held_up() {
+    let deps = deps(CountingSender::default(), 20, 3);
     let busy = "sub_01JD5Q8Z6X0000000000000001";
     let other = "sub_01JD5Q8Z6X0000000000000002";
     for (id, url) in [
@@ -158,24 +176,7 @@ impl WebhookSender for ThreadRecordingSender {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_several_workers_a_batch_runs_on_all_of_them_within_its_bound() {
-    let deps = Arc::new(DeliverDeps {
-        subscriptions: InMemorySubscriptionStore::default(),
-        ledger: InMemoryDeliveryLedger::default(),
-        events: InMemoryEventLog::default(),
-        queue: InMemoryDeliveryQueue::default(),
-        sender: ThreadRecordingSender::default(),
-        clock: FixedClock::at(Utc::now()),
-        settings: DeliverSettings {
-            retry: RetryPolicy::parse("exponential", "3d").unwrap(),
-            idempotency_key_prefix: String::new(),
-            concurrency: 4,
-            per_host: 100,
-            lease: Duration::from_secs(60),
-            retention: Duration::from_secs(86_400),
-            auto_disable_after: Duration::from_secs(5 * 86_400),
-            keys: Default::default(),
-        },
-    });
+    let deps = deps(ThreadRecordingSender::default(), 4, 100);
     let subscription = "sub_01JD5Q8Z6X0000000000000003";
     deps.subscriptions
         .create(&active_subscription(
