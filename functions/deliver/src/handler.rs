@@ -184,7 +184,10 @@ where
     let mut settled = Vec::with_capacity(held.len());
     while let Some(joined) = running.join_next_with_id().await {
         match joined {
-            Ok((_, settling)) => settled.push(settling),
+            Ok((id, settling)) => {
+                held.remove(&id);
+                settled.push(settling);
+            }
             // A record that panics fails the invocation, as it would in this task.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Cancelled (the runtime is shutting down): not done, so SQS hands it back.
@@ -268,19 +271,16 @@ fn log_batch(reports: &[RecordReport]) {
             )
         };
     }
-    let mut delivered = 0;
+    let (mut delivered, mut handed_back) = (0, 0);
     for report in reports {
+        delivered += usize::from(report.disposition == Disposition::Delivered);
+        handed_back += usize::from(report.disposition.keeps_message());
         if report.disposition.is_routine() {
-            delivered += usize::from(report.disposition == Disposition::Delivered);
             record_line!(tracing::Level::DEBUG, report);
         } else {
             record_line!(tracing::Level::INFO, report);
         }
     }
-    let handed_back = reports
-        .iter()
-        .filter(|r| r.disposition.keeps_message())
-        .count();
     tracing::info!(
         records = reports.len(),
         delivered,
