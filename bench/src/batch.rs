@@ -2,10 +2,11 @@
 //!
 //! The handler runs with in-memory stores and queue (so the figures are Herald's
 //! concurrency and CPU, not moto's serialised writes) and the real HTTP sender, POSTing to
-//! a receiver on its own threads that answers after 50 ms. The handler runs on the runtime
-//! its bootstrap uses (tokio's multi-thread runtime); the CPU of its threads is the
-//! handler's (signing, JSON, HTTP client), and the receiver's is counted apart: it is not
-//! Herald's, but it shares the same cores.
+//! a receiver on its own threads that answers after 50 ms. The handler runs on each
+//! runtime its bootstrap may use (one thread, or a worker per vCPU); the CPU of its
+//! threads is the handler's (signing, JSON, HTTP client, recording, logging), and the
+//! receiver's is counted apart: it is not Herald's, but it shares the same cores. Beside
+//! them, what bare loopback connections cost the thread that opens them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -213,8 +214,8 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
     // The runtimes the deliver bootstrap runs on (herald_shared::runtime): one thread
     // below two vCPUs' worth of memory (the template's 256 MB), a worker per vCPU above
     // (here the machine's two cores, as at 3538 MB). The handler's future runs on this
-    // thread, as under `lambda_runtime`; on the multi-thread runtime hyper's connection
-    // tasks run on the workers.
+    // thread, as under `lambda_runtime`; on the multi-thread runtime the batch's records
+    // and hyper's connection tasks run on the workers.
     let one_thread = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
