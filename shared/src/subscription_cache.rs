@@ -5,7 +5,7 @@
 //! never hidden; other containers' and the management API's are seen up to the lifetime
 //! late (docs/DECISIONS.md, "Delivering").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,14 +23,60 @@ type Key = (TenantId, SubscriptionId);
 struct Entry {
     value: Option<Subscription>,
     stored_at: DateTime<Utc>,
+    /// Its place in the order entries were kept (`State::kept`).
+    seq: u64,
 }
 
 #[derive(Default)]
 struct State {
     entries: HashMap<Key, Entry>,
+    /// The keys in the order they were kept, each with the `seq` it was kept under: the
+    /// oldest first, so that a full cache drops its oldest without looking at every
+    /// entry. A key kept again or dropped leaves its old place behind, which is passed
+    /// over when it comes up (its `seq` is no longer the entry's).
+    kept: VecDeque<(Key, u64)>,
+    next_seq: u64,
     /// Counts writes, so that a read which began before a write does not store what it
     /// read after the write dropped the key.
     writes: u64,
+}
+
+impl State {
+    /// Drops the oldest entry kept; false when there is none.
+    fn drop_oldest(&mut self) -> bool {
+        while let Some((key, seq)) = self.kept.pop_front() {
+            if self.entries.get(&key).is_some_and(|entry| entry.seq == seq) {
+                self.entries.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The key kept longest ago that is still kept, if any.
+    fn oldest(&mut self) -> Option<&Entry> {
+        while let Some((key, seq)) = self.kept.front() {
+            if self.entries.get(key).is_some_and(|entry| entry.seq == *seq) {
+                return self.entries.get(key);
+            }
+            self.kept.pop_front();
+        }
+        None
+    }
+
+    /// Places left behind pile up when the same keys are kept again and again; past
+    /// twice the entries, the order is written again from the entries themselves.
+    fn compact(&mut self) {
+        if self.kept.len() > 2 * self.entries.len() + 16 {
+            let mut order: Vec<(Key, u64)> = self
+                .entries
+                .iter()
+                .map(|(key, entry)| (key.clone(), entry.seq))
+                .collect();
+            order.sort_by_key(|(_, seq)| *seq);
+            self.kept = order.into();
+        }
+    }
 }
 
 pub struct CachedSubscriptions<S, C = SystemClock> {
@@ -108,25 +154,26 @@ impl<S, C: Clock> CachedSubscriptions<S, C> {
             return;
         }
         if state.entries.len() >= self.capacity && !state.entries.contains_key(&key) {
-            state.entries.retain(|_, entry| self.fresh(entry, now));
+            // Expired entries first (the oldest kept expire first), then the oldest.
+            while state.oldest().is_some_and(|entry| !self.fresh(entry, now)) {
+                state.drop_oldest();
+            }
             if state.entries.len() >= self.capacity {
-                let oldest = state
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, entry)| entry.stored_at)
-                    .map(|(key, _)| key.clone());
-                if let Some(oldest) = oldest {
-                    state.entries.remove(&oldest);
-                }
+                state.drop_oldest();
             }
         }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.kept.push_back((key.clone(), seq));
         state.entries.insert(
             key,
             Entry {
                 value,
                 stored_at: now,
+                seq,
             },
         );
+        state.compact();
     }
 
     fn writes(&self) -> u64 {
@@ -487,6 +534,27 @@ mod tests {
             "moved.example.com"
         );
         assert_eq!(cache.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn keys_kept_again_and_again_leave_no_growing_trail() {
+        let (cache, _clock) = cache(TTL);
+        let cache = cache.with_capacity(3);
+        for round in 0..500 {
+            for n in 1..=2 {
+                let s = subscription(n);
+                // A write through the cache drops the key (whatever its result); the next
+                // read keeps it again, in a new place.
+                let _ = cache.create(&s).await;
+                assert!(
+                    cache.get(&s.tenant, &s.id).await.unwrap().is_some(),
+                    "round {round}"
+                );
+            }
+        }
+        let state = cache.lock();
+        assert_eq!(state.entries.len(), 2);
+        assert!(state.kept.len() <= 2 * 2 + 16 + 1, "{}", state.kept.len());
     }
 
     #[tokio::test]
