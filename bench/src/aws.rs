@@ -152,14 +152,14 @@ fn platform_log_bytes_per_invocation(prices: &Value) -> f64 {
 
 /// What the functions cost apart from their round trips: the memory each is deployed
 /// with, and the CPU (on a whole core) of a deliver batch of 10 and of an ingest call.
-pub struct Functions {
-    pub deliver_memory_mb: f64,
-    pub ingest_memory_mb: f64,
+struct Functions {
+    deliver_memory_mb: f64,
+    ingest_memory_mb: f64,
     /// Wall and CPU time of the deliver handler's batch of 10 to the 50 ms receiver.
-    pub deliver_batch_of_10_ms: f64,
-    pub deliver_batch_of_10_cpu_ms: f64,
+    deliver_batch_of_10_ms: f64,
+    deliver_batch_of_10_cpu_ms: f64,
     /// CPU of an ingest call, by the events it publishes.
-    pub ingest_call_cpu_ms: BTreeMap<usize, f64>,
+    ingest_call_cpu_ms: BTreeMap<usize, f64>,
 }
 
 fn analyse(
@@ -344,8 +344,7 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
                 .find(|b| b["batch"] == 10 && b["runtime"] == "current_thread")
         })
         .expect("the deliver handler section runs first");
-    let template_path = herald_tests::emulator::workspace_root().join("template.yaml");
-    let template = std::fs::read_to_string(template_path).expect("template.yaml");
+    let template = crate::coldstart::read_template();
     let memory = |resource: &str| -> f64 {
         crate::coldstart::template_memory_mb(&template, resource)
             .parse()
@@ -372,7 +371,10 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
         table.row(
             format!("CPU per ingest call of {events} event(s)"),
             format!("{cpu:.2} ms"),
-            "ingest handler, in-memory stores: the gateway event parsed, validated, matched, recorded, queued, answered; median of 21",
+            format!(
+                "ingest handler, in-memory stores: the gateway event parsed, validated, matched, recorded, queued, answered; median of {}",
+                crate::ingest_cpu::CALLS
+            ),
         );
     }
     let path = herald_tests::emulator::workspace_root().join("bench/prices.json");

@@ -35,6 +35,12 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The repository's template.yaml, whose memory sizes the bench deploys the functions at.
+pub(crate) fn read_template() -> String {
+    let path = herald_tests::emulator::workspace_root().join("template.yaml");
+    std::fs::read_to_string(path).expect("template.yaml")
+}
+
 /// The memory template.yaml gives a function (`MemorySize` in its resource), in MB: Lambda
 /// sets it in the function's environment, and the bootstrap sizes its runtime by it.
 pub(crate) fn template_memory_mb(template: &str, resource: &str) -> String {
@@ -75,8 +81,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
             ("manage", "ManageFunction", event_file("manage/list-subscriptions.json")),
             ("deliver", "DeliverFunction", json!({"Records": []})),
         ];
-        let template_path = herald_tests::emulator::workspace_root().join("template.yaml");
-        let template = std::fs::read_to_string(template_path).expect("template.yaml");
+        let template = read_template();
         let envs: Vec<HashMap<String, String>> = functions
             .iter()
             .map(|(_, resource, _)| {
@@ -168,8 +173,7 @@ mod tests {
 
     #[test]
     fn the_templates_functions_all_have_one() {
-        let path = herald_tests::emulator::workspace_root().join("template.yaml");
-        let template = std::fs::read_to_string(path).unwrap();
+        let template = read_template();
         for function in ["IngestFunction", "ManageFunction", "DeliverFunction"] {
             let mb: u64 = template_memory_mb(&template, function).parse().unwrap();
             assert!(mb >= 128, "{function}: {mb} MB");
