@@ -13,6 +13,7 @@
 //!     api_addr: "127.0.0.1:0".parse()?,
 //!     settings: [("HERALD_RETRY_SCHEDULE".into(), "1s,2s".into())].into(),
 //!     poll: PollSettings { wait_seconds: 1, ..PollSettings::default() },
+//!     stage: None,
 //! })
 //! .await?;
 //! println!("API on {}", herald.api_url());
@@ -57,12 +58,15 @@ pub struct LocalOptions {
     /// (http and loopback targets allowed), e.g. a seconds-scale `HERALD_RETRY_SCHEDULE`.
     pub settings: HashMap<String, String>,
     pub poll: PollSettings,
+    /// The API's stage instead of the template's (`Stage`'s default), e.g. `$default`.
+    pub stage: Option<String>,
 }
 
 /// A running local Herald: its API server and its queue pollers. Dropping it stops them
 /// without waiting; [`LocalHerald::shutdown`] waits for the work in hand.
 pub struct LocalHerald {
     api_addr: SocketAddr,
+    stage: String,
     provisioned: Provisioned,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -74,6 +78,11 @@ impl LocalHerald {
     pub async fn start(options: LocalOptions) -> anyhow::Result<Self> {
         let template = template_path();
         let routes = routes::Routes::from_template(&template)?;
+        let stage = match options.stage {
+            Some(stage) => stage,
+            None => routes::Routes::stage_of(&std::fs::read_to_string(&template)?)
+                .context("reading the template's stage")?,
+        };
         let provisioned = provision(&options.sdk, &options.prefix, &template)
             .await
             .context("provisioning the template's tables and queues")?;
@@ -89,10 +98,13 @@ impl LocalHerald {
         let deliver =
             herald_deliver::aws_deps(&source, &options.sdk).context("configuring deliver")?;
         let functions = Arc::new(server::Functions {
-            routes,
+            gateway: gateway::Gateway {
+                routes,
+                stage: stage.clone(),
+            },
             ingest,
             manage,
-            tenant_claim: herald_shared::config::tenant_claim(&source),
+            tenant_claim: herald_shared::config::tenant_claim(&source).name,
         });
         let (queue_url, queue_arn) = provisioned
             .queues
@@ -129,15 +141,31 @@ impl LocalHerald {
         }
         Ok(Self {
             api_addr,
+            stage,
             provisioned,
             stop,
             tasks,
         })
     }
 
-    /// `http://127.0.0.1:<port>`, with the port actually bound.
+    /// `http://127.0.0.1:<port>`, with the port actually bound: the API as a custom domain
+    /// mapped to the stage serves it, and as `sam local start-api` does.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
+    }
+
+    /// The API as the stage's `execute-api` URL serves it (the stack's `ApiUrl`):
+    /// `http://127.0.0.1:<port>/dev`, or the same as [`Self::api_url`] for `$default`.
+    pub fn stage_url(&self) -> String {
+        match self.stage.as_str() {
+            "$default" => self.api_url(),
+            stage => format!("{}/{stage}", self.api_url()),
+        }
+    }
+
+    /// The API's stage.
+    pub fn stage(&self) -> &str {
+        &self.stage
     }
 
     pub fn api_addr(&self) -> SocketAddr {

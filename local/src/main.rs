@@ -1,8 +1,9 @@
 //! `herald-local`: Herald on this machine, against the AWS endpoint in `AWS_ENDPOINT_URL`
 //! (moto; `make run` starts one). Settings: `HERALD_LOCAL_ADDR` (127.0.0.1:3000),
 //! `HERALD_LOCAL_PREFIX` (`herald-local`), `HERALD_LOCAL_VISIBILITY_TIMEOUT` (seconds a
-//! received batch stays hidden; the queue's own 360 s when unset), and any `HERALD_*` the
-//! functions read.
+//! received batch stays hidden; the queue's own 360 s when unset), `HERALD_LOCAL_STAGE`
+//! (the API's stage; the template's `Stage` default, `dev`, when unset), and any
+//! `HERALD_*` the functions read.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -48,7 +49,9 @@ async fn local_sdk_config() -> anyhow::Result<SdkConfig> {
 fn print_welcome(herald: &LocalHerald) {
     let url = herald.api_url();
     println!(
-        "Herald is running: API on {url}, delivery queue {}",
+        "Herald is running: API on {url} (and on {}, as stage `{}` of API Gateway's URL), delivery queue {}",
+        herald.stage_url(),
+        herald.stage(),
         herald.provisioned().delivery_queue_url()
     );
     println!(
@@ -104,6 +107,9 @@ async fn run() -> anyhow::Result<()> {
             visibility_timeout,
             ..PollSettings::default()
         },
+        stage: std::env::var("HERALD_LOCAL_STAGE")
+            .ok()
+            .filter(|s| !s.is_empty()),
     })
     .await
     .with_context(|| format!("starting Herald against the AWS endpoint {endpoint}"))?;

@@ -153,6 +153,37 @@ impl Routes {
         Ok(Self(routes))
     }
 
+    /// The stage the template's HTTP API is deployed to: its `StageName`, a parameter's
+    /// default where it is a `!Ref`, and `$default` where it has none (as SAM does).
+    pub fn stage_of(template: &str) -> anyhow::Result<String> {
+        let template: Value = serde_yaml::from_str(template)?;
+        let resources = template.get("Resources").and_then(Value::as_mapping);
+        let api = resources.into_iter().flatten().find(|(_, r)| {
+            r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::HttpApi")
+        });
+        let Some(stage) = api.and_then(|(_, r)| r.get("Properties")?.get("StageName")) else {
+            return Ok("$default".to_owned());
+        };
+        match stage {
+            Value::String(name) => Ok(name.clone()),
+            Value::Tagged(tagged) if tagged.tag == "Ref" => {
+                let parameter = tagged.value.as_str().unwrap_or_default();
+                template
+                    .get("Parameters")
+                    .and_then(|p| p.get(parameter))
+                    .and_then(|p| p.get("Default"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the HttpApi's StageName refers to `{parameter}`, which has no default"
+                        )
+                    })
+            }
+            other => bail!("the HttpApi's StageName is neither a name nor a !Ref: {other:?}"),
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.0.iter()
     }
@@ -259,6 +290,36 @@ Resources:
             routes.find("POST", "/v1/events").unwrap().route.key(),
             "POST /v1/events"
         );
+    }
+
+    #[test]
+    fn the_stage_is_the_templates() {
+        let with = |api: &str| {
+            format!(
+                "Parameters:\n  Stage: {{ Type: String, Default: dev }}\nResources:\n  Api:\n{api}"
+            )
+        };
+        assert_eq!(
+            Routes::stage_of(&with(
+                "    Type: AWS::Serverless::HttpApi\n    Properties: { StageName: !Ref Stage }\n"
+            ))
+            .unwrap(),
+            "dev"
+        );
+        assert_eq!(
+            Routes::stage_of(&with(
+                "    Type: AWS::Serverless::HttpApi\n    Properties: { StageName: prod }\n"
+            ))
+            .unwrap(),
+            "prod"
+        );
+        assert_eq!(
+            Routes::stage_of(&with("    Type: AWS::Serverless::HttpApi\n")).unwrap(),
+            "$default"
+        );
+        assert_eq!(Routes::stage_of(TEMPLATE).unwrap(), "$default");
+        let repository = std::fs::read_to_string(crate::template_path()).unwrap();
+        assert_eq!(Routes::stage_of(&repository).unwrap(), "dev");
     }
 
     #[test]

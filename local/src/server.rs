@@ -18,24 +18,23 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::gateway::{self, Call, Caller};
-use crate::routes::{Function, Routes};
+use crate::gateway::{self, Call, Gateway, Refusal};
+use crate::routes::Function;
 
 /// How long open connections get to finish the request in hand when the server stops.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// The API's routes and the functions behind them, built once.
+/// The API's gateway and the functions behind it, built once.
 pub struct Functions {
-    pub routes: Routes,
+    pub gateway: Gateway,
     pub ingest: herald_ingest::AwsIngest,
     pub manage: herald_manage::AwsManage,
     /// The JWT claim that carries the tenant (`HERALD_TENANT_CLAIM`).
     pub tenant_claim: String,
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = json!({"error": {"code": code, "message": message}}).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -44,15 +43,36 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
     response
 }
 
+/// What the gateway answers itself: its own body, and the authorizer's challenge.
+fn refused(refusal: Refusal) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = json_answer(status, &refusal.body);
+    if let Some(challenge) = refusal
+        .www_authenticate
+        .and_then(|c| hyper::header::HeaderValue::from_str(&c).ok())
+    {
+        response
+            .headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
 /// Header names as API Gateway passes them: lower case, a repeated one joined by commas.
 fn joined_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
         let Ok(value) = value.to_str() else { continue };
+        // Cookies are joined the way browsers send them, so they split back into a list.
+        let separator = if name == hyper::header::COOKIE {
+            "; "
+        } else {
+            ","
+        };
         joined
             .entry(name.as_str().to_owned())
             .and_modify(|v| {
-                v.push(',');
+                v.push_str(separator);
                 v.push_str(value);
             })
             .or_insert_with(|| value.to_owned());
@@ -62,6 +82,7 @@ fn joined_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
 
 async fn answer(
     functions: Arc<Functions>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.method().as_str().to_owned();
@@ -71,16 +92,17 @@ async fn answer(
 
     // API Gateway answers an unrouted call and an unauthorized one itself, in that order,
     // before any function runs.
-    let Some(route) = functions.routes.find(&method, &path) else {
-        return Ok(error(StatusCode::NOT_FOUND, "not_found", "route not found"));
+    let routed = match functions.gateway.route(&method, &path) {
+        Ok(routed) => routed,
+        Err(refusal) => return Ok(refused(refusal)),
     };
-    let Some(tenant) = gateway::bearer_tenant(headers.get("authorization").map(String::as_str))
-    else {
-        return Ok(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send Authorization: Bearer <tenant>",
-        ));
+    let caller = match functions.gateway.authorize(
+        headers.get("authorization").map(String::as_str),
+        &functions.tenant_claim,
+        chrono::Utc::now().timestamp(),
+    ) {
+        Ok(caller) => caller,
+        Err(refusal) => return Ok(refused(refusal)),
     };
     let body = match Limited::new(request.into_body(), gateway::MAX_BODY_BYTES)
         .collect()
@@ -88,45 +110,39 @@ async fn answer(
     {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
-            return Ok(error(
+            // API Gateway's own answer to a payload over its limit.
+            return Ok(json_answer(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                &format!(
-                    "the request body is larger than {} bytes",
-                    gateway::MAX_BODY_BYTES
-                ),
+                &json!({"message": "Request Entity Too Large"}),
             ));
         }
         Err(e) => {
-            return Ok(error(
+            return Ok(json_answer(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("the request body could not be read: {e}"),
+                &json!({"message": format!("the request body could not be read: {e}")}),
             ));
         }
     };
+    let source_ip = peer.ip().to_string();
     let call = Call {
         method: &method,
         path: &path,
         query: &query,
         headers: &headers,
         body: &body,
+        source_ip: &source_ip,
     };
-    let caller = Caller {
-        claim: &functions.tenant_claim,
-        tenant: &tenant,
-    };
-    let lambda_request = match gateway::request_for(&gateway::event_for(&call, &route, &caller)) {
+    let event = functions.gateway.event_for(&call, &routed, &caller);
+    let lambda_request = match gateway::request_for(&event) {
         Ok(request) => request,
         Err(e) => {
-            return Ok(error(
+            return Ok(json_answer(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("the request cannot be passed to a function: {e}"),
+                &json!({"message": format!("the request cannot be passed to a function: {e}")}),
             ));
         }
     };
-    let response = match route.route.function {
+    let response = match routed.matched.route.function {
         Function::Ingest => herald_ingest::handle(&functions.ingest, lambda_request).await,
         Function::Manage => herald_manage::handle(&functions.manage, lambda_request).await,
     };
@@ -157,8 +173,8 @@ pub async fn serve(listener: TcpListener, functions: Arc<Functions>, stop: watch
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = stopped(&mut until_stopped) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: pause rather than spin.
                 tracing::warn!(error = %e, "accepting a connection failed");
@@ -169,7 +185,7 @@ pub async fn serve(listener: TcpListener, functions: Arc<Functions>, stop: watch
         let functions = Arc::clone(&functions);
         let mut stop = stop.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| answer(Arc::clone(&functions), request));
+            let service = service_fn(move |request| answer(Arc::clone(&functions), peer, request));
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::gateway;
 use crate::ids::TenantId;
 
 /// Largest request body read, in bytes; a batch of 100 events at the `data` limit would
@@ -92,20 +93,75 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bod
     response
 }
 
-/// The tenant named by the JWT claim `claim` in the HTTP API authorizer context.
-pub fn tenant_of(request: &Request, claim: &str) -> Result<TenantId, ApiError> {
-    let raw = match request.request_context_ref() {
+/// Where a function finds the caller's tenant: a claim of the JWT that API Gateway's
+/// authorizer checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantClaim {
+    /// The claim's name (`HERALD_TENANT_CLAIM`, `tenant` by default).
+    pub name: String,
+    /// Under `sam local` (which sets `AWS_SAM_LOCAL=true` in its containers; Lambda never
+    /// does), where no JWT authorizer runs: the claim is read from the `Authorization`
+    /// header's token without checking it, as the local runner does.
+    pub unverified_under_sam_local: bool,
+}
+
+impl From<&str> for TenantClaim {
+    fn from(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            unverified_under_sam_local: false,
+        }
+    }
+}
+
+/// The tenant named by the tenant claim in the HTTP API authorizer context (see
+/// [`TenantClaim`] for `sam local`).
+pub fn tenant_of(request: &Request, claim: &TenantClaim) -> Result<TenantId, ApiError> {
+    let checked = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx
             .authorizer
             .as_ref()
             .and_then(|a| a.jwt.as_ref())
-            .and_then(|jwt| jwt.claims.get(claim))
+            .and_then(|jwt| jwt.claims.get(&claim.name))
             .cloned(),
         _ => None,
     };
+    let raw = checked.or_else(|| {
+        claim
+            .unverified_under_sam_local
+            .then(|| unverified_tenant(request, &claim.name))
+            .flatten()
+    });
     raw.as_deref()
         .and_then(TenantId::parse)
         .ok_or_else(ApiError::unauthorized)
+}
+
+/// The claim from the `Authorization` header's token: a JWT's claim, or a token that is
+/// no JWT taken as the tenant itself (`Bearer acme`), as the local runner reads them.
+fn unverified_tenant(request: &Request, claim: &str) -> Option<String> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = gateway::bearer_token(header)?;
+    match gateway::unverified_claims(token) {
+        Some(claims) => claims.get(claim).map(gateway::claim_string),
+        None => Some(token.to_owned()),
+    }
+}
+
+/// The path of the route API Gateway matched this request to (`/v1/subscriptions/sub_1`),
+/// the same on every stage and custom domain ([`gateway::route_path`]).
+pub fn route_path(request: &Request) -> String {
+    let path = request.uri().path();
+    let parameters = request.path_parameters();
+    let (route_key, stage) = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.route_key.as_deref(), ctx.stage.as_deref()),
+        _ => (None, None),
+    };
+    gateway::route_path(route_key, |name| parameters.first(name), stage, path).into_owned()
 }
 
 fn body_bytes(request: &Request) -> &[u8] {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::api::TenantClaim;
 use crate::retry::{RetryPolicy, parse_duration};
 use crate::url_guard::UrlPolicy;
 
@@ -159,10 +160,16 @@ pub fn retention(env: &dyn Source) -> Result<Duration, ConfigError> {
     duration(env, "HERALD_RETENTION", Duration::from_secs(30 * 86_400))
 }
 
-/// The JWT claim that names the tenant (`HERALD_TENANT_CLAIM`, default `tenant`).
-pub fn tenant_claim(env: &dyn Source) -> String {
-    env.get("HERALD_TENANT_CLAIM")
-        .unwrap_or_else(|| "tenant".into())
+/// The JWT claim that names the tenant (`HERALD_TENANT_CLAIM`, default `tenant`), read
+/// from the unchecked token under `sam local` alone (`AWS_SAM_LOCAL=true`, which the SAM
+/// CLI sets in its containers and Lambda never does), where no JWT authorizer runs.
+pub fn tenant_claim(env: &dyn Source) -> TenantClaim {
+    TenantClaim {
+        name: env
+            .get("HERALD_TENANT_CLAIM")
+            .unwrap_or_else(|| "tenant".into()),
+        unverified_under_sam_local: env.get("AWS_SAM_LOCAL").as_deref() == Some("true"),
+    }
 }
 
 #[cfg(test)]
@@ -206,7 +213,13 @@ mod tests {
             retention(&env(&[])).unwrap(),
             Duration::from_secs(30 * 86_400)
         );
-        assert_eq!(tenant_claim(&env(&[])), "tenant");
+        assert_eq!(tenant_claim(&env(&[])), TenantClaim::from("tenant"));
+        let sam_local = tenant_claim(&env(&[
+            ("HERALD_TENANT_CLAIM", "org"),
+            ("AWS_SAM_LOCAL", "true"),
+        ]));
+        assert_eq!(sam_local.name, "org");
+        assert!(sam_local.unverified_under_sam_local);
         assert_eq!(seconds(&env(&[]), "S", 5, 300), Ok(Duration::from_secs(5)));
         assert_eq!(
             seconds(&env(&[("S", "0")]), "S", 5, 300),

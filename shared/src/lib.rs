@@ -10,6 +10,7 @@ pub mod dynamo;
 pub mod event;
 pub mod filter;
 pub mod format;
+pub mod gateway;
 pub mod http_sender;
 pub mod ids;
 pub mod keys;

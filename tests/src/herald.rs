@@ -51,6 +51,7 @@ impl TestHerald {
                 print_attempts: false,
                 visibility_timeout,
             },
+            stage: None,
         };
         let local = LocalHerald::start(options).await.expect("starting Herald");
         Self {
@@ -68,7 +69,8 @@ impl TestHerald {
         tenant: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let url = format!("{}{path}", self.local.api_url());
+        // The stage's execute-api form (`/dev/v1/…`), as a deployed stack is called.
+        let url = format!("{}{path}", self.local.stage_url());
         let mut request = self
             .http
             .request(method.parse().expect("a method"), url)

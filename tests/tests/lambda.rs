@@ -17,16 +17,18 @@ use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
 
 /// Every events/ file, and the test below that invokes it.
-const EXERCISED: [&str; 10] = [
+const EXERCISED: [&str; 12] = [
     "deliver/batch-of-two.json",
     "deliver/poison-message.json",
     "ingest/bad-json.json",
     "ingest/missing-type.json",
     "ingest/no-tenant.json",
     "ingest/publish-batch.json",
+    "ingest/publish-one-default-stage.json",
     "ingest/publish-one.json",
     "manage/create-subscription-private-url.json",
     "manage/create-subscription.json",
+    "manage/list-subscriptions-custom-domain.json",
     "manage/list-subscriptions.json",
 ];
 
@@ -147,6 +149,12 @@ async fn manage_and_ingest_answer_their_events_files() {
         .map(|items| items.iter().map(|s| &s["id"]).collect())
         .unwrap_or_default();
     assert_eq!(ids, [&subscription["id"]], "{listed}");
+    // Through a custom domain whose API mapping points at the stage: the same route.
+    let through_domain = manage
+        .invoke(&event_file("manage/list-subscriptions-custom-domain.json"))
+        .await;
+    assert_eq!(status(&through_domain), 200, "{through_domain}");
+    assert_eq!(body(&through_domain), listed_body);
 
     // The subscription above wants order.*: publish-one fans out to it.
     let published = ingest.invoke(&event_file("ingest/publish-one.json")).await;
@@ -159,6 +167,13 @@ async fn manage_and_ingest_answer_their_events_files() {
     let task: Value = serde_json::from_str(queued[0].body().unwrap()).unwrap();
     assert_eq!(task["subscription_id"], subscription["id"]);
     assert_eq!(task["event"]["id"], "ord_1001.shipped");
+
+    // The $default stage, whose URLs have no stage segment.
+    let on_default = ingest
+        .invoke(&event_file("ingest/publish-one-default-stage.json"))
+        .await;
+    assert_eq!(status(&on_default), 202, "{on_default}");
+    assert_eq!(body(&on_default)["deliveries"], 1, "{on_default}");
 
     let batch = ingest
         .invoke(&event_file("ingest/publish-batch.json"))
@@ -184,14 +199,14 @@ async fn manage_and_ingest_answer_their_events_files() {
             "{file} answered no error object: {answer}"
         );
     }
-    ran_under_the_emulator(&manage, 3);
-    ran_under_the_emulator(&ingest, 5);
+    ran_under_the_emulator(&manage, 4);
+    ran_under_the_emulator(&ingest, 6);
     // Nothing more was queued by the refused events.
     assert_eq!(
         aws.peek_queue(aws.provisioned.delivery_queue_url())
             .await
             .len(),
-        1
+        2
     );
     allowed_by_the_template("ManageFunction", &aws, &manage_calls.calls());
     allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());

@@ -8,7 +8,7 @@ pub struct IngestConfig {
     pub events_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
-    pub tenant_claim: String,
+    pub tenant_claim: herald_shared::api::TenantClaim,
     pub retention: std::time::Duration,
 }
 

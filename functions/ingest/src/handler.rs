@@ -35,7 +35,7 @@ pub struct IngestDeps<S, E, Q, C> {
     pub events: E,
     pub queue: Q,
     pub clock: C,
-    pub tenant_claim: String,
+    pub tenant_claim: herald_shared::api::TenantClaim,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -90,7 +90,7 @@ where
     Q: DeliveryQueue,
     C: Clock,
 {
-    if request.uri().path().trim_end_matches('/') != "/v1/events" {
+    if api::route_path(request).trim_end_matches('/') != "/v1/events" {
         return Err(ApiError::not_found("route"));
     }
     if request.method() != Method::POST {

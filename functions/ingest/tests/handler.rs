@@ -255,8 +255,12 @@ async fn wrong_content_type_route_and_method_are_refused() {
     event["requestContext"]["http"]["method"] = json!("GET");
     assert_eq!(handle(&deps, request(&event)).await.status(), 405);
 
+    // A path other than /v1/events, through a catch-all route (the template has none).
     let mut event = event_file("publish-one.json");
-    event["rawPath"] = json!("/v1/other");
+    event["routeKey"] = json!("$default");
+    event["requestContext"]["routeKey"] = json!("$default");
+    event["rawPath"] = json!("/dev/v1/other");
+    event["requestContext"]["http"]["path"] = json!("/dev/v1/other");
     assert_eq!(handle(&deps, request(&event)).await.status(), 404);
     assert!(deps.events.is_empty());
 }

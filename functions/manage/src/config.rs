@@ -10,7 +10,7 @@ pub struct ManageConfig {
     pub events_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
-    pub tenant_claim: String,
+    pub tenant_claim: herald_shared::api::TenantClaim,
     pub url_policy: UrlPolicy,
     pub retention: std::time::Duration,
     pub keys: herald_shared::keys::SigningKeys,

@@ -19,7 +19,7 @@ pub struct ManageDeps<S, L, E, Q, R, C> {
     /// The deployment's asymmetric keys; manage shows the public halves.
     pub keys: std::sync::Arc<herald_shared::keys::SigningKeys>,
     pub clock: C,
-    pub tenant_claim: String,
+    pub tenant_claim: herald_shared::api::TenantClaim,
     pub url_policy: UrlPolicy,
 }
 
@@ -90,7 +90,8 @@ pub async fn handle<P: Ports>(ports: &P, request: Request) -> Response<Body> {
 
 async fn route<P: Ports>(ports: &P, request: &Request) -> Result<Response<Body>, ApiError> {
     let deps = ports.deps();
-    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let path = api::route_path(request);
+    let path = path.trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = request.method().clone();
     let tenant = || api::tenant_of(request, &deps.tenant_claim);

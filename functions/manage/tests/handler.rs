@@ -56,12 +56,40 @@ fn event_file(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The route of template.yaml API Gateway matches `path` to, and its path parameters;
+/// `$default` for a path no route of manage's takes.
+fn route_of(path: &str) -> (&'static str, Option<Value>) {
+    for (prefix, key) in [
+        ("/v1/subscriptions/", "ANY /v1/subscriptions/{proxy+}"),
+        ("/v1/deliveries/", "ANY /v1/deliveries/{proxy+}"),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix).filter(|r| !r.is_empty()) {
+            return (key, Some(json!({"proxy": rest})));
+        }
+    }
+    match path {
+        "/v1/subscriptions" => ("ANY /v1/subscriptions", None),
+        "/v1/signing-keys" => ("GET /v1/signing-keys", None),
+        _ => ("$default", None),
+    }
+}
+
+/// The event API Gateway sends for this call on the `dev` stage (the samples' stage).
 fn call(method: &str, path: &str, tenant: Option<&str>, body: Option<Value>) -> Request {
     let mut event = event_file("create-subscription.json");
-    event["rawPath"] = json!(path);
+    let (route_path, query) = path.split_once('?').unwrap_or((path, ""));
+    let raw_path = format!("/dev{route_path}");
+    let (route_key, parameters) = route_of(route_path);
+    event["routeKey"] = json!(route_key);
+    event["requestContext"]["routeKey"] = json!(route_key);
+    match parameters {
+        Some(parameters) => event["pathParameters"] = parameters,
+        None => {
+            event.as_object_mut().unwrap().remove("pathParameters");
+        }
+    }
     event["requestContext"]["http"]["method"] = json!(method);
-    event["requestContext"]["http"]["path"] = json!(path);
-    let (raw_path, query) = path.split_once('?').unwrap_or((path, ""));
+    event["requestContext"]["http"]["path"] = json!(raw_path);
     event["rawPath"] = json!(raw_path);
     event["rawQueryString"] = json!(query);
     match tenant {
