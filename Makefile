@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools
+.PHONY: run test soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -16,15 +16,28 @@ run:
 	MOTO_PORT=$${MOTO_PORT:-5000} scripts/with-moto.sh $(CARGO) run --quiet -p herald-local
 
 ## Every test: the template checked and built the SAM way, then unit, handler, adapter and
-## pipeline tests against moto, and the release bootstraps under the runtime emulator.
+## pipeline tests against moto, the release bootstraps under the runtime emulator and under
+## `sam local` in Docker (started here when it is not running).
 test: check-template build-x86_64
 	$(CARGO) build --workspace --all-targets
+	scripts/docker.sh
 	@export HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)"; \
 	if command -v cargo-nextest >/dev/null 2>&1; then \
 	  scripts/with-moto.sh $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 	  scripts/with-moto.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## The check to run right after `sam deploy` (docs/DEPLOY.md): one webhook through the
+## whole stack. make smoke API=<the stack's ApiUrl> TOKEN=<a token for a tenant kept for
+## checks> [URL=<an endpoint of yours; the API's own URL when left out>]
+smoke:
+	@if [ -z "$(API)" ] || [ -z "$(TOKEN)" ]; then \
+	  echo "usage: make smoke API=<the stack's ApiUrl output> TOKEN=<a token for a tenant> [URL=<an endpoint of yours>]" >&2; \
+	  exit 2; \
+	fi
+	@$(CARGO) build --quiet -p herald-cli
+	@HERALD_API='$(API)' HERALD_TOKEN='$(TOKEN)' target/debug/herald smoke $(if $(URL),--url '$(URL)')
 
 ## The big soak: HERALD_SOAK_EVENTS (2000) events to HERALD_SOAK_SUBSCRIPTIONS (2)
 ## flaky receivers through the local runner on moto; figures in target/soak.json.
@@ -44,16 +57,22 @@ bench: deploy-tools
 deploy-tools:
 	@scripts/deploy-tools.sh
 
-## Release bootstraps for both architectures: arm64 (what template.yaml deploys) in
-## target/lambda/<function>/bootstrap, x86_64 in target/lambda-x86_64/<function>/bootstrap.
+## Release bootstraps for both architectures: arm64 (what template.yaml deploys by default)
+## in target/lambda/<function>/bootstrap, x86_64 in target/lambda-x86_64/<function>/bootstrap.
 build: build-arm64 build-x86_64
 
 build-arm64: deploy-tools
 	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --arm64 $(BINARIES)
 
+## x86_64 as `sam build` makes them (what `sam local` runs, in target/sam-build-x86_64),
+## copied to target/lambda-x86_64/<binary>/bootstrap for the runtime emulator's tests.
 build-x86_64: deploy-tools
-	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --x86-64 --compiler cargo \
-	  $(BINARIES) --lambda-dir target/lambda-x86_64
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(DEPLOY_TOOLS)/sam build --beta-features \
+	  --build-dir target/sam-build-x86_64 --parameter-overrides Architecture=x86_64
+	@for f in Ingest:ingest Manage:manage Deliver:deliver; do \
+	  mkdir -p target/lambda-x86_64/$${f#*:}; \
+	  cp target/sam-build-x86_64/$${f%:*}Function/bootstrap target/lambda-x86_64/$${f#*:}/bootstrap; \
+	done
 
 ## template.yaml as AWS would judge it, offline: cfn-lint and `sam validate --lint` with no
 ## warning, and `sam build` building every function (arm64, rust-cargolambda).

@@ -37,7 +37,7 @@ use aws_config::SdkConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use poller::PollSettings;
+pub use poller::{DeliverTarget, PollSettings};
 pub use provision::{Provisioned, provision, template_path};
 
 /// The local deployment's settings beside the provisioned names: the runner and the tests
@@ -130,11 +130,11 @@ impl LocalHerald {
             functions,
             stopped.clone(),
         ))];
-        let deliver = Arc::new(deliver);
+        let deliver = poller::DeliverTarget::InProcess(Arc::new(deliver));
         for _ in 0..options.poll.pollers.max(1) {
             tasks.push(tokio::spawn(poller::run(
                 queue.clone(),
-                Arc::clone(&deliver),
+                deliver.clone(),
                 options.poll.clone(),
                 stopped.clone(),
             )));

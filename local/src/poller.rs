@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::encodings::Base64Data;
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
@@ -48,6 +48,21 @@ impl Default for PollSettings {
             visibility_timeout: None,
         }
     }
+}
+
+/// What the event source hands a batch to.
+#[derive(Clone)]
+pub enum DeliverTarget {
+    /// The deliver handler, in this process.
+    InProcess(Arc<herald_deliver::AwsDeliver>),
+    /// A deliver function behind Lambda's Invoke API, such as `sam local start-lambda`
+    /// serves: `POST {endpoint}/2015-03-31/functions/{function}/invocations`
+    /// (<https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html>).
+    Invoke {
+        http: reqwest::Client,
+        endpoint: String,
+        function: String,
+    },
 }
 
 /// The queue a poller drains, as the event source mapping knows it.
@@ -108,7 +123,7 @@ pub fn to_record(message: &Message, queue: &QueueSource) -> SqsMessage {
 /// finished before it stops.
 pub async fn run(
     queue: QueueSource,
-    deliver: Arc<herald_deliver::AwsDeliver>,
+    deliver: DeliverTarget,
     settings: PollSettings,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -152,27 +167,47 @@ async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) {
 
 async fn handle_batch(
     queue: &QueueSource,
-    deliver: &Arc<herald_deliver::AwsDeliver>,
+    deliver: &DeliverTarget,
     settings: &PollSettings,
     messages: &[Message],
 ) {
     let mut event = SqsEvent::default();
     event.records = messages.iter().map(|m| to_record(m, queue)).collect();
-    let outcome = herald_deliver::process_batch(deliver, event).await;
-    if settings.print_attempts {
-        let now = chrono::Local::now().format("%H:%M:%S");
-        for report in &outcome.reports {
-            println!("{now}  {report}");
-        }
-    }
     // What the function reports failed stays on the queue and comes back when its
-    // visibility timeout ends; everything else is done.
-    let failed: HashSet<&str> = outcome
-        .response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
+    // visibility timeout ends; everything else is done. A failed invocation leaves the
+    // whole batch, as the event source mapping does.
+    let failed: HashSet<String> = match deliver {
+        DeliverTarget::InProcess(deliver) => {
+            let outcome = herald_deliver::process_batch(deliver, event).await;
+            if settings.print_attempts {
+                let now = chrono::Local::now().format("%H:%M:%S");
+                for report in &outcome.reports {
+                    println!("{now}  {report}");
+                }
+            }
+            outcome
+                .response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect()
+        }
+        DeliverTarget::Invoke {
+            http,
+            endpoint,
+            function,
+        } => match invoke(http, endpoint, function, &event).await {
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "invoking the deliver function failed; its batch comes back");
+                return;
+            }
+        },
+    };
     let entries: Vec<DeleteMessageBatchRequestEntry> = messages
         .iter()
         .filter(|m| !failed.contains(m.message_id().unwrap_or_default()))
@@ -210,6 +245,40 @@ async fn handle_batch(
             tracing::warn!(error = %DisplayErrorContext(&e), "deleting handled messages failed");
         }
     }
+}
+
+/// One synchronous invocation through the Invoke API; a function error (reported in
+/// `X-Amz-Function-Error`) or an answer that is no batch response is an error.
+async fn invoke(
+    http: &reqwest::Client,
+    endpoint: &str,
+    function: &str,
+    event: &SqsEvent,
+) -> anyhow::Result<SqsBatchResponse> {
+    let url = format!(
+        "{}/2015-03-31/functions/{function}/invocations",
+        endpoint.trim_end_matches('/')
+    );
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(event)?)
+        .send()
+        .await?;
+    let status = response.status();
+    let function_error = response
+        .headers()
+        .get("x-amz-function-error")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = response.bytes().await?;
+    if !status.is_success() || function_error.is_some() {
+        anyhow::bail!(
+            "{url} answered {status} {}: {}",
+            function_error.unwrap_or_default(),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(serde_json::from_slice(&body)?)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The AWS SDK configuration, loaded once per container. `AWS_ENDPOINT_URL` (the local
-//! runner's moto) is honoured by the SDK itself.
+//! runner's moto) is honoured by the SDK itself; `HERALD_AWS_ENDPOINT_URL` does the same
+//! for `sam local`, which passes a function only the variables the template declares.
 
 use aws_config::environment::{
     EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
@@ -25,6 +26,9 @@ pub async fn load_sdk_config() -> SdkConfig {
     if from_env.credentials {
         loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
     }
+    if let Some(endpoint) = from_env.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
     loader.load().await
 }
 
@@ -37,6 +41,8 @@ struct FromEnvironment {
     /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (the session token, when there is
     /// one, is read by the same provider).
     credentials: bool,
+    /// `HERALD_AWS_ENDPOINT_URL`: every AWS API at this URL (a local stand-in for AWS).
+    endpoint: Option<String>,
 }
 
 impl FromEnvironment {
@@ -45,6 +51,7 @@ impl FromEnvironment {
         Self {
             region: set("AWS_REGION") || set("AWS_DEFAULT_REGION"),
             credentials: set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"),
+            endpoint: get("HERALD_AWS_ENDPOINT_URL").filter(|v| !v.trim().is_empty()),
         }
     }
 }
@@ -73,10 +80,17 @@ mod tests {
             lambda,
             FromEnvironment {
                 region: true,
-                credentials: true
+                credentials: true,
+                endpoint: None,
             }
         );
         assert!(read(&[("AWS_DEFAULT_REGION", "eu-west-1")]).region);
+        // As the template sets it when deployed, and as `sam local` overrides it.
+        assert_eq!(read(&[("HERALD_AWS_ENDPOINT_URL", "")]).endpoint, None);
+        assert_eq!(
+            read(&[("HERALD_AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]).endpoint,
+            Some("http://127.0.0.1:5000".to_owned())
+        );
     }
 
     #[test]
@@ -85,7 +99,8 @@ mod tests {
             read(&[]),
             FromEnvironment {
                 region: false,
-                credentials: false
+                credentials: false,
+                endpoint: None,
             }
         );
         // A key id without its secret (or a blank one) is not credentials.

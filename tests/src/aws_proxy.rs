@@ -81,8 +81,20 @@ impl RecordingProxy {
         Self::start_with(upstream, true).await
     }
 
+    /// The same, listening on `ip` instead of loopback (e.g. Docker's bridge, where the
+    /// containers of `sam local` reach the host).
+    pub async fn start_on(ip: std::net::IpAddr, upstream: String) -> Self {
+        Self::start_at(SocketAddr::new(ip, 0), upstream, false).await
+    }
+
     async fn start_with(upstream: String, measure: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), upstream, measure).await
+    }
+
+    async fn start_at(bind: SocketAddr, upstream: String, measure: bool) -> Self {
+        let listener = TcpListener::bind(bind)
+            .await
+            .unwrap_or_else(|e| panic!("listening on {bind}: {e}"));
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             measure,

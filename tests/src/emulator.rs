@@ -67,6 +67,33 @@ pub fn emulator_path() -> PathBuf {
 /// mount namespace with an `/etc/hosts` of them (`unshare`, which needs root).
 pub type Hosts<'a> = &'a [(&'a str, &'a str)];
 
+/// A command that sees `hosts` in its `/etc/hosts`: run in a mount namespace of its own
+/// with a private copy bound over the file (`unshare`, which needs root). Returns the
+/// command and the file to remove when it is done.
+pub fn command_with_hosts(
+    program_and_args: &[String],
+    hosts: Hosts<'_>,
+) -> (Command, Option<PathBuf>) {
+    if hosts.is_empty() {
+        let mut command = Command::new(&program_and_args[0]);
+        command.args(&program_and_args[1..]);
+        return (command, None);
+    }
+    let file = std::env::temp_dir().join(format!("herald-hosts-{:016x}", rand::random::<u64>()));
+    let mut lines = String::from("127.0.0.1 localhost\n");
+    for (name, address) in hosts {
+        lines.push_str(&format!("{address} {name}\n"));
+    }
+    std::fs::write(&file, lines).unwrap();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+        .arg(&file)
+        .args(program_and_args);
+    (command, Some(file))
+}
+
 pub struct Emulator {
     child: Child,
     invoke_port: u16,
@@ -91,26 +118,7 @@ impl Emulator {
             format!("127.0.0.1:{runtime_port}"),
             bootstrap.to_string_lossy().into_owned(),
         ];
-        let (mut command, hosts_file) = if hosts.is_empty() {
-            let mut command = Command::new(&rie_args[0]);
-            command.args(&rie_args[1..]);
-            (command, None)
-        } else {
-            let file =
-                std::env::temp_dir().join(format!("herald-hosts-{:016x}", rand::random::<u64>()));
-            let mut lines = String::from("127.0.0.1 localhost\n");
-            for (name, address) in hosts {
-                lines.push_str(&format!("{address} {name}\n"));
-            }
-            std::fs::write(&file, lines).unwrap();
-            let mut command = Command::new("unshare");
-            command
-                .args(["--mount", "sh", "-c"])
-                .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
-                .arg(&file)
-                .args(&rie_args);
-            (command, Some(file))
-        };
+        let (mut command, hosts_file) = command_with_hosts(&rie_args, hosts);
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -248,7 +256,11 @@ impl Drop for Emulator {
     }
 }
 
-fn collect(mut stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Vec<u8>>>) {
+/// Appends what `stream` yields to `into`, in the background.
+pub(crate) fn collect(
+    mut stream: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<Vec<u8>>>,
+) {
     tokio::spawn(async move {
         let mut buffer = [0u8; 8192];
         while let Ok(n) = stream.read(&mut buffer).await {

@@ -6,6 +6,8 @@ pub mod aws_proxy;
 pub mod emulator;
 pub mod herald;
 pub mod receiver;
+pub mod runner;
+pub mod sam;
 
 /// The value at percentile `p` (0–100) of `sorted`, nearest rank; zero when empty.
 pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {

@@ -169,7 +169,8 @@ fn http_event_problems(event: &Value, gateway: &Gateway, stage: &str) -> Vec<Str
     } else {
         // On execute-api the stage leads the path; through a domain's API mapping the
         // mapping's own path may (each segment tried as the mapping's).
-        let mut candidates: Vec<&str> = raw_path.strip_prefix(prefix.as_str()).into_iter().collect();
+        let mut candidates: Vec<&str> =
+            raw_path.strip_prefix(prefix.as_str()).into_iter().collect();
         candidates.extend(raw_path.match_indices('/').map(|(i, _)| &raw_path[i..]));
         candidates
     };
@@ -224,9 +225,10 @@ fn http_event_problems(event: &Value, gateway: &Gateway, stage: &str) -> Vec<Str
     );
     if let Some(cookies) = event.get("cookies") {
         check(
-            cookies
-                .as_array()
-                .is_some_and(|c| c.iter().all(|c| c.as_str().is_some_and(|c| !c.contains(';')))),
+            cookies.as_array().is_some_and(|c| {
+                c.iter()
+                    .all(|c| c.as_str().is_some_and(|c| !c.contains(';')))
+            }),
             "cookies are a list of single cookies".into(),
         );
     }
@@ -285,14 +287,15 @@ fn http_event_problems(event: &Value, gateway: &Gateway, stage: &str) -> Vec<Str
 
     let body = event.get("body").and_then(Value::as_str);
     let bytes = match (event["isBase64Encoded"].as_bool(), body) {
-        (Some(true), Some(body)) => base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .ok(),
+        (Some(true), Some(body)) => base64::engine::general_purpose::STANDARD.decode(body).ok(),
         (Some(false), Some(body)) => Some(body.as_bytes().to_vec()),
         (Some(_), None) => Some(Vec::new()),
         (None, _) => None,
     };
-    check(bytes.is_some(), "the body is not what isBase64Encoded says".into());
+    check(
+        bytes.is_some(),
+        "the body is not what isBase64Encoded says".into(),
+    );
     if let (Some(length), Some(bytes)) = (headers.get("content-length"), &bytes) {
         check(
             length.as_str() == Some(bytes.len().to_string().as_str()),
@@ -302,7 +305,9 @@ fn http_event_problems(event: &Value, gateway: &Gateway, stage: &str) -> Vec<Str
     let time = context["time"].as_str().unwrap_or_default();
     let parsed = chrono::DateTime::parse_from_str(time, "%d/%b/%Y:%H:%M:%S %z");
     check(
-        parsed.is_ok_and(|t| Some(t.timestamp()) == context["timeEpoch"].as_i64().map(|ms| ms / 1000)),
+        parsed.is_ok_and(|t| {
+            Some(t.timestamp()) == context["timeEpoch"].as_i64().map(|ms| ms / 1000)
+        }),
         format!("time {time} is not timeEpoch"),
     );
     problems
@@ -347,7 +352,10 @@ fn a_wrong_sample_is_caught() {
         ("/requestContext/stage", json!("$default")),
         ("/rawPath", json!("/v1/events")),
         ("/routeKey", json!("POST /v1/other")),
-        ("/requestContext/authorizer/jwt/claims/iat", json!(1795348790)),
+        (
+            "/requestContext/authorizer/jwt/claims/iat",
+            json!(1795348790),
+        ),
         ("/headers/content-length", json!("1")),
         ("/requestContext/timeEpoch", json!(1)),
     ] {
@@ -367,11 +375,41 @@ fn the_local_gateway_builds_the_same_shapes() {
         .encode(br#"{"sub":"c1","tenant":"acme","scope":"herald/read","groups":["a","b"],"exp":4102444800}"#);
     let token = format!("Bearer eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln");
     for (method, path, query, content_type, body) in [
-        ("POST", "/dev/v1/events", "", "application/json", &b"{\"type\":\"a\",\"data\":{}}"[..]),
-        ("POST", "/v1/events", "", "application/octet-stream", &[0xff, 0x01][..]),
-        ("GET", "/dev/v1/subscriptions", "limit=5&state=a&state=b", "", &b""[..]),
-        ("GET", "/v1/subscriptions/sub_1/deliveries", "since=x", "", &b""[..]),
-        ("POST", "/dev/v1/deliveries/msg_1/retry", "", "application/json", &b"{}"[..]),
+        (
+            "POST",
+            "/dev/v1/events",
+            "",
+            "application/json",
+            &b"{\"type\":\"a\",\"data\":{}}"[..],
+        ),
+        (
+            "POST",
+            "/v1/events",
+            "",
+            "application/octet-stream",
+            &[0xff, 0x01][..],
+        ),
+        (
+            "GET",
+            "/dev/v1/subscriptions",
+            "limit=5&state=a&state=b",
+            "",
+            &b""[..],
+        ),
+        (
+            "GET",
+            "/v1/subscriptions/sub_1/deliveries",
+            "since=x",
+            "",
+            &b""[..],
+        ),
+        (
+            "POST",
+            "/dev/v1/deliveries/msg_1/retry",
+            "",
+            "application/json",
+            &b"{}"[..],
+        ),
     ] {
         let mut headers = BTreeMap::from([
             ("host".to_owned(), "127.0.0.1:3000".to_owned()),
@@ -397,7 +435,10 @@ fn the_local_gateway_builds_the_same_shapes() {
             .unwrap();
         let event = gateway.event_for(&call, &routed, &caller);
         let problems = http_event_problems(&event, &gateway, "dev");
-        assert!(problems.is_empty(), "{method} {path}: {problems:#?}\n{event:#}");
+        assert!(
+            problems.is_empty(),
+            "{method} {path}: {problems:#?}\n{event:#}"
+        );
     }
 }
 
@@ -498,7 +539,11 @@ fn sqs_record_problems(record: &Value) -> Vec<String> {
             && !arn[5].is_empty(),
         format!("eventSourceARN {arn:?} is not a queue of {region}"),
     );
-    for (name, attribute) in record["messageAttributes"].as_object().into_iter().flatten() {
+    for (name, attribute) in record["messageAttributes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
         let fields = keys(attribute);
         check(
             fields.contains("dataType")

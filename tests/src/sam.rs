@@ -1,0 +1,366 @@
+//! AWS's own local runner, the SAM CLI, running Herald's release bootstraps in Docker:
+//! `sam local invoke`, `sam local start-api` and `sam local start-lambda` on the template
+//! `sam build` made for x86_64 (`make build-x86_64`, in `target/sam-build-x86_64`).
+//!
+//! No image registry is reachable here, so the functions run on a stand-in for
+//! `provided.al2023` built from this machine's files (`scripts/lambda-base-image.sh`),
+//! passed with `--invoke-image … --skip-pull-image`. Docker must run: the helpers start it
+//! (`scripts/docker.sh`) and fail, never skip, when they cannot.
+//!
+//! SAM runs each function in a container on Docker's default bridge (its
+//! `--docker-network host` leaves them there), so the functions reach moto through a
+//! [`RecordingProxy`] listening on the bridge's gateway address; the proxy also records
+//! their calls for the IAM checks. SAM passes a function only the variables the template
+//! declares, with the values of `--env-vars`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::aws::{TestAws, moto_url};
+use crate::aws_proxy::RecordingProxy;
+use crate::emulator::{collect, workspace_root};
+use crate::free_port;
+use herald_local::Provisioned;
+use herald_local::poller::{DeliverTarget, PollSettings, QueueSource};
+
+/// The settings both the local runner and SAM's functions get in the tests that hold them
+/// side by side: the template's variables where SAM can set them.
+pub fn settings() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("HERALD_ALLOW_HTTP", "true"),
+        ("HERALD_ALLOW_LOOPBACK", "true"),
+        ("HERALD_TENANT_CLAIM", "tenant"),
+        ("HERALD_IDEMPOTENCY_KEY_PREFIX", "ffm_wh_"),
+        // One attempt in each test's time: the answers do not depend on when they are read.
+        ("HERALD_RETRY_SCHEDULE", "1h"),
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
+    ]
+}
+
+/// SAM's `--env-vars` for a deployment's tables and queues with [`settings`].
+pub fn sam_variables(provisioned: &Provisioned) -> BTreeMap<String, String> {
+    let mut variables: BTreeMap<String, String> = provisioned.environment().into_iter().collect();
+    for (name, value) in settings() {
+        variables.insert(name.into(), value.into());
+    }
+    variables
+}
+
+/// Runs a script of `scripts/` and returns what it printed; panics with its output when it
+/// fails.
+fn script(name: &str) -> String {
+    let output = std::process::Command::new(workspace_root().join("scripts").join(name))
+        .output()
+        .unwrap_or_else(|e| panic!("running scripts/{name}: {e}"));
+    assert!(
+        output.status.success(),
+        "scripts/{name} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// The address of Docker's default bridge on this machine, where containers reach it:
+/// the network's gateway, or the bridge interface's own address when Docker names none.
+fn bridge_gateway() -> IpAddr {
+    let inspect = |format: &str| {
+        let output = std::process::Command::new("docker")
+            .args(["network", "inspect", "bridge", "--format", format])
+            .output()
+            .expect("running docker network inspect");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    if let Ok(gateway) = inspect("{{range .IPAM.Config}}{{.Gateway}}{{end}}").parse() {
+        return gateway;
+    }
+    let interface = inspect(r#"{{index .Options "com.docker.network.bridge.name"}}"#);
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &interface])
+        .output()
+        .expect("running ip addr");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("Docker's bridge {interface} has no address: {text}"))
+}
+
+pub fn sam_cli() -> PathBuf {
+    let sam = workspace_root().join(".venv-deploy/bin/sam");
+    assert!(
+        sam.is_file(),
+        "{} is missing: `make deploy-tools` installs it (`make test` does)",
+        sam.display()
+    );
+    sam
+}
+
+/// The template `sam build` made for x86_64.
+pub fn built_template() -> PathBuf {
+    let template = workspace_root().join("target/sam-build-x86_64/template.yaml");
+    assert!(
+        template.is_file(),
+        "{} is missing: `make build-x86_64` builds it (`make test` does)",
+        template.display()
+    );
+    template
+}
+
+/// The functions' configuration under SAM and the way to run them.
+pub struct Sam {
+    template: PathBuf,
+    image: String,
+    env_file: PathBuf,
+    hosts: Vec<String>,
+    /// Where the functions' AWS calls go: moto, through this proxy on Docker's bridge.
+    pub aws: RecordingProxy,
+}
+
+impl Sam {
+    /// Docker running, the stand-in image built, and `variables` (the template's
+    /// variables to set, for every function) written for `--env-vars`, with the AWS
+    /// endpoint added. `hosts` resolve in the containers as public DNS would.
+    pub async fn new(variables: &BTreeMap<String, String>, hosts: &[(&str, &str)]) -> Self {
+        script("docker.sh");
+        let image = script("lambda-base-image.sh");
+        let template = built_template();
+        let aws = RecordingProxy::start_on(bridge_gateway(), moto_url()).await;
+        let mut variables = variables.clone();
+        variables.insert("HERALD_AWS_ENDPOINT_URL".into(), aws.url());
+        let env_file = std::env::temp_dir().join(format!(
+            "herald-sam-env-{:016x}.json",
+            rand::random::<u64>()
+        ));
+        std::fs::write(
+            &env_file,
+            serde_json::json!({ "Parameters": variables }).to_string(),
+        )
+        .expect("writing the --env-vars file");
+        Self {
+            template,
+            image,
+            env_file,
+            hosts: hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect(),
+            aws,
+        }
+    }
+
+    fn command(&self, subcommand: &str) -> Command {
+        let mut command = Command::new(sam_cli());
+        command
+            .args(["local", subcommand, "--template"])
+            .arg(&self.template)
+            .args(["--invoke-image", &self.image, "--skip-pull-image"])
+            .args(["--parameter-overrides", "Architecture=x86_64"])
+            .args(["--region", "us-east-1", "--env-vars"])
+            .arg(&self.env_file)
+            .env("SAM_CLI_TELEMETRY", "0")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null());
+        for host in &self.hosts {
+            command.args(["--add-host", host]);
+        }
+        command
+    }
+
+    /// `sam local invoke <function> -e <event>`: the function's answer.
+    pub async fn invoke(&self, function: &str, event: &Path) -> Value {
+        let output = self
+            .command("invoke")
+            .arg(function)
+            .arg("--event")
+            .arg(event)
+            .output()
+            .await
+            .expect("running sam local invoke");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "sam local invoke {function} -e {} failed: {stdout}{stderr}",
+            event.display()
+        );
+        let answer = stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        serde_json::from_str(answer).unwrap_or_else(|e| {
+            panic!(
+                "sam local invoke {function} -e {} printed no JSON answer ({e}): {stdout}{stderr}",
+                event.display()
+            )
+        })
+    }
+
+    /// `sam local start-api`: the template's HTTP API, on a free loopback port.
+    pub async fn start_api(&self) -> SamServer {
+        SamServer::start(self.command("start-api"), "start-api").await
+    }
+
+    /// `sam local start-lambda`: Lambda's Invoke API for the template's functions.
+    pub async fn start_lambda(&self) -> SamServer {
+        SamServer::start(self.command("start-lambda"), "start-lambda").await
+    }
+}
+
+impl Drop for Sam {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.env_file);
+    }
+}
+
+/// A running `sam local start-api` or `start-lambda`; stopped (with its containers) when
+/// dropped.
+pub struct SamServer {
+    child: Child,
+    pub url: String,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl SamServer {
+    async fn start(mut command: Command, what: &str) -> Self {
+        let port = free_port();
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            // One container per function, started at its first call and kept.
+            .args(["--warm-containers", "LAZY"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sam local {what}: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().unwrap(), output.clone());
+        collect(child.stderr.take().unwrap(), output.clone());
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "sam local {what} exited ({status}): {}",
+                    String::from_utf8_lossy(&output.lock().unwrap())
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sam local {what} did not listen on {port}: {}",
+                String::from_utf8_lossy(&output.lock().unwrap())
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            output,
+        }
+    }
+
+    /// What SAM and the functions printed so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for SamServer {
+    fn drop(&mut self) {
+        // SIGINT, as Ctrl-C: SAM stops and removes its warm containers before it exits.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+            for _ in 0..100 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.start_kill();
+        }
+    }
+}
+
+/// A whole Herald under SAM: `start-api` for the HTTP functions, `start-lambda` for
+/// deliver, and the local runner's event source handing the delivery queue's batches to it
+/// through the Invoke API, as the SQS event source mapping would.
+pub struct SamHerald {
+    pub aws: TestAws,
+    pub api: SamServer,
+    _lambda: Option<SamServer>,
+    _sam: Sam,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl SamHerald {
+    /// `variables` gives the template's variables for the tables and queues provisioned
+    /// here; without `deliver`, nothing takes the queue's tasks (a deploy whose event
+    /// source is off).
+    pub async fn start(
+        variables: impl Fn(&Provisioned) -> BTreeMap<String, String>,
+        hosts: &[(&str, &str)],
+        deliver: bool,
+    ) -> Self {
+        let aws = TestAws::new().await;
+        let sam = Sam::new(&variables(&aws.provisioned), hosts).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (api, lambda) = if deliver {
+            let (api, lambda) = tokio::join!(sam.start_api(), sam.start_lambda());
+            let (url, arn) = aws.provisioned.queues["DeliveryQueue"].clone();
+            let source = QueueSource {
+                client: aws.sqs.clone(),
+                url,
+                arn,
+                region: "us-east-1".into(),
+            };
+            tokio::spawn(herald_local::poller::run(
+                source,
+                DeliverTarget::Invoke {
+                    http: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(120))
+                        .build()
+                        .expect("an HTTP client"),
+                    endpoint: lambda.url.clone(),
+                    function: "DeliverFunction".into(),
+                },
+                PollSettings {
+                    wait_seconds: 1,
+                    pollers: 1,
+                    print_attempts: false,
+                    ..PollSettings::default()
+                },
+                stopped,
+            ));
+            (api, Some(lambda))
+        } else {
+            (sam.start_api().await, None)
+        };
+        Self {
+            aws,
+            api,
+            _lambda: lambda,
+            _sam: sam,
+            stop,
+        }
+    }
+}
+
+impl Drop for SamHerald {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
