@@ -464,3 +464,76 @@ fn allowed_by_the_template(function: &str, aws: &TestAws, calls: &[AwsCall]) {
         "{function} calls what its policy does not allow: {denied:?}"
     );
 }
+
+/// The newest glibc symbol version a bootstrap may need: Amazon Linux 2023's glibc, 2.34,
+/// is what `provided.al2023` runs it with. The stand-in image `sam local` uses here carries
+/// this machine's newer glibc, so only this check would see a bootstrap AWS cannot start.
+const PROVIDED_AL2023_GLIBC: (u32, u32) = (2, 34);
+
+/// Every `GLIBC_x.y` version an ELF file's dynamic symbols need, as `objdump -T` lists them.
+fn glibc_versions(objdump: &str) -> Vec<(u32, u32)> {
+    let mut versions: Vec<(u32, u32)> = objdump
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter_map(|v| {
+            let mut parts = v.split('.');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    versions
+}
+
+#[test]
+fn the_version_reader_sees_a_too_new_symbol() {
+    let listing = "0000 DF *UND* 0000 (GLIBC_2.2.5) memcpy\n0000 DF *UND* 0000 (GLIBC_2.35) foo\n";
+    assert_eq!(glibc_versions(listing), [(2, 2), (2, 35)]);
+}
+
+#[test]
+fn the_bootstraps_need_no_glibc_newer_than_provided_al2023s() {
+    let target = herald_tests::emulator::workspace_root().join("target");
+    // What `sam local` and the emulator tests run (x86_64), and what the template deploys
+    // (arm64), each as `sam build` made it.
+    let mut checked = 0;
+    for dir in ["sam-build-x86_64", "lambda-x86_64", "sam-build"] {
+        let dir = target.join(dir);
+        let functions = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (`make test` builds it)", dir.display()));
+        for function in functions {
+            let bootstrap = function.unwrap().path().join("bootstrap");
+            if !bootstrap.is_file() {
+                continue;
+            }
+            let output = std::process::Command::new("objdump")
+                .arg("-T")
+                .arg(&bootstrap)
+                .output()
+                .expect("running objdump (binutils)");
+            assert!(
+                output.status.success(),
+                "objdump -T {}",
+                bootstrap.display()
+            );
+            let versions = glibc_versions(&String::from_utf8_lossy(&output.stdout));
+            let newest = versions.last().copied().unwrap_or_else(|| {
+                panic!(
+                    "{} needs no glibc: not a dynamic executable?",
+                    bootstrap.display()
+                )
+            });
+            assert!(
+                newest <= PROVIDED_AL2023_GLIBC,
+                "{} needs GLIBC_{}.{}; provided.al2023 has {}.{}",
+                bootstrap.display(),
+                newest.0,
+                newest.1,
+                PROVIDED_AL2023_GLIBC.0,
+                PROVIDED_AL2023_GLIBC.1
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9, "three functions in each of the three builds");
+}
