@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke
+.PHONY: run test soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -38,6 +38,20 @@ smoke:
 	fi
 	@$(CARGO) build --quiet -p herald-cli
 	@HERALD_API='$(API)' HERALD_TOKEN='$(TOKEN)' target/debug/herald smoke $(if $(URL),--url '$(URL)')
+
+## One function's new code in a deployed stack, its configuration kept (`cargo lambda
+## deploy --env-var` would replace its whole environment; docs/DEPLOY.md):
+## make deploy-code STACK=<stack name> FUNCTION=ingest|deliver|manage [ARCH=arm64|x86_64]
+ARCH ?= arm64
+deploy-code: deploy-tools
+	@if [ -z "$(STACK)" ] || [ -z "$(filter $(FUNCTION),ingest deliver manage)" ]; then \
+	  echo "usage: make deploy-code STACK=<stack name> FUNCTION=ingest|deliver|manage [ARCH=arm64|x86_64]" >&2; \
+	  exit 2; \
+	fi
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --output-format zip --bin $(FUNCTION) \
+	  $(if $(filter x86_64,$(ARCH)),--x86-64 --lambda-dir target/lambda-x86_64,--arm64)
+	$(DEPLOY_TOOLS)/python scripts/deploy-code.py --stack '$(STACK)' --function $(FUNCTION) \
+	  --zip target/$(if $(filter x86_64,$(ARCH)),lambda-x86_64,lambda)/$(FUNCTION)/bootstrap.zip
 
 ## The big soak: HERALD_SOAK_EVENTS (2000) events to HERALD_SOAK_SUBSCRIPTIONS (2)
 ## flaky receivers through the local runner on moto; figures in target/soak.json.

@@ -125,10 +125,32 @@ pub fn retry_policy(env: &dyn Source) -> Result<RetryPolicy, ConfigError> {
     })
 }
 
-/// The deployment's asymmetric keys: `HERALD_ED25519_SIGNING_KEY` (`whsk_…`),
-/// `HERALD_RSA_SIGNING_KEY` (PEM), and the RSA headers' names (`HERALD_RSA_SHA512_HEADER`,
-/// `HERALD_RSA_MD5_HEADER`). All optional.
-pub fn signing_keys(env: &dyn Source) -> Result<crate::keys::SigningKeys, ConfigError> {
+/// Where the deployment's asymmetric keys come from.
+#[derive(Debug)]
+pub enum KeyConfig {
+    /// Given in the environment: `HERALD_ED25519_SIGNING_KEY` (`whsk_…`) and
+    /// `HERALD_RSA_SIGNING_KEY` (PEM). The local runner and tests.
+    Fixed(Box<crate::keys::SigningKeys>),
+    /// Named Secrets Manager secrets, read at run time: `HERALD_ED25519_SIGNING_KEY_SECRET`
+    /// and `HERALD_RSA_SIGNING_KEY_SECRET`, read again every `HERALD_SIGNING_KEY_REFRESH`
+    /// (5m). What the template deploys.
+    Secrets(crate::key_source::SecretNames),
+}
+
+impl KeyConfig {
+    pub fn into_source(self, sdk: &aws_config::SdkConfig) -> crate::key_source::KeySource {
+        use crate::key_source::KeySource;
+        match self {
+            Self::Fixed(keys) => KeySource::Fixed(std::sync::Arc::from(keys)),
+            Self::Secrets(names) => KeySource::secrets(sdk, names),
+        }
+    }
+}
+
+/// The deployment's asymmetric keys, or the secrets holding them, and the RSA headers'
+/// names (`HERALD_RSA_SHA512_HEADER`, `HERALD_RSA_MD5_HEADER`). All optional; a key and
+/// its secret are not both set.
+pub fn signing_keys(env: &dyn Source) -> Result<KeyConfig, ConfigError> {
     use crate::keys::{DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, KeyError, SigningKeys};
     let sha512 = env
         .get("HERALD_RSA_SHA512_HEADER")
@@ -136,12 +158,39 @@ pub fn signing_keys(env: &dyn Source) -> Result<crate::keys::SigningKeys, Config
     let md5 = env
         .get("HERALD_RSA_MD5_HEADER")
         .unwrap_or_else(|| DEFAULT_RSA_MD5_HEADER.into());
+    let ed25519_secret = env.get("HERALD_ED25519_SIGNING_KEY_SECRET");
+    let rsa_secret = env.get("HERALD_RSA_SIGNING_KEY_SECRET");
+    for (key, secret) in [
+        ("HERALD_ED25519_SIGNING_KEY", &ed25519_secret),
+        ("HERALD_RSA_SIGNING_KEY", &rsa_secret),
+    ] {
+        if secret.is_some() && env.get(key).is_some() {
+            return Err(ConfigError::Invalid {
+                name: key,
+                reason: format!("set the key or its secret ({key}_SECRET), not both"),
+            });
+        }
+    }
+    if ed25519_secret.is_some() || rsa_secret.is_some() {
+        // Checked now, as they would be with the key in hand.
+        if rsa_secret.is_some() {
+            headers_ok(&sha512, &md5)?;
+        }
+        return Ok(KeyConfig::Secrets(crate::key_source::SecretNames {
+            ed25519: ed25519_secret,
+            rsa: rsa_secret,
+            sha512_header: sha512,
+            md5_header: md5,
+            refresh: duration(env, "HERALD_SIGNING_KEY_REFRESH", Duration::from_secs(300))?,
+        }));
+    }
     SigningKeys::new(
         env.get("HERALD_ED25519_SIGNING_KEY").as_deref(),
         env.get("HERALD_RSA_SIGNING_KEY").as_deref(),
         &sha512,
         &md5,
     )
+    .map(|keys| KeyConfig::Fixed(Box::new(keys)))
     .map_err(|e| {
         let name = match e {
             KeyError::Ed25519 => "HERALD_ED25519_SIGNING_KEY",
@@ -153,6 +202,18 @@ pub fn signing_keys(env: &dyn Source) -> Result<crate::keys::SigningKeys, Config
             reason: e.to_string(),
         }
     })
+}
+
+/// The RSA headers' names are header names, and two.
+fn headers_ok(sha512: &str, md5: &str) -> Result<(), ConfigError> {
+    if crate::keys::rsa_header_names_ok(sha512, md5) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name: "HERALD_RSA_SHA512_HEADER",
+            reason: crate::keys::KeyError::HeaderName.to_string(),
+        })
+    }
 }
 
 /// How long delivery records and event acceptance records are kept (`HERALD_RETENTION`, 30d).
@@ -228,6 +289,47 @@ mod tests {
         assert_eq!(
             seconds(&env(&[("S", "300")]), "S", 5, 300),
             Ok(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn signing_keys_come_from_the_environment_or_from_secrets_not_both() {
+        let key = crate::keys::generate_ed25519(&mut rand::rng());
+        let direct = move |name: &str| (name == "HERALD_ED25519_SIGNING_KEY").then(|| key.clone());
+        assert!(matches!(signing_keys(&direct), Ok(KeyConfig::Fixed(k)) if k.has_ed25519()));
+
+        let secrets = env(&[
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", "herald/ed25519"),
+            ("HERALD_RSA_SIGNING_KEY_SECRET", "herald/rsa"),
+        ]);
+        match signing_keys(&secrets) {
+            Ok(KeyConfig::Secrets(names)) => {
+                assert_eq!(names.ed25519.as_deref(), Some("herald/ed25519"));
+                assert_eq!(names.rsa.as_deref(), Some("herald/rsa"));
+                assert_eq!(names.refresh, Duration::from_secs(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        let both = env(&[
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", "herald/ed25519"),
+            ("HERALD_ED25519_SIGNING_KEY", "whsk_x"),
+        ]);
+        let error = signing_keys(&both).unwrap_err().to_string();
+        assert!(error.contains("not both"), "{error}");
+        let bad_headers = env(&[
+            ("HERALD_RSA_SIGNING_KEY_SECRET", "herald/rsa"),
+            ("HERALD_RSA_MD5_HEADER", "fluent-signature"),
+        ]);
+        assert!(signing_keys(&bad_headers).is_err());
+        let bad_refresh = env(&[
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", "herald/ed25519"),
+            ("HERALD_SIGNING_KEY_REFRESH", "often"),
+        ]);
+        assert!(
+            signing_keys(&bad_refresh)
+                .unwrap_err()
+                .to_string()
+                .starts_with("HERALD_SIGNING_KEY_REFRESH")
         );
     }
 }

@@ -73,6 +73,12 @@ fn header_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Whether the two RSA signature headers' names are distinct header names.
+pub fn rsa_header_names_ok(sha512: &str, md5: &str) -> bool {
+    let (sha512, md5) = (sha512.to_ascii_lowercase(), md5.to_ascii_lowercase());
+    header_name_ok(&sha512) && header_name_ok(&md5) && sha512 != md5
+}
+
 impl SigningKeys {
     pub fn new(
         ed25519: Option<&str>,
@@ -88,10 +94,7 @@ impl SigningKeys {
                     sha512_header.to_ascii_lowercase(),
                     md5_header.to_ascii_lowercase(),
                 );
-                if !header_name_ok(&sha512_header)
-                    || !header_name_ok(&md5_header)
-                    || sha512_header == md5_header
-                {
+                if !rsa_header_names_ok(&sha512_header, &md5_header) {
                     return Err(KeyError::HeaderName);
                 }
                 let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)

@@ -13,6 +13,7 @@ pub mod format;
 pub mod gateway;
 pub mod http_sender;
 pub mod ids;
+pub mod key_source;
 pub mod keys;
 pub mod memory;
 pub mod pattern;

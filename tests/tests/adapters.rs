@@ -1,4 +1,5 @@
-//! The DynamoDB and SQS adapters and the provisioning from `template.yaml`, against moto.
+//! The DynamoDB, SQS and Secrets Manager adapters and the provisioning from `template.yaml`,
+//! against moto.
 //! Each test provisions its own tables and queues, so they run in parallel.
 
 #[path = "adapters/events.rs"]
@@ -9,6 +10,8 @@ mod ledger;
 mod provisioning;
 #[path = "adapters/queue.rs"]
 mod queue;
+#[path = "adapters/signing_keys.rs"]
+mod signing_keys;
 #[path = "adapters/subscriptions.rs"]
 mod subscriptions;
 

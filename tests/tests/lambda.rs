@@ -222,15 +222,28 @@ async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
         allow_http: true,
         allow_loopback: true,
     };
-    store
-        .create(&active_subscription(
-            "acme",
-            SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
-            SubscriptionUrl::parse(url, &loopback).unwrap(),
-            &["order.*"],
-        ))
+    let mut subscription = active_subscription(
+        "acme",
+        SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
+        SubscriptionUrl::parse(url, &loopback).unwrap(),
+        &["order.*"],
+    );
+    // Signed with the deployment's ed25519 key too, which deliver reads from its secret.
+    subscription.signatures.ed25519 = true;
+    store.create(&subscription).await.unwrap();
+}
+
+/// The ed25519 key's secret, named as the template's parameter for the IAM check.
+async fn ed25519_secret(aws: &TestAws) -> String {
+    let name = format!("{}-Ed25519SigningKeySecret", aws.prefix);
+    aws_sdk_secretsmanager::Client::new(&aws.sdk)
+        .create_secret()
+        .name(&name)
+        .secret_string(herald_shared::keys::generate_ed25519(&mut rand::rng()))
+        .send()
         .await
         .unwrap();
+    name
 }
 
 /// Invokes deliver with an events/ file; it hands no message back to SQS.
@@ -250,6 +263,7 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     let receiver = TestReceiver::start(Script::always(200)).await;
     subscription_of_the_events_files(&aws, &receiver.url()).await;
     let deliver_calls = RecordingProxy::start(moto_url()).await;
+    let secret = ed25519_secret(&aws).await;
     let env = function_env(
         &aws,
         &deliver_calls,
@@ -257,6 +271,7 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
             ("HERALD_ALLOW_HTTP", "true"),
             ("HERALD_ALLOW_LOOPBACK", "true"),
             ("HERALD_DELIVERY_TIMEOUT", "5s"),
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
         ],
     );
     let deliver = Emulator::start("deliver", &env, &[]).await;
@@ -275,6 +290,11 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     assert!(
         got.iter()
             .all(|r| r.header("idempotency-key") == format!("ffm_wh_{}", r.header("webhook-id")))
+    );
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-signature").contains(" v1a,")),
+        "signed with the key read from Secrets Manager"
     );
 
     // The poison message is moved to the dead-letter queue, not handed back; the task
@@ -385,6 +405,11 @@ fn allowed_pairs(template: &serde_yaml::Value, function: &str) -> BTreeSet<(Stri
         .as_sequence()
         .unwrap_or_else(|| panic!("{function} has no Policies"));
     for policy in policies {
+        // A policy given only on a condition (`!If [HasSigningKeys, …]`): as deployed with it.
+        let policy = match policy {
+            Y::Tagged(t) if t.tag == "If" => &t.value[1],
+            other => other,
+        };
         let statements = policy["Statement"]
             .as_sequence()
             .unwrap_or_else(|| panic!("{function}: policies are statements, not {policy:?}"));
@@ -395,12 +420,26 @@ fn allowed_pairs(template: &serde_yaml::Value, function: &str) -> BTreeSet<(Stri
                 other => vec![other.clone()],
             };
             for resource in one(&statement["Resource"]) {
+                let resource = match resource {
+                    Y::Tagged(t) if t.tag == "If" => t.value[1].clone(),
+                    other => other,
+                };
                 let logical = match &resource {
                     Y::Tagged(t) if t.tag == "GetAtt" => t
                         .value
                         .as_str()
                         .and_then(|v| v.strip_suffix(".Arn"))
                         .map(str::to_owned),
+                    // A secret named by a parameter: `…:secret:${Parameter}-??????`.
+                    Y::Tagged(t)
+                        if t.tag == "Sub"
+                            && t.value.as_str().is_some_and(|v| v.contains(":secret:${")) =>
+                    {
+                        t.value
+                            .as_str()
+                            .and_then(|v| v.split_once(":secret:${")?.1.split_once('}'))
+                            .map(|(parameter, _)| parameter.to_owned())
+                    }
                     Y::Tagged(t) if t.tag == "Sub" => t.value.as_str().and_then(|v| {
                         let (head, rest) = v.strip_prefix("${")?.split_once(".Arn}")?;
                         Some(format!("{head}{rest}"))

@@ -333,3 +333,68 @@ async fn only_the_newest_update_of_a_subject_is_sent_after_an_outage() {
     assert!(received.contains(&"SHIPPED".to_owned()), "{received:?}");
     herald.shutdown().await;
 }
+
+/// A webhook's `v1a` entry verifies with the ed25519 key `GET /v1/signing-keys` showed.
+async fn verifies_v1a(request: &Recorded, keys: &Value) -> bool {
+    let keys = json!({"ed25519": keys["ed25519"]});
+    let (ok, said) = verify(request, &[], Some(&keys)).await;
+    ok && said.contains("v1a ed25519 verified")
+}
+
+#[tokio::test]
+async fn a_signing_key_put_in_secrets_manager_signs_without_a_deploy() {
+    let client = aws_sdk_secretsmanager::Client::new(&herald_tests::aws::sdk_config());
+    let secret = format!("herald/{}", herald_tests::aws::unique_prefix());
+    let first = herald_shared::keys::generate_ed25519(&mut rand::rng());
+    client
+        .create_secret()
+        .name(&secret)
+        .secret_string(&first)
+        .send()
+        .await
+        .unwrap();
+    // As the template deploys it: the secret's name, read at run time.
+    let herald = TestHerald::start(&[
+        ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
+        ("HERALD_SIGNING_KEY_REFRESH", "1s"),
+    ])
+    .await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let body =
+        json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}});
+    let (status, created) = herald
+        .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, old_keys) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 1}}))
+        .await;
+    let first_webhook = receiver.wait_for(1, PATIENCE).await.remove(0);
+    assert!(verifies_v1a(&first_webhook, &old_keys).await);
+
+    // The rotation: a new value in the secret, and nothing else.
+    let second = herald_shared::keys::generate_ed25519(&mut rand::rng());
+    client
+        .put_secret_value()
+        .secret_id(&secret)
+        .secret_string(&second)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, new_keys) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    assert_ne!(new_keys["ed25519"], old_keys["ed25519"], "{new_keys}");
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 2}}))
+        .await;
+    let second_webhook = receiver.wait_for(2, PATIENCE).await.remove(1);
+    assert!(verifies_v1a(&second_webhook, &new_keys).await);
+    assert!(!verifies_v1a(&second_webhook, &old_keys).await);
+    assert!(!verifies_v1a(&first_webhook, &new_keys).await);
+    herald.shutdown().await;
+}

@@ -32,7 +32,7 @@ pub struct DeliverConfig {
     /// How long a container keeps the subscriptions it read, so a change reaches it up to
     /// this late (`HERALD_SUBSCRIPTION_CACHE_SECONDS`, 5; 0 keeps none).
     pub subscription_cache: Duration,
-    pub keys: herald_shared::keys::SigningKeys,
+    pub keys: herald_shared::config::KeyConfig,
 }
 
 impl DeliverConfig {

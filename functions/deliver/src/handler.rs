@@ -17,6 +17,7 @@ use futures::StreamExt;
 use herald_shared::delivery::{Attempt, AttemptError, DeliveryState, DeliveryTask, decode_message};
 use herald_shared::format;
 use herald_shared::ids::{DeliveryId, SubscriptionId, TenantId};
+use herald_shared::key_source::KeySource;
 use herald_shared::keys::SigningKeys;
 use herald_shared::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue, EventLog,
@@ -45,11 +46,12 @@ pub struct DeliverSettings {
     pub lease: Duration,
     pub retention: Duration,
     pub auto_disable_after: Duration,
-    pub keys: Arc<SigningKeys>,
+    pub keys: KeySource,
 }
 
-impl From<DeliverConfig> for DeliverSettings {
-    fn from(c: DeliverConfig) -> Self {
+impl DeliverSettings {
+    /// The settings of a configuration; keys in Secrets Manager are read through `sdk`.
+    pub fn new(c: DeliverConfig, sdk: &aws_config::SdkConfig) -> Self {
         Self {
             retry: c.retry,
             idempotency_key_prefix: c.idempotency_key_prefix,
@@ -58,7 +60,7 @@ impl From<DeliverConfig> for DeliverSettings {
             lease: c.timeout + Duration::from_secs(30),
             retention: c.retention,
             auto_disable_after: c.auto_disable_after,
-            keys: Arc::new(c.keys),
+            keys: c.keys.into_source(sdk),
         }
     }
 }
@@ -596,7 +598,16 @@ where
 
     let number = record.attempt_count() + 1;
     report.attempt = Some(number);
-    let webhook = build_webhook(task, subscription, settings, now);
+    // Asymmetric signatures need the deployment's keys, read when first needed.
+    let keys = if subscription.signatures.ed25519 || subscription.signatures.rsa {
+        match settings.keys.current().await {
+            Ok(keys) => Some(keys),
+            Err(e) => return release(deps, task, &claim, format!("signing keys: {e}")).await,
+        }
+    } else {
+        None
+    };
+    let webhook = build_webhook(task, subscription, settings, keys.as_deref(), now);
     let permit = hosts.acquire(webhook.url.host()).await;
     let outcome = deps.sender.send(webhook).await;
     drop(permit);
@@ -851,6 +862,7 @@ fn build_webhook(
     task: &DeliveryTask,
     subscription: &Subscription,
     settings: &DeliverSettings,
+    keys: Option<&SigningKeys>,
     now: DateTime<Utc>,
 ) -> OutgoingWebhook {
     let ctx = format::RenderContext {
@@ -867,7 +879,7 @@ fn build_webhook(
     let id = task.delivery_id.as_str();
     let mut signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);
     if subscription.signatures.ed25519
-        && let Some(entry) = settings.keys.ed25519_entry(id, timestamp, &body)
+        && let Some(entry) = keys.and_then(|k| k.ed25519_entry(id, timestamp, &body))
     {
         signature.push(' ');
         signature.push_str(&entry);
@@ -892,8 +904,10 @@ fn build_webhook(
             format!("{}{id}", settings.idempotency_key_prefix),
         ),
     ]);
-    if subscription.signatures.rsa {
-        headers.extend(settings.keys.rsa_headers(&body));
+    if subscription.signatures.rsa
+        && let Some(keys) = keys
+    {
+        headers.extend(keys.rsa_headers(&body));
     }
     OutgoingWebhook {
         url: subscription.url.clone(),

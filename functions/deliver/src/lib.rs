@@ -17,7 +17,7 @@ use herald_shared::subscription_cache::CachedSubscriptions;
 use herald_shared::url_guard::SystemResolver;
 
 pub use config::DeliverConfig;
-pub use handler::{BatchOutcome, DeliverDeps, process_batch};
+pub use handler::{BatchOutcome, DeliverDeps, DeliverSettings, process_batch};
 pub use report::{Disposition, RecordReport};
 
 /// Deliver wired to DynamoDB (its subscriptions kept briefly across invocations), SQS and
@@ -61,6 +61,6 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsDeliver, ConfigE
         ),
         sender,
         clock: SystemClock,
-        settings: config.into(),
+        settings: DeliverSettings::new(config, sdk),
     })
 }

@@ -13,7 +13,7 @@ pub struct ManageConfig {
     pub tenant_claim: herald_shared::api::TenantClaim,
     pub url_policy: UrlPolicy,
     pub retention: std::time::Duration,
-    pub keys: herald_shared::keys::SigningKeys,
+    pub keys: herald_shared::config::KeyConfig,
 }
 
 impl ManageConfig {

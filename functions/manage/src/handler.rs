@@ -17,7 +17,7 @@ pub struct ManageDeps<S, L, E, Q, R, C> {
     pub queue: Q,
     pub resolver: R,
     /// The deployment's asymmetric keys; manage shows the public halves.
-    pub keys: std::sync::Arc<herald_shared::keys::SigningKeys>,
+    pub keys: herald_shared::key_source::KeySource,
     pub clock: C,
     pub tenant_claim: herald_shared::api::TenantClaim,
     pub url_policy: UrlPolicy,
@@ -135,9 +135,13 @@ async fn route<P: Ports>(ports: &P, request: &Request) -> Result<Response<Body>,
         }
         (["v1", "signing-keys"], Method::GET) => {
             tenant()?;
+            let keys = deps.keys.current().await.map_err(|e| {
+                tracing::error!(error = %e, "reading the signing keys failed");
+                ApiError::unavailable()
+            })?;
             Ok(api::json_response(
                 lambda_http::http::StatusCode::OK,
-                &deps.keys.public(),
+                &keys.public(),
             ))
         }
         (segments, _)
@@ -175,11 +179,11 @@ pub(crate) async fn owned_subscription<S: SubscriptionStore>(
 
 /// What this deployment offers a subscription.
 pub(crate) fn offer<P: Ports>(ports: &P) -> herald_shared::subscription::Offer {
-    let keys = &ports.deps().keys;
+    let offer = ports.deps().keys.offer();
     herald_shared::subscription::Offer {
-        reserved_headers: keys.rsa_header_names(),
-        ed25519: keys.has_ed25519(),
-        rsa: keys.has_rsa(),
+        reserved_headers: offer.rsa_headers,
+        ed25519: offer.ed25519,
+        rsa: offer.rsa,
     }
 }
 

@@ -43,7 +43,7 @@ pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsManage, ConfigEr
             config.dead_letter_queue_url.clone(),
         ),
         resolver: SystemResolver,
-        keys: std::sync::Arc::new(config.keys),
+        keys: config.keys.into_source(sdk),
         clock: SystemClock,
         tenant_claim: config.tenant_claim,
         url_policy: config.url_policy,
