@@ -398,3 +398,47 @@ async fn a_signing_key_put_in_secrets_manager_signs_without_a_deploy() {
     assert!(!verifies_v1a(&first_webhook, &new_keys).await);
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can() {
+    let secret = format!("herald/{}", herald_tests::aws::unique_prefix());
+    // The secret is named but not there yet: Secrets Manager answers "not found".
+    let herald = TestHerald::start(&[
+        ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
+        ("HERALD_SIGNING_KEY_REFRESH", "1s"),
+    ])
+    .await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let body = json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}});
+    let (status, created) = herald
+        .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, _) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    assert_eq!(status, 503, "no key to show yet");
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 1}}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(receiver.requests().is_empty(), "sent unsigned");
+    let path = format!("/v1/subscriptions/{}/deliveries", created["id"].as_str().unwrap());
+    let (_, listed) = herald.call("GET", &path, Some("acme"), None).await;
+    assert_eq!(listed["data"][0]["state"], "pending", "{listed}");
+    assert_eq!(listed["data"][0]["attempts"], json!([]), "{listed}");
+
+    aws_sdk_secretsmanager::Client::new(&herald_tests::aws::sdk_config())
+        .create_secret()
+        .name(&secret)
+        .secret_string(herald_shared::keys::generate_ed25519(&mut rand::rng()))
+        .send()
+        .await
+        .unwrap();
+    let webhook = receiver.wait_for(1, PATIENCE).await.remove(0);
+    let (_, keys) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    assert!(verifies_v1a(&webhook, &keys).await);
+    herald.shutdown().await;
+}
