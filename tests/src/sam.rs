@@ -82,17 +82,27 @@ fn bridge_gateway() -> IpAddr {
         return gateway;
     }
     let interface = inspect(r#"{{index .Options "com.docker.network.bridge.name"}}"#);
-    let output = std::process::Command::new("ip")
+    let text = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "dev", &interface])
         .output()
-        .expect("running ip addr");
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.split_whitespace()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let from_interface = text
+        .split_whitespace()
         .skip_while(|word| *word != "inet")
         .nth(1)
         .and_then(|cidr| cidr.split('/').next())
-        .and_then(|ip| ip.parse().ok())
-        .unwrap_or_else(|| panic!("Docker's bridge {interface} has no address: {text}"))
+        .and_then(|ip| ip.parse().ok());
+    // Without `ip`: Docker gives the bridge the subnet's first address.
+    let subnet = inspect("{{range .IPAM.Config}}{{.Subnet}}{{end}}");
+    let from_subnet = subnet
+        .split('/')
+        .next()
+        .and_then(|network| network.parse::<std::net::Ipv4Addr>().ok())
+        .map(|network| IpAddr::from(std::net::Ipv4Addr::from(u32::from(network) + 1)));
+    from_interface
+        .or(from_subnet)
+        .unwrap_or_else(|| panic!("Docker's bridge {interface} has no address: {text} {subnet}"))
 }
 
 pub fn sam_cli() -> PathBuf {

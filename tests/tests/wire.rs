@@ -409,7 +409,8 @@ async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can()
     ])
     .await;
     let receiver = TestReceiver::start(Script::always(200)).await;
-    let body = json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}});
+    let body =
+        json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}});
     let (status, created) = herald
         .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
         .await;
@@ -423,7 +424,10 @@ async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can()
         .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(receiver.requests().is_empty(), "sent unsigned");
-    let path = format!("/v1/subscriptions/{}/deliveries", created["id"].as_str().unwrap());
+    let path = format!(
+        "/v1/subscriptions/{}/deliveries",
+        created["id"].as_str().unwrap()
+    );
     let (_, listed) = herald.call("GET", &path, Some("acme"), None).await;
     assert_eq!(listed["data"][0]["state"], "pending", "{listed}");
     assert_eq!(listed["data"][0]["attempts"], json!([]), "{listed}");
