@@ -13,19 +13,20 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
+use herald_aws::http::resolver::SystemResolver;
+use herald_aws::http::sender::{HttpWebhookSender, SenderSettings};
+use herald_core::delivery::DeliveryTask;
+use herald_core::delivery::retry::RetryPolicy;
+use herald_core::event::{Event, EventType};
+use herald_core::ids::{EventId, SubscriptionId, TenantId};
+use herald_core::ports::{SubscriptionStore, SystemClock};
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, process_batch};
-use herald_shared::delivery::DeliveryTask;
-use herald_shared::event::{Event, EventType};
-use herald_shared::http_sender::{HttpWebhookSender, SenderSettings};
-use herald_shared::ids::{EventId, SubscriptionId, TenantId};
-use herald_shared::memory::{
+use herald_testkit::{
     InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
     active_subscription,
 };
-use herald_shared::ports::{SubscriptionStore, SystemClock};
-use herald_shared::retry::RetryPolicy;
-use herald_shared::url_guard::{SubscriptionUrl, SystemResolver, UrlPolicy};
 use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
 
@@ -211,7 +212,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
             });
         });
     let url = url_rx.recv().unwrap();
-    // The runtimes the deliver bootstrap runs on (herald_shared::runtime): one thread
+    // The runtimes the deliver bootstrap runs on (herald_aws::lambda::runtime): one thread
     // below two vCPUs' worth of memory (the template's 256 MB), a worker per vCPU above
     // (here the machine's two cores, as at 3538 MB). The handler's future runs on this
     // thread, as under `lambda_runtime`; on the multi-thread runtime the batch's records

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use herald_shared::ids::SubscriptionId;
-use herald_shared::memory::{
+use herald_core::ids::SubscriptionId;
+use herald_core::ports::{SubscriptionStore, SystemClock};
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_testkit::{
     InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore, active_subscription,
 };
-use herald_shared::ports::{SubscriptionStore, SystemClock};
-use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use serde_json::json;
 
 /// Calls measured; the median is the figure.

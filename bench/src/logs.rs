@@ -80,7 +80,7 @@ pub fn install() {
         pipe: Arc::new(writer),
         counters,
     };
-    let subscriber = herald_shared::telemetry::json_subscriber("info", move || sink.clone());
+    let subscriber = herald_aws::lambda::telemetry::json_subscriber("info", move || sink.clone());
     tracing::subscriber::set_global_default(subscriber).expect("the bench's only subscriber");
 }
 

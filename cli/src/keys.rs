@@ -27,7 +27,9 @@ pub fn generate_rsa(bits: usize) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_shared::keys::{DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, SigningKeys};
+    use herald_core::webhook::keys::{
+        DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, SigningKeys,
+    };
 
     #[test]
     fn generated_keys_are_the_ones_a_deployment_accepts() {

@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use herald_shared::gateway::{bearer_token, claim_string, scopes_of, unverified_claims};
+use herald_aws::lambda::gateway::{bearer_token, claim_string, scopes_of, unverified_claims};
 use lambda_http::Request;
 use serde_json::{Value, json};
 
@@ -423,7 +423,7 @@ mod tests {
         // lambda_http keeps the stage in the path: the functions route on routeKey.
         assert_eq!(request.uri().path(), "/dev/v1/subscriptions/sub_1");
         assert_eq!(
-            herald_shared::api::route_path(&request),
+            herald_aws::lambda::api::route_path(&request),
             "/v1/subscriptions/sub_1"
         );
         assert_eq!(

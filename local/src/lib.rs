@@ -104,7 +104,7 @@ impl LocalHerald {
             },
             ingest,
             manage,
-            tenant_claim: herald_shared::config::tenant_claim(&source).name,
+            tenant_claim: herald_aws::lambda::config::tenant_claim(&source).name,
         });
         let (queue_url, queue_arn) = provisioned
             .queues

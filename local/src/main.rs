@@ -80,7 +80,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     // A person reads the attempt lines; JSON logs only for warnings unless RUST_LOG asks.
-    herald_shared::telemetry::init_json_logs_at("warn");
+    herald_aws::lambda::telemetry::init_json_logs_at("warn");
     let addr = std::env::var("HERALD_LOCAL_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let api_addr = addr.parse().with_context(|| {
         format!("HERALD_LOCAL_ADDR `{addr}` is not an address like 127.0.0.1:3000")

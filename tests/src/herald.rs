@@ -30,7 +30,7 @@ impl TestHerald {
     ) -> Self {
         // Test logs stay silent unless asked for with RUST_LOG.
         if std::env::var_os("RUST_LOG").is_some() {
-            herald_shared::telemetry::init_json_logs();
+            herald_aws::lambda::telemetry::init_json_logs();
         }
         let mut all: HashMap<String, String> = HashMap::from([
             ("HERALD_RETRY_SCHEDULE".into(), "1s,1s,1s".into()),

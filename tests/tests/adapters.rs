@@ -16,12 +16,12 @@ mod signing_keys;
 mod subscriptions;
 
 use chrono::{DateTime, Utc};
-use herald_shared::delivery::{Attempt, DeliveryState};
-use herald_shared::event::{Event, EventType, Subject};
-use herald_shared::ids::{EventId, TenantId};
-use herald_shared::ports::{AttemptResult, Claim};
-use herald_shared::subscription::{NewSubscription, Offer, Subscription};
-use herald_shared::url_guard::UrlPolicy;
+use herald_core::delivery::{Attempt, DeliveryState};
+use herald_core::event::{Event, EventType, Subject};
+use herald_core::ids::{EventId, TenantId};
+use herald_core::ports::{AttemptResult, Claim};
+use herald_core::subscription::url::UrlPolicy;
+use herald_core::subscription::{NewSubscription, Offer, Subscription};
 use serde_json::json;
 
 fn tenant(name: &str) -> TenantId {

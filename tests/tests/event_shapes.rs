@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
+use herald_aws::lambda::gateway::{claim_string, unverified_claims};
 use herald_local::gateway::{Call, Gateway};
 use herald_local::poller::{QueueSource, to_record};
 use herald_local::routes::Routes;
-use herald_shared::gateway::{claim_string, unverified_claims};
 use herald_tests::aws::TestAws;
 use herald_tests::emulator::{event_file, event_files};
 use md5_legacy::{Digest, Md5};
@@ -274,7 +274,7 @@ fn http_event_problems(event: &Value, gateway: &Gateway, stage: &str) -> Vec<Str
         let token = headers
             .get("authorization")
             .and_then(Value::as_str)
-            .and_then(herald_shared::gateway::bearer_token)
+            .and_then(herald_aws::lambda::gateway::bearer_token)
             .and_then(unverified_claims);
         if let (Some(token), Some(claims)) = (token, claims) {
             let forms: serde_json::Map<String, Value> = token

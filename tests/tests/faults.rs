@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use herald_shared::delivery::{DeadLetterMark, DeliveryState};
-use herald_shared::dynamo::DynamoDeliveryLedger;
-use herald_shared::ids::{SubscriptionId, TenantId};
-use herald_shared::ports::{DeliveryLedger, DeliveryQuery};
+use herald_aws::dynamo::DynamoDeliveryLedger;
+use herald_core::delivery::{DeadLetterMark, DeliveryState};
+use herald_core::ids::{SubscriptionId, TenantId};
+use herald_core::ports::{DeliveryLedger, DeliveryQuery};
 use herald_tests::aws::{moto_url, queue_depth, sdk_config, sdk_config_for};
 use herald_tests::aws_proxy::{Fault, FaultKind, RecordingProxy};
 use herald_tests::herald::TestHerald;

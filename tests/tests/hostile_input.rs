@@ -3,11 +3,12 @@
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
-use herald_shared::memory::{
+use herald_core::subscription::url::UrlPolicy;
+use herald_testkit::StaticResolver;
+use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
     InMemorySubscriptionStore, InMemoryWebhookSender,
 };
-use herald_shared::url_guard::{StaticResolver, UrlPolicy};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -5,11 +5,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use herald_shared::dynamo::DynamoSubscriptionStore;
-use herald_shared::ids::SubscriptionId;
-use herald_shared::memory::active_subscription;
-use herald_shared::ports::SubscriptionStore;
-use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
+use herald_aws::dynamo::DynamoSubscriptionStore;
+use herald_core::ids::SubscriptionId;
+use herald_core::ports::SubscriptionStore;
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_testkit::active_subscription;
 use herald_tests::aws::{TestAws, moto_url};
 use herald_tests::aws_proxy::{AwsCall, RecordingProxy};
 use herald_tests::emulator::{Emulator, event_file, event_files};
@@ -239,7 +239,9 @@ async fn ed25519_secret(aws: &TestAws) -> String {
     aws_sdk_secretsmanager::Client::new(&aws.sdk)
         .create_secret()
         .name(&name)
-        .secret_string(herald_shared::keys::generate_ed25519(&mut rand::rng()))
+        .secret_string(herald_core::webhook::keys::generate_ed25519(
+            &mut rand::rng(),
+        ))
         .send()
         .await
         .unwrap();

@@ -29,11 +29,11 @@ async fn logs_carry_no_secret_signature_or_body() {
     // The most Herald can be asked to log: trace, through its own filter.
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(herald_shared::telemetry::log_filter("trace"))
+        .with_env_filter(herald_aws::lambda::telemetry::log_filter("trace"))
         .with_writer(move || writer.clone())
         .init();
 
-    let ed25519 = herald_shared::keys::generate_ed25519(&mut rand::rng());
+    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
     let herald = TestHerald::start(&[("HERALD_ED25519_SIGNING_KEY", &ed25519)]).await;
     let receiver = TestReceiver::start(Script::sequence([500, 200])).await;
     let body = json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}, "headers": {"X-Api-Key": "hdr-7c1e"}});

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use base64::Engine;
-use herald_shared::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
-use herald_shared::dynamo::DynamoDeliveryLedger;
-use herald_shared::event::{Event, EventType};
-use herald_shared::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
-use herald_shared::ports::{DeliveryLedger, DeliveryQuery};
+use herald_aws::dynamo::DynamoDeliveryLedger;
+use herald_core::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::event::{Event, EventType};
+use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use herald_core::ports::{DeliveryLedger, DeliveryQuery};
 use herald_tests::herald::TestHerald;
 use herald_tests::receiver::{Recorded, Script, TestReceiver};
 use hmac::{KeyInit, Mac};

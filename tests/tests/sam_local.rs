@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use herald_aws::dynamo::{DynamoDeliveryLedger, DynamoSubscriptionStore};
+use herald_core::ids::{SubscriptionId, TenantId};
+use herald_core::ports::{DeliveryLedger, DeliveryQuery, SubscriptionStore};
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_local::{Provisioned, provision, template_path};
-use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoSubscriptionStore};
-use herald_shared::ids::{SubscriptionId, TenantId};
-use herald_shared::memory::active_subscription;
-use herald_shared::ports::{DeliveryLedger, DeliveryQuery, SubscriptionStore};
-use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
+use herald_testkit::active_subscription;
 use herald_tests::aws::{TestAws, sdk_config};
 use herald_tests::emulator::{event_file, event_files, workspace_root};
 use herald_tests::runner::RunnerProcess;
@@ -136,7 +136,7 @@ async fn same_call_to(base: &str, event: &Value) -> (u16, Value) {
         .as_object()
         .cloned()
         .unwrap_or_default();
-    let route = herald_shared::gateway::route_path(
+    let route = herald_aws::lambda::gateway::route_path(
         event["routeKey"].as_str(),
         |name| parameters.get(name).and_then(Value::as_str),
         context["stage"].as_str(),

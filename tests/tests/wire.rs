@@ -55,8 +55,8 @@ async fn verify(request: &Recorded, secrets: &[&str], keys: Option<&Value>) -> (
 }
 
 async fn keyed_herald() -> TestHerald {
-    let ed25519 = herald_shared::keys::generate_ed25519(&mut rand::rng());
-    let rsa = std::fs::read_to_string(root().join("shared/testdata/rsa-2048.pem")).unwrap();
+    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
+    let rsa = std::fs::read_to_string(root().join("crates/testkit/testdata/rsa-2048.pem")).unwrap();
     TestHerald::start(&[
         ("HERALD_ED25519_SIGNING_KEY", &ed25519),
         ("HERALD_RSA_SIGNING_KEY", &rsa),
@@ -345,7 +345,7 @@ async fn verifies_v1a(request: &Recorded, keys: &Value) -> bool {
 async fn a_signing_key_put_in_secrets_manager_signs_without_a_deploy() {
     let client = aws_sdk_secretsmanager::Client::new(&herald_tests::aws::sdk_config());
     let secret = format!("herald/{}", herald_tests::aws::unique_prefix());
-    let first = herald_shared::keys::generate_ed25519(&mut rand::rng());
+    let first = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
     client
         .create_secret()
         .name(&secret)
@@ -376,7 +376,7 @@ async fn a_signing_key_put_in_secrets_manager_signs_without_a_deploy() {
     assert!(verifies_v1a(&first_webhook, &old_keys).await);
 
     // The rotation: a new value in the secret, and nothing else.
-    let second = herald_shared::keys::generate_ed25519(&mut rand::rng());
+    let second = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
     client
         .put_secret_value()
         .secret_id(&secret)
@@ -435,7 +435,9 @@ async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can()
     aws_sdk_secretsmanager::Client::new(&herald_tests::aws::sdk_config())
         .create_secret()
         .name(&secret)
-        .secret_string(herald_shared::keys::generate_ed25519(&mut rand::rng()))
+        .secret_string(herald_core::webhook::keys::generate_ed25519(
+            &mut rand::rng(),
+        ))
         .send()
         .await
         .unwrap();

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use herald_shared::config::{self, ConfigError, Source};
-use herald_shared::retry::RetryPolicy;
-use herald_shared::url_guard::UrlPolicy;
+use herald_aws::lambda::config::{self, ConfigError, Source};
+use herald_core::delivery::retry::RetryPolicy;
+use herald_core::subscription::url::UrlPolicy;
 
 /// The longest a change to a subscription may take to reach deliver.
 pub const MAX_SUBSCRIPTION_CACHE_SECONDS: u64 = 300;
@@ -32,7 +32,7 @@ pub struct DeliverConfig {
     /// How long a container keeps the subscriptions it read, so a change reaches it up to
     /// this late (`HERALD_SUBSCRIPTION_CACHE_SECONDS`, 5; 0 keeps none).
     pub subscription_cache: Duration,
-    pub keys: herald_shared::config::KeyConfig,
+    pub keys: herald_aws::lambda::config::KeyConfig,
 }
 
 impl DeliverConfig {

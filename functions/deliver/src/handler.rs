@@ -14,18 +14,18 @@ use std::time::Duration;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use herald_shared::delivery::{Attempt, AttemptError, DeliveryState, DeliveryTask, decode_message};
-use herald_shared::format;
-use herald_shared::ids::{DeliveryId, SubscriptionId, TenantId};
-use herald_shared::key_source::KeySource;
-use herald_shared::keys::SigningKeys;
-use herald_shared::ports::{
+use herald_aws::secrets::KeySource;
+use herald_core::delivery::retry::{RetryDecision, RetryPolicy};
+use herald_core::delivery::{Attempt, AttemptError, DeliveryState, DeliveryTask, decode_message};
+use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
+use herald_core::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeadLetter, DeliveryLedger, DeliveryQueue, EventLog,
     OutgoingWebhook, SendOutcome, StoreError, SubscriptionStore, VisibilityChange, WebhookSender,
 };
-use herald_shared::retry::{RetryDecision, RetryPolicy};
-use herald_shared::signing::signature_header;
-use herald_shared::subscription::{Subscription, SubscriptionStatus};
+use herald_core::subscription::{Subscription, SubscriptionStatus};
+use herald_core::webhook::keys::SigningKeys;
+use herald_core::webhook::render;
+use herald_core::webhook::sign::signature_header;
 use rand::Rng;
 
 use crate::config::DeliverConfig;
@@ -123,7 +123,7 @@ struct BatchShared {
 }
 
 /// The runtime's workers that can run records in parallel: one on a current-thread
-/// runtime (deliver below two vCPUs, `herald_shared::runtime`), a worker each on a
+/// runtime (deliver below two vCPUs, `herald_aws::lambda::runtime`), a worker each on a
 /// multi-thread one.
 fn parallel_workers() -> usize {
     match tokio::runtime::Handle::try_current() {
@@ -785,7 +785,7 @@ where
 /// Publishes `subscription.disabled` to the tenant's own subscriptions for that type.
 async fn announce_disabled<S, L, E, Q, W, C>(
     deps: &DeliverDeps<S, L, E, Q, W, C>,
-    tenant: &herald_shared::ids::TenantId,
+    tenant: &herald_core::ids::TenantId,
     subscription: &Subscription,
     reason: &str,
     at: DateTime<Utc>,
@@ -808,13 +808,13 @@ where
         "disabled_at": at,
     });
     let (Some(id), Ok(event_type), Some(data)) = (
-        herald_shared::ids::EventId::parse(&id),
-        herald_shared::event::EventType::parse(DISABLED_EVENT_TYPE),
+        herald_core::ids::EventId::parse(&id),
+        herald_core::event::EventType::parse(DISABLED_EVENT_TYPE),
         data.as_object().cloned(),
     ) else {
         return Ok(());
     };
-    let event = herald_shared::event::Event {
+    let event = herald_core::event::Event {
         id,
         event_type,
         occurred_at: at,
@@ -836,8 +836,8 @@ where
         .accept(tenant, &event, &event.fingerprint(), count, at)
         .await?
     {
-        herald_shared::ports::Acceptance::New => at,
-        herald_shared::ports::Acceptance::Seen { accepted_at, .. } => accepted_at,
+        herald_core::ports::Acceptance::New => at,
+        herald_core::ports::Acceptance::Seen { accepted_at, .. } => accepted_at,
     };
     let tasks: Vec<DeliveryTask> = wanting
         .iter()
@@ -865,11 +865,11 @@ fn build_webhook(
     keys: Option<&SigningKeys>,
     now: DateTime<Utc>,
 ) -> OutgoingWebhook {
-    let ctx = format::RenderContext {
+    let ctx = render::RenderContext {
         tenant: &task.tenant,
         delivery_id: &task.delivery_id,
     };
-    let body = format::render(
+    let body = render::render(
         &task.event,
         subscription.format,
         subscription.selection.as_ref(),
@@ -892,10 +892,7 @@ fn build_webhook(
         .collect();
     headers.extend([
         ("content-type".to_owned(), "application/json".to_owned()),
-        (
-            "user-agent".to_owned(),
-            herald_shared::USER_AGENT.to_owned(),
-        ),
+        ("user-agent".to_owned(), herald_core::USER_AGENT.to_owned()),
         ("webhook-id".to_owned(), id.to_owned()),
         ("webhook-timestamp".to_owned(), timestamp.to_string()),
         ("webhook-signature".to_owned(), signature),

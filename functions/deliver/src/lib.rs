@@ -8,13 +8,13 @@ pub mod report;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
-use herald_shared::config::{ConfigError, Source};
-use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
-use herald_shared::http_sender::{HttpWebhookSender, SenderSettings};
-use herald_shared::ports::SystemClock;
-use herald_shared::sqs::SqsDeliveryQueue;
-use herald_shared::subscription_cache::CachedSubscriptions;
-use herald_shared::url_guard::SystemResolver;
+use herald_aws::cache::CachedSubscriptions;
+use herald_aws::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
+use herald_aws::http::resolver::SystemResolver;
+use herald_aws::http::sender::{HttpWebhookSender, SenderSettings};
+use herald_aws::lambda::config::{ConfigError, Source};
+use herald_aws::sqs::SqsDeliveryQueue;
+use herald_core::ports::SystemClock;
 
 pub use config::DeliverConfig;
 pub use handler::{BatchOutcome, DeliverDeps, DeliverSettings, process_batch};

@@ -9,17 +9,17 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// Sized by the function's memory (herald_shared::runtime): one thread below two vCPUs,
+// Sized by the function's memory (herald_aws::lambda::runtime): one thread below two vCPUs,
 // a worker per vCPU above.
 fn main() -> Result<(), Error> {
-    herald_shared::runtime::build()?.block_on(run())
+    herald_aws::lambda::runtime::build()?.block_on(run())
 }
 
 async fn run() -> Result<(), Error> {
-    herald_shared::telemetry::init_json_logs();
-    let sdk = herald_shared::aws::load_sdk_config().await;
+    herald_aws::lambda::telemetry::init_json_logs();
+    let sdk = herald_aws::lambda::sdk::load_sdk_config().await;
     let deps = Arc::new(herald_deliver::aws_deps(
-        &herald_shared::config::ProcessEnv,
+        &herald_aws::lambda::config::ProcessEnv,
         &sdk,
     )?);
     let deps = &deps;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use herald_shared::delivery::DeliveryState;
+use herald_core::delivery::DeliveryState;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Disposition {

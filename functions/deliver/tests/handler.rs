@@ -5,23 +5,23 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
-use herald_deliver::handler::DeliverSettings;
-use herald_deliver::{DeliverDeps, Disposition, process_batch};
-use herald_shared::delivery::{
+use herald_aws::cache::CachedSubscriptions;
+use herald_core::delivery::retry::RetryPolicy;
+use herald_core::delivery::{
     AttemptError, DeadLetterMark, DeliveryState, DeliveryTask, decode_message,
 };
-use herald_shared::event::{Event, EventType};
-use herald_shared::ids::{EventId, SubscriptionId, TenantId};
-use herald_shared::memory::{
+use herald_core::event::{Event, EventType};
+use herald_core::ids::{EventId, SubscriptionId, TenantId};
+use herald_core::ports::{Clock, SendOutcome, SubscriptionStore};
+use herald_core::subscription::SubscriptionStatus;
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_core::webhook::sign::WebhookSecret;
+use herald_deliver::handler::DeliverSettings;
+use herald_deliver::{DeliverDeps, Disposition, process_batch};
+use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
     InMemorySubscriptionStore, InMemoryWebhookSender, active_subscription,
 };
-use herald_shared::ports::{Clock, SendOutcome, SubscriptionStore};
-use herald_shared::retry::RetryPolicy;
-use herald_shared::signing::WebhookSecret;
-use herald_shared::subscription::SubscriptionStatus;
-use herald_shared::subscription_cache::CachedSubscriptions;
-use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use serde_json::json;
 
 type Deps = DeliverDeps<
@@ -685,7 +685,7 @@ fn one_task(n: usize) -> SqsEvent {
     serde_json::from_value(json!({ "Records": [record(n)] })).unwrap()
 }
 
-fn test_subscription() -> herald_shared::subscription::Subscription {
+fn test_subscription() -> herald_core::subscription::Subscription {
     active_subscription(
         "acme",
         SubscriptionId::parse(SUBSCRIPTION).unwrap(),

@@ -9,18 +9,18 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
+use herald_core::delivery::DeliveryTask;
+use herald_core::delivery::retry::RetryPolicy;
+use herald_core::event::{Event, EventType};
+use herald_core::ids::{EventId, SubscriptionId, TenantId};
+use herald_core::ports::{OutgoingWebhook, SendOutcome, SubscriptionStore, WebhookSender};
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, process_batch};
-use herald_shared::delivery::DeliveryTask;
-use herald_shared::event::{Event, EventType};
-use herald_shared::ids::{EventId, SubscriptionId, TenantId};
-use herald_shared::memory::{
+use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
     InMemorySubscriptionStore, active_subscription,
 };
-use herald_shared::ports::{OutgoingWebhook, SendOutcome, SubscriptionStore, WebhookSender};
-use herald_shared::retry::RetryPolicy;
-use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use serde_json::json;
 
 /// Answers 200 after a pause and remembers the most POSTs in flight to each host.

@@ -1,6 +1,6 @@
 //! The ingest function's settings, read once at start-up.
 
-use herald_shared::config::{self, ConfigError, Source};
+use herald_aws::lambda::config::{self, ConfigError, Source};
 
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
@@ -8,7 +8,7 @@ pub struct IngestConfig {
     pub events_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
-    pub tenant_claim: herald_shared::api::TenantClaim,
+    pub tenant_claim: herald_aws::lambda::api::TenantClaim,
     pub retention: std::time::Duration,
 }
 

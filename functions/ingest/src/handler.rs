@@ -13,12 +13,12 @@
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use herald_shared::api::{self, ApiError};
-use herald_shared::delivery::DeliveryTask;
-use herald_shared::event::{Event, EventError, parse_publish_body};
-use herald_shared::ids::TenantId;
-use herald_shared::ports::{Acceptance, Clock, DeliveryQueue, EventLog, SubscriptionStore};
-use herald_shared::subscription::Subscription;
+use herald_aws::lambda::api::{self, ApiError};
+use herald_core::delivery::DeliveryTask;
+use herald_core::event::{Event, EventError, parse_publish_body};
+use herald_core::ids::TenantId;
+use herald_core::ports::{Acceptance, Clock, DeliveryQueue, EventLog, SubscriptionStore};
+use herald_core::subscription::Subscription;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
@@ -35,7 +35,7 @@ pub struct IngestDeps<S, E, Q, C> {
     pub events: E,
     pub queue: Q,
     pub clock: C,
-    pub tenant_claim: herald_shared::api::TenantClaim,
+    pub tenant_claim: herald_aws::lambda::api::TenantClaim,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -71,7 +71,7 @@ async fn accept<'a, E: EventLog>(
     tenant: &TenantId,
     matched: Matched<'a>,
     now: DateTime<Utc>,
-) -> Result<(Matched<'a>, String, Acceptance), herald_shared::ports::StoreError> {
+) -> Result<(Matched<'a>, String, Acceptance), herald_core::ports::StoreError> {
     let fingerprint = matched.event.fingerprint();
     let count = matched.subscriptions.len() as u32;
     let acceptance = log

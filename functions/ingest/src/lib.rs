@@ -5,10 +5,10 @@ pub mod config;
 pub mod handler;
 
 use aws_config::SdkConfig;
-use herald_shared::config::{ConfigError, Source};
-use herald_shared::dynamo::{DynamoEventLog, DynamoSubscriptionStore};
-use herald_shared::ports::SystemClock;
-use herald_shared::sqs::SqsDeliveryQueue;
+use herald_aws::dynamo::{DynamoEventLog, DynamoSubscriptionStore};
+use herald_aws::lambda::config::{ConfigError, Source};
+use herald_aws::sqs::SqsDeliveryQueue;
+use herald_core::ports::SystemClock;
 
 pub use config::IngestConfig;
 pub use handler::{IngestDeps, ROUTES, handle};

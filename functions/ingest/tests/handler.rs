@@ -1,14 +1,14 @@
 //! The ingest handler on in-memory ports, fed with the API Gateway events in `events/`.
 
 use chrono::Utc;
+use herald_core::ids::SubscriptionId;
+use herald_core::ports::{Clock, SubscriptionStore};
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_ingest::{IngestDeps, handle};
-use herald_shared::ids::SubscriptionId;
-use herald_shared::memory::{
+use herald_testkit::{
     FixedClock, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
     active_subscription,
 };
-use herald_shared::ports::{Clock, SubscriptionStore};
-use herald_shared::url_guard::{SubscriptionUrl, UrlPolicy};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 

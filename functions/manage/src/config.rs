@@ -1,7 +1,7 @@
 //! The manage function's settings, read once at start-up.
 
-use herald_shared::config::{self, ConfigError, Source};
-use herald_shared::url_guard::UrlPolicy;
+use herald_aws::lambda::config::{self, ConfigError, Source};
+use herald_core::subscription::url::UrlPolicy;
 
 #[derive(Debug)]
 pub struct ManageConfig {
@@ -10,10 +10,10 @@ pub struct ManageConfig {
     pub events_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
-    pub tenant_claim: herald_shared::api::TenantClaim,
+    pub tenant_claim: herald_aws::lambda::api::TenantClaim,
     pub url_policy: UrlPolicy,
     pub retention: std::time::Duration,
-    pub keys: herald_shared::config::KeyConfig,
+    pub keys: herald_aws::lambda::config::KeyConfig,
 }
 
 impl ManageConfig {

@@ -1,11 +1,11 @@
 //! The attempt log, redelivery, replay and test events.
 
 use chrono::{DateTime, Utc};
-use herald_shared::api::{self, ApiError};
-use herald_shared::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
-use herald_shared::event::{Event, EventType, MAX_DATA_BYTES};
-use herald_shared::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
-use herald_shared::ports::{
+use herald_aws::lambda::api::{self, ApiError};
+use herald_core::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::event::{Event, EventType, MAX_DATA_BYTES};
+use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use herald_core::ports::{
     Acceptance, Clock, DeliveryLedger, DeliveryQuery, DeliveryQueue, EventLog,
 };
 use lambda_http::http::StatusCode;
@@ -76,7 +76,7 @@ async fn owned_delivery<P: Ports>(
     ports: &P,
     tenant: &TenantId,
     id: &DeliveryId,
-) -> Result<herald_shared::delivery::DeliveryRecord, ApiError> {
+) -> Result<herald_core::delivery::DeliveryRecord, ApiError> {
     let deps = ports.deps();
     deps.ledger
         .get(tenant, id, deps.clock.now())

@@ -1,10 +1,10 @@
 //! Routing of the management API. Every call is scoped to the caller's tenant: another
 //! tenant's subscription or delivery is indistinguishable from one that does not exist.
 
-use herald_shared::api::{self, ApiError};
-use herald_shared::ids::{DeliveryId, SubscriptionId, TenantId};
-use herald_shared::ports::{Clock, DeliveryLedger, DeliveryQueue, EventLog, SubscriptionStore};
-use herald_shared::url_guard::{Resolver, UrlPolicy};
+use herald_aws::lambda::api::{self, ApiError};
+use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
+use herald_core::ports::{Clock, DeliveryLedger, DeliveryQueue, EventLog, SubscriptionStore};
+use herald_core::subscription::url::{Resolver, UrlPolicy};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 
@@ -17,9 +17,9 @@ pub struct ManageDeps<S, L, E, Q, R, C> {
     pub queue: Q,
     pub resolver: R,
     /// The deployment's asymmetric keys; manage shows the public halves.
-    pub keys: herald_shared::key_source::KeySource,
+    pub keys: herald_aws::secrets::KeySource,
     pub clock: C,
-    pub tenant_claim: herald_shared::api::TenantClaim,
+    pub tenant_claim: herald_aws::lambda::api::TenantClaim,
     pub url_policy: UrlPolicy,
 }
 
@@ -170,7 +170,7 @@ pub(crate) async fn owned_subscription<S: SubscriptionStore>(
     store: &S,
     tenant: &TenantId,
     id: &SubscriptionId,
-) -> Result<herald_shared::subscription::Subscription, ApiError> {
+) -> Result<herald_core::subscription::Subscription, ApiError> {
     store
         .get(tenant, id)
         .await?
@@ -178,9 +178,9 @@ pub(crate) async fn owned_subscription<S: SubscriptionStore>(
 }
 
 /// What this deployment offers a subscription.
-pub(crate) fn offer<P: Ports>(ports: &P) -> herald_shared::subscription::Offer {
+pub(crate) fn offer<P: Ports>(ports: &P) -> herald_core::subscription::Offer {
     let offer = ports.deps().keys.offer();
-    herald_shared::subscription::Offer {
+    herald_core::subscription::Offer {
         reserved_headers: offer.rsa_headers,
         ed25519: offer.ed25519,
         rsa: offer.rsa,
@@ -189,7 +189,7 @@ pub(crate) fn offer<P: Ports>(ports: &P) -> herald_shared::subscription::Offer {
 
 /// One page of a listing as `{"data": [...], "next_cursor": …}`.
 pub(crate) fn page_response<'a, T, V: serde::Serialize>(
-    page: &'a herald_shared::ports::Page<T>,
+    page: &'a herald_core::ports::Page<T>,
     view: impl Fn(&'a T) -> V,
 ) -> Response<Body> {
     let data: Vec<V> = page.items.iter().map(view).collect();

@@ -8,11 +8,11 @@ mod subscriptions;
 mod views;
 
 use aws_config::SdkConfig;
-use herald_shared::config::{ConfigError, Source};
-use herald_shared::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
-use herald_shared::ports::SystemClock;
-use herald_shared::sqs::SqsDeliveryQueue;
-use herald_shared::url_guard::SystemResolver;
+use herald_aws::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
+use herald_aws::http::resolver::SystemResolver;
+use herald_aws::lambda::config::{ConfigError, Source};
+use herald_aws::sqs::SqsDeliveryQueue;
+use herald_core::ports::SystemClock;
 
 pub use config::ManageConfig;
 pub use handler::{ManageDeps, ROUTES, handle};

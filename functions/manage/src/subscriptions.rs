@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
-use herald_shared::api::{self, ApiError};
-use herald_shared::format::BodyFormat;
-use herald_shared::ids::{SubscriptionId, TenantId};
-use herald_shared::ports::{Clock, StoreError, SubscriptionStore};
-use herald_shared::retry::parse_duration;
-use herald_shared::signing::WebhookSecret;
-use herald_shared::subscription::{
+use herald_aws::lambda::api::{self, ApiError};
+use herald_core::delivery::retry::parse_duration;
+use herald_core::ids::{SubscriptionId, TenantId};
+use herald_core::ports::{Clock, StoreError, SubscriptionStore};
+use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
+use herald_core::subscription::{
     NewSubscription, SignatureOptions, SigningSecret, SubscriptionStatus, check_signatures,
     parse_description, parse_filter, parse_headers, parse_patterns, parse_selection,
 };
-use herald_shared::url_guard::{SubscriptionUrl, resolve_checked};
+use herald_core::webhook::render::BodyFormat;
+use herald_core::webhook::sign::WebhookSecret;
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
@@ -109,7 +109,7 @@ pub async fn delete<P: Ports>(
 /// meanwhile by someone else is a 409, never overwritten.
 async fn save<P: Ports>(
     ports: &P,
-    subscription: &mut herald_shared::subscription::Subscription,
+    subscription: &mut herald_core::subscription::Subscription,
     read_version: u64,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), ApiError> {

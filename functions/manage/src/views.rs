@@ -2,9 +2,9 @@
 //! call that made it.
 
 use chrono::{DateTime, Utc};
-use herald_shared::filter::EventFilter;
-use herald_shared::format::BodyFormat;
-use herald_shared::subscription::{SignatureOptions, Subscription, SubscriptionStatus};
+use herald_core::event::filter::EventFilter;
+use herald_core::subscription::{SignatureOptions, Subscription, SubscriptionStatus};
+use herald_core::webhook::render::BodyFormat;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -68,7 +68,7 @@ impl<'a> SubscriptionView<'a> {
     }
 }
 
-use herald_shared::delivery::{Attempt, DeliveryRecord, DeliveryState};
+use herald_core::delivery::{Attempt, DeliveryRecord, DeliveryState};
 
 /// One delivery and its attempt log.
 #[derive(Serialize)]

@@ -3,12 +3,12 @@
 use std::net::IpAddr;
 
 use chrono::Utc;
+use herald_core::subscription::url::{Resolver, UrlPolicy};
 use herald_manage::{ManageDeps, handle};
-use herald_shared::memory::{
+use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
     InMemorySubscriptionStore,
 };
-use herald_shared::url_guard::{Resolver, UrlPolicy};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 

@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use herald_shared::dynamo::DynamoEventLog;
-use herald_shared::ids::SubscriptionId;
-use herald_shared::ports::{Acceptance, EventLog};
+use herald_aws::dynamo::DynamoEventLog;
+use herald_core::ids::SubscriptionId;
+use herald_core::ports::{Acceptance, EventLog};
 use herald_tests::aws::TestAws;
 use serde_json::json;
 

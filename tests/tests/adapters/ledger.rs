@@ -1,10 +1,8 @@
 use chrono::{DateTime, Utc};
-use herald_shared::delivery::{DeadLetterMark, DeliveryState, DeliveryTask};
-use herald_shared::dynamo::DynamoDeliveryLedger;
-use herald_shared::ids::SubscriptionId;
-use herald_shared::ports::{
-    AttemptResult, ClaimOutcome, DeliveryLedger, DeliveryQuery, StoreError,
-};
+use herald_aws::dynamo::DynamoDeliveryLedger;
+use herald_core::delivery::{DeadLetterMark, DeliveryState, DeliveryTask};
+use herald_core::ids::SubscriptionId;
+use herald_core::ports::{AttemptResult, ClaimOutcome, DeliveryLedger, DeliveryQuery, StoreError};
 use herald_tests::aws::TestAws;
 use serde_json::json;
 

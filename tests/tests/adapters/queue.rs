@@ -2,10 +2,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use herald_shared::delivery::{DeliveryTask, decode_message};
-use herald_shared::ids::SubscriptionId;
-use herald_shared::ports::{DeadLetter, DeliveryQueue, QueueError, VisibilityChange};
-use herald_shared::sqs::SqsDeliveryQueue;
+use herald_aws::sqs::SqsDeliveryQueue;
+use herald_core::delivery::{DeliveryTask, decode_message};
+use herald_core::ids::SubscriptionId;
+use herald_core::ports::{DeadLetter, DeliveryQueue, QueueError, VisibilityChange};
 use herald_tests::aws::TestAws;
 use serde_json::json;
 

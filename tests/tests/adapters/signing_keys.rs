@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use herald_shared::key_source::{KeyLoadError, KeySource, SecretNames};
-use herald_shared::keys::{DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, generate_ed25519};
+use herald_aws::secrets::{KeyLoadError, KeySource, SecretNames};
+use herald_core::webhook::keys::{
+    DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, generate_ed25519,
+};
 use herald_tests::aws::{sdk_config, unique_prefix};
 
 async fn secret(client: &aws_sdk_secretsmanager::Client, value: &str) -> String {
@@ -30,7 +32,7 @@ fn names(ed25519: Option<&str>, rsa: Option<&str>, refresh: Duration) -> SecretN
 }
 
 fn public_ed25519(key: &str) -> String {
-    herald_shared::keys::SigningKeys::new(Some(key), None, "a", "b")
+    herald_core::webhook::keys::SigningKeys::new(Some(key), None, "a", "b")
         .unwrap()
         .public()
         .ed25519
@@ -43,7 +45,7 @@ async fn a_new_secret_value_signs_once_the_keys_are_read_again() {
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let first = generate_ed25519(&mut rand::rng());
     let rsa = std::fs::read_to_string(
-        herald_tests::emulator::workspace_root().join("shared/testdata/rsa-2048.pem"),
+        herald_tests::emulator::workspace_root().join("crates/testkit/testdata/rsa-2048.pem"),
     )
     .unwrap();
     let ed25519_secret = secret(&client, &first).await;

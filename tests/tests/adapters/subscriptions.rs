@@ -1,7 +1,7 @@
 use chrono::Utc;
-use herald_shared::dynamo::DynamoSubscriptionStore;
-use herald_shared::ports::{StoreError, SubscriptionStore};
-use herald_shared::subscription::SubscriptionStatus;
+use herald_aws::dynamo::DynamoSubscriptionStore;
+use herald_core::ports::{StoreError, SubscriptionStore};
+use herald_core::subscription::SubscriptionStatus;
 use herald_tests::aws::TestAws;
 
 use super::{subscription, tenant};
@@ -175,7 +175,7 @@ async fn marking_failing_keeps_an_earlier_start_and_a_success_clears_it() {
     let sub = subscription("acme", Utc::now());
     store.create(&sub).await.unwrap();
     let failing_since =
-        |s: Option<herald_shared::subscription::Subscription>| s.unwrap().failing_since;
+        |s: Option<herald_core::subscription::Subscription>| s.unwrap().failing_since;
 
     let first = Utc::now() - chrono::Duration::minutes(10);
     store

@@ -1,0 +1,364 @@
+//! The delivery ledger, keyed by (`subscription_key` = tenant and subscription id, `id`).
+//! Delivery ids begin with their subscription and their event's acceptance time, so one
+//! subscription's attempt log is a query of the table in key order, with no index to
+//! write twice, and a delivery is found from the caller's tenant and its id. A claim and
+//! the end of an attempt are one conditional `UpdateItem` each; so is the mark, made only
+//! for a delivery whose retry window is spent, that its dead letter was sent. Attempts are
+//! a list of JSON strings.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use chrono::{DateTime, Utc};
+
+use super::attributes::{Item, expired, get_n, n, s, time};
+use super::delivery_items::{
+    STATES, decode_cursor, delivery_key, encode_cursor, last_millisecond_before, record_of,
+    subscription_key,
+};
+use super::{read_consistent, unavailable};
+use herald_core::delivery::{DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
+use herald_core::ports::{
+    AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError,
+};
+
+/// The most a listing returns at once, whatever the caller asks for.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct DynamoDeliveryLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDeliveryLedger {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+}
+
+/// What a failed claim condition found.
+fn outcome_of_refusal(old: &Item, now: DateTime<Utc>) -> Result<ClaimOutcome, StoreError> {
+    let record = record_of(old)?;
+    if record.state == DeliveryState::Delivering {
+        let until = get_n(old, "lease_until")
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or(now);
+        if until > now {
+            return Ok(ClaimOutcome::Leased { until });
+        }
+    }
+    Ok(ClaimOutcome::Finished(record))
+}
+
+enum ClaimAttempt {
+    Taken(DeliveryRecord),
+    Refused(Item),
+}
+use ClaimAttempt::{Refused, Taken};
+
+/// Whether an UpdateItem was refused by its condition.
+fn condition_failed(error: Option<&UpdateItemError>) -> bool {
+    matches!(
+        error,
+        Some(UpdateItemError::ConditionalCheckFailedException(_))
+    )
+}
+
+/// What every claim sets (`state` is a reserved word, hence `#state`).
+const CLAIM_SET: &str = "#state = :delivering, lease_token = :token, lease_until = :lease_until, \
+                         updated_at = :now_text";
+const IDENTITY: [&str; 4] = ["tenant", "subscription_id", "event_id", "event_type"];
+
+impl DynamoDeliveryLedger {
+    /// One conditional write. `restart` replaces an expired record instead of continuing
+    /// it: DynamoDB cannot choose between keeping and resetting the attempts inside one
+    /// update, so an expired record takes a second write conditioned on its expiry.
+    async fn try_claim(
+        &self,
+        task: &DeliveryTask,
+        claim: &Claim,
+        restart: bool,
+    ) -> Result<ClaimAttempt, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(&task.tenant, &task.delivery_id)))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":delivering", s("delivering"))
+            .expression_attribute_values(":token", s(&claim.token))
+            .expression_attribute_values(":lease_until", n(claim.lease_until.timestamp_millis()))
+            .expression_attribute_values(":now_s", n(claim.now.timestamp()))
+            .expression_attribute_values(":now_text", s(time(claim.now)))
+            .expression_attribute_values(":expires_at", n(claim.expires_at.timestamp()))
+            .expression_attribute_values(":tenant", s(task.tenant.as_str()))
+            .expression_attribute_values(":subscription_id", s(task.subscription_id.as_str()))
+            .expression_attribute_values(":created_at", s(time(task.delivery_id.accepted_at())))
+            .expression_attribute_values(":event_id", s(task.event.id.as_str()))
+            .expression_attribute_values(":event_type", s(task.event.event_type.as_str()))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let started = [
+            ("attempts", ":empty"),
+            ("created_at", ":created_at"),
+            ("first_attempt_at", ":now_text"),
+            ("expires_at", ":expires_at"),
+        ];
+        let identity = IDENTITY.iter().map(|name| (*name, format!(":{name}")));
+        let fields = identity.chain(started.iter().map(|(a, v)| (*a, v.to_string())));
+        request = if restart {
+            let set: Vec<String> = fields.map(|(a, v)| format!("{a} = {v}")).collect();
+            request
+                .update_expression(format!(
+                    "SET {CLAIM_SET}, {} REMOVE next_attempt_at, reason, dead_letter",
+                    set.join(", ")
+                ))
+                .condition_expression("expires_at <= :now_s")
+        } else {
+            let set: Vec<String> = fields
+                .map(|(a, v)| format!("{a} = if_not_exists({a}, {v})"))
+                .collect();
+            let mut finals = Vec::new();
+            for state in STATES.iter().filter(|state| state.is_final()) {
+                let name = format!(":{}", state.as_str());
+                request = request.expression_attribute_values(&name, s(state.as_str()));
+                finals.push(name);
+            }
+            request
+                .update_expression(format!("SET {CLAIM_SET}, {}", set.join(", ")))
+                .condition_expression(format!(
+                    "attribute_not_exists(id) OR (expires_at > :now_s \
+                     AND (#state <> :delivering OR lease_until <= :now_ms) \
+                     AND (:forced = :yes OR NOT (#state IN ({}))))",
+                    finals.join(", ")
+                ))
+                .expression_attribute_values(":now_ms", n(claim.now.timestamp_millis()))
+                .expression_attribute_values(":forced", AttributeValue::Bool(claim.task_forced))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        };
+        match request.send().await {
+            Ok(output) => {
+                let item = output
+                    .attributes()
+                    .ok_or_else(|| StoreError::Corrupt("no attributes returned".into()))?;
+                Ok(Taken(record_of(item)?))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item() {
+                        Some(old) => Ok(Refused(old.clone())),
+                        None => self.current(task).await.map(Refused),
+                    }
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    /// The record that refused a claim, read when the refusal did not carry it.
+    async fn current(&self, task: &DeliveryTask) -> Result<Item, StoreError> {
+        let key = delivery_key(&task.tenant, &task.delivery_id);
+        read_consistent(&self.client, &self.table, key)
+            .await?
+            // Deleted in between: another worker's race, lost like any other.
+            .ok_or(StoreError::Conflict)
+    }
+}
+
+impl DeliveryLedger for DynamoDeliveryLedger {
+    async fn claim(&self, task: &DeliveryTask, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        match self.try_claim(task, claim, false).await? {
+            Taken(record) => Ok(ClaimOutcome::Claimed(record)),
+            // TTL deletion lags: a record past its expiry is a new delivery, started afresh.
+            Refused(old) if expired(&old, claim.now) => {
+                match self.try_claim(task, claim, true).await? {
+                    Taken(record) => Ok(ClaimOutcome::Claimed(record)),
+                    Refused(old) => outcome_of_refusal(&old, claim.now),
+                }
+            }
+            Refused(old) => outcome_of_refusal(&old, claim.now),
+        }
+    }
+
+    async fn finish(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        token: &str,
+        result: &AttemptResult,
+    ) -> Result<(), StoreError> {
+        let mut set = vec!["#state = :state", "updated_at = :now_text"];
+        let mut remove = vec!["lease_token", "lease_until"];
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(tenant, id)))
+            .condition_expression("lease_token = :token")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":state", s(result.state.as_str()))
+            .expression_attribute_values(":now_text", s(time(result.now)));
+        if let Some(attempt) = &result.attempt {
+            let text =
+                serde_json::to_string(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            set.push("attempts = list_append(if_not_exists(attempts, :empty), :attempt)");
+            request = request
+                .expression_attribute_values(":attempt", AttributeValue::L(vec![s(text)]))
+                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()));
+        }
+        match result.next_attempt_at {
+            Some(at) => {
+                set.push("next_attempt_at = :next");
+                request = request.expression_attribute_values(":next", s(time(at)));
+            }
+            None => remove.push("next_attempt_at"),
+        }
+        match &result.reason {
+            Some(reason) => {
+                set.push("reason = :reason");
+                request = request.expression_attribute_values(":reason", s(reason));
+            }
+            None => remove.push("reason"),
+        }
+        if result.dead_letter_owed {
+            set.push("dead_letter = :dead_letter");
+            request = request
+                .expression_attribute_values(":dead_letter", s(DeadLetterMark::Owed.as_str()));
+        } else {
+            remove.push("dead_letter");
+        }
+        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        match request.update_expression(update).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(e.as_service_error()) => Err(StoreError::Conflict),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn dead_lettered(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(tenant, id)))
+            .update_expression("SET dead_letter = :sent")
+            .condition_expression(
+                "dead_letter = :owed AND tenant = :tenant AND expires_at > :now_s",
+            )
+            .expression_attribute_values(":sent", s(DeadLetterMark::Sent.as_str()))
+            .expression_attribute_values(":owed", s(DeadLetterMark::Owed.as_str()))
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .expression_attribute_values(":now_s", n(now.timestamp()));
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // Nothing owed: sent already, never owed, gone, expired, or another tenant's.
+            Err(e) if condition_failed(e.as_service_error()) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        query: &DeliveryQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let filter = if query.state.is_some() {
+            "expires_at > :now AND #state = :state"
+        } else {
+            "expires_at > :now"
+        };
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .scan_index_forward(false)
+            .filter_expression(filter)
+            .expression_attribute_values(":key", s(subscription_key(tenant, subscription)))
+            .expression_attribute_values(":now", n(now.timestamp()));
+        if let Some(state) = query.state {
+            request = request
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":state", s(state.as_str()));
+        }
+        // Ids sort by acceptance time in whole milliseconds, so "since" is the least id of
+        // its millisecond and "before `until`" the greatest id of the last millisecond
+        // before it. Without either end, the subscription's own id range.
+        let low = DeliveryId::bound(subscription, query.since, false);
+        let before = query.until.map(last_millisecond_before);
+        let high = DeliveryId::bound(subscription, before, true);
+        if low > high {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
+        request = request
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high));
+        let key_condition = "subscription_key = :key AND id BETWEEN :low AND :high";
+        if let Some(cursor) = &query.cursor {
+            request =
+                request.set_exclusive_start_key(Some(decode_cursor(cursor, tenant, subscription)?));
+        }
+        let request = request.key_condition_expression(key_condition);
+        // Filters apply after the read: keep reading until the page is full or the range ends.
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        let more = loop {
+            let mut page = request.clone().limit(limit as i32);
+            if let Some(key) = start.take() {
+                page = page.set_exclusive_start_key(Some(key));
+            }
+            let output = page.send().await.map_err(unavailable)?;
+            for item in output.items() {
+                items.push(record_of(item)?);
+            }
+            match output.last_evaluated_key() {
+                Some(last) if items.len() < limit => start = Some(last.clone()),
+                Some(_) => break true,
+                None => break items.len() > limit,
+            }
+        };
+        items.truncate(limit);
+        let next = if more {
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let Some(item) = output.item() else {
+            return Ok(None);
+        };
+        let record = record_of(item)?;
+        Ok((&record.tenant == tenant && record.expires_at > now).then_some(record))
+    }
+}

@@ -1,0 +1,49 @@
+//! DynamoDB adapters. Keys and the attributes that conditions, filters and indexes read
+//! are plain attributes (as `template.yaml` declares them); the rest of a domain value is
+//! one JSON document attribute, `doc`, so that adding a field needs no migration.
+
+mod attributes;
+mod deliveries;
+mod delivery_items;
+mod events;
+mod subscriptions;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+
+use attributes::Item;
+use herald_core::ports::StoreError;
+
+pub use deliveries::DynamoDeliveryLedger;
+pub use events::DynamoEventLog;
+pub use subscriptions::DynamoSubscriptionStore;
+
+/// An SDK failure other than a failed condition: throttling, 5xx, timeouts and dispatch
+/// failures are all worth retrying. A misconfiguration (a missing table) lands here too
+/// and shows in the logs through the source, which is kept, not stringified.
+fn unavailable<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::unavailable(e)
+}
+
+/// The item as it stands now. Used when a failed condition did not return the old item
+/// (`ReturnValuesOnConditionCheckFailure` is honoured by DynamoDB and moto alike, but an
+/// emulator that ignores it must not turn a duplicate into an error).
+async fn read_consistent(
+    client: &Client,
+    table: &str,
+    key: Item,
+) -> Result<Option<Item>, StoreError> {
+    let output = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    Ok(output.item().cloned())
+}

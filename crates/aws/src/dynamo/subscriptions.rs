@@ -1,0 +1,298 @@
+//! Subscriptions keyed by (`tenant`, `id`). Ids sort by creation time, so a descending
+//! query is a newest-first listing.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::ReturnValue;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+
+use super::attributes::{Item, from_doc, n, s, to_doc};
+use super::unavailable;
+use herald_core::ids::{SubscriptionId, TenantId};
+use herald_core::ports::{Page, StoreError, SubscriptionStore};
+use herald_core::subscription::{Subscription, SubscriptionStatus};
+
+/// The most a listing returns at once, whatever the caller asks for.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Clone, Debug)]
+pub struct DynamoSubscriptionStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoSubscriptionStore {
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    fn item(subscription: &Subscription) -> Result<Item, StoreError> {
+        let status = match subscription.status {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Disabled => "disabled",
+        };
+        Ok(Item::from([
+            ("tenant".to_owned(), s(subscription.tenant.as_str())),
+            ("id".to_owned(), s(subscription.id.as_str())),
+            ("status".to_owned(), s(status)),
+            ("version".to_owned(), n(subscription.version)),
+            ("doc".to_owned(), to_doc(subscription)?),
+        ]))
+    }
+
+    fn key(tenant: &TenantId, id: &SubscriptionId) -> Item {
+        Item::from([
+            ("tenant".to_owned(), s(tenant.as_str())),
+            ("id".to_owned(), s(id.as_str())),
+        ])
+    }
+
+    /// One Query page of the tenant's subscriptions, newest first, and where the next
+    /// page starts. A page also ends at 1 MB read, so fewer than `limit` says nothing.
+    async fn page(
+        &self,
+        tenant: &TenantId,
+        limit: Option<usize>,
+        start: Option<Item>,
+        only_active: bool,
+    ) -> Result<(Vec<Subscription>, Option<Item>), StoreError> {
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("tenant = :tenant")
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .set_limit(limit.map(|l| l.min(i32::MAX as usize) as i32))
+            .set_exclusive_start_key(start);
+        if only_active {
+            request = request
+                .filter_expression("#status = :active")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":active", s("active"));
+        }
+        let output = request.send().await.map_err(unavailable)?;
+        let items = output
+            .items()
+            .iter()
+            .map(from_doc)
+            .collect::<Result<Vec<Subscription>, _>>()?;
+        Ok((items, output.last_evaluated_key().cloned()))
+    }
+
+    /// Writes the whole item if `condition` holds; a failed condition is a conflict.
+    async fn put(
+        &self,
+        subscription: &Subscription,
+        condition: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::item(subscription)?))
+            .condition_expression(condition);
+        if let Some(expected) = expected_version {
+            request = request
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":expected", n(expected));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// The listing cursor: the last id handed out. It cannot reach another tenant's items,
+/// since it only ever becomes a start key inside the caller's own partition.
+fn encode_cursor(id: &SubscriptionId) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_str())
+}
+
+/// A cursor from a caller; anything this store did not hand out is `InvalidCursor`.
+fn parse_cursor(cursor: &str) -> Result<SubscriptionId, StoreError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| SubscriptionId::parse(&text))
+        .ok_or(StoreError::InvalidCursor)
+}
+
+impl SubscriptionStore for DynamoSubscriptionStore {
+    async fn create(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        self.put(subscription, "attribute_not_exists(id)", None)
+            .await
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item().map(from_doc).transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut start = cursor
+            .map(|c| parse_cursor(c).map(|id| Self::key(tenant, &id)))
+            .transpose()?;
+        // One more than asked tells whether another page exists.
+        let mut items = Vec::new();
+        loop {
+            let wanted = limit + 1 - items.len();
+            let (page, last) = self.page(tenant, Some(wanted), start, false).await?;
+            items.extend(page);
+            match last {
+                Some(last) if items.len() <= limit => start = Some(last),
+                _ => break,
+            }
+        }
+        let next = (items.len() > limit).then(|| encode_cursor(&items[limit - 1].id));
+        items.truncate(limit);
+        Ok(Page { items, next })
+    }
+
+    async fn update(
+        &self,
+        subscription: &Subscription,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        self.put(
+            subscription,
+            "attribute_exists(id) AND #version = :expected",
+            Some(expected_version),
+        )
+        .await
+    }
+
+    async fn active(&self, tenant: &TenantId) -> Result<Vec<Subscription>, StoreError> {
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, last) = self.page(tenant, None, start, true).await?;
+            all.extend(items);
+            match last {
+                Some(last) => start = Some(last),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn delete(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.attributes().is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn disable(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // The document is the source of truth, so this reads, changes and writes back on
+        // the version read (optimistic concurrency) rather than patching attributes.
+        for _ in 0..5 {
+            let Some(mut subscription) = self.get(tenant, id).await? else {
+                return Ok(());
+            };
+            if subscription.status == SubscriptionStatus::Disabled {
+                return Ok(());
+            }
+            let read_version = subscription.version;
+            subscription.status = SubscriptionStatus::Disabled;
+            subscription.disabled_reason = Some(reason.to_owned());
+            subscription.disabled_at = Some(at);
+            subscription.version += 1;
+            subscription.updated_at = at;
+            match self.update(&subscription, read_version).await {
+                Err(StoreError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn set_failing_since(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let Some(mut subscription) = self.get(tenant, id).await? else {
+                return Ok(());
+            };
+            let next =
+                herald_core::subscription::next_failing_since(subscription.failing_since, since);
+            if subscription.failing_since == next {
+                return Ok(());
+            }
+            let read_version = subscription.version;
+            // Health is not a change of the subscription: the version stays, so a
+            // tenant's concurrent change is never refused because of it.
+            subscription.failing_since = next;
+            match self.update(&subscription, read_version).await {
+                Err(StoreError::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let id = SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap();
+        assert_eq!(parse_cursor(&encode_cursor(&id)).unwrap(), id);
+        assert!(matches!(
+            parse_cursor("garbage"),
+            Err(StoreError::InvalidCursor)
+        ));
+        assert!(matches!(
+            parse_cursor(&URL_SAFE_NO_PAD.encode("sub_../x")),
+            Err(StoreError::InvalidCursor)
+        ));
+    }
+}

@@ -1,0 +1,407 @@
+//! The HTTP client that POSTs webhooks: built once per container, connections pooled,
+//! redirects never followed, every exchange bounded in time and in the bytes kept, and
+//! every connection made only to an address the SSRF guard accepted.
+
+use std::error::Error as StdError;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect;
+use thiserror::Error;
+use tokio::time::timeout_at;
+
+use herald_core::delivery::AttemptError;
+use herald_core::ports::{OutgoingWebhook, SendOutcome, WebhookSender};
+use herald_core::subscription::url::{Resolver, UrlPolicy, check_ip};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Longest `detail` kept for a failed attempt.
+const MAX_DETAIL_CHARS: usize = 300;
+
+#[derive(Clone, Copy, Debug)]
+pub struct SenderSettings {
+    /// The whole exchange: resolving, connecting, sending, and reading the answer.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub policy: UrlPolicy,
+    /// How much of an answer's body is kept for the attempt log.
+    pub max_excerpt_bytes: usize,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            policy: UrlPolicy::default(),
+            max_excerpt_bytes: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("the HTTP client could not be built: {0}")]
+pub struct SenderBuildError(String);
+
+/// Raised by the resolver when every address of a name is forbidden.
+#[derive(Debug, Error)]
+#[error("{0}")]
+struct ForbiddenTarget(String);
+
+/// Raised by the resolver when a name does not resolve.
+#[derive(Debug, Error)]
+#[error("{0}")]
+struct NotResolved(String);
+
+/// reqwest's resolver hook: resolves with Herald's resolver and hands reqwest only the
+/// addresses the guard accepts, so the connection goes to an address that was checked
+/// and a second lookup cannot swap in another (DNS rebinding).
+struct GuardedResolver<R> {
+    inner: Arc<R>,
+    policy: UrlPolicy,
+}
+
+impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
+    fn resolve(&self, name: Name) -> Resolving {
+        let inner = Arc::clone(&self.inner);
+        let policy = self.policy;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<IpAddr> = inner.resolve(&host, 0).await.map_err(|e| -> BoxError {
+                Box::new(NotResolved(format!("{host} does not resolve: {e}")))
+            })?;
+            if found.is_empty() {
+                let why = format!("{host} resolves to no address");
+                return Err(Box::new(NotResolved(why)) as BoxError);
+            }
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|ip| check_ip(*ip, &policy).is_ok())
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
+            if allowed.is_empty() {
+                let why = format!("{host} resolves only to addresses that are not public");
+                return Err(Box::new(ForbiddenTarget(why)) as BoxError);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+pub struct HttpWebhookSender {
+    client: reqwest::Client,
+    /// Keeps no idle connection, so the one retry after a connection closed without an
+    /// answer goes out on a new one, never on another pooled connection the receiver may
+    /// have closed as well.
+    fresh: reqwest::Client,
+    settings: SenderSettings,
+}
+
+impl HttpWebhookSender {
+    pub fn new<R: Resolver + 'static>(
+        settings: SenderSettings,
+        resolver: Arc<R>,
+    ) -> Result<Self, SenderBuildError> {
+        let tls = crate::http::tls::webhook_client_config()
+            .map_err(|e| SenderBuildError(e.to_string()))?;
+        Ok(Self {
+            client: build_client(&settings, &resolver, tls.clone(), usize::MAX)?,
+            fresh: build_client(&settings, &resolver, tls, 0)?,
+            settings,
+        })
+    }
+
+    async fn exchange(&self, webhook: OutgoingWebhook, started: Instant) -> SendOutcome {
+        // reqwest's own timeout covers the same span; this deadline makes the bound hold
+        // whatever reqwest does (the retry included), and lets a late body end the
+        // excerpt, not the attempt.
+        let deadline = tokio::time::Instant::from_std(started) + self.settings.timeout;
+        let mut request = self
+            .client
+            .post(webhook.url.url().clone())
+            .body(webhook.body);
+        for (name, value) in &webhook.headers {
+            request = request.header(name, value);
+        }
+        let request = match request.build() {
+            Ok(request) => request,
+            Err(e) => return self.failed(&e, started),
+        };
+        // The body is in memory, so the copy always exists (and shares its bytes).
+        let copy = request.try_clone();
+        let mut sent = timeout_at(deadline, self.client.execute(request)).await;
+        // Once, on a new connection, inside the same deadline: see docs/DECISIONS.md
+        // ("Delivering") for why any such failure is retried, not only a reused
+        // connection's.
+        let mut retried = false;
+        if let Ok(Err(e)) = &sent
+            && closed_without_answer(e)
+            && let Some(copy) = copy
+        {
+            retried = true;
+            sent = timeout_at(deadline, self.fresh.execute(copy)).await;
+        }
+        let mut response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return noting_retry(self.failed(&e, started), retried),
+            Err(_) => return noting_retry(self.timed_out(started), retried),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let excerpt = read_excerpt(&mut response, self.settings.max_excerpt_bytes, deadline).await;
+        SendOutcome::Answered {
+            status,
+            retry_after,
+            excerpt,
+            latency: started.elapsed(),
+        }
+    }
+
+    fn failed(&self, e: &reqwest::Error, started: Instant) -> SendOutcome {
+        let error = classify(e);
+        let detail = match error {
+            AttemptError::Timeout if e.is_connect() => format!(
+                "no connection within {} ms",
+                self.settings.connect_timeout.as_millis()
+            ),
+            AttemptError::Timeout => return self.timed_out(started),
+            _ => describe(e),
+        };
+        SendOutcome::Failed {
+            error,
+            detail,
+            latency: started.elapsed(),
+        }
+    }
+
+    fn timed_out(&self, started: Instant) -> SendOutcome {
+        SendOutcome::Failed {
+            error: AttemptError::Timeout,
+            detail: format!("no answer within {} ms", self.settings.timeout.as_millis()),
+            latency: started.elapsed(),
+        }
+    }
+}
+
+/// Said of a failed attempt whose POST went out twice, so the attempt log shows that the
+/// receiver may have seen it twice (under one `webhook-id`).
+const SENT_TWICE: &str =
+    "; sent again on a new connection after the first closed without an answer";
+
+/// A failure after the one retry says so in its detail.
+fn noting_retry(outcome: SendOutcome, retried: bool) -> SendOutcome {
+    match outcome {
+        SendOutcome::Failed {
+            error,
+            detail,
+            latency,
+        } if retried => SendOutcome::Failed {
+            error,
+            detail: detail + SENT_TWICE,
+            latency,
+        },
+        other => other,
+    }
+}
+
+fn build_client<R: Resolver + 'static>(
+    settings: &SenderSettings,
+    resolver: &Arc<R>,
+    tls: rustls::ClientConfig,
+    max_idle_per_host: usize,
+) -> Result<reqwest::Client, SenderBuildError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(redirect::Policy::none())
+        .timeout(settings.timeout)
+        .connect_timeout(settings.connect_timeout)
+        // Below the keep-alive of common servers and load balancers (60 s and up),
+        // so the pool seldom hands out a connection the receiver is closing.
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(max_idle_per_host)
+        // A proxy would resolve the name itself, past the guard.
+        .no_proxy()
+        .dns_resolver(GuardedResolver {
+            inner: Arc::clone(resolver),
+            policy: settings.policy,
+        })
+        .build()
+        .map_err(|e| SenderBuildError(e.to_string()))
+}
+
+impl WebhookSender for HttpWebhookSender {
+    async fn send(&self, webhook: OutgoingWebhook) -> SendOutcome {
+        let started = Instant::now();
+        // The URL was checked at registration under the policy of that day; this applies
+        // today's, and covers literal addresses, which never reach the resolver.
+        if let Err(e) = webhook.url.check(&self.settings.policy) {
+            return SendOutcome::Failed {
+                error: AttemptError::Forbidden,
+                detail: e.to_string(),
+                latency: started.elapsed(),
+            };
+        }
+        self.exchange(webhook, started).await
+    }
+}
+
+/// The first `limit` bytes of the body, read chunk by chunk so a huge answer costs no
+/// more than that. The status is the receiver's answer: a body that fails or outlasts
+/// the deadline only shortens the excerpt.
+async fn read_excerpt(
+    response: &mut reqwest::Response,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> String {
+    let mut kept: Vec<u8> = Vec::new();
+    while kept.len() < limit {
+        // The end of the body, a broken one, or the deadline: keep what came.
+        let Ok(Ok(Some(chunk))) = timeout_at(deadline, response.chunk()).await else {
+            break;
+        };
+        let room = limit - kept.len();
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    drop_cut_character(&mut kept);
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// A cut through a multi-byte character would show as U+FFFD; the partial character is
+/// dropped instead.
+fn drop_cut_character(bytes: &mut Vec<u8>) {
+    let tail = bytes.len().saturating_sub(4)..bytes.len();
+    let is_continuation = |b: u8| b & 0xC0 == 0x80;
+    if let Some(lead) = tail.rev().find(|&i| !is_continuation(bytes[i]))
+        && let Err(e) = std::str::from_utf8(&bytes[lead..])
+        && e.error_len().is_none()
+    {
+        bytes.truncate(lead);
+    }
+}
+
+fn chain(e: &reqwest::Error) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+    std::iter::successors(e.source(), |&cause| cause.source())
+}
+
+/// The causes as one line, without the URL (its path or query may carry a customer's
+/// token), and short.
+fn describe(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in chain(e) {
+        let text = cause.to_string();
+        // Wrappers often repeat their source's message; once is enough.
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    if parts.is_empty() {
+        let mut text = e.to_string();
+        if let Some(url) = e.url() {
+            text = text.replace(url.as_str(), "<url>");
+        }
+        parts.push(text);
+    }
+    let line = parts.join(": ");
+    match line.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+/// Every error in the chain, with the ones an `io::Error` wraps: those are not its
+/// `source`, and the TLS stream hands rustls' errors over that way.
+fn causes(e: &reqwest::Error) -> Vec<&(dyn StdError + 'static)> {
+    let mut found = Vec::new();
+    for cause in chain(e) {
+        let mut layer = Some(cause);
+        while let Some(error) = layer {
+            found.push(error);
+            layer = error
+                .downcast_ref::<io::Error>()
+                .and_then(io::Error::get_ref)
+                .map(|inner| inner as &(dyn StdError + 'static));
+        }
+    }
+    found
+}
+
+fn classify(e: &reqwest::Error) -> AttemptError {
+    for cause in causes(e) {
+        if cause.is::<ForbiddenTarget>() {
+            return AttemptError::Forbidden;
+        }
+        if cause.is::<NotResolved>() {
+            return AttemptError::Dns;
+        }
+        if cause.is::<rustls::Error>() {
+            return AttemptError::Tls;
+        }
+        if cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+        {
+            return AttemptError::Timeout;
+        }
+    }
+    if e.is_timeout() {
+        AttemptError::Timeout
+    } else if e.is_connect() {
+        AttemptError::Connect
+    } else {
+        AttemptError::Io
+    }
+}
+
+/// The connection closed, was reset or aborted before an answer came: what a receiver
+/// closing an idle keep-alive connection just as it is reused looks like. Never a connect
+/// error, a timeout, or a TLS, DNS or guard refusal: those say nothing about a stale
+/// connection, and a new one would meet the same. hyper reports a head cut short by the
+/// close the same way as no head at all.
+fn closed_without_answer(e: &reqwest::Error) -> bool {
+    if e.is_connect() || e.is_timeout() || classify(e) != AttemptError::Io {
+        return false;
+    }
+    causes(e).into_iter().any(|cause| {
+        cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+            || cause.downcast_ref::<io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                )
+            })
+    })
+}
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110: IMF-fixdate, or the obsolete
+/// RFC 850 and asctime forms); a date in the past means now.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(value, "%A, %d-%b-%y %H:%M:%S GMT")
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y"))
+                .map(|naive| naive.and_utc())
+        })
+        .ok()?;
+    Some((at - now).to_std().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests;

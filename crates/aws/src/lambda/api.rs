@@ -1,0 +1,229 @@
+//! What the two HTTP functions share: the caller's tenant from the authorizer context,
+//! JSON bodies in and out, and errors as `{"error": {"code", "message"}}`.
+
+use lambda_http::http::{StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::lambda::gateway;
+use herald_core::ids::TenantId;
+
+/// Largest request body read, in bytes; a batch of 100 events at the `data` limit would
+/// not fit, and API Gateway itself stops at 10 MB.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+use herald_core::ports::StoreError;
+
+/// An error answer. `message` is for the caller; causes worth an operator's time are
+/// logged where they happen, never put here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no tenant in the authorization context",
+        )
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
+    }
+    /// A dependency failed in a way a retry may fix: 503, so clients retry.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "a dependency is unavailable; retry the request",
+        )
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        json_response(self.status, &body)
+    }
+}
+
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Body::Binary(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Where a function finds the caller's tenant: a claim of the JWT that API Gateway's
+/// authorizer checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantClaim {
+    /// The claim's name (`HERALD_TENANT_CLAIM`, `tenant` by default).
+    pub name: String,
+    /// Under `sam local` (which sets `AWS_SAM_LOCAL=true` in its containers; Lambda never
+    /// does), where no JWT authorizer runs: the claim is read from the `Authorization`
+    /// header's token without checking it, as the local runner does.
+    pub unverified_under_sam_local: bool,
+}
+
+impl From<&str> for TenantClaim {
+    fn from(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            unverified_under_sam_local: false,
+        }
+    }
+}
+
+/// The tenant named by the tenant claim in the HTTP API authorizer context (see
+/// [`TenantClaim`] for `sam local`).
+pub fn tenant_of(request: &Request, claim: &TenantClaim) -> Result<TenantId, ApiError> {
+    let checked = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .and_then(|jwt| jwt.claims.get(&claim.name))
+            .cloned(),
+        _ => None,
+    };
+    let raw = checked.or_else(|| {
+        claim
+            .unverified_under_sam_local
+            .then(|| unverified_tenant(request, &claim.name))
+            .flatten()
+    });
+    raw.as_deref()
+        .and_then(TenantId::parse)
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// The claim from the `Authorization` header's token: a JWT's claim, or a token that is
+/// no JWT taken as the tenant itself (`Bearer acme`), as the local runner reads them.
+fn unverified_tenant(request: &Request, claim: &str) -> Option<String> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = gateway::bearer_token(header)?;
+    match gateway::unverified_claims(token) {
+        Some(claims) => claims.get(claim).map(gateway::claim_string),
+        None => Some(token.to_owned()),
+    }
+}
+
+/// The path of the route API Gateway matched this request to (`/v1/subscriptions/sub_1`),
+/// the same on every stage and custom domain ([`gateway::route_path`]).
+pub fn route_path(request: &Request) -> String {
+    let path = request.uri().path();
+    let parameters = request.path_parameters();
+    let (route_key, stage) = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.route_key.as_deref(), ctx.stage.as_deref()),
+        _ => (None, None),
+    };
+    gateway::route_path(route_key, |name| parameters.first(name), stage, path).into_owned()
+}
+
+fn body_bytes(request: &Request) -> &[u8] {
+    match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    }
+}
+
+/// Reads a JSON body: 415 unless `Content-Type` is JSON, 413 over the limit, 400 when it
+/// does not parse, 422 when it parses but does not fit `T`.
+pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json" && !media.ends_with("+json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
+    }
+    let bytes = body_bytes(request);
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(format!(
+            "the body is larger than {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
+}
+
+/// The query string's value for `name`, if present. Read from the URI, which both API
+/// Gateway's payload and the local runner fill.
+pub fn query_param(request: &Request, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidCursor => {
+                ApiError::bad_request("cursor: not a cursor this API returned")
+            }
+            other => {
+                tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failed");
+                ApiError::unavailable()
+            }
+        }
+    }
+}

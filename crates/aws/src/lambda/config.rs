@@ -1,0 +1,337 @@
+//! Configuration, read once at start-up from the environment into typed values. Every
+//! error names the variable that is missing or wrong.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::lambda::api::TenantClaim;
+use herald_core::delivery::retry::{RetryPolicy, parse_duration};
+use herald_core::subscription::url::UrlPolicy;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where variables come from: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Source for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+pub fn required(env: &dyn Source, name: &'static str) -> Result<String, ConfigError> {
+    env.get(name).ok_or(ConfigError::Missing(name))
+}
+
+pub fn duration(
+    env: &dyn Source,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match env.get(name) {
+        None => Ok(default),
+        Some(raw) => parse_duration(&raw).map_err(|e| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+pub fn flag(env: &dyn Source, name: &'static str) -> Result<bool, ConfigError> {
+    match env.get(name).as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name,
+            reason: format!("`{other}` is not true or false"),
+        }),
+    }
+}
+
+pub fn number(
+    env: &dyn Source,
+    name: &'static str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    match env.get(name) {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: format!("`{raw}` is not a number from 1 to {max}"),
+            }),
+        },
+    }
+}
+
+/// A whole number of seconds from 0 to `max`.
+pub fn seconds(
+    env: &dyn Source,
+    name: &'static str,
+    default: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    match env.get(name) {
+        None => Ok(Duration::from_secs(default)),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) if n <= max => Ok(Duration::from_secs(n)),
+            _ => Err(ConfigError::Invalid {
+                name,
+                reason: format!("`{raw}` is not a whole number of seconds from 0 to {max}"),
+            }),
+        },
+    }
+}
+
+/// `HERALD_ALLOW_HTTP` and `HERALD_ALLOW_LOOPBACK`; both off in a deployment by default.
+pub fn url_policy(env: &dyn Source) -> Result<UrlPolicy, ConfigError> {
+    Ok(UrlPolicy {
+        allow_http: flag(env, "HERALD_ALLOW_HTTP")?,
+        allow_loopback: flag(env, "HERALD_ALLOW_LOOPBACK")?,
+    })
+}
+
+/// `HERALD_RETRY_SCHEDULE` (`exponential`, `exponential:<first>`, or `5s,5m,30m…`) and
+/// `HERALD_RETRY_WINDOW` (default 3d).
+pub fn retry_policy(env: &dyn Source) -> Result<RetryPolicy, ConfigError> {
+    let schedule = env
+        .get("HERALD_RETRY_SCHEDULE")
+        .unwrap_or_else(|| "exponential".into());
+    let window = env
+        .get("HERALD_RETRY_WINDOW")
+        .unwrap_or_else(|| "3d".into());
+    RetryPolicy::parse(&schedule, &window).map_err(|e| ConfigError::Invalid {
+        name: "HERALD_RETRY_SCHEDULE",
+        reason: e.to_string(),
+    })
+}
+
+/// Where the deployment's asymmetric keys come from.
+#[derive(Debug)]
+pub enum KeyConfig {
+    /// Given in the environment: `HERALD_ED25519_SIGNING_KEY` (`whsk_…`) and
+    /// `HERALD_RSA_SIGNING_KEY` (PEM). The local runner and tests.
+    Fixed(Box<herald_core::webhook::keys::SigningKeys>),
+    /// Named Secrets Manager secrets, read at run time: `HERALD_ED25519_SIGNING_KEY_SECRET`
+    /// and `HERALD_RSA_SIGNING_KEY_SECRET`, read again every `HERALD_SIGNING_KEY_REFRESH`
+    /// (5m). What the template deploys.
+    Secrets(crate::secrets::SecretNames),
+}
+
+impl KeyConfig {
+    pub fn into_source(self, sdk: &aws_config::SdkConfig) -> crate::secrets::KeySource {
+        use crate::secrets::KeySource;
+        match self {
+            Self::Fixed(keys) => KeySource::Fixed(std::sync::Arc::from(keys)),
+            Self::Secrets(names) => KeySource::secrets(sdk, names),
+        }
+    }
+}
+
+/// The deployment's asymmetric keys, or the secrets holding them, and the RSA headers'
+/// names (`HERALD_RSA_SHA512_HEADER`, `HERALD_RSA_MD5_HEADER`). All optional; a key and
+/// its secret are not both set.
+pub fn signing_keys(env: &dyn Source) -> Result<KeyConfig, ConfigError> {
+    use herald_core::webhook::keys::{
+        DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, KeyError, SigningKeys,
+    };
+    let sha512 = env
+        .get("HERALD_RSA_SHA512_HEADER")
+        .unwrap_or_else(|| DEFAULT_RSA_SHA512_HEADER.into());
+    let md5 = env
+        .get("HERALD_RSA_MD5_HEADER")
+        .unwrap_or_else(|| DEFAULT_RSA_MD5_HEADER.into());
+    let ed25519_secret = env.get("HERALD_ED25519_SIGNING_KEY_SECRET");
+    let rsa_secret = env.get("HERALD_RSA_SIGNING_KEY_SECRET");
+    for (key, secret) in [
+        ("HERALD_ED25519_SIGNING_KEY", &ed25519_secret),
+        ("HERALD_RSA_SIGNING_KEY", &rsa_secret),
+    ] {
+        if secret.is_some() && env.get(key).is_some() {
+            return Err(ConfigError::Invalid {
+                name: key,
+                reason: format!("set the key or its secret ({key}_SECRET), not both"),
+            });
+        }
+    }
+    if ed25519_secret.is_some() || rsa_secret.is_some() {
+        // Checked now, as they would be with the key in hand.
+        if rsa_secret.is_some() {
+            headers_ok(&sha512, &md5)?;
+        }
+        return Ok(KeyConfig::Secrets(crate::secrets::SecretNames {
+            ed25519: ed25519_secret,
+            rsa: rsa_secret,
+            sha512_header: sha512,
+            md5_header: md5,
+            refresh: duration(env, "HERALD_SIGNING_KEY_REFRESH", Duration::from_secs(300))?,
+        }));
+    }
+    SigningKeys::new(
+        env.get("HERALD_ED25519_SIGNING_KEY").as_deref(),
+        env.get("HERALD_RSA_SIGNING_KEY").as_deref(),
+        &sha512,
+        &md5,
+    )
+    .map(|keys| KeyConfig::Fixed(Box::new(keys)))
+    .map_err(|e| {
+        let name = match e {
+            KeyError::Ed25519 => "HERALD_ED25519_SIGNING_KEY",
+            KeyError::Rsa => "HERALD_RSA_SIGNING_KEY",
+            KeyError::HeaderName => "HERALD_RSA_SHA512_HEADER",
+        };
+        ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// The RSA headers' names are header names, and two.
+fn headers_ok(sha512: &str, md5: &str) -> Result<(), ConfigError> {
+    if herald_core::webhook::keys::rsa_header_names_ok(sha512, md5) {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            name: "HERALD_RSA_SHA512_HEADER",
+            reason: herald_core::webhook::keys::KeyError::HeaderName.to_string(),
+        })
+    }
+}
+
+/// How long delivery records and event acceptance records are kept (`HERALD_RETENTION`, 30d).
+pub fn retention(env: &dyn Source) -> Result<Duration, ConfigError> {
+    duration(env, "HERALD_RETENTION", Duration::from_secs(30 * 86_400))
+}
+
+/// The JWT claim that names the tenant (`HERALD_TENANT_CLAIM`, default `tenant`), read
+/// from the unchecked token under `sam local` alone (`AWS_SAM_LOCAL=true`, which the SAM
+/// CLI sets in its containers and Lambda never does), where no JWT authorizer runs.
+pub fn tenant_claim(env: &dyn Source) -> TenantClaim {
+    TenantClaim {
+        name: env
+            .get("HERALD_TENANT_CLAIM")
+            .unwrap_or_else(|| "tenant".into()),
+        unverified_under_sam_local: env.get("AWS_SAM_LOCAL").as_deref() == Some("true"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert_eq!(
+            required(&env(&[]), "HERALD_X"),
+            Err(ConfigError::Missing("HERALD_X"))
+        );
+        let err = flag(&env(&[("HERALD_ALLOW_HTTP", "yes")]), "HERALD_ALLOW_HTTP").unwrap_err();
+        assert!(err.to_string().starts_with("HERALD_ALLOW_HTTP is invalid"));
+        let err = retry_policy(&env(&[("HERALD_RETRY_SCHEDULE", "soon")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("HERALD_RETRY_SCHEDULE is invalid")
+        );
+        assert!(number(&env(&[("N", "0")]), "N", 5, 10).is_err());
+        for bad in ["301", "-1", "5s", "1.5", "soon"] {
+            let source = move |name: &str| (name == "S").then(|| bad.to_owned());
+            let err = seconds(&source, "S", 5, 300).unwrap_err();
+            assert!(err.to_string().starts_with("S is invalid"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn defaults_apply() {
+        assert_eq!(retry_policy(&env(&[])).unwrap(), RetryPolicy::default());
+        assert_eq!(
+            retention(&env(&[])).unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(tenant_claim(&env(&[])), TenantClaim::from("tenant"));
+        let sam_local = tenant_claim(&env(&[
+            ("HERALD_TENANT_CLAIM", "org"),
+            ("AWS_SAM_LOCAL", "true"),
+        ]));
+        assert_eq!(sam_local.name, "org");
+        assert!(sam_local.unverified_under_sam_local);
+        assert_eq!(seconds(&env(&[]), "S", 5, 300), Ok(Duration::from_secs(5)));
+        assert_eq!(
+            seconds(&env(&[("S", "0")]), "S", 5, 300),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            seconds(&env(&[("S", "300")]), "S", 5, 300),
+            Ok(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn signing_keys_come_from_the_environment_or_from_secrets_not_both() {
+        let key = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
+        let direct = move |name: &str| (name == "HERALD_ED25519_SIGNING_KEY").then(|| key.clone());
+        assert!(matches!(signing_keys(&direct), Ok(KeyConfig::Fixed(k)) if k.has_ed25519()));
+
+        let secrets = env(&[
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", "herald/ed25519"),
+            ("HERALD_RSA_SIGNING_KEY_SECRET", "herald/rsa"),
+        ]);
+        match signing_keys(&secrets) {
+            Ok(KeyConfig::Secrets(names)) => {
+                assert_eq!(names.ed25519.as_deref(), Some("herald/ed25519"));
+                assert_eq!(names.rsa.as_deref(), Some("herald/rsa"));
+                assert_eq!(names.refresh, Duration::from_secs(300));
+            }
+            other => panic!("{other:?}"),
+        }
+        let both = env(&[
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", "herald/ed25519"),
+            ("HERALD_ED25519_SIGNING_KEY", "whsk_x"),
+        ]);
+        let error = signing_keys(&both).unwrap_err().to_string();
+        assert!(error.contains("not both"), "{error}");
+        let bad_headers = env(&[
+            ("HERALD_RSA_SIGNING_KEY_SECRET", "herald/rsa"),
+            ("HERALD_RSA_MD5_HEADER", "fluent-signature"),
+        ]);
+        assert!(signing_keys(&bad_headers).is_err());
+        let bad_refresh = env(&[
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", "herald/ed25519"),
+            ("HERALD_SIGNING_KEY_REFRESH", "often"),
+        ]);
+        assert!(
+            signing_keys(&bad_refresh)
+                .unwrap_err()
+                .to_string()
+                .starts_with("HERALD_SIGNING_KEY_REFRESH")
+        );
+    }
+}

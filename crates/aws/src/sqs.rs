@@ -1,0 +1,570 @@
+//! The delivery queue on SQS. Every call is a batch call (SendMessageBatch,
+//! ChangeMessageVisibilityBatch): at most 10 entries and 1 MiB a call, the calls in
+//! flight together, and entries SQS refuses for a reason of its own sent again.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue,
+    SendMessageBatchRequestEntry,
+};
+use futures::StreamExt;
+
+use herald_core::delivery::DeliveryTask;
+use herald_core::ports::{DeadLetter, DeliveryQueue, QueueError, VisibilityChange};
+
+/// SQS's limit on one message and on one batch, in bytes (message attributes count).
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+const MAX_BATCH_ENTRIES: usize = 10;
+/// Entries SQS reports failed are sent again this many times.
+const ENTRY_RETRIES: u32 = 3;
+/// Batch calls in flight at once for one call of the port.
+const SEND_CONCURRENCY: usize = 10;
+/// SQS caps a message's visibility at 12 hours counted from when it was received, not
+/// from the change, so a full 12 hours asked for after any work is refused. A message is
+/// never held longer than a Lambda can run (15 minutes), which is the margin kept.
+const MAX_VISIBILITY_SECONDS: u64 = 12 * 60 * 60 - 15 * 60;
+/// The longest reason kept on a dead letter.
+const MAX_REASON_BYTES: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct SqsDeliveryQueue {
+    client: ClientSource,
+    queue_url: String,
+    dead_letter_url: String,
+}
+
+/// The SQS client, given, or built from the SDK's configuration the first time a call
+/// needs it: deliver calls SQS only for retries and dead letters, and manage only for
+/// redelivery, so their cold starts need not build a client most containers never use.
+#[derive(Clone, Debug)]
+enum ClientSource {
+    Ready(Client),
+    OnFirstUse {
+        sdk: Box<aws_config::SdkConfig>,
+        client: std::sync::OnceLock<Client>,
+    },
+}
+
+/// A whole batch call that failed (after the SDK's own retries): every entry's error.
+type CallError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// What SQS answered for one batch call, by entry id.
+struct BatchAnswer {
+    taken: HashSet<String>,
+    refused: Vec<BatchResultErrorEntry>,
+}
+
+impl BatchAnswer {
+    fn new<'a>(
+        taken: impl IntoIterator<Item = &'a str>,
+        refused: &[BatchResultErrorEntry],
+    ) -> Self {
+        Self {
+            taken: taken.into_iter().map(str::to_owned).collect(),
+            refused: refused.to_vec(),
+        }
+    }
+}
+
+impl SqsDeliveryQueue {
+    pub fn new(client: Client, queue_url: String, dead_letter_url: String) -> Self {
+        Self {
+            client: ClientSource::Ready(client),
+            queue_url,
+            dead_letter_url,
+        }
+    }
+
+    /// As `new`, with the client built on the first call that needs it.
+    pub fn on_first_use(
+        sdk: &aws_config::SdkConfig,
+        queue_url: String,
+        dead_letter_url: String,
+    ) -> Self {
+        Self {
+            client: ClientSource::OnFirstUse {
+                sdk: Box::new(sdk.clone()),
+                client: std::sync::OnceLock::new(),
+            },
+            queue_url,
+            dead_letter_url,
+        }
+    }
+
+    fn client(&self) -> &Client {
+        match &self.client {
+            ClientSource::Ready(client) => client,
+            ClientSource::OnFirstUse { sdk, client } => client.get_or_init(|| Client::new(sdk)),
+        }
+    }
+
+    async fn send_batch(
+        &self,
+        url: &str,
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<BatchAnswer, CallError> {
+        let output = self
+            .client()
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| Arc::new(e) as CallError)?;
+        Ok(BatchAnswer::new(
+            output.successful().iter().map(|e| e.id()),
+            output.failed(),
+        ))
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
+    ) -> Result<BatchAnswer, CallError> {
+        let output = self
+            .client()
+            .change_message_visibility_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| Arc::new(e) as CallError)?;
+        Ok(BatchAnswer::new(
+            output.successful().iter().map(|e| e.id()),
+            output.failed(),
+        ))
+    }
+}
+
+/// Splits items into batch calls: at most 10 entries and 1 MiB (by `size`) each.
+pub fn plan_batches<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut batches: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let item_bytes = size(&item);
+        let fits = batches
+            .last()
+            .is_some_and(|b| b.len() < MAX_BATCH_ENTRIES && bytes + item_bytes <= MAX_BATCH_BYTES);
+        if !fits {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += item_bytes;
+        if let Some(batch) = batches.last_mut() {
+            batch.push(item);
+        }
+    }
+    batches
+}
+
+/// Sends `count` entries in batch calls, `call` making one for the entries it is given
+/// (by position; each entry's id in the call is its position). The calls of a round are
+/// in flight together. An entry SQS refused for a reason of its own (not the sender's
+/// fault: a refusal of the entry itself would come again) is sent again, up to
+/// `ENTRY_RETRIES` times; a call that failed as a whole was already retried by the SDK.
+/// One result per entry, in order.
+async fn send_entries<F, Fut>(
+    count: usize,
+    size: impl Fn(usize) -> usize,
+    call: F,
+) -> Vec<Result<(), QueueError>>
+where
+    F: Fn(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<BatchAnswer, CallError>>,
+{
+    let mut results: Vec<Result<(), QueueError>> = (0..count).map(|_| Ok(())).collect();
+    let mut pending: Vec<usize> = (0..count).collect();
+    for round in 0..=ENTRY_RETRIES {
+        if pending.is_empty() {
+            break;
+        }
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(50 << round)).await;
+        }
+        let calls: Vec<_> = plan_batches(std::mem::take(&mut pending), |&i| size(i))
+            .into_iter()
+            .map(|batch| {
+                let answer = call(batch.clone());
+                async move { (batch, answer.await) }
+            })
+            .collect();
+        let answers: Vec<_> = futures::stream::iter(calls)
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        for (batch, answer) in answers {
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    for i in batch {
+                        results[i] = Err(QueueError::Unavailable(Box::new(e.clone())));
+                    }
+                    continue;
+                }
+            };
+            let refused: HashMap<&str, &BatchResultErrorEntry> =
+                answer.refused.iter().map(|f| (f.id(), f)).collect();
+            for i in batch {
+                let id = i.to_string();
+                if answer.taken.contains(&id) {
+                    results[i] = Ok(());
+                    continue;
+                }
+                let (error, again) = match refused.get(id.as_str()) {
+                    Some(f) => (
+                        QueueError::Refused {
+                            code: f.code().to_owned(),
+                            message: f.message().unwrap_or_default().to_owned(),
+                        },
+                        !f.sender_fault(),
+                    ),
+                    // Neither taken nor refused: not known to be taken, so not done.
+                    None => (
+                        QueueError::Refused {
+                            code: "Unanswered".into(),
+                            message: "SQS's answer did not name the entry".into(),
+                        },
+                        true,
+                    ),
+                };
+                results[i] = Err(error);
+                if again {
+                    pending.push(i);
+                }
+            }
+        }
+    }
+    results
+}
+
+/// The bytes SQS counts for a message: its body, and each attribute's name, type and value.
+fn message_bytes(body: &str, attributes: &[(&str, String)]) -> usize {
+    body.len()
+        + attributes
+            .iter()
+            .map(|(name, value)| name.len() + "String".len() + value.len())
+            .sum::<usize>()
+}
+
+/// A dead letter's body and attributes as sent.
+fn dead_letter_message(letter: &DeadLetter) -> (&str, Vec<(&'static str, String)>) {
+    // SQS refuses an empty body; a poison message may have been one.
+    let body = if letter.body.is_empty() {
+        "(empty message)"
+    } else {
+        letter.body.as_str()
+    };
+    let mut attributes = vec![("herald-reason", truncate(&letter.reason, MAX_REASON_BYTES))];
+    if let Some(id) = &letter.delivery_id {
+        attributes.push(("herald-delivery-id", id.as_str().to_owned()));
+    }
+    (body, attributes)
+}
+
+fn text(value: &str) -> Result<MessageAttributeValue, CallError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| Arc::new(e) as CallError)
+}
+
+/// Whole seconds, rounded up (a retry never comes back before its delay), and within
+/// what SQS allows.
+fn visibility_seconds(delay: Duration) -> i32 {
+    delay
+        .as_secs_f64()
+        .ceil()
+        .min(MAX_VISIBILITY_SECONDS as f64) as i32
+}
+
+impl DeliveryQueue for SqsDeliveryQueue {
+    async fn enqueue(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+        let bodies: Vec<String> = tasks.iter().map(DeliveryTask::to_message_body).collect();
+        // The batches are independent: a publish of 100 tasks waits for about one round
+        // trip instead of ten.
+        let results = send_entries(
+            bodies.len(),
+            |i| bodies[i].len(),
+            |batch| {
+                let entries = batch
+                    .iter()
+                    .map(|&i| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(&bodies[i])
+                            .build()
+                            .map_err(|e| Arc::new(e) as CallError)
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                async move { self.send_batch(&self.queue_url, entries?).await }
+            },
+        )
+        .await;
+        let mut failed = 0;
+        for result in results {
+            match result {
+                Ok(()) => {}
+                Err(e @ QueueError::Unavailable(_)) => return Err(e),
+                Err(_) => failed += 1,
+            }
+        }
+        if failed == 0 {
+            Ok(())
+        } else {
+            Err(QueueError::Partial { failed })
+        }
+    }
+
+    async fn retry_later(&self, changes: &[VisibilityChange]) -> Vec<Result<(), QueueError>> {
+        send_entries(
+            changes.len(),
+            // Receipt handles are small: ten of them never near the byte limit.
+            |i| changes[i].receipt_handle.len(),
+            |batch| {
+                let entries = batch
+                    .iter()
+                    .map(|&i| {
+                        ChangeMessageVisibilityBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(&changes[i].receipt_handle)
+                            .visibility_timeout(visibility_seconds(changes[i].delay))
+                            .build()
+                            .map_err(|e| Arc::new(e) as CallError)
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                async move { self.change_visibility_batch(entries?).await }
+            },
+        )
+        .await
+    }
+
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Vec<Result<(), QueueError>> {
+        let messages: Vec<_> = letters.iter().map(dead_letter_message).collect();
+        send_entries(
+            messages.len(),
+            |i| message_bytes(messages[i].0, &messages[i].1),
+            |batch| {
+                let entries = batch
+                    .iter()
+                    .map(|&i| {
+                        let (body, attributes) = &messages[i];
+                        let mut entry = SendMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message_body(*body);
+                        for (name, value) in attributes {
+                            entry = entry.message_attributes(*name, text(value)?);
+                        }
+                        entry.build().map_err(|e| Arc::new(e) as CallError)
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                async move { self.send_batch(&self.dead_letter_url, entries?).await }
+            },
+        )
+        .await
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_count_and_bytes() {
+        let small: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        let sizes: Vec<usize> = plan_batches(small, |b| b.len())
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+
+        let big: Vec<String> = (0..8).map(|_| "x".repeat(300 * 1024)).collect();
+        let batches = plan_batches(big, |b| b.len());
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 2]
+        );
+        assert!(
+            batches
+                .iter()
+                .all(|b| b.iter().map(String::len).sum::<usize>() <= MAX_BATCH_BYTES)
+        );
+        assert!(plan_batches(Vec::<String>::new(), |b| b.len()).is_empty());
+    }
+
+    fn refusal(id: usize, sender_fault: bool) -> BatchResultErrorEntry {
+        BatchResultErrorEntry::builder()
+            .id(id.to_string())
+            .sender_fault(sender_fault)
+            .code(if sender_fault {
+                "ReceiptHandleIsInvalid"
+            } else {
+                "InternalError"
+            })
+            .message("refused")
+            .build()
+            .unwrap()
+    }
+
+    /// Answers each call as `answer` says from the entries and the call's number, and
+    /// records the entries of every call.
+    async fn send_with(
+        count: usize,
+        answer: impl Fn(&[usize], usize) -> Result<BatchAnswer, CallError>,
+    ) -> (Vec<Result<(), QueueError>>, Vec<Vec<usize>>) {
+        let calls = std::sync::Mutex::new(Vec::new());
+        let results = send_entries(
+            count,
+            |_| 100,
+            |batch| {
+                let number = {
+                    let mut calls = calls.lock().unwrap();
+                    calls.push(batch.clone());
+                    calls.len() - 1
+                };
+                let result = answer(&batch, number);
+                async move { result }
+            },
+        )
+        .await;
+        (results, calls.into_inner().unwrap())
+    }
+
+    fn taking(batch: &[usize], except: &[usize], faults: &[(usize, bool)]) -> BatchAnswer {
+        let ids: Vec<String> = batch
+            .iter()
+            .filter(|i| !except.contains(i))
+            .map(|i| i.to_string())
+            .collect();
+        let refused: Vec<_> = faults
+            .iter()
+            .filter(|(i, _)| batch.contains(i))
+            .map(|&(i, fault)| refusal(i, fault))
+            .collect();
+        BatchAnswer::new(ids.iter().map(String::as_str), &refused)
+    }
+
+    #[tokio::test]
+    async fn entries_go_ten_a_call_and_each_gets_its_own_result() {
+        let (results, calls) = send_with(25, |batch, _| Ok(taking(batch, &[], &[]))).await;
+        assert_eq!(results.len(), 25);
+        assert!(results.iter().all(Result::is_ok));
+        let mut sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![5, 10, 10]);
+        let (results, calls) = send_with(0, |batch, _| Ok(taking(batch, &[], &[]))).await;
+        assert!(
+            results.is_empty() && calls.is_empty(),
+            "no entries, no call"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_entry_refused_by_sqs_is_sent_again_and_the_senders_fault_is_not() {
+        // Entry 3 is refused twice for SQS's own reasons, then taken; entry 7 is the
+        // sender's fault (a stale receipt handle) and is never taken.
+        let (results, calls) = send_with(10, |batch, number| {
+            let faults: &[(usize, bool)] = if number < 2 {
+                &[(3, false), (7, true)]
+            } else {
+                &[(7, true)]
+            };
+            let except: Vec<usize> = faults.iter().map(|(i, _)| *i).collect();
+            Ok(taking(batch, &except, faults))
+        })
+        .await;
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[1], vec![3]);
+        assert_eq!(calls[2], vec![3]);
+        for (i, result) in results.iter().enumerate() {
+            match i {
+                7 => assert!(
+                    matches!(result, Err(QueueError::Refused { code, .. }) if code == "ReceiptHandleIsInvalid"),
+                    "{result:?}"
+                ),
+                _ => assert!(result.is_ok(), "{i}: {result:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_refused_every_time_fails_after_the_retries() {
+        let (results, calls) =
+            send_with(2, |batch, _| Ok(taking(batch, &[1], &[(1, false)]))).await;
+        assert_eq!(calls.len(), 1 + ENTRY_RETRIES as usize);
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(QueueError::Refused { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_entry_the_answer_does_not_name_is_not_taken() {
+        // The answer names entry 0 only: entry 1 is sent again until it is named.
+        let (results, calls) = send_with(2, |batch, number| {
+            let except: &[usize] = if number == 0 { &[1] } else { &[] };
+            Ok(taking(batch, except, &[]))
+        })
+        .await;
+        assert_eq!(calls, vec![vec![0, 1], vec![1]]);
+        assert!(results.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_call_that_fails_as_a_whole_fails_each_of_its_entries_and_only_those() {
+        let (results, calls) = send_with(15, |batch, _| {
+            if batch.contains(&0) {
+                Err(Arc::new(std::io::Error::other("throttled")) as CallError)
+            } else {
+                Ok(taking(batch, &[], &[]))
+            }
+        })
+        .await;
+        assert_eq!(calls.len(), 2, "the SDK retried the call already");
+        let failed: Vec<usize> = (0..15).filter(|&i| results[i].is_err()).collect();
+        assert_eq!(failed, (0..10).collect::<Vec<_>>());
+        assert!(
+            results[0]
+                .as_ref()
+                .is_err_and(|e| matches!(e, QueueError::Unavailable(_)))
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_is_sized_with_its_attributes_and_never_empty() {
+        let letter = DeadLetter {
+            body: String::new(),
+            reason: "r".repeat(5000),
+            delivery_id: None,
+        };
+        let (body, attributes) = dead_letter_message(&letter);
+        assert_eq!(body, "(empty message)");
+        assert_eq!(attributes.len(), 1);
+        assert_eq!(attributes[0].1.len(), MAX_REASON_BYTES);
+        assert_eq!(
+            message_bytes(body, &attributes),
+            body.len() + "herald-reason".len() + "String".len() + MAX_REASON_BYTES
+        );
+    }
+
+    #[test]
+    fn visibility_is_whole_seconds_rounded_up_and_capped() {
+        assert_eq!(visibility_seconds(Duration::ZERO), 0);
+        assert_eq!(visibility_seconds(Duration::from_millis(1_200)), 2);
+        assert_eq!(
+            visibility_seconds(Duration::from_secs(3 * 24 * 3600)),
+            MAX_VISIBILITY_SECONDS as i32
+        );
+    }
+}

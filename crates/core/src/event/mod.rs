@@ -1,0 +1,403 @@
+//! Events as producers publish them, parsed rather than validated: an `Event` that exists
+//! has a well-formed type, an object for `data` and sizes within the limits.
+
+pub mod filter;
+pub mod pattern;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::ids::EventId;
+
+/// Largest serialized `data` accepted, in bytes.
+pub const MAX_DATA_BYTES: usize = 256 * 1024;
+/// Most events accepted in one request.
+pub const MAX_EVENTS_PER_REQUEST: usize = 100;
+/// Longest event type.
+pub const MAX_TYPE_LEN: usize = 200;
+const MAX_SUBJECT_FIELD_LEN: usize = 256;
+
+/// A dot-separated type such as `order.shipped`: words of `[A-Za-z0-9_]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EventType(String);
+
+impl EventType {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > MAX_TYPE_LEN {
+            return Err(format!("must be 1 to {MAX_TYPE_LEN} characters"));
+        }
+        let ok = raw.split('.').all(|word| {
+            !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be dot-separated words of letters, digits and underscores, like `order.shipped`".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn words(&self) -> impl Iterator<Item = &str> {
+        self.0.split('.')
+    }
+}
+
+impl TryFrom<String> for EventType {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<EventType> for String {
+    fn from(value: EventType) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The entity an event is about (seed 002's entity and root entity).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Box<Subject>>,
+}
+
+/// An accepted event, as stored and as carried in delivery tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub occurred_at: DateTime<Utc>,
+    pub data: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+}
+
+impl Event {
+    /// Orders events about one subject: by time, then id, as text that sorts the same way.
+    pub fn order_key(&self) -> String {
+        format!(
+            "{}#{}",
+            self.occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            self.id
+        )
+    }
+
+    /// A digest of what the producer said (type, data, subject), so a second publish of
+    /// the same id with different content is told apart from a retry.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let content = serde_json::json!([self.event_type.as_str(), self.data, self.subject]);
+        hex::encode(Sha256::digest(content.to_string().as_bytes()))
+    }
+}
+
+/// What a producer sends for one event, before it is checked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    #[serde(default)]
+    occurred_at: Option<String>,
+    data: Option<Value>,
+    #[serde(default)]
+    subject: Option<Value>,
+}
+
+/// Why an event was refused. `field` names the offending input for the caller.
+#[derive(Debug, Error, PartialEq)]
+pub enum EventError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{field}: is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        field: String,
+        size: usize,
+        limit: usize,
+    },
+}
+
+impl EventError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses a publish body: one event object, or `{"events": [...]}` of 1..=100.
+pub fn parse_publish_body(
+    body: &Value,
+    now: DateTime<Utc>,
+    rng: &mut impl Rng,
+) -> Result<Vec<Event>, EventError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| EventError::invalid("body", "must be a JSON object"))?;
+    if let Some(events) = obj.get("events") {
+        if obj.len() != 1 {
+            return Err(EventError::invalid(
+                "body",
+                "a batch has only the field `events`",
+            ));
+        }
+        let list = events
+            .as_array()
+            .ok_or_else(|| EventError::invalid("events", "must be an array"))?;
+        if list.is_empty() {
+            return Err(EventError::invalid(
+                "events",
+                "must hold at least one event",
+            ));
+        }
+        if list.len() > MAX_EVENTS_PER_REQUEST {
+            return Err(EventError::TooLarge {
+                field: "events".into(),
+                size: list.len(),
+                limit: MAX_EVENTS_PER_REQUEST,
+            });
+        }
+        let parsed = list
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| parse_event(raw, &format!("events[{i}]."), now, rng))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, event) in parsed.iter().enumerate() {
+            if !seen.insert(&event.id) {
+                return Err(EventError::invalid(
+                    format!("events[{i}].id"),
+                    "appears twice in the batch",
+                ));
+            }
+        }
+        Ok(parsed)
+    } else {
+        Ok(vec![parse_event(body, "", now, rng)?])
+    }
+}
+
+fn parse_event(
+    raw: &Value,
+    at: &str,
+    now: DateTime<Utc>,
+    rng: &mut impl Rng,
+) -> Result<Event, EventError> {
+    let raw: RawEvent = serde_json::from_value(raw.clone())
+        .map_err(|e| EventError::invalid(format!("{at}event"), e.to_string()))?;
+    let id = match raw.id {
+        Some(id) => EventId::parse(&id).ok_or_else(|| {
+            EventError::invalid(
+                format!("{at}id"),
+                "must be 1 to 128 characters of letters, digits, `_`, `-`, `.` or `:`",
+            )
+        })?,
+        None => EventId::generate(now, rng),
+    };
+    let event_type = raw
+        .event_type
+        .ok_or_else(|| EventError::invalid(format!("{at}type"), "is required"))
+        .and_then(|t| {
+            EventType::parse(&t).map_err(|r| EventError::invalid(format!("{at}type"), r))
+        })?;
+    let occurred_at = match raw.occurred_at {
+        Some(text) => DateTime::parse_from_rfc3339(&text)
+            .map_err(|_| {
+                EventError::invalid(format!("{at}occurred_at"), "must be an RFC 3339 timestamp")
+            })?
+            .with_timezone(&Utc),
+        None => now,
+    };
+    let data = match raw.data {
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(EventError::invalid(
+                format!("{at}data"),
+                "must be a JSON object",
+            ));
+        }
+        None => return Err(EventError::invalid(format!("{at}data"), "is required")),
+    };
+    let size = serde_json::to_vec(&data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_DATA_BYTES {
+        return Err(EventError::TooLarge {
+            field: format!("{at}data"),
+            size,
+            limit: MAX_DATA_BYTES,
+        });
+    }
+    let subject = match raw.subject {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(parse_subject(value, &format!("{at}subject"), 0)?),
+    };
+    Ok(Event {
+        id,
+        event_type,
+        occurred_at,
+        data,
+        subject,
+    })
+}
+
+fn parse_subject(value: Value, field: &str, depth: usize) -> Result<Subject, EventError> {
+    let subject: Subject =
+        serde_json::from_value(value).map_err(|e| EventError::invalid(field, e.to_string()))?;
+    let texts = [
+        Some(&subject.kind),
+        Some(&subject.id),
+        subject.reference.as_ref(),
+        subject.status.as_ref(),
+    ];
+    if subject.kind.is_empty() || subject.id.is_empty() {
+        return Err(EventError::invalid(
+            field,
+            "`type` and `id` must not be empty",
+        ));
+    }
+    if texts
+        .into_iter()
+        .flatten()
+        .any(|t| t.len() > MAX_SUBJECT_FIELD_LEN)
+    {
+        return Err(EventError::invalid(
+            field,
+            format!("fields are at most {MAX_SUBJECT_FIELD_LEN} characters"),
+        ));
+    }
+    if let Some(root) = &subject.root {
+        if depth > 0 {
+            return Err(EventError::invalid(
+                field,
+                "a root subject has no root of its own",
+            ));
+        }
+        parse_subject(
+            serde_json::to_value(root).unwrap_or_default(),
+            &format!("{field}.root"),
+            depth + 1,
+        )?;
+    }
+    Ok(subject)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{SeedableRng, rngs::StdRng};
+    use serde_json::json;
+
+    fn parse(body: Value) -> Result<Vec<Event>, EventError> {
+        parse_publish_body(&body, Utc::now(), &mut StdRng::seed_from_u64(3))
+    }
+
+    #[test]
+    fn one_event_gets_an_id_and_a_time() {
+        let events = parse(json!({"type": "order.shipped", "data": {"id": 1}})).unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(events[0].id.as_str().starts_with("evt_"));
+        assert_eq!(events[0].event_type.as_str(), "order.shipped");
+    }
+
+    #[test]
+    fn a_batch_keeps_producer_ids_and_refuses_repeats() {
+        let events = parse(json!({"events": [
+            {"id": "a", "type": "x", "data": {}},
+            {"id": "b", "type": "y.z", "data": {}, "subject": {"type": "ORDER", "id": "1", "root": {"type": "ORDER", "id": "1"}}}
+        ]}))
+        .unwrap();
+        assert_eq!(events[1].subject.as_ref().unwrap().kind, "ORDER");
+        let err = parse(json!({"events": [{"id": "a", "type": "x", "data": {}}, {"id": "a", "type": "x", "data": {}}]}))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "events[1].id: appears twice in the batch");
+    }
+
+    #[test]
+    fn bad_events_name_the_field() {
+        let cases = [
+            (json!({"data": {}}), "type: is required"),
+            (
+                json!({"type": "order..shipped", "data": {}}),
+                "type: must be dot-separated",
+            ),
+            (
+                json!({"type": "a", "data": [1]}),
+                "data: must be a JSON object",
+            ),
+            (json!({"type": "a"}), "data: is required"),
+            (
+                json!({"type": "a", "data": {}, "extra": 1}),
+                "event: unknown field `extra`",
+            ),
+            (
+                json!({"type": "a", "data": {}, "occurred_at": "yesterday"}),
+                "occurred_at: must be an RFC 3339",
+            ),
+            (json!({"events": []}), "events: must hold at least one"),
+            (json!([1]), "body: must be a JSON object"),
+        ];
+        for (body, expected) in cases {
+            let err = parse(body.clone()).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_ignore_generated_fields_only() {
+        let a = parse(json!({"id": "e", "type": "a", "data": {"x": 1}}))
+            .unwrap()
+            .remove(0);
+        let b = parse(json!({"id": "e", "type": "a", "data": {"x": 1}, "occurred_at": "2024-01-01T00:00:00Z"})).unwrap().remove(0);
+        let c = parse(json!({"id": "e", "type": "a", "data": {"x": 2}}))
+            .unwrap()
+            .remove(0);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let big = "x".repeat(MAX_DATA_BYTES);
+        assert!(matches!(
+            parse(json!({"type": "a", "data": {"s": big}})),
+            Err(EventError::TooLarge { .. })
+        ));
+        let many: Vec<Value> = (0..101)
+            .map(|i| json!({"id": i.to_string(), "type": "a", "data": {}}))
+            .collect();
+        assert!(matches!(
+            parse(json!({"events": many})),
+            Err(EventError::TooLarge { .. })
+        ));
+    }
+}

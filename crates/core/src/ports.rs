@@ -1,0 +1,359 @@
+//! The small traits handlers depend on. Adapters named for their technology implement
+//! them (`Dynamo…`, `Sqs…`, `Http…`); `crate::memory` has in-memory ones for handler tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use crate::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
+use crate::event::Event;
+use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use crate::subscription::Subscription;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure of a store. `Unavailable` is worth retrying (throttling, 5xx, network).
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Source),
+    #[error("the stored item is not readable: {0}")]
+    Corrupt(String),
+    #[error("the item changed since it was read")]
+    Conflict,
+    /// A listing cursor that this store did not hand out.
+    #[error("the cursor is not valid")]
+    InvalidCursor,
+}
+
+impl StoreError {
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("the queue is unavailable")]
+    Unavailable(#[source] Source),
+    #[error("{failed} of the messages could not be queued")]
+    Partial { failed: usize },
+    /// SQS took the batch call but not this entry of it.
+    #[error("SQS refused the entry: {code}: {message}")]
+    Refused { code: String, message: String },
+}
+
+impl QueueError {
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}
+
+/// One page of a newest-first listing; `next` is an opaque cursor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+pub trait SubscriptionStore: Send + Sync {
+    fn create(
+        &self,
+        subscription: &Subscription,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
+    /// The subscription as stored now, past any cache in front of the store: for a
+    /// decision a stale copy must not make, such as disabling it for failing.
+    fn get_fresh(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send {
+        self.get(tenant, id)
+    }
+    fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<Page<Subscription>, StoreError>> + Send;
+    /// Replaces the stored subscription if its version is still `expected_version`;
+    /// `StoreError::Conflict` otherwise (changed or deleted meanwhile).
+    fn update(
+        &self,
+        subscription: &Subscription,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every active subscription of the tenant, for matching.
+    fn active(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<Subscription>, StoreError>> + Send;
+    /// True when it existed.
+    fn delete(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Marks it disabled with a reason; a no-op when it is gone or already disabled.
+    fn disable(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records since when deliveries have failed without a success (None: healthy).
+    /// Writes only when that changes, and keeps the version: health is not a change a
+    /// tenant's concurrent edit should be refused for. A no-op when the subscription is gone.
+    /// `Some` keeps an earlier start already stored: a worker holding a stale copy that
+    /// looks healthy must not postpone an auto-disable.
+    fn set_failing_since(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        since: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What a producer's publish of one event id has done so far.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Acceptance {
+    /// First time this id is seen: fan out.
+    New,
+    /// Seen before: with the fingerprint and delivery count it was accepted with
+    /// (`deliveries` is None only in records older than counts), and when.
+    Seen {
+        fingerprint: String,
+        deliveries: Option<u32>,
+        accepted_at: DateTime<Utc>,
+    },
+}
+
+pub trait EventLog: Send + Sync {
+    /// Records the event under (tenant, id), with the number of deliveries its fan-out
+    /// makes, unless it is there already. One write: there is no later "complete" mark,
+    /// since a publish that is seen again fans out again (delivery ids make that harmless).
+    fn accept(
+        &self,
+        tenant: &TenantId,
+        event: &Event,
+        fingerprint: &str,
+        deliveries: u32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Acceptance, StoreError>> + Send;
+    /// The event as accepted, unless unknown or expired.
+    fn load(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+    /// Records `event` as the newest about its subject for this subscription, unless a
+    /// newer one is recorded already.
+    fn note_latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The order key (`Event::order_key`) of the newest event recorded about `event`'s
+    /// subject for this subscription.
+    fn latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+}
+
+/// Taking a delivery for one attempt.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub task_forced: bool,
+    pub token: String,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClaimOutcome {
+    /// Ours until the lease ends; the record as it now stands.
+    Claimed(DeliveryRecord),
+    /// Already in a final state: nothing to do.
+    Finished(DeliveryRecord),
+    /// Another worker holds it until then.
+    Leased { until: DateTime<Utc> },
+}
+
+/// The end of one attempt, written only while the claim's token still holds.
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub attempt: Option<Attempt>,
+    pub state: DeliveryState,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    /// The retry window is spent: the record marks its dead letter owed
+    /// (`DeadLetterMark::Owed`) in the same write. Otherwise the write clears any mark.
+    pub dead_letter_owed: bool,
+    pub now: DateTime<Utc>,
+}
+
+pub trait DeliveryLedger: Send + Sync {
+    fn claim(
+        &self,
+        task: &DeliveryTask,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+    /// `StoreError::Conflict` when the lease was lost to another worker.
+    fn finish(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        token: &str,
+        result: &AttemptResult,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records that the dead letter a delivery owed is in the dead-letter queue
+    /// (`DeadLetterMark::Sent`). A no-op unless the tenant's record exists, has not
+    /// expired and owes one.
+    fn dead_lettered(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// One subscription's deliveries, newest first, unexpired only.
+    fn list(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        query: &DeliveryQuery,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Page<DeliveryRecord>, StoreError>> + Send;
+    /// The record, only if it belongs to `tenant` and has not expired.
+    fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<DeliveryRecord>, StoreError>> + Send;
+}
+
+/// Which deliveries of one subscription to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryQuery {
+    pub state: Option<DeliveryState>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// A copy of a message for the dead-letter queue, with why it went there (kept as
+/// message attributes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    pub body: String,
+    pub reason: String,
+    pub delivery_id: Option<DeliveryId>,
+}
+
+/// A received message to hide for `delay`, so SQS hands it back then.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VisibilityChange {
+    pub receipt_handle: String,
+    pub delay: Duration,
+}
+
+/// The calls on a batch of records take every record's entry at once and answer one
+/// result per entry, in the order given: SQS takes or refuses each entry of a batch call
+/// on its own, and a whole call that fails is an error for each of its entries.
+pub trait DeliveryQueue: Send + Sync {
+    /// Queues every task; an error means some were not queued (the call may be repeated:
+    /// a task queued twice is delivered once).
+    fn enqueue(
+        &self,
+        tasks: &[DeliveryTask],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Hides each received message for its delay.
+    fn retry_later(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> impl Future<Output = Vec<Result<(), QueueError>>> + Send;
+    /// Sends each copy to the dead-letter queue.
+    fn dead_letter(
+        &self,
+        letters: &[DeadLetter],
+    ) -> impl Future<Output = Vec<Result<(), QueueError>>> + Send;
+}
+
+/// A signed request ready to send.
+#[derive(Clone)]
+pub struct OutgoingWebhook {
+    pub url: crate::subscription::url::SubscriptionUrl,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for OutgoingWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers carry signatures and the body carries customer data: neither is shown.
+        f.debug_struct("OutgoingWebhook")
+            .field("url", &self.url.as_str())
+            .field("headers", &self.headers.len())
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
+}
+
+/// What came of one POST.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SendOutcome {
+    Answered {
+        status: u16,
+        retry_after: Option<Duration>,
+        excerpt: String,
+        latency: Duration,
+    },
+    Failed {
+        error: crate::delivery::AttemptError,
+        detail: String,
+        latency: Duration,
+    },
+}
+
+pub trait WebhookSender: Send + Sync {
+    fn send(&self, webhook: OutgoingWebhook) -> impl Future<Output = SendOutcome> + Send;
+}
+
+/// The time, passed in so tests can choose it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// One clock shared, e.g. by a handler and the cache in front of its store.
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> DateTime<Utc> {
+        (**self).now()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

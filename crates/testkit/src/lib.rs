@@ -1,0 +1,8 @@
+//! Herald's test kit: in-memory fakes of every port, a fixed clock, a static resolver,
+//! fixtures, and the helpers tests share. Depends on `herald-core` alone.
+
+mod memory;
+mod resolver;
+
+pub use memory::*;
+pub use resolver::StaticResolver;

@@ -1,0 +1,585 @@
+//! In-memory implementations of the ports, for handler tests. They keep the same
+//! contracts as the DynamoDB and SQS adapters (tenant scoping, conditional claims, leases)
+//! so a handler test means something.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use herald_core::delivery::{DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::event::Event;
+use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use herald_core::ports::*;
+use herald_core::subscription::{Subscription, SubscriptionStatus};
+
+/// An active subscription of `tenant` to `url` for `patterns`, standard format, one fresh
+/// secret: the fixture tests and the bench start from.
+pub fn active_subscription(
+    tenant: &str,
+    id: SubscriptionId,
+    url: herald_core::subscription::url::SubscriptionUrl,
+    patterns: &[&str],
+) -> Subscription {
+    let now = Utc::now();
+    Subscription {
+        tenant: TenantId::parse(tenant).expect("a tenant id"),
+        id,
+        url,
+        description: String::new(),
+        event_types: patterns
+            .iter()
+            .map(|p| herald_core::event::pattern::EventTypePattern::parse(p).expect("a pattern"))
+            .collect(),
+        filter: None,
+        format: herald_core::webhook::render::BodyFormat::Standard,
+        selection: None,
+        headers: Default::default(),
+        signatures: Default::default(),
+        supersede: false,
+        secrets: vec![herald_core::subscription::SigningSecret {
+            secret: herald_core::webhook::sign::WebhookSecret::generate(&mut rand::rng()),
+            expires_at: None,
+        }],
+        status: SubscriptionStatus::Active,
+        disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Default)]
+pub struct InMemorySubscriptionStore {
+    items: Mutex<BTreeMap<(TenantId, SubscriptionId), Subscription>>,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+impl InMemorySubscriptionStore {
+    pub fn all(&self) -> Vec<Subscription> {
+        lock(&self.items).values().cloned().collect()
+    }
+    /// How many times `get` was called: what a cache in front of the store saves.
+    pub fn gets(&self) -> usize {
+        self.gets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl SubscriptionStore for InMemorySubscriptionStore {
+    async fn create(&self, s: &Subscription) -> Result<(), StoreError> {
+        let mut items = lock(&self.items);
+        let key = (s.tenant.clone(), s.id.clone());
+        if items.contains_key(&key) {
+            return Err(StoreError::Conflict);
+        }
+        items.insert(key, s.clone());
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(lock(&self.items)
+            .get(&(tenant.clone(), id.clone()))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let items = lock(&self.items);
+        let mut mine: Vec<_> = items
+            .values()
+            .filter(|s| &s.tenant == tenant)
+            .cloned()
+            .collect();
+        mine.sort_by(|a, b| b.id.cmp(&a.id));
+        if let Some(after) = cursor {
+            let after = SubscriptionId::parse(after).ok_or(StoreError::InvalidCursor)?;
+            mine.retain(|s| s.id < after);
+        }
+        let next = (mine.len() > limit).then(|| mine[limit - 1].id.to_string());
+        mine.truncate(limit);
+        Ok(Page { items: mine, next })
+    }
+
+    async fn update(&self, s: &Subscription, expected_version: u64) -> Result<(), StoreError> {
+        let mut items = lock(&self.items);
+        match items.get_mut(&(s.tenant.clone(), s.id.clone())) {
+            Some(stored) if stored.version == expected_version => {
+                *stored = s.clone();
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn active(&self, tenant: &TenantId) -> Result<Vec<Subscription>, StoreError> {
+        Ok(lock(&self.items)
+            .values()
+            .filter(|s| &s.tenant == tenant && s.status == SubscriptionStatus::Active)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete(&self, tenant: &TenantId, id: &SubscriptionId) -> Result<bool, StoreError> {
+        Ok(lock(&self.items)
+            .remove(&(tenant.clone(), id.clone()))
+            .is_some())
+    }
+
+    async fn disable(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone()))
+            && s.status == SubscriptionStatus::Active
+        {
+            s.status = SubscriptionStatus::Disabled;
+            s.disabled_reason = Some(reason.to_owned());
+            s.disabled_at = Some(at);
+            s.version += 1;
+            s.updated_at = at;
+        }
+        Ok(())
+    }
+
+    async fn set_failing_since(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
+            s.failing_since = herald_core::subscription::next_failing_since(s.failing_since, since);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Accepted {
+    fingerprint: String,
+    deliveries: u32,
+    accepted_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct InMemoryEventLog {
+    items: Mutex<HashMap<(TenantId, EventId), (Accepted, Event)>>,
+    latest: Mutex<HashMap<String, String>>,
+}
+
+fn subject_key(tenant: &TenantId, subscription: &SubscriptionId, event: &Event) -> Option<String> {
+    let subject = event.subject.as_ref()?;
+    Some(format!(
+        "{tenant}#{subscription}#{}:{}#{}",
+        subject.kind.len(),
+        subject.kind,
+        subject.id
+    ))
+}
+
+impl InMemoryEventLog {
+    pub fn len(&self) -> usize {
+        lock(&self.items).len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl EventLog for InMemoryEventLog {
+    async fn accept(
+        &self,
+        tenant: &TenantId,
+        event: &Event,
+        fingerprint: &str,
+        deliveries: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Acceptance, StoreError> {
+        let mut items = lock(&self.items);
+        let key = (tenant.clone(), event.id.clone());
+        if let Some((seen, _)) = items.get(&key) {
+            return Ok(Acceptance::Seen {
+                fingerprint: seen.fingerprint.clone(),
+                deliveries: Some(seen.deliveries),
+                accepted_at: seen.accepted_at,
+            });
+        }
+        items.insert(
+            key,
+            (
+                Accepted {
+                    fingerprint: fingerprint.to_owned(),
+                    deliveries,
+                    accepted_at: now,
+                },
+                event.clone(),
+            ),
+        );
+        Ok(Acceptance::New)
+    }
+
+    async fn load(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<Event>, StoreError> {
+        Ok(lock(&self.items)
+            .get(&(tenant.clone(), id.clone()))
+            .map(|(_, e)| e.clone()))
+    }
+
+    async fn note_latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        _now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(key) = subject_key(tenant, subscription, event) {
+            let mut latest = lock(&self.latest);
+            let order = event.order_key();
+            if latest.get(&key).is_none_or(|known| *known < order) {
+                latest.insert(key, order);
+            }
+        }
+        Ok(())
+    }
+
+    async fn latest(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        event: &Event,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(subject_key(tenant, subscription, event)
+            .and_then(|key| lock(&self.latest).get(&key).cloned()))
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    record: DeliveryRecord,
+    lease: Option<(String, DateTime<Utc>)>,
+}
+
+#[derive(Default)]
+pub struct InMemoryDeliveryLedger {
+    items: Mutex<HashMap<DeliveryId, Held>>,
+    /// How many upcoming `dead_lettered` calls fail.
+    pub fail_next_dead_lettered: Mutex<usize>,
+}
+
+impl InMemoryDeliveryLedger {
+    pub fn record(&self, id: &DeliveryId) -> Option<DeliveryRecord> {
+        lock(&self.items).get(id).map(|h| h.record.clone())
+    }
+    pub fn records(&self) -> Vec<DeliveryRecord> {
+        lock(&self.items)
+            .values()
+            .map(|h| h.record.clone())
+            .collect()
+    }
+}
+
+impl DeliveryLedger for InMemoryDeliveryLedger {
+    async fn claim(&self, task: &DeliveryTask, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let mut items = lock(&self.items);
+        let fresh = || Held {
+            record: DeliveryRecord {
+                id: task.delivery_id.clone(),
+                tenant: task.tenant.clone(),
+                subscription_id: task.subscription_id.clone(),
+                event_id: task.event.id.clone(),
+                event_type: task.event.event_type.to_string(),
+                state: DeliveryState::Pending,
+                attempts: Vec::new(),
+                created_at: task.delivery_id.accepted_at(),
+                first_attempt_at: claim.now,
+                next_attempt_at: None,
+                reason: None,
+                updated_at: claim.now,
+                expires_at: claim.expires_at,
+                dead_letter: None,
+            },
+            lease: None,
+        };
+        let held = items.entry(task.delivery_id.clone()).or_insert_with(fresh);
+        if held.record.expires_at <= claim.now {
+            *held = fresh();
+        }
+        let leased = held.record.state == DeliveryState::Delivering
+            && held
+                .lease
+                .as_ref()
+                .is_some_and(|(_, until)| *until > claim.now);
+        if leased {
+            let until = held.lease.as_ref().map(|(_, u)| *u).unwrap_or(claim.now);
+            return Ok(ClaimOutcome::Leased { until });
+        }
+        if held.record.state.is_final() && !claim.task_forced {
+            return Ok(ClaimOutcome::Finished(held.record.clone()));
+        }
+        held.record.state = DeliveryState::Delivering;
+        held.record.updated_at = claim.now;
+        held.lease = Some((claim.token.clone(), claim.lease_until));
+        Ok(ClaimOutcome::Claimed(held.record.clone()))
+    }
+
+    async fn finish(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        token: &str,
+        result: &AttemptResult,
+    ) -> Result<(), StoreError> {
+        let mut items = lock(&self.items);
+        let held = items
+            .get_mut(id)
+            .filter(|held| &held.record.tenant == tenant)
+            .ok_or(StoreError::Conflict)?;
+        if held.lease.as_ref().map(|(t, _)| t.as_str()) != Some(token) {
+            return Err(StoreError::Conflict);
+        }
+        if let Some(attempt) = &result.attempt {
+            held.record.attempts.push(attempt.clone());
+        }
+        held.record.state = result.state;
+        held.record.next_attempt_at = result.next_attempt_at;
+        held.record.reason = result.reason.clone();
+        held.record.dead_letter = result.dead_letter_owed.then_some(DeadLetterMark::Owed);
+        held.record.updated_at = result.now;
+        held.lease = None;
+        Ok(())
+    }
+
+    async fn dead_lettered(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut failing = lock(&self.fail_next_dead_lettered);
+        if *failing > 0 {
+            *failing -= 1;
+            return Err(StoreError::unavailable(std::io::Error::other(
+                "failed by the test",
+            )));
+        }
+        if let Some(held) = lock(&self.items).get_mut(id)
+            && &held.record.tenant == tenant
+            && held.record.expires_at > now
+            && held.record.dead_letter == Some(DeadLetterMark::Owed)
+        {
+            held.record.dead_letter = Some(DeadLetterMark::Sent);
+        }
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        query: &DeliveryQuery,
+        now: DateTime<Utc>,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        let mut mine: Vec<DeliveryRecord> = lock(&self.items)
+            .values()
+            .map(|h| h.record.clone())
+            .filter(|r| {
+                &r.tenant == tenant && &r.subscription_id == subscription && r.expires_at > now
+            })
+            .filter(|r| query.state.is_none_or(|s| r.state == s))
+            .filter(|r| {
+                query.since.is_none_or(|t| r.created_at >= t)
+                    && query.until.is_none_or(|t| r.created_at < t)
+            })
+            .collect();
+        // Newest first, as the table's key orders them (ids sort by acceptance time).
+        mine.sort_by(|a, b| b.id.cmp(&a.id));
+        if let Some(after) = &query.cursor {
+            let position = mine
+                .iter()
+                .position(|r| r.id.as_str() == after)
+                .ok_or(StoreError::InvalidCursor)?;
+            mine.drain(..=position);
+        }
+        let limit = query.limit.max(1);
+        let next = (mine.len() > limit).then(|| mine[limit - 1].id.to_string());
+        mine.truncate(limit);
+        Ok(Page { items: mine, next })
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        Ok(lock(&self.items)
+            .get(id)
+            .map(|h| h.record.clone())
+            .filter(|r| &r.tenant == tenant && r.expires_at > now))
+    }
+}
+
+/// Records what the handlers asked of the queue, and each batch call as it was made.
+#[derive(Default)]
+pub struct InMemoryDeliveryQueue {
+    pub enqueued: Mutex<Vec<DeliveryTask>>,
+    /// Every `retry_later` call with its entries, refused ones included.
+    pub visibility_calls: Mutex<Vec<Vec<VisibilityChange>>>,
+    /// Every `dead_letter` call with its entries, refused ones included.
+    pub dead_letter_calls: Mutex<Vec<Vec<DeadLetter>>>,
+    /// How many upcoming `enqueue` calls fail, to show nothing is half-done.
+    pub fail_next: Mutex<usize>,
+    /// How many upcoming visibility changes (entries, across calls) are refused.
+    pub refuse_next_visibility_changes: Mutex<usize>,
+    /// How many upcoming dead letters (entries, across calls) are refused.
+    pub refuse_next_dead_letters: Mutex<usize>,
+    delayed: Mutex<Vec<VisibilityChange>>,
+    dead_letters: Mutex<Vec<DeadLetter>>,
+}
+
+impl InMemoryDeliveryQueue {
+    pub fn enqueued(&self) -> Vec<DeliveryTask> {
+        lock(&self.enqueued).clone()
+    }
+    /// The visibility changes made (not those refused).
+    pub fn delayed(&self) -> Vec<VisibilityChange> {
+        lock(&self.delayed).clone()
+    }
+    /// The dead letters sent (not those refused).
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.dead_letters).clone()
+    }
+    pub fn visibility_calls(&self) -> Vec<Vec<VisibilityChange>> {
+        lock(&self.visibility_calls).clone()
+    }
+    pub fn dead_letter_calls(&self) -> Vec<Vec<DeadLetter>> {
+        lock(&self.dead_letter_calls).clone()
+    }
+}
+
+/// Takes each entry into `into` unless `refuse` still counts refusals.
+fn take_entries<T: Clone>(
+    entries: &[T],
+    refuse: &Mutex<usize>,
+    into: &Mutex<Vec<T>>,
+) -> Vec<Result<(), QueueError>> {
+    let mut refuse = lock(refuse);
+    entries
+        .iter()
+        .map(|entry| {
+            if *refuse > 0 {
+                *refuse -= 1;
+                return Err(QueueError::Refused {
+                    code: "InternalError".into(),
+                    message: "refused by the test".into(),
+                });
+            }
+            lock(into).push(entry.clone());
+            Ok(())
+        })
+        .collect()
+}
+
+impl DeliveryQueue for InMemoryDeliveryQueue {
+    async fn enqueue(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+        let mut fail = lock(&self.fail_next);
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(QueueError::Partial {
+                failed: tasks.len(),
+            });
+        }
+        lock(&self.enqueued).extend_from_slice(tasks);
+        Ok(())
+    }
+
+    async fn retry_later(&self, changes: &[VisibilityChange]) -> Vec<Result<(), QueueError>> {
+        lock(&self.visibility_calls).push(changes.to_vec());
+        take_entries(changes, &self.refuse_next_visibility_changes, &self.delayed)
+    }
+
+    async fn dead_letter(&self, letters: &[DeadLetter]) -> Vec<Result<(), QueueError>> {
+        lock(&self.dead_letter_calls).push(letters.to_vec());
+        take_entries(letters, &self.refuse_next_dead_letters, &self.dead_letters)
+    }
+}
+
+/// Answers from a script and records every webhook it was asked to send.
+#[derive(Default)]
+pub struct InMemoryWebhookSender {
+    script: Mutex<VecDeque<SendOutcome>>,
+    pub sent: Mutex<Vec<OutgoingWebhook>>,
+}
+
+impl InMemoryWebhookSender {
+    /// Answers with these outcomes in order, then 200 forever.
+    pub fn answering(outcomes: impl IntoIterator<Item = SendOutcome>) -> Self {
+        Self {
+            script: Mutex::new(outcomes.into_iter().collect()),
+            sent: Mutex::default(),
+        }
+    }
+    pub fn status(status: u16) -> SendOutcome {
+        SendOutcome::Answered {
+            status,
+            retry_after: None,
+            excerpt: String::new(),
+            latency: Duration::from_millis(5),
+        }
+    }
+    pub fn sent(&self) -> Vec<OutgoingWebhook> {
+        lock(&self.sent).clone()
+    }
+}
+
+impl WebhookSender for InMemoryWebhookSender {
+    async fn send(&self, webhook: OutgoingWebhook) -> SendOutcome {
+        lock(&self.sent).push(webhook);
+        lock(&self.script)
+            .pop_front()
+            .unwrap_or_else(|| Self::status(200))
+    }
+}
+
+/// A clock that stands still unless moved.
+pub struct FixedClock(pub Mutex<DateTime<Utc>>);
+
+impl FixedClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(Mutex::new(now))
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut now = lock(&self.0);
+        *now += chrono::Duration::from_std(by).unwrap_or_default();
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.0)
+    }
+}
