@@ -57,7 +57,7 @@ deploy-code: deploy-tools
 ## flaky receivers through the local runner on moto; figures in target/soak.json.
 soak:
 	$(CARGO) build -p herald-tests --tests
-	scripts/with-moto.sh $(CARGO) nextest run -p herald-tests --test soak --run-ignored only --no-capture
+	scripts/with-moto.sh $(CARGO) nextest run -p herald-tests --test integration --run-ignored only --no-capture -E 'test(/^soak::/)'
 
 ## Figures: batch efficiency, CPU per webhook, cold starts beside a hello-world bootstrap,
 ## AWS requests and cost per million deliveries, end-to-end rate and latency on moto.

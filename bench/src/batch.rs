@@ -16,17 +16,13 @@ use chrono::Utc;
 use herald_aws::http::resolver::SystemResolver;
 use herald_aws::http::sender::{HttpWebhookSender, SenderSettings};
 use herald_core::delivery::DeliveryTask;
-use herald_core::delivery::retry::RetryPolicy;
+use herald_core::delivery::settings::DeliverySettings;
 use herald_core::event::{Event, EventType};
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
-use herald_core::ports::{SubscriptionStore, SystemClock};
+use herald_core::ports::SubscriptionStore;
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
-use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, process_batch};
-use herald_testkit::{
-    InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
-    active_subscription,
-};
+use herald_testkit::{MemoryPortsWith, active_subscription};
 use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
 
@@ -37,14 +33,7 @@ const SIZES: [usize; 3] = [10, 100, 1000];
 /// The handler's bound on deliveries at once (HERALD_DELIVERY_CONCURRENCY's maximum).
 const CONCURRENCY: usize = 1000;
 
-type Deps = DeliverDeps<
-    InMemorySubscriptionStore,
-    InMemoryDeliveryLedger,
-    InMemoryEventLog,
-    InMemoryDeliveryQueue,
-    HttpWebhookSender,
-    SystemClock,
->;
+type Deps = DeliverDeps<MemoryPortsWith<HttpWebhookSender>>;
 
 async fn deps(url: &str) -> (Arc<Deps>, SubscriptionId) {
     let policy = UrlPolicy {
@@ -60,26 +49,19 @@ async fn deps(url: &str) -> (Arc<Deps>, SubscriptionId) {
     )
     .unwrap();
     let deps = Arc::new(DeliverDeps {
-        subscriptions: InMemorySubscriptionStore::default(),
-        ledger: InMemoryDeliveryLedger::default(),
-        events: InMemoryEventLog::default(),
-        queue: InMemoryDeliveryQueue::default(),
-        sender,
-        clock: SystemClock,
-        settings: DeliverSettings {
-            retry: RetryPolicy::parse("exponential", "3d").unwrap(),
-            idempotency_key_prefix: String::new(),
+        ports: herald_testkit::adapters_with(sender),
+        settings: DeliverySettings {
             concurrency: CONCURRENCY,
             per_host: CONCURRENCY,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
-            auto_disable_after: Duration::from_secs(5 * 86_400),
-            keys: Default::default(),
+            ..DeliverySettings::default()
         },
     });
     let now = Utc::now();
     let id = SubscriptionId::generate(now, &mut rand::rng());
-    deps.subscriptions
+    deps.ports
+        .subscriptions
         .create(&active_subscription(
             "acme",
             id.clone(),

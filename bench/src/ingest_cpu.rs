@@ -7,11 +7,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use herald_core::ids::SubscriptionId;
-use herald_core::ports::{SubscriptionStore, SystemClock};
+use herald_core::ports::SubscriptionStore;
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
-use herald_testkit::{
-    InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore, active_subscription,
-};
+use herald_testkit::active_subscription;
 use serde_json::json;
 
 /// Calls measured; the median is the figure.
@@ -48,14 +46,12 @@ pub fn per_call(events: usize) -> Duration {
         .unwrap();
     runtime.block_on(async {
         let deps = herald_ingest::IngestDeps {
-            subscriptions: InMemorySubscriptionStore::default(),
-            events: InMemoryEventLog::default(),
-            queue: InMemoryDeliveryQueue::default(),
-            clock: SystemClock,
+            ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
         };
         let policy = UrlPolicy::default();
-        deps.subscriptions
+        deps.ports
+            .subscriptions
             .create(&active_subscription(
                 "acme",
                 SubscriptionId::generate(Utc::now(), &mut rand::rng()),

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use aws_config::SdkConfig;
+use herald_aws::lambda::wiring::{Function, HttpFunction, SqsFunction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -91,12 +92,13 @@ impl LocalHerald {
         env.extend(options.settings);
         let source = move |name: &str| env.get(name).cloned();
 
-        let ingest =
-            herald_ingest::aws_deps(&source, &options.sdk).context("configuring ingest")?;
-        let manage =
-            herald_manage::aws_deps(&source, &options.sdk).context("configuring manage")?;
-        let deliver =
-            herald_deliver::aws_deps(&source, &options.sdk).context("configuring deliver")?;
+        let started = |function| {
+            herald_aws::lambda::wiring::started(function, &source, &options.sdk)
+                .with_context(|| format!("configuring {function:?}"))
+        };
+        let ingest = herald_ingest::Ingest::deps(started(Function::Ingest)?);
+        let manage = herald_manage::Manage::deps(started(Function::Manage)?);
+        let deliver = herald_deliver::Deliver::deps(started(Function::Deliver)?);
         let functions = Arc::new(server::Functions {
             gateway: gateway::Gateway {
                 routes,

@@ -54,7 +54,7 @@ impl Default for PollSettings {
 #[derive(Clone)]
 pub enum DeliverTarget {
     /// The deliver handler, in this process.
-    InProcess(Arc<herald_deliver::AwsDeliver>),
+    InProcess(Arc<herald_deliver::DeliverDeps<herald_aws::lambda::wiring::AwsPorts>>),
     /// A deliver function behind Lambda's Invoke API, such as `sam local start-lambda`
     /// serves: `POST {endpoint}/2015-03-31/functions/{function}/invocations`
     /// (<https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html>).

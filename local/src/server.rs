@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use herald_aws::lambda::wiring::AwsPorts;
+
 use crate::gateway::{self, Call, Gateway, Refusal};
 use crate::routes::Function;
 
@@ -27,8 +29,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// The API's gateway and the functions behind it, built once.
 pub struct Functions {
     pub gateway: Gateway,
-    pub ingest: herald_ingest::AwsIngest,
-    pub manage: herald_manage::AwsManage,
+    pub ingest: herald_ingest::IngestDeps<AwsPorts>,
+    pub manage: herald_manage::ManageDeps<AwsPorts>,
     /// The JWT claim that carries the tenant (`HERALD_TENANT_CLAIM`).
     pub tenant_claim: String,
 }

@@ -12,6 +12,8 @@ use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
+use herald_core::ports::{KeyStore, KeysUnavailable};
+use herald_core::subscription::Offer;
 use herald_core::webhook::keys::{KeyError, SigningKeys};
 
 /// After a failed read with keys in hand, the wait before the next try: the keys in hand
@@ -41,15 +43,6 @@ pub struct SecretNames {
     pub md5_header: String,
     /// How long keys read are used before they are read again.
     pub refresh: Duration,
-}
-
-/// What a subscription may ask of this deployment, known without reading a key.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeyOffer {
-    pub ed25519: bool,
-    pub rsa: bool,
-    /// The RSA signatures' header names, reserved from custom headers.
-    pub rsa_headers: Vec<String>,
 }
 
 /// Cloning shares the keys, and the secrets' cache.
@@ -102,17 +95,23 @@ impl KeySource {
         }))
     }
 
-    pub fn offer(&self) -> KeyOffer {
+    /// The keys to sign with now, or why there are none.
+    pub async fn read(&self) -> Result<Arc<SigningKeys>, KeyLoadError> {
         match self {
-            Self::Fixed(keys) => KeyOffer {
-                ed25519: keys.has_ed25519(),
-                rsa: keys.has_rsa(),
-                rsa_headers: keys.rsa_header_names(),
-            },
-            Self::Secrets(secrets) => KeyOffer {
+            Self::Fixed(keys) => Ok(Arc::clone(keys)),
+            Self::Secrets(secrets) => secrets.current().await,
+        }
+    }
+}
+
+impl KeyStore for KeySource {
+    fn offer(&self) -> Offer {
+        match self {
+            Self::Fixed(keys) => keys.offer(),
+            Self::Secrets(secrets) => Offer {
                 ed25519: secrets.names.ed25519.is_some(),
                 rsa: secrets.names.rsa.is_some(),
-                rsa_headers: vec![
+                reserved_headers: vec![
                     secrets.names.sha512_header.to_ascii_lowercase(),
                     secrets.names.md5_header.to_ascii_lowercase(),
                 ],
@@ -120,12 +119,10 @@ impl KeySource {
         }
     }
 
-    /// The keys to sign with now.
-    pub async fn current(&self) -> Result<Arc<SigningKeys>, KeyLoadError> {
-        match self {
-            Self::Fixed(keys) => Ok(Arc::clone(keys)),
-            Self::Secrets(secrets) => secrets.current().await,
-        }
+    async fn current(&self) -> Result<Arc<SigningKeys>, KeysUnavailable> {
+        self.read()
+            .await
+            .map_err(|e| KeysUnavailable(e.to_string()))
     }
 }
 

@@ -6,9 +6,11 @@
 
 pub mod delivery;
 pub mod event;
+pub mod flow;
 pub mod ids;
 pub mod ports;
 pub mod subscription;
+pub mod system_events;
 pub mod webhook;
 
 /// The `User-Agent` Herald sends with every delivery.

@@ -357,3 +357,63 @@ impl Clock for SystemClock {
         Utc::now()
     }
 }
+
+/// The keys could not be had now; worth trying again later.
+#[derive(Debug, Error)]
+#[error("the signing keys are unavailable: {0}")]
+pub struct KeysUnavailable(pub String);
+
+/// The deployment's asymmetric signing keys, wherever they are kept.
+pub trait KeyStore: Send + Sync {
+    /// What a subscription may ask of this deployment, known without reading a key.
+    fn offer(&self) -> crate::subscription::Offer;
+    /// The keys to sign with now.
+    fn current(
+        &self,
+    ) -> impl Future<
+        Output = Result<std::sync::Arc<crate::webhook::keys::SigningKeys>, KeysUnavailable>,
+    > + Send;
+}
+
+/// Keys given once, in hand: the local runner's and the tests'.
+impl KeyStore for std::sync::Arc<crate::webhook::keys::SigningKeys> {
+    fn offer(&self) -> crate::subscription::Offer {
+        crate::subscription::Offer {
+            reserved_headers: self.rsa_header_names(),
+            ed25519: self.has_ed25519(),
+            rsa: self.has_rsa(),
+        }
+    }
+
+    async fn current(
+        &self,
+    ) -> Result<std::sync::Arc<crate::webhook::keys::SigningKeys>, KeysUnavailable> {
+        Ok(std::sync::Arc::clone(self))
+    }
+}
+
+/// Which implementation of each port a deployment uses: one name for the set, so code
+/// over the ports takes one type parameter (`P: Ports`) instead of one per port.
+/// `herald_aws::AwsPorts` is AWS's set; `herald_testkit::MemoryPorts` the fakes.
+pub trait Ports: Send + Sync + 'static {
+    type Subscriptions: SubscriptionStore + 'static;
+    type Ledger: DeliveryLedger + 'static;
+    type Events: EventLog + 'static;
+    type Queue: DeliveryQueue + 'static;
+    type Sender: WebhookSender + 'static;
+    type Resolver: crate::subscription::url::Resolver + 'static;
+    type Keys: KeyStore + 'static;
+    type Clock: Clock + 'static;
+}
+
+/// One of each port, built once when a function starts: what its handler is given.
+pub struct Adapters<P: Ports> {
+    pub subscriptions: P::Subscriptions,
+    pub ledger: P::Ledger,
+    pub events: P::Events,
+    pub queue: P::Queue,
+    pub sender: P::Sender,
+    pub resolver: P::Resolver,
+    pub keys: P::Keys,
+    pub clock: P::Clock,
+}

@@ -2,7 +2,9 @@
 //! fixtures, and the helpers tests share. Depends on `herald-core` alone.
 
 mod memory;
+mod ports;
 mod resolver;
 
 pub use memory::*;
+pub use ports::{MemoryPorts, MemoryPortsWith, adapters, adapters_with};
 pub use resolver::StaticResolver;

@@ -149,13 +149,9 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone()))
-            && s.status == SubscriptionStatus::Active
+            && s.disable(reason, at)
         {
-            s.status = SubscriptionStatus::Disabled;
-            s.disabled_reason = Some(reason.to_owned());
-            s.disabled_at = Some(at);
-            s.version += 1;
-            s.updated_at = at;
+            s.changed(at);
         }
         Ok(())
     }
@@ -167,7 +163,7 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         since: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
-            s.failing_since = herald_core::subscription::next_failing_since(s.failing_since, since);
+            s.record_health(since);
         }
         Ok(())
     }

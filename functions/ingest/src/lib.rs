@@ -1,39 +1,36 @@
-//! The ingest function: `POST /v1/events`. Validates, deduplicates on the producer's event
-//! id, matches the tenant's subscriptions and queues one delivery task per match.
+//! The ingest function: `POST /v1/events`. Validates, then publishes through
+//! `herald_core::flow::publish`: deduplicated on the producer's event id, matched against
+//! the tenant's subscriptions, one delivery task queued per match.
 
-pub mod config;
-pub mod handler;
+mod publish;
 
-use aws_config::SdkConfig;
-use herald_aws::dynamo::{DynamoEventLog, DynamoSubscriptionStore};
-use herald_aws::lambda::config::{ConfigError, Source};
-use herald_aws::sqs::SqsDeliveryQueue;
-use herald_core::ports::SystemClock;
+use herald_aws::lambda::api::TenantClaim;
+use herald_aws::lambda::wiring::{Function, HttpFunction, Started};
+use herald_core::ports::{Adapters, Ports};
+use lambda_http::{Body, Request, Response};
 
-pub use config::IngestConfig;
-pub use handler::{IngestDeps, ROUTES, handle};
+pub use publish::{ROUTES, handle};
 
-/// Ingest wired to DynamoDB and SQS.
-pub type AwsIngest =
-    IngestDeps<DynamoSubscriptionStore, DynamoEventLog, SqsDeliveryQueue, SystemClock>;
+pub struct IngestDeps<P: Ports> {
+    pub ports: Adapters<P>,
+    pub tenant_claim: TenantClaim,
+}
 
-/// Builds the AWS-backed dependencies from configuration; clients are made once here.
-pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsIngest, ConfigError> {
-    let config = IngestConfig::from_source(env)?;
-    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    Ok(IngestDeps {
-        subscriptions: DynamoSubscriptionStore::new(
-            dynamo.clone(),
-            config.subscriptions_table.clone(),
-        ),
-        events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
-        queue: SqsDeliveryQueue::new(
-            sqs,
-            config.delivery_queue_url.clone(),
-            config.dead_letter_queue_url.clone(),
-        ),
-        clock: SystemClock,
-        tenant_claim: config.tenant_claim,
-    })
+/// Ingest on AWS, for `herald_aws::lambda::wiring::run_http`.
+pub enum Ingest {}
+
+impl HttpFunction for Ingest {
+    const FUNCTION: Function = Function::Ingest;
+    type Deps = IngestDeps<herald_aws::lambda::wiring::AwsPorts>;
+
+    fn deps(started: Started) -> Self::Deps {
+        IngestDeps {
+            ports: started.adapters,
+            tenant_claim: started.config.tenant_claim,
+        }
+    }
+
+    fn handle(deps: &Self::Deps, request: Request) -> impl Future<Output = Response<Body>> + Send {
+        handle(deps, request)
+    }
 }

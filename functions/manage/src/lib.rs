@@ -1,51 +1,42 @@
 //! The manage function: subscriptions, their secrets, the attempt log, redelivery and
 //! replay, all scoped to the caller's tenant.
 
-pub mod config;
-mod deliveries;
-pub mod handler;
-mod subscriptions;
+mod http;
+mod router;
+mod routes;
 mod views;
 
-use aws_config::SdkConfig;
-use herald_aws::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
-use herald_aws::http::resolver::SystemResolver;
-use herald_aws::lambda::config::{ConfigError, Source};
-use herald_aws::sqs::SqsDeliveryQueue;
-use herald_core::ports::SystemClock;
+use herald_aws::lambda::api::TenantClaim;
+use herald_aws::lambda::wiring::{AwsPorts, Function, HttpFunction, Started};
+use herald_core::ports::{Adapters, Ports};
+use herald_core::subscription::url::UrlPolicy;
+use lambda_http::{Body, Request, Response};
 
-pub use config::ManageConfig;
-pub use handler::{ManageDeps, ROUTES, handle};
+pub use router::{ROUTES, handle};
+pub use routes::replay::MAX_REPLAY;
 
-/// Manage wired to DynamoDB, SQS and the system's DNS resolver.
-pub type AwsManage = ManageDeps<
-    DynamoSubscriptionStore,
-    DynamoDeliveryLedger,
-    DynamoEventLog,
-    SqsDeliveryQueue,
-    SystemResolver,
-    SystemClock,
->;
+pub struct ManageDeps<P: Ports> {
+    pub ports: Adapters<P>,
+    pub tenant_claim: TenantClaim,
+    pub url_policy: UrlPolicy,
+}
 
-pub fn aws_deps(env: &dyn Source, sdk: &SdkConfig) -> Result<AwsManage, ConfigError> {
-    let config = ManageConfig::from_source(env)?;
-    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-    Ok(ManageDeps {
-        subscriptions: DynamoSubscriptionStore::new(
-            dynamo.clone(),
-            config.subscriptions_table.clone(),
-        ),
-        ledger: DynamoDeliveryLedger::new(dynamo.clone(), config.deliveries_table.clone()),
-        events: DynamoEventLog::new(dynamo, config.events_table.clone(), config.retention),
-        queue: SqsDeliveryQueue::on_first_use(
-            sdk,
-            config.delivery_queue_url.clone(),
-            config.dead_letter_queue_url.clone(),
-        ),
-        resolver: SystemResolver,
-        keys: config.keys.into_source(sdk),
-        clock: SystemClock,
-        tenant_claim: config.tenant_claim,
-        url_policy: config.url_policy,
-    })
+/// Manage on AWS, for `herald_aws::lambda::wiring::run_http`.
+pub enum Manage {}
+
+impl HttpFunction for Manage {
+    const FUNCTION: Function = Function::Manage;
+    type Deps = ManageDeps<AwsPorts>;
+
+    fn deps(started: Started) -> Self::Deps {
+        ManageDeps {
+            ports: started.adapters,
+            tenant_claim: started.config.tenant_claim,
+            url_policy: started.config.url_policy,
+        }
+    }
+
+    fn handle(deps: &Self::Deps, request: Request) -> impl Future<Output = Response<Body>> + Send {
+        handle(deps, request)
+    }
 }

@@ -233,15 +233,11 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             let Some(mut subscription) = self.get(tenant, id).await? else {
                 return Ok(());
             };
-            if subscription.status == SubscriptionStatus::Disabled {
+            let read_version = subscription.version;
+            if !subscription.disable(reason, at) {
                 return Ok(());
             }
-            let read_version = subscription.version;
-            subscription.status = SubscriptionStatus::Disabled;
-            subscription.disabled_reason = Some(reason.to_owned());
-            subscription.disabled_at = Some(at);
-            subscription.version += 1;
-            subscription.updated_at = at;
+            subscription.changed(at);
             match self.update(&subscription, read_version).await {
                 Err(StoreError::Conflict) => continue,
                 other => return other,
@@ -260,15 +256,12 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             let Some(mut subscription) = self.get(tenant, id).await? else {
                 return Ok(());
             };
-            let next =
-                herald_core::subscription::next_failing_since(subscription.failing_since, since);
-            if subscription.failing_since == next {
-                return Ok(());
-            }
             let read_version = subscription.version;
             // Health is not a change of the subscription: the version stays, so a
             // tenant's concurrent change is never refused because of it.
-            subscription.failing_since = next;
+            if !subscription.record_health(since) {
+                return Ok(());
+            }
             match self.update(&subscription, read_version).await {
                 Err(StoreError::Conflict) => continue,
                 other => return other,

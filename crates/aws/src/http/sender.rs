@@ -43,7 +43,7 @@ impl Default for SenderSettings {
     }
 }
 
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 #[error("the HTTP client could not be built: {0}")]
 pub struct SenderBuildError(String);
 
@@ -235,6 +235,51 @@ fn build_client<R: Resolver + 'static>(
         })
         .build()
         .map_err(|e| SenderBuildError(e.to_string()))
+}
+
+/// The sender, built when a function first sends (ingest and manage never do, and are
+/// spared building its TLS configuration at every cold start) or at start-up.
+pub struct SenderSource<R> {
+    settings: SenderSettings,
+    resolver: Arc<R>,
+    sender: std::sync::OnceLock<Result<HttpWebhookSender, SenderBuildError>>,
+}
+
+impl<R: Resolver + 'static> SenderSource<R> {
+    pub fn on_first_use(settings: SenderSettings, resolver: Arc<R>) -> Self {
+        Self {
+            settings,
+            resolver,
+            sender: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Built now: a sender that cannot be built stops the function at start-up.
+    pub fn ready(settings: SenderSettings, resolver: Arc<R>) -> Result<Self, SenderBuildError> {
+        let source = Self::on_first_use(settings, resolver);
+        if let Err(e) = source.sender() {
+            return Err(e.clone());
+        }
+        Ok(source)
+    }
+
+    fn sender(&self) -> &Result<HttpWebhookSender, SenderBuildError> {
+        self.sender
+            .get_or_init(|| HttpWebhookSender::new(self.settings, Arc::clone(&self.resolver)))
+    }
+}
+
+impl<R: Resolver + 'static> WebhookSender for SenderSource<R> {
+    async fn send(&self, webhook: OutgoingWebhook) -> SendOutcome {
+        match self.sender() {
+            Ok(sender) => sender.send(webhook).await,
+            Err(e) => SendOutcome::Failed {
+                error: AttemptError::Io,
+                detail: e.to_string(),
+                latency: Duration::ZERO,
+            },
+        }
+    }
 }
 
 impl WebhookSender for HttpWebhookSender {

@@ -126,11 +126,11 @@ pub fn retry_policy(env: &dyn Source) -> Result<RetryPolicy, ConfigError> {
 }
 
 /// Where the deployment's asymmetric keys come from.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum KeyConfig {
     /// Given in the environment: `HERALD_ED25519_SIGNING_KEY` (`whsk_…`) and
     /// `HERALD_RSA_SIGNING_KEY` (PEM). The local runner and tests.
-    Fixed(Box<herald_core::webhook::keys::SigningKeys>),
+    Fixed(std::sync::Arc<herald_core::webhook::keys::SigningKeys>),
     /// Named Secrets Manager secrets, read at run time: `HERALD_ED25519_SIGNING_KEY_SECRET`
     /// and `HERALD_RSA_SIGNING_KEY_SECRET`, read again every `HERALD_SIGNING_KEY_REFRESH`
     /// (5m). What the template deploys.
@@ -141,7 +141,7 @@ impl KeyConfig {
     pub fn into_source(self, sdk: &aws_config::SdkConfig) -> crate::secrets::KeySource {
         use crate::secrets::KeySource;
         match self {
-            Self::Fixed(keys) => KeySource::Fixed(std::sync::Arc::from(keys)),
+            Self::Fixed(keys) => KeySource::Fixed(keys),
             Self::Secrets(names) => KeySource::secrets(sdk, names),
         }
     }
@@ -192,7 +192,7 @@ pub fn signing_keys(env: &dyn Source) -> Result<KeyConfig, ConfigError> {
         &sha512,
         &md5,
     )
-    .map(|keys| KeyConfig::Fixed(Box::new(keys)))
+    .map(|keys| KeyConfig::Fixed(std::sync::Arc::new(keys)))
     .map_err(|e| {
         let name = match e {
             KeyError::Ed25519 => "HERALD_ED25519_SIGNING_KEY",
@@ -232,6 +232,89 @@ pub fn tenant_claim(env: &dyn Source) -> TenantClaim {
             .get("HERALD_TENANT_CLAIM")
             .unwrap_or_else(|| "tenant".into()),
         unverified_under_sam_local: env.get("AWS_SAM_LOCAL").as_deref() == Some("true"),
+    }
+}
+
+/// The names of the stack's tables and queues, as the template sets them.
+#[derive(Clone, Debug)]
+pub struct Resources {
+    pub subscriptions_table: String,
+    pub deliveries_table: String,
+    pub events_table: String,
+    pub delivery_queue_url: String,
+    pub dead_letter_queue_url: String,
+}
+
+/// The longest a change to a subscription may take to reach deliver.
+pub const MAX_SUBSCRIPTION_CACHE_SECONDS: u64 = 300;
+
+/// Every setting of a Herald function, read once at start-up; the template gives every
+/// function the same variables, and each uses what it needs.
+#[derive(Debug)]
+pub struct Config {
+    pub resources: Resources,
+    pub tenant_claim: TenantClaim,
+    pub url_policy: UrlPolicy,
+    pub retention: Duration,
+    pub keys: KeyConfig,
+    pub delivery: herald_core::delivery::settings::DeliverySettings,
+    /// Per-attempt limit on the whole exchange with a receiver.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// How long deliver keeps the subscriptions it read, so a change reaches it up to this
+    /// late (`HERALD_SUBSCRIPTION_CACHE_SECONDS`, 5; 0 keeps none).
+    pub subscription_cache: Duration,
+}
+
+impl Config {
+    pub fn from_source(env: &dyn Source) -> Result<Self, ConfigError> {
+        let prefix = env.get("HERALD_IDEMPOTENCY_KEY_PREFIX").unwrap_or_default();
+        if prefix.len() > 32
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::Invalid {
+                name: "HERALD_IDEMPOTENCY_KEY_PREFIX",
+                reason: "at most 32 letters, digits, `_` or `-`".into(),
+            });
+        }
+        let timeout = duration(env, "HERALD_DELIVERY_TIMEOUT", Duration::from_secs(30))?;
+        let retention = retention(env)?;
+        Ok(Self {
+            resources: Resources {
+                subscriptions_table: required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
+                deliveries_table: required(env, "HERALD_DELIVERIES_TABLE")?,
+                events_table: required(env, "HERALD_EVENTS_TABLE")?,
+                delivery_queue_url: required(env, "HERALD_DELIVERY_QUEUE_URL")?,
+                dead_letter_queue_url: required(env, "HERALD_DEAD_LETTER_QUEUE_URL")?,
+            },
+            tenant_claim: tenant_claim(env),
+            url_policy: url_policy(env)?,
+            retention,
+            keys: signing_keys(env)?,
+            delivery: herald_core::delivery::settings::DeliverySettings {
+                retry: retry_policy(env)?,
+                idempotency_key_prefix: prefix,
+                concurrency: number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
+                per_host: number(env, "HERALD_DELIVERY_PER_HOST", 10, 1000)?,
+                lease: herald_core::delivery::settings::DeliverySettings::lease_for(timeout),
+                retention,
+                auto_disable_after: duration(
+                    env,
+                    "HERALD_AUTO_DISABLE_AFTER",
+                    Duration::from_secs(5 * 86_400),
+                )?,
+            },
+            timeout,
+            connect_timeout: duration(env, "HERALD_CONNECT_TIMEOUT", Duration::from_secs(10))?,
+            subscription_cache: seconds(
+                env,
+                "HERALD_SUBSCRIPTION_CACHE_SECONDS",
+                5,
+                MAX_SUBSCRIPTION_CACHE_SECONDS,
+            )?,
+        })
     }
 }
 

@@ -8,3 +8,4 @@ pub mod gateway;
 pub mod runtime;
 pub mod sdk;
 pub mod telemetry;
+pub mod wiring;

@@ -1,7 +1,9 @@
 //! Deliveries: the task that travels on the queue, the record kept in the ledger, and the
 //! attempts made.
 
+pub mod decide;
 pub mod retry;
+pub mod settings;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -205,6 +207,50 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// Attempt `number`, made at `at`, as its outcome records it: the status (a non-2xx
+    /// is `E_HTTP`, a 3xx `E_REDIRECT`), or the error and its detail.
+    pub fn of(
+        number: u32,
+        at: DateTime<Utc>,
+        forced: bool,
+        outcome: &crate::ports::SendOutcome,
+    ) -> Self {
+        use crate::ports::SendOutcome;
+        match outcome {
+            SendOutcome::Answered {
+                status,
+                excerpt,
+                latency,
+                ..
+            } => Attempt {
+                number,
+                at,
+                status: Some(*status),
+                error: match status {
+                    200..=299 => None,
+                    300..=399 => Some(AttemptError::Redirect),
+                    _ => Some(AttemptError::Http),
+                },
+                latency_ms: latency.as_millis() as u64,
+                response: excerpt.clone(),
+                forced,
+            },
+            SendOutcome::Failed {
+                error,
+                detail,
+                latency,
+            } => Attempt {
+                number,
+                at,
+                status: None,
+                error: Some(*error),
+                latency_ms: latency.as_millis() as u64,
+                response: detail.clone(),
+                forced,
+            },
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }

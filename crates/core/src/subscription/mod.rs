@@ -1,5 +1,6 @@
 //! Subscriptions: where a tenant wants which events sent, and how.
 
+pub mod transitions;
 pub mod url;
 
 use std::collections::BTreeMap;

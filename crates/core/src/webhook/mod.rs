@@ -1,6 +1,7 @@
 //! A webhook's request: its body rendered in the subscription's format (with an optional
 //! selection of the data), and its signatures.
 
+pub mod build;
 pub mod keys;
 pub mod render;
 pub mod select;

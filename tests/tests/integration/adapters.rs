@@ -2,17 +2,16 @@
 //! against moto.
 //! Each test provisions its own tables and queues, so they run in parallel.
 
-#[path = "adapters/events.rs"]
 mod events;
-#[path = "adapters/ledger.rs"]
+
 mod ledger;
-#[path = "adapters/provisioning.rs"]
+
 mod provisioning;
-#[path = "adapters/queue.rs"]
+
 mod queue;
-#[path = "adapters/signing_keys.rs"]
+
 mod signing_keys;
-#[path = "adapters/subscriptions.rs"]
+
 mod subscriptions;
 
 use chrono::{DateTime, Utc};

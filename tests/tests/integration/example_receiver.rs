@@ -19,13 +19,15 @@ async fn it_accepts_herald_deliveries_and_processes_each_once() {
     let url = format!("http://127.0.0.1:{port}/webhooks");
     let (id, secret) = herald.subscribe("acme", &url, &["*"]).await;
 
-    let mut receiver = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-example-receiver"))
-        .env("WEBHOOK_SECRET", &secret)
-        .env("ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut receiver = tokio::process::Command::new(herald_tests::runner::workspace_binary(
+        "herald-example-receiver",
+    ))
+    .env("WEBHOOK_SECRET", &secret)
+    .env("ADDR", format!("127.0.0.1:{port}"))
+    .stdout(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
     let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
     assert!(
         lines

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use herald_aws::dynamo::DynamoSubscriptionStore;
+use herald_aws::lambda::wiring::Function;
 use herald_core::ids::SubscriptionId;
 use herald_core::ports::SubscriptionStore;
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
@@ -386,11 +387,17 @@ fn the_template_gives_each_function_every_variable_it_reads() {
             );
         }
         let source = move |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
-        let outcome = match binary {
-            "ingest" => herald_ingest::IngestConfig::from_source(&source).map(drop),
-            "manage" => herald_manage::ManageConfig::from_source(&source).map(drop),
-            _ => herald_deliver::DeliverConfig::from_source(&source).map(drop),
+        let function = match binary {
+            "ingest" => Function::Ingest,
+            "manage" => Function::Manage,
+            _ => Function::Deliver,
         };
+        let outcome = herald_aws::lambda::wiring::started(
+            function,
+            &source,
+            &herald_tests::aws::sdk_config(),
+        )
+        .map(drop);
         assert!(
             outcome.is_ok(),
             "{logical} as deployed would not start: {outcome:?}"

@@ -2,12 +2,15 @@
 
 use std::net::IpAddr;
 
-use chrono::Utc;
 use herald_core::subscription::url::{Resolver, UrlPolicy};
 use herald_manage::{ManageDeps, handle};
+use std::sync::Arc;
+
+use herald_core::ports::{Adapters, Ports};
+use herald_core::webhook::keys::SigningKeys;
 use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore,
+    InMemorySubscriptionStore, InMemoryWebhookSender,
 };
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -28,31 +31,42 @@ impl Resolver for TestResolver {
     }
 }
 
-type Deps = ManageDeps<
-    InMemorySubscriptionStore,
-    InMemoryDeliveryLedger,
-    InMemoryEventLog,
-    InMemoryDeliveryQueue,
-    TestResolver,
-    FixedClock,
->;
+/// The in-memory set, with names resolved by `TestResolver`.
+enum TestPorts {}
+
+impl Ports for TestPorts {
+    type Subscriptions = InMemorySubscriptionStore;
+    type Ledger = InMemoryDeliveryLedger;
+    type Events = InMemoryEventLog;
+    type Queue = InMemoryDeliveryQueue;
+    type Sender = InMemoryWebhookSender;
+    type Resolver = TestResolver;
+    type Keys = Arc<SigningKeys>;
+    type Clock = FixedClock;
+}
+
+type Deps = ManageDeps<TestPorts>;
 
 fn deps() -> Deps {
+    let memory = herald_testkit::adapters();
     ManageDeps {
-        subscriptions: InMemorySubscriptionStore::default(),
-        ledger: InMemoryDeliveryLedger::default(),
-        events: InMemoryEventLog::default(),
-        queue: InMemoryDeliveryQueue::default(),
-        resolver: TestResolver,
-        keys: Default::default(),
-        clock: FixedClock::at(Utc::now()),
+        ports: Adapters {
+            subscriptions: memory.subscriptions,
+            ledger: memory.ledger,
+            events: memory.events,
+            queue: memory.queue,
+            sender: memory.sender,
+            resolver: TestResolver,
+            keys: memory.keys,
+            clock: memory.clock,
+        },
         tenant_claim: "tenant".into(),
         url_policy: UrlPolicy::default(),
     }
 }
 
 fn event_file(name: &str) -> Value {
-    let path = format!("{}/../../events/manage/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../events/manage/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -161,7 +175,9 @@ async fn list_pages_newest_first() {
         )
         .await;
         ids.push(json_of(&response)["id"].as_str().unwrap().to_owned());
-        deps.clock.advance(std::time::Duration::from_millis(5));
+        deps.ports
+            .clock
+            .advance(std::time::Duration::from_millis(5));
     }
     create(
         &deps,
@@ -430,7 +446,7 @@ async fn bad_input_is_a_json_4xx_and_nothing_is_stored() {
             "case {i}: {body}"
         );
         assert!(
-            deps.subscriptions.all().is_empty(),
+            deps.ports.subscriptions.all().is_empty(),
             "case {i} stored a subscription"
         );
     }
@@ -454,5 +470,5 @@ async fn malformed_json_and_wrong_media_type() {
     )
     .await;
     assert_eq!(response.status(), 415);
-    assert!(deps.subscriptions.all().is_empty());
+    assert!(deps.ports.subscriptions.all().is_empty());
 }

@@ -7,31 +7,27 @@ use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use herald_aws::cache::CachedSubscriptions;
 use herald_core::delivery::retry::RetryPolicy;
+use herald_core::delivery::settings::DeliverySettings;
 use herald_core::delivery::{
     AttemptError, DeadLetterMark, DeliveryState, DeliveryTask, decode_message,
 };
 use herald_core::event::{Event, EventType};
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
+use herald_core::ports::{Adapters, Ports};
 use herald_core::ports::{Clock, SendOutcome, SubscriptionStore};
 use herald_core::subscription::SubscriptionStatus;
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_core::webhook::keys::SigningKeys;
 use herald_core::webhook::sign::WebhookSecret;
-use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, Disposition, process_batch};
 use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore, InMemoryWebhookSender, active_subscription,
+    InMemorySubscriptionStore, InMemoryWebhookSender, MemoryPorts, StaticResolver,
+    active_subscription,
 };
 use serde_json::json;
 
-type Deps = DeliverDeps<
-    InMemorySubscriptionStore,
-    InMemoryDeliveryLedger,
-    InMemoryEventLog,
-    InMemoryDeliveryQueue,
-    InMemoryWebhookSender,
-    FixedClock,
->;
+type Deps = DeliverDeps<MemoryPorts>;
 
 const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000000";
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -42,21 +38,16 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Arc<Deps
 
 fn unshared_deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
     DeliverDeps {
-        subscriptions: InMemorySubscriptionStore::default(),
-        ledger: InMemoryDeliveryLedger::default(),
-        events: InMemoryEventLog::default(),
-        queue: InMemoryDeliveryQueue::default(),
-        sender,
-        clock: FixedClock::at(Utc::now()),
-        settings: DeliverSettings {
+        ports: Adapters {
+            sender,
+            ..herald_testkit::adapters()
+        },
+        settings: DeliverySettings {
             retry: RetryPolicy::parse(schedule, window).unwrap(),
             idempotency_key_prefix: "ffm_wh_".into(),
-            concurrency: 10,
-            per_host: 10,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
-            auto_disable_after: Duration::from_secs(5 * 86_400),
-            keys: Default::default(),
+            ..DeliverySettings::default()
         },
     }
 }
@@ -70,11 +61,15 @@ async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
     );
     subscription.status = status;
     subscription.secrets[0].secret = WebhookSecret::parse(SECRET).unwrap();
-    deps.subscriptions.create(&subscription).await.unwrap();
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
 }
 
 fn sqs_event(name: &str) -> SqsEvent {
-    let path = format!("{}/../../events/deliver/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../events/deliver/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -97,7 +92,7 @@ async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
     let outcome = process_batch(&deps, event).await;
 
     assert!(failures(&outcome).is_empty());
-    let sent = deps.sender.sent();
+    let sent = deps.ports.sender.sent();
     assert_eq!(sent.len(), 2);
     let webhook = sent
         .iter()
@@ -131,7 +126,7 @@ async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
     let body: serde_json::Value = serde_json::from_slice(&webhook.body).unwrap();
     assert_eq!(body["type"], "order.shipped");
     assert_eq!(body["data"]["order_id"], "ord_1001");
-    let record = deps.ledger.record(&first_task.delivery_id).unwrap();
+    let record = deps.ports.ledger.record(&first_task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Delivered);
     assert_eq!(record.attempts.len(), 1);
 }
@@ -146,11 +141,11 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_is_delivere
         failures(&outcome).is_empty(),
         "a poison message must not loop"
     );
-    let dead = deps.queue.dead_letters();
+    let dead = deps.ports.queue.dead_letters();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body, "this is not a delivery task");
     assert!(dead[0].reason.starts_with("malformed task"));
-    assert_eq!(deps.sender.sent().len(), 1);
+    assert_eq!(deps.ports.sender.sent().len(), 1);
 }
 
 #[tokio::test]
@@ -167,14 +162,14 @@ async fn a_failure_hides_the_message_for_the_next_delay_and_reports_it() {
 
     let outcome = process_batch(&deps, event.clone()).await;
     assert_eq!(failures(&outcome), vec![message_id.clone()]);
-    let delayed = deps.queue.delayed();
+    let delayed = deps.ports.queue.delayed();
     assert_eq!(delayed.len(), 1);
     assert!(
         delayed[0].delay >= Duration::from_millis(1800)
             && delayed[0].delay <= Duration::from_millis(2200)
     );
     let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
-    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Pending);
     assert_eq!(record.attempts[0].status, Some(500));
     assert_eq!(record.attempts[0].error, Some(AttemptError::Http));
@@ -182,7 +177,7 @@ async fn a_failure_hides_the_message_for_the_next_delay_and_reports_it() {
     // SQS hands it back: the second attempt succeeds and is numbered 2.
     let outcome = process_batch(&deps, event).await;
     assert!(failures(&outcome).is_empty());
-    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Delivered);
     assert_eq!(
         record.attempts.iter().map(|a| a.number).collect::<Vec<_>>(),
@@ -216,10 +211,10 @@ async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queu
     let outcome = process_batch(&deps, event.clone()).await;
     assert_eq!(outcome.reports[0].disposition, Disposition::Failed);
     assert!(failures(&outcome).is_empty());
-    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Failed);
     assert_eq!(record.attempts.len(), 3);
-    let dead = deps.queue.dead_letters();
+    let dead = deps.ports.queue.dead_letters();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].delivery_id.as_ref(), Some(&task.delivery_id));
     assert_eq!(record.dead_letter, Some(DeadLetterMark::Sent));
@@ -232,8 +227,12 @@ async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queu
         Disposition::AlreadyFinished(DeliveryState::Failed)
     );
     assert!(failures(&outcome).is_empty());
-    assert_eq!(deps.sender.sent().len(), 3);
-    assert_eq!(deps.queue.dead_letters().len(), 1, "no second dead letter");
+    assert_eq!(deps.ports.sender.sent().len(), 3);
+    assert_eq!(
+        deps.ports.queue.dead_letters().len(),
+        1,
+        "no second dead letter"
+    );
 }
 
 #[tokio::test]
@@ -248,7 +247,7 @@ async fn the_same_message_twice_or_after_success_is_one_post() {
     let outcome = process_batch(&deps, twice).await;
     process_batch(&deps, event).await;
 
-    assert_eq!(deps.sender.sent().len(), 1);
+    assert_eq!(deps.ports.sender.sent().len(), 1);
     let copies = outcome
         .reports
         .iter()
@@ -281,7 +280,7 @@ async fn gone_disables_the_subscription() {
     let outcome = process_batch(&deps, first).await;
     assert!(failures(&outcome).is_empty());
     assert_eq!(outcome.reports[0].disposition, Disposition::Gone);
-    let subscription = deps.subscriptions.all().remove(0);
+    let subscription = deps.ports.subscriptions.all().remove(0);
     assert_eq!(subscription.status, SubscriptionStatus::Disabled);
     assert!(subscription.disabled_reason.unwrap().contains("410"));
 
@@ -291,7 +290,7 @@ async fn gone_disables_the_subscription() {
         Disposition::Skipped("subscription disabled".into())
     );
     assert_eq!(
-        deps.sender.sent().len(),
+        deps.ports.sender.sent().len(),
         1,
         "nothing more goes to a disabled subscription"
     );
@@ -306,9 +305,10 @@ async fn deliveries_to_a_deleted_or_disabled_subscription_are_skipped_and_record
         }
         let outcome = process_batch(&deps, sqs_event("batch-of-two.json")).await;
         assert!(failures(&outcome).is_empty());
-        assert!(deps.sender.sent().is_empty());
+        assert!(deps.ports.sender.sent().is_empty());
         assert!(
-            deps.ledger
+            deps.ports
+                .ledger
                 .records()
                 .iter()
                 .all(|r| r.state == DeliveryState::Skipped)
@@ -337,7 +337,10 @@ async fn retry_after_is_honoured_on_429() {
         outcome.reports[0].disposition,
         Disposition::RetryIn(Duration::from_secs(120))
     );
-    assert_eq!(deps.queue.delayed()[0].delay, Duration::from_secs(120));
+    assert_eq!(
+        deps.ports.queue.delayed()[0].delay,
+        Duration::from_secs(120)
+    );
 }
 
 /// The record of a new delivery of event `ord_{i}` to the test subscription: message
@@ -386,7 +389,7 @@ async fn ten_records_answered_503_are_hidden_with_one_request_of_ten_entries() {
     let outcome = process_batch(&deps, batch_of(10)).await;
 
     assert_eq!(sorted(failures(&outcome)), names("m", 10));
-    let calls = deps.queue.visibility_calls();
+    let calls = deps.ports.queue.visibility_calls();
     assert_eq!(calls.len(), 1, "one request for the whole batch");
     let receipts = calls[0].iter().map(|c| c.receipt_handle.clone()).collect();
     assert_eq!(sorted(receipts), names("r", 10));
@@ -395,7 +398,7 @@ async fn ten_records_answered_503_are_hidden_with_one_request_of_ten_entries() {
             .iter()
             .all(|c| c.delay >= Duration::from_millis(1800))
     );
-    assert!(deps.queue.dead_letter_calls().is_empty());
+    assert!(deps.ports.queue.dead_letter_calls().is_empty());
     assert!(
         outcome
             .reports
@@ -421,14 +424,14 @@ async fn three_spent_windows_are_dead_lettered_in_one_request_and_let_go() {
     let outcome = process_batch(&deps, batch_of(5)).await;
 
     assert!(failures(&outcome).is_empty(), "every message is let go");
-    let calls = deps.queue.dead_letter_calls();
+    let calls = deps.ports.queue.dead_letter_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].len(), 3);
     assert!(calls[0].iter().all(|d| d.delivery_id.is_some()
         && d.reason == "no success after 1 attempts; the retry window is spent"));
-    assert_eq!(deps.queue.dead_letters().len(), 3);
+    assert_eq!(deps.ports.queue.dead_letters().len(), 3);
     assert!(
-        deps.queue.visibility_calls().is_empty(),
+        deps.ports.queue.visibility_calls().is_empty(),
         "no visibility change for a message that is let go"
     );
     let failed = outcome
@@ -443,12 +446,12 @@ async fn three_spent_windows_are_dead_lettered_in_one_request_and_let_go() {
 async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_visibility() {
     let deps = spent_on_the_first_failure(3);
     with_subscription(&deps, SubscriptionStatus::Active).await;
-    *deps.queue.refuse_next_dead_letters.lock().unwrap() = 1;
+    *deps.ports.queue.refuse_next_dead_letters.lock().unwrap() = 1;
 
     let outcome = process_batch(&deps, batch_of(3)).await;
 
-    assert_eq!(deps.queue.dead_letter_calls()[0].len(), 3);
-    assert_eq!(deps.queue.dead_letters().len(), 2);
+    assert_eq!(deps.ports.queue.dead_letter_calls()[0].len(), 3);
+    assert_eq!(deps.ports.queue.dead_letters().len(), 2);
     let kept: Vec<_> = outcome
         .reports
         .iter()
@@ -461,7 +464,7 @@ async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_vi
     assert!(why.starts_with("dead-letter queue:"), "{why}");
     assert_eq!(failures(&outcome), vec![kept[0].message_id.clone()]);
     // Its dead letter went first; then its visibility was shortened, in the one change.
-    let calls = deps.queue.visibility_calls();
+    let calls = deps.ports.queue.visibility_calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].len(), 1);
     assert_eq!(
@@ -471,6 +474,7 @@ async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_vi
     assert_eq!(calls[0][0].delay, Duration::from_secs(10));
     // The two sent are marked so; the refused one is still owed.
     let mut marks: Vec<_> = deps
+        .ports
         .ledger
         .records()
         .iter()
@@ -491,7 +495,7 @@ async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_vi
 async fn a_dead_letter_refused_for_good_is_sent_by_the_copy_that_comes_back() {
     let deps = spent_on_the_first_failure(1);
     with_subscription(&deps, SubscriptionStatus::Active).await;
-    *deps.queue.refuse_next_dead_letters.lock().unwrap() = 1;
+    *deps.ports.queue.refuse_next_dead_letters.lock().unwrap() = 1;
     let batch = batch_of(1);
     let body = batch.records[0].body.clone().unwrap();
     let task = decode_message(&body).unwrap();
@@ -504,8 +508,8 @@ async fn a_dead_letter_refused_for_good_is_sent_by_the_copy_that_comes_back() {
         "{:?}",
         outcome.reports[0].disposition
     );
-    assert!(deps.queue.dead_letters().is_empty());
-    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert!(deps.ports.queue.dead_letters().is_empty());
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Failed);
     assert_eq!(record.dead_letter, Some(DeadLetterMark::Owed));
 
@@ -518,13 +522,13 @@ async fn a_dead_letter_refused_for_good_is_sent_by_the_copy_that_comes_back() {
         outcome.reports[0].disposition,
         Disposition::OwedDeadLetter(reason.into())
     );
-    let dead = deps.queue.dead_letters();
+    let dead = deps.ports.queue.dead_letters();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body, body);
     assert_eq!(dead[0].reason, reason);
     assert_eq!(dead[0].delivery_id.as_ref(), Some(&task.delivery_id));
-    assert_eq!(deps.sender.sent().len(), 1, "no second POST");
-    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(deps.ports.sender.sent().len(), 1, "no second POST");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(
         (record.state, record.dead_letter, record.attempts.len()),
         (DeliveryState::Failed, Some(DeadLetterMark::Sent), 1)
@@ -538,22 +542,22 @@ async fn a_dead_letter_refused_for_good_is_sent_by_the_copy_that_comes_back() {
         outcome.reports[0].disposition,
         Disposition::AlreadyFinished(DeliveryState::Failed)
     );
-    assert_eq!(deps.queue.dead_letters().len(), 1);
+    assert_eq!(deps.ports.queue.dead_letters().len(), 1);
 }
 
 #[tokio::test]
 async fn a_dead_letter_whose_mark_cannot_be_written_still_lets_its_message_go() {
     let deps = spent_on_the_first_failure(1);
     with_subscription(&deps, SubscriptionStatus::Active).await;
-    *deps.ledger.fail_next_dead_lettered.lock().unwrap() = 1;
+    *deps.ports.ledger.fail_next_dead_lettered.lock().unwrap() = 1;
     let batch = batch_of(1);
     let task = decode_message(batch.records[0].body.as_deref().unwrap()).unwrap();
 
     let outcome = process_batch(&deps, batch.clone()).await;
     assert!(failures(&outcome).is_empty(), "its copy is in the queue");
     assert_eq!(outcome.reports[0].disposition, Disposition::Failed);
-    assert_eq!(deps.queue.dead_letters().len(), 1);
-    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(deps.ports.queue.dead_letters().len(), 1);
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.dead_letter, Some(DeadLetterMark::Owed));
 
     // At least once: a duplicate of the message sends a second copy, and the mark then.
@@ -562,8 +566,8 @@ async fn a_dead_letter_whose_mark_cannot_be_written_still_lets_its_message_go() 
         outcome.reports[0].disposition,
         Disposition::OwedDeadLetter(_)
     ));
-    assert_eq!(deps.queue.dead_letters().len(), 2);
-    let record = deps.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(deps.ports.queue.dead_letters().len(), 2);
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.dead_letter, Some(DeadLetterMark::Sent));
 }
 
@@ -579,7 +583,7 @@ async fn a_delivery_failed_for_another_reason_is_not_dead_lettered_when_seen_aga
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let batch = batch_of(1);
     process_batch(&deps, batch.clone()).await;
-    let record = deps.ledger.records().remove(0);
+    let record = deps.ports.ledger.records().remove(0);
     assert_eq!(
         (record.state, record.dead_letter),
         (DeliveryState::Failed, None),
@@ -590,14 +594,14 @@ async fn a_delivery_failed_for_another_reason_is_not_dead_lettered_when_seen_aga
         again.reports[0].disposition,
         Disposition::AlreadyFinished(DeliveryState::Failed)
     );
-    assert!(deps.queue.dead_letters().is_empty());
+    assert!(deps.ports.queue.dead_letters().is_empty());
 }
 
 #[tokio::test]
 async fn a_poison_message_whose_dead_letter_fails_comes_back_shortly() {
     let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
     with_subscription(&deps, SubscriptionStatus::Active).await;
-    *deps.queue.refuse_next_dead_letters.lock().unwrap() = 1;
+    *deps.ports.queue.refuse_next_dead_letters.lock().unwrap() = 1;
     let event = sqs_event("poison-message.json");
     let poison = event
         .records
@@ -609,8 +613,8 @@ async fn a_poison_message_whose_dead_letter_fails_comes_back_shortly() {
     let outcome = process_batch(&deps, event).await;
 
     assert_eq!(failures(&outcome), vec![poison.message_id.clone().unwrap()]);
-    assert!(deps.queue.dead_letters().is_empty());
-    let delayed = deps.queue.delayed();
+    assert!(deps.ports.queue.dead_letters().is_empty());
+    let delayed = deps.ports.queue.delayed();
     assert_eq!(delayed.len(), 1);
     assert_eq!(
         Some(&delayed[0].receipt_handle),
@@ -627,13 +631,18 @@ async fn visibility_changes_that_fail_keep_their_records_as_failures() {
         "1h",
     );
     with_subscription(&deps, SubscriptionStatus::Active).await;
-    *deps.queue.refuse_next_visibility_changes.lock().unwrap() = 4;
+    *deps
+        .ports
+        .queue
+        .refuse_next_visibility_changes
+        .lock()
+        .unwrap() = 4;
 
     let outcome = process_batch(&deps, batch_of(10)).await;
 
     // Late, not lost: SQS hands each back after the queue's own visibility timeout.
     assert_eq!(sorted(failures(&outcome)), names("m", 10));
-    assert_eq!(deps.queue.visibility_calls().len(), 1);
+    assert_eq!(deps.ports.queue.visibility_calls().len(), 1);
     let interrupted: Vec<&str> = outcome
         .reports
         .iter()
@@ -652,30 +661,40 @@ async fn visibility_changes_that_fail_keep_their_records_as_failures() {
     assert_eq!(retried, 6);
 }
 
-type CachedDeps = DeliverDeps<
-    CachedSubscriptions<InMemorySubscriptionStore, Arc<FixedClock>>,
-    InMemoryDeliveryLedger,
-    InMemoryEventLog,
-    InMemoryDeliveryQueue,
-    InMemoryWebhookSender,
-    Arc<FixedClock>,
->;
+/// The in-memory set, with deliver's cache in front of the subscriptions on one clock
+/// shared with the handler.
+enum CachedPorts {}
+
+impl Ports for CachedPorts {
+    type Subscriptions = CachedSubscriptions<InMemorySubscriptionStore, Arc<FixedClock>>;
+    type Ledger = InMemoryDeliveryLedger;
+    type Events = InMemoryEventLog;
+    type Queue = InMemoryDeliveryQueue;
+    type Sender = InMemoryWebhookSender;
+    type Resolver = StaticResolver;
+    type Keys = Arc<SigningKeys>;
+    type Clock = Arc<FixedClock>;
+}
 
 /// Deliver with its subscriptions kept for `ttl`, on one clock shared with the cache.
-fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> Arc<CachedDeps> {
+fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> Arc<DeliverDeps<CachedPorts>> {
     let plain = unshared_deps(InMemoryWebhookSender::default(), "exponential", "3d");
     let clock = Arc::new(FixedClock::at(Utc::now()));
     Arc::new(DeliverDeps {
-        subscriptions: CachedSubscriptions::new(
-            InMemorySubscriptionStore::default(),
-            ttl,
-            Arc::clone(&clock),
-        ),
-        ledger: plain.ledger,
-        events: plain.events,
-        queue: plain.queue,
-        sender,
-        clock,
+        ports: Adapters {
+            subscriptions: CachedSubscriptions::new(
+                InMemorySubscriptionStore::default(),
+                ttl,
+                Arc::clone(&clock),
+            ),
+            ledger: plain.ports.ledger,
+            events: plain.ports.events,
+            queue: plain.ports.queue,
+            sender,
+            resolver: plain.ports.resolver,
+            keys: plain.ports.keys,
+            clock,
+        },
         settings: plain.settings,
     })
 }
@@ -697,23 +716,25 @@ fn test_subscription() -> herald_core::subscription::Subscription {
 #[tokio::test]
 async fn batches_within_the_cache_lifetime_read_the_subscription_once() {
     let deps = cached_deps(InMemoryWebhookSender::default(), Duration::from_secs(5));
-    deps.subscriptions
+    deps.ports
+        .subscriptions
         .create(&test_subscription())
         .await
         .unwrap();
-    let store = deps.subscriptions.inner();
+    let store = deps.ports.subscriptions.inner();
 
     process_batch(&deps, one_task(1)).await;
-    deps.clock.advance(Duration::from_secs(4));
+    deps.ports.clock.advance(Duration::from_secs(4));
     process_batch(&deps, one_task(2)).await;
     assert_eq!(store.gets(), 1, "the second batch used the kept copy");
 
-    deps.clock.advance(Duration::from_secs(1));
+    deps.ports.clock.advance(Duration::from_secs(1));
     process_batch(&deps, one_task(3)).await;
     assert_eq!(store.gets(), 2, "after the lifetime it is read again");
-    assert_eq!(deps.sender.sent().len(), 3);
+    assert_eq!(deps.ports.sender.sent().len(), 3);
     assert!(
-        deps.ledger
+        deps.ports
+            .ledger
             .records()
             .iter()
             .all(|r| r.state == DeliveryState::Delivered)
@@ -731,36 +752,44 @@ async fn a_stale_failing_since_does_not_disable_a_subscription_healthy_elsewhere
         .expect("not shared yet")
         .settings
         .auto_disable_after = Duration::from_secs(60);
-    let start = deps.clock.now();
+    let start = deps.ports.clock.now();
     let mut subscription = test_subscription();
     subscription.failing_since = Some(start - chrono::Duration::seconds(30));
-    deps.subscriptions.create(&subscription).await.unwrap();
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
     let (tenant, id) = (subscription.tenant.clone(), subscription.id.clone());
 
     // Failing for 30 s: too soon to disable, and the cache keeps that copy.
     process_batch(&deps, one_task(1)).await;
     // Another container delivers successfully and clears the mark.
-    deps.subscriptions
+    deps.ports
+        .subscriptions
         .inner()
         .set_failing_since(&tenant, &id, None)
         .await
         .unwrap();
 
     // 70 s by the kept copy, but healthy in the store: not disabled, the clock starts anew.
-    deps.clock.advance(Duration::from_secs(40));
+    deps.ports.clock.advance(Duration::from_secs(40));
     process_batch(&deps, one_task(2)).await;
-    let stored = deps.subscriptions.inner().all().remove(0);
+    let stored = deps.ports.subscriptions.inner().all().remove(0);
     assert_eq!(stored.status, SubscriptionStatus::Active);
     assert_eq!(
         stored.failing_since,
         Some(start + chrono::Duration::seconds(40))
     );
-    assert!(deps.queue.enqueued().is_empty(), "no disable announced");
+    assert!(
+        deps.ports.queue.enqueued().is_empty(),
+        "no disable announced"
+    );
 
     // Failing for 61 s by the store: now it is disabled.
-    deps.clock.advance(Duration::from_secs(61));
+    deps.ports.clock.advance(Duration::from_secs(61));
     process_batch(&deps, one_task(3)).await;
-    let stored = deps.subscriptions.inner().all().remove(0);
+    let stored = deps.ports.subscriptions.inner().all().remove(0);
     assert_eq!(stored.status, SubscriptionStatus::Disabled);
 }
 

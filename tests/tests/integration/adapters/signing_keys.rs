@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use herald_aws::secrets::{KeyLoadError, KeySource, SecretNames};
+use herald_core::ports::KeyStore;
 use herald_core::webhook::keys::{
     DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, generate_ed25519,
 };
@@ -65,9 +66,12 @@ async fn a_new_secret_value_signs_once_the_keys_are_read_again() {
     );
     let offer = kept.offer();
     assert!(offer.ed25519 && offer.rsa);
-    assert_eq!(offer.rsa_headers, ["fluent-signature", "flex.signature"]);
+    assert_eq!(
+        offer.reserved_headers,
+        ["fluent-signature", "flex.signature"]
+    );
     for source in [&every_time, &kept] {
-        let keys = source.current().await.unwrap();
+        let keys = source.read().await.unwrap();
         assert_eq!(keys.public().ed25519, Some(public_ed25519(&first)));
         assert!(keys.has_rsa());
     }
@@ -81,12 +85,12 @@ async fn a_new_secret_value_signs_once_the_keys_are_read_again() {
         .await
         .unwrap();
     assert_eq!(
-        every_time.current().await.unwrap().public().ed25519,
+        every_time.read().await.unwrap().public().ed25519,
         Some(public_ed25519(&second)),
         "read again: the new value"
     );
     assert_eq!(
-        kept.current().await.unwrap().public().ed25519,
+        kept.read().await.unwrap().public().ed25519,
         Some(public_ed25519(&first)),
         "within its refresh time: the value read before"
     );
@@ -100,7 +104,7 @@ async fn a_new_secret_value_signs_once_the_keys_are_read_again() {
         .await
         .unwrap();
     assert_eq!(
-        every_time.current().await.unwrap().public().ed25519,
+        every_time.read().await.unwrap().public().ed25519,
         Some(public_ed25519(&second))
     );
 }
@@ -113,7 +117,7 @@ async fn without_keys_in_hand_a_missing_or_bad_secret_is_an_error_naming_it() {
         &sdk,
         names(Some("herald/no-such-secret"), None, Duration::ZERO),
     );
-    match missing.current().await {
+    match missing.read().await {
         Err(KeyLoadError::Unavailable { secret, .. }) => {
             assert_eq!(secret, "herald/no-such-secret")
         }
@@ -121,7 +125,7 @@ async fn without_keys_in_hand_a_missing_or_bad_secret_is_an_error_naming_it() {
     }
     let bad = secret(&client, "not a key").await;
     let source = KeySource::secrets(&sdk, names(Some(&bad), None, Duration::ZERO));
-    let error = source.current().await.unwrap_err();
+    let error = source.read().await.unwrap_err();
     assert!(
         matches!(&error, KeyLoadError::Invalid { secret, .. } if *secret == bad),
         "{error:?}"

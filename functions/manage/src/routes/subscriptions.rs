@@ -1,62 +1,56 @@
 //! Subscriptions: create, read, list, change, delete, and rotate their secrets.
 
-use std::time::Duration;
-
 use herald_aws::lambda::api::{self, ApiError};
 use herald_core::delivery::retry::parse_duration;
 use herald_core::ids::{SubscriptionId, TenantId};
-use herald_core::ports::{Clock, StoreError, SubscriptionStore};
+use herald_core::ports::{Clock, Ports, StoreError, SubscriptionStore};
+use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
-    NewSubscription, SignatureOptions, SigningSecret, SubscriptionStatus, check_signatures,
-    parse_description, parse_filter, parse_headers, parse_patterns, parse_selection,
+    NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, parse_description,
+    parse_filter, parse_headers, parse_patterns, parse_selection,
 };
 use herald_core::webhook::render::BodyFormat;
-use herald_core::webhook::sign::WebhookSecret;
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::handler::{Ports, limit_param, offer, owned_subscription, page_response};
+use crate::ManageDeps;
+use crate::http::{limit_param, offer, owned_subscription, page_response};
 use crate::views::SubscriptionView;
 
 /// Most items one list call returns.
 pub const MAX_PAGE: usize = 100;
 const DEFAULT_PAGE: usize = 20;
-/// How long a rotated-out secret keeps signing, by default and at most.
-const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
-const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-async fn check_url<P: Ports>(ports: &P, raw: &str) -> Result<SubscriptionUrl, ApiError> {
-    let deps = ports.deps();
+async fn check_url<P: Ports>(deps: &ManageDeps<P>, raw: &str) -> Result<SubscriptionUrl, ApiError> {
     let url = SubscriptionUrl::parse(raw, &deps.url_policy)
         .map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
-    resolve_checked(&deps.resolver, &url, &deps.url_policy)
+    resolve_checked(&deps.ports.resolver, &url, &deps.url_policy)
         .await
         .map_err(|e| ApiError::unprocessable(format!("url: {e}")))?;
     Ok(url)
 }
 
 pub async fn create<P: Ports>(
-    ports: &P,
+    deps: &ManageDeps<P>,
     tenant: &TenantId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    let deps = ports.deps();
     let input: NewSubscription = api::json_body(request)?;
     let url = input.url.clone();
     let subscription = input
         .into_subscription(
             tenant.clone(),
             &deps.url_policy,
-            &offer(ports),
-            deps.clock.now(),
+            &offer(deps),
+            deps.ports.clock.now(),
             &mut rand::rng(),
         )
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    check_url(ports, &url).await?;
-    deps.subscriptions.create(&subscription).await?;
+    check_url(deps, &url).await?;
+    deps.ports.subscriptions.create(&subscription).await?;
     tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
     Ok(api::json_response(
         StatusCode::CREATED,
@@ -65,14 +59,14 @@ pub async fn create<P: Ports>(
 }
 
 pub async fn list<P: Ports>(
-    ports: &P,
+    deps: &ManageDeps<P>,
     tenant: &TenantId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     let limit = limit_param(request, DEFAULT_PAGE, MAX_PAGE)?;
     let cursor = api::query_param(request, "cursor");
-    let page = ports
-        .deps()
+    let page = deps
+        .ports
         .subscriptions
         .list(tenant, limit, cursor.as_deref())
         .await?;
@@ -80,11 +74,11 @@ pub async fn list<P: Ports>(
 }
 
 pub async fn get<P: Ports>(
-    ports: &P,
+    deps: &ManageDeps<P>,
     tenant: &TenantId,
     id: &SubscriptionId,
 ) -> Result<Response<Body>, ApiError> {
-    let subscription = owned_subscription(&ports.deps().subscriptions, tenant, id).await?;
+    let subscription = owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
     Ok(api::json_response(
         StatusCode::OK,
         &SubscriptionView::of(&subscription),
@@ -92,11 +86,11 @@ pub async fn get<P: Ports>(
 }
 
 pub async fn delete<P: Ports>(
-    ports: &P,
+    deps: &ManageDeps<P>,
     tenant: &TenantId,
     id: &SubscriptionId,
 ) -> Result<Response<Body>, ApiError> {
-    if !ports.deps().subscriptions.delete(tenant, id).await? {
+    if !deps.ports.subscriptions.delete(tenant, id).await? {
         return Err(ApiError::not_found("subscription"));
     }
     tracing::info!(tenant = %tenant, subscription = %id, "subscription deleted");
@@ -108,15 +102,15 @@ pub async fn delete<P: Ports>(
 /// Stores a changed subscription as the next version of the one read; a change made
 /// meanwhile by someone else is a 409, never overwritten.
 async fn save<P: Ports>(
-    ports: &P,
+    deps: &ManageDeps<P>,
     subscription: &mut herald_core::subscription::Subscription,
     read_version: u64,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), ApiError> {
-    subscription.version = read_version + 1;
-    subscription.updated_at = now;
-    match ports
-        .deps()
+    subscription.version = read_version;
+    subscription.changed(now);
+    match deps
+        .ports
         .subscriptions
         .update(subscription, read_version)
         .await
@@ -172,15 +166,14 @@ fn if_match(request: &Request) -> Result<Option<u64>, ApiError> {
 }
 
 pub async fn patch<P: Ports>(
-    ports: &P,
+    deps: &ManageDeps<P>,
     tenant: &TenantId,
     id: &SubscriptionId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    let deps = ports.deps();
     let input: SubscriptionPatch = api::json_body(request)?;
     let expected = if_match(request)?.or(input.version);
-    let mut subscription = owned_subscription(&deps.subscriptions, tenant, id).await?;
+    let mut subscription = owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
     let read_version = subscription.version;
     if expected.is_some_and(|v| v != read_version) {
         return Err(ApiError::conflict(format!(
@@ -188,7 +181,7 @@ pub async fn patch<P: Ports>(
         )));
     }
     if let Some(url) = &input.url {
-        subscription.url = check_url(ports, url).await?;
+        subscription.url = check_url(deps, url).await?;
     }
     if let Some(description) = input.description {
         subscription.description = parse_description(Some(description))
@@ -218,7 +211,7 @@ pub async fn patch<P: Ports>(
             ));
         }
     }
-    let offered = offer(ports);
+    let offered = offer(deps);
     if let Some(headers) = input.headers {
         subscription.headers =
             parse_headers(headers, &offered).map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -230,24 +223,17 @@ pub async fn patch<P: Ports>(
         subscription.signatures = check_signatures(signatures, &offered)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
-    let now = deps.clock.now();
+    let now = deps.ports.clock.now();
     match input.status {
-        Some(SubscriptionStatus::Active) if subscription.status != SubscriptionStatus::Active => {
-            subscription.status = SubscriptionStatus::Active;
-            subscription.disabled_reason = None;
-            subscription.disabled_at = None;
-            subscription.failing_since = None;
+        Some(SubscriptionStatus::Active) => {
+            subscription.enable();
         }
-        Some(SubscriptionStatus::Disabled)
-            if subscription.status != SubscriptionStatus::Disabled =>
-        {
-            subscription.status = SubscriptionStatus::Disabled;
-            subscription.disabled_reason = Some("disabled through the API".into());
-            subscription.disabled_at = Some(now);
+        Some(SubscriptionStatus::Disabled) => {
+            subscription.disable("disabled through the API", now);
         }
-        _ => {}
+        None => {}
     }
-    save(ports, &mut subscription, read_version, now).await?;
+    save(deps, &mut subscription, read_version, now).await?;
     tracing::info!(tenant = %tenant, subscription = %id, version = subscription.version, "subscription changed");
     Ok(api::json_response(
         StatusCode::OK,
@@ -263,12 +249,11 @@ struct Rotation {
 }
 
 pub async fn rotate<P: Ports>(
-    ports: &P,
+    deps: &ManageDeps<P>,
     tenant: &TenantId,
     id: &SubscriptionId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    let deps = ports.deps();
     let input: Rotation = if request.body().is_empty() {
         Rotation::default()
     } else {
@@ -282,35 +267,14 @@ pub async fn rotate<P: Ports>(
     if grace > MAX_GRACE {
         return Err(ApiError::unprocessable("grace_period: at most 7d"));
     }
-    let mut subscription = owned_subscription(&deps.subscriptions, tenant, id).await?;
+    let mut subscription = owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
     let read_version = subscription.version;
-    let now = deps.clock.now();
-    let until = now + chrono::Duration::from_std(grace).unwrap_or_default();
-    // The outgoing secrets stop signing at the end of the grace period; expired ones go.
-    let mut secrets: Vec<SigningSecret> = subscription
-        .secrets
-        .into_iter()
-        .filter(|s| s.expires_at.is_none_or(|at| at > now))
-        .map(|s| SigningSecret {
-            expires_at: Some(s.expires_at.map_or(until, |at| at.min(until))),
-            ..s
-        })
-        .filter(|s| s.expires_at.is_some_and(|at| at > now))
-        .collect();
-    let fresh = WebhookSecret::generate(&mut rand::rng());
-    secrets.insert(
-        0,
-        SigningSecret {
-            secret: fresh.clone(),
-            expires_at: None,
-        },
-    );
-    subscription.secrets = secrets;
-    save(ports, &mut subscription, read_version, now).await?;
+    let now = deps.ports.clock.now();
+    let rotated = subscription.rotate_secret(grace, now, &mut rand::rng());
+    save(deps, &mut subscription, read_version, now).await?;
     tracing::info!(tenant = %tenant, subscription = %id, "secret rotated");
-    let previous_until = (grace > Duration::ZERO).then_some(until);
     Ok(api::json_response(
         StatusCode::OK,
-        &json!({"secret": fresh.expose(), "previous_secret_expires_at": previous_until, "version": subscription.version, "rotated_at": now}),
+        &json!({"secret": rotated.secret.expose(), "previous_secret_expires_at": rotated.previous_until, "version": subscription.version, "rotated_at": now}),
     ))
 }

@@ -2,13 +2,7 @@
 //! never a 5xx, never a panic, and a refused request leaves nothing behind.
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
-use chrono::Utc;
 use herald_core::subscription::url::UrlPolicy;
-use herald_testkit::StaticResolver;
-use herald_testkit::{
-    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore, InMemoryWebhookSender,
-};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -95,16 +89,13 @@ proptest! {
     #[test]
     fn ingest_never_fails_and_refusals_write_nothing(body in body(), tenant in prop::option::of("[a-z!/ ]{0,6}")) {
         let deps = herald_ingest::IngestDeps {
-            subscriptions: InMemorySubscriptionStore::default(),
-            events: InMemoryEventLog::default(),
-            queue: InMemoryDeliveryQueue::default(),
-            clock: FixedClock::at(Utc::now()),
+            ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
         };
         let response = runtime().block_on(herald_ingest::handle(&deps, gateway_request("POST", "/v1/events", &body, tenant.as_deref())));
         prop_assert!(response.status().as_u16() < 500, "{} for {body}", response.status());
         if response.status().as_u16() >= 400 {
-            prop_assert!(deps.events.is_empty() && deps.queue.enqueued().is_empty());
+            prop_assert!(deps.ports.events.is_empty() && deps.ports.queue.enqueued().is_empty());
         }
     }
 
@@ -122,13 +113,7 @@ proptest! {
         ],
     ) {
         let deps = herald_manage::ManageDeps {
-            subscriptions: InMemorySubscriptionStore::default(),
-            ledger: InMemoryDeliveryLedger::default(),
-            events: InMemoryEventLog::default(),
-            queue: InMemoryDeliveryQueue::default(),
-            resolver: StaticResolver::default(),
-            keys: Default::default(),
-            clock: FixedClock::at(Utc::now()),
+            ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             url_policy: UrlPolicy { allow_http: true, allow_loopback: true },
         };
@@ -136,28 +121,20 @@ proptest! {
         let status = response.status().as_u16();
         prop_assert!(status < 500, "{status} for {method} {path} {body}");
         if status >= 400 {
-            prop_assert!(deps.subscriptions.all().is_empty() && deps.queue.enqueued().is_empty());
+            prop_assert!(deps.ports.subscriptions.all().is_empty() && deps.ports.queue.enqueued().is_empty());
         }
     }
 
     #[test]
     fn random_queue_messages_go_to_the_dead_letter_queue_never_back(bodies in prop::collection::vec(body(), 1..10)) {
         let deps = std::sync::Arc::new(herald_deliver::DeliverDeps {
-            subscriptions: InMemorySubscriptionStore::default(),
-            ledger: InMemoryDeliveryLedger::default(),
-            events: InMemoryEventLog::default(),
-            queue: InMemoryDeliveryQueue::default(),
-            sender: InMemoryWebhookSender::default(),
-            clock: FixedClock::at(Utc::now()),
-            settings: herald_deliver::handler::DeliverSettings {
-                retry: Default::default(),
-                idempotency_key_prefix: String::new(),
+            ports: herald_testkit::adapters(),
+            settings: herald_core::delivery::settings::DeliverySettings {
                 concurrency: 4,
-                per_host: 10,
                 lease: std::time::Duration::from_secs(60),
                 retention: std::time::Duration::from_secs(3600),
                 auto_disable_after: std::time::Duration::from_secs(3600),
-                keys: Default::default(),
+                ..Default::default()
             },
         });
         let mut event = SqsEvent::default();
@@ -170,7 +147,7 @@ proptest! {
         }).collect();
         let outcome = runtime().block_on(herald_deliver::process_batch(&deps, event));
         prop_assert!(outcome.response.batch_item_failures.is_empty(), "a malformed message must not loop");
-        prop_assert_eq!(deps.queue.dead_letters().len(), bodies.len());
-        prop_assert!(deps.sender.sent().is_empty());
+        prop_assert_eq!(deps.ports.queue.dead_letters().len(), bodies.len());
+        prop_assert!(deps.ports.sender.sent().is_empty());
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use herald_aws::dynamo::{DynamoDeliveryLedger, DynamoSubscriptionStore};
+use herald_aws::lambda::wiring::{Function, SqsFunction};
 use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{DeliveryLedger, DeliveryQuery, SubscriptionStore};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
@@ -309,13 +310,10 @@ async fn sam_local_invoke_answers_every_events_file_as_the_local_runner_does() {
     for (name, value) in settings() {
         local_env.insert(name.into(), value.into());
     }
-    let local_deliver = Arc::new(
-        herald_deliver::aws_deps(
-            &move |name: &str| local_env.get(name).cloned(),
-            &sdk_config(),
-        )
-        .unwrap(),
-    );
+    let source = move |name: &str| local_env.get(name).cloned();
+    let local_deliver = Arc::new(<herald_deliver::Deliver as SqsFunction>::deps(
+        herald_aws::lambda::wiring::started(Function::Deliver, &source, &sdk_config()).unwrap(),
+    ));
     for file in DELIVER_FILES {
         let under_sam = sam
             .invoke(

@@ -5,28 +5,21 @@ use herald_core::ids::SubscriptionId;
 use herald_core::ports::{Clock, SubscriptionStore};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_ingest::{IngestDeps, handle};
-use herald_testkit::{
-    FixedClock, InMemoryDeliveryQueue, InMemoryEventLog, InMemorySubscriptionStore,
-    active_subscription,
-};
+use herald_testkit::{MemoryPorts, active_subscription};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-type Deps =
-    IngestDeps<InMemorySubscriptionStore, InMemoryEventLog, InMemoryDeliveryQueue, FixedClock>;
+type Deps = IngestDeps<MemoryPorts>;
 
 fn deps() -> Deps {
     IngestDeps {
-        subscriptions: InMemorySubscriptionStore::default(),
-        events: InMemoryEventLog::default(),
-        queue: InMemoryDeliveryQueue::default(),
-        clock: FixedClock::at(Utc::now()),
+        ports: herald_testkit::adapters(),
         tenant_claim: "tenant".into(),
     }
 }
 
 fn event_file(name: &str) -> Value {
-    let path = format!("{}/../../events/ingest/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../events/ingest/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -50,8 +43,12 @@ async fn subscribe(deps: &Deps, tenant: &str, patterns: &[&str]) -> Subscription
         SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
         patterns,
     );
-    subscription.created_at = deps.clock.now() - chrono::Duration::seconds(1);
-    deps.subscriptions.create(&subscription).await.unwrap();
+    subscription.created_at = deps.ports.clock.now() - chrono::Duration::seconds(1);
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
     subscription.id
 }
 
@@ -75,6 +72,7 @@ async fn a_publish_reaches_every_matching_subscription_once() {
         json!({"id": "ord_1001.shipped", "deliveries": 2, "duplicate": false})
     );
     let mut targets: Vec<_> = deps
+        .ports
         .queue
         .enqueued()
         .into_iter()
@@ -102,6 +100,7 @@ async fn the_same_event_id_twice_fans_out_once_and_answers_alike() {
     // The second publish queues the same task again (it cannot know whether the first
     // finished queuing): one delivery id, which the deliver claim makes one POST.
     let ids: Vec<_> = deps
+        .ports
         .queue
         .enqueued()
         .into_iter()
@@ -120,14 +119,14 @@ async fn a_repeated_publish_reaches_only_subscriptions_that_existed_at_the_first
         SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
         &["*"],
     );
-    early.created_at = deps.clock.now() - chrono::Duration::seconds(1);
-    deps.subscriptions.create(&early).await.unwrap();
+    early.created_at = deps.ports.clock.now() - chrono::Duration::seconds(1);
+    deps.ports.subscriptions.create(&early).await.unwrap();
     let first = handle(&deps, request(&event_file("publish-one.json"))).await;
     assert_eq!(json_of(&first)["deliveries"], json!(1));
     let mut late = early.clone();
     late.id = SubscriptionId::generate(Utc::now(), &mut rand::rng());
-    late.created_at = deps.clock.now() + chrono::Duration::seconds(1);
-    deps.subscriptions.create(&late).await.unwrap();
+    late.created_at = deps.ports.clock.now() + chrono::Duration::seconds(1);
+    deps.ports.subscriptions.create(&late).await.unwrap();
 
     let again = handle(&deps, request(&event_file("publish-one.json"))).await;
     assert_eq!(
@@ -135,6 +134,7 @@ async fn a_repeated_publish_reaches_only_subscriptions_that_existed_at_the_first
         json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": true})
     );
     let targets: Vec<_> = deps
+        .ports
         .queue
         .enqueued()
         .into_iter()
@@ -179,11 +179,11 @@ async fn a_batch_answers_per_event() {
 async fn a_failed_enqueue_is_503_and_a_retry_completes_the_publish() {
     let deps = deps();
     subscribe(&deps, "acme", &["*"]).await;
-    *deps.queue.fail_next.lock().unwrap() = 1;
+    *deps.ports.queue.fail_next.lock().unwrap() = 1;
 
     let failed = handle(&deps, request(&event_file("publish-one.json"))).await;
     assert_eq!(failed.status(), 503);
-    assert!(deps.queue.enqueued().is_empty());
+    assert!(deps.ports.queue.enqueued().is_empty());
 
     let retried = handle(&deps, request(&event_file("publish-one.json"))).await;
     assert_eq!(retried.status(), 202);
@@ -193,7 +193,7 @@ async fn a_failed_enqueue_is_503_and_a_retry_completes_the_publish() {
         json_of(&retried),
         json!({"id": "ord_1001.shipped", "deliveries": 1, "duplicate": true})
     );
-    assert_eq!(deps.queue.enqueued().len(), 1);
+    assert_eq!(deps.ports.queue.enqueued().len(), 1);
 }
 
 #[tokio::test]
@@ -239,8 +239,11 @@ async fn bad_input_is_a_json_4xx_and_nothing_is_written() {
             body["error"]["code"].is_string() && body["error"]["message"].is_string(),
             "case {i}: {body}"
         );
-        assert!(deps.events.is_empty(), "case {i} wrote an event");
-        assert!(deps.queue.enqueued().is_empty(), "case {i} queued a task");
+        assert!(deps.ports.events.is_empty(), "case {i} wrote an event");
+        assert!(
+            deps.ports.queue.enqueued().is_empty(),
+            "case {i} queued a task"
+        );
     }
 }
 
@@ -262,5 +265,5 @@ async fn wrong_content_type_route_and_method_are_refused() {
     event["rawPath"] = json!("/dev/v1/other");
     event["requestContext"]["http"]["path"] = json!("/dev/v1/other");
     assert_eq!(handle(&deps, request(&event)).await.status(), 404);
-    assert!(deps.events.is_empty());
+    assert!(deps.ports.events.is_empty());
 }

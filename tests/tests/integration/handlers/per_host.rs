@@ -10,17 +10,13 @@ use std::time::Duration;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use herald_core::delivery::DeliveryTask;
-use herald_core::delivery::retry::RetryPolicy;
+use herald_core::delivery::settings::DeliverySettings;
 use herald_core::event::{Event, EventType};
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
 use herald_core::ports::{OutgoingWebhook, SendOutcome, SubscriptionStore, WebhookSender};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
-use herald_deliver::handler::DeliverSettings;
 use herald_deliver::{DeliverDeps, process_batch};
-use herald_testkit::{
-    FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore, active_subscription,
-};
+use herald_testkit::{MemoryPortsWith, active_subscription};
 use serde_json::json;
 
 /// Answers 200 after a pause and remembers the most POSTs in flight to each host.
@@ -77,36 +73,19 @@ fn task(subscription: &str, i: usize) -> serde_json::Value {
 }
 
 /// Deliver on in-memory stores with this sender and these bounds.
-fn deps<W>(
+fn deps<W: WebhookSender + 'static>(
     sender: W,
     concurrency: usize,
     per_host: usize,
-) -> Arc<
-    DeliverDeps<
-        InMemorySubscriptionStore,
-        InMemoryDeliveryLedger,
-        InMemoryEventLog,
-        InMemoryDeliveryQueue,
-        W,
-        FixedClock,
-    >,
-> {
+) -> Arc<DeliverDeps<MemoryPortsWith<W>>> {
     Arc::new(DeliverDeps {
-        subscriptions: InMemorySubscriptionStore::default(),
-        ledger: InMemoryDeliveryLedger::default(),
-        events: InMemoryEventLog::default(),
-        queue: InMemoryDeliveryQueue::default(),
-        sender,
-        clock: FixedClock::at(Utc::now()),
-        settings: DeliverSettings {
-            retry: RetryPolicy::parse("exponential", "3d").unwrap(),
-            idempotency_key_prefix: String::new(),
+        ports: herald_testkit::adapters_with(sender),
+        settings: DeliverySettings {
             concurrency,
             per_host,
             lease: Duration::from_secs(60),
             retention: Duration::from_secs(86_400),
-            auto_disable_after: Duration::from_secs(5 * 86_400),
-            keys: Default::default(),
+            ..DeliverySettings::default()
         },
     })
 }
@@ -120,7 +99,8 @@ async fn posts_to_one_host_are_bounded_and_other_hosts_are_not_held_up() {
         (busy, "https://busy.example.com/in"),
         (other, "https://other.example.com/in"),
     ] {
-        deps.subscriptions
+        deps.ports
+            .subscriptions
             .create(&active_subscription(
                 "acme",
                 SubscriptionId::parse(id).unwrap(),
@@ -139,10 +119,10 @@ async fn posts_to_one_host_are_bounded_and_other_hosts_are_not_held_up() {
     let outcome = process_batch(&deps, event).await;
 
     assert!(outcome.response.batch_item_failures.is_empty());
-    assert_eq!(deps.ledger.records().len(), 16);
-    assert_eq!(deps.sender.peak("busy.example.com"), 3);
+    assert_eq!(deps.ports.ledger.records().len(), 16);
+    assert_eq!(deps.ports.sender.peak("busy.example.com"), 3);
     // The other host's four ran beside the busy host's, bounded by their own limit.
-    assert_eq!(deps.sender.peak("other.example.com"), 3);
+    assert_eq!(deps.ports.sender.peak("other.example.com"), 3);
 }
 
 /// Answers 200 after holding its thread for a moment and then waiting; remembers the most
@@ -178,7 +158,8 @@ impl WebhookSender for ThreadRecordingSender {
 async fn with_several_workers_a_batch_runs_on_all_of_them_within_its_bound() {
     let deps = deps(ThreadRecordingSender::default(), 4, 100);
     let subscription = "sub_01JD5Q8Z6X0000000000000003";
-    deps.subscriptions
+    deps.ports
+        .subscriptions
         .create(&active_subscription(
             "acme",
             SubscriptionId::parse(subscription).unwrap(),
@@ -194,8 +175,8 @@ async fn with_several_workers_a_batch_runs_on_all_of_them_within_its_bound() {
 
     assert!(outcome.response.batch_item_failures.is_empty());
     assert_eq!(outcome.reports.len(), 24);
-    assert_eq!(deps.ledger.records().len(), 24);
-    let (in_flight, peak, threads) = deps.sender.state.lock().unwrap().clone();
+    assert_eq!(deps.ports.ledger.records().len(), 24);
+    let (in_flight, peak, threads) = deps.ports.sender.state.lock().unwrap().clone();
     assert_eq!(in_flight, 0);
     assert_eq!(
         peak, 4,

@@ -1,0 +1,45 @@
+//! How a deployment delivers: its retry policy and the bounds on a batch.
+
+use std::time::Duration;
+
+use super::retry::RetryPolicy;
+
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    pub retry: RetryPolicy,
+    /// Put before the delivery id in `Idempotency-Key` (e.g. `ffm_wh_`).
+    pub idempotency_key_prefix: String,
+    /// How many records of a batch are delivered at once.
+    pub concurrency: usize,
+    /// At most this many POSTs to one host at once within a batch, so a batch aimed at
+    /// one receiver does not arrive as a burst of `concurrency` connections.
+    pub per_host: usize,
+    /// How long a claim keeps other copies of a message away: the timeout and a margin.
+    pub lease: Duration,
+    /// How long delivery records are kept.
+    pub retention: Duration,
+    /// A subscription failing this long without a success is disabled.
+    pub auto_disable_after: Duration,
+}
+
+impl DeliverySettings {
+    /// The lease for a delivery timeout: the timeout and 30 s to record the outcome.
+    pub fn lease_for(timeout: Duration) -> Duration {
+        timeout + Duration::from_secs(30)
+    }
+}
+
+/// The deployment's defaults (README, "Configuration").
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            idempotency_key_prefix: String::new(),
+            concurrency: 10,
+            per_host: 10,
+            lease: Self::lease_for(Duration::from_secs(30)),
+            retention: Duration::from_secs(30 * 86_400),
+            auto_disable_after: Duration::from_secs(5 * 86_400),
+        }
+    }
+}

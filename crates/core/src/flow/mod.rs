@@ -1,0 +1,3 @@
+//! Flows written once over the ports, for every function that needs them.
+
+pub mod publish;

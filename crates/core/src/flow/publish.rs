@@ -1,0 +1,159 @@
+//! Publishing: what a producer's `POST /v1/events`, Herald's own `subscription.disabled`
+//! and a `herald.test` all do.
+//!
+//! Each event is recorded under (tenant, id) with the number of deliveries it makes: one
+//! conditional write per event. Only when all of them are recorded does fan-out start,
+//! so an id reused with other content refuses the whole call with nothing queued. An
+//! event seen before (a retry of a publish) fans out again to the subscriptions that
+//! existed when it was first accepted: a subscription created after that never had it
+//! coming. Delivery ids come from the event, the subscription and the acceptance time, so
+//! the tasks of a repeat are the same tasks, which the claim makes harmless: a repeat
+//! costs a message per task instead of a second write per event to mark the fan-out done
+//! (docs/DECISIONS.md, "Writes per delivery").
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use thiserror::Error;
+
+use crate::delivery::DeliveryTask;
+use crate::event::Event;
+use crate::ids::{EventId, TenantId};
+use crate::ports::{
+    Acceptance, Adapters, DeliveryQueue, EventLog, Ports, QueueError, StoreError, SubscriptionStore,
+};
+use crate::subscription::Subscription;
+
+/// Event records written at once for one publish.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// Which subscriptions an event goes to.
+pub enum Audience<'a> {
+    /// The tenant's active subscriptions that want it.
+    Matching,
+    /// This one alone, whatever it wants (a test event).
+    Only(&'a Subscription),
+}
+
+/// What became of one event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    pub id: EventId,
+    /// The deliveries it made when it was first accepted.
+    pub deliveries: u32,
+    /// Accepted before; its deliveries were queued again.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    /// These ids were published before with other content; nothing was queued.
+    #[error("event id already published with different content: {}", .0.join(", "))]
+    Conflict(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Recorded, but not every task is on the queue: publishing again finishes it.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Records and fans out `events` for `tenant`, answering in their order.
+pub async fn publish<P: Ports>(
+    ports: &Adapters<P>,
+    tenant: &TenantId,
+    events: &[Event],
+    audience: Audience<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Published>, PublishError> {
+    // One read of the tenant's subscriptions serves every event of the call.
+    let active = match audience {
+        Audience::Matching => ports.subscriptions.active(tenant).await?,
+        Audience::Only(_) => Vec::new(),
+    };
+    let audiences: Vec<Vec<&Subscription>> = events
+        .iter()
+        .map(|event| match audience {
+            Audience::Matching => active.iter().filter(|s| s.wants(event)).collect(),
+            Audience::Only(subscription) => vec![subscription],
+        })
+        .collect();
+
+    // The records are independent writes: a batch of 100 costs a few round trips of
+    // DynamoDB's latency instead of 100 (the futures are made first: a closure inside
+    // the stream would not be Send).
+    let accepts: Vec<_> = events
+        .iter()
+        .zip(&audiences)
+        .map(|(event, wanting)| {
+            let fingerprint = event.fingerprint();
+            let count = wanting.len() as u32;
+            async move {
+                let acceptance = ports
+                    .events
+                    .accept(tenant, event, &fingerprint, count, now)
+                    .await?;
+                Ok::<_, StoreError>((fingerprint, acceptance))
+            }
+        })
+        .collect();
+    let acceptances: Vec<(String, Acceptance)> = futures::stream::iter(accepts)
+        .buffered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+
+    let mut conflicts = Vec::new();
+    let mut answers = Vec::with_capacity(events.len());
+    let mut tasks = Vec::new();
+    let mut supersede: Vec<(&Event, &Subscription)> = Vec::new();
+    for ((event, wanting), (fingerprint, acceptance)) in
+        events.iter().zip(&audiences).zip(&acceptances)
+    {
+        let (accepted_at, recorded, duplicate) = match acceptance {
+            Acceptance::New => (now, None, false),
+            Acceptance::Seen {
+                fingerprint: seen, ..
+            } if seen != fingerprint => {
+                conflicts.push(event.id.to_string());
+                continue;
+            }
+            Acceptance::Seen {
+                deliveries,
+                accepted_at,
+                ..
+            } => (*accepted_at, *deliveries, true),
+        };
+        let before = tasks.len();
+        for subscription in wanting.iter().filter(|s| s.created_at <= accepted_at) {
+            tasks.push(DeliveryTask::new(
+                tenant,
+                &subscription.id,
+                event,
+                accepted_at,
+            ));
+            if subscription.supersede && event.subject.is_some() {
+                supersede.push((event, subscription));
+            }
+        }
+        answers.push(Published {
+            id: event.id.clone(),
+            // The count the event was first accepted with (records older than counts
+            // have none: then the tasks made now).
+            deliveries: recorded.unwrap_or((tasks.len() - before) as u32),
+            duplicate,
+        });
+    }
+    if !conflicts.is_empty() {
+        return Err(PublishError::Conflict(conflicts));
+    }
+    // Subscriptions that want only the newest event about a subject learn of it before
+    // anything is queued, so no older delivery can slip out after a newer one.
+    for (event, subscription) in supersede {
+        ports
+            .events
+            .note_latest(tenant, &subscription.id, event, now)
+            .await?;
+    }
+    if !tasks.is_empty() {
+        ports.queue.enqueue(&tasks).await?;
+    }
+    Ok(answers)
+}

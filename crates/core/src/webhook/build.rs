@@ -1,0 +1,70 @@
+//! The signed request for one attempt. The timestamp is this attempt's, so receivers can
+//! refuse stale ones; the id is the delivery's, so they can drop duplicates.
+
+use chrono::{DateTime, Utc};
+
+use super::keys::SigningKeys;
+use super::render::{self, RenderContext};
+use super::sign::signature_header;
+use crate::delivery::DeliveryTask;
+use crate::ports::OutgoingWebhook;
+use crate::subscription::Subscription;
+
+/// The request: body in the subscription's format, its custom headers, then Herald's
+/// own (`webhook-id`, `webhook-timestamp`, `webhook-signature` with every live secret and
+/// the `v1a` entry when asked, `idempotency-key`) and the RSA signature headers when
+/// asked. `keys` are the deployment's, needed only for the asymmetric signatures.
+pub fn build(
+    task: &DeliveryTask,
+    subscription: &Subscription,
+    keys: Option<&SigningKeys>,
+    idempotency_key_prefix: &str,
+    now: DateTime<Utc>,
+) -> OutgoingWebhook {
+    let ctx = RenderContext {
+        tenant: &task.tenant,
+        delivery_id: &task.delivery_id,
+    };
+    let body = render::render(
+        &task.event,
+        subscription.format,
+        subscription.selection.as_ref(),
+        &ctx,
+    );
+    let timestamp = now.timestamp();
+    let id = task.delivery_id.as_str();
+    let mut signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);
+    if subscription.signatures.ed25519
+        && let Some(entry) = keys.and_then(|k| k.ed25519_entry(id, timestamp, &body))
+    {
+        signature.push(' ');
+        signature.push_str(&entry);
+    }
+    // Custom headers first: Herald's own are added after them and were refused as names.
+    let mut headers: Vec<(String, String)> = subscription
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    headers.extend([
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), crate::USER_AGENT.to_owned()),
+        ("webhook-id".to_owned(), id.to_owned()),
+        ("webhook-timestamp".to_owned(), timestamp.to_string()),
+        ("webhook-signature".to_owned(), signature),
+        (
+            "idempotency-key".to_owned(),
+            format!("{idempotency_key_prefix}{id}"),
+        ),
+    ]);
+    if subscription.signatures.rsa
+        && let Some(keys) = keys
+    {
+        headers.extend(keys.rsa_headers(&body));
+    }
+    OutgoingWebhook {
+        url: subscription.url.clone(),
+        headers,
+        body,
+    }
+}

@@ -1,0 +1,352 @@
+//! One record's delivery, in stages that each hand the next a value:
+//! claim (the delivery is ours for a lease) → check (its subscription still wants it) →
+//! send (the signed POST) → record (the decision, written with the attempt). A stage that
+//! ends the record early answers its disposition instead. The decision itself is
+//! `herald_core::delivery::decide`, a pure function.
+
+use std::time::Duration;
+
+use chrono::DateTime;
+use chrono::Utc;
+use herald_core::delivery::decide::{Verdict, decide, window_spent};
+use herald_core::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::ports::{
+    AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog, KeyStore, Ports,
+    SendOutcome, StoreError, SubscriptionStore, WebhookSender,
+};
+use herald_core::subscription::{Subscription, SubscriptionStatus};
+use herald_core::webhook::build;
+use rand::Rng;
+
+use crate::DeliverDeps;
+use crate::batch::{BatchShared, Subscriptions};
+use crate::health;
+use crate::report::Disposition;
+use crate::settle::interrupted;
+
+/// What came of a record: its disposition, where it was to go, and the attempt made.
+pub(crate) struct Outcome {
+    pub(crate) disposition: Disposition,
+    pub(crate) url: Option<String>,
+    pub(crate) attempt: Option<Attempt>,
+}
+
+impl Outcome {
+    fn unsent(disposition: Disposition, url: Option<&Subscription>) -> Self {
+        Self {
+            disposition,
+            url: url.map(|s| s.url.as_str().to_owned()),
+            attempt: None,
+        }
+    }
+
+    pub(crate) fn attempt_number(&self) -> Option<u32> {
+        self.attempt.as_ref().map(|a| a.number)
+    }
+}
+
+/// The delivery, claimed: the claim that must still hold when its outcome is written, and
+/// the record as it stood.
+struct Claimed {
+    claim: Claim,
+    record: DeliveryRecord,
+}
+
+/// An attempt made: what it recorded, what the receiver did, and when it ended.
+struct Sent {
+    attempt: Attempt,
+    outcome: SendOutcome,
+    finished_at: DateTime<Utc>,
+}
+
+pub(crate) async fn deliver<P: Ports>(
+    deps: &DeliverDeps<P>,
+    shared: &BatchShared,
+    task: &DeliveryTask,
+) -> Outcome {
+    let claimed = match claim(deps, task).await {
+        Ok(claimed) => claimed,
+        Err(disposition) => return Outcome::unsent(disposition, None),
+    };
+    let subscription = match check(deps, &shared.subscriptions, task, &claimed).await {
+        Ok(subscription) => subscription,
+        Err((disposition, subscription)) => return Outcome::unsent(disposition, subscription),
+    };
+    let sent = match send(deps, shared, task, subscription, &claimed).await {
+        Ok(sent) => sent,
+        Err(disposition) => return Outcome::unsent(disposition, Some(subscription)),
+    };
+    let disposition = record(deps, task, subscription, &claimed, &sent).await;
+    Outcome {
+        disposition,
+        url: Some(subscription.url.as_str().to_owned()),
+        attempt: Some(sent.attempt),
+    }
+}
+
+/// Takes the delivery for a lease; a finished, leased or unreachable one ends here.
+async fn claim<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+) -> Result<Claimed, Disposition> {
+    let settings = &deps.settings;
+    let now = deps.ports.clock.now();
+    let claim = Claim {
+        task_forced: task.forced,
+        token: format!("{:032x}", rand::rng().random::<u128>()),
+        now,
+        lease_until: now + to_chrono(settings.lease),
+        expires_at: now + to_chrono(settings.retention),
+    };
+    match deps.ports.ledger.claim(task, &claim).await {
+        Ok(ClaimOutcome::Claimed(record)) => Ok(Claimed { claim, record }),
+        // Failed earlier, but its dead letter was refused: this copy sends it.
+        Ok(ClaimOutcome::Finished(record)) if record.owes_dead_letter() => {
+            let attempts = record.attempt_count();
+            let reason = record.reason.unwrap_or_else(|| window_spent(attempts));
+            Err(Disposition::OwedDeadLetter(reason))
+        }
+        Ok(ClaimOutcome::Finished(record)) => Err(Disposition::AlreadyFinished(record.state)),
+        Ok(ClaimOutcome::Leased { until }) => {
+            let wait = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+            Err(Disposition::Leased(wait))
+        }
+        Err(e) => Err(interrupted(format!("ledger: {e}"))),
+    }
+}
+
+/// The subscription the delivery is for, if it still wants it: not disabled or deleted,
+/// and (when it wants only the newest event about a subject) this is the newest.
+async fn check<'a, P: Ports>(
+    deps: &DeliverDeps<P>,
+    subscriptions: &'a Subscriptions,
+    task: &DeliveryTask,
+    claimed: &Claimed,
+) -> Result<&'a Subscription, (Disposition, Option<&'a Subscription>)> {
+    let key = (task.tenant.clone(), task.subscription_id.clone());
+    let subscription = match subscriptions.get(&key) {
+        Some(Ok(Some(s))) if s.status == SubscriptionStatus::Active => s,
+        Some(Ok(Some(_))) => {
+            let disposition = finish_unsent(
+                deps,
+                task,
+                &claimed.claim,
+                DeliveryState::Skipped,
+                "subscription disabled",
+            )
+            .await;
+            return Err((disposition, None));
+        }
+        Some(Ok(None)) | None => {
+            let disposition = finish_unsent(
+                deps,
+                task,
+                &claimed.claim,
+                DeliveryState::Skipped,
+                "subscription deleted",
+            )
+            .await;
+            return Err((disposition, None));
+        }
+        Some(Err(e)) => {
+            let disposition =
+                release(deps, task, &claimed.claim, format!("subscriptions: {e}")).await;
+            return Err((disposition, None));
+        }
+    };
+    if subscription.supersede && task.event.subject.is_some() && !task.forced {
+        match deps
+            .ports
+            .events
+            .latest(
+                &task.tenant,
+                &task.subscription_id,
+                &task.event,
+                claimed.claim.now,
+            )
+            .await
+        {
+            Ok(Some(newest)) if newest > task.event.order_key() => {
+                let why = "a newer event about the same subject was queued";
+                let disposition =
+                    finish_unsent(deps, task, &claimed.claim, DeliveryState::Superseded, why).await;
+                return Err((disposition, Some(subscription)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let disposition = release(deps, task, &claimed.claim, format!("events: {e}")).await;
+                return Err((disposition, Some(subscription)));
+            }
+        }
+    }
+    Ok(subscription)
+}
+
+/// The signed POST, within the batch's bound on the receiver's host.
+async fn send<P: Ports>(
+    deps: &DeliverDeps<P>,
+    shared: &BatchShared,
+    task: &DeliveryTask,
+    subscription: &Subscription,
+    claimed: &Claimed,
+) -> Result<Sent, Disposition> {
+    let now = claimed.claim.now;
+    let number = claimed.record.attempt_count() + 1;
+    // Asymmetric signatures need the deployment's keys, read when first needed.
+    let keys = if subscription.signatures.ed25519 || subscription.signatures.rsa {
+        match deps.ports.keys.current().await {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                return Err(release(deps, task, &claimed.claim, format!("signing keys: {e}")).await);
+            }
+        }
+    } else {
+        None
+    };
+    let webhook = build::build(
+        task,
+        subscription,
+        keys.as_deref(),
+        &deps.settings.idempotency_key_prefix,
+        now,
+    );
+    let permit = shared.hosts.acquire(webhook.url.host()).await;
+    let outcome = deps.ports.sender.send(webhook).await;
+    drop(permit);
+    Ok(Sent {
+        attempt: Attempt::of(number, now, task.forced, &outcome),
+        outcome,
+        finished_at: deps.ports.clock.now(),
+    })
+}
+
+/// Decides what follows the attempt and writes it with the attempt, while the claim
+/// holds; a `410` disables the subscription first, and the subscription's health is
+/// tracked after.
+async fn record<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    subscription: &Subscription,
+    claimed: &Claimed,
+    sent: &Sent,
+) -> Disposition {
+    let jitter = rand::rng().random_range(-1.0..=1.0);
+    let decision = decide(
+        &sent.outcome,
+        sent.attempt.number,
+        claimed.record.first_attempt_at,
+        sent.finished_at,
+        &deps.settings.retry,
+        jitter,
+    );
+    if decision.verdict == Verdict::Gone
+        && let Err(e) = deps
+            .ports
+            .subscriptions
+            .disable(
+                &task.tenant,
+                &task.subscription_id,
+                decision.reason.as_deref().unwrap_or_default(),
+                sent.finished_at,
+            )
+            .await
+    {
+        return release(deps, task, &claimed.claim, format!("subscriptions: {e}")).await;
+    }
+    let result = AttemptResult {
+        attempt: Some(sent.attempt.clone()),
+        state: decision.state,
+        next_attempt_at: decision.next_attempt_at,
+        reason: decision.reason.clone(),
+        // In the same write, so a delivery that succeeds costs nothing more.
+        dead_letter_owed: decision.verdict == Verdict::GiveUp,
+        now: sent.finished_at,
+    };
+    match deps
+        .ports
+        .ledger
+        .finish(
+            &task.tenant,
+            &task.delivery_id,
+            &claimed.claim.token,
+            &result,
+        )
+        .await
+    {
+        Ok(()) => {}
+        // Another worker took the delivery over after our lease ran out; it owns the outcome.
+        Err(StoreError::Conflict) => {
+            return Disposition::AlreadyFinished(DeliveryState::Delivering);
+        }
+        Err(e) => return interrupted(format!("ledger: {e}")),
+    }
+    if decision.verdict != Verdict::Gone {
+        let succeeded = decision.state == DeliveryState::Delivered;
+        health::track(deps, task, subscription, succeeded, sent.finished_at).await;
+    }
+    match decision.verdict {
+        Verdict::Delivered => Disposition::Delivered,
+        Verdict::Gone => Disposition::Gone,
+        Verdict::RetryIn(delay) => Disposition::RetryIn(delay),
+        Verdict::GiveUp => Disposition::Failed,
+    }
+}
+
+/// Ends a claim without an attempt: in `state`, with `reason`.
+async fn end_claim<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    claim: &Claim,
+    state: DeliveryState,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    let result = AttemptResult {
+        attempt: None,
+        state,
+        next_attempt_at: None,
+        reason: reason.map(str::to_owned),
+        dead_letter_owed: false,
+        now: deps.ports.clock.now(),
+    };
+    deps.ports
+        .ledger
+        .finish(&task.tenant, &task.delivery_id, &claim.token, &result)
+        .await
+}
+
+/// Records a delivery that will not be attempted (skipped or superseded), and lets its
+/// message go.
+async fn finish_unsent<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    claim: &Claim,
+    state: DeliveryState,
+    why: &str,
+) -> Disposition {
+    match end_claim(deps, task, claim, state, Some(why)).await {
+        // Conflict: another worker took the delivery over; it owns the outcome.
+        Ok(()) | Err(StoreError::Conflict) if state == DeliveryState::Superseded => {
+            Disposition::Superseded
+        }
+        Ok(()) | Err(StoreError::Conflict) => Disposition::Skipped(why.to_owned()),
+        Err(e) => interrupted(format!("ledger: {e}")),
+    }
+}
+
+/// Gives the claim back (pending, no attempt) after a failure of Herald's own; SQS hands
+/// the message back shortly.
+async fn release<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    claim: &Claim,
+    why: String,
+) -> Disposition {
+    if let Err(e) = end_claim(deps, task, claim, DeliveryState::Pending, None).await {
+        tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not release a claim; its lease will lapse");
+    }
+    interrupted(why)
+}
+
+pub(crate) fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}

@@ -1,0 +1,320 @@
+//! One SQS batch: each record is claimed, sent and recorded, concurrently up to a bound.
+//! A record is reported as a batch item failure only when SQS should hand it back (a
+//! retry after the delay set with ChangeMessageVisibility, or an interruption); every
+//! other outcome, including the dead-letter queue, removes it from the queue. The queue
+//! calls the records need are made once they are all done (`settle`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use herald_core::delivery::decide::window_spent;
+use herald_core::delivery::{DeliveryTask, decode_message};
+use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
+use herald_core::ports::{DeadLetter, Ports, SubscriptionStore};
+use herald_core::subscription::Subscription;
+
+use crate::DeliverDeps;
+use crate::attempt::{self, Outcome};
+use crate::report::{Disposition, RecordReport};
+use crate::settle::{interrupted, settle};
+
+pub struct BatchOutcome {
+    pub response: SqsBatchResponse,
+    pub reports: Vec<RecordReport>,
+}
+
+/// Each subscription the batch names, as read once for the whole batch.
+pub(crate) type Subscriptions =
+    HashMap<(TenantId, SubscriptionId), Result<Option<Subscription>, String>>;
+
+/// The POSTs in flight to each host within one batch, bounded by `per_host`.
+pub(crate) struct HostLimits {
+    per_host: usize,
+    hosts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl HostLimits {
+    fn new(per_host: usize) -> Self {
+        Self {
+            per_host: per_host.max(1),
+            hosts: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) async fn acquire(&self, host: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = {
+            let mut hosts = self
+                .hosts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            hosts
+                .entry(host.to_ascii_lowercase())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
+                .clone()
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("a host's semaphore is never closed")
+    }
+}
+
+/// What every record of a batch reads: the subscriptions the batch names, and the bound
+/// on POSTs to each host.
+pub(crate) struct BatchShared {
+    pub(crate) subscriptions: Subscriptions,
+    pub(crate) hosts: HostLimits,
+}
+
+/// A record done with, before the batch's queue calls: what it asks of the queue follows
+/// from its disposition and its copy for the dead-letter queue.
+pub(crate) struct Settling {
+    pub(crate) report: RecordReport,
+    pub(crate) receipt: String,
+    pub(crate) dead_letter: Option<DeadLetter>,
+    /// The delivery whose record owes `dead_letter`, to be marked sent once it is.
+    pub(crate) owed_by: Option<(TenantId, DeliveryId)>,
+}
+
+/// Delivers one SQS batch. The deps are shared (`Arc`) because on a runtime with more than
+/// one worker the records run as tasks of their own, spread over the workers.
+pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent) -> BatchOutcome {
+    let decoded: Vec<(SqsMessage, Result<DeliveryTask, String>)> = event
+        .records
+        .into_iter()
+        .map(|m| {
+            let task =
+                decode_message(m.body.as_deref().unwrap_or_default()).map_err(|e| e.to_string());
+            (m, task)
+        })
+        .collect();
+    let shared = Arc::new(BatchShared {
+        subscriptions: load_subscriptions(deps, &decoded).await,
+        hosts: HostLimits::new(deps.settings.per_host),
+    });
+    let settling = run_records(deps, &shared, decoded).await;
+    let reports = settle(deps, settling).await;
+
+    log_batch(&reports);
+    let mut response = SqsBatchResponse::default();
+    for report in &reports {
+        if report.disposition.keeps_message() {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = report.message_id.clone();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    BatchOutcome { response, reports }
+}
+
+/// Each subscription named in the batch, read once (through the store's cache when
+/// deliver is wired with one).
+async fn load_subscriptions<P: Ports>(
+    deps: &DeliverDeps<P>,
+    decoded: &[(SqsMessage, Result<DeliveryTask, String>)],
+) -> Subscriptions {
+    let mut keys: Vec<(TenantId, SubscriptionId)> = decoded
+        .iter()
+        .filter_map(|(_, t)| t.as_ref().ok())
+        .map(|t| (t.tenant.clone(), t.subscription_id.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let loaded = futures::future::join_all(
+        keys.iter()
+            .map(|(tenant, id)| deps.ports.subscriptions.get(tenant, id)),
+    )
+    .await;
+    keys.into_iter()
+        .zip(loaded)
+        .map(|(key, result)| (key, result.map_err(|e| e.to_string())))
+        .collect()
+}
+
+/// The runtime's workers that can run records in parallel: one on a current-thread
+/// runtime (deliver below two vCPUs, `herald_aws::lambda::runtime`), a worker each on a
+/// multi-thread one.
+fn parallel_workers() -> usize {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            handle.metrics().num_workers()
+        }
+        _ => 1,
+    }
+}
+
+/// Runs the records, at most `concurrency` at once. With one worker they run in this
+/// task. With more, each runs as a task of its own, so that the CPU a record costs
+/// (signing, rendering, the HTTP client, recording) is spread over the workers instead
+/// of all falling on the thread that polls the handler.
+async fn run_records<P: Ports>(
+    deps: &Arc<DeliverDeps<P>>,
+    shared: &Arc<BatchShared>,
+    decoded: Vec<(SqsMessage, Result<DeliveryTask, String>)>,
+) -> Vec<Settling> {
+    let concurrency = deps.settings.concurrency.max(1);
+    if parallel_workers() <= 1 || decoded.len() <= 1 {
+        return futures::stream::iter(decoded)
+            .map(|(message, task)| process_record(deps, shared, message, task))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    }
+    let bound = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut running = tokio::task::JoinSet::new();
+    // The message each task holds, so that one which never finishes is handed back.
+    let mut held: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+    for (message, task) in decoded {
+        let permit = Arc::clone(&bound)
+            .acquire_owned()
+            .await
+            .expect("the batch's bound is never closed");
+        let ids = (
+            message.message_id.clone().unwrap_or_default(),
+            message.receipt_handle.clone().unwrap_or_default(),
+        );
+        let (deps, shared) = (Arc::clone(deps), Arc::clone(shared));
+        let spawned = running.spawn(async move {
+            let settling = process_record(&deps, &shared, message, task).await;
+            drop(permit);
+            settling
+        });
+        held.insert(spawned.id(), ids);
+    }
+    let mut settled = Vec::with_capacity(held.len());
+    while let Some(joined) = running.join_next_with_id().await {
+        match joined {
+            Ok((id, settling)) => {
+                held.remove(&id);
+                settled.push(settling);
+            }
+            // A record that panics fails the invocation, as it would in this task.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled (the runtime is shutting down): not done, so SQS hands it back.
+            Err(e) => {
+                let (message_id, receipt) = held.remove(&e.id()).unwrap_or_default();
+                settled.push(Settling {
+                    report: RecordReport::new(
+                        &message_id,
+                        interrupted(format!("its task ended unfinished: {e}")),
+                    ),
+                    receipt,
+                    dead_letter: None,
+                    owed_by: None,
+                });
+            }
+        }
+    }
+    settled
+}
+
+/// One record: a malformed one goes to the dead letters; a task is delivered
+/// (`attempt::deliver`), and its report and its dead letter, if it owes one, follow from
+/// the outcome.
+async fn process_record<P: Ports>(
+    deps: &DeliverDeps<P>,
+    shared: &BatchShared,
+    message: SqsMessage,
+    task: Result<DeliveryTask, String>,
+) -> Settling {
+    let message_id = message.message_id.clone().unwrap_or_default();
+    let receipt = message.receipt_handle.clone().unwrap_or_default();
+    let body = message.body.as_deref().unwrap_or_default();
+
+    let task = match task {
+        Ok(task) => task,
+        Err(reason) => {
+            let reason = format!("malformed task: {reason}");
+            return Settling {
+                report: RecordReport::new(&message_id, Disposition::DeadLettered(reason.clone())),
+                receipt,
+                dead_letter: Some(DeadLetter {
+                    body: body.to_owned(),
+                    reason,
+                    delivery_id: None,
+                }),
+                owed_by: None,
+            };
+        }
+    };
+
+    let outcome = attempt::deliver(deps, shared, &task).await;
+    let reason = match &outcome.disposition {
+        Disposition::Failed => Some(window_spent(outcome.attempt_number().unwrap_or_default())),
+        Disposition::OwedDeadLetter(reason) => Some(reason.clone()),
+        _ => None,
+    };
+    let dead_letter = reason.map(|reason| DeadLetter {
+        body: body.to_owned(),
+        reason,
+        delivery_id: Some(task.delivery_id.clone()),
+    });
+    let owed_by = dead_letter
+        .is_some()
+        .then(|| (task.tenant.clone(), task.delivery_id.clone()));
+    Settling {
+        report: report_of(&message_id, &task, outcome),
+        receipt,
+        dead_letter,
+        owed_by,
+    }
+}
+
+/// The record's report: its delivery, where it went, and its attempt if one was made.
+fn report_of(message_id: &str, task: &DeliveryTask, outcome: Outcome) -> RecordReport {
+    let mut report = RecordReport::new(message_id, outcome.disposition);
+    report.delivery_id = Some(task.delivery_id.to_string());
+    report.subscription_id = Some(task.subscription_id.to_string());
+    report.url = outcome.url;
+    if let Some(attempt) = outcome.attempt {
+        report.attempt = Some(attempt.number);
+        report.status = attempt.status;
+        report.error = attempt
+            .error
+            .filter(|e| *e != herald_core::delivery::AttemptError::Http)
+            .map(herald_core::delivery::AttemptError::code);
+        report.latency_ms = Some(attempt.latency_ms);
+    }
+    report
+}
+
+/// The batch's log lines: one for the batch, and one for each record that did not end
+/// routinely (a retry, a failure, a skip, a dead letter, a lease, an interruption).
+/// Deliveries, and copies of deliveries already finished, are only counted in the
+/// batch's line (and logged one by one at `debug`): each delivery's attempts are in its
+/// record, which the attempt log shows, and a line for every success was most of the
+/// CloudWatch Logs a delivery cost (docs/DECISIONS.md, "Logging").
+fn log_batch(reports: &[RecordReport]) {
+    macro_rules! record_line {
+        ($level:expr, $report:expr) => {
+            tracing::event!(
+                $level,
+                message_id = %$report.message_id,
+                delivery_id = $report.delivery_id.as_deref().unwrap_or(""),
+                attempt = $report.attempt,
+                status = $report.status,
+                error = $report.error,
+                disposition = %$report.disposition,
+                "record processed"
+            )
+        };
+    }
+    let (mut delivered, mut handed_back) = (0, 0);
+    for report in reports {
+        delivered += usize::from(report.disposition == Disposition::Delivered);
+        handed_back += usize::from(report.disposition.keeps_message());
+        if report.disposition.is_routine() {
+            record_line!(tracing::Level::DEBUG, report);
+        } else {
+            record_line!(tracing::Level::INFO, report);
+        }
+    }
+    tracing::info!(
+        records = reports.len(),
+        delivered,
+        handed_back,
+        "batch processed"
+    );
+}

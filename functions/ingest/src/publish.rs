@@ -1,0 +1,78 @@
+//! `POST /v1/events`: one event, or `{"events": [...]}` of up to 100. An event is
+//! answered 202 only once all its tasks are on the queue; the flow itself is
+//! `herald_core::flow::publish`.
+
+use herald_aws::lambda::api::{self, ApiError};
+use herald_core::event::{EventError, parse_publish_body};
+use herald_core::flow::publish::{Audience, PublishError, publish};
+use herald_core::ports::{Clock, Ports};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::IngestDeps;
+
+/// Every route this function serves, as `openapi.yaml` names them.
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/events")];
+
+#[derive(Debug, Serialize, PartialEq)]
+struct Published {
+    id: String,
+    deliveries: u32,
+    duplicate: bool,
+}
+
+/// Answers one API Gateway request. Never fails: every error is a JSON answer.
+pub async fn handle<P: Ports>(deps: &IngestDeps<P>, request: Request) -> Response<Body> {
+    match answer(deps, &request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn answer<P: Ports>(
+    deps: &IngestDeps<P>,
+    request: &Request,
+) -> Result<Response<Body>, ApiError> {
+    if api::route_path(request).trim_end_matches('/') != "/v1/events" {
+        return Err(ApiError::not_found("route"));
+    }
+    if request.method() != Method::POST {
+        return Err(ApiError::method_not_allowed());
+    }
+    let tenant = api::tenant_of(request, &deps.tenant_claim)?;
+    let body: Value = api::json_body(request)?;
+    let now = deps.ports.clock.now();
+    let events = parse_publish_body(&body, now, &mut rand::rng()).map_err(|e| match e {
+        EventError::TooLarge { .. } => ApiError::too_large(e.to_string()),
+        EventError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
+    })?;
+    let published = publish(&deps.ports, &tenant, &events, Audience::Matching, now)
+        .await
+        .map_err(|e| match e {
+            PublishError::Conflict(_) => ApiError::conflict(e.to_string()),
+            PublishError::Store(e) => ApiError::from(e),
+            PublishError::Queue(e) => {
+                tracing::error!(tenant = %tenant, error = %e, source = ?std::error::Error::source(&e), "queuing deliveries failed");
+                ApiError::unavailable()
+            }
+        })?;
+    let answers: Vec<Published> = published
+        .into_iter()
+        .map(|p| Published {
+            id: p.id.to_string(),
+            deliveries: p.deliveries,
+            duplicate: p.duplicate,
+        })
+        .collect();
+    tracing::info!(tenant = %tenant, events = answers.len(), deliveries = answers.iter().map(|a| a.deliveries).sum::<u32>(), "published");
+    Ok(if body.get("events").is_some() {
+        api::json_response(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "events": answers }),
+        )
+    } else {
+        api::json_response(StatusCode::ACCEPTED, &answers[0])
+    })
+}

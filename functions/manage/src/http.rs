@@ -1,0 +1,128 @@
+//! What the routes share: the caller's own subscriptions and deliveries (another
+//! tenant's are not found), pages, query parameters, and queuing.
+
+use chrono::{DateTime, Utc};
+use herald_aws::lambda::api::{self, ApiError};
+use herald_core::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
+use herald_core::ports::{
+    Clock, DeliveryLedger, DeliveryQueue, EventLog, KeyStore, Ports, SubscriptionStore,
+};
+use lambda_http::{Body, Request, Response};
+
+use crate::ManageDeps;
+
+/// The caller's subscription, or 404.
+pub async fn owned_subscription<S: SubscriptionStore>(
+    store: &S,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+) -> Result<herald_core::subscription::Subscription, ApiError> {
+    store
+        .get(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("subscription"))
+}
+
+/// What this deployment offers a subscription.
+pub fn offer<P: Ports>(deps: &ManageDeps<P>) -> herald_core::subscription::Offer {
+    deps.ports.keys.offer()
+}
+
+/// One page of a listing as `{"data": [...], "next_cursor": …}`.
+pub fn page_response<'a, T, V: serde::Serialize>(
+    page: &'a herald_core::ports::Page<T>,
+    view: impl Fn(&'a T) -> V,
+) -> Response<Body> {
+    let data: Vec<V> = page.items.iter().map(view).collect();
+    api::json_response(
+        lambda_http::http::StatusCode::OK,
+        &serde_json::json!({"data": data, "next_cursor": page.next}),
+    )
+}
+
+/// A `limit` query parameter within 1..=max.
+pub fn limit_param(request: &Request, default: usize, max: usize) -> Result<usize, ApiError> {
+    match api::query_param(request, "limit") {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit: must be a number from 1 to {max}"))
+            }),
+    }
+}
+
+pub fn time_param(request: &Request, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    api::query_param(request, name)
+        .map(|raw| parse_time(name, &raw))
+        .transpose()
+}
+
+pub fn parse_time(name: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name}: must be an RFC 3339 time like 2026-11-22T12:00:00Z"
+            ))
+        })
+}
+
+pub fn parse_state(name: &str, raw: &str) -> Result<DeliveryState, ApiError> {
+    DeliveryState::parse(raw).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{name}: one of pending, delivering, delivered, failed, skipped, superseded"
+        ))
+    })
+}
+
+/// The caller's delivery, or 404 (another tenant's or an expired one too).
+pub async fn owned_delivery<P: Ports>(
+    deps: &ManageDeps<P>,
+    tenant: &TenantId,
+    id: &DeliveryId,
+) -> Result<herald_core::delivery::DeliveryRecord, ApiError> {
+    deps.ports
+        .ledger
+        .get(tenant, id, deps.ports.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("delivery"))
+}
+
+/// A forced task for a delivery that exists: same delivery id, so receivers dedupe.
+pub async fn forced_task<P: Ports>(
+    deps: &ManageDeps<P>,
+    tenant: &TenantId,
+    record: &DeliveryRecord,
+) -> Result<Option<DeliveryTask>, ApiError> {
+    let now = deps.ports.clock.now();
+    let Some(event) = deps
+        .ports
+        .events
+        .load(tenant, &record.event_id, now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let task = DeliveryTask {
+        delivery_id: record.id.clone(),
+        tenant: tenant.clone(),
+        subscription_id: record.subscription_id.clone(),
+        event,
+        forced: true,
+    };
+    Ok(Some(task))
+}
+
+pub async fn enqueue<P: Ports>(
+    deps: &ManageDeps<P>,
+    tasks: &[DeliveryTask],
+) -> Result<(), ApiError> {
+    deps.ports.queue.enqueue(tasks).await.map_err(|e| {
+        tracing::error!(error = %e, "queuing a redelivery failed");
+        ApiError::unavailable()
+    })
+}

@@ -1,0 +1,6 @@
+//! One module per resource of the API; each route is a function the router calls.
+
+pub mod deliveries;
+pub mod replay;
+pub mod signing_keys;
+pub mod subscriptions;

@@ -1,0 +1,7 @@
+//! The functions' handlers on the in-memory ports (`herald_testkit`), fed with the files
+//! of `events/`.
+
+mod deliver;
+mod ingest;
+mod manage;
+mod per_host;
