@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// What was created, by the template's logical ids.
 #[derive(Clone, Debug, Default)]
@@ -142,7 +142,7 @@ pub async fn provision(
     let source = std::fs::read_to_string(template)
         .with_context(|| format!("reading {}", template.display()))?;
     let template: Value =
-        serde_yaml::from_str(&source).with_context(|| format!("parsing {}", template.display()))?;
+        yaml_serde::from_str(&source).with_context(|| format!("parsing {}", template.display()))?;
     let mut provisioned = Provisioned::default();
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     for (logical, properties) in resources(&template, "AWS::DynamoDB::Table") {

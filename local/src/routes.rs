@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// The properties of an `HttpApi` event that declares none: the catch-all route.
 static NO_PROPERTIES: Value = Value::Null;
@@ -108,7 +108,7 @@ impl Routes {
     }
 
     pub fn parse(template: &str) -> anyhow::Result<Self> {
-        let template: Value = serde_yaml::from_str(template)?;
+        let template: Value = yaml_serde::from_str(template)?;
         let mut routes = Vec::new();
         let resources = template.get("Resources").and_then(Value::as_mapping);
         for (logical, resource) in resources.into_iter().flatten() {
@@ -156,7 +156,7 @@ impl Routes {
     /// The stage the template's HTTP API is deployed to: its `StageName`, a parameter's
     /// default where it is a `!Ref`, and `$default` where it has none (as SAM does).
     pub fn stage_of(template: &str) -> anyhow::Result<String> {
-        let template: Value = serde_yaml::from_str(template)?;
+        let template: Value = yaml_serde::from_str(template)?;
         let resources = template.get("Resources").and_then(Value::as_mapping);
         let api = resources.into_iter().flatten().find(|(_, r)| {
             r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::HttpApi")

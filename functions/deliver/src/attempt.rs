@@ -197,7 +197,9 @@ async fn send<P: Ports>(
         match deps.ports.keys.current().await {
             Ok(keys) => Some(keys),
             Err(e) => {
-                return Err(release(deps, task, &claimed.claim, format!("signing keys: {e}")).await);
+                return Err(
+                    release(deps, task, &claimed.claim, format!("signing keys: {e}")).await,
+                );
             }
         }
     } else {

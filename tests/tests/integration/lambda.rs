@@ -318,8 +318,8 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
 
 /// A variable's value as a deployment with the parameters' defaults would set it: a
 /// parameter's default, a placeholder for a resource's name, "" for an unset secret.
-fn deployed_value(value: &serde_yaml::Value, template: &serde_yaml::Value) -> String {
-    use serde_yaml::Value as Y;
+fn deployed_value(value: &yaml_serde::Value, template: &yaml_serde::Value) -> String {
+    use yaml_serde::Value as Y;
     match value {
         Y::String(s) => s.clone(),
         Y::Bool(b) => b.to_string(),
@@ -343,8 +343,8 @@ fn deployed_value(value: &serde_yaml::Value, template: &serde_yaml::Value) -> St
     }
 }
 
-fn template() -> serde_yaml::Value {
-    serde_yaml::from_str(&std::fs::read_to_string(herald_local::template_path()).unwrap()).unwrap()
+fn template() -> yaml_serde::Value {
+    yaml_serde::from_str(&std::fs::read_to_string(herald_local::template_path()).unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -407,8 +407,8 @@ fn the_template_gives_each_function_every_variable_it_reads() {
 
 /// The (IAM action, logical resource) pairs a function's policy statements allow, e.g.
 /// (`dynamodb:Query`, `DeliveriesTable`).
-fn allowed_pairs(template: &serde_yaml::Value, function: &str) -> BTreeSet<(String, String)> {
-    use serde_yaml::Value as Y;
+fn allowed_pairs(template: &yaml_serde::Value, function: &str) -> BTreeSet<(String, String)> {
+    use yaml_serde::Value as Y;
     let mut allowed = BTreeSet::new();
     let policies = template["Resources"][function]["Properties"]["Policies"]
         .as_sequence()

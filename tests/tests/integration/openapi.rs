@@ -24,7 +24,7 @@ fn venv_tool(name: &str) -> PathBuf {
 
 fn spec_routes() -> BTreeSet<(String, String)> {
     let text = std::fs::read_to_string(root().join("openapi.yaml")).unwrap();
-    let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let spec: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
     let mut routes = BTreeSet::new();
     for (path, item) in spec["paths"].as_mapping().unwrap() {
         for method in ["get", "post", "put", "patch", "delete"] {

@@ -437,14 +437,7 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(value)
-        .map(|at| at.with_timezone(&chrono::Utc))
-        .or_else(|_| {
-            chrono::NaiveDateTime::parse_from_str(value, "%A, %d-%b-%y %H:%M:%S GMT")
-                .or_else(|_| chrono::NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y"))
-                .map(|naive| naive.and_utc())
-        })
-        .ok()?;
+    let at: chrono::DateTime<chrono::Utc> = httpdate::parse_http_date(value).ok()?.into();
     Some((at - now).to_std().unwrap_or_default())
 }
 

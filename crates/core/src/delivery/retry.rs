@@ -48,30 +48,29 @@ pub enum RetryDecision {
 #[error("{0}")]
 pub struct ScheduleError(String);
 
-/// Parses `90`, `90s`, `5m`, `2h`, `3d` (a bare number is seconds).
+/// Parses a duration as `humantime` reads them (`90s`, `5m`, `2h`, `3d`, `1h 30m`), and
+/// a bare number as seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, ScheduleError> {
     let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| ScheduleError(format!("`{raw}` is not a duration like 30s, 5m, 2h or 3d")))?;
-    let unit_seconds: u64 = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(ScheduleError(format!(
-                "`{raw}`: the unit must be s, m, h or d"
-            )));
-        }
+    let parsed = if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        raw.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string())
+    } else {
+        humantime::parse_duration(raw).map_err(|e| e.to_string())
     };
-    // Anything past a century is a mistake, and must not overflow.
-    n.checked_mul(unit_seconds)
-        .filter(|s| *s <= 100 * 365 * 86_400)
-        .map(Duration::from_secs)
-        .ok_or_else(|| ScheduleError(format!("`{raw}` is longer than any schedule needs")))
+    let duration = parsed.map_err(|reason| {
+        ScheduleError(format!(
+            "`{raw}` is not a duration like 30s, 5m, 2h or 3d ({reason})"
+        ))
+    })?;
+    // Anything past a century is a mistake.
+    if duration > Duration::from_secs(100 * 365 * 86_400) {
+        return Err(ScheduleError(format!(
+            "`{raw}` is longer than any schedule needs"
+        )));
+    }
+    Ok(duration)
 }
 
 impl RetryPolicy {
@@ -266,6 +265,13 @@ mod tests {
         assert!(RetryPolicy::parse("exponential:2s", "20s").is_ok());
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("99999999999999999m").is_err(), "no overflow");
+        assert!(parse_duration("101y").is_err(), "no more than a century");
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("3d").unwrap(),
+            Duration::from_secs(3 * 86_400)
+        );
+        assert!(parse_duration("5 parsecs").is_err());
         for (schedule, window) in [
             ("5x", "1d"),
             ("", "1d"),

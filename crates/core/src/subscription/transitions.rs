@@ -133,7 +133,10 @@ mod tests {
         assert_eq!(s.version, 1, "a transition is saved by its store");
         assert!(s.enable());
         assert_eq!(s.status, SubscriptionStatus::Active);
-        assert_eq!((s.disabled_reason.clone(), s.disabled_at, s.failing_since), (None, None, None));
+        assert_eq!(
+            (s.disabled_reason.clone(), s.disabled_at, s.failing_since),
+            (None, None, None)
+        );
         assert!(!s.enable());
         s.changed(later);
         assert_eq!((s.version, s.updated_at), (2, later));
