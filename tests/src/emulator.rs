@@ -124,31 +124,14 @@ impl Emulator {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(false);
-        let mut child = command.spawn().expect("starting the runtime emulator");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), output.clone());
-        collect(child.stderr.take().unwrap(), output.clone());
-
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", invoke_port))
-            .await
-            .is_err()
-        {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "the emulator exited ({status}): {}",
-                    String::from_utf8_lossy(&output.lock().unwrap())
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the emulator did not listen on {invoke_port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (child, output) = spawn_listening(
+            &mut command,
+            "the runtime emulator",
+            invoke_port,
+            Duration::from_secs(20),
+        )
+        .await;
         Self {
             child,
             invoke_port,
@@ -254,6 +237,43 @@ impl Drop for Emulator {
             let _ = std::fs::remove_file(file);
         }
     }
+}
+
+/// Spawns `command` with its output collected, and returns once something listens on
+/// `port`; panics with the output if the process exits first or nothing listens within
+/// `patience`.
+pub(crate) async fn spawn_listening(
+    command: &mut Command,
+    what: &str,
+    port: u16,
+    patience: Duration,
+) -> (Child, Arc<Mutex<Vec<u8>>>) {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let output = Arc::new(Mutex::new(Vec::new()));
+    collect(child.stdout.take().unwrap(), output.clone());
+    collect(child.stderr.take().unwrap(), output.clone());
+    let said = |output: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&output.lock().unwrap()).into_owned()
+    };
+    let deadline = Instant::now() + patience;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}): {}", said(&output));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port}: {}",
+            said(&output)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (child, output)
 }
 
 /// Appends what `stream` yields to `into`, in the background.

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::process::Child;
 
 use crate::aws::{moto_url, unique_prefix};
-use crate::emulator::{Hosts, collect, command_with_hosts, workspace_root};
+use crate::emulator::{Hosts, command_with_hosts, spawn_listening, workspace_root};
 use crate::free_port;
 
 pub struct RunnerProcess {
@@ -57,30 +57,9 @@ impl RunnerProcess {
             .env("HERALD_LOCAL_PREFIX", &prefix)
             .envs(settings.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("starting herald-local");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), output.clone());
-        collect(child.stderr.take().unwrap(), output.clone());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "herald-local exited ({status}): {}",
-                    String::from_utf8_lossy(&output.lock().unwrap())
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald-local did not listen on {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (child, output) =
+            spawn_listening(&mut command, "herald-local", port, Duration::from_secs(60)).await;
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),

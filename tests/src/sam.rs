@@ -18,14 +18,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use crate::aws::{TestAws, moto_url};
 use crate::aws_proxy::RecordingProxy;
-use crate::emulator::{collect, workspace_root};
+use crate::emulator::{spawn_listening, workspace_root};
 use crate::free_port;
 use herald_local::Provisioned;
 use herald_local::poller::{DeliverTarget, PollSettings, QueueSource};
@@ -247,33 +247,14 @@ impl SamServer {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             // One container per function, started at its first call and kept.
             .args(["--warm-containers", "LAZY"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(false);
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting sam local {what}: {e}"));
-        let output = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), output.clone());
-        collect(child.stderr.take().unwrap(), output.clone());
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "sam local {what} exited ({status}): {}",
-                    String::from_utf8_lossy(&output.lock().unwrap())
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sam local {what} did not listen on {port}: {}",
-                String::from_utf8_lossy(&output.lock().unwrap())
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let (child, output) = spawn_listening(
+            &mut command,
+            &format!("sam local {what}"),
+            port,
+            Duration::from_secs(90),
+        )
+        .await;
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),

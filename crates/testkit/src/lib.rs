@@ -4,6 +4,8 @@
 mod memory;
 mod ports;
 mod resolver;
+pub mod signatures;
+pub mod wait;
 
 pub use memory::*;
 pub use ports::{MemoryPorts, MemoryPortsWith, adapters, adapters_with};

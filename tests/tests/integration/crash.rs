@@ -2,7 +2,6 @@
 //! delivery still arrives, and a delivery sent twice carries the same webhook-id.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -14,24 +13,8 @@ use tokio::process::{Child, Command};
 
 const EVENTS: usize = 240;
 
-/// `target/debug/herald-local`, built by `make test` beside this test binary.
-fn runner_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("herald-local");
-    assert!(
-        path.is_file(),
-        "{} is missing: `cargo build --workspace` builds it (`make test` does)",
-        path.display()
-    );
-    path
-}
-
 fn start_runner(prefix: &str, port: u16) -> Child {
-    Command::new(runner_binary())
+    Command::new(herald_tests::runner::workspace_binary("herald-local"))
         .env("AWS_ENDPOINT_URL", moto_url())
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")

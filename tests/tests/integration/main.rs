@@ -4,6 +4,7 @@
 //! `make test` starts moto; each test makes its own tables and queues.
 
 mod adapters;
+mod architecture;
 mod crash;
 mod deploy_code;
 mod event_shapes;

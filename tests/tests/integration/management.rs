@@ -4,40 +4,23 @@
 
 use std::time::Duration;
 
-use base64::Engine;
+use herald_testkit::signatures::{signature_entries, v1_signature};
+use herald_testkit::wait::{self, PATIENCE};
 use herald_tests::herald::TestHerald;
 use herald_tests::receiver::{Recorded, Script, TestReceiver};
-use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-const PATIENCE: Duration = Duration::from_secs(20);
-
 fn signature_with(request: &Recorded, secret: &str) -> String {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(
-        format!(
-            "{}.{}.",
-            request.header("webhook-id"),
-            request.header("webhook-timestamp")
-        )
-        .as_bytes(),
-    );
-    mac.update(&request.body);
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    v1_signature(
+        secret,
+        request.header("webhook-id"),
+        request.header("webhook-timestamp"),
+        &request.body,
     )
 }
 
 fn entries(request: &Recorded) -> Vec<String> {
-    request
-        .header("webhook-signature")
-        .split(' ')
-        .map(str::to_owned)
-        .collect()
+    signature_entries(request.header("webhook-signature"))
 }
 
 /// Polls a GET until `done` holds for its JSON answer.
@@ -47,18 +30,15 @@ async fn eventually(
     path: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    wait::until(path, PATIENCE, Duration::from_millis(200), || async {
         let (status, body) = herald.call("GET", path, Some(tenant), None).await;
         if status == 200 && done(&body) {
-            return body;
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{path} never got there: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -4,18 +4,16 @@
 
 use std::time::Duration;
 
-use base64::Engine;
 use herald_aws::dynamo::DynamoDeliveryLedger;
 use herald_core::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_core::event::{Event, EventType};
 use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use herald_core::ports::{DeliveryLedger, DeliveryQuery};
+use herald_testkit::signatures::{signature_entries, v1_signature};
+use herald_testkit::wait::{self, PATIENCE};
 use herald_tests::herald::TestHerald;
 use herald_tests::receiver::{Recorded, Script, TestReceiver};
-use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
-
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The delivery of `event` to `subscription`, found in the subscription's attempt log once
 /// its first attempt has begun. Its id is checked to be the one Herald derives for them.
@@ -62,26 +60,14 @@ fn ledger(herald: &TestHerald) -> DynamoDeliveryLedger {
 
 /// Verifies a Standard Webhooks signature independently of Herald's signing code.
 fn verify_signature(request: &Recorded, secret: &str) {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let signed = format!(
-        "{}.{}.",
+    let expected = v1_signature(
+        secret,
         request.header("webhook-id"),
-        request.header("webhook-timestamp")
-    );
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(signed.as_bytes());
-    mac.update(&request.body);
-    let expected = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        request.header("webhook-timestamp"),
+        &request.body,
     );
     assert!(
-        request
-            .header("webhook-signature")
-            .split(' ')
-            .any(|s| s == expected),
+        signature_entries(request.header("webhook-signature")).contains(&expected),
         "signature {} does not verify",
         request.header("webhook-signature")
     );
@@ -101,20 +87,14 @@ async fn wait_for_state(
     id: &DeliveryId,
     state: DeliveryState,
 ) -> DeliveryRecord {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(r) = record(herald, tenant, id).await
-            && r.state == state
-        {
-            return r;
+    let what = format!("delivery {id} becoming {state:?}");
+    wait::until(what, PATIENCE, Duration::from_millis(100), || async {
+        match record(herald, tenant, id).await {
+            Some(r) if r.state == state => Ok(r),
+            other => Err(format!("{other:?}")),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "delivery {id} never became {state:?}: {:?}",
-            record(herald, tenant, id).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 async fn send_raw(herald: &TestHerald, queue_url: &str, bodies: &[String]) {

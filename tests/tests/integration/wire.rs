@@ -10,7 +10,7 @@ use herald_tests::herald::TestHerald;
 use herald_tests::receiver::{Recorded, Script, TestReceiver};
 use serde_json::{Value, json};
 
-const PATIENCE: Duration = Duration::from_secs(20);
+use herald_testkit::wait::PATIENCE;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

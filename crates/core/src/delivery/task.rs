@@ -1,0 +1,74 @@
+//! The task that travels on the delivery queue: one event for one subscription.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::event::Event;
+use crate::ids::{DeliveryId, SubscriptionId, TenantId};
+
+/// One message on the delivery queue. Versioned and tagged so that a deployment can
+/// read what the previous one wrote.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueueMessage {
+    /// Deliver `event` to one subscription.
+    #[serde(rename = "deliver.v1")]
+    DeliverV1(DeliveryTask),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryTask {
+    pub delivery_id: DeliveryId,
+    pub tenant: TenantId,
+    pub subscription_id: SubscriptionId,
+    pub event: Event,
+    /// A manual redelivery: sent even if the delivery already succeeded or failed.
+    #[serde(default)]
+    pub forced: bool,
+}
+
+impl DeliveryTask {
+    /// The task for `event`, accepted at `accepted_at`, at one subscription.
+    pub fn new(
+        tenant: &TenantId,
+        subscription_id: &SubscriptionId,
+        event: &Event,
+        accepted_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            delivery_id: DeliveryId::derive(tenant, &event.id, subscription_id, accepted_at),
+            tenant: tenant.clone(),
+            subscription_id: subscription_id.clone(),
+            event: event.clone(),
+            forced: false,
+        }
+    }
+
+    pub fn to_message_body(&self) -> String {
+        serde_json::to_string(&QueueMessage::DeliverV1(self.clone())).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("not a Herald delivery task: {0}")]
+pub struct MalformedTask(String);
+
+/// Decodes a queue message body. Anything that is not a known, well-formed message is
+/// malformed and goes to the dead-letter queue, never back on the queue.
+pub fn decode_message(body: &str) -> Result<DeliveryTask, MalformedTask> {
+    match serde_json::from_str::<QueueMessage>(body) {
+        Ok(QueueMessage::DeliverV1(task)) => {
+            if !task
+                .delivery_id
+                .belongs_to(&task.tenant, &task.event.id, &task.subscription_id)
+            {
+                return Err(MalformedTask(
+                    "delivery_id does not belong to this tenant, event and subscription".into(),
+                ));
+            }
+            Ok(task)
+        }
+        Err(e) => Err(MalformedTask(e.to_string())),
+    }
+}

@@ -1,0 +1,267 @@
+//! What a tenant sends to make a subscription, checked field by field: each error names
+//! its field.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{SignatureOptions, SigningSecret, Subscription, SubscriptionStatus};
+use crate::event::filter::EventFilter;
+use crate::event::pattern::{EventTypePattern, MAX_PATTERNS};
+use crate::ids::{SubscriptionId, TenantId};
+use crate::subscription::url::{SubscriptionUrl, UrlPolicy};
+use crate::webhook::render::BodyFormat;
+use crate::webhook::select::Selection;
+use crate::webhook::sign::WebhookSecret;
+
+/// Longest description kept.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// Most custom headers a subscription may send.
+pub const MAX_HEADERS: usize = 20;
+const MAX_HEADER_NAME_LEN: usize = 64;
+const MAX_HEADER_VALUE_LEN: usize = 1024;
+/// Header names Herald sets itself; the RSA signature headers are added per deployment.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "host",
+    "user-agent",
+    "idempotency-key",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+/// The body of `POST /v1/subscriptions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    pub url: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub filter: Option<Value>,
+    #[serde(default)]
+    pub format: Option<BodyFormat>,
+    #[serde(default)]
+    pub selection: Option<String>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub signatures: Option<SignatureOptions>,
+    #[serde(default)]
+    pub supersede: Option<bool>,
+}
+
+/// What a deployment can offer a subscription: its reserved header names and keys.
+#[derive(Clone, Debug, Default)]
+pub struct Offer {
+    pub reserved_headers: Vec<String>,
+    pub ed25519: bool,
+    pub rsa: bool,
+}
+
+pub fn parse_selection(raw: Option<String>) -> Result<Option<Selection>, FieldError> {
+    match raw {
+        None => Ok(None),
+        Some(text) if text.trim().is_empty() => Ok(None),
+        Some(text) => Selection::parse(&text)
+            .map(Some)
+            .map_err(|r| FieldError::new("selection", r)),
+    }
+}
+
+/// Custom headers: at most 20, token names that Herald does not set itself, values
+/// without control characters (no CR/LF: no header injection).
+pub fn parse_headers(
+    raw: BTreeMap<String, String>,
+    offer: &Offer,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    if raw.len() > MAX_HEADERS {
+        return Err(FieldError::new(
+            "headers",
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    let mut headers = BTreeMap::new();
+    for (name, value) in raw {
+        let lower = name.to_ascii_lowercase();
+        let field = format!("headers.{name}");
+        let token = !lower.is_empty()
+            && lower.len() <= MAX_HEADER_NAME_LEN
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "a header name is 1 to {MAX_HEADER_NAME_LEN} letters, digits or !#$%&'*+-.^_`|~"
+                ),
+            ));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || lower.starts_with("webhook-")
+            || offer
+                .reserved_headers
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&lower))
+        {
+            return Err(FieldError::new(
+                field,
+                "is set by Herald and cannot be replaced",
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE_LEN || value.chars().any(|c| c.is_control() && c != '\t')
+        {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "a value is at most {MAX_HEADER_VALUE_LEN} bytes with no control characters (no CR or LF)"
+                ),
+            ));
+        }
+        if headers.insert(lower, value).is_some() {
+            return Err(FieldError::new(
+                field,
+                "appears twice (names are case-insensitive)",
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+pub fn check_signatures(
+    options: SignatureOptions,
+    offer: &Offer,
+) -> Result<SignatureOptions, FieldError> {
+    if options.ed25519 && !offer.ed25519 {
+        return Err(FieldError::new(
+            "signatures.ed25519",
+            "this deployment has no ed25519 signing key",
+        ));
+    }
+    if options.rsa && !offer.rsa {
+        return Err(FieldError::new(
+            "signatures.rsa",
+            "this deployment has no RSA signing key",
+        ));
+    }
+    Ok(options)
+}
+
+/// A refused field and why, for a 422.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub fn parse_patterns(raw: &[String]) -> Result<Vec<EventTypePattern>, FieldError> {
+    if raw.is_empty() {
+        return Err(FieldError::new(
+            "event_types",
+            "list at least one event type or pattern",
+        ));
+    }
+    if raw.len() > MAX_PATTERNS {
+        return Err(FieldError::new(
+            "event_types",
+            format!("at most {MAX_PATTERNS} patterns"),
+        ));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            EventTypePattern::parse(p).map_err(|r| FieldError::new(format!("event_types[{i}]"), r))
+        })
+        .collect()
+}
+
+pub fn parse_filter(raw: Option<Value>) -> Result<Option<EventFilter>, FieldError> {
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => EventFilter::try_from(map)
+            .map(Some)
+            .map_err(|r| FieldError::new("filter", r)),
+        Some(_) => Err(FieldError::new("filter", "must be a JSON object")),
+    }
+}
+
+pub fn parse_description(raw: Option<String>) -> Result<String, FieldError> {
+    let description = raw.unwrap_or_default();
+    if description.chars().count() > MAX_DESCRIPTION_LEN {
+        return Err(FieldError::new(
+            "description",
+            format!("at most {MAX_DESCRIPTION_LEN} characters"),
+        ));
+    }
+    Ok(description)
+}
+
+impl NewSubscription {
+    /// Checks every field and builds the subscription with a fresh secret. The URL check
+    /// here is the syntactic one; the caller resolves the host before storing.
+    pub fn into_subscription(
+        self,
+        tenant: TenantId,
+        policy: &UrlPolicy,
+        offer: &Offer,
+        now: DateTime<Utc>,
+        rng: &mut impl Rng,
+    ) -> Result<Subscription, FieldError> {
+        let url = SubscriptionUrl::parse(&self.url, policy)
+            .map_err(|e| FieldError::new("url", e.to_string()))?;
+        let event_types = parse_patterns(&self.event_types)?;
+        let filter = parse_filter(self.filter)?;
+        let description = parse_description(self.description)?;
+        let selection = parse_selection(self.selection)?;
+        let headers = parse_headers(self.headers.unwrap_or_default(), offer)?;
+        let signatures = check_signatures(self.signatures.unwrap_or_default(), offer)?;
+        Ok(Subscription {
+            tenant,
+            id: SubscriptionId::generate(now, rng),
+            url,
+            description,
+            event_types,
+            filter,
+            format: self.format.unwrap_or_default(),
+            selection,
+            headers,
+            signatures,
+            supersede: self.supersede.unwrap_or(false),
+            secrets: vec![SigningSecret {
+                secret: WebhookSecret::generate(rng),
+                expires_at: None,
+            }],
+            status: SubscriptionStatus::Active,
+            disabled_reason: None,
+            disabled_at: None,
+            failing_since: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
