@@ -20,13 +20,13 @@ const SINGLE_EVENTS: usize = 100;
 const BATCHED_PER_CALL: usize = 100;
 
 /// Events an ingest call records at once (`WRITE_CONCURRENCY` in functions/ingest) and
-/// SendMessageBatch calls it makes at once (`SEND_CONCURRENCY` in shared/src/sqs.rs).
+/// SendMessageBatch calls it makes at once (`SEND_CONCURRENCY` in crates/aws/src/sqs.rs).
 const INGEST_WRITE_CONCURRENCY: f64 = 16.0;
 const INGEST_SEND_CONCURRENCY: f64 = 10.0;
 
 /// Capacity units of one call, by DynamoDB's rounding: writes per started KiB, reads per
 /// started 4 KiB (half for eventually consistent reads). No table has a secondary index
-/// (tests/tests/adapters/provisioning.rs checks), so a write is written once.
+/// (tests/tests/integration/adapters/provisioning.rs checks), so a write is written once.
 fn capacity(call: &AwsCall) -> (f64, f64) {
     let bytes = call.item_bytes.unwrap_or(0).max(1) as f64;
     let action = call.action.trim_start_matches("dynamodb:");

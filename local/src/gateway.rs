@@ -246,12 +246,7 @@ fn request_id() -> String {
 
 /// Media types passed to the function as text; others arrive base64-encoded.
 fn is_textual(content_type: &str) -> bool {
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = herald_aws::lambda::gateway::media_type(content_type);
     media.starts_with("text/")
         || media.ends_with("+json")
         || media.ends_with("+xml")

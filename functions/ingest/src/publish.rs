@@ -25,10 +25,7 @@ struct Published {
 
 /// Answers one API Gateway request. Never fails: every error is a JSON answer.
 pub async fn handle<P: Ports>(deps: &IngestDeps<P>, request: Request) -> Response<Body> {
-    match answer(deps, &request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
+    api::answer(answer(deps, &request).await)
 }
 
 async fn answer<P: Ports>(

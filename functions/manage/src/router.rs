@@ -28,10 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Answers one API Gateway request. Never fails: every error is a JSON answer.
 pub async fn handle<P: Ports>(deps: &ManageDeps<P>, request: Request) -> Response<Body> {
-    match route(deps, &request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
+    api::answer(route(deps, &request).await)
 }
 
 async fn route<P: Ports>(

@@ -38,7 +38,7 @@ pub fn webhook_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
 /// Mozilla's copies (`webpki-root-certs`), written out once rather than searched for and
 /// encoded on every cold start (that was about 0.15 ms); a test keeps the file equal to
 /// what Mozilla's set holds, so a change there fails the build's tests until the file is
-/// written again (`HERALD_WRITE_AWS_ROOTS=1 cargo test -p herald-shared aws_roots`).
+/// written again (`HERALD_WRITE_AWS_ROOTS=1 cargo test -p herald-aws aws_roots`).
 const AWS_ROOTS_PEM: &str = include_str!("tls/aws-roots.pem");
 
 /// The AWS SDK's HTTP client: its own (hyper, rustls with aws-lc), trusting only the

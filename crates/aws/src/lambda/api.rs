@@ -114,6 +114,11 @@ impl From<&str> for TenantClaim {
     }
 }
 
+/// The answer to a request: the route's, or its error as JSON.
+pub fn answer(result: Result<Response<Body>, ApiError>) -> Response<Body> {
+    result.unwrap_or_else(ApiError::into_response)
+}
+
 /// The tenant named by the tenant claim in the HTTP API authorizer context (see
 /// [`TenantClaim`] for `sam local`).
 pub fn tenant_of(request: &Request, claim: &TenantClaim) -> Result<TenantId, ApiError> {
@@ -181,12 +186,7 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = gateway::media_type(content_type);
     if media != "application/json" && !media.ends_with("+json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

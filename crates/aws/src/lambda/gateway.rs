@@ -124,6 +124,17 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     (!token.is_empty() && !token.contains(char::is_whitespace)).then_some(token)
 }
 
+/// The media type of a `Content-Type` value, lower case, without its parameters
+/// (`application/json; charset=utf-8` → `application/json`).
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// The claims of a JWT, read without checking its signature: for places where API
 /// Gateway's authorizer, which checks it, is not there (the local runner, `sam local`).
 /// None when the token is not a JWT whose payload is a JSON object.
