@@ -32,7 +32,9 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use herald_aws::lambda::gateway::{bearer_token, claim_string, scopes_of, unverified_claims};
+use herald_aws::lambda::gateway::{
+    bearer_token, claim_string, scopes_of, shorthand, unverified_claims,
+};
 use lambda_http::Request;
 use serde_json::{Value, json};
 
@@ -71,6 +73,15 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// The token lacks every scope the route asks for (observed body).
+    pub fn forbidden() -> Self {
+        Self {
+            status: 403,
+            body: json!({"message": "Forbidden"}),
+            www_authenticate: None,
+        }
+    }
+
     /// No route for the call (observed body).
     pub fn not_found() -> Self {
         Self {
@@ -148,10 +159,11 @@ impl Gateway {
             .and_then(bearer_token)
             .ok_or_else(|| Refusal::unauthorized(None))?;
         let Some(claims) = unverified_claims(token) else {
-            // `Bearer acme`: the local shorthand for a token naming tenant `acme`.
+            // `Bearer acme` (every scope) or `Bearer acme:read`: the local shorthand.
+            let (tenant, scopes) = shorthand(token);
             return Ok(Authorized {
-                claims: BTreeMap::from([(tenant_claim.to_owned(), token.to_owned())]),
-                scopes: None,
+                claims: BTreeMap::from([(tenant_claim.to_owned(), tenant)]),
+                scopes: Some(scopes),
             });
         };
         let time = |name: &str| claims.get(name).and_then(Value::as_i64);
@@ -170,8 +182,34 @@ impl Gateway {
         })
     }
 
+    /// The authorizer's verdict on a routed call: none asked for on a public route;
+    /// otherwise a token, carrying one of the route's scopes when it names any.
+    pub fn authorize_route(
+        &self,
+        routed: &Routed<'_>,
+        header: Option<&str>,
+        tenant_claim: &str,
+        now: i64,
+    ) -> Result<Option<Authorized>, Refusal> {
+        let route = routed.matched.route;
+        if route.public {
+            return Ok(None);
+        }
+        let caller = self.authorize(header, tenant_claim, now)?;
+        let held = caller.scopes.as_deref().unwrap_or_default();
+        if !route.scopes.is_empty() && !route.scopes.iter().any(|s| held.contains(s)) {
+            return Err(Refusal::forbidden());
+        }
+        Ok(Some(caller))
+    }
+
     /// The payload-v2 event for this call, as API Gateway would build it.
-    pub fn event_for(&self, call: &Call<'_>, routed: &Routed<'_>, caller: &Authorized) -> Value {
+    pub fn event_for(
+        &self,
+        call: &Call<'_>,
+        routed: &Routed<'_>,
+        caller: Option<&Authorized>,
+    ) -> Value {
         let textual = call
             .headers
             .get("content-type")
@@ -204,7 +242,6 @@ impl Gateway {
             "requestContext": {
                 "accountId": "123456789012",
                 "apiId": "local",
-                "authorizer": {"jwt": {"claims": caller.claims, "scopes": caller.scopes}},
                 "domainName": domain,
                 "domainPrefix": domain.split('.').next().unwrap_or(domain),
                 "http": {
@@ -222,6 +259,10 @@ impl Gateway {
             },
             "isBase64Encoded": encoded,
         });
+        if let Some(caller) = caller {
+            event["requestContext"]["authorizer"] =
+                json!({"jwt": {"claims": caller.claims, "scopes": caller.scopes}});
+        }
         if !call.body.is_empty() {
             event["body"] = Value::String(body);
         }
@@ -351,7 +392,14 @@ mod tests {
 
         let shorthand = gateway.authorize(Some("Bearer acme"), "tenant", 0).unwrap();
         assert_eq!(shorthand.claims["tenant"], "acme");
-        assert_eq!(shorthand.scopes, None);
+        assert_eq!(
+            shorthand.scopes.as_deref(),
+            Some(&["herald/publish", "herald/read", "herald/manage"].map(String::from)[..])
+        );
+        let read_only = gateway
+            .authorize(Some("Bearer acme:read"), "tenant", 0)
+            .unwrap();
+        assert_eq!(read_only.scopes, Some(vec!["herald/read".to_owned()]));
 
         let token = jwt(json!({
             "sub": "client-1", "tenant": "acme", "exp": 2_000_000_000_i64,
@@ -400,7 +448,7 @@ mod tests {
             source_ip: "127.0.0.1",
         };
         let caller = gateway.authorize(Some("Bearer acme"), "tenant", 0).unwrap();
-        let event = gateway.event_for(&call, &routed, &caller);
+        let event = gateway.event_for(&call, &routed, Some(&caller));
         assert_eq!(event["queryStringParameters"]["state"], "failed,delivered");
         assert_eq!(event["cookies"], json!(["a=1", "b=2"]));
         assert!(event["headers"].get("cookie").is_none());
@@ -410,7 +458,7 @@ mod tests {
         assert_eq!(event["requestContext"]["domainName"], "127.0.0.1");
         assert_eq!(
             event["requestContext"]["authorizer"]["jwt"]["scopes"],
-            Value::Null
+            json!(["herald/publish", "herald/read", "herald/manage"])
         );
 
         let request = request_for(&event).unwrap();
@@ -465,7 +513,7 @@ mod tests {
                 body,
                 source_ip: "127.0.0.1",
             };
-            let event = gateway.event_for(&call, &routed, &caller);
+            let event = gateway.event_for(&call, &routed, Some(&caller));
             assert_eq!(event["isBase64Encoded"], encoded, "{content_type}");
             let request = request_for(&event).unwrap();
             assert_eq!(request.body().as_ref(), body, "{content_type}");

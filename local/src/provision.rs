@@ -44,6 +44,9 @@ impl Provisioned {
     pub fn events_table(&self) -> &str {
         self.table("EventsTable")
     }
+    pub fn portal_sessions_table(&self) -> &str {
+        self.table("PortalSessionsTable")
+    }
     pub fn delivery_queue_url(&self) -> &str {
         self.queue("DeliveryQueue")
     }
@@ -63,6 +66,10 @@ impl Provisioned {
                 self.deliveries_table().into(),
             ),
             ("HERALD_EVENTS_TABLE".into(), self.events_table().into()),
+            (
+                "HERALD_PORTAL_SESSIONS_TABLE".into(),
+                self.portal_sessions_table().into(),
+            ),
             (
                 "HERALD_DELIVERY_QUEUE_URL".into(),
                 self.delivery_queue_url().into(),

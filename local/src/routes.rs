@@ -35,6 +35,10 @@ pub struct Route {
     pub method: String,
     pub path: Option<String>,
     pub function: Function,
+    /// `Auth: Authorizer: NONE`: no token asked for.
+    pub public: bool,
+    /// `Auth: AuthorizationScopes`: the token must carry one of them (none: any token).
+    pub scopes: Vec<String>,
 }
 
 impl Route {
@@ -143,10 +147,27 @@ impl Routes {
                 if method.is_some() != path.is_some() {
                     bail!("{name} has an HttpApi event with only one of Method and Path");
                 }
+                let auth = event.get("Auth");
+                let public = auth
+                    .and_then(|a| a.get("Authorizer"))
+                    .and_then(Value::as_str)
+                    == Some("NONE");
+                let scopes = auth
+                    .and_then(|a| a.get("AuthorizationScopes"))
+                    .and_then(Value::as_sequence)
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 routes.push(Route {
                     method: method.unwrap_or("ANY").to_ascii_uppercase(),
                     path: path.map(str::to_owned),
                     function,
+                    public,
+                    scopes,
                 });
             }
         }

@@ -98,7 +98,8 @@ async fn answer(
         Ok(routed) => routed,
         Err(refusal) => return Ok(refused(refusal)),
     };
-    let caller = match functions.gateway.authorize(
+    let caller = match functions.gateway.authorize_route(
+        &routed,
         headers.get("authorization").map(String::as_str),
         &functions.tenant_claim,
         chrono::Utc::now().timestamp(),
@@ -134,7 +135,7 @@ async fn answer(
         body: &body,
         source_ip: &source_ip,
     };
-    let event = functions.gateway.event_for(&call, &routed, &caller);
+    let event = functions.gateway.event_for(&call, &routed, caller.as_ref());
     let lambda_request = match gateway::request_for(&event) {
         Ok(request) => request,
         Err(e) => {

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod event;
 pub mod flow;
 pub mod ids;
+pub mod portal;
 pub mod ports;
 pub mod subscription;
 pub mod system_events;

@@ -358,6 +358,20 @@ impl Clock for SystemClock {
     }
 }
 
+/// Portal sessions, by their token's hash.
+pub trait SessionStore: Send + Sync {
+    fn create(
+        &self,
+        session: &crate::portal::PortalSession,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The session, if it is known and still open at `now`.
+    fn get(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<crate::portal::PortalSession>, StoreError>> + Send;
+}
+
 /// The keys could not be had now; worth trying again later.
 #[derive(Debug, Error)]
 #[error("the signing keys are unavailable: {0}")]
@@ -403,6 +417,7 @@ pub trait Ports: Send + Sync + 'static {
     type Sender: WebhookSender + 'static;
     type Resolver: crate::subscription::url::Resolver + 'static;
     type Keys: KeyStore + 'static;
+    type Sessions: SessionStore + 'static;
     type Clock: Clock + 'static;
 }
 
@@ -415,5 +430,6 @@ pub struct Adapters<P: Ports> {
     pub sender: P::Sender,
     pub resolver: P::Resolver,
     pub keys: P::Keys,
+    pub sessions: P::Sessions,
     pub clock: P::Clock,
 }

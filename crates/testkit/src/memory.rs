@@ -579,3 +579,31 @@ impl Clock for FixedClock {
         *lock(&self.0)
     }
 }
+
+/// Portal sessions in memory, answering only while open.
+#[derive(Default)]
+pub struct InMemorySessionStore {
+    sessions: Mutex<HashMap<String, herald_core::portal::PortalSession>>,
+}
+
+impl SessionStore for InMemorySessionStore {
+    async fn create(&self, session: &herald_core::portal::PortalSession) -> Result<(), StoreError> {
+        let mut sessions = lock(&self.sessions);
+        if sessions.contains_key(&session.token_hash) {
+            return Err(StoreError::Conflict);
+        }
+        sessions.insert(session.token_hash.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<herald_core::portal::PortalSession>, StoreError> {
+        Ok(lock(&self.sessions)
+            .get(token_hash)
+            .filter(|s| s.is_open(now))
+            .cloned())
+    }
+}

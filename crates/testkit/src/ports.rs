@@ -9,7 +9,7 @@ use herald_core::webhook::keys::SigningKeys;
 
 use crate::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore, InMemoryWebhookSender, StaticResolver,
+    InMemorySessionStore, InMemorySubscriptionStore, InMemoryWebhookSender, StaticResolver,
 };
 
 /// The in-memory set with webhooks sent by `S`: the fake sender for handler tests
@@ -27,6 +27,7 @@ impl<S: WebhookSender + 'static> Ports for MemoryPortsWith<S> {
     type Sender = S;
     type Resolver = StaticResolver;
     type Keys = Arc<SigningKeys>;
+    type Sessions = InMemorySessionStore;
     type Clock = FixedClock;
 }
 
@@ -47,6 +48,7 @@ pub fn adapters_with<S: WebhookSender + 'static>(sender: S) -> Adapters<MemoryPo
         sender,
         resolver: StaticResolver::default(),
         keys: Arc::new(SigningKeys::default()),
+        sessions: InMemorySessionStore::default(),
         clock: FixedClock::at(Utc::now()),
     }
 }

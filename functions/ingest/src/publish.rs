@@ -3,6 +3,7 @@
 //! `herald_core::flow::publish`.
 
 use herald_aws::lambda::api::{self, ApiError};
+use herald_aws::lambda::gateway::SCOPE_PUBLISH;
 use herald_core::event::{EventError, parse_publish_body};
 use herald_core::flow::publish::{Audience, PublishError, publish};
 use herald_core::ports::{Clock, Ports};
@@ -38,7 +39,9 @@ async fn answer<P: Ports>(
     if request.method() != Method::POST {
         return Err(ApiError::method_not_allowed());
     }
-    let tenant = api::tenant_of(request, &deps.tenant_claim)?;
+    let caller = api::caller_of(request, &deps.tenant_claim)?;
+    caller.require(&[SCOPE_PUBLISH])?;
+    let tenant = caller.tenant;
     let body: Value = api::json_body(request)?;
     let now = deps.ports.clock.now();
     let events = parse_publish_body(&body, now, &mut rand::rng()).map_err(|e| match e {

@@ -2,23 +2,27 @@
 //! replay, all scoped to the caller's tenant.
 
 mod http;
+mod portal;
 mod router;
 mod routes;
 mod views;
 
 use herald_aws::lambda::api::TenantClaim;
 use herald_aws::lambda::wiring::{AwsPorts, Function, HttpFunction, Started};
+use herald_core::portal::PortalSettings;
 use herald_core::ports::{Adapters, Ports};
 use herald_core::subscription::url::UrlPolicy;
 use lambda_http::{Body, Request, Response};
 
-pub use router::{ROUTES, handle};
+pub use portal::{PAGE as PORTAL_PAGE, content_security_policy};
+pub use router::{ROUTES, Route, handle};
 pub use routes::replay::MAX_REPLAY;
 
 pub struct ManageDeps<P: Ports> {
     pub ports: Adapters<P>,
     pub tenant_claim: TenantClaim,
     pub url_policy: UrlPolicy,
+    pub portal: PortalSettings,
 }
 
 /// Manage on AWS, for `herald_aws::lambda::wiring::run_http`.
@@ -33,6 +37,7 @@ impl HttpFunction for Manage {
             ports: started.adapters,
             tenant_claim: started.config.tenant_claim,
             url_policy: started.config.url_policy,
+            portal: started.config.portal,
         }
     }
 

@@ -1,16 +1,28 @@
 //! Routing of the management API. Every call is scoped to the caller's tenant: another
 //! tenant's subscription or delivery is indistinguishable from one that does not exist.
+//! Each route names the scopes it needs, as `template.yaml` does for API Gateway, and is
+//! checked again here; the portal's calls come through [`dispatch`] with a portal caller.
 
-use herald_aws::lambda::api::{self, ApiError};
+use herald_aws::lambda::api::{self, ApiError, Caller};
+use herald_aws::lambda::gateway::{SCOPE_MANAGE, SCOPE_PUBLISH, SCOPE_READ};
 use herald_core::ids::{DeliveryId, SubscriptionId};
 use herald_core::ports::Ports;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 
 use crate::ManageDeps;
+use crate::portal;
 use crate::routes::{deliveries, replay, signing_keys, subscriptions};
 
-/// Every route this function serves, as `openapi.yaml` names them.
+/// Reading: what the `herald/read` scope (or `herald/manage`) allows.
+pub const READ: &[&str] = &[SCOPE_READ, SCOPE_MANAGE];
+/// Changing: only `herald/manage`.
+pub const MANAGE: &[&str] = &[SCOPE_MANAGE];
+/// The public keys: any of Herald's scopes.
+pub const ANY: &[&str] = &[SCOPE_READ, SCOPE_MANAGE, SCOPE_PUBLISH];
+
+/// Every route this function serves behind the authorizer, as `openapi.yaml` names them.
+/// `Route::scopes` says what each needs, as `template.yaml` does to API Gateway.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/subscriptions"),
     ("GET", "/v1/subscriptions"),
@@ -24,72 +36,139 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/deliveries/{id}"),
     ("POST", "/v1/deliveries/{id}/retry"),
     ("GET", "/v1/signing-keys"),
+    ("POST", "/v1/portal/sessions"),
 ];
 
 /// Answers one API Gateway request. Never fails: every error is a JSON answer.
 pub async fn handle<P: Ports>(deps: &ManageDeps<P>, request: Request) -> Response<Body> {
-    api::answer(route(deps, &request).await)
+    let path = api::route_path(&request);
+    if let Some(rest) = portal::page_path(&path) {
+        return portal::handle(deps, &request, rest).await;
+    }
+    api::answer(authorized(deps, &request, &path).await)
 }
 
-async fn route<P: Ports>(
+/// A call through API Gateway's authorizer: the caller is the token's.
+async fn authorized<P: Ports>(
     deps: &ManageDeps<P>,
     request: &Request,
+    path: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let path = api::route_path(request);
-    let path = path.trim_end_matches('/');
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let method = request.method().clone();
-    let tenant = || api::tenant_of(request, &deps.tenant_claim);
-    let subscription_id =
+    let route = Route::of(path, request.method())?;
+    let caller = api::caller_of(request, &deps.tenant_claim)?;
+    dispatch(deps, request, route, &caller).await
+}
+
+/// A matched route; ids stay raw until the caller is known, so an unauthenticated call
+/// learns nothing from how an id is spelled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Route<'a> {
+    CreateSubscription,
+    ListSubscriptions,
+    GetSubscription(&'a str),
+    PatchSubscription(&'a str),
+    DeleteSubscription(&'a str),
+    RotateSecret(&'a str),
+    SendTest(&'a str),
+    ListDeliveries(&'a str),
+    Replay(&'a str),
+    GetDelivery(&'a str),
+    RetryDelivery(&'a str),
+    SigningKeys,
+    OpenPortal,
+}
+
+impl<'a> Route<'a> {
+    /// The route `path` and `method` name: 404 for no route, 405 for a route that takes
+    /// other methods.
+    pub fn of(path: &'a str, method: &Method) -> Result<Self, ApiError> {
+        let path = path.trim_end_matches('/');
+        let segments: Vec<&'a str> = path.split('/').skip(1).collect();
+        let route = match (segments.as_slice(), method.clone()) {
+            (["v1", "subscriptions"], Method::POST) => Self::CreateSubscription,
+            (["v1", "subscriptions"], Method::GET) => Self::ListSubscriptions,
+            (["v1", "subscriptions", id], Method::GET) => Self::GetSubscription(id),
+            (["v1", "subscriptions", id], Method::PATCH) => Self::PatchSubscription(id),
+            (["v1", "subscriptions", id], Method::DELETE) => Self::DeleteSubscription(id),
+            (["v1", "subscriptions", id, "secret", "rotate"], Method::POST) => {
+                Self::RotateSecret(id)
+            }
+            (["v1", "subscriptions", id, "test"], Method::POST) => Self::SendTest(id),
+            (["v1", "subscriptions", id, "deliveries"], Method::GET) => Self::ListDeliveries(id),
+            (["v1", "subscriptions", id, "replay"], Method::POST) => Self::Replay(id),
+            (["v1", "deliveries", id], Method::GET) => Self::GetDelivery(id),
+            (["v1", "deliveries", id, "retry"], Method::POST) => Self::RetryDelivery(id),
+            (["v1", "signing-keys"], Method::GET) => Self::SigningKeys,
+            (["v1", "portal", "sessions"], Method::POST) => Self::OpenPortal,
+            (segments, _)
+                if ROUTES
+                    .iter()
+                    .any(|(_, template)| same_shape(template, segments)) =>
+            {
+                return Err(ApiError::method_not_allowed());
+            }
+            _ => return Err(ApiError::not_found("route")),
+        };
+        Ok(route)
+    }
+
+    /// The scopes of which the caller needs one.
+    pub fn scopes(self) -> &'static [&'static str] {
+        match self {
+            Self::ListSubscriptions
+            | Self::GetSubscription(_)
+            | Self::ListDeliveries(_)
+            | Self::GetDelivery(_) => READ,
+            Self::SigningKeys => ANY,
+            Self::CreateSubscription
+            | Self::PatchSubscription(_)
+            | Self::DeleteSubscription(_)
+            | Self::RotateSecret(_)
+            | Self::SendTest(_)
+            | Self::Replay(_)
+            | Self::RetryDelivery(_)
+            | Self::OpenPortal => MANAGE,
+        }
+    }
+}
+
+/// Runs `route` for `caller`, once its scopes are checked.
+pub async fn dispatch<P: Ports>(
+    deps: &ManageDeps<P>,
+    request: &Request,
+    route: Route<'_>,
+    caller: &Caller,
+) -> Result<Response<Body>, ApiError> {
+    caller.require(route.scopes())?;
+    let tenant = &caller.tenant;
+    let subscription =
         |raw: &str| SubscriptionId::parse(raw).ok_or_else(|| ApiError::not_found("subscription"));
-    match (segments.as_slice(), method) {
-        (["v1", "subscriptions"], Method::POST) => {
-            subscriptions::create(deps, &tenant()?, request).await
+    let delivery =
+        |raw: &str| DeliveryId::parse(raw).ok_or_else(|| ApiError::not_found("delivery"));
+    match route {
+        Route::CreateSubscription => subscriptions::create(deps, tenant, request).await,
+        Route::ListSubscriptions => subscriptions::list(deps, tenant, request).await,
+        Route::GetSubscription(id) => subscriptions::get(deps, tenant, &subscription(id)?).await,
+        Route::PatchSubscription(id) => {
+            subscriptions::patch(deps, tenant, &subscription(id)?, request).await
         }
-        (["v1", "subscriptions"], Method::GET) => {
-            subscriptions::list(deps, &tenant()?, request).await
+        Route::DeleteSubscription(id) => {
+            subscriptions::delete(deps, tenant, &subscription(id)?).await
         }
-        (["v1", "subscriptions", id], Method::GET) => {
-            subscriptions::get(deps, &tenant()?, &subscription_id(id)?).await
+        Route::RotateSecret(id) => {
+            subscriptions::rotate(deps, tenant, &subscription(id)?, request).await
         }
-        (["v1", "subscriptions", id], Method::PATCH) => {
-            subscriptions::patch(deps, &tenant()?, &subscription_id(id)?, request).await
+        Route::SendTest(id) => {
+            deliveries::send_test(deps, tenant, &subscription(id)?, request).await
         }
-        (["v1", "subscriptions", id], Method::DELETE) => {
-            subscriptions::delete(deps, &tenant()?, &subscription_id(id)?).await
+        Route::ListDeliveries(id) => {
+            deliveries::list(deps, tenant, &subscription(id)?, request).await
         }
-        (["v1", "subscriptions", id, "secret", "rotate"], Method::POST) => {
-            subscriptions::rotate(deps, &tenant()?, &subscription_id(id)?, request).await
-        }
-        (["v1", "subscriptions", id, "test"], Method::POST) => {
-            deliveries::send_test(deps, &tenant()?, &subscription_id(id)?, request).await
-        }
-        (["v1", "subscriptions", id, "deliveries"], Method::GET) => {
-            deliveries::list(deps, &tenant()?, &subscription_id(id)?, request).await
-        }
-        (["v1", "subscriptions", id, "replay"], Method::POST) => {
-            replay::replay(deps, &tenant()?, &subscription_id(id)?, request).await
-        }
-        (["v1", "deliveries", id], Method::GET) => {
-            let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
-            deliveries::get(deps, &tenant()?, &id).await
-        }
-        (["v1", "deliveries", id, "retry"], Method::POST) => {
-            let id = DeliveryId::parse(id).ok_or_else(|| ApiError::not_found("delivery"))?;
-            deliveries::retry(deps, &tenant()?, &id).await
-        }
-        (["v1", "signing-keys"], Method::GET) => {
-            tenant()?;
-            signing_keys::get(deps).await
-        }
-        (segments, _)
-            if ROUTES
-                .iter()
-                .any(|(_, template)| same_shape(template, segments)) =>
-        {
-            Err(ApiError::method_not_allowed())
-        }
-        _ => Err(ApiError::not_found("route")),
+        Route::Replay(id) => replay::replay(deps, tenant, &subscription(id)?, request).await,
+        Route::GetDelivery(id) => deliveries::get(deps, tenant, &delivery(id)?).await,
+        Route::RetryDelivery(id) => deliveries::retry(deps, tenant, &delivery(id)?).await,
+        Route::SigningKeys => signing_keys::get(deps).await,
+        Route::OpenPortal => portal::open_session(deps, tenant, request).await,
     }
 }
 

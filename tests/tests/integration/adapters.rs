@@ -10,6 +10,8 @@ mod provisioning;
 
 mod queue;
 
+mod sessions;
+
 mod signing_keys;
 
 mod subscriptions;

@@ -433,7 +433,7 @@ fn the_local_gateway_builds_the_same_shapes() {
         let caller = gateway
             .authorize(Some(&token), "tenant", 1_800_000_000)
             .unwrap();
-        let event = gateway.event_for(&call, &routed, &caller);
+        let event = gateway.event_for(&call, &routed, Some(&caller));
         let problems = http_event_problems(&event, &gateway, "dev");
         assert!(
             problems.is_empty(),

@@ -71,7 +71,10 @@ fn gateway_request(
         "isBase64Encoded": false, "body": body,
     });
     if let Some(tenant) = tenant {
-        event["requestContext"]["authorizer"] = json!({"jwt": {"claims": {"tenant": tenant}}});
+        event["requestContext"]["authorizer"] = json!({"jwt": {
+            "claims": {"tenant": tenant, "scope": "herald/publish herald/read herald/manage"},
+            "scopes": ["herald/publish", "herald/read", "herald/manage"],
+        }});
     }
     lambda_http::request::from_str(&event.to_string()).expect("a gateway event")
 }
@@ -116,6 +119,7 @@ proptest! {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             url_policy: UrlPolicy { allow_http: true, allow_loopback: true },
+            portal: Default::default(),
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));
         let status = response.status().as_u16();

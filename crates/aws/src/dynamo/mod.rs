@@ -6,6 +6,7 @@ mod attributes;
 mod deliveries;
 mod delivery_items;
 mod events;
+mod sessions;
 mod subscriptions;
 
 use aws_sdk_dynamodb::Client;
@@ -16,6 +17,7 @@ use herald_core::ports::StoreError;
 
 pub use deliveries::DynamoDeliveryLedger;
 pub use events::DynamoEventLog;
+pub use sessions::DynamoSessionStore;
 pub use subscriptions::DynamoSubscriptionStore;
 
 /// An SDK failure other than a failed condition: throttling, 5xx, timeouts and dispatch

@@ -60,6 +60,9 @@ impl ApiError {
             "no tenant in the authorization context",
         )
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -119,32 +122,78 @@ pub fn answer(result: Result<Response<Body>, ApiError>) -> Response<Body> {
     result.unwrap_or_else(ApiError::into_response)
 }
 
-/// The tenant named by the tenant claim in the HTTP API authorizer context (see
-/// [`TenantClaim`] for `sam local`).
-pub fn tenant_of(request: &Request, claim: &TenantClaim) -> Result<TenantId, ApiError> {
-    let checked = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.jwt.as_ref())
-            .and_then(|jwt| jwt.claims.get(&claim.name))
-            .cloned(),
-        _ => None,
-    };
-    let raw = checked.or_else(|| {
-        claim
-            .unverified_under_sam_local
-            .then(|| unverified_tenant(request, &claim.name))
-            .flatten()
-    });
-    raw.as_deref()
-        .and_then(TenantId::parse)
-        .ok_or_else(ApiError::unauthorized)
+/// Who is calling: the tenant the token names, and the scopes it carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub scopes: Vec<String>,
 }
 
-/// The claim from the `Authorization` header's token: a JWT's claim, or a token that is
-/// no JWT taken as the tenant itself (`Bearer acme`), as the local runner reads them.
-fn unverified_tenant(request: &Request, claim: &str) -> Option<String> {
+impl Caller {
+    /// 403 unless the token carries one of `scopes` (as API Gateway checks a route's
+    /// scopes: any one of them will do).
+    pub fn require(&self, scopes: &[&str]) -> Result<(), ApiError> {
+        if scopes
+            .iter()
+            .any(|s| self.scopes.iter().any(|held| held == s))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the token needs the scope {}",
+                scopes.join(" or ")
+            )))
+        }
+    }
+}
+
+/// The caller, from the HTTP API authorizer context: the tenant claim and the token's
+/// scopes (see [`TenantClaim`] for `sam local`, where they come from the token itself).
+pub fn caller_of(request: &Request, claim: &TenantClaim) -> Result<Caller, ApiError> {
+    let jwt = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.jwt.clone())
+        }
+        _ => None,
+    };
+    let checked = jwt.as_ref().and_then(|jwt| {
+        let tenant = jwt.claims.get(&claim.name)?.clone();
+        // `scopes` is the authorizer's reading of the token's `scope` (or `scp`) claim;
+        // where it is null, the claim (a string in the context) says the same.
+        let scopes = jwt
+            .scopes
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                let claims = jwt
+                    .claims
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                gateway::scopes_of(&claims)
+            })
+            .unwrap_or_default();
+        Some((tenant, scopes))
+    });
+    let found = checked.or_else(|| {
+        claim
+            .unverified_under_sam_local
+            .then(|| unverified_caller(request, &claim.name))
+            .flatten()
+    });
+    let (tenant, scopes) = found.ok_or_else(ApiError::unauthorized)?;
+    let tenant = TenantId::parse(&tenant).ok_or_else(ApiError::unauthorized)?;
+    Ok(Caller { tenant, scopes })
+}
+
+/// The tenant named by the tenant claim, whatever the token's scopes.
+pub fn tenant_of(request: &Request, claim: &TenantClaim) -> Result<TenantId, ApiError> {
+    caller_of(request, claim).map(|c| c.tenant)
+}
+
+/// The claim and scopes from the `Authorization` header's token: a JWT's, or the local
+/// shorthand's (`Bearer acme`, `Bearer acme:read`), as the local runner reads them.
+fn unverified_caller(request: &Request, claim: &str) -> Option<(String, Vec<String>)> {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)?
@@ -152,8 +201,11 @@ fn unverified_tenant(request: &Request, claim: &str) -> Option<String> {
         .ok()?;
     let token = gateway::bearer_token(header)?;
     match gateway::unverified_claims(token) {
-        Some(claims) => claims.get(claim).map(gateway::claim_string),
-        None => Some(token.to_owned()),
+        Some(claims) => Some((
+            claims.get(claim).map(gateway::claim_string)?,
+            gateway::scopes_of(&claims).unwrap_or_default(),
+        )),
+        None => Some(gateway::shorthand(token)),
     }
 }
 

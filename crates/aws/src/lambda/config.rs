@@ -243,6 +243,7 @@ pub struct Resources {
     pub events_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
+    pub portal_sessions_table: String,
 }
 
 /// The longest a change to a subscription may take to reach deliver.
@@ -264,6 +265,66 @@ pub struct Config {
     /// How long deliver keeps the subscriptions it read, so a change reaches it up to this
     /// late (`HERALD_SUBSCRIPTION_CACHE_SECONDS`, 5; 0 keeps none).
     pub subscription_cache: Duration,
+    /// The consumer portal's looks, framing and session lifetime.
+    pub portal: herald_core::portal::PortalSettings,
+}
+
+/// `HERALD_PORTAL_NAME`, `HERALD_PORTAL_COLOR` (`#rrggbb`), `HERALD_PORTAL_LOGO` (a `data:`
+/// URL), `HERALD_PORTAL_FRAME_ANCESTORS` (origins, comma-separated), `HERALD_PORTAL_URL`
+/// and `HERALD_PORTAL_SESSION_LIFETIME` (1h; at most 12h).
+pub fn portal(env: &dyn Source) -> Result<herald_core::portal::PortalSettings, ConfigError> {
+    use herald_core::portal::{
+        DEFAULT_LIFETIME, MAX_LIFETIME, MIN_LIFETIME, check_color, check_frame_ancestor, check_logo,
+    };
+    let invalid = |name: &'static str| move |reason: String| ConfigError::Invalid { name, reason };
+    let color = env.get("HERALD_PORTAL_COLOR");
+    if let Some(color) = &color {
+        check_color(color).map_err(invalid("HERALD_PORTAL_COLOR"))?;
+    }
+    let logo = env.get("HERALD_PORTAL_LOGO");
+    if let Some(logo) = &logo {
+        check_logo(logo).map_err(invalid("HERALD_PORTAL_LOGO"))?;
+    }
+    let frame_ancestors: Vec<String> = env
+        .get("HERALD_PORTAL_FRAME_ANCESTORS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    for origin in &frame_ancestors {
+        check_frame_ancestor(origin).map_err(invalid("HERALD_PORTAL_FRAME_ANCESTORS"))?;
+    }
+    let base_url = env.get("HERALD_PORTAL_URL");
+    if let Some(base) = &base_url {
+        let parsed = url::Url::parse(base).map_err(|e| ConfigError::Invalid {
+            name: "HERALD_PORTAL_URL",
+            reason: e.to_string(),
+        })?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err(ConfigError::Invalid {
+                name: "HERALD_PORTAL_URL",
+                reason: "must be an http(s) URL".into(),
+            });
+        }
+    }
+    let default_lifetime = duration(env, "HERALD_PORTAL_SESSION_LIFETIME", DEFAULT_LIFETIME)?;
+    if !(MIN_LIFETIME..=MAX_LIFETIME).contains(&default_lifetime) {
+        return Err(ConfigError::Invalid {
+            name: "HERALD_PORTAL_SESSION_LIFETIME",
+            reason: "must be from 1m to 12h".into(),
+        });
+    }
+    Ok(herald_core::portal::PortalSettings {
+        name: env
+            .get("HERALD_PORTAL_NAME")
+            .map(|n| n.chars().take(80).collect()),
+        color,
+        logo,
+        frame_ancestors,
+        base_url: base_url.map(|b| b.trim_end_matches('/').to_owned()),
+        default_lifetime,
+    })
 }
 
 impl Config {
@@ -288,7 +349,9 @@ impl Config {
                 events_table: required(env, "HERALD_EVENTS_TABLE")?,
                 delivery_queue_url: required(env, "HERALD_DELIVERY_QUEUE_URL")?,
                 dead_letter_queue_url: required(env, "HERALD_DEAD_LETTER_QUEUE_URL")?,
+                portal_sessions_table: required(env, "HERALD_PORTAL_SESSIONS_TABLE")?,
             },
+            portal: portal(env)?,
             tenant_claim: tenant_claim(env),
             url_policy: url_policy(env)?,
             retention,

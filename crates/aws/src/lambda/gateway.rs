@@ -124,6 +124,35 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     (!token.is_empty() && !token.contains(char::is_whitespace)).then_some(token)
 }
 
+/// The scopes a token may carry for Herald's routes (resource server `herald`): what each
+/// route asks for is in `template.yaml` (`AuthorizationScopes`) and checked again by the
+/// functions.
+pub const SCOPE_PUBLISH: &str = "herald/publish";
+pub const SCOPE_READ: &str = "herald/read";
+pub const SCOPE_MANAGE: &str = "herald/manage";
+/// Every scope a tenant's token may have.
+pub const TENANT_SCOPES: [&str; 3] = [SCOPE_PUBLISH, SCOPE_READ, SCOPE_MANAGE];
+
+/// The local shorthand for a token that is no JWT: `acme` names tenant `acme` with every
+/// scope; `acme:read,manage` names it with `herald/read` and `herald/manage` only. For the
+/// local runner and `sam local`, where no issuer is at hand.
+pub fn shorthand(token: &str) -> (String, Vec<String>) {
+    match token.split_once(':') {
+        None => (
+            token.to_owned(),
+            TENANT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+        ),
+        Some((tenant, scopes)) => (
+            tenant.to_owned(),
+            scopes
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| format!("herald/{s}"))
+                .collect(),
+        ),
+    }
+}
+
 /// The media type of a `Content-Type` value, lower case, without its parameters
 /// (`application/json; charset=utf-8` → `application/json`).
 pub fn media_type(content_type: &str) -> String {
@@ -275,6 +304,20 @@ mod tests {
         assert_eq!(bearer_token("Bearer "), None);
         assert_eq!(bearer_token("Bearer a b"), None);
         assert_eq!(bearer_token(""), None);
+    }
+
+    #[test]
+    fn the_shorthand_names_a_tenant_and_its_scopes() {
+        assert_eq!(shorthand("acme").0, "acme");
+        assert_eq!(shorthand("acme").1, TENANT_SCOPES);
+        assert_eq!(
+            shorthand("acme:read,manage"),
+            (
+                "acme".to_owned(),
+                vec![SCOPE_READ.to_owned(), SCOPE_MANAGE.to_owned()]
+            )
+        );
+        assert_eq!(shorthand("acme:"), ("acme".to_owned(), vec![]));
     }
 
     #[test]

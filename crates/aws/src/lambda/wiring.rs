@@ -12,7 +12,9 @@ use lambda_http::{Body, Request, Response};
 
 use super::config::{Config, ConfigError, ProcessEnv, Source};
 use crate::cache::CachedSubscriptions;
-use crate::dynamo::{DynamoDeliveryLedger, DynamoEventLog, DynamoSubscriptionStore};
+use crate::dynamo::{
+    DynamoDeliveryLedger, DynamoEventLog, DynamoSessionStore, DynamoSubscriptionStore,
+};
 use crate::http::resolver::SystemResolver;
 use crate::http::sender::{SenderSettings, SenderSource};
 use crate::secrets::KeySource;
@@ -32,6 +34,7 @@ impl Ports for AwsPorts {
     type Sender = SenderSource<SystemResolver>;
     type Resolver = SystemResolver;
     type Keys = KeySource;
+    type Sessions = DynamoSessionStore;
     type Clock = SystemClock;
 }
 
@@ -97,6 +100,7 @@ pub fn adapters(
             SystemClock,
         ),
         ledger: DynamoDeliveryLedger::new(dynamo.clone(), resources.deliveries_table.clone()),
+        sessions: DynamoSessionStore::new(dynamo.clone(), resources.portal_sessions_table.clone()),
         events: DynamoEventLog::new(dynamo, resources.events_table.clone(), config.retention),
         queue,
         sender,

@@ -22,8 +22,8 @@ use herald_core::webhook::sign::WebhookSecret;
 use herald_deliver::{DeliverDeps, Disposition, process_batch};
 use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore, InMemoryWebhookSender, MemoryPorts, StaticResolver,
-    active_subscription,
+    InMemorySessionStore, InMemorySubscriptionStore, InMemoryWebhookSender, MemoryPorts,
+    StaticResolver, active_subscription,
 };
 use serde_json::json;
 
@@ -674,6 +674,7 @@ impl Ports for CachedPorts {
     type Resolver = StaticResolver;
     type Keys = Arc<SigningKeys>;
     type Clock = Arc<FixedClock>;
+    type Sessions = InMemorySessionStore;
 }
 
 /// Deliver with its subscriptions kept for `ttl`, on one clock shared with the cache.
@@ -694,6 +695,7 @@ fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> Arc<DeliverDeps<
             resolver: plain.ports.resolver,
             keys: plain.ports.keys,
             clock,
+            sessions: plain.ports.sessions,
         },
         settings: plain.settings,
     })

@@ -267,3 +267,20 @@ async fn wrong_content_type_route_and_method_are_refused() {
     assert_eq!(handle(&deps, request(&event)).await.status(), 404);
     assert!(deps.ports.events.is_empty());
 }
+
+#[tokio::test]
+async fn publishing_needs_the_publish_scope() {
+    let deps = deps();
+    subscribe(&deps, "acme", &["*"]).await;
+    let mut event = event_file("publish-one.json");
+    let jwt = &mut event["requestContext"]["authorizer"]["jwt"];
+    jwt["scopes"] = json!(["herald/read", "herald/manage"]);
+    jwt["claims"]["scope"] = json!("herald/read herald/manage");
+    let response = handle(&deps, request(&event)).await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(json_of(&response)["error"]["code"], "forbidden");
+    assert!(
+        deps.ports.queue.enqueued().is_empty(),
+        "nothing is enqueued"
+    );
+}

@@ -10,13 +10,13 @@ use herald_core::ports::{Adapters, Ports};
 use herald_core::webhook::keys::SigningKeys;
 use herald_testkit::{
     FixedClock, InMemoryDeliveryLedger, InMemoryDeliveryQueue, InMemoryEventLog,
-    InMemorySubscriptionStore, InMemoryWebhookSender,
+    InMemorySessionStore, InMemorySubscriptionStore, InMemoryWebhookSender,
 };
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
 /// Resolves every name to one public address, except `internal.example.com`.
-struct TestResolver;
+pub(super) struct TestResolver;
 
 impl Resolver for TestResolver {
     async fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
@@ -32,7 +32,7 @@ impl Resolver for TestResolver {
 }
 
 /// The in-memory set, with names resolved by `TestResolver`.
-enum TestPorts {}
+pub(super) enum TestPorts {}
 
 impl Ports for TestPorts {
     type Subscriptions = InMemorySubscriptionStore;
@@ -43,11 +43,12 @@ impl Ports for TestPorts {
     type Resolver = TestResolver;
     type Keys = Arc<SigningKeys>;
     type Clock = FixedClock;
+    type Sessions = InMemorySessionStore;
 }
 
-type Deps = ManageDeps<TestPorts>;
+pub(super) type Deps = ManageDeps<TestPorts>;
 
-fn deps() -> Deps {
+pub(super) fn deps() -> Deps {
     let memory = herald_testkit::adapters();
     ManageDeps {
         ports: Adapters {
@@ -59,9 +60,11 @@ fn deps() -> Deps {
             resolver: TestResolver,
             keys: memory.keys,
             clock: memory.clock,
+            sessions: memory.sessions,
         },
         tenant_claim: "tenant".into(),
         url_policy: UrlPolicy::default(),
+        portal: Default::default(),
     }
 }
 
@@ -70,30 +73,48 @@ fn event_file(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The route of template.yaml API Gateway matches `path` to, and its path parameters;
-/// `$default` for a path no route of manage's takes.
-fn route_of(path: &str) -> (&'static str, Option<Value>) {
-    for (prefix, key) in [
-        ("/v1/subscriptions/", "ANY /v1/subscriptions/{proxy+}"),
-        ("/v1/deliveries/", "ANY /v1/deliveries/{proxy+}"),
-    ] {
+/// The route of template.yaml API Gateway matches `method` and `path` to, and its path
+/// parameters; `$default` for a path no route of manage's takes.
+fn route_of(method: &str, path: &str) -> (String, Option<Value>) {
+    if let Some(rest) = path.strip_prefix("/portal/api/") {
+        return (
+            "ANY /portal/api/{proxy+}".into(),
+            Some(json!({"proxy": rest})),
+        );
+    }
+    if let Some(rest) = path.strip_prefix("/portal/").filter(|r| !r.is_empty()) {
+        return ("GET /portal/{proxy+}".into(), Some(json!({"proxy": rest})));
+    }
+    for prefix in ["/v1/subscriptions/", "/v1/deliveries/"] {
         if let Some(rest) = path.strip_prefix(prefix).filter(|r| !r.is_empty()) {
+            let key = format!("{method} {prefix}{{proxy+}}");
             return (key, Some(json!({"proxy": rest})));
         }
     }
     match path {
-        "/v1/subscriptions" => ("ANY /v1/subscriptions", None),
-        "/v1/signing-keys" => ("GET /v1/signing-keys", None),
-        _ => ("$default", None),
+        "/v1/subscriptions" | "/v1/signing-keys" | "/v1/portal/sessions" | "/portal" => {
+            (format!("{method} {path}"), None)
+        }
+        _ => ("$default".to_owned(), None),
     }
 }
 
-/// The event API Gateway sends for this call on the `dev` stage (the samples' stage).
-fn call(method: &str, path: &str, tenant: Option<&str>, body: Option<Value>) -> Request {
+/// The request API Gateway sends for this call on the `dev` stage (the samples' stage).
+pub(super) fn call(method: &str, path: &str, tenant: Option<&str>, body: Option<Value>) -> Request {
+    lambda_http::request::from_str(&event_for(method, path, tenant, body).to_string()).unwrap()
+}
+
+/// The event behind [`call`], to change before it is sent.
+pub(super) fn event_for(
+    method: &str,
+    path: &str,
+    tenant: Option<&str>,
+    body: Option<Value>,
+) -> Value {
     let mut event = event_file("create-subscription.json");
     let (route_path, query) = path.split_once('?').unwrap_or((path, ""));
     let raw_path = format!("/dev{route_path}");
-    let (route_key, parameters) = route_of(route_path);
+    let (route_key, parameters) = route_of(method, route_path);
     event["routeKey"] = json!(route_key);
     event["requestContext"]["routeKey"] = json!(route_key);
     match parameters {
@@ -121,10 +142,10 @@ fn call(method: &str, path: &str, tenant: Option<&str>, body: Option<Value>) -> 
             event.as_object_mut().unwrap().remove("body");
         }
     }
-    lambda_http::request::from_str(&event.to_string()).unwrap()
+    event
 }
 
-fn json_of(response: &Response<Body>) -> Value {
+pub(super) fn json_of(response: &Response<Body>) -> Value {
     serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null)
 }
 

@@ -5,3 +5,4 @@ mod deliver;
 mod ingest;
 mod manage;
 mod per_host;
+mod portal;

@@ -1,0 +1,464 @@
+// The consumer portal: one tenant's endpoints, their secrets and their attempt log, for
+// the time of a portal session. Every call goes to Herald's portal API (`api/v1/…`,
+// beside this page) with the session's token; nothing is loaded from elsewhere. Text from
+// the API is only ever set as text, never as HTML.
+
+const TOKEN_KEY = "herald-portal-token";
+const api = new URL("api/", document.baseURI);
+const main = document.getElementById("main");
+const status = document.getElementById("status");
+
+const FORMATS = [
+  ["standard", "Standard Webhooks ({type, timestamp, data})"],
+  ["event_data", "Event and data ({event, data})"],
+  ["typed_object", "Typed object ({id, object, event_type, payload})"],
+  ["entity_event", "Entity event"],
+];
+const STATES = ["pending", "delivering", "delivered", "failed", "skipped", "superseded"];
+
+// --- the session ------------------------------------------------------------------------
+
+function takeToken() {
+  const match = location.hash.match(/token=([^&]+)/);
+  if (match) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search + "#/endpoints");
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message || body?.message || `the portal API answered ${status}`);
+    this.status = status;
+  }
+}
+
+async function call(method, path, body) {
+  const headers = { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(new URL(path.replace(/^\//, ""), api), {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(response.status, json);
+  return json;
+}
+
+// --- small helpers ----------------------------------------------------------------------
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+let fieldIds = 0;
+function field(labelText, control, hint) {
+  const id = control.id || `f${++fieldIds}`;
+  control.id = id;
+  const hintNode = hint ? el("p", { class: "hint", id: `${id}-hint`, text: hint }) : null;
+  if (hintNode) control.setAttribute("aria-describedby", hintNode.id);
+  return el("div", {}, el("label", { for: id, text: labelText }), control, hintNode);
+}
+
+function say(message, kind = "done") {
+  status.replaceChildren(el("span", { class: kind, text: message }));
+}
+
+function fail(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    show(expired());
+    return;
+  }
+  say(error.message, "error");
+}
+
+function show(...nodes) {
+  main.replaceChildren(...nodes);
+  main.focus();
+}
+
+function pill(state) {
+  return el("span", { class: `pill ${state}`, text: state });
+}
+
+function when(text) {
+  return text ? new Date(text).toLocaleString() : "";
+}
+
+async function copy(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Select and copy the secret above";
+  }
+}
+
+function secretPanel(title, secret) {
+  const button = el("button", { type: "button", class: "secondary" }, "Copy");
+  button.addEventListener("click", () => copy(secret, button));
+  return el(
+    "section",
+    { class: "secret", "aria-labelledby": "secret-title" },
+    el("h2", { id: "secret-title", text: title }),
+    el("p", { text: "Shown this once: keep it where your receiver reads it." }),
+    el("code", { id: "shown-secret", text: secret }),
+    button,
+  );
+}
+
+function expired() {
+  return el(
+    "section",
+    {},
+    el("h1", { text: "This session has ended" }),
+    el("p", { text: "Open the webhooks page again from the application you came from." }),
+  );
+}
+
+// --- endpoints --------------------------------------------------------------------------
+
+async function endpointsView() {
+  const listed = await call("GET", "v1/subscriptions?limit=100");
+  const list = el("div", { role: "list" });
+  for (const s of listed.data) {
+    list.append(
+      el(
+        "article",
+        { class: "card", role: "listitem" },
+        el("h3", {}, el("a", { href: `#/endpoints/${s.id}`, text: s.url })),
+        el("p", { class: "meta" }, pill(s.status), " ", s.event_types.join(", "), s.description ? ` — ${s.description}` : ""),
+      ),
+    );
+  }
+  if (!listed.data.length) list.append(el("p", { text: "No endpoint yet." }));
+  show(
+    el("h1", { text: "Endpoints" }),
+    el("div", { class: "actions" }, el("a", { class: "button", href: "#/new" }, "Add an endpoint")),
+    list,
+  );
+}
+
+async function eventTypeList() {
+  try {
+    const types = await call("GET", "event-types");
+    return el("datalist", { id: "known-types" }, types.data.map((t) => el("option", { value: t })));
+  } catch {
+    return el("datalist", { id: "known-types" });
+  }
+}
+
+function headerRows(headers = {}) {
+  const rows = el("div", { id: "header-rows" });
+  const add = (name = "", value = "") => {
+    const index = rows.children.length;
+    rows.append(
+      el(
+        "div",
+        { class: "header-row" },
+        field(`Header ${index + 1} name`, el("input", { name: "header-name", autocomplete: "off", value: name })),
+        field(`Header ${index + 1} value`, el("input", { name: "header-value", autocomplete: "off", value })),
+        el("button", { type: "button", class: "secondary", onclick: (e) => e.target.closest(".header-row").remove() }, "Remove"),
+      ),
+    );
+  };
+  for (const [name, value] of Object.entries(headers)) add(name, value);
+  return { rows, add };
+}
+
+function readHeaders(form) {
+  const names = [...form.querySelectorAll('[name="header-name"]')].map((i) => i.value.trim());
+  const values = [...form.querySelectorAll('[name="header-value"]')].map((i) => i.value);
+  const headers = {};
+  names.forEach((name, i) => {
+    if (name) headers[name] = values[i];
+  });
+  return headers;
+}
+
+function endpointForm(existing, submitText, onSubmit) {
+  const form = el("form", { novalidate: true });
+  form.append(
+    field("Endpoint URL", el("input", { name: "url", type: "url", required: true, value: existing?.url ?? "", placeholder: "https://example.com/webhooks" }), "HTTPS, and reachable from the internet."),
+    field("Event types", el("input", { name: "event_types", list: "known-types", required: true, value: existing?.event_types?.join(", ") ?? "" }), "Comma-separated; `order.*` takes every order event, `*` every event."),
+    field("Description", el("input", { name: "description", value: existing?.description ?? "" })),
+    field("Body format", el("select", { name: "format" }, FORMATS.map(([value, text]) => el("option", { value, selected: (existing?.format ?? "standard") === value }, text)))),
+  );
+  const { rows, add } = headerRows(existing?.headers);
+  form.append(
+    el("fieldset", {}, el("legend", { text: "Custom headers" }), rows, el("button", { type: "button", class: "secondary", onclick: () => add() }, "Add a header")),
+  );
+  if (existing) {
+    form.append(
+      field("Status", el("select", { name: "status" }, ["active", "disabled"].map((v) => el("option", { value: v, selected: existing.status === v }, v)))),
+    );
+  }
+  form.append(el("div", { class: "actions" }, el("button", { type: "submit" }, submitText)));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = {
+      url: data.get("url").trim(),
+      event_types: data.get("event_types").split(",").map((t) => t.trim()).filter(Boolean),
+      description: data.get("description"),
+      format: data.get("format"),
+      headers: readHeaders(form),
+    };
+    if (existing) body.status = data.get("status");
+    try {
+      await onSubmit(body);
+    } catch (error) {
+      fail(error);
+    }
+  });
+  return form;
+}
+
+async function newEndpointView() {
+  const types = await eventTypeList();
+  show(
+    el("h1", { text: "Add an endpoint" }),
+    types,
+    endpointForm(null, "Add the endpoint", async (body) => {
+      const created = await call("POST", "v1/subscriptions", body);
+      location.hash = `#/endpoints/${created.id}`;
+      await route();
+      main.prepend(secretPanel("Its signing secret", created.secret));
+      say("Endpoint added");
+    }),
+  );
+}
+
+async function endpointView(id) {
+  const [subscription, types] = await Promise.all([call("GET", `v1/subscriptions/${id}`), eventTypeList()]);
+  const log = el("section", { "aria-labelledby": "log-title" });
+  const secretSlot = el("div");
+  const actions = el(
+    "div",
+    { class: "actions" },
+    el("button", { type: "button", onclick: () => sendTest(id) }, "Send a test event"),
+    el("button", { type: "button", class: "secondary", onclick: () => rotate(id, secretSlot) }, "Rotate the secret"),
+    el("button", { type: "button", class: "danger", onclick: () => remove(id, subscription.url) }, "Delete"),
+  );
+  show(
+    el("p", {}, el("a", { href: "#/endpoints", text: "← Endpoints" })),
+    el("h1", { text: subscription.url }),
+    el("p", { class: "meta" }, pill(subscription.status), subscription.disabled_reason ? ` ${subscription.disabled_reason}` : ""),
+    actions,
+    secretSlot,
+    el("h2", { text: "Settings" }),
+    types,
+    endpointForm(subscription, "Save", async (body) => {
+      await call("PATCH", `v1/subscriptions/${id}`, { ...body, version: subscription.version });
+      say("Saved");
+      await endpointView(id);
+    }),
+    log,
+  );
+  await attemptLog(id, log, "");
+}
+
+async function sendTest(id) {
+  try {
+    const sent = await call("POST", `v1/subscriptions/${id}/test`);
+    say(`Test event sent (delivery ${sent.delivery_id})`);
+    setTimeout(() => refreshLog(id), 1500);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function rotate(id, slot) {
+  try {
+    const rotated = await call("POST", `v1/subscriptions/${id}/secret/rotate`, {});
+    slot.replaceChildren(secretPanel("The new signing secret", rotated.secret));
+    const until = rotated.previous_secret_expires_at;
+    say(until ? `Secret rotated; the previous one signs until ${when(until)}` : "Secret rotated");
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function remove(id, url) {
+  if (!confirm(`Delete the endpoint ${url}? Its deliveries stop at once.`)) return;
+  try {
+    await call("DELETE", `v1/subscriptions/${id}`);
+    location.hash = "#/endpoints";
+    say("Endpoint deleted");
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function refreshLog(id) {
+  const log = document.getElementById("log");
+  if (log) attemptLog(id, log, document.getElementById("log-state")?.value ?? "");
+}
+
+async function attemptLog(id, section, state) {
+  const query = state ? `?state=${state}&limit=50` : "?limit=50";
+  let listed;
+  try {
+    listed = await call("GET", `v1/subscriptions/${id}/deliveries${query}`);
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  const filter = el("select", { id: "log-state", onchange: (e) => attemptLog(id, section, e.target.value) }, el("option", { value: "", text: "every state" }), STATES.map((s) => el("option", { value: s, selected: s === state }, s)));
+  const rows = listed.data.map((d) => {
+    const last = d.attempts.at(-1);
+    const outcome = last ? (last.status ? `${last.status}` : last.error ?? "") : "not yet";
+    return el(
+      "tr",
+      {},
+      el("td", { "data-label": "Event" }, d.event_type, el("br"), el("small", { class: "meta", text: d.id })),
+      el("td", { "data-label": "State" }, pill(d.state)),
+      el("td", { "data-label": "Attempts", text: String(d.attempts.length) }),
+      el("td", { "data-label": "Last answer", text: last ? `${outcome} in ${last.latency_ms} ms` : outcome }),
+      el("td", { "data-label": "Excerpt" }, last?.response ? el("code", { text: last.response.slice(0, 200) }) : ""),
+      el("td", { "data-label": "Actions" }, el("button", { type: "button", class: "secondary", onclick: () => retry(d.id, id) }, "Retry")),
+    );
+  });
+  const replayForm = el("form", { class: "row" });
+  replayForm.append(
+    field("Replay from", el("input", { name: "since", type: "datetime-local", required: true })),
+    field("Deliveries that are", el("select", { name: "state" }, ["failed", "delivered", "pending", "skipped"].map((s) => el("option", { value: s }, s)))),
+    el("div", {}, el("button", { type: "submit" }, "Replay")),
+  );
+  replayForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(replayForm);
+    try {
+      const since = new Date(data.get("since")).toISOString();
+      const replayed = await call("POST", `v1/subscriptions/${id}/replay`, { since, state: data.get("state") });
+      say(`${replayed.queued} deliveries queued again${replayed.more ? "; replay again for more" : ""}`);
+    } catch (error) {
+      fail(error);
+    }
+  });
+  section.id = "log";
+  section.replaceChildren(
+    el("h2", { id: "log-title", text: "Attempt log" }),
+    el("div", { class: "row" }, field("Show", filter), el("div", {}, el("button", { type: "button", class: "secondary", onclick: () => refreshLog(id) }, "Refresh"))),
+    rows.length
+      ? el("table", {}, el("thead", {}, el("tr", {}, ["Event", "State", "Attempts", "Last answer", "Excerpt", ""].map((h) => el("th", { scope: "col", text: h })))), el("tbody", {}, rows))
+      : el("p", { text: "No delivery yet." }),
+    el("h2", { text: "Replay" }),
+    replayForm,
+  );
+}
+
+async function retry(delivery, id) {
+  try {
+    await call("POST", `v1/deliveries/${delivery}/retry`);
+    say("Delivery queued again");
+    setTimeout(() => refreshLog(id), 1500);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+// --- signing keys -----------------------------------------------------------------------
+
+async function keysView() {
+  const keys = await call("GET", "v1/signing-keys");
+  const parts = [
+    el("h1", { text: "Verifying webhooks" }),
+    el("p", { text: "Every webhook carries webhook-id, webhook-timestamp and webhook-signature headers (Standard Webhooks). Verify with your endpoint's secret, refuse timestamps more than five minutes old, and drop ids you have seen." }),
+    el("pre", {}, el("code", { text: `# Python: pip install standardwebhooks
+from standardwebhooks.webhooks import Webhook
+Webhook(secret).verify(request_body, request_headers)
+
+// Node.js: npm install standardwebhooks
+import { Webhook } from "standardwebhooks";
+new Webhook(secret).verify(payload, headers);` })),
+  ];
+  if (keys.ed25519) {
+    parts.push(el("h2", { text: "ed25519 (v1a signatures)" }), el("code", { id: "ed25519-key", text: keys.ed25519 }));
+  }
+  if (keys.rsa) {
+    parts.push(el("h2", { text: "RSA (X.509 SubjectPublicKeyInfo, base64)" }), el("pre", {}, el("code", { text: keys.rsa })));
+  }
+  if (!keys.ed25519 && !keys.rsa) parts.push(el("p", { text: "This service signs with your endpoint's secret only." }));
+  show(...parts);
+}
+
+// --- the page ---------------------------------------------------------------------------
+
+async function brand() {
+  const session = await call("GET", "session");
+  const b = session.brand ?? {};
+  document.title = `${b.name ?? "Webhooks"} — webhooks`;
+  document.getElementById("brand").textContent = b.name ?? "Webhooks";
+  if (b.color) {
+    document.documentElement.style.setProperty("--brand", b.color);
+    document.documentElement.style.setProperty("--on-brand", onBrand(b.color));
+  }
+  if (b.logo) {
+    const logo = document.getElementById("logo");
+    logo.src = b.logo;
+    logo.alt = `${b.name ?? ""} logo`;
+    logo.hidden = false;
+  }
+  document.getElementById("session").textContent = `Session ends ${when(session.expires_at)}`;
+}
+
+// Black or white, whichever contrasts more with the brand colour (WCAG luminance).
+function onBrand(hex) {
+  const rgb = hex.replace("#", "").match(/../g)?.map((c) => parseInt(c, 16) / 255) ?? [0, 0, 0];
+  const [r, g, b] = rgb.map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  return luminance > 0.179 ? "#000000" : "#ffffff";
+}
+
+async function route() {
+  const path = location.hash.replace(/^#\/?/, "") || "endpoints";
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    link.toggleAttribute("aria-current", path.startsWith(link.dataset.nav));
+    if (path.startsWith(link.dataset.nav)) link.setAttribute("aria-current", "page");
+  }
+  try {
+    if (path === "endpoints") await endpointsView();
+    else if (path === "new") await newEndpointView();
+    else if (path.startsWith("endpoints/")) await endpointView(path.split("/")[1]);
+    else if (path === "keys") await keysView();
+    else await endpointsView();
+  } catch (error) {
+    fail(error);
+  }
+}
+
+async function start() {
+  if (!takeToken()) {
+    show(expired());
+    return;
+  }
+  try {
+    await brand();
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  window.addEventListener("hashchange", () => {
+    status.replaceChildren();
+    route();
+  });
+  await route();
+}
+
+start();
