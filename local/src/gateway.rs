@@ -231,7 +231,13 @@ impl Gateway {
         });
         let route_key = routed.matched.route.key();
         let host = call.headers.get("host").map_or("127.0.0.1", String::as_str);
-        let domain = host.split(':').next().unwrap_or(host);
+        let (domain, port) = host.split_once(':').unwrap_or((host, "80"));
+        // API Gateway tells the function how the client reached it (the samples on
+        // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
+        // carry x-forwarded-for, -port and -proto); this gateway is plain HTTP.
+        headers.insert("x-forwarded-for".into(), call.source_ip.to_string());
+        headers.insert("x-forwarded-port".into(), port.to_owned());
+        headers.insert("x-forwarded-proto".into(), "http".into());
         let now = chrono::Utc::now();
         let mut event = json!({
             "version": "2.0",

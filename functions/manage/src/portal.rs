@@ -299,10 +299,21 @@ fn page_url<P: Ports>(deps: &ManageDeps<P>, request: &Request) -> String {
     let scheme = header_text(request, "x-forwarded-proto")
         .filter(|p| p == "http" || p == "https")
         .unwrap_or_else(|| "https".to_owned());
+    // The port the client used, unless it is the scheme's own.
+    let port = header_text(request, "x-forwarded-port")
+        .filter(|p| p.parse::<u16>().is_ok())
+        .filter(|p| {
+            !matches!(
+                (scheme.as_str(), p.as_str()),
+                ("https", "443") | ("http", "80")
+            )
+        })
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
     let raw = request.raw_http_path();
     let route = api::route_path(request);
     let prefix = raw.strip_suffix(route.as_str()).unwrap_or("");
-    format!("{scheme}://{domain}{prefix}{PAGE}")
+    format!("{scheme}://{domain}{port}{prefix}{PAGE}")
 }
 
 fn header_text(request: &Request, name: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 
 mod adapters;
 mod architecture;
+mod cli;
 mod crash;
 mod deploy_code;
 mod event_shapes;

@@ -461,3 +461,62 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
     assert_eq!(shown["version"], 1);
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_portal_session_opens_a_page_the_local_runner_serves_for_one_tenant() {
+    let herald = TestHerald::start(&[]).await;
+    let (own, _) = herald
+        .subscribe("acme", "http://127.0.0.1:9/acme", &["*"])
+        .await;
+    herald
+        .subscribe("globex", "http://127.0.0.1:9/globex", &["*"])
+        .await;
+    let (status, session) = herald
+        .call("POST", "/v1/portal/sessions", Some("acme"), None)
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let url = session["url"].as_str().unwrap();
+    let token = session["token"].as_str().unwrap();
+    let (page, fragment) = url.split_once('#').unwrap();
+    assert_eq!(
+        page,
+        format!("{}/portal/index.html", herald.local.stage_url()),
+        "the page is where the client reached the API, port and stage kept"
+    );
+    assert_eq!(fragment, format!("token={token}"));
+
+    let http = reqwest::Client::new();
+    let html = http.get(page).send().await.unwrap();
+    assert_eq!(html.status(), 200);
+    assert!(
+        html.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let api = page.replace("index.html", "api/v1/subscriptions");
+    let listed = http
+        .get(&api)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed).unwrap();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![own.as_str()]);
+    let refused = http.get(&api).bearer_auth("acme").send().await.unwrap();
+    assert_eq!(
+        refused.status(),
+        401,
+        "the portal takes session tokens alone"
+    );
+    herald.shutdown().await;
+}

@@ -46,6 +46,9 @@ fn normalized(value: &Value) -> Value {
             (r"msg_[0-9A-HJKMNP-TV-Z]{52}", "msg_*"),
             (r"evt_[0-9A-HJKMNP-TV-Z]{26}", "evt_*"),
             (r"whsec_[A-Za-z0-9+/=]+", "whsec_*"),
+            (r"hps_[A-Za-z0-9_-]+", "hps_*"),
+            // The two listen on ports of their own.
+            (r"^https?://[^/]+/", "<origin>/"),
             (
                 r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)",
                 "<time>",
@@ -555,6 +558,33 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         202
     );
     both!("GET", "/v1/signing-keys", "/v1/signing-keys", None, 200);
+    // A portal session, and its token taking the place of a JWT on the portal's public
+    // routes (no authorizer), under SAM as locally.
+    let (a, b) = both!(
+        "POST",
+        "/v1/portal/sessions",
+        "/v1/portal/sessions",
+        Some(json!({"lifetime": "5m", "event_types": ["order.created"]})),
+        201
+    );
+    assert!(
+        normalized(&a["url"]) == json!("<origin>/portal/index.html#token=hps_*"),
+        "{a}"
+    );
+    for (side, session) in sides.iter().zip([&a, &b]) {
+        let token = format!("Bearer {}", session["token"].as_str().unwrap());
+        let listed = http(
+            "GET",
+            &format!("{}/portal/api/v1/subscriptions", side.base),
+            &[("authorization", token.as_str())],
+            None,
+        )
+        .await;
+        assert_eq!(listed.0, 200, "{}: {}", side.base, listed.1);
+        assert_eq!(listed.1["data"].as_array().map(Vec::len), Some(1), "{}", listed.1);
+        let page = http("GET", &format!("{}/portal/index.html", side.base), &[], None).await;
+        assert_eq!(page.0, 200, "{}", side.base);
+    }
     both!(
         "DELETE",
         "/v1/subscriptions/{id}",

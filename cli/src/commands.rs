@@ -1,0 +1,687 @@
+//! The API commands: each calls Herald's HTTP API and answers an [`Output`], the API's JSON
+//! (for `--json`) and a text for people.
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use crate::client::Client;
+use crate::failure::Failure;
+use crate::table::{cell, fields, render};
+
+/// What a command prints: `text` for people, `json` with `--json`.
+#[derive(Debug)]
+pub struct Output {
+    pub json: Value,
+    pub text: String,
+}
+
+/// The most pages `--all` follows, a bound on a listing that never ends.
+const MAX_PAGES: usize = 1000;
+/// Ids are Herald's own (`sub_…`, `msg_…`): letters, digits and `_`, so an id can never
+/// change which route is called.
+const MAX_ID_LEN: usize = 64;
+
+/// `id` when it can be one of Herald's ids, else a usage failure naming it.
+pub fn checked_id<'a>(what: &str, id: &'a str) -> Result<&'a str, Failure> {
+    if !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        Ok(id)
+    } else {
+        Err(Failure::usage(format!(
+            "`{id}` is not a {what} id (like {})",
+            if what == "delivery" {
+                "msg_01…"
+            } else {
+                "sub_01…"
+            }
+        )))
+    }
+}
+
+impl Client {
+    /// One call that must answer one of `ok`; its JSON (Null when empty).
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        doing: &str,
+        ok: &[u16],
+    ) -> Result<Value, Failure> {
+        let answer = self
+            .call(method, path, body)
+            .await
+            .map_err(|e| Failure::unavailable(format!("{doing}: {e:#}")))?;
+        if ok.contains(&answer.status) {
+            Ok(match answer.body {
+                Value::String(s) if s.is_empty() => Value::Null,
+                body => body,
+            })
+        } else {
+            Err(Failure::answered(doing, &answer))
+        }
+    }
+
+    /// A listing: one page (with its `next_cursor`), or every page with `all`.
+    async fn list(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        all: bool,
+        doing: &str,
+    ) -> Result<Value, Failure> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut pairs: Vec<(&str, String)> = query.to_vec();
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c.clone()));
+            }
+            let full = with_query(path, &pairs);
+            let page = self.expect(Method::GET, &full, None, doing, &[200]).await?;
+            items.extend(page["data"].as_array().cloned().unwrap_or_default());
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if !all || cursor.is_none() {
+                return Ok(json!({"data": items, "next_cursor": cursor}));
+            }
+        }
+        Err(Failure::unavailable(format!(
+            "{doing}: more than {MAX_PAGES} pages; narrow the listing"
+        )))
+    }
+}
+
+fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
+    if pairs.is_empty() {
+        return path.to_owned();
+    }
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
+    format!("{path}?{}", query.finish())
+}
+
+fn next_page_hint(json: &Value) -> String {
+    match json["next_cursor"].as_str() {
+        Some(_) => "(more: add --all for every page)\n".to_owned(),
+        None => String::new(),
+    }
+}
+
+// --- subscriptions ------------------------------------------------------------------------
+
+pub async fn subscriptions_list(
+    client: &Client,
+    limit: Option<u32>,
+    all: bool,
+) -> Result<Output, Failure> {
+    let query: Vec<(&str, String)> = limit
+        .map(|l| ("limit", l.to_string()))
+        .into_iter()
+        .collect();
+    let json = client
+        .list("/v1/subscriptions", &query, all, "listing subscriptions")
+        .await?;
+    let rows: Vec<Vec<String>> = json["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                cell(&s["id"]),
+                cell(&s["status"]),
+                cell(&s["event_types"]),
+                cell(&s["url"]),
+            ]
+        })
+        .collect();
+    let mut text = if rows.is_empty() {
+        "no subscriptions\n".to_owned()
+    } else {
+        render(&["ID", "STATUS", "EVENT TYPES", "URL"], &rows)
+    };
+    text.push_str(&next_page_hint(&json));
+    Ok(Output { json, text })
+}
+
+fn subscription_text(s: &Value) -> String {
+    let mut pairs = vec![
+        ("id", cell(&s["id"])),
+        ("status", cell(&s["status"])),
+        ("url", cell(&s["url"])),
+        ("event types", cell(&s["event_types"])),
+        ("format", cell(&s["format"])),
+        ("description", cell(&s["description"])),
+        ("version", cell(&s["version"])),
+        ("created", cell(&s["created_at"])),
+    ];
+    if let Some(headers) = s["headers"].as_object().filter(|h| !h.is_empty()) {
+        let names: Vec<&str> = headers.keys().map(String::as_str).collect();
+        pairs.push(("headers", names.join(",")));
+    }
+    if !s["disabled_reason"].is_null() {
+        pairs.push((
+            "disabled",
+            format!(
+                "{} ({})",
+                cell(&s["disabled_at"]),
+                cell(&s["disabled_reason"])
+            ),
+        ));
+    }
+    if !s["failing_since"].is_null() {
+        pairs.push(("failing since", cell(&s["failing_since"])));
+    }
+    fields(&pairs)
+}
+
+pub async fn subscriptions_show(client: &Client, id: &str) -> Result<Output, Failure> {
+    let id = checked_id("subscription", id)?;
+    let json = client
+        .expect(
+            Method::GET,
+            &format!("/v1/subscriptions/{id}"),
+            None,
+            "reading the subscription",
+            &[200],
+        )
+        .await?;
+    Ok(Output {
+        text: subscription_text(&json),
+        json,
+    })
+}
+
+/// The fields a `create` or `update` sends; None leaves a field out.
+#[derive(Debug, Default)]
+pub struct SubscriptionFields {
+    pub url: Option<String>,
+    pub event_types: Vec<String>,
+    pub description: Option<String>,
+    pub format: Option<String>,
+    pub headers: Vec<String>,
+    pub status: Option<String>,
+    pub filter: Option<String>,
+}
+
+impl SubscriptionFields {
+    /// The JSON body; `Name: value` headers and a JSON filter checked here, so a typo is
+    /// told before anything is sent.
+    pub fn body(&self) -> Result<Value, Failure> {
+        let mut body = Map::new();
+        if let Some(url) = &self.url {
+            body.insert("url".into(), json!(url));
+        }
+        if !self.event_types.is_empty() {
+            body.insert("event_types".into(), json!(self.event_types));
+        }
+        if let Some(d) = &self.description {
+            body.insert("description".into(), json!(d));
+        }
+        if let Some(f) = &self.format {
+            body.insert("format".into(), json!(f));
+        }
+        if let Some(s) = &self.status {
+            body.insert("status".into(), json!(s));
+        }
+        if !self.headers.is_empty() {
+            let mut headers = Map::new();
+            for header in &self.headers {
+                let (name, value) = header
+                    .split_once(':')
+                    .filter(|(n, _)| !n.trim().is_empty())
+                    .ok_or_else(|| {
+                        Failure::usage(format!("--header `{header}`: write it as `Name: value`"))
+                    })?;
+                headers.insert(name.trim().to_owned(), json!(value.trim()));
+            }
+            body.insert("headers".into(), Value::Object(headers));
+        }
+        if let Some(filter) = &self.filter {
+            let parsed: Value = serde_json::from_str(filter)
+                .map_err(|e| Failure::usage(format!("--filter is not JSON: {e}")))?;
+            body.insert("filter".into(), parsed);
+        }
+        Ok(Value::Object(body))
+    }
+}
+
+pub async fn subscriptions_create(
+    client: &Client,
+    fields_in: &SubscriptionFields,
+) -> Result<Output, Failure> {
+    let body = fields_in.body()?;
+    let json = client
+        .expect(
+            Method::POST,
+            "/v1/subscriptions",
+            Some(&body),
+            "creating the subscription",
+            &[201],
+        )
+        .await?;
+    let mut text = subscription_text(&json);
+    text.push_str(&format!(
+        "secret        {}\n\nThe secret is shown only now: give it to the endpoint's owner to verify signatures.\n",
+        cell(&json["secret"])
+    ));
+    Ok(Output { json, text })
+}
+
+pub async fn subscriptions_update(
+    client: &Client,
+    id: &str,
+    fields_in: &SubscriptionFields,
+) -> Result<Output, Failure> {
+    let id = checked_id("subscription", id)?;
+    let body = fields_in.body()?;
+    if body.as_object().is_some_and(Map::is_empty) {
+        return Err(Failure::usage(
+            "nothing to change: give --url, --event-type, --description, --format, --header, --filter or --status",
+        ));
+    }
+    let json = client
+        .expect(
+            Method::PATCH,
+            &format!("/v1/subscriptions/{id}"),
+            Some(&body),
+            "updating the subscription",
+            &[200],
+        )
+        .await?;
+    Ok(Output {
+        text: subscription_text(&json),
+        json,
+    })
+}
+
+pub async fn subscriptions_delete(client: &Client, id: &str) -> Result<Output, Failure> {
+    let id = checked_id("subscription", id)?;
+    client
+        .expect(
+            Method::DELETE,
+            &format!("/v1/subscriptions/{id}"),
+            None,
+            "deleting the subscription",
+            &[204],
+        )
+        .await?;
+    Ok(Output {
+        json: json!({"id": id, "deleted": true}),
+        text: format!("deleted {id}\n"),
+    })
+}
+
+pub async fn subscriptions_rotate(
+    client: &Client,
+    id: &str,
+    grace: Option<&str>,
+) -> Result<Output, Failure> {
+    let id = checked_id("subscription", id)?;
+    let body = match grace {
+        Some(g) => json!({"grace_period": g}),
+        None => json!({}),
+    };
+    let json = client
+        .expect(
+            Method::POST,
+            &format!("/v1/subscriptions/{id}/secret/rotate"),
+            Some(&body),
+            "rotating the secret",
+            &[200],
+        )
+        .await?;
+    let previous = match json["previous_secret_expires_at"].as_str() {
+        Some(at) => format!("The previous secret also signs until {at}."),
+        None => "The previous secret no longer signs.".to_owned(),
+    };
+    let text = format!(
+        "{}\nThe new secret is shown only now. {previous}\n",
+        fields(&[
+            ("secret", cell(&json["secret"])),
+            ("version", cell(&json["version"])),
+            ("rotated", cell(&json["rotated_at"])),
+        ])
+    );
+    Ok(Output { json, text })
+}
+
+pub async fn subscriptions_test(
+    client: &Client,
+    id: &str,
+    data: Option<&str>,
+) -> Result<Output, Failure> {
+    let id = checked_id("subscription", id)?;
+    let body = match data {
+        Some(raw) => {
+            let data: Value = serde_json::from_str(raw)
+                .map_err(|e| Failure::usage(format!("--data is not JSON: {e}")))?;
+            if !data.is_object() {
+                return Err(Failure::usage("--data must be a JSON object"));
+            }
+            json!({"data": data})
+        }
+        None => json!({}),
+    };
+    let json = client
+        .expect(
+            Method::POST,
+            &format!("/v1/subscriptions/{id}/test"),
+            Some(&body),
+            "sending a test event",
+            &[202],
+        )
+        .await?;
+    let text = format!(
+        "test event {} queued as delivery {}: see it with `herald deliveries show {}`\n",
+        cell(&json["event_id"]),
+        cell(&json["delivery_id"]),
+        cell(&json["delivery_id"])
+    );
+    Ok(Output { json, text })
+}
+
+// --- deliveries ----------------------------------------------------------------------------
+
+/// Which deliveries a listing or replay takes.
+#[derive(Debug, Default)]
+pub struct DeliveryQuery {
+    pub state: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+pub async fn deliveries_list(
+    client: &Client,
+    subscription: &str,
+    query: &DeliveryQuery,
+    limit: Option<u32>,
+    all: bool,
+) -> Result<Output, Failure> {
+    let subscription = checked_id("subscription", subscription)?;
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    for (name, value) in [
+        ("state", &query.state),
+        ("since", &query.since),
+        ("until", &query.until),
+    ] {
+        if let Some(v) = value {
+            pairs.push((name, v.clone()));
+        }
+    }
+    if let Some(l) = limit {
+        pairs.push(("limit", l.to_string()));
+    }
+    let json = client
+        .list(
+            &format!("/v1/subscriptions/{subscription}/deliveries"),
+            &pairs,
+            all,
+            "listing deliveries",
+        )
+        .await?;
+    let rows: Vec<Vec<String>> = json["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let attempts = d["attempts"].as_array().map_or(0, Vec::len);
+            let last = d["attempts"]
+                .as_array()
+                .and_then(|a| a.last())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let answered = match (&last["status"], &last["error"]) {
+                (Value::Null, Value::Null) => "-".to_owned(),
+                (Value::Null, error) => cell(error),
+                (status, _) => cell(status),
+            };
+            vec![
+                cell(&d["id"]),
+                cell(&d["state"]),
+                cell(&d["event_type"]),
+                attempts.to_string(),
+                answered,
+                cell(&d["created_at"]),
+            ]
+        })
+        .collect();
+    let mut text = if rows.is_empty() {
+        "no deliveries\n".to_owned()
+    } else {
+        render(
+            &["ID", "STATE", "EVENT TYPE", "ATTEMPTS", "LAST", "CREATED"],
+            &rows,
+        )
+    };
+    text.push_str(&next_page_hint(&json));
+    Ok(Output { json, text })
+}
+
+pub async fn deliveries_show(client: &Client, id: &str) -> Result<Output, Failure> {
+    let id = checked_id("delivery", id)?;
+    let json = client
+        .expect(
+            Method::GET,
+            &format!("/v1/deliveries/{id}"),
+            None,
+            "reading the delivery",
+            &[200],
+        )
+        .await?;
+    let mut text = fields(&[
+        ("id", cell(&json["id"])),
+        ("state", cell(&json["state"])),
+        ("subscription", cell(&json["subscription_id"])),
+        (
+            "event",
+            format!(
+                "{} ({})",
+                cell(&json["event_id"]),
+                cell(&json["event_type"])
+            ),
+        ),
+        ("created", cell(&json["created_at"])),
+        ("next attempt", cell(&json["next_attempt_at"])),
+        ("reason", cell(&json["reason"])),
+    ]);
+    let attempts: Vec<Vec<String>> = json["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                cell(&a["number"]),
+                cell(&a["at"]),
+                cell(&a["status"]),
+                cell(&a["error"]),
+                format!("{} ms", cell(&a["latency_ms"])),
+                cell(&a["response"]),
+            ]
+        })
+        .collect();
+    text.push('\n');
+    if attempts.is_empty() {
+        text.push_str("no attempts yet\n");
+    } else {
+        text.push_str(&render(
+            &["#", "AT", "STATUS", "ERROR", "LATENCY", "ANSWER"],
+            &attempts,
+        ));
+    }
+    Ok(Output { json, text })
+}
+
+pub async fn deliveries_retry(client: &Client, id: &str) -> Result<Output, Failure> {
+    let id = checked_id("delivery", id)?;
+    let json = client
+        .expect(
+            Method::POST,
+            &format!("/v1/deliveries/{id}/retry"),
+            None,
+            "retrying the delivery",
+            &[202],
+        )
+        .await?;
+    let text = if json["queued"].as_bool() == Some(true) {
+        format!("{id} queued for another attempt\n")
+    } else {
+        format!("{id} is already queued; nothing more to do\n")
+    };
+    Ok(Output { json, text })
+}
+
+pub async fn deliveries_replay(
+    client: &Client,
+    subscription: &str,
+    query: &DeliveryQuery,
+) -> Result<Output, Failure> {
+    let subscription = checked_id("subscription", subscription)?;
+    let mut body = Map::new();
+    let since = query
+        .since
+        .as_ref()
+        .ok_or_else(|| Failure::usage("--since is needed: the start of the range to replay"))?;
+    body.insert("since".into(), json!(since));
+    if let Some(u) = &query.until {
+        body.insert("until".into(), json!(u));
+    }
+    if let Some(s) = &query.state {
+        body.insert("state".into(), json!(s));
+    }
+    let json = client
+        .expect(
+            Method::POST,
+            &format!("/v1/subscriptions/{subscription}/replay"),
+            Some(&Value::Object(body)),
+            "replaying deliveries",
+            &[202],
+        )
+        .await?;
+    let mut text = format!(
+        "{} {} deliveries queued again\n",
+        cell(&json["queued"]),
+        cell(&json["state"])
+    );
+    if json["more"].as_bool() == Some(true) {
+        text.push_str(
+            "More remain in the range (at most 100 a call): run the command again once these \
+             are delivered, or narrow --since/--until.\n",
+        );
+    }
+    Ok(Output { json, text })
+}
+
+// --- portal --------------------------------------------------------------------------------
+
+pub async fn portal_open(
+    client: &Client,
+    tenant: &str,
+    lifetime: Option<&str>,
+    event_types: &[String],
+) -> Result<Output, Failure> {
+    let mut body = Map::new();
+    if let Some(l) = lifetime {
+        body.insert("lifetime".into(), json!(l));
+    }
+    if !event_types.is_empty() {
+        body.insert("event_types".into(), json!(event_types));
+    }
+    let json = client
+        .expect(
+            Method::POST,
+            "/v1/portal/sessions",
+            Some(&Value::Object(body)),
+            "opening a portal session",
+            &[201],
+        )
+        .await?;
+    let opened_for = json["tenant"].as_str().unwrap_or_default();
+    if opened_for != tenant {
+        return Err(Failure {
+            code: crate::failure::UNAUTHORIZED,
+            message: format!(
+                "the token is for tenant `{opened_for}`, not `{tenant}`: a session is opened for \
+                 the token's tenant, so use a token (or profile) of `{tenant}`'s. The session \
+                 opened for `{opened_for}` ends on its own at {}.",
+                cell(&json["expires_at"])
+            ),
+        });
+    }
+    let text = format!(
+        "Portal for {tenant}, open until {}:\n{}\n\nHand the link to the tenant (or put it in an \
+         iframe); it carries the session's token, so treat it as a secret.\n",
+        cell(&json["expires_at"]),
+        cell(&json["url"])
+    );
+    Ok(Output { json, text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_change_the_route() {
+        assert!(checked_id("subscription", "sub_01JD4Z").is_ok());
+        for bad in [
+            "",
+            "../signing-keys",
+            "sub_1/test",
+            "sub_1?x=1",
+            "a b",
+            &"x".repeat(65),
+        ] {
+            let failure = checked_id("subscription", bad).unwrap_err();
+            assert_eq!(failure.code, crate::failure::USAGE, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fields_become_the_body_and_bad_ones_are_told() {
+        let fields = SubscriptionFields {
+            url: Some("https://a.example/".into()),
+            event_types: vec!["order.*".into()],
+            headers: vec!["X-Team: billing".into()],
+            filter: Some(r#"{"data.amount": {"$gte": 100}}"#.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields.body().unwrap(),
+            json!({
+                "url": "https://a.example/",
+                "event_types": ["order.*"],
+                "headers": {"X-Team": "billing"},
+                "filter": {"data.amount": {"$gte": 100}},
+            })
+        );
+        let bad_header = SubscriptionFields {
+            headers: vec!["no colon".into()],
+            ..Default::default()
+        };
+        assert!(
+            bad_header
+                .body()
+                .unwrap_err()
+                .message
+                .contains("Name: value")
+        );
+        let bad_filter = SubscriptionFields {
+            filter: Some("{".into()),
+            ..Default::default()
+        };
+        assert!(bad_filter.body().unwrap_err().message.contains("--filter"));
+    }
+
+    #[test]
+    fn queries_are_encoded() {
+        assert_eq!(
+            with_query("/v1/x", &[("since", "2026-12-01T00:00:00+01:00".into())]),
+            "/v1/x?since=2026-12-01T00%3A00%3A00%2B01%3A00"
+        );
+        assert_eq!(with_query("/v1/x", &[]), "/v1/x");
+    }
+}

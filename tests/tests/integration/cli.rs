@@ -1,0 +1,527 @@
+//! The `herald` command line against the local runner: every command a producer's engineer
+//! runs, in tables and in `--json`, with the exit codes and messages that say what to do.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald_testkit::wait::{self, PATIENCE};
+use herald_tests::herald::TestHerald;
+use herald_tests::receiver::{Script, TestReceiver};
+use herald_tests::runner::workspace_binary;
+use serde_json::{Value, json};
+
+/// What one run of `herald` did.
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("{e}: {}{}", self.out, self.err))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "{}{}", self.out, self.err);
+        self
+    }
+}
+
+/// `herald` with `args`, no variables of the caller's, and `stdin` as standard input.
+async fn herald_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Run {
+    let mut command = tokio::process::Command::new(workspace_binary("herald"));
+    command
+        .args(args)
+        .env_remove("HERALD_API")
+        .env_remove("HERALD_TOKEN")
+        .env_remove("HERALD_PROFILE")
+        // No profile file of the machine's.
+        .env("HERALD_CONFIG", "/nonexistent/herald.toml")
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("running herald");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            pipe.write_all(&input).await.unwrap();
+        });
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("herald finished")
+        .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&output.stdout).into_owned(),
+        err: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `herald --api <the runner's stage URL> --token <tenant> args…`.
+async fn herald(api: &str, tenant: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--api", api, "--token", tenant];
+    all.extend_from_slice(args);
+    herald_with(&all, &[], None).await
+}
+
+#[tokio::test]
+async fn subscriptions_are_managed_from_the_command_line() {
+    let herald_api = TestHerald::start(&[]).await;
+    let api = herald_api.local.stage_url();
+    let receiver = TestReceiver::start(Script::always(204)).await;
+
+    let created = herald(
+        &api,
+        "acme",
+        &[
+            "subscriptions",
+            "create",
+            "--url",
+            &receiver.url(),
+            "-t",
+            "order.*",
+            "-t",
+            "herald.test",
+            "--description",
+            "orders",
+            "-H",
+            "X-Team: billing",
+        ],
+    )
+    .await
+    .ok();
+    assert!(created.out.contains("whsec_"), "{}", created.out);
+    assert!(created.out.contains("shown only now"), "{}", created.out);
+    let id = created
+        .out
+        .lines()
+        .find_map(|l| l.strip_prefix("id"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(id.starts_with("sub_"), "{id}");
+
+    let listed = herald(&api, "acme", &["subscriptions", "list"]).await.ok();
+    let header = listed.out.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("EVENT TYPES"),
+        "{}",
+        listed.out
+    );
+    assert!(listed.out.contains(&id) && listed.out.contains("order.*,herald.test"));
+    let as_json = herald(&api, "acme", &["--json", "subscriptions", "list"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(as_json["data"][0]["id"], json!(id));
+    let elsewhere = herald(
+        &api,
+        "globex",
+        &["--json", "subscriptions", "list", "--all"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(elsewhere["data"], json!([]), "another tenant sees nothing");
+
+    let disabled = herald(
+        &api,
+        "acme",
+        &["subscriptions", "update", &id, "--status", "disabled"],
+    )
+    .await
+    .ok();
+    assert!(disabled.out.contains("disabled"), "{}", disabled.out);
+    let shown = herald(&api, "acme", &["--json", "subscriptions", "show", &id])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["status"], "disabled");
+    assert_eq!(shown["headers"], json!({"x-team": "billing"}));
+    herald(
+        &api,
+        "acme",
+        &["subscriptions", "update", &id, "--status", "active"],
+    )
+    .await
+    .ok();
+
+    let rotated = herald(
+        &api,
+        "acme",
+        &["--json", "subscriptions", "rotate", &id, "--grace", "1h"],
+    )
+    .await
+    .ok()
+    .json();
+    assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert!(!created.out.contains(rotated["secret"].as_str().unwrap()));
+
+    let tested = herald(
+        &api,
+        "acme",
+        &[
+            "subscriptions",
+            "test",
+            &id,
+            "--data",
+            r#"{"hello": "cli"}"#,
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        tested.out.contains("queued as delivery msg_"),
+        "{}",
+        tested.out
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["type"], "herald.test");
+    assert_eq!(got[0].header("x-team"), "billing");
+
+    herald(&api, "acme", &["subscriptions", "delete", &id])
+        .await
+        .ok();
+    let gone = herald(&api, "acme", &["subscriptions", "show", &id]).await;
+    assert_eq!(
+        gone.code, 1,
+        "a refused request exits 1: {}{}",
+        gone.out, gone.err
+    );
+    assert!(gone.err.contains("404"), "{}", gone.err);
+    herald_api.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_are_published_from_a_file_or_standard_input_in_batches() {
+    let herald_api = TestHerald::start(&[]).await;
+    let api = herald_api.local.stage_url();
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    herald_api
+        .subscribe("acme", &receiver.url(), &["order.paid"])
+        .await;
+
+    // 250 events as JSON Lines, three of the subscribed type, the first 10 with ids.
+    let mut lines = String::new();
+    for i in 0..250 {
+        let kind = if i % 100 == 7 {
+            "order.paid"
+        } else {
+            "order.viewed"
+        };
+        let mut event = json!({"type": kind, "data": {"n": i}});
+        if i < 10 {
+            event["id"] = json!(format!("cli-test-{i}"));
+        }
+        lines.push_str(&event.to_string());
+        lines.push('\n');
+    }
+    let file = std::env::temp_dir().join(format!("herald-cli-{}.jsonl", std::process::id()));
+    std::fs::File::create(&file)
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+
+    let published = herald(
+        &api,
+        "acme",
+        &["events", "publish", file.to_str().unwrap(), "--batch", "40"],
+    )
+    .await
+    .ok();
+    assert_eq!(published.out, "published 250 events for 3 deliveries\n");
+    assert_eq!(receiver.wait_for(3, Duration::from_secs(30)).await.len(), 3);
+
+    // The same first ten again from standard input, as a JSON array: duplicates.
+    let again: Vec<Value> = lines
+        .lines()
+        .take(10)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let repeated = herald_with(
+        &[
+            "--api", &api, "--token", "acme", "--json", "events", "publish",
+        ],
+        &[],
+        Some(Value::Array(again).to_string().as_bytes()),
+    )
+    .await
+    .ok()
+    .json();
+    let answers = repeated["events"].as_array().unwrap();
+    assert_eq!(answers.len(), 10);
+    assert!(
+        answers.iter().all(|a| a["duplicate"] == json!(true)),
+        "{repeated}"
+    );
+    assert_eq!(answers[0]["id"], "cli-test-0");
+
+    let broken = herald_with(
+        &["--api", &api, "--token", "acme", "events", "publish", "-"],
+        &[],
+        Some(b"{\"type\": \"a.b\", \"data\": {}}\n{not json\n"),
+    )
+    .await;
+    assert_eq!(broken.code, 2, "{}", broken.err);
+    assert!(broken.err.contains("line 2"), "{}", broken.err);
+
+    let refused = herald_with(
+        &["--api", &api, "--token", "acme", "events", "publish"],
+        &[],
+        Some(br#"[{"type": "a.b", "data": {}}, {"type": "BAD TYPE", "data": {}}]"#),
+    )
+    .await;
+    assert_eq!(refused.code, 1, "{}", refused.err);
+    assert!(
+        refused.err.contains("events 1–2 were not published"),
+        "{}",
+        refused.err
+    );
+    assert!(refused.err.contains("422"), "{}", refused.err);
+    std::fs::remove_file(file).ok();
+    herald_api.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_attempt_log_is_read_retried_and_replayed() {
+    let herald_api = TestHerald::start(&[]).await;
+    let api = herald_api.local.stage_url();
+    let receiver = TestReceiver::start(Script::always(503)).await;
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let (id, _) = herald_api.subscribe("acme", &receiver.url(), &["*"]).await;
+    let tested = herald(&api, "acme", &["--json", "subscriptions", "test", &id])
+        .await
+        .ok()
+        .json();
+    let delivery = tested["delivery_id"].as_str().unwrap().to_owned();
+
+    let shown = wait::until(
+        "an attempt",
+        PATIENCE,
+        Duration::from_millis(300),
+        || async {
+            let run = herald(&api, "acme", &["deliveries", "show", &delivery]).await;
+            if run.code == 0 && run.out.contains("503") {
+                Ok(run)
+            } else {
+                Err(format!("{}{}", run.out, run.err))
+            }
+        },
+    )
+    .await;
+    assert!(shown.out.contains("LATENCY"), "{}", shown.out);
+    assert!(shown.out.contains(&id), "{}", shown.out);
+
+    let listed = herald(&api, "acme", &["deliveries", "list", &id])
+        .await
+        .ok();
+    assert!(listed.out.contains(&delivery), "{}", listed.out);
+    assert!(listed.out.lines().next().unwrap().contains("STATE"));
+    let filtered = herald(
+        &api,
+        "acme",
+        &["--json", "deliveries", "list", &id, "--state", "delivered"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(filtered["data"], json!([]));
+
+    let retried = herald(&api, "acme", &["deliveries", "retry", &delivery])
+        .await
+        .ok();
+    assert!(retried.out.contains(&delivery), "{}", retried.out);
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+
+    let replay = herald(
+        &api,
+        "acme",
+        &[
+            "--json",
+            "deliveries",
+            "replay",
+            &id,
+            "--since",
+            &since.to_rfc3339(),
+            "--state",
+            "pending",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert!(replay["queued"].is_u64(), "{replay}");
+    let missing_since = herald(&api, "acme", &["deliveries", "replay", &id]).await;
+    assert_eq!(missing_since.code, 2);
+    assert!(
+        missing_since.err.contains("--since"),
+        "{}",
+        missing_since.err
+    );
+
+    let theirs = herald(&api, "globex", &["deliveries", "show", &delivery]).await;
+    assert_eq!(theirs.code, 1, "another tenant's delivery is not found");
+    herald_api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_portal_is_opened_for_the_tokens_tenant() {
+    let herald_api = TestHerald::start(&[]).await;
+    let api = herald_api.local.stage_url();
+    let opened = herald(
+        &api,
+        "acme",
+        &[
+            "portal",
+            "open",
+            "acme",
+            "--lifetime",
+            "15m",
+            "-t",
+            "order.paid",
+        ],
+    )
+    .await
+    .ok();
+    let url = opened
+        .out
+        .lines()
+        .find(|l| l.starts_with("http"))
+        .unwrap_or_else(|| panic!("{}", opened.out));
+    assert!(
+        url.starts_with(&format!("{api}/portal/index.html#token=hps_")),
+        "{url}"
+    );
+    let page = reqwest::get(url.split('#').next().unwrap()).await.unwrap();
+    assert_eq!(page.status(), 200);
+
+    let other = herald(&api, "acme", &["portal", "open", "globex"]).await;
+    assert_eq!(other.code, 4, "{}", other.err);
+    assert!(
+        other.err.contains("the token is for tenant `acme`"),
+        "{}",
+        other.err
+    );
+    let read_only = herald(&api, "acme:read", &["portal", "open", "acme"]).await;
+    assert_eq!(
+        read_only.code, 4,
+        "a read-only token cannot open sessions: {}",
+        read_only.err
+    );
+    assert!(read_only.err.contains("403"), "{}", read_only.err);
+    herald_api.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_api_and_token_come_from_a_profile_and_failures_say_what_to_do() {
+    let herald_api = TestHerald::start(&[]).await;
+    let api = herald_api.local.stage_url();
+
+    let none = herald_with(&["subscriptions", "list"], &[], None).await;
+    assert_eq!(none.code, 2);
+    assert!(
+        none.err.contains("--api") && none.err.contains("HERALD_API"),
+        "{}",
+        none.err
+    );
+
+    let profile = std::env::temp_dir().join(format!("herald-profile-{}.toml", std::process::id()));
+    std::fs::write(
+        &profile,
+        format!("[profile.local]\napi = \"{api}\"\ntoken = \"acme\"\n"),
+    )
+    .unwrap();
+    let config = profile.to_str().unwrap();
+    let from_profile = herald_with(
+        &["--profile", "local", "subscriptions", "list"],
+        &[("HERALD_CONFIG", config)],
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(from_profile.out, "no subscriptions\n");
+    let from_env = herald_with(
+        &["subscriptions", "list"],
+        &[("HERALD_API", api.as_str()), ("HERALD_TOKEN", "acme")],
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(from_env.out, "no subscriptions\n");
+    let unknown = herald_with(
+        &["--profile", "prod", "subscriptions", "list"],
+        &[("HERALD_CONFIG", config)],
+        None,
+    )
+    .await;
+    assert_eq!(unknown.code, 2);
+    assert!(unknown.err.contains("no profile `prod`"), "{}", unknown.err);
+    std::fs::remove_file(&profile).ok();
+
+    let bad_id = herald(&api, "acme", &["subscriptions", "show", "../signing-keys"]).await;
+    assert_eq!(bad_id.code, 2, "{}", bad_id.err);
+    let bad_header = herald(
+        &api,
+        "acme",
+        &[
+            "subscriptions",
+            "create",
+            "--url",
+            "https://a.example/",
+            "-t",
+            "*",
+            "-H",
+            "nocolon",
+        ],
+    )
+    .await;
+    assert_eq!(bad_header.code, 2);
+    assert!(bad_header.err.contains("Name: value"), "{}", bad_header.err);
+    let ssrf = herald(
+        &api,
+        "acme",
+        &[
+            "subscriptions",
+            "create",
+            "--url",
+            "http://169.254.169.254/",
+            "-t",
+            "*",
+        ],
+    )
+    .await;
+    assert_eq!(ssrf.code, 1, "{}", ssrf.err);
+    assert!(ssrf.err.contains("422"), "{}", ssrf.err);
+
+    let closed = herald("http://127.0.0.1:9", "acme", &["subscriptions", "list"]).await;
+    assert_eq!(closed.code, 3, "no answer exits 3: {}", closed.err);
+    assert!(closed.err.contains("got no answer"), "{}", closed.err);
+    let read_only = herald(
+        &api,
+        "acme:read",
+        &[
+            "subscriptions",
+            "create",
+            "--url",
+            "https://a.example/",
+            "-t",
+            "*",
+        ],
+    )
+    .await;
+    assert_eq!(read_only.code, 4, "{}", read_only.err);
+    herald_api.shutdown().await;
+}
