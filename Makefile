@@ -17,10 +17,12 @@ run:
 
 ## Every test: the template checked and built the SAM way, then unit, handler, adapter and
 ## pipeline tests against moto, the release bootstraps under the runtime emulator and under
-## `sam local` in Docker (started here when it is not running).
+## `sam local` in Docker (started here when it is not running), and the consumer portal in
+## a headless chromium (Debian's chromium and chromium-driver, installed here when missing).
 test: check-template build-x86_64
 	$(CARGO) build --workspace --all-targets
 	scripts/docker.sh
+	scripts/chromium.sh
 	@export HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)"; \
 	if command -v cargo-nextest >/dev/null 2>&1; then \
 	  scripts/with-moto.sh $(CARGO) nextest run --workspace --no-fail-fast; \

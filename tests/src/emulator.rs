@@ -242,7 +242,7 @@ impl Drop for Emulator {
 /// Spawns `command` with its output collected, and returns once something listens on
 /// `port`; panics with the output if the process exits first or nothing listens within
 /// `patience`.
-pub(crate) async fn spawn_listening(
+pub async fn spawn_listening(
     command: &mut Command,
     what: &str,
     port: u16,

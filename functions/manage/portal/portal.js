@@ -15,6 +15,10 @@ const FORMATS = [
   ["entity_event", "Entity event"],
 ];
 const STATES = ["pending", "delivering", "delivered", "failed", "skipped", "superseded"];
+// A new endpoint's secret, shown once on the endpoint's page the router opens next.
+let freshSecret = null;
+// What to say once the router has opened the next page (a hash change clears the status).
+let notice = null;
 
 // --- the session ------------------------------------------------------------------------
 
@@ -122,6 +126,16 @@ function secretPanel(title, secret) {
   );
 }
 
+function notFound() {
+  return el(
+    "section",
+    {},
+    el("h1", { text: "Not found" }),
+    el("p", { text: "There is no such endpoint here: it may have been deleted." }),
+    el("p", {}, el("a", { href: "#/endpoints", text: "← Endpoints" })),
+  );
+}
+
 function expired() {
   return el(
     "section",
@@ -195,7 +209,7 @@ function endpointForm(existing, submitText, onSubmit) {
   const form = el("form", { novalidate: true });
   form.append(
     field("Endpoint URL", el("input", { name: "url", type: "url", required: true, value: existing?.url ?? "", placeholder: "https://example.com/webhooks" }), "HTTPS, and reachable from the internet."),
-    field("Event types", el("input", { name: "event_types", list: "known-types", required: true, value: existing?.event_types?.join(", ") ?? "" }), "Comma-separated; `order.*` takes every order event, `*` every event."),
+    field("Event types", el("input", { name: "event_types", list: "known-types", required: true, value: existing?.event_types?.join(", ") ?? "" }), "Comma-separated: order.* takes every order event, * every event."),
     field("Description", el("input", { name: "description", value: existing?.description ?? "" })),
     field("Body format", el("select", { name: "format" }, FORMATS.map(([value, text]) => el("option", { value, selected: (existing?.format ?? "standard") === value }, text)))),
   );
@@ -236,10 +250,9 @@ async function newEndpointView() {
     types,
     endpointForm(null, "Add the endpoint", async (body) => {
       const created = await call("POST", "v1/subscriptions", body);
+      // The router opens the endpoint's page on the hash change, and shows the secret there.
+      freshSecret = { id: created.id, secret: created.secret };
       location.hash = `#/endpoints/${created.id}`;
-      await route();
-      main.prepend(secretPanel("Its signing secret", created.secret));
-      say("Endpoint added");
     }),
   );
 }
@@ -270,6 +283,11 @@ async function endpointView(id) {
     }),
     log,
   );
+  if (freshSecret?.id === id) {
+    secretSlot.replaceChildren(secretPanel("Its signing secret", freshSecret.secret));
+    freshSecret = null;
+    say("Endpoint added");
+  }
   await attemptLog(id, log, "");
 }
 
@@ -277,7 +295,7 @@ async function sendTest(id) {
   try {
     const sent = await call("POST", `v1/subscriptions/${id}/test`);
     say(`Test event sent (delivery ${sent.delivery_id})`);
-    setTimeout(() => refreshLog(id), 1500);
+    follow(id, sent.delivery_id);
   } catch (error) {
     fail(error);
   }
@@ -298,16 +316,33 @@ async function remove(id, url) {
   if (!confirm(`Delete the endpoint ${url}? Its deliveries stop at once.`)) return;
   try {
     await call("DELETE", `v1/subscriptions/${id}`);
+    notice = "Endpoint deleted";
     location.hash = "#/endpoints";
-    say("Endpoint deleted");
   } catch (error) {
     fail(error);
   }
 }
 
-function refreshLog(id) {
+// The attempt log shown again; resolves to the deliveries it lists (none when the page
+// has moved on from this endpoint).
+async function refreshLog(id) {
   const log = document.getElementById("log");
-  if (log) attemptLog(id, log, document.getElementById("log-state")?.value ?? "");
+  if (!log || log.dataset.subscription !== id) return [];
+  return attemptLog(id, log, document.getElementById("log-state")?.value ?? "");
+}
+
+// Shows the attempt log again until the delivery has had an attempt more than `before`, or
+// has settled without one (a minute at most).
+async function follow(id, delivery, before = 0) {
+  for (let i = 0; i < 40; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const log = document.getElementById("log");
+    if (!log || log.dataset.subscription !== id) return;
+    const shown = (await refreshLog(id)).find((d) => d.id === delivery);
+    if (!shown) continue;
+    if (shown.attempts.length > before) return;
+    if (!before && !["pending", "delivering"].includes(shown.state)) return;
+  }
 }
 
 async function attemptLog(id, section, state) {
@@ -317,7 +352,7 @@ async function attemptLog(id, section, state) {
     listed = await call("GET", `v1/subscriptions/${id}/deliveries${query}`);
   } catch (error) {
     fail(error);
-    return;
+    return [];
   }
   const filter = el("select", { id: "log-state", onchange: (e) => attemptLog(id, section, e.target.value) }, el("option", { value: "", text: "every state" }), STATES.map((s) => el("option", { value: s, selected: s === state }, s)));
   const rows = listed.data.map((d) => {
@@ -331,7 +366,7 @@ async function attemptLog(id, section, state) {
       el("td", { "data-label": "Attempts", text: String(d.attempts.length) }),
       el("td", { "data-label": "Last answer", text: last ? `${outcome} in ${last.latency_ms} ms` : outcome }),
       el("td", { "data-label": "Excerpt" }, last?.response ? el("code", { text: last.response.slice(0, 200) }) : ""),
-      el("td", { "data-label": "Actions" }, el("button", { type: "button", class: "secondary", onclick: () => retry(d.id, id) }, "Retry")),
+      el("td", { "data-label": "Actions" }, el("button", { type: "button", class: "secondary", onclick: () => retry(d.id, id, d.attempts.length) }, "Retry")),
     );
   });
   const replayForm = el("form", { class: "row" });
@@ -352,6 +387,7 @@ async function attemptLog(id, section, state) {
     }
   });
   section.id = "log";
+  section.dataset.subscription = id;
   section.replaceChildren(
     el("h2", { id: "log-title", text: "Attempt log" }),
     el("div", { class: "row" }, field("Show", filter), el("div", {}, el("button", { type: "button", class: "secondary", onclick: () => refreshLog(id) }, "Refresh"))),
@@ -361,13 +397,14 @@ async function attemptLog(id, section, state) {
     el("h2", { text: "Replay" }),
     replayForm,
   );
+  return listed.data;
 }
 
-async function retry(delivery, id) {
+async function retry(delivery, id, before) {
   try {
     await call("POST", `v1/deliveries/${delivery}/retry`);
     say("Delivery queued again");
-    setTimeout(() => refreshLog(id), 1500);
+    follow(id, delivery, before);
   } catch (error) {
     fail(error);
   }
@@ -428,9 +465,11 @@ function onBrand(hex) {
 
 async function route() {
   const path = location.hash.replace(/^#\/?/, "") || "endpoints";
+  // Adding an endpoint is part of Endpoints.
+  const section = path === "keys" ? "keys" : "endpoints";
   for (const link of document.querySelectorAll("[data-nav]")) {
-    link.toggleAttribute("aria-current", path.startsWith(link.dataset.nav));
-    if (path.startsWith(link.dataset.nav)) link.setAttribute("aria-current", "page");
+    if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
   try {
     if (path === "endpoints") await endpointsView();
@@ -439,11 +478,17 @@ async function route() {
     else if (path === "keys") await keysView();
     else await endpointsView();
   } catch (error) {
-    fail(error);
+    if (error instanceof ApiError && error.status === 404) show(notFound());
+    else fail(error);
   }
 }
 
 async function start() {
+  // The skip link moves focus to the content, not the router to a page named "main".
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    main.focus();
+  });
   if (!takeToken()) {
     show(expired());
     return;
@@ -456,6 +501,8 @@ async function start() {
   }
   window.addEventListener("hashchange", () => {
     status.replaceChildren();
+    if (notice) say(notice);
+    notice = null;
     route();
   });
   await route();

@@ -18,6 +18,7 @@ mod logs;
 mod management;
 mod openapi;
 mod pipeline;
+mod portal_browser;
 mod receiver;
 mod sam_local;
 mod smoke;
