@@ -282,7 +282,16 @@ async fn record<P: Ports>(
         }
         Err(e) => return interrupted(format!("ledger: {e}")),
     }
-    if decision.verdict != Verdict::Gone {
+    if decision.verdict == Verdict::Gone {
+        // Announced like the disable for failing too long. Best effort: the disable and
+        // the delivery's outcome are recorded already.
+        let reason = decision.reason.as_deref().unwrap_or("410 Gone");
+        if let Err(e) =
+            health::announce_disabled(deps, subscription, reason, sent.finished_at).await
+        {
+            tracing::warn!(subscription = %task.subscription_id, error = %e, "could not announce the disable");
+        }
+    } else {
         let succeeded = decision.state == DeliveryState::Delivered;
         health::track(deps, task, subscription, succeeded, sent.finished_at).await;
     }

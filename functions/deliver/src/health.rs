@@ -68,11 +68,29 @@ async fn disable_for_failing<P: Ports>(
         .disable(tenant, id, &reason, now)
         .await?;
     tracing::warn!(tenant = %tenant, subscription = %id, "subscription disabled for failing");
-    // To the tenant's own subscriptions for that type. Seen already (this disable was
-    // announced, perhaps only in part): the same tasks again, which the claim makes
-    // harmless.
-    let event = SubscriptionDisabled::of(subscription, &reason, now).event();
-    match publish(&deps.ports, tenant, &[event], Audience::Matching, now).await {
+    announce_disabled(deps, subscription, &reason, now).await
+}
+
+/// Tells the tenant a subscription was disabled (for failing too long, or a `410 Gone`):
+/// `subscription.disabled` to the tenant's own subscriptions for that type. Seen already
+/// (this disable was announced, perhaps only in part): the same tasks again, which the
+/// claim makes harmless.
+pub(crate) async fn announce_disabled<P: Ports>(
+    deps: &DeliverDeps<P>,
+    subscription: &Subscription,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let event = SubscriptionDisabled::of(subscription, reason, at).event();
+    match publish(
+        &deps.ports,
+        &subscription.tenant,
+        &[event],
+        Audience::Matching,
+        at,
+    )
+    .await
+    {
         Ok(_) => Ok(()),
         Err(herald_core::flow::publish::PublishError::Store(e)) => Err(e),
         Err(e) => {

@@ -30,6 +30,8 @@ use serde_json::json;
 type Deps = DeliverDeps<MemoryPorts>;
 
 const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000000";
+/// A subscription of the same tenant to Herald's own `subscription.disabled`.
+const WATCHER: &str = "sub_01JD5Q8Z6X0000000000000001";
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Arc<Deps> {
@@ -272,6 +274,14 @@ async fn gone_disables_the_subscription() {
         "3d",
     );
     with_subscription(&deps, SubscriptionStatus::Active).await;
+    let mut watcher = active_subscription(
+        "acme",
+        SubscriptionId::parse(WATCHER).unwrap(),
+        SubscriptionUrl::parse("https://watch.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["subscription.disabled"],
+    );
+    watcher.created_at = deps.ports.clock.now() - chrono::Duration::seconds(1);
+    deps.ports.subscriptions.create(&watcher).await.unwrap();
     let event = sqs_event("batch-of-two.json");
     let (mut first, mut second) = (event.clone(), event);
     first.records.truncate(1);
@@ -283,6 +293,23 @@ async fn gone_disables_the_subscription() {
     let subscription = deps.ports.subscriptions.all().remove(0);
     assert_eq!(subscription.status, SubscriptionStatus::Disabled);
     assert!(subscription.disabled_reason.unwrap().contains("410"));
+    // Announced as the disable for failing is: to the tenant's watcher.
+    let announced: Vec<_> = deps
+        .ports
+        .queue
+        .enqueued()
+        .into_iter()
+        .filter(|t| t.event.event_type.as_str() == "subscription.disabled")
+        .collect();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_eq!(announced[0].subscription_id.as_str(), WATCHER);
+    assert_eq!(announced[0].event.data["subscription_id"], SUBSCRIPTION);
+    assert!(
+        announced[0].event.data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
 
     let outcome = process_batch(&deps, second).await;
     assert_eq!(
