@@ -177,11 +177,19 @@ mod tests {
                 Verdict::RetryIn(secs(30)),
                 DeliveryState::Pending,
             ),
+            // A floor: a shorter Retry-After than the schedule's delay leaves the schedule's.
             (
                 answered(503, Some(7)),
                 2,
                 5,
-                Verdict::RetryIn(secs(7)),
+                Verdict::RetryIn(secs(10)),
+                DeliveryState::Pending,
+            ),
+            (
+                answered(429, Some(1)),
+                3,
+                15,
+                Verdict::RetryIn(secs(20)),
                 DeliveryState::Pending,
             ),
             (

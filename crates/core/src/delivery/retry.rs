@@ -142,7 +142,8 @@ impl RetryPolicy {
         attempts
     }
 
-    /// `jitter_unit` is a draw from [-1, 1]; `retry_after` is the receiver's own request.
+    /// `jitter_unit` is a draw from [-1, 1]; `retry_after` is the receiver's own request,
+    /// a floor under the schedule's delay.
     pub fn decide(
         &self,
         attempts_made: u32,
@@ -156,8 +157,10 @@ impl RetryPolicy {
         };
         let jitter = 1.0 + JITTER * jitter_unit.clamp(-1.0, 1.0);
         let scheduled = base.mul_f64(jitter).max(Duration::from_secs(1));
+        // The receiver's `Retry-After` may ask for more time, never less: a receiver
+        // answering `Retry-After: 1` must not run the schedule (and its window) down.
         let delay = retry_after
-            .unwrap_or(scheduled)
+            .map_or(scheduled, |asked| asked.max(scheduled))
             .clamp(Duration::from_secs(1), MAX_DELAY);
         let deadline = first_attempt_at
             + chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
@@ -229,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_honoured_and_clamped() {
+    fn retry_after_is_a_floor_under_the_schedule_and_clamped() {
         let policy = RetryPolicy::default();
         let now = Utc::now();
         assert_eq!(
@@ -240,10 +243,33 @@ mod tests {
             policy.decide(1, now, now, Some(Duration::from_secs(999_999)), 0.0),
             RetryDecision::RetryAfter(MAX_DELAY)
         );
+        // Shorter than the schedule's minute: the schedule's.
         assert_eq!(
             policy.decide(1, now, now, Some(Duration::ZERO), 0.0),
-            RetryDecision::RetryAfter(Duration::from_secs(1))
+            RetryDecision::RetryAfter(minutes(1))
         );
+        assert_eq!(
+            policy.decide(3, now, now, Some(Duration::from_secs(1)), 0.0),
+            RetryDecision::RetryAfter(minutes(4))
+        );
+    }
+
+    #[test]
+    fn a_receiver_asking_for_a_second_each_time_cannot_spend_the_window_early() {
+        // The schedule of the report: with `Retry-After: 1` heeded as given, the
+        // delivery failed four seconds after its first attempt instead of about 75.
+        let policy = RetryPolicy::parse("5s,10s,20s,40s", "2m").unwrap();
+        let first = Utc::now();
+        let mut now = first;
+        let mut number = 1;
+        while let RetryDecision::RetryAfter(delay) =
+            policy.decide(number, first, now, Some(Duration::from_secs(1)), 0.0)
+        {
+            now += chrono::Duration::from_std(delay).unwrap();
+            number += 1;
+        }
+        assert_eq!(number, 5, "every attempt of the schedule is made");
+        assert_eq!((now - first).num_seconds(), 75);
     }
 
     #[test]
