@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
+.PHONY: run test audit soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -19,7 +19,7 @@ run:
 ## pipeline tests against moto, the release bootstraps under the runtime emulator and under
 ## `sam local` in Docker (started here when it is not running), and the consumer portal in
 ## a headless chromium (Debian's chromium and chromium-driver, installed here when missing).
-test: check-template build-x86_64
+test: audit check-template build-x86_64
 	$(CARGO) build --workspace --all-targets
 	scripts/docker.sh
 	scripts/chromium.sh
@@ -29,6 +29,24 @@ test: check-template build-x86_64
 	else \
 	  scripts/with-moto.sh $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## Cargo.lock against the RustSec advisories, offline: cargo-audit (built once into
+## .venv-deploy/cargo) reads the database snapshot in ../shared/advisory-db (ADVISORY_DB)
+## and fails on any advisory that .cargo/audit.toml does not accept with its reason.
+CARGO_AUDIT_VERSION := 0.22.2
+CARGO_AUDIT := $(CURDIR)/.venv-deploy/cargo/bin/cargo-audit
+ADVISORY_DB ?= $(CURDIR)/../shared/advisory-db
+audit:
+	@if [ "$$($(CARGO_AUDIT) --version 2>/dev/null)" != "cargo-audit $(CARGO_AUDIT_VERSION)" ]; then \
+	  echo "Building cargo-audit $(CARGO_AUDIT_VERSION) into .venv-deploy/cargo (first run only)…" >&2; \
+	  $(CARGO) install --quiet --locked --force cargo-audit --version $(CARGO_AUDIT_VERSION) \
+	    --root $(CURDIR)/.venv-deploy/cargo; \
+	fi
+	@if [ ! -d "$(ADVISORY_DB)/crates" ]; then \
+	  echo "no advisory database at $(ADVISORY_DB): make audit reads the snapshot beside the repository (ADVISORY_DB=<its path>)" >&2; \
+	  exit 1; \
+	fi
+	$(CARGO_AUDIT) audit --db "$(ADVISORY_DB)" --no-fetch --stale --no-yanked
 
 ## The check to run right after `sam deploy` (docs/DEPLOY.md): one webhook through the
 ## whole stack. make smoke API=<the stack's ApiUrl> TOKEN=<a token for a tenant kept for

@@ -110,3 +110,51 @@ fn each_main_only_wires() {
         assert!(code.len() <= 10, "{}: {code:#?}", path.display());
     }
 }
+
+/// `make test` audits the dependencies first, offline, and every advisory
+/// `.cargo/audit.toml` accepts has the reason written above it.
+#[test]
+fn every_accepted_advisory_has_its_reason_and_make_test_audits() {
+    let root = workspace_root();
+    let config = std::fs::read_to_string(root.join(".cargo/audit.toml")).unwrap();
+    let ignore = config
+        .split_once("ignore = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("an ignore list in .cargo/audit.toml");
+    let lines: Vec<&str> = ignore.lines().map(str::trim).collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(id) = line.strip_prefix('"').and_then(|l| l.strip_suffix("\",")) else {
+            assert!(line.is_empty() || line.starts_with('#'), "{line}");
+            continue;
+        };
+        assert!(
+            id.starts_with("RUSTSEC-") && id.len() == "RUSTSEC-2023-0071".len(),
+            "{id}"
+        );
+        let reason: Vec<&str> = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .copied()
+            .collect();
+        assert!(reason.len() >= 2, "{id} is accepted without its reason");
+    }
+    for setting in ["fetch = false", "stale = true", "deny = [\"warnings\"]"] {
+        assert!(config.contains(setting), "{setting}");
+    }
+
+    let makefile = std::fs::read_to_string(root.join("Makefile")).unwrap();
+    let test_rule = makefile
+        .lines()
+        .find(|l| l.starts_with("test:"))
+        .expect("a test rule");
+    assert!(
+        test_rule.split_whitespace().any(|w| w == "audit"),
+        "{test_rule}"
+    );
+    assert!(
+        makefile.contains("audit --db \"$(ADVISORY_DB)\" --no-fetch"),
+        "make audit reads the snapshot, offline"
+    );
+}
