@@ -39,10 +39,11 @@ async fn deps(url: &str) -> (Arc<Deps>, SubscriptionId) {
     let policy = UrlPolicy {
         allow_http: true,
         allow_loopback: true,
+        ..UrlPolicy::default()
     };
     let sender = HttpWebhookSender::new(
         SenderSettings {
-            policy,
+            policy: policy.clone(),
             ..SenderSettings::default()
         },
         Arc::new(SystemResolver),

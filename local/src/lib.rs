@@ -34,7 +34,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use aws_config::SdkConfig;
-use herald_aws::lambda::wiring::{Function, HttpFunction, SqsFunction};
+use herald_aws::lambda::config::Config;
+use herald_aws::lambda::wiring::{Function, HttpFunction, SqsFunction, Started};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -47,6 +48,25 @@ const LOCAL_DEFAULTS: [(&str, &str); 2] = [
     ("HERALD_ALLOW_HTTP", "true"),
     ("HERALD_ALLOW_LOOPBACK", "true"),
 ];
+
+/// The addresses of the AWS endpoint (`http://127.0.0.1:5000`: moto), which no webhook may
+/// go to: its own API answers there too (`POST /moto-api/reset` empties every table), and
+/// the local runner allows loopback targets.
+async fn endpoint_addresses(sdk: &SdkConfig) -> anyhow::Result<Vec<SocketAddr>> {
+    let Some(endpoint) = sdk.endpoint_url() else {
+        return Ok(Vec::new());
+    };
+    let url = reqwest::Url::parse(endpoint)
+        .with_context(|| format!("the AWS endpoint `{endpoint}` is not a URL"))?;
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        anyhow::bail!("the AWS endpoint `{endpoint}` names no host and port");
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addresses = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving the AWS endpoint `{endpoint}`"))?;
+    Ok(addresses.collect())
+}
 
 pub struct LocalOptions {
     /// Where the AWS APIs are (moto, locally).
@@ -91,10 +111,17 @@ impl LocalHerald {
         env.extend(LOCAL_DEFAULTS.map(|(k, v)| (k.to_owned(), v.to_owned())));
         env.extend(options.settings);
         let source = move |name: &str| env.get(name).cloned();
+        let denied = endpoint_addresses(&options.sdk).await?;
 
-        let started = |function| {
-            herald_aws::lambda::wiring::started(function, &source, &options.sdk)
-                .with_context(|| format!("configuring {function:?}"))
+        // As a function starts on AWS, and webhooks kept from the AWS endpoint: here it is
+        // moto on loopback, which loopback targets would otherwise reach.
+        let started = |function| -> anyhow::Result<Started> {
+            let configuring = || format!("configuring {function:?}");
+            let mut config = Config::from_source(&source).with_context(configuring)?;
+            config.url_policy.denied = denied.clone();
+            let adapters = herald_aws::lambda::wiring::adapters(function, &config, &options.sdk)
+                .with_context(configuring)?;
+            Ok(Started { config, adapters })
         };
         let ingest = herald_ingest::Ingest::deps(started(Function::Ingest)?);
         let manage = herald_manage::Manage::deps(started(Function::Manage)?);

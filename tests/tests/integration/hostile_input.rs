@@ -118,7 +118,7 @@ proptest! {
         let deps = herald_manage::ManageDeps {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
-            url_policy: UrlPolicy { allow_http: true, allow_loopback: true },
+            url_policy: UrlPolicy { allow_http: true, allow_loopback: true, ..UrlPolicy::default() },
             portal: Default::default(),
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));

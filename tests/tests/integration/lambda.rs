@@ -222,6 +222,7 @@ async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
     let loopback = UrlPolicy {
         allow_http: true,
         allow_loopback: true,
+        ..UrlPolicy::default()
     };
     let mut subscription = active_subscription(
         "acme",

@@ -520,3 +520,78 @@ async fn a_portal_session_opens_a_page_the_local_runner_serves_for_one_tenant() 
     );
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn no_webhook_goes_to_the_local_runner_s_aws_endpoint() {
+    use herald_core::ports::SubscriptionStore;
+    use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+
+    let herald = TestHerald::start(&[]).await;
+    // moto, whose own API answers there too: `POST /moto-api/reset` would empty every
+    // table of every test. The local runner allows loopback targets, yet not this one.
+    let endpoint = herald.sdk.endpoint_url().unwrap().to_owned();
+    let port = endpoint.rsplit(':').next().unwrap().to_owned();
+    for url in [
+        format!("{endpoint}/moto-api/reset"),
+        format!("http://localhost:{port}/moto-api/reset"),
+        format!("http://[::1]:{port}/moto-api/reset"),
+        format!("http://127.0.0.2:{port}/moto-api/reset"),
+    ] {
+        let body = json!({"url": url, "event_types": ["*"]});
+        let (status, refused) = herald
+            .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+            .await;
+        assert_eq!(status, 422, "{url}: {refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Herald keeps for itself"), "{message}");
+    }
+    let (_, listed) = herald
+        .call("GET", "/v1/subscriptions", Some("acme"), None)
+        .await;
+    assert_eq!(listed["data"], json!([]), "none was stored");
+    // Another port of this machine is a receiver's, as ever.
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    herald.subscribe("acme", &receiver.url(), &["*"]).await;
+
+    // A subscription that reached the table some other way is refused by the sender: no
+    // request goes out (a path moto would answer, harmlessly, were one to).
+    let store = herald_aws::dynamo::DynamoSubscriptionStore::new(
+        aws_sdk_dynamodb::Client::new(&herald.sdk),
+        herald.local.provisioned().subscriptions_table().to_owned(),
+    );
+    let loopback = UrlPolicy {
+        allow_http: true,
+        allow_loopback: true,
+        ..UrlPolicy::default()
+    };
+    let mut stored = herald_testkit::active_subscription(
+        "acme",
+        herald_core::ids::SubscriptionId::generate(
+            chrono::Utc::now() - chrono::Duration::seconds(5),
+            &mut rand::rng(),
+        ),
+        SubscriptionUrl::parse(&format!("{endpoint}/moto-api/data.json"), &loopback).unwrap(),
+        &["*"],
+    );
+    stored.created_at = chrono::Utc::now() - chrono::Duration::seconds(5);
+    store.create(&stored).await.unwrap();
+    let (status, _) = herald
+        .publish("acme", json!({"type": "order.paid", "data": {}}))
+        .await;
+    assert_eq!(status, 202);
+    let deliveries = eventually(
+        &herald,
+        "acme",
+        &format!("/v1/subscriptions/{}/deliveries", stored.id),
+        |b| {
+            b["data"][0]["attempts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    )
+    .await;
+    let attempt = &deliveries["data"][0]["attempts"][0];
+    assert_eq!(attempt["error"], "E_SSRF", "{deliveries}");
+    assert!(attempt["status"].is_null(), "{deliveries}");
+    herald.shutdown().await;
+}

@@ -182,6 +182,7 @@ async fn subscription_of_the_deliver_files(provisioned: &Provisioned, url: &str)
     let loopback = UrlPolicy {
         allow_http: true,
         allow_loopback: true,
+        ..UrlPolicy::default()
     };
     store
         .create(&active_subscription(
@@ -581,8 +582,19 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         )
         .await;
         assert_eq!(listed.0, 200, "{}: {}", side.base, listed.1);
-        assert_eq!(listed.1["data"].as_array().map(Vec::len), Some(1), "{}", listed.1);
-        let page = http("GET", &format!("{}/portal/index.html", side.base), &[], None).await;
+        assert_eq!(
+            listed.1["data"].as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            listed.1
+        );
+        let page = http(
+            "GET",
+            &format!("{}/portal/index.html", side.base),
+            &[],
+            None,
+        )
+        .await;
         assert_eq!(page.0, 200, "{}", side.base);
     }
     both!(

@@ -5,6 +5,7 @@
 use std::error::Error as StdError;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,14 +16,16 @@ use tokio::time::timeout_at;
 
 use herald_core::delivery::AttemptError;
 use herald_core::ports::{OutgoingWebhook, SendOutcome, WebhookSender};
-use herald_core::subscription::url::{Resolver, UrlPolicy, check_ip};
+use herald_core::subscription::url::{
+    Resolver, SubscriptionUrl, UrlError, UrlPolicy, check_ip, resolve_checked,
+};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Longest `detail` kept for a failed attempt.
 const MAX_DETAIL_CHARS: usize = 300;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SenderSettings {
     /// The whole exchange: resolving, connecting, sending, and reading the answer.
     pub timeout: Duration,
@@ -68,7 +71,7 @@ struct GuardedResolver<R> {
 impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
     fn resolve(&self, name: Name) -> Resolving {
         let inner = Arc::clone(&self.inner);
-        let policy = self.policy;
+        let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let found: Vec<IpAddr> = inner.resolve(&host, 0).await.map_err(|e| -> BoxError {
@@ -92,6 +95,26 @@ impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
     }
 }
 
+/// Herald's resolver with its type forgotten, for the sender's own lookups.
+type Lookup = Arc<
+    dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// [`Lookup`] as a [`Resolver`], for [`resolve_checked`].
+struct ErasedResolver<'a>(&'a Lookup);
+
+impl Resolver for ErasedResolver<'_> {
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send {
+        (self.0)(host.to_owned(), port)
+    }
+}
+
 pub struct HttpWebhookSender {
     client: reqwest::Client,
     /// Keeps no idle connection, so the one retry after a connection closed without an
@@ -99,6 +122,9 @@ pub struct HttpWebhookSender {
     /// have closed as well.
     fresh: reqwest::Client,
     settings: SenderSettings,
+    /// Resolves a name whose port the policy denies on some address (see
+    /// [`HttpWebhookSender::check_denied`]).
+    lookup: Lookup,
 }
 
 impl HttpWebhookSender {
@@ -108,11 +134,39 @@ impl HttpWebhookSender {
     ) -> Result<Self, SenderBuildError> {
         let tls = crate::http::tls::webhook_client_config()
             .map_err(|e| SenderBuildError(e.to_string()))?;
+        let lookup: Lookup = {
+            let resolver = Arc::clone(&resolver);
+            Arc::new(move |host: String, port: u16| {
+                let resolver = Arc::clone(&resolver);
+                Box::pin(async move { resolver.resolve(&host, port).await })
+            })
+        };
         Ok(Self {
             client: build_client(&settings, &resolver, tls.clone(), usize::MAX)?,
             fresh: build_client(&settings, &resolver, tls, 0)?,
             settings,
+            lookup,
         })
+    }
+
+    /// Refuses a host name that resolves to an address of [`UrlPolicy::denied`]. reqwest's
+    /// resolver hook is told the name without the port, so the guard there cannot judge a
+    /// socket address; the name is resolved here first, with the port, and only when the
+    /// port is a denied one (never, outside the local runner). Literal addresses and
+    /// `localhost` were judged by [`SubscriptionUrl::check`] already. A name whose answer
+    /// changes between this lookup and the connection's is not caught here: what the
+    /// local runner keeps out is a URL written at its own endpoint, not a DNS server an
+    /// attacker runs.
+    async fn check_denied(&self, url: &SubscriptionUrl) -> Result<(), UrlError> {
+        let policy = &self.settings.policy;
+        if !policy.denies_port(url.port()) || url.ip_literal().is_some() {
+            return Ok(());
+        }
+        match resolve_checked(&ErasedResolver(&self.lookup), url, policy).await {
+            Err(refused @ UrlError::Forbidden(_)) => Err(refused),
+            // The exchange reports a name that does not resolve, as it would any day.
+            Ok(_) | Err(_) => Ok(()),
+        }
     }
 
     async fn exchange(&self, webhook: OutgoingWebhook, started: Instant) -> SendOutcome {
@@ -231,7 +285,7 @@ fn build_client<R: Resolver + 'static>(
         .no_proxy()
         .dns_resolver(GuardedResolver {
             inner: Arc::clone(resolver),
-            policy: settings.policy,
+            policy: settings.policy.clone(),
         })
         .build()
         .map_err(|e| SenderBuildError(e.to_string()))
@@ -264,8 +318,9 @@ impl<R: Resolver + 'static> SenderSource<R> {
     }
 
     fn sender(&self) -> &Result<HttpWebhookSender, SenderBuildError> {
-        self.sender
-            .get_or_init(|| HttpWebhookSender::new(self.settings, Arc::clone(&self.resolver)))
+        self.sender.get_or_init(|| {
+            HttpWebhookSender::new(self.settings.clone(), Arc::clone(&self.resolver))
+        })
     }
 }
 
@@ -287,7 +342,11 @@ impl WebhookSender for HttpWebhookSender {
         let started = Instant::now();
         // The URL was checked at registration under the policy of that day; this applies
         // today's, and covers literal addresses, which never reach the resolver.
-        if let Err(e) = webhook.url.check(&self.settings.policy) {
+        let checked = match webhook.url.check(&self.settings.policy) {
+            Ok(()) => self.check_denied(&webhook.url).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
             return SendOutcome::Failed {
                 error: AttemptError::Forbidden,
                 detail: e.to_string(),

@@ -107,6 +107,8 @@ pub fn url_policy(env: &dyn Source) -> Result<UrlPolicy, ConfigError> {
     Ok(UrlPolicy {
         allow_http: flag(env, "HERALD_ALLOW_HTTP")?,
         allow_loopback: flag(env, "HERALD_ALLOW_LOOPBACK")?,
+        // Set by the local runner's wiring alone, from its AWS endpoint.
+        denied: Vec::new(),
     })
 }
 

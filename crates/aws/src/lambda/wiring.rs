@@ -78,7 +78,7 @@ pub fn adapters(
     let sender_settings = SenderSettings {
         timeout: config.timeout,
         connect_timeout: config.connect_timeout,
-        policy: config.url_policy,
+        policy: config.url_policy.clone(),
         ..SenderSettings::default()
     };
     let resolver = Arc::new(SystemResolver);

@@ -2,8 +2,10 @@
 //! deployment allows it) and may not point at an address inside anyone's network: not
 //! loopback (unless allowed for tests and the local runner), private, link-local (the
 //! 169.254.169.254 metadata service), CGNAT, unique-local, multicast, reserved or
-//! unspecified, in IPv4, IPv6, or IPv4 hidden inside IPv6. Names are resolved and every
-//! address checked; the sender then connects only to the addresses that were checked.
+//! unspecified, in IPv4, IPv6, or IPv4 hidden inside IPv6, nor at an address the
+//! deployment keeps for itself ([`UrlPolicy::denied`]). Names are resolved and every
+//! address checked; the sender then connects only to the addresses that were checked. A
+//! refusal names the kind of address a name resolves to, never the address.
 //!
 //! Hidden spellings of an address (`2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`,
 //! `１２７.０.０.１`, `%31%32%37.0.0.1`) need no code of their own: the `url` crate parses
@@ -20,11 +22,41 @@ use url::{Host, Url};
 /// Longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
 
-/// What a deployment lets through on top of public `https` addresses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What a deployment lets through on top of public `https` addresses, and what it keeps
+/// from webhooks whatever else lets it through.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UrlPolicy {
     pub allow_http: bool,
     pub allow_loopback: bool,
+    /// Addresses no webhook may go to even where the rest of the policy allows them: the
+    /// local runner's AWS endpoint (moto, on loopback), whose API a webhook could
+    /// otherwise call (`/moto-api/reset` empties every table). An address on this machine
+    /// (loopback or unspecified) stands for that port on every such address, as a server
+    /// listening on all of them answers on each.
+    pub denied: Vec<SocketAddr>,
+}
+
+impl UrlPolicy {
+    /// Whether `address` is one of [`UrlPolicy::denied`].
+    pub fn denies(&self, address: SocketAddr) -> bool {
+        self.denied
+            .iter()
+            .any(|d| d.port() == address.port() && same_host(d.ip(), address.ip()))
+    }
+
+    /// Whether some address on `port` is denied: only then does a host name need resolving
+    /// to be judged by [`UrlPolicy::denied`].
+    pub fn denies_port(&self, port: u16) -> bool {
+        self.denied.iter().any(|d| d.port() == port)
+    }
+}
+
+/// Whether two addresses reach the same host: equal once an IPv4-mapped address is read
+/// as IPv4, or both on this machine.
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    let on_this_machine = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
+    let (a, b) = (a.to_canonical(), b.to_canonical());
+    a == b || (on_this_machine(a) && on_this_machine(b))
 }
 
 /// Why a URL was refused. The message is written for the API user who sent it.
@@ -42,6 +74,7 @@ pub enum UrlError {
 }
 
 const ONLY_PUBLIC: &str = "webhooks may only go to public internet addresses";
+const NOT_HERALDS_OWN: &str = "webhooks may not go to Herald's own services";
 
 /// A URL that passed the checks of the policy it was parsed under. Reading one back
 /// from storage re-parses it without a policy: the sender applies the policy in force
@@ -99,7 +132,26 @@ impl SubscriptionUrl {
             Some(Host::Ipv4(ip)) => check_ip(IpAddr::V4(ip), policy),
             Some(Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip), policy),
             Some(Host::Domain(name)) => check_name(name, policy),
+        }?;
+        self.check_denied(policy)
+    }
+
+    /// Refuses a literal address or a `localhost` name that [`UrlPolicy::denied`] holds
+    /// (with the URL's port). Any other name is judged on the addresses it resolves to.
+    fn check_denied(&self, policy: &UrlPolicy) -> Result<(), UrlError> {
+        let ip = match self.ip_literal() {
+            Some(ip) => ip,
+            None if is_localhost(self.host()) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            None => return Ok(()),
+        };
+        if policy.denies(SocketAddr::new(ip, self.port())) {
+            return Err(UrlError::Forbidden(format!(
+                "{}:{} is an address Herald keeps for itself; {NOT_HERALDS_OWN}",
+                self.0.host_str().unwrap_or_default(),
+                self.port()
+            )));
         }
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -294,10 +346,12 @@ pub async fn resolve_checked<R: Resolver + ?Sized>(
     let port = url.port();
     if let Some(ip) = url.ip_literal() {
         check_ip(ip, policy)?;
+        url.check_denied(policy)?;
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let host = url.host();
     check_name(host, policy)?;
+    url.check_denied(policy)?;
     let addresses = resolver
         .resolve(host, port)
         .await
@@ -307,10 +361,18 @@ pub async fn resolve_checked<R: Resolver + ?Sized>(
             "the host {host} resolves to no address"
         )));
     }
+    // The answer names the kind of address, never the address: inside a network, the
+    // addresses a name resolves to are not the API caller's to learn.
     for ip in &addresses {
         if let Some(kind) = refusal(*ip, policy) {
             return Err(UrlError::Forbidden(format!(
-                "the host {host} resolves to {ip}, which is {kind}; {ONLY_PUBLIC}"
+                "the host {host} resolves to {kind}; {ONLY_PUBLIC}"
+            )));
+        }
+        if policy.denies(SocketAddr::new(*ip, port)) {
+            return Err(UrlError::Forbidden(format!(
+                "the host {host} resolves to an address Herald keeps for itself (on port \
+                 {port}); {NOT_HERALDS_OWN}"
             )));
         }
     }
@@ -349,10 +411,12 @@ mod tests {
     const STRICT: UrlPolicy = UrlPolicy {
         allow_http: false,
         allow_loopback: false,
+        denied: Vec::new(),
     };
     const LOCAL: UrlPolicy = UrlPolicy {
         allow_http: true,
         allow_loopback: true,
+        denied: Vec::new(),
     };
 
     fn ip(text: &str) -> IpAddr {
@@ -516,6 +580,7 @@ mod tests {
         let policy = UrlPolicy {
             allow_http: true,
             allow_loopback: false,
+            denied: Vec::new(),
         };
         for url in refused {
             let err = SubscriptionUrl::parse(url, &policy).unwrap_err();
@@ -631,6 +696,7 @@ mod tests {
         let http_only = UrlPolicy {
             allow_http: true,
             allow_loopback: false,
+            denied: Vec::new(),
         };
         assert!(matches!(
             stored.check(&http_only),
@@ -688,9 +754,19 @@ mod tests {
                 .await
                 .unwrap_err()
                 .to_string(),
-            "the host internal.example.com resolves to 10.0.0.7, which is a private address; \
+            "the host internal.example.com resolves to a private address; \
              webhooks may only go to public internet addresses"
         );
+        for raw in [
+            "https://internal.example.com/",
+            "https://metadata.example.com/",
+            "https://mixed.example.com/",
+        ] {
+            let message = check(raw, STRICT).await.unwrap_err().to_string();
+            for address in ["10.0.0.7", "169.254.169.254", "a9fe"] {
+                assert!(!message.contains(address), "{raw}: {message}");
+            }
+        }
         for raw in ["https://unknown.example.com/", "https://empty.example.com/"] {
             let err = check(raw, STRICT).await.unwrap_err();
             assert!(matches!(err, UrlError::Unresolvable(_)), "{raw}: {err:?}");
@@ -701,6 +777,84 @@ mod tests {
             check("http://internal.example.com/", LOCAL).await,
             Err(UrlError::Forbidden(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_denied_address_is_refused_however_it_is_written_and_nothing_else_is() {
+        // The local runner's moto, on 127.0.0.1:5000.
+        let policy = UrlPolicy {
+            denied: vec!["127.0.0.1:5000".parse().unwrap()],
+            ..LOCAL
+        };
+        let resolver = StaticResolver::default()
+            .with("localhost", &[ip("127.0.0.1")])
+            .with("loop.example.com", &[ip("127.0.0.1")])
+            .with("loop6.example.com", &[ip("::1")])
+            .with("public.example.com", &[ip("93.184.215.14")]);
+        for raw in [
+            "http://127.0.0.1:5000/moto-api/reset",
+            "http://127.0.0.2:5000/",
+            "http://0x7f000001:5000/",
+            "http://[::1]:5000/",
+            "http://[::ffff:127.0.0.1]:5000/",
+            "http://localhost:5000/",
+            "http://app.localhost.:5000/",
+            "http://loop.example.com:5000/",
+            "http://loop6.example.com:5000/",
+        ] {
+            let url = SubscriptionUrl::try_from(raw.to_owned()).unwrap();
+            let err = resolve_checked(&resolver, &url, &policy).await.unwrap_err();
+            let UrlError::Forbidden(message) = &err else {
+                panic!("{raw}: {err:?}")
+            };
+            assert!(
+                message.contains("Herald keeps for itself"),
+                "{raw}: {message}"
+            );
+        }
+        for raw in ["http://127.0.0.1:5000/", "http://localhost:5000/x"] {
+            assert!(
+                matches!(
+                    SubscriptionUrl::parse(raw, &policy),
+                    Err(UrlError::Forbidden(_))
+                ),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            SubscriptionUrl::parse("http://127.0.0.1:5000/moto-api/reset", &policy)
+                .unwrap_err()
+                .to_string(),
+            "127.0.0.1:5000 is an address Herald keeps for itself; \
+             webhooks may not go to Herald's own services"
+        );
+        assert_eq!(
+            resolve_checked(
+                &resolver,
+                &SubscriptionUrl::parse("http://loop.example.com:5000/", &policy).unwrap(),
+                &policy
+            )
+            .await
+            .unwrap_err()
+            .to_string(),
+            "the host loop.example.com resolves to an address Herald keeps for itself \
+             (on port 5000); webhooks may not go to Herald's own services"
+        );
+        // Another port of this machine, or the same port elsewhere, is not Herald's.
+        for raw in [
+            "http://127.0.0.1:5001/",
+            "http://localhost:8000/",
+            "http://loop.example.com/",
+            "http://public.example.com:5000/",
+        ] {
+            let url = SubscriptionUrl::parse(raw, &policy).unwrap();
+            assert!(
+                resolve_checked(&resolver, &url, &policy).await.is_ok(),
+                "{raw}"
+            );
+        }
+        assert!(policy.denies_port(5000) && !policy.denies_port(5001));
+        assert!(!LOCAL.denies("127.0.0.1:5000".parse().unwrap()));
     }
 
     #[tokio::test]

@@ -493,3 +493,50 @@ async fn malformed_json_and_wrong_media_type() {
     assert_eq!(response.status(), 415);
     assert!(deps.ports.subscriptions.all().is_empty());
 }
+
+#[tokio::test]
+async fn a_refused_host_is_not_told_which_address_it_resolves_to() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://internal.example.com/in", "event_types": ["*"]}),
+    )
+    .await;
+    assert_eq!(created.status(), 422);
+    let refused = json_of(&created);
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("internal.example.com") && message.contains("a private address"),
+        "{message}"
+    );
+    assert!(!message.contains("10.1.2.3"), "{message}");
+
+    // Moving a subscription there is refused alike.
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://hooks.example.com/in", "event_types": ["*"]}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let path = format!(
+        "/v1/subscriptions/{}",
+        json_of(&created)["id"].as_str().unwrap()
+    );
+    let moved = handle(
+        &deps,
+        call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(json!({"url": "https://internal.example.com/in"})),
+        ),
+    )
+    .await;
+    assert_eq!(moved.status(), 422);
+    let refused = json_of(&moved);
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("a private address"), "{message}");
+    assert!(!message.contains("10.1.2.3"), "{message}");
+}

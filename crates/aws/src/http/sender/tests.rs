@@ -11,10 +11,12 @@ use herald_testkit::StaticResolver;
 const LOCAL: UrlPolicy = UrlPolicy {
     allow_http: true,
     allow_loopback: true,
+    denied: Vec::new(),
 };
 const NO_LOOPBACK: UrlPolicy = UrlPolicy {
     allow_http: true,
     allow_loopback: false,
+    denied: Vec::new(),
 };
 const EXCERPT_LIMIT: usize = 16;
 
@@ -602,6 +604,7 @@ async fn forbidden_targets_are_never_contacted() {
             UrlPolicy {
                 allow_http: false,
                 allow_loopback: true,
+                denied: Vec::new(),
             },
             format!("http://127.0.0.1:{port}/"),
         ),
@@ -622,6 +625,50 @@ async fn forbidden_targets_are_never_contacted() {
         assert!(*latency < Duration::from_secs(1), "{url}: {latency:?}");
     }
     assert_eq!(receiver.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_denied_address_is_never_contacted_and_its_neighbours_are() {
+    // As the local runner's moto: a service of Herald's own on loopback.
+    let herald_own = Receiver::start(ok_with_body("reset")).await;
+    let port = herald_own.addr.port();
+    let policy = UrlPolicy {
+        denied: vec![herald_own.addr],
+        ..LOCAL
+    };
+    let sender = sender(policy.clone(), Duration::from_secs(5));
+    for url in [
+        format!("http://127.0.0.1:{port}/moto-api/reset"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://localhost:{port}/"),
+        // A name: resolved, with the port, before the exchange.
+        format!("http://loop.example.com:{port}/"),
+    ] {
+        let stored = OutgoingWebhook {
+            url: SubscriptionUrl::try_from(url.clone()).unwrap(),
+            ..webhook("https://hooks.example.com/")
+        };
+        let outcome = sender.send(stored).await;
+        assert_eq!(
+            failure(&outcome),
+            Some(AttemptError::Forbidden),
+            "{url}: {outcome:?}"
+        );
+    }
+    assert_eq!(herald_own.connections.load(Ordering::SeqCst), 0);
+
+    // Another port of this machine is a receiver like any other.
+    let receiver = Receiver::start(ok_with_body("ok")).await;
+    let outcome = sender
+        .send(webhook(&format!(
+            "http://loop.example.com:{}/",
+            receiver.addr.port()
+        )))
+        .await;
+    assert!(
+        matches!(outcome, SendOutcome::Answered { status: 200, .. }),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test]
