@@ -9,6 +9,8 @@ use serde_json::Value;
 pub struct Client {
     base: String,
     token: String,
+    /// The tenant an operator's token acts for (`Herald-Tenant`).
+    tenant: Option<String>,
     http: reqwest::Client,
 }
 
@@ -37,8 +39,16 @@ impl Client {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
+            tenant: None,
             http,
         })
+    }
+
+    /// Calls name `tenant` in `Herald-Tenant`: an operator's token (scope
+    /// `herald/operator`) acts for it; a tenant's own token must name itself.
+    pub fn acting_for(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -57,6 +67,9 @@ impl Client {
             .http
             .request(method.clone(), &url)
             .bearer_auth(&self.token);
+        if let Some(tenant) = &self.tenant {
+            request = request.header("herald-tenant", tenant);
+        }
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
@@ -92,6 +105,10 @@ impl Answer {
                  TenantClaim names (`tenant` by default)"
             }
             (403, Some(_), _) => "API Gateway refused the token's scopes for this route",
+            (403, _, Some(_)) => {
+                "the token lacks the scope this needs (herald/publish, herald/read, \
+                 herald/manage, or herald/operator to act for another tenant)"
+            }
             (404, Some(_), _) => {
                 "API Gateway has no such route: is the API URL the stack's ApiUrl output, \
                  with its stage (…/dev)?"

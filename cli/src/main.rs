@@ -42,6 +42,9 @@ struct Global {
     /// The profile of the profile file to read the API and token from.
     #[arg(long, global = true, env = "HERALD_PROFILE", default_value = profile::DEFAULT_PROFILE)]
     profile: String,
+    /// The tenant to act for, with an operator's token (scope `herald/operator`).
+    #[arg(long, global = true, env = "HERALD_TENANT")]
+    tenant: Option<String>,
     /// Prints the API's JSON instead of a table, for scripts.
     #[arg(long, global = true)]
     json: bool,
@@ -204,7 +207,8 @@ struct Range {
 
 #[derive(Subcommand)]
 enum Portal {
-    /// Opens a portal session for a tenant (the token's own) and prints the page's link.
+    /// Opens a portal session for a tenant and prints the page's link: the token's own
+    /// tenant, or any with an operator's token.
     Open {
         tenant: String,
         /// How long the session lasts (1m–12h); the deployment's default otherwise.
@@ -301,7 +305,9 @@ fn target(global: &Global) -> Result<Target, Failure> {
 
 fn client(global: &Global) -> Result<Client, Failure> {
     let target = target(global)?;
-    Client::new(&target.api, &target.token).map_err(|e| Failure::usage(format!("{e:#}")))
+    Client::new(&target.api, &target.token)
+        .map(|c| c.acting_for(global.tenant.clone()))
+        .map_err(|e| Failure::usage(format!("{e:#}")))
 }
 
 /// Runs the command; `None` when it printed its own output.
@@ -411,7 +417,9 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
             lifetime,
             event_types,
         }) => {
-            let client = client(global)?;
+            // The session's tenant is named, so an operator's token opens it for that
+            // tenant and a tenant's own token is refused for any other.
+            let client = client(global)?.acting_for(Some(tenant.clone()));
             commands::portal_open(&client, &tenant, lifetime.as_deref(), &event_types).await?
         }
     };

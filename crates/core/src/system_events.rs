@@ -83,6 +83,16 @@ impl<'a> TestEvent<'a> {
 /// The types Herald publishes itself.
 pub const TYPES: [&str; 2] = [SubscriptionDisabled::TYPE, TestEvent::TYPE];
 
+/// The namespace kept for Herald's own events, present and future.
+pub const RESERVED_PREFIX: &str = "herald.";
+
+/// Whether `event_type` is Herald's to publish: one of [`TYPES`] or under
+/// [`RESERVED_PREFIX`]. A producer's publish of one is refused, so a receiver can trust
+/// that such an event came from Herald.
+pub fn is_reserved(event_type: &str) -> bool {
+    TYPES.contains(&event_type) || event_type.starts_with(RESERVED_PREFIX)
+}
+
 fn system_event(id: EventId, event_type: &str, data: &impl Serialize, at: DateTime<Utc>) -> Event {
     let data = match serde_json::to_value(data) {
         Ok(Value::Object(map)) => map,
@@ -101,6 +111,25 @@ fn system_event(id: EventId, event_type: &str, data: &impl Serialize, at: DateTi
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn herald_keeps_its_own_types_and_namespace() {
+        for reserved in [
+            "subscription.disabled",
+            "herald.test",
+            "herald.anything.new",
+        ] {
+            assert!(is_reserved(reserved), "{reserved}");
+        }
+        for free in [
+            "subscription.created",
+            "order.shipped",
+            "heraldry.updated",
+            "test",
+        ] {
+            assert!(!is_reserved(free), "{free}");
+        }
+    }
 
     #[test]
     fn the_disabled_event_names_the_subscription_and_why() {

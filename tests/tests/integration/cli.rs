@@ -410,11 +410,47 @@ async fn a_portal_is_opened_for_the_tokens_tenant() {
 
     let other = herald(&api, "acme", &["portal", "open", "globex"]).await;
     assert_eq!(other.code, 4, "{}", other.err);
-    assert!(
-        other.err.contains("the token is for tenant `acme`"),
-        "{}",
-        other.err
+    assert!(other.err.contains("herald/operator"), "{}", other.err);
+
+    // An operator's token (locally `<name>:operator`) opens one for any tenant, and acts
+    // for the tenant `--tenant` names.
+    let for_globex = herald(
+        &api,
+        "support:operator",
+        &["--json", "portal", "open", "globex"],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(for_globex["tenant"], "globex");
+    herald(
+        &api,
+        "support:operator",
+        &[
+            "--tenant",
+            "globex",
+            "subscriptions",
+            "create",
+            "--url",
+            "http://127.0.0.1:9/g",
+            "-t",
+            "*",
+        ],
+    )
+    .await
+    .ok();
+    let globex = herald(&api, "globex", &["--json", "subscriptions", "list"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        globex["data"].as_array().unwrap().len(),
+        1,
+        "made in globex: {globex}"
     );
+    let unnamed = herald(&api, "support:operator", &["subscriptions", "list"]).await;
+    assert_eq!(unnamed.code, 1, "{}", unnamed.err);
+    assert!(unnamed.err.contains("Herald-Tenant"), "{}", unnamed.err);
     let read_only = herald(&api, "acme:read", &["portal", "open", "acme"]).await;
     assert_eq!(
         read_only.code, 4,

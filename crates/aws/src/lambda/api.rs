@@ -149,6 +149,11 @@ impl Caller {
 
 /// The caller, from the HTTP API authorizer context: the tenant claim and the token's
 /// scopes (see [`TenantClaim`] for `sam local`, where they come from the token itself).
+///
+/// A token with `herald/operator` acts for the tenant its call names in the
+/// [`TENANT_HEADER`] header, with every tenant scope; its tenant claim, if any, is not
+/// used. Every such call is logged with the operator's subject and the tenant. Any other
+/// token naming a tenant there other than its own is refused (403).
 pub fn caller_of(request: &Request, claim: &TenantClaim) -> Result<Caller, ApiError> {
     let jwt = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => {
@@ -156,8 +161,11 @@ pub fn caller_of(request: &Request, claim: &TenantClaim) -> Result<Caller, ApiEr
         }
         _ => None,
     };
-    let checked = jwt.as_ref().and_then(|jwt| {
-        let tenant = jwt.claims.get(&claim.name)?.clone();
+    let checked = jwt.as_ref().map(|jwt| {
+        let tenant = jwt.claims.get(&claim.name).cloned();
+        let subject = ["sub", "client_id"]
+            .iter()
+            .find_map(|name| jwt.claims.get(*name).cloned());
         // `scopes` is the authorizer's reading of the token's `scope` (or `scp`) claim;
         // where it is null, the claim (a string in the context) says the same.
         let scopes = jwt
@@ -173,17 +181,67 @@ pub fn caller_of(request: &Request, claim: &TenantClaim) -> Result<Caller, ApiEr
                 gateway::scopes_of(&claims)
             })
             .unwrap_or_default();
-        Some((tenant, scopes))
+        Token {
+            tenant,
+            subject,
+            scopes,
+        }
     });
-    let found = checked.or_else(|| {
-        claim
-            .unverified_under_sam_local
-            .then(|| unverified_caller(request, &claim.name))
-            .flatten()
-    });
-    let (tenant, scopes) = found.ok_or_else(ApiError::unauthorized)?;
-    let tenant = TenantId::parse(&tenant).ok_or_else(ApiError::unauthorized)?;
-    Ok(Caller { tenant, scopes })
+    let token = checked
+        .or_else(|| {
+            claim
+                .unverified_under_sam_local
+                .then(|| unverified_caller(request, &claim.name))
+                .flatten()
+        })
+        .ok_or_else(ApiError::unauthorized)?;
+    let named = request
+        .headers()
+        .get(TENANT_HEADER)
+        .map(|v| v.to_str().unwrap_or("").trim().to_owned());
+    if token.scopes.iter().any(|s| s == gateway::SCOPE_OPERATOR) {
+        let named = named.filter(|n| !n.is_empty()).ok_or_else(|| {
+            ApiError::bad_request(
+                "an operator's call names the tenant it acts for in the Herald-Tenant header",
+            )
+        })?;
+        let tenant = TenantId::parse(&named)
+            .ok_or_else(|| ApiError::bad_request("Herald-Tenant: not a tenant id"))?;
+        let operator = token.subject.or(token.tenant).unwrap_or_default();
+        tracing::info!(operator = %operator, tenant = %tenant, "operator call");
+        let mut scopes: Vec<String> = gateway::TENANT_SCOPES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        scopes.push(gateway::SCOPE_OPERATOR.to_owned());
+        return Ok(Caller { tenant, scopes });
+    }
+    let tenant = token
+        .tenant
+        .as_deref()
+        .and_then(TenantId::parse)
+        .ok_or_else(ApiError::unauthorized)?;
+    if let Some(named) = named.filter(|n| n != tenant.as_str()) {
+        tracing::warn!(tenant = %tenant, named = %named.chars().take(64).collect::<String>(), "a tenant's token named another tenant");
+        return Err(ApiError::forbidden(format!(
+            "Herald-Tenant names another tenant: acting for another tenant needs the {} scope",
+            gateway::SCOPE_OPERATOR
+        )));
+    }
+    Ok(Caller {
+        tenant,
+        scopes: token.scopes,
+    })
+}
+
+/// The header an operator names the tenant it acts for in (`Herald-Tenant`).
+pub const TENANT_HEADER: &str = "herald-tenant";
+
+/// What a token says about its caller.
+struct Token {
+    tenant: Option<String>,
+    subject: Option<String>,
+    scopes: Vec<String>,
 }
 
 /// The tenant named by the tenant claim, whatever the token's scopes.
@@ -193,7 +251,7 @@ pub fn tenant_of(request: &Request, claim: &TenantClaim) -> Result<TenantId, Api
 
 /// The claim and scopes from the `Authorization` header's token: a JWT's, or the local
 /// shorthand's (`Bearer acme`, `Bearer acme:read`), as the local runner reads them.
-fn unverified_caller(request: &Request, claim: &str) -> Option<(String, Vec<String>)> {
+fn unverified_caller(request: &Request, claim: &str) -> Option<Token> {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)?
@@ -201,11 +259,19 @@ fn unverified_caller(request: &Request, claim: &str) -> Option<(String, Vec<Stri
         .ok()?;
     let token = gateway::bearer_token(header)?;
     match gateway::unverified_claims(token) {
-        Some(claims) => Some((
-            claims.get(claim).map(gateway::claim_string)?,
-            gateway::scopes_of(&claims).unwrap_or_default(),
-        )),
-        None => Some(gateway::shorthand(token)),
+        Some(claims) => Some(Token {
+            tenant: claims.get(claim).map(gateway::claim_string),
+            subject: claims.get("sub").map(gateway::claim_string),
+            scopes: gateway::scopes_of(&claims).unwrap_or_default(),
+        }),
+        None => {
+            let (tenant, scopes) = gateway::shorthand(token);
+            Some(Token {
+                tenant: Some(tenant),
+                subject: None,
+                scopes,
+            })
+        }
     }
 }
 

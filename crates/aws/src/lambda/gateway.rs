@@ -130,6 +130,9 @@ pub fn bearer_token(header: &str) -> Option<&str> {
 pub const SCOPE_PUBLISH: &str = "herald/publish";
 pub const SCOPE_READ: &str = "herald/read";
 pub const SCOPE_MANAGE: &str = "herald/manage";
+/// Acts for any tenant, named in each call's `Herald-Tenant` header (support, back
+/// offices); never given to a tenant's own tokens.
+pub const SCOPE_OPERATOR: &str = "herald/operator";
 /// Every scope a tenant's token may have.
 pub const TENANT_SCOPES: [&str; 3] = [SCOPE_PUBLISH, SCOPE_READ, SCOPE_MANAGE];
 

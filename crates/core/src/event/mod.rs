@@ -1,6 +1,7 @@
 //! Events as producers publish them, parsed rather than validated: an `Event` that exists
 //! has a well-formed type, an object for `data` and sizes within the limits.
 
+pub mod characters;
 pub mod filter;
 pub mod pattern;
 
@@ -229,6 +230,16 @@ fn parse_event(
         .and_then(|t| {
             EventType::parse(&t).map_err(|r| EventError::invalid(format!("{at}type"), r))
         })?;
+    if crate::system_events::is_reserved(event_type.as_str()) {
+        return Err(EventError::invalid(
+            format!("{at}type"),
+            format!(
+                "`{}` is Herald's own event type (Herald's types are `herald.*` and `{}`):                  receivers trust them to come from Herald, so producers cannot publish them",
+                event_type.as_str(),
+                crate::system_events::SubscriptionDisabled::TYPE
+            ),
+        ));
+    }
     let occurred_at = match raw.occurred_at {
         Some(text) => DateTime::parse_from_rfc3339(&text)
             .map_err(|_| {
@@ -257,6 +268,7 @@ fn parse_event(
             limit: MAX_DATA_BYTES,
         });
     }
+    characters::check_data(&data, &format!("{at}data"))?;
     let subject = match raw.subject {
         None | Some(Value::Null) => None,
         Some(value) => Some(parse_subject(value, &format!("{at}subject"), 0)?),
@@ -279,6 +291,16 @@ fn parse_subject(value: Value, field: &str, depth: usize) -> Result<Subject, Eve
         subject.reference.as_ref(),
         subject.status.as_ref(),
     ];
+    for (name, text) in [
+        ("type", Some(&subject.kind)),
+        ("id", Some(&subject.id)),
+        ("ref", subject.reference.as_ref()),
+        ("status", subject.status.as_ref()),
+    ] {
+        if let Some(text) = text {
+            characters::check_text(text, &format!("{field}.{name}"))?;
+        }
+    }
     if subject.kind.is_empty() || subject.id.is_empty() {
         return Err(EventError::invalid(
             field,

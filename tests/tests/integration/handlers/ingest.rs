@@ -284,3 +284,101 @@ async fn publishing_needs_the_publish_scope() {
         "nothing is enqueued"
     );
 }
+
+#[tokio::test]
+async fn herald_s_own_event_types_cannot_be_published() {
+    let deps = deps();
+    subscribe(&deps, "acme", &["*"]).await;
+    for (body, field) in [
+        (
+            json!({"type": "subscription.disabled", "data": {"subscription_id": "sub_x"}}),
+            "type",
+        ),
+        (json!({"type": "herald.test", "data": {}}), "type"),
+        (
+            json!({"events": [
+                {"type": "order.paid", "data": {}},
+                {"type": "herald.audit", "data": {}}
+            ]}),
+            "events[1].type",
+        ),
+    ] {
+        let response = handle(&deps, publish("acme", body.clone())).await;
+        assert_eq!(response.status(), 422, "{body}");
+        let message = json_of(&response)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.starts_with(field), "{message}");
+        assert!(message.contains("Herald's own event type"), "{message}");
+    }
+    assert!(
+        deps.ports.queue.enqueued().is_empty(),
+        "nothing is enqueued"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_publishes_for_the_tenant_it_names() {
+    let deps = deps();
+    subscribe(&deps, "globex", &["*"]).await;
+    let mut event = event_file("publish-one.json");
+    let jwt = &mut event["requestContext"]["authorizer"]["jwt"];
+    jwt["claims"].as_object_mut().unwrap().remove("tenant");
+    jwt["scopes"] = json!(["herald/operator"]);
+    jwt["claims"]["scope"] = json!("herald/operator");
+    event["headers"]["herald-tenant"] = json!("globex");
+    let response = handle(&deps, request(&event)).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(json_of(&response)["deliveries"], 1);
+    let enqueued = deps.ports.queue.enqueued();
+    assert_eq!(enqueued[0].tenant.as_str(), "globex");
+}
+
+#[tokio::test]
+async fn text_the_queue_cannot_carry_is_refused_with_its_field() {
+    let deps = deps();
+    subscribe(&deps, "acme", &["*"]).await;
+    // As a producer sends them: JSON escapes, which parse into U+FFFF and U+FFFE.
+    for (body, field) in [
+        (
+            r#"{"type": "order.paid", "data": {"note": "a\uffffb"}}"#,
+            "data.note",
+        ),
+        (
+            r#"{"type": "order.paid", "data": {"lines": [{"sku": "\ufffe"}]}}"#,
+            "data.lines[0].sku",
+        ),
+        (
+            r#"{"type": "order.paid", "data": {}, "subject": {"type": "order", "id": "\uffff"}}"#,
+            "subject.id",
+        ),
+        (
+            r#"{"events": [{"type": "order.paid", "data": {}},
+                {"type": "order.paid", "data": {}, "subject": {"type": "order", "id": "1", "status": "\uffff"}}]}"#,
+            "events[1].subject.status",
+        ),
+    ] {
+        let body: Value = serde_json::from_str(body).unwrap();
+        let response = handle(&deps, publish("acme", body.clone())).await;
+        assert_eq!(response.status(), 422, "{body}");
+        let message = json_of(&response)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        assert!(message.contains("U+FFF"), "{message}");
+    }
+    assert!(
+        deps.ports.queue.enqueued().is_empty(),
+        "nothing is enqueued"
+    );
+
+    // Control characters are written as escapes in the queue's message: they go through.
+    let body: Value =
+        serde_json::from_str(r#"{"type": "order.paid", "data": {"note": "a\u0000\u001bb"}}"#)
+            .unwrap();
+    let response = handle(&deps, publish("acme", body)).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(deps.ports.queue.enqueued().len(), 1);
+}

@@ -401,3 +401,101 @@ async fn a_read_token_reads_and_cannot_change() {
         "any of Herald's scopes reads the public keys"
     );
 }
+
+/// A call by an operator's token (no tenant claim), naming `tenant` in `Herald-Tenant`.
+fn operator(method: &str, path: &str, tenant: Option<&str>, body: Option<Value>) -> Request {
+    let mut event = event_for(method, path, Some("acme"), body);
+    let jwt = &mut event["requestContext"]["authorizer"]["jwt"];
+    jwt["claims"].as_object_mut().unwrap().remove("tenant");
+    jwt["claims"]["scope"] = json!("herald/operator");
+    jwt["scopes"] = json!(["herald/operator"]);
+    if let Some(tenant) = tenant {
+        event["headers"]["herald-tenant"] = json!(tenant);
+    }
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_acts_for_the_tenant_it_names() {
+    let deps = deps();
+    let theirs = create(&deps, "globex", "https://g.example.com/", json!(["*"])).await;
+    let listed = handle(
+        &deps,
+        operator("GET", "/v1/subscriptions", Some("globex"), None),
+    )
+    .await;
+    assert_eq!(listed.status(), 200);
+    assert_eq!(json_of(&listed)["data"][0]["id"], json!(theirs));
+
+    let created = handle(
+        &deps,
+        operator(
+            "POST",
+            "/v1/subscriptions",
+            Some("initech"),
+            Some(json!({"url": "https://i.example.com/", "event_types": ["*"]})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        created.status(),
+        201,
+        "seed 000: support registers a tenant's URL"
+    );
+    let in_initech = handle(
+        &deps,
+        call("GET", "/v1/subscriptions", Some("initech"), None),
+    )
+    .await;
+    assert_eq!(json_of(&in_initech)["data"].as_array().unwrap().len(), 1);
+
+    let session = handle(
+        &deps,
+        operator("POST", "/v1/portal/sessions", Some("globex"), None),
+    )
+    .await;
+    assert_eq!(session.status(), 201);
+    assert_eq!(json_of(&session)["tenant"], "globex");
+
+    let unnamed = handle(&deps, operator("GET", "/v1/subscriptions", None, None)).await;
+    assert_eq!(unnamed.status(), 400);
+    assert!(
+        json_of(&unnamed)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Herald-Tenant"),
+    );
+    let bad = handle(
+        &deps,
+        operator("GET", "/v1/subscriptions", Some("no such/tenant"), None),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn a_tenants_token_cannot_name_another_tenant() {
+    let deps = deps();
+    create(&deps, "globex", "https://g.example.com/", json!(["*"])).await;
+    let mut event = event_for("GET", "/v1/subscriptions", Some("acme"), None);
+    event["headers"]["herald-tenant"] = json!("globex");
+    let response = handle(
+        &deps,
+        lambda_http::request::from_str(&event.to_string()).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), 403);
+    assert!(
+        json_of(&response)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("herald/operator")
+    );
+    event["headers"]["herald-tenant"] = json!("acme");
+    let own = handle(
+        &deps,
+        lambda_http::request::from_str(&event.to_string()).unwrap(),
+    )
+    .await;
+    assert_eq!(own.status(), 200, "naming its own tenant is fine");
+}
