@@ -372,6 +372,7 @@ async function attemptLog(id, section, state) {
   const replayForm = el("form", { class: "row" });
   replayForm.append(
     field("Replay from", el("input", { name: "since", type: "datetime-local", required: true })),
+    field("Until (optional)", el("input", { name: "until", type: "datetime-local" })),
     field("Deliveries that are", el("select", { name: "state" }, ["failed", "delivered", "pending", "skipped"].map((s) => el("option", { value: s }, s)))),
     el("div", {}, el("button", { type: "submit" }, "Replay")),
   );
@@ -379,8 +380,9 @@ async function attemptLog(id, section, state) {
     event.preventDefault();
     const data = new FormData(replayForm);
     try {
-      const since = new Date(data.get("since")).toISOString();
-      const replayed = await call("POST", `v1/subscriptions/${id}/replay`, { since, state: data.get("state") });
+      const body = { since: new Date(data.get("since")).toISOString(), state: data.get("state") };
+      if (data.get("until")) body.until = new Date(data.get("until")).toISOString();
+      const replayed = await call("POST", `v1/subscriptions/${id}/replay`, body);
       say(`${replayed.queued} deliveries queued again${replayed.more ? "; replay again for more" : ""}`);
     } catch (error) {
       fail(error);

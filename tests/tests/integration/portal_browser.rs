@@ -628,6 +628,33 @@ async fn a_tenant_manages_its_endpoints_in_the_portal_in_a_real_browser() {
         "a secret is shown again after navigating back"
     );
 
+    // Replaying the last hour's delivered deliveries sends the test event again.
+    browser
+        .run(
+            r#"
+            const since = new Date(Date.now() - 3600e3);
+            const local = new Date(since - since.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+            document.querySelector("input[name=since]").value = local;
+            document.querySelector("select[name=state]").value = "delivered";
+            "#,
+            vec![],
+        )
+        .await;
+    browser.click(browser.button("Replay").await).await;
+    browser
+        .wait_until(
+            "the replay's answer",
+            "return document.getElementById('status').textContent.includes('1 deliveries queued again');",
+            vec![],
+        )
+        .await;
+    let again = receiver.wait_for(2, PATIENCE).await;
+    assert_eq!(
+        again[1].header("webhook-id"),
+        again[0].header("webhook-id"),
+        "the replay sends the same delivery again"
+    );
+
     // Another tenant's endpoint is not found, by the page nor by its API with this session.
     browser
         .run(
