@@ -586,3 +586,34 @@ fn the_bootstraps_need_no_glibc_newer_than_provided_al2023s() {
     }
     assert_eq!(checked, 9, "three functions in each of the three builds");
 }
+
+/// The API is throttled on every route, and (unless turned off) logs each call without its
+/// headers or body.
+#[test]
+fn the_api_is_throttled_and_logs_each_call_without_secrets() {
+    let template = template();
+    let api = &template["Resources"]["HttpApi"]["Properties"];
+    let route = &api["DefaultRouteSettings"];
+    for (setting, parameter) in [
+        ("ThrottlingRateLimit", "ApiThrottlingRateLimit"),
+        ("ThrottlingBurstLimit", "ApiThrottlingBurstLimit"),
+    ] {
+        assert_eq!(
+            deployed_value(&route[setting], &template),
+            deployed_value(&template["Parameters"][parameter]["Default"], &template),
+            "{setting}"
+        );
+    }
+    let logs = format!("{:?}", api["AccessLogSettings"]);
+    for needed in [
+        "ApiAccessLogGroup",
+        "$context.routeKey",
+        "$context.status",
+        "$context.identity.sourceIp",
+    ] {
+        assert!(logs.contains(needed), "{needed} in {logs}");
+    }
+    for secret in ["header", "body", "authorization", "secret"] {
+        assert!(!logs.to_lowercase().contains(secret), "{secret} in {logs}");
+    }
+}
