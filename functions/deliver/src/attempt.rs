@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use chrono::Utc;
-use herald_core::delivery::decide::{Verdict, decide, window_spent};
+use herald_core::delivery::decide::{Verdict, decide, window_spent, within_receive_limit};
 use herald_core::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_core::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog, KeyStore, Ports,
@@ -39,10 +39,6 @@ impl Outcome {
             attempt: None,
         }
     }
-
-    pub(crate) fn attempt_number(&self) -> Option<u32> {
-        self.attempt.as_ref().map(|a| a.number)
-    }
 }
 
 /// The delivery, claimed: the claim that must still hold when its outcome is written, and
@@ -63,6 +59,7 @@ pub(crate) async fn deliver<P: Ports>(
     deps: &DeliverDeps<P>,
     shared: &BatchShared,
     task: &DeliveryTask,
+    receive_count: u32,
 ) -> Outcome {
     let claimed = match claim(deps, task).await {
         Ok(claimed) => claimed,
@@ -76,7 +73,7 @@ pub(crate) async fn deliver<P: Ports>(
         Ok(sent) => sent,
         Err(disposition) => return Outcome::unsent(disposition, Some(subscription)),
     };
-    let disposition = record(deps, task, subscription, &claimed, &sent).await;
+    let disposition = record(deps, task, subscription, &claimed, &sent, receive_count).await;
     Outcome {
         disposition,
         url: Some(subscription.url.as_str().to_owned()),
@@ -231,15 +228,20 @@ async fn record<P: Ports>(
     subscription: &Subscription,
     claimed: &Claimed,
     sent: &Sent,
+    receive_count: u32,
 ) -> Disposition {
     let jitter = rand::rng().random_range(-1.0..=1.0);
-    let decision = decide(
-        &sent.outcome,
-        sent.attempt.number,
-        claimed.record.first_attempt_at,
-        sent.finished_at,
-        &deps.settings.retry,
-        jitter,
+    let decision = within_receive_limit(
+        decide(
+            &sent.outcome,
+            sent.attempt.number,
+            claimed.record.first_attempt_at,
+            sent.finished_at,
+            &deps.settings.retry,
+            jitter,
+        ),
+        receive_count,
+        deps.settings.max_receives,
     );
     if decision.verdict == Verdict::Gone
         && let Err(e) = deps
@@ -299,7 +301,7 @@ async fn record<P: Ports>(
         Verdict::Delivered => Disposition::Delivered,
         Verdict::Gone => Disposition::Gone,
         Verdict::RetryIn(delay) => Disposition::RetryIn(delay),
-        Verdict::GiveUp => Disposition::Failed,
+        Verdict::GiveUp => Disposition::Failed(decision.reason.unwrap_or_default()),
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
-use herald_core::delivery::decide::window_spent;
 use herald_core::delivery::{DeliveryTask, decode_message};
 use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{DeadLetter, Ports, SubscriptionStore};
@@ -240,9 +239,15 @@ async fn process_record<P: Ports>(
         }
     };
 
-    let outcome = attempt::deliver(deps, shared, &task).await;
+    // How many times SQS has handed this message out, this time included.
+    let receive_count = message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(1);
+    let outcome = attempt::deliver(deps, shared, &task, receive_count).await;
     let reason = match &outcome.disposition {
-        Disposition::Failed => Some(window_spent(outcome.attempt_number().unwrap_or_default())),
+        Disposition::Failed(reason) => Some(reason.clone()),
         Disposition::OwedDeadLetter(reason) => Some(reason.clone()),
         _ => None,
     };

@@ -9,8 +9,9 @@ use herald_core::delivery::DeliveryState;
 pub enum Disposition {
     Delivered,
     RetryIn(Duration),
-    /// The retry window is spent: recorded failed and moved to the dead-letter queue.
-    Failed,
+    /// No attempt is left (the retry window, or the queue's receives, are spent): recorded
+    /// failed, with this reason, and moved to the dead-letter queue.
+    Failed(String),
     /// 410 Gone: the subscription was disabled.
     Gone,
     Skipped(String),
@@ -54,9 +55,7 @@ impl fmt::Display for Disposition {
                 "retry in {}s",
                 d.as_secs() + u64::from(d.subsec_nanos() > 0)
             ),
-            Self::Failed => {
-                f.write_str("failed: retry window spent, moved to the dead-letter queue")
-            }
+            Self::Failed(why) => write!(f, "failed: {why}; moved to the dead-letter queue"),
             Self::Gone => f.write_str("failed: 410 Gone, subscription disabled"),
             Self::Skipped(why) => write!(f, "skipped: {why}"),
             Self::Superseded => f.write_str("superseded by a newer event about the same subject"),

@@ -329,6 +329,36 @@ pub fn portal(env: &dyn Source) -> Result<herald_core::portal::PortalSettings, C
     })
 }
 
+/// `HERALD_MAX_RECEIVE_COUNT`: the delivery queue's `maxReceiveCount` (the template sets
+/// both from one parameter). The retry schedule must fit under it with room for receives
+/// without an attempt, or deliveries would be dead-lettered by SQS before their schedule
+/// ends; a deployment whose schedule does not fit is refused at start-up.
+fn max_receives(
+    env: &dyn Source,
+    retry: &herald_core::delivery::retry::RetryPolicy,
+) -> Result<u32, ConfigError> {
+    use herald_core::delivery::settings::{DEFAULT_MAX_RECEIVES, RECEIVES_WITHOUT_ATTEMPT};
+    let max = number(
+        env,
+        "HERALD_MAX_RECEIVE_COUNT",
+        DEFAULT_MAX_RECEIVES as usize,
+        1000,
+    )? as u32;
+    let needed = retry.max_attempts() + RECEIVES_WITHOUT_ATTEMPT;
+    if max < needed {
+        return Err(ConfigError::Invalid {
+            name: "HERALD_MAX_RECEIVE_COUNT",
+            reason: format!(
+                "the retry schedule allows {} attempts, which with {RECEIVES_WITHOUT_ATTEMPT} \
+                 receives without an attempt needs a maxReceiveCount of at least {needed}: raise \
+                 the queue's (the template's MaxReceiveCount) or shorten the schedule",
+                retry.max_attempts()
+            ),
+        });
+    }
+    Ok(max)
+}
+
 impl Config {
     pub fn from_source(env: &dyn Source) -> Result<Self, ConfigError> {
         let prefix = env.get("HERALD_IDEMPOTENCY_KEY_PREFIX").unwrap_or_default();
@@ -344,6 +374,8 @@ impl Config {
         }
         let timeout = duration(env, "HERALD_DELIVERY_TIMEOUT", Duration::from_secs(30))?;
         let retention = retention(env)?;
+        let retry = retry_policy(env)?;
+        let max_receives = max_receives(env, &retry)?;
         Ok(Self {
             resources: Resources {
                 subscriptions_table: required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
@@ -359,7 +391,8 @@ impl Config {
             retention,
             keys: signing_keys(env)?,
             delivery: herald_core::delivery::settings::DeliverySettings {
-                retry: retry_policy(env)?,
+                retry,
+                max_receives,
                 idempotency_key_prefix: prefix,
                 concurrency: number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
                 per_host: number(env, "HERALD_DELIVERY_PER_HOST", 10, 1000)?,
@@ -415,6 +448,24 @@ mod tests {
             let err = seconds(&source, "S", 5, 300).unwrap_err();
             assert!(err.to_string().starts_with("S is invalid"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_schedule_must_fit_under_the_queues_receive_limit() {
+        let default = RetryPolicy::default();
+        assert_eq!(max_receives(&env(&[]), &default), Ok(50));
+        // Twelve-hourly attempts for 30 days: about 70, more than 50 receives allow.
+        let long = RetryPolicy::parse("exponential", "30d").unwrap();
+        let err = max_receives(&env(&[]), &long).unwrap_err().to_string();
+        assert!(
+            err.starts_with("HERALD_MAX_RECEIVE_COUNT is invalid"),
+            "{err}"
+        );
+        assert!(err.contains("MaxReceiveCount"), "{err}");
+        assert_eq!(
+            max_receives(&env(&[("HERALD_MAX_RECEIVE_COUNT", "200")]), &long),
+            Ok(200)
+        );
     }
 
     #[test]

@@ -31,6 +31,31 @@ pub struct Decision {
     pub reason: Option<String>,
 }
 
+/// The reason recorded, and kept on the dead letter, when the message's receives run out
+/// before the schedule does.
+pub fn receive_limit_reached(max_receives: u32) -> String {
+    format!(
+        "the delivery queue's receive limit ({max_receives}) is reached; failed before SQS \
+         moves the message to the dead-letter queue by itself"
+    )
+}
+
+/// `decision` for a message SQS has handed out `receive_count` times of the queue's
+/// `max_receives` (`maxReceiveCount`): a retry from the last receive it will hand out is
+/// given up here, recorded failed with its dead letter owed, instead of left pending
+/// while SQS moves its message to the dead-letter queue unseen.
+pub fn within_receive_limit(decision: Decision, receive_count: u32, max_receives: u32) -> Decision {
+    match decision.verdict {
+        Verdict::RetryIn(_) if receive_count >= max_receives => Decision {
+            verdict: Verdict::GiveUp,
+            state: DeliveryState::Failed,
+            next_attempt_at: None,
+            reason: Some(receive_limit_reached(max_receives)),
+        },
+        _ => decision,
+    }
+}
+
 /// Why a delivery gone is failed.
 pub const GONE_REASON: &str = "the endpoint answered 410 Gone";
 
@@ -98,6 +123,29 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_retry_from_the_last_receive_is_given_up_with_its_reason() {
+        let retry = Decision {
+            verdict: Verdict::RetryIn(Duration::from_secs(60)),
+            state: DeliveryState::Pending,
+            next_attempt_at: Some(Utc::now()),
+            reason: None,
+        };
+        assert_eq!(within_receive_limit(retry.clone(), 49, 50), retry);
+        let given_up = within_receive_limit(retry, 50, 50);
+        assert_eq!(given_up.verdict, Verdict::GiveUp);
+        assert_eq!(given_up.state, DeliveryState::Failed);
+        assert_eq!(given_up.next_attempt_at, None);
+        assert!(given_up.reason.unwrap().contains("receive limit (50)"));
+        let delivered = Decision {
+            verdict: Verdict::Delivered,
+            state: DeliveryState::Delivered,
+            next_attempt_at: None,
+            reason: None,
+        };
+        assert_eq!(within_receive_limit(delivered.clone(), 50, 50), delivered);
+    }
+
     use super::*;
     use crate::delivery::AttemptError;
     use chrono::TimeZone;

@@ -20,7 +20,17 @@ pub struct DeliverySettings {
     pub retention: Duration,
     /// A subscription failing this long without a success is disabled.
     pub auto_disable_after: Duration,
+    /// The delivery queue's `maxReceiveCount`: SQS hands a message out this many times at
+    /// most, then moves it to the dead-letter queue itself.
+    pub max_receives: u32,
 }
+
+/// The template's `maxReceiveCount` by default.
+pub const DEFAULT_MAX_RECEIVES: u32 = 50;
+/// Receives a delivery may use without an attempt (a lease held by another worker, an
+/// interruption) beside its attempts: the room a schedule must leave under the queue's
+/// `maxReceiveCount`.
+pub const RECEIVES_WITHOUT_ATTEMPT: u32 = 10;
 
 impl DeliverySettings {
     /// The lease for a delivery timeout: the timeout and 30 s to record the outcome.
@@ -40,6 +50,7 @@ impl Default for DeliverySettings {
             lease: Self::lease_for(Duration::from_secs(30)),
             retention: Duration::from_secs(30 * 86_400),
             auto_disable_after: Duration::from_secs(5 * 86_400),
+            max_receives: DEFAULT_MAX_RECEIVES,
         }
     }
 }

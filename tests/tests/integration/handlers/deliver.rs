@@ -211,7 +211,10 @@ async fn when_the_schedule_is_spent_the_delivery_fails_into_the_dead_letter_queu
         );
     }
     let outcome = process_batch(&deps, event.clone()).await;
-    assert_eq!(outcome.reports[0].disposition, Disposition::Failed);
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::Failed(_)
+    ));
     assert!(failures(&outcome).is_empty());
     let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Failed);
@@ -464,7 +467,7 @@ async fn three_spent_windows_are_dead_lettered_in_one_request_and_let_go() {
     let failed = outcome
         .reports
         .iter()
-        .filter(|r| r.disposition == Disposition::Failed)
+        .filter(|r| matches!(r.disposition, Disposition::Failed(_)))
         .count();
     assert_eq!(failed, 3);
 }
@@ -482,7 +485,7 @@ async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_vi
     let kept: Vec<_> = outcome
         .reports
         .iter()
-        .filter(|r| r.disposition != Disposition::Failed)
+        .filter(|r| !matches!(r.disposition, Disposition::Failed(_)))
         .collect();
     assert_eq!(kept.len(), 1);
     let Disposition::Interrupted(why) = &kept[0].disposition else {
@@ -582,7 +585,10 @@ async fn a_dead_letter_whose_mark_cannot_be_written_still_lets_its_message_go() 
 
     let outcome = process_batch(&deps, batch.clone()).await;
     assert!(failures(&outcome).is_empty(), "its copy is in the queue");
-    assert_eq!(outcome.reports[0].disposition, Disposition::Failed);
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::Failed(_)
+    ));
     assert_eq!(deps.ports.queue.dead_letters().len(), 1);
     let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.dead_letter, Some(DeadLetterMark::Owed));
@@ -904,4 +910,52 @@ async fn a_batch_logs_one_line_and_one_for_each_record_that_did_not_end_routinel
     let logs = logs_of_a_batch_with_one_retry(tracing::Level::DEBUG).await;
     assert_eq!(logs.lines("record processed").len(), 3);
     assert_eq!(logs.lines("batch processed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_from_the_messages_last_receive_is_recorded_failed_and_dead_lettered() {
+    let refusals = (0..3).map(|_| InMemoryWebhookSender::status(500));
+    let mut deps = unshared_deps(
+        InMemoryWebhookSender::answering(refusals),
+        "1s,1s,1s,1s",
+        "1h",
+    );
+    deps.settings.max_receives = 3;
+    let deps = Arc::new(deps);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let mut event = sqs_event("batch-of-two.json");
+    event.records.truncate(1);
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    // Receives 1 and 2 retry as the schedule says.
+    for receive in ["1", "2"] {
+        event.records[0]
+            .attributes
+            .insert("ApproximateReceiveCount".into(), receive.into());
+        let outcome = process_batch(&deps, event.clone()).await;
+        assert!(
+            matches!(outcome.reports[0].disposition, Disposition::RetryIn(_)),
+            "receive {receive}: {:?}",
+            outcome.reports[0].disposition
+        );
+    }
+    // The third is the queue's last: SQS would move the message away unseen after it, so
+    // the delivery is failed here, with its reason, and its dead letter sent by Herald.
+    event.records[0]
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "3".into());
+    let outcome = process_batch(&deps, event).await;
+    let Disposition::Failed(reason) = &outcome.reports[0].disposition else {
+        panic!("{:?}", outcome.reports[0].disposition)
+    };
+    assert!(reason.contains("receive limit (3)"), "{reason}");
+    assert!(failures(&outcome).is_empty(), "the message is let go");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Failed);
+    assert_eq!(record.reason.as_deref(), Some(reason.as_str()));
+    assert_eq!(record.attempts.len(), 3);
+    let dead = deps.ports.queue.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0].reason, reason);
+    assert_eq!(record.dead_letter, Some(DeadLetterMark::Sent));
 }
