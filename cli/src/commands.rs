@@ -384,6 +384,38 @@ pub async fn subscriptions_test(
     Ok(Output { json, text })
 }
 
+// --- events --------------------------------------------------------------------------------
+
+pub async fn events_show(client: &Client, id: &str) -> Result<Output, Failure> {
+    let valid = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if !valid {
+        return Err(Failure::usage(format!(
+            "`{id}` is not an event id (1 to 128 letters, digits, `_`, `-`, `.` or `:`)"
+        )));
+    }
+    let json = client
+        .expect(
+            Method::GET,
+            &format!("/v1/events/{id}"),
+            None,
+            "reading the event",
+            &[200],
+        )
+        .await?;
+    let mut text = fields(&[
+        ("id", cell(&json["id"])),
+        ("type", cell(&json["type"])),
+        ("occurred", cell(&json["occurred_at"])),
+    ]);
+    text.push_str(&serde_json::to_string_pretty(&json["data"]).unwrap_or_default());
+    text.push('\n');
+    Ok(Output { json, text })
+}
+
 // --- deliveries ----------------------------------------------------------------------------
 
 /// Which deliveries a listing or replay takes.

@@ -165,6 +165,8 @@ enum Events {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
         batch: u16,
     },
+    /// Shows an event as it was published, by its id (within the retention period).
+    Show { id: String },
 }
 
 #[derive(Subcommand)]
@@ -383,6 +385,10 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
             let client = client(global)?;
             let progress = std::io::stderr().is_terminal() && !global.json;
             publish::publish(&client, events, usize::from(batch), progress).await?
+        }
+        Command::Events(Events::Show { id }) => {
+            let client = client(global)?;
+            commands::events_show(&client, &id).await?
         }
         Command::Deliveries(command) => {
             let client = client(global)?;

@@ -12,7 +12,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::ManageDeps;
 use crate::portal;
-use crate::routes::{deliveries, replay, signing_keys, subscriptions};
+use crate::routes::{deliveries, events, replay, signing_keys, subscriptions};
 
 /// Reading: what the `herald/read` scope (or `herald/manage`) allows.
 pub const READ: &[&str] = &[SCOPE_READ, SCOPE_MANAGE];
@@ -34,6 +34,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/subscriptions/{id}/deliveries"),
     ("POST", "/v1/subscriptions/{id}/replay"),
     ("GET", "/v1/deliveries/{id}"),
+    ("GET", "/v1/events/{id}"),
     ("POST", "/v1/deliveries/{id}/retry"),
     ("GET", "/v1/signing-keys"),
     ("POST", "/v1/portal/sessions"),
@@ -74,6 +75,7 @@ pub enum Route<'a> {
     Replay(&'a str),
     GetDelivery(&'a str),
     RetryDelivery(&'a str),
+    GetEvent(&'a str),
     SigningKeys,
     OpenPortal,
 }
@@ -98,6 +100,7 @@ impl<'a> Route<'a> {
             (["v1", "subscriptions", id, "replay"], Method::POST) => Self::Replay(id),
             (["v1", "deliveries", id], Method::GET) => Self::GetDelivery(id),
             (["v1", "deliveries", id, "retry"], Method::POST) => Self::RetryDelivery(id),
+            (["v1", "events", id], Method::GET) => Self::GetEvent(id),
             (["v1", "signing-keys"], Method::GET) => Self::SigningKeys,
             (["v1", "portal", "sessions"], Method::POST) => Self::OpenPortal,
             (segments, _)
@@ -118,7 +121,8 @@ impl<'a> Route<'a> {
             Self::ListSubscriptions
             | Self::GetSubscription(_)
             | Self::ListDeliveries(_)
-            | Self::GetDelivery(_) => READ,
+            | Self::GetDelivery(_)
+            | Self::GetEvent(_) => READ,
             Self::SigningKeys => ANY,
             Self::CreateSubscription
             | Self::PatchSubscription(_)
@@ -167,6 +171,7 @@ pub async fn dispatch<P: Ports>(
         Route::Replay(id) => replay::replay(deps, tenant, &subscription(id)?, request).await,
         Route::GetDelivery(id) => deliveries::get(deps, tenant, &delivery(id)?).await,
         Route::RetryDelivery(id) => deliveries::retry(deps, tenant, &delivery(id)?).await,
+        Route::GetEvent(id) => events::get(deps, tenant, id).await,
         Route::SigningKeys => signing_keys::get(deps).await,
         Route::OpenPortal => portal::open_session(deps, tenant, request).await,
     }

@@ -269,6 +269,18 @@ async fn events_are_published_from_a_file_or_standard_input_in_batches() {
     );
     assert_eq!(answers[0]["id"], "cli-test-0");
 
+    // An event read back by its id, as published.
+    let shown = herald(&api, "acme", &["--json", "events", "show", "cli-test-7"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["type"], "order.paid");
+    assert_eq!(shown["data"], json!({"n": 7}));
+    let elsewhere = herald(&api, "globex", &["events", "show", "cli-test-7"]).await;
+    assert_eq!(elsewhere.code, 1, "another tenant's event is not found");
+    let bad = herald(&api, "acme", &["events", "show", "../v1/subscriptions"]).await;
+    assert_eq!(bad.code, 2);
+
     let broken = herald_with(
         &["--api", &api, "--token", "acme", "events", "publish", "-"],
         &[],

@@ -504,6 +504,14 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         ),
         202
     );
+    let (event, _) = both!(
+        "GET",
+        "/v1/events/{id}",
+        "/v1/events/ord_1.shipped",
+        None,
+        200
+    );
+    assert_eq!(event["data"], json!({"order_id": "ord_1"}));
     // Deliver ran on both sides: each delivery's first attempt is in the log.
     let (under_sam, local) = tokio::join!(attempted(&sides[0], 2), attempted(&sides[1], 2));
     assert_eq!(normalized(&under_sam), normalized(&local));

@@ -1,6 +1,7 @@
 //! One module per resource of the API; each route is a function the router calls.
 
 pub mod deliveries;
+pub mod events;
 pub mod replay;
 pub mod signing_keys;
 pub mod subscriptions;

@@ -85,7 +85,7 @@ fn route_of(method: &str, path: &str) -> (String, Option<Value>) {
     if let Some(rest) = path.strip_prefix("/portal/").filter(|r| !r.is_empty()) {
         return ("GET /portal/{proxy+}".into(), Some(json!({"proxy": rest})));
     }
-    for prefix in ["/v1/subscriptions/", "/v1/deliveries/"] {
+    for prefix in ["/v1/subscriptions/", "/v1/deliveries/", "/v1/events/"] {
         if let Some(rest) = path.strip_prefix(prefix).filter(|r| !r.is_empty()) {
             let key = format!("{method} {prefix}{{proxy+}}");
             return (key, Some(json!({"proxy": rest})));
@@ -539,4 +539,49 @@ async fn a_refused_host_is_not_told_which_address_it_resolves_to() {
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("a private address"), "{message}");
     assert!(!message.contains("10.1.2.3"), "{message}");
+}
+
+#[tokio::test]
+async fn an_event_is_read_back_by_its_id_within_its_tenant() {
+    use herald_core::event::{Event, EventType};
+    use herald_core::ids::{EventId, TenantId};
+    use herald_core::ports::{Clock, EventLog};
+    let deps = deps();
+    let now = deps.ports.clock.now();
+    let event = Event {
+        id: EventId::parse("ord_1001.shipped").unwrap(),
+        event_type: EventType::parse("order.shipped").unwrap(),
+        occurred_at: now,
+        data: json!({"order_id": "ord_1001", "total": 1200})
+            .as_object()
+            .unwrap()
+            .clone(),
+        subject: None,
+    };
+    let acme = TenantId::parse("acme").unwrap();
+    deps.ports
+        .events
+        .accept(&acme, &event, "fingerprint", 1, now)
+        .await
+        .unwrap();
+
+    let read = handle(
+        &deps,
+        call("GET", "/v1/events/ord_1001.shipped", Some("acme"), None),
+    )
+    .await;
+    assert_eq!(read.status(), 200);
+    let body = json_of(&read);
+    assert_eq!(body["id"], "ord_1001.shipped");
+    assert_eq!(body["type"], "order.shipped");
+    assert_eq!(body["data"], json!({"order_id": "ord_1001", "total": 1200}));
+
+    for (tenant, path) in [
+        ("globex", "/v1/events/ord_1001.shipped"),
+        ("acme", "/v1/events/ord_1002"),
+        ("acme", "/v1/events/not%20an%20id"),
+    ] {
+        let response = handle(&deps, call("GET", path, Some(tenant), None)).await;
+        assert_eq!(response.status(), 404, "{tenant} {path}");
+    }
 }
