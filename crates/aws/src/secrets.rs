@@ -115,6 +115,7 @@ impl KeyStore for KeySource {
                     secrets.names.sha512_header.to_ascii_lowercase(),
                     secrets.names.md5_header.to_ascii_lowercase(),
                 ],
+                max_attempts: None,
             },
         }
     }

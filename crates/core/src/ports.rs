@@ -396,6 +396,7 @@ impl KeyStore for std::sync::Arc<crate::webhook::keys::SigningKeys> {
             reserved_headers: self.rsa_header_names(),
             ed25519: self.has_ed25519(),
             rsa: self.has_rsa(),
+            max_attempts: None,
         }
     }
 

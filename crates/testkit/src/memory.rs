@@ -38,6 +38,7 @@ pub fn active_subscription(
         headers: Default::default(),
         signatures: Default::default(),
         supersede: false,
+        retry: None,
         secrets: vec![herald_core::subscription::SigningSecret {
             secret: herald_core::webhook::sign::WebhookSecret::generate(&mut rand::rng()),
             expires_at: None,

@@ -231,13 +231,19 @@ async fn record<P: Ports>(
     receive_count: u32,
 ) -> Disposition {
     let jitter = rand::rng().random_range(-1.0..=1.0);
+    // The subscription's own policy (checked when it was set), else the deployment's.
+    let own = subscription
+        .retry
+        .as_ref()
+        .and_then(|spec| spec.check(None).ok());
+    let policy = own.as_ref().unwrap_or(&deps.settings.retry);
     let decision = within_receive_limit(
         decide(
             &sent.outcome,
             sent.attempt.number,
             claimed.record.first_attempt_at,
             sent.finished_at,
-            &deps.settings.retry,
+            policy,
             jitter,
         ),
         receive_count,

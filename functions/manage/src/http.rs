@@ -26,7 +26,10 @@ pub async fn owned_subscription<S: SubscriptionStore>(
 
 /// What this deployment offers a subscription.
 pub fn offer<P: Ports>(deps: &ManageDeps<P>) -> herald_core::subscription::Offer {
-    deps.ports.keys.offer()
+    herald_core::subscription::Offer {
+        max_attempts: Some(deps.max_attempts),
+        ..deps.ports.keys.offer()
+    }
 }
 
 /// One page of a listing as `{"data": [...], "next_cursor": …}`.

@@ -23,7 +23,13 @@ pub struct ManageDeps<P: Ports> {
     pub tenant_claim: TenantClaim,
     pub url_policy: UrlPolicy,
     pub portal: PortalSettings,
+    /// The most attempts a delivery can make in this deployment (the queue's receives
+    /// less those kept for receives without an attempt): a bound on a subscription's own
+    /// retry policy.
+    pub max_attempts: u32,
 }
+
+use herald_core::delivery::settings::RECEIVES_WITHOUT_ATTEMPT;
 
 /// Manage on AWS, for `herald_aws::lambda::wiring::run_http`.
 pub enum Manage {}
@@ -37,6 +43,11 @@ impl HttpFunction for Manage {
             ports: started.adapters,
             tenant_claim: started.config.tenant_claim,
             url_policy: started.config.url_policy,
+            max_attempts: started
+                .config
+                .delivery
+                .max_receives
+                .saturating_sub(RECEIVES_WITHOUT_ATTEMPT),
             portal: started.config.portal,
         }
     }

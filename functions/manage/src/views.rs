@@ -21,6 +21,9 @@ pub struct SubscriptionView<'a> {
     pub headers: &'a std::collections::BTreeMap<String, String>,
     pub signatures: SignatureOptions,
     pub supersede: bool,
+    /// Its own retry policy; the deployment's when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<&'a herald_core::delivery::retry::RetrySpec>,
     pub status: SubscriptionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<&'a str>,
@@ -49,6 +52,7 @@ impl<'a> SubscriptionView<'a> {
             headers: &s.headers,
             signatures: s.signatures,
             supersede: s.supersede,
+            retry: s.retry.as_ref(),
             status: s.status,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,

@@ -119,6 +119,7 @@ proptest! {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             url_policy: UrlPolicy { allow_http: true, allow_loopback: true, ..UrlPolicy::default() },
+            max_attempts: 40,
             portal: Default::default(),
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));

@@ -73,6 +73,43 @@ pub fn parse_duration(raw: &str) -> Result<Duration, ScheduleError> {
     Ok(duration)
 }
 
+/// A subscription's own retry policy, as its owner wrote it (kept as text, so the stored
+/// form is what the API shows); checked when it is set.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// As `HERALD_RETRY_SCHEDULE`: `exponential`, `exponential:<first>`, or `5s,5m,30m`.
+    pub schedule: String,
+    /// As `HERALD_RETRY_WINDOW`: no attempt later than this after the first.
+    pub window: String,
+}
+
+/// The longest a subscription's schedule or window may be written.
+const MAX_SPEC_LEN: usize = 512;
+
+impl RetrySpec {
+    /// The policy, or why it is refused: unparsable, or more attempts than
+    /// `max_attempts` (what the deployment's queue can hand a message out for).
+    pub fn check(&self, max_attempts: Option<u32>) -> Result<RetryPolicy, ScheduleError> {
+        if self.schedule.len() > MAX_SPEC_LEN || self.window.len() > MAX_SPEC_LEN {
+            return Err(ScheduleError(format!(
+                "a schedule or window is at most {MAX_SPEC_LEN} characters"
+            )));
+        }
+        let policy = RetryPolicy::parse(&self.schedule, &self.window)?;
+        if let Some(max) = max_attempts
+            && policy.max_attempts() > max
+        {
+            return Err(ScheduleError(format!(
+                "allows {} attempts; this deployment delivers at most {max} (shorten the \
+                 schedule or the window)",
+                policy.max_attempts()
+            )));
+        }
+        Ok(policy)
+    }
+}
+
 impl RetryPolicy {
     /// `exponential` or `exponential:<initial>` for doubling delays, or a comma-separated
     /// list such as `5s,5m,30m,2h`; `window` bounds the whole schedule.

@@ -62,14 +62,32 @@ pub struct NewSubscription {
     pub signatures: Option<SignatureOptions>,
     #[serde(default)]
     pub supersede: Option<bool>,
+    #[serde(default)]
+    pub retry: Option<crate::delivery::retry::RetrySpec>,
 }
 
-/// What a deployment can offer a subscription: its reserved header names and keys.
+/// What a deployment can offer a subscription: its reserved header names and keys, and
+/// the most attempts its queue lets a delivery make (None: not bounded here).
 #[derive(Clone, Debug, Default)]
 pub struct Offer {
     pub reserved_headers: Vec<String>,
     pub ed25519: bool,
     pub rsa: bool,
+    pub max_attempts: Option<u32>,
+}
+
+/// A subscription's own retry policy, checked against what the deployment allows.
+pub fn parse_retry(
+    raw: Option<crate::delivery::retry::RetrySpec>,
+    offer: &Offer,
+) -> Result<Option<crate::delivery::retry::RetrySpec>, FieldError> {
+    match raw {
+        None => Ok(None),
+        Some(spec) => spec
+            .check(offer.max_attempts)
+            .map(|_| Some(spec))
+            .map_err(|e| FieldError::new("retry", e.to_string())),
+    }
 }
 
 pub fn parse_selection(raw: Option<String>) -> Result<Option<Selection>, FieldError> {
@@ -239,6 +257,7 @@ impl NewSubscription {
         let selection = parse_selection(self.selection)?;
         let headers = parse_headers(self.headers.unwrap_or_default(), offer)?;
         let signatures = check_signatures(self.signatures.unwrap_or_default(), offer)?;
+        let retry = parse_retry(self.retry, offer)?;
         Ok(Subscription {
             tenant,
             id: SubscriptionId::generate(now, rng),
@@ -251,6 +270,7 @@ impl NewSubscription {
             headers,
             signatures,
             supersede: self.supersede.unwrap_or(false),
+            retry,
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::generate(rng),
                 expires_at: None,

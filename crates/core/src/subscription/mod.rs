@@ -20,7 +20,7 @@ use crate::webhook::sign::WebhookSecret;
 
 pub use input::{
     FieldError, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer, check_signatures,
-    parse_description, parse_filter, parse_headers, parse_patterns, parse_selection,
+    parse_description, parse_filter, parse_headers, parse_patterns, parse_retry, parse_selection,
 };
 
 /// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.
@@ -79,6 +79,9 @@ pub struct Subscription {
     /// pending are recorded `superseded`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub supersede: bool,
+    /// Its own retry policy, in place of the deployment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::delivery::retry::RetrySpec>,
     /// Current secret first, then previous ones still in their grace period.
     pub secrets: Vec<SigningSecret>,
     pub status: SubscriptionStatus,

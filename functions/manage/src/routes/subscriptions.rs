@@ -8,7 +8,7 @@ use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
     NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, parse_description,
-    parse_filter, parse_headers, parse_patterns, parse_selection,
+    parse_filter, parse_headers, parse_patterns, parse_retry, parse_selection,
 };
 use herald_core::webhook::render::BodyFormat;
 use lambda_http::http::{StatusCode, header};
@@ -144,6 +144,9 @@ struct SubscriptionPatch {
     headers: Option<std::collections::BTreeMap<String, String>>,
     signatures: Option<SignatureOptions>,
     supersede: Option<bool>,
+    /// A retry policy of its own; `null` returns to the deployment's.
+    #[serde(default, deserialize_with = "present")]
+    retry: Option<Value>,
     status: Option<SubscriptionStatus>,
     /// The version the change is based on; `If-Match` may say it instead.
     version: Option<u64>,
@@ -218,6 +221,16 @@ pub async fn patch<P: Ports>(
     }
     if let Some(supersede) = input.supersede {
         subscription.supersede = supersede;
+    }
+    match input.retry {
+        None => {}
+        Some(Value::Null) => subscription.retry = None,
+        Some(raw) => {
+            let spec = serde_json::from_value(raw)
+                .map_err(|e| ApiError::unprocessable(format!("retry: {e}")))?;
+            subscription.retry = parse_retry(Some(spec), &offered)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        }
     }
     if let Some(signatures) = input.signatures {
         subscription.signatures = check_signatures(signatures, &offered)

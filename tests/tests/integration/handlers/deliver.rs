@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use herald_aws::cache::CachedSubscriptions;
-use herald_core::delivery::retry::RetryPolicy;
+use herald_core::delivery::retry::{RetryPolicy, RetrySpec};
 use herald_core::delivery::settings::DeliverySettings;
 use herald_core::delivery::{
     AttemptError, DeadLetterMark, DeliveryState, DeliveryTask, decode_message,
@@ -958,4 +958,81 @@ async fn a_retry_from_the_messages_last_receive_is_recorded_failed_and_dead_lett
     assert_eq!(dead.len(), 1);
     assert_eq!(&dead[0].reason, reason);
     assert_eq!(record.dead_letter, Some(DeadLetterMark::Sent));
+}
+
+/// One event's task for `subscription`, as an SQS batch of one.
+fn task_for(subscription: &str, event_id: &str) -> SqsEvent {
+    let event = Event {
+        id: EventId::parse(event_id).unwrap(),
+        event_type: EventType::parse("order.paid").unwrap(),
+        occurred_at: Utc::now(),
+        data: serde_json::Map::new(),
+        subject: None,
+    };
+    let task = DeliveryTask::new(
+        &TenantId::parse("acme").unwrap(),
+        &SubscriptionId::parse(subscription).unwrap(),
+        &event,
+        Utc::now(),
+    );
+    serde_json::from_value(json!({"Records": [
+        {"messageId": format!("m-{subscription}"), "receiptHandle": "r", "body": task.to_message_body()}
+    ]}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn each_subscription_retries_by_its_own_policy_or_the_deployments() {
+    // Seed 002 retries three times; seed 001 retries 1, 2, 4, 8 … minutes for 3 days (the
+    // deployment's default). Both in one deployment, both endpoints failing.
+    let deps = deps(
+        InMemoryWebhookSender::answering((0..10).map(|_| InMemoryWebhookSender::status(500))),
+        "exponential",
+        "3d",
+    );
+    let mut three_times = active_subscription(
+        "acme",
+        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        SubscriptionUrl::parse("https://seed002.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["order.*"],
+    );
+    three_times.retry = Some(RetrySpec {
+        schedule: "1s,1s,1s".into(),
+        window: "1h".into(),
+    });
+    deps.ports.subscriptions.create(&three_times).await.unwrap();
+    let default = active_subscription(
+        "acme",
+        SubscriptionId::parse(WATCHER).unwrap(),
+        SubscriptionUrl::parse("https://seed001.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["order.*"],
+    );
+    deps.ports.subscriptions.create(&default).await.unwrap();
+
+    let own = task_for(SUBSCRIPTION, "ord_own");
+    for attempt in 1..=3 {
+        let outcome = process_batch(&deps, own.clone()).await;
+        let Disposition::RetryIn(delay) = outcome.reports[0].disposition else {
+            panic!("attempt {attempt}: {:?}", outcome.reports[0].disposition)
+        };
+        assert!(
+            delay >= Duration::from_secs(1) && delay <= Duration::from_millis(1100),
+            "attempt {attempt}: its own second, not the deployment's minute: {delay:?}"
+        );
+    }
+    let outcome = process_batch(&deps, own).await;
+    assert!(
+        matches!(&outcome.reports[0].disposition, Disposition::Failed(why) if why.contains("4 attempts")),
+        "{:?}",
+        outcome.reports[0].disposition
+    );
+
+    let outcome = process_batch(&deps, task_for(WATCHER, "ord_default")).await;
+    let Disposition::RetryIn(delay) = outcome.reports[0].disposition else {
+        panic!("{:?}", outcome.reports[0].disposition)
+    };
+    assert!(
+        delay >= Duration::from_secs(54) && delay <= Duration::from_secs(66),
+        "the deployment's minute, ±10%: {delay:?}"
+    );
 }

@@ -64,6 +64,7 @@ pub(super) fn deps() -> Deps {
         },
         tenant_claim: "tenant".into(),
         url_policy: UrlPolicy::default(),
+        max_attempts: 40,
         portal: Default::default(),
     }
 }
@@ -584,4 +585,63 @@ async fn an_event_is_read_back_by_its_id_within_its_tenant() {
         let response = handle(&deps, call("GET", path, Some(tenant), None)).await;
         assert_eq!(response.status(), 404, "{tenant} {path}");
     }
+}
+
+#[tokio::test]
+async fn a_subscription_may_have_its_own_retry_policy_within_the_deployments_bound() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://a.example.com/", "event_types": ["*"],
+               "retry": {"schedule": "1m,5m,30m", "window": "1d"}}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let body = json_of(&created);
+    assert_eq!(
+        body["retry"],
+        json!({"schedule": "1m,5m,30m", "window": "1d"})
+    );
+    let path = format!("/v1/subscriptions/{}", body["id"].as_str().unwrap());
+
+    for (retry, needle) in [
+        (json!({"schedule": "soon", "window": "1d"}), "retry:"),
+        (json!({"schedule": "1m"}), "window"),
+        // Twelve-hourly for 60 days: more attempts than this deployment's 40.
+        (
+            json!({"schedule": "exponential", "window": "60d"}),
+            "at most 40",
+        ),
+    ] {
+        let response = create(
+            &deps,
+            "acme",
+            json!({"url": "https://b.example.com/", "event_types": ["*"], "retry": retry}),
+        )
+        .await;
+        assert_eq!(response.status(), 422, "{retry}");
+        let message = json_of(&response)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.contains(needle), "{retry}: {message}");
+        let patched = handle(
+            &deps,
+            call("PATCH", &path, Some("acme"), Some(json!({"retry": retry}))),
+        )
+        .await;
+        assert_eq!(patched.status(), 422, "PATCH {retry}");
+    }
+
+    let reset = handle(
+        &deps,
+        call("PATCH", &path, Some("acme"), Some(json!({"retry": null}))),
+    )
+    .await;
+    assert_eq!(reset.status(), 200);
+    assert!(
+        json_of(&reset).get("retry").is_none(),
+        "back to the deployment's"
+    );
 }
