@@ -18,7 +18,8 @@ pub struct SubscriptionView<'a> {
     pub format: BodyFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<&'a str>,
-    pub headers: &'a std::collections::BTreeMap<String, String>,
+    /// Names only: each value is shown as `MASKED_HEADER_VALUE` (write-only).
+    pub headers: std::collections::BTreeMap<&'a str, &'static str>,
     pub signatures: SignatureOptions,
     pub supersede: bool,
     /// Its own retry policy; the deployment's when absent.
@@ -49,7 +50,16 @@ impl<'a> SubscriptionView<'a> {
             filter: s.filter.as_ref(),
             format: s.format,
             selection: s.selection.as_ref().map(|x| x.as_str()),
-            headers: &s.headers,
+            headers: s
+                .headers
+                .keys()
+                .map(|name| {
+                    (
+                        name.as_str(),
+                        herald_core::subscription::MASKED_HEADER_VALUE,
+                    )
+                })
+                .collect(),
             signatures: s.signatures,
             supersede: s.supersede,
             retry: s.retry.as_ref(),

@@ -100,6 +100,33 @@ pub fn parse_selection(raw: Option<String>) -> Result<Option<Selection>, FieldEr
     }
 }
 
+/// What the API shows in place of a custom header's value: values are write-only (they
+/// often hold a receiver's credentials). Sent back in a change, it keeps the stored value.
+pub const MASKED_HEADER_VALUE: &str = "********";
+
+/// A header change read against the stored headers: a value of [`MASKED_HEADER_VALUE`]
+/// keeps the stored value of that name (so a read-modify-write keeps secrets it never
+/// saw); for a name without one it is refused.
+pub fn unmask_headers(
+    raw: BTreeMap<String, String>,
+    stored: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    raw.into_iter()
+        .map(|(name, value)| {
+            if value != MASKED_HEADER_VALUE {
+                return Ok((name, value));
+            }
+            match stored.get(&name.to_ascii_lowercase()) {
+                Some(kept) => Ok((name, kept.clone())),
+                None => Err(FieldError::new(
+                    format!("headers.{name}"),
+                    "is the masked placeholder, but the subscription has no such header to keep",
+                )),
+            }
+        })
+        .collect()
+}
+
 /// Custom headers: at most 20, token names that Herald does not set itself, values
 /// without control characters (no CR/LF: no header injection).
 pub fn parse_headers(

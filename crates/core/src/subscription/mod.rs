@@ -19,8 +19,9 @@ use crate::webhook::select::Selection;
 use crate::webhook::sign::WebhookSecret;
 
 pub use input::{
-    FieldError, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer, check_signatures,
-    parse_description, parse_filter, parse_headers, parse_patterns, parse_retry, parse_selection,
+    FieldError, MASKED_HEADER_VALUE, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer,
+    check_signatures, parse_description, parse_filter, parse_headers, parse_patterns, parse_retry,
+    parse_selection, unmask_headers,
 };
 
 /// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.

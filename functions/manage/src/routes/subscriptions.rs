@@ -8,7 +8,7 @@ use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
     NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, parse_description,
-    parse_filter, parse_headers, parse_patterns, parse_retry, parse_selection,
+    parse_filter, parse_headers, parse_patterns, parse_retry, parse_selection, unmask_headers,
 };
 use herald_core::webhook::render::BodyFormat;
 use lambda_http::http::{StatusCode, header};
@@ -216,6 +216,8 @@ pub async fn patch<P: Ports>(
     }
     let offered = offer(deps);
     if let Some(headers) = input.headers {
+        let headers = unmask_headers(headers, &subscription.headers)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
         subscription.headers =
             parse_headers(headers, &offered).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }

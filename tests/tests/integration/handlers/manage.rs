@@ -645,3 +645,66 @@ async fn a_subscription_may_have_its_own_retry_policy_within_the_deployments_bou
         "back to the deployment's"
     );
 }
+
+#[tokio::test]
+async fn custom_header_values_are_write_only() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://a.example.com/", "event_types": ["*"],
+               "headers": {"Authorization": "Bearer s3cret-token", "X-Team": "billing"}}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let body = json_of(&created);
+    assert_eq!(
+        body["headers"],
+        json!({"authorization": "********", "x-team": "********"})
+    );
+    let path = format!("/v1/subscriptions/{}", body["id"].as_str().unwrap());
+    for (method, route) in [("GET", path.as_str()), ("GET", "/v1/subscriptions")] {
+        let read = handle(&deps, call(method, route, Some("acme"), None)).await;
+        let text = std::str::from_utf8(read.body().as_ref())
+            .unwrap()
+            .to_owned();
+        assert!(
+            !text.contains("s3cret") && !text.contains("billing"),
+            "{route}: {text}"
+        );
+    }
+
+    // A read-modify-write keeps the values it never saw; a new value replaces.
+    let patched = handle(
+        &deps,
+        call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(json!({"headers": {"authorization": "********", "x-team": "payments"}})),
+        ),
+    )
+    .await;
+    assert_eq!(patched.status(), 200);
+    let stored = deps.ports.subscriptions.all().remove(0);
+    assert_eq!(stored.headers["authorization"], "Bearer s3cret-token");
+    assert_eq!(stored.headers["x-team"], "payments");
+
+    let unknown = handle(
+        &deps,
+        call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(json!({"headers": {"x-new": "********"}})),
+        ),
+    )
+    .await;
+    assert_eq!(unknown.status(), 422);
+    assert!(
+        json_of(&unknown)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("headers.x-new")
+    );
+}
