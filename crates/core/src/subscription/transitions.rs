@@ -22,6 +22,10 @@ pub struct Rotated {
     pub previous_until: Option<DateTime<Utc>>,
 }
 
+/// The most secrets that sign a delivery at once: the current one and the previous ones
+/// still in their grace period, newest first.
+pub const MAX_LIVE_SECRETS: usize = 3;
+
 impl Subscription {
     /// Disabled, with why and when; false (and unchanged) when it already was.
     pub fn disable(&mut self, reason: &str, at: DateTime<Utc>) -> bool {
@@ -56,7 +60,7 @@ impl Subscription {
         changed
     }
 
-    /// A new secret signs from now on; the current ones keep signing beside it until
+    /// A new secret signs from now on (with at most [`MAX_LIVE_SECRETS`] signing at once); the current ones keep signing beside it until
     /// `grace` from now (or their own earlier end), and expired ones are dropped.
     pub fn rotate_secret(
         &mut self,
@@ -82,6 +86,8 @@ impl Subscription {
                 expires_at: None,
             },
         );
+        // Rotations in quick succession keep the newest few; the oldest stop signing.
+        secrets.truncate(MAX_LIVE_SECRETS);
         self.secrets = secrets;
         Rotated {
             secret: fresh,
@@ -154,6 +160,25 @@ mod tests {
         assert!(s.record_health(None));
         assert!(!s.record_health(None));
         assert_eq!(s.version, 1, "health is no change of the subscription");
+    }
+
+    #[test]
+    fn quick_rotations_keep_the_newest_few_secrets() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        let mut s = subscription(at);
+        let mut issued = Vec::new();
+        for minute in 0..5 {
+            let rotated = s.rotate_secret(
+                Duration::from_secs(86_400),
+                at + chrono::Duration::minutes(minute),
+                &mut rand::rng(),
+            );
+            issued.push(rotated.secret);
+        }
+        assert_eq!(s.secrets.len(), MAX_LIVE_SECRETS);
+        let live: Vec<_> = s.secrets.iter().map(|k| k.secret.clone()).collect();
+        issued.reverse();
+        assert_eq!(live, issued[..MAX_LIVE_SECRETS].to_vec(), "newest first");
     }
 
     #[test]
