@@ -342,7 +342,7 @@ fn max_receives(
         env,
         "HERALD_MAX_RECEIVE_COUNT",
         DEFAULT_MAX_RECEIVES as usize,
-        1000,
+        herald_core::delivery::MAX_ATTEMPTS_KEPT as usize,
     )? as u32;
     let needed = retry.max_attempts() + RECEIVES_WITHOUT_ATTEMPT;
     if max < needed {

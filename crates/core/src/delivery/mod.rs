@@ -7,7 +7,9 @@ pub mod retry;
 pub mod settings;
 mod task;
 
-pub use record::{Attempt, AttemptError, DeadLetterMark, DeliveryRecord, DeliveryState};
+pub use record::{
+    Attempt, AttemptError, DeadLetterMark, DeliveryRecord, DeliveryState, MAX_ATTEMPTS_KEPT,
+};
 pub use task::{DeliveryTask, MalformedTask, QueueMessage, decode_message};
 
 #[cfg(test)]

@@ -5,6 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeliveryId, SubscriptionId, TenantId};
 
+/// The most attempts one delivery's record keeps: each holds up to 2 KiB of the answer,
+/// and the record must stay well within DynamoDB's 400 KB item. The queue's
+/// `maxReceiveCount` (at most 150) bounds scheduled attempts below it, and forced
+/// redeliveries of a delivery that has made this many are refused.
+pub const MAX_ATTEMPTS_KEPT: u32 = 150;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {

@@ -2,6 +2,7 @@
 
 use herald_aws::lambda::api::{self, ApiError};
 use herald_core::delivery::DeliveryTask;
+use herald_core::delivery::MAX_ATTEMPTS_KEPT;
 use herald_core::event::MAX_DATA_BYTES;
 use herald_core::flow::publish::{Audience, PublishError, publish};
 use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
@@ -64,6 +65,13 @@ pub async fn retry<P: Ports>(
     id: &DeliveryId,
 ) -> Result<Response<Body>, ApiError> {
     let record = owned_delivery(deps, tenant, id).await?;
+    if record.attempt_count() >= MAX_ATTEMPTS_KEPT {
+        return Err(ApiError::conflict(format!(
+            "the delivery has made {} attempts, the most one delivery keeps; publish the \
+             event again under a new id to send it anew",
+            record.attempt_count()
+        )));
+    }
     let task = forced_task(deps, tenant, &record)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::GONE, "gone", "the event is no longer kept"))?;

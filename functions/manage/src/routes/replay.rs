@@ -60,6 +60,10 @@ pub async fn replay<P: Ports>(
         .await?;
     let mut tasks = Vec::with_capacity(page.items.len());
     for record in &page.items {
+        // A delivery at the most attempts a record keeps is not sent again.
+        if record.attempt_count() >= herald_core::delivery::MAX_ATTEMPTS_KEPT {
+            continue;
+        }
         if let Some(task) = forced_task(deps, tenant, record).await? {
             tasks.push(task);
         }

@@ -708,3 +708,92 @@ async fn custom_header_values_are_write_only() {
             .starts_with("headers.x-new")
     );
 }
+
+#[tokio::test]
+async fn a_delivery_at_the_most_attempts_a_record_keeps_is_not_sent_again() {
+    use herald_core::delivery::{Attempt, DeliveryState, DeliveryTask, MAX_ATTEMPTS_KEPT};
+    use herald_core::event::{Event, EventType};
+    use herald_core::ids::{EventId, SubscriptionId, TenantId};
+    use herald_core::ports::{AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog};
+    let deps = deps();
+    let created = json_of(
+        &create(
+            &deps,
+            "acme",
+            json!({"url": "https://a.example.com/", "event_types": ["*"]}),
+        )
+        .await,
+    );
+    let subscription = SubscriptionId::parse(created["id"].as_str().unwrap()).unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let now = deps.ports.clock.now();
+    let event = Event {
+        id: EventId::parse("ord_1").unwrap(),
+        event_type: EventType::parse("order.paid").unwrap(),
+        occurred_at: now,
+        data: Default::default(),
+        subject: None,
+    };
+    deps.ports
+        .events
+        .accept(&acme, &event, "f", 1, now)
+        .await
+        .unwrap();
+    let task = DeliveryTask::new(&acme, &subscription, &event, now);
+    // A delivery forced again and again until its record holds the most it keeps.
+    for number in 1..=MAX_ATTEMPTS_KEPT {
+        let claim = Claim {
+            task_forced: true,
+            token: format!("t{number}"),
+            now,
+            lease_until: now + chrono::Duration::seconds(60),
+            expires_at: now + chrono::Duration::days(1),
+        };
+        let outcome = deps.ports.ledger.claim(&task, &claim).await.unwrap();
+        assert!(matches!(outcome, ClaimOutcome::Claimed(_)), "{outcome:?}");
+        let attempt = Attempt {
+            number,
+            at: now,
+            status: Some(500),
+            error: None,
+            latency_ms: 1,
+            response: String::new(),
+            forced: true,
+        };
+        let result = AttemptResult {
+            attempt: Some(attempt),
+            state: DeliveryState::Failed,
+            next_attempt_at: None,
+            reason: Some("no".into()),
+            dead_letter_owed: false,
+            now,
+        };
+        deps.ports
+            .ledger
+            .finish(&acme, &task.delivery_id, &claim.token, &result)
+            .await
+            .unwrap();
+    }
+    let path = format!("/v1/deliveries/{}/retry", task.delivery_id);
+    let refused = handle(&deps, call("POST", &path, Some("acme"), None)).await;
+    assert_eq!(refused.status(), 409);
+    assert!(
+        json_of(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{MAX_ATTEMPTS_KEPT} attempts"))
+    );
+    let replay = handle(
+        &deps,
+        call(
+            "POST",
+            &format!("/v1/subscriptions/{subscription}/replay"),
+            Some("acme"),
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        ),
+    )
+    .await;
+    assert_eq!(replay.status(), 202);
+    assert_eq!(json_of(&replay)["queued"], 0, "the replay passes it by");
+    assert!(deps.ports.queue.enqueued().is_empty());
+}
