@@ -463,8 +463,12 @@ mod tests {
         );
         assert!(err.contains("MaxReceiveCount"), "{err}");
         assert_eq!(
-            max_receives(&env(&[("HERALD_MAX_RECEIVE_COUNT", "200")]), &long),
-            Ok(200)
+            max_receives(&env(&[("HERALD_MAX_RECEIVE_COUNT", "120")]), &long),
+            Ok(120)
+        );
+        assert!(
+            max_receives(&env(&[("HERALD_MAX_RECEIVE_COUNT", "151")]), &long).is_err(),
+            "above the most attempts a record keeps"
         );
     }
 
