@@ -14,6 +14,8 @@ use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{DeadLetter, Ports, SubscriptionStore};
 use herald_core::subscription::Subscription;
 
+use herald_aws::lambda::metrics::Metrics;
+
 use crate::DeliverDeps;
 use crate::attempt::{self, Outcome};
 use crate::report::{Disposition, RecordReport};
@@ -97,6 +99,7 @@ pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent
     let reports = settle(deps, settling).await;
 
     log_batch(&reports);
+    batch_metrics(&reports).emit();
     let mut response = SqsBatchResponse::default();
     for report in &reports {
         if report.disposition.keeps_message() {
@@ -281,6 +284,10 @@ fn report_of(message_id: &str, task: &DeliveryTask, outcome: Outcome) -> RecordR
             .filter(|e| *e != herald_core::delivery::AttemptError::Http)
             .map(herald_core::delivery::AttemptError::code);
         report.latency_ms = Some(attempt.latency_ms);
+        if attempt.number == 1 && !attempt.forced {
+            let lag = attempt.at - task.delivery_id.accepted_at();
+            report.lag_ms = Some(lag.num_milliseconds().max(0) as u64);
+        }
     }
     report
 }
@@ -291,6 +298,73 @@ fn report_of(message_id: &str, task: &DeliveryTask, outcome: Outcome) -> RecordR
 /// batch's line (and logged one by one at `debug`): each delivery's attempts are in its
 /// record, which the attempt log shows, and a line for every success was most of the
 /// CloudWatch Logs a delivery cost (docs/DECISIONS.md, "Logging").
+/// The batch's metrics (docs/OPERATIONS.md): each record's outcome counted, the
+/// attempts' latencies and error codes, and the lag from acceptance to first attempt.
+pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
+    let mut counts: [(&str, u64); 11] = [
+        ("Delivered", 0),
+        ("Retried", 0),
+        ("Failed", 0),
+        ("Gone", 0),
+        ("Skipped", 0),
+        ("Superseded", 0),
+        ("DeadLettered", 0),
+        ("Duplicates", 0),
+        ("Leased", 0),
+        ("Interrupted", 0),
+        ("Attempts", 0),
+    ];
+    let mut bump = |name: &str| {
+        if let Some((_, n)) = counts.iter_mut().find(|(k, _)| *k == name) {
+            *n += 1;
+        }
+    };
+    let mut errors: std::collections::BTreeMap<&str, u64> = Default::default();
+    for report in reports {
+        bump(match &report.disposition {
+            Disposition::Delivered => "Delivered",
+            Disposition::RetryIn(_) => "Retried",
+            Disposition::Failed(_) => "Failed",
+            Disposition::Gone => "Gone",
+            Disposition::Skipped(_) => "Skipped",
+            Disposition::Superseded => "Superseded",
+            Disposition::DeadLettered(_) | Disposition::OwedDeadLetter(_) => "DeadLettered",
+            Disposition::AlreadyFinished(_) => "Duplicates",
+            Disposition::Leased(_) => "Leased",
+            Disposition::Interrupted(_) => "Interrupted",
+        });
+        if report.attempt.is_some() {
+            bump("Attempts");
+        }
+        if let Some(code) = report.error {
+            *errors.entry(code).or_default() += 1;
+        }
+    }
+    let count_of = |name: &str| {
+        counts
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or(0, |(_, n)| *n)
+    };
+    // A copy goes to the dead-letter queue for each delivery failed for good and each
+    // malformed or owed one.
+    let dead_letters = count_of("Failed") + count_of("DeadLettered");
+    let mut metrics = Metrics::new("deliver");
+    for (name, n) in counts {
+        metrics.count(name, n);
+    }
+    metrics.count("DeadLetters", dead_letters);
+    for (code, n) in errors {
+        metrics.count(&format!("Errors.{code}"), n);
+    }
+    metrics.milliseconds(
+        "AttemptLatency",
+        reports.iter().filter_map(|r| r.latency_ms),
+    );
+    metrics.milliseconds("DeliveryLag", reports.iter().filter_map(|r| r.lag_ms));
+    metrics
+}
+
 fn log_batch(reports: &[RecordReport]) {
     macro_rules! record_line {
         ($level:expr, $report:expr) => {

@@ -17,7 +17,7 @@ use herald_aws::lambda::wiring::{AwsPorts, Function, SqsFunction, Started};
 use herald_core::delivery::settings::DeliverySettings;
 use herald_core::ports::{Adapters, Ports};
 
-pub use batch::{BatchOutcome, process_batch};
+pub use batch::{BatchOutcome, batch_metrics, process_batch};
 pub use report::{Disposition, RecordReport};
 
 pub struct DeliverDeps<P: Ports> {

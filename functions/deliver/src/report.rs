@@ -81,6 +81,8 @@ pub struct RecordReport {
     pub status: Option<u16>,
     pub error: Option<&'static str>,
     pub latency_ms: Option<u64>,
+    /// From the event's acceptance to this first attempt (a scheduled first attempt only).
+    pub lag_ms: Option<u64>,
     pub disposition: Disposition,
 }
 
@@ -95,6 +97,7 @@ impl RecordReport {
             status: None,
             error: None,
             latency_ms: None,
+            lag_ms: None,
             disposition,
         }
     }

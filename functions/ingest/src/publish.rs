@@ -4,6 +4,7 @@
 
 use herald_aws::lambda::api::{self, ApiError};
 use herald_aws::lambda::gateway::SCOPE_PUBLISH;
+use herald_aws::lambda::metrics::{Metrics, Unit};
 use herald_core::event::{EventError, parse_publish_body};
 use herald_core::flow::publish::{Audience, PublishError, publish};
 use herald_core::ports::{Clock, Ports};
@@ -67,6 +68,7 @@ async fn answer<P: Ports>(
         })
         .collect();
     tracing::info!(tenant = %tenant, events = answers.len(), deliveries = answers.iter().map(|a| a.deliveries).sum::<u32>(), "published");
+    publish_metrics(&answers).emit();
     Ok(if body.get("events").is_some() {
         api::json_response(
             StatusCode::ACCEPTED,
@@ -75,4 +77,24 @@ async fn answer<P: Ports>(
     } else {
         api::json_response(StatusCode::ACCEPTED, &answers[0])
     })
+}
+
+/// A publish's metrics (docs/OPERATIONS.md): events accepted, repeats, the deliveries they
+/// made, and each new event's fan-out.
+fn publish_metrics(answers: &[Published]) -> Metrics {
+    let mut metrics = Metrics::new("ingest");
+    let fresh: Vec<&Published> = answers.iter().filter(|a| !a.duplicate).collect();
+    metrics
+        .count("Events", fresh.len() as u64)
+        .count("DuplicateEvents", (answers.len() - fresh.len()) as u64)
+        .count(
+            "Deliveries",
+            fresh.iter().map(|a| u64::from(a.deliveries)).sum(),
+        )
+        .values(
+            "FanOut",
+            Unit::Count,
+            fresh.iter().map(|a| u64::from(a.deliveries)),
+        );
+    metrics
 }

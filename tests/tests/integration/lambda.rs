@@ -202,6 +202,19 @@ async fn manage_and_ingest_answer_their_events_files() {
     }
     ran_under_the_emulator(&manage, 4);
     ran_under_the_emulator(&ingest, 6);
+    // A metrics line per accepted publish, as the EMF specification has it.
+    let lines = emf_lines(&ingest.output());
+    assert_eq!(lines.len(), 3, "{}", ingest.output());
+    let total = |name: &str| {
+        lines
+            .iter()
+            .map(|l| l[name].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    assert_eq!(total("Events") + total("DuplicateEvents"), 4.0);
+    assert!(total("Deliveries") >= 1.0, "{lines:?}");
+    assert!(lines.iter().any(|l| l["FanOut"] == json!(1.0)), "{lines:?}");
+    assert!(lines.iter().all(|l| l["Function"] == "ingest"));
     // Nothing more was queued by the refused events.
     assert_eq!(
         aws.peek_queue(aws.provisioned.delivery_queue_url())
@@ -211,6 +224,21 @@ async fn manage_and_ingest_answer_their_events_files() {
     );
     allowed_by_the_template("ManageFunction", &aws, &manage_calls.calls());
     allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
+}
+
+/// The embedded-metric-format lines among a function's output, each checked against the
+/// format's specification.
+fn emf_lines(output: &str) -> Vec<Value> {
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line.trim()).ok())
+        .filter(|line| line.get("_aws").is_some())
+        .inspect(|line| {
+            if let Err(why) = herald_aws::lambda::metrics::check_document(line) {
+                panic!("not an EMF line ({why}): {line}");
+            }
+        })
+        .collect()
 }
 
 /// The subscription the deliver events name, pointed at `url`.
@@ -314,6 +342,32 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body(), Some("this is not a delivery task"));
     ran_under_the_emulator(&deliver, 2);
+    // A metrics line per batch: three delivered, the poison message dead-lettered.
+    let lines = emf_lines(&deliver.output());
+    assert_eq!(lines.len(), 2, "{}", deliver.output());
+    let total = |name: &str| {
+        lines
+            .iter()
+            .map(|l| l[name].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    assert_eq!(total("Delivered"), 3.0);
+    assert_eq!(total("Attempts"), 3.0);
+    assert_eq!(total("DeadLetters"), 1.0);
+    assert_eq!(total("Retried"), 0.0);
+    let latencies: usize = lines
+        .iter()
+        .map(|l| match &l["AttemptLatency"] {
+            Value::Array(values) => values.len(),
+            Value::Number(_) => 1,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(latencies, 3, "one latency per attempt");
+    assert!(
+        lines.iter().all(|l| !l["DeliveryLag"].is_null()),
+        "{lines:?}"
+    );
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 pub mod runtime;
 pub mod sdk;
 pub mod telemetry;

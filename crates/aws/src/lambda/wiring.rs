@@ -149,6 +149,8 @@ pub trait SqsFunction: 'static {
 /// Logs, SDK, settings and ports, or the configuration error that stops start-up.
 async fn start(function: Function) -> Result<Started, Error> {
     super::telemetry::init_json_logs();
+    // Under Lambda (the bootstraps), metrics go to the log stream as EMF lines.
+    super::metrics::enable();
     let sdk = super::sdk::load_sdk_config().await;
     Ok(started(function, &ProcessEnv, &sdk)?)
 }
