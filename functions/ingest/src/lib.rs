@@ -9,7 +9,7 @@ use herald_aws::lambda::wiring::{Function, HttpFunction, Started};
 use herald_core::ports::{Adapters, Ports};
 use lambda_http::{Body, Request, Response};
 
-pub use publish::{ROUTES, handle};
+pub use publish::{ROUTES, handle, publish_metrics};
 
 pub struct IngestDeps<P: Ports> {
     pub ports: Adapters<P>,

@@ -68,7 +68,11 @@ async fn answer<P: Ports>(
         })
         .collect();
     tracing::info!(tenant = %tenant, events = answers.len(), deliveries = answers.iter().map(|a| a.deliveries).sum::<u32>(), "published");
-    publish_metrics(&answers).emit();
+    let counted: Vec<(u32, bool)> = answers
+        .iter()
+        .map(|a| (a.deliveries, a.duplicate))
+        .collect();
+    publish_metrics(&counted).emit();
     Ok(if body.get("events").is_some() {
         api::json_response(
             StatusCode::ACCEPTED,
@@ -79,22 +83,20 @@ async fn answer<P: Ports>(
     })
 }
 
-/// A publish's metrics (docs/OPERATIONS.md): events accepted, repeats, the deliveries they
-/// made, and each new event's fan-out.
-fn publish_metrics(answers: &[Published]) -> Metrics {
+/// A publish's metrics (docs/OPERATIONS.md), from each event's deliveries and whether it
+/// was a repeat: events accepted, repeats, the deliveries they made, each new event's
+/// fan-out.
+pub fn publish_metrics(events: &[(u32, bool)]) -> Metrics {
     let mut metrics = Metrics::new("ingest");
-    let fresh: Vec<&Published> = answers.iter().filter(|a| !a.duplicate).collect();
+    let fresh: Vec<u64> = events
+        .iter()
+        .filter(|(_, duplicate)| !duplicate)
+        .map(|(deliveries, _)| u64::from(*deliveries))
+        .collect();
     metrics
         .count("Events", fresh.len() as u64)
-        .count("DuplicateEvents", (answers.len() - fresh.len()) as u64)
-        .count(
-            "Deliveries",
-            fresh.iter().map(|a| u64::from(a.deliveries)).sum(),
-        )
-        .values(
-            "FanOut",
-            Unit::Count,
-            fresh.iter().map(|a| u64::from(a.deliveries)),
-        );
+        .count("DuplicateEvents", (events.len() - fresh.len()) as u64)
+        .count("Deliveries", fresh.iter().sum())
+        .values("FanOut", Unit::Count, fresh.iter().copied());
     metrics
 }

@@ -671,3 +671,89 @@ fn the_api_is_throttled_and_logs_each_call_without_secrets() {
         assert!(!logs.to_lowercase().contains(secret), "{secret} in {logs}");
     }
 }
+
+/// Every alarm and every dashboard graph of the template names a metric Herald writes
+/// (its EMF lines) or AWS publishes for the resource.
+#[test]
+fn every_alarm_and_graph_names_a_metric_that_is_emitted() {
+    let mut emitted: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut report = herald_deliver::RecordReport::new("m", herald_deliver::Disposition::Delivered);
+    report.attempt = Some(1);
+    report.latency_ms = Some(5);
+    report.lag_ms = Some(50);
+    report.error = Some("E_TIMEOUT");
+    for line in [
+        herald_deliver::batch_metrics(&[report]).document(1),
+        herald_ingest::publish_metrics(&[(2, false)]).document(1),
+    ] {
+        herald_aws::lambda::metrics::check_document(&line).unwrap();
+        for name in line.as_object().unwrap().keys() {
+            emitted.insert(("Herald".into(), name.clone()));
+        }
+    }
+    for (namespace, name) in [
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+    ] {
+        emitted.insert((namespace.into(), name.into()));
+    }
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let mut alarms = 0;
+    for (name, resource) in resources {
+        match resource["Type"].as_str() {
+            Some("AWS::CloudWatch::Alarm") => {
+                alarms += 1;
+                let metric = (
+                    resource["Properties"]["Namespace"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    resource["Properties"]["MetricName"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+                assert!(
+                    emitted.contains(&metric),
+                    "alarm {name:?}: {metric:?} is not emitted"
+                );
+            }
+            Some("AWS::CloudWatch::Dashboard") => {
+                let body = match &resource["Properties"]["DashboardBody"] {
+                    yaml_serde::Value::Tagged(tagged) => tagged.value.as_str().unwrap().to_owned(),
+                    other => panic!("{other:?}"),
+                };
+                // ${…} are the stack's names; any string stands for them here.
+                let body = regex_lite::Regex::new(r"\$\{[^}]+\}")
+                    .unwrap()
+                    .replace_all(&body, "x");
+                let body: Value = serde_json::from_str(&body).expect("the dashboard is JSON");
+                for widget in body["widgets"].as_array().unwrap() {
+                    let (mut namespace, mut metric) = (String::new(), String::new());
+                    for row in widget["properties"]["metrics"].as_array().unwrap() {
+                        let row = row.as_array().unwrap();
+                        // "..." repeats the row above but its last value; "." one field.
+                        if row[0] != "..." {
+                            if row[0] != "." {
+                                namespace = row[0].as_str().unwrap().to_owned();
+                            }
+                            if row[1] != "." {
+                                metric = row[1].as_str().unwrap().to_owned();
+                            }
+                        }
+                        assert!(
+                            emitted.contains(&(namespace.clone(), metric.clone())),
+                            "dashboard graph {}: {namespace}/{metric} is not emitted",
+                            widget["properties"]["title"]
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(alarms >= 6, "{alarms} alarms");
+}
