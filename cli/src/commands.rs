@@ -156,6 +156,13 @@ fn subscription_text(s: &Value) -> String {
         ("format", cell(&s["format"])),
         ("description", cell(&s["description"])),
         ("version", cell(&s["version"])),
+        (
+            "retries",
+            match s["retry"].as_object() {
+                Some(r) => format!("{} within {}", cell(&r["schedule"]), cell(&r["window"])),
+                None => "the deployment's".to_owned(),
+            },
+        ),
         ("created", cell(&s["created_at"])),
     ];
     if let Some(headers) = s["headers"].as_object().filter(|h| !h.is_empty()) {
@@ -205,6 +212,8 @@ pub struct SubscriptionFields {
     pub headers: Vec<String>,
     pub status: Option<String>,
     pub filter: Option<String>,
+    /// Its own retry policy: (schedule, window).
+    pub retry: Option<(String, String)>,
 }
 
 impl SubscriptionFields {
@@ -239,6 +248,12 @@ impl SubscriptionFields {
                 headers.insert(name.trim().to_owned(), json!(value.trim()));
             }
             body.insert("headers".into(), Value::Object(headers));
+        }
+        if let Some((schedule, window)) = &self.retry {
+            body.insert(
+                "retry".into(),
+                json!({"schedule": schedule, "window": window}),
+            );
         }
         if let Some(filter) = &self.filter {
             let parsed: Value = serde_json::from_str(filter)
@@ -280,7 +295,7 @@ pub async fn subscriptions_update(
     let body = fields_in.body()?;
     if body.as_object().is_some_and(Map::is_empty) {
         return Err(Failure::usage(
-            "nothing to change: give --url, --event-type, --description, --format, --header, --filter or --status",
+            "nothing to change: give --url, --event-type, --description, --format, --header, --filter, --retry-schedule and --retry-window, or --status",
         ));
     }
     let json = client

@@ -153,6 +153,14 @@ struct Optional {
     /// Which events of the types it takes, a JSON filter (openapi.yaml's `Filter`).
     #[arg(long)]
     filter: Option<String>,
+    /// Its own retry schedule in place of the deployment's (`exponential`, `1m,5m,30m`);
+    /// with --retry-window.
+    #[arg(long, requires = "retry_window")]
+    retry_schedule: Option<String>,
+    /// How long its retries may go on after the first attempt (`1d`); with
+    /// --retry-schedule.
+    #[arg(long, requires = "retry_schedule")]
+    retry_window: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -256,6 +264,7 @@ impl Optional {
             headers: self.headers,
             status,
             filter: self.filter,
+            retry: self.retry_schedule.zip(self.retry_window),
         }
     }
 }

@@ -63,6 +63,9 @@ fn print_welcome(herald: &LocalHerald) {
     println!(
         "  curl -s {url}/v1/events -H 'Authorization: Bearer acme' -H 'Content-Type: application/json' \\\n    -d '{{\"type\": \"order.shipped\", \"data\": {{\"order_id\": \"ord_1\"}}}}'"
     );
+    println!(
+        "The consumer portal for tenant acme (a link good for an hour):\n  curl -s -X POST {url}/v1/portal/sessions -H 'Authorization: Bearer acme'\n  or: cargo run -q -p herald-cli -- --api {url} --token acme portal open acme"
+    );
     println!("Each delivery attempt prints a line here. Ctrl-C stops Herald.");
 }
 

@@ -149,6 +149,26 @@ async fn subscriptions_are_managed_from_the_command_line() {
         .ok()
         .json();
     assert_eq!(shown["status"], "disabled");
+    let own_retries = herald(
+        &api,
+        "acme",
+        &[
+            "subscriptions",
+            "update",
+            &id,
+            "--retry-schedule",
+            "1m,5m,30m",
+            "--retry-window",
+            "1d",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        own_retries.out.contains("1m,5m,30m within 1d"),
+        "{}",
+        own_retries.out
+    );
     assert_eq!(
         shown["headers"],
         json!({"x-team": "********"}),
