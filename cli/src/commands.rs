@@ -508,6 +508,55 @@ pub async fn deliveries_list(
     Ok(Output { json, text })
 }
 
+pub async fn deliveries_feed(
+    client: &Client,
+    subscription: &str,
+    since: Option<String>,
+    limit: Option<u32>,
+    all: bool,
+) -> Result<Output, Failure> {
+    let subscription = checked_id("subscription", subscription)?;
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    if let Some(since) = since {
+        pairs.push(("since", since));
+    }
+    if let Some(l) = limit {
+        pairs.push(("limit", l.to_string()));
+    }
+    let json = client
+        .list(
+            &format!("/v1/subscriptions/{subscription}/feed"),
+            &pairs,
+            all,
+            "reading the feed",
+        )
+        .await?;
+    let rows: Vec<Vec<String>> = json["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                cell(&d["delivery_id"]),
+                cell(&d["event_id"]),
+                cell(&d["event_type"]),
+                cell(&d["state"]),
+                cell(&d["accepted_at"]),
+            ]
+        })
+        .collect();
+    let mut text = if rows.is_empty() {
+        "no deliveries\n".to_owned()
+    } else {
+        render(
+            &["DELIVERY", "EVENT", "EVENT TYPE", "STATE", "ACCEPTED"],
+            &rows,
+        )
+    };
+    text.push_str(&next_page_hint(&json));
+    Ok(Output { json, text })
+}
+
 pub async fn deliveries_show(client: &Client, id: &str) -> Result<Output, Failure> {
     let id = checked_id("delivery", id)?;
     let json = client
@@ -623,6 +672,55 @@ pub async fn deliveries_replay(
 }
 
 // --- portal --------------------------------------------------------------------------------
+
+// --- erasure -------------------------------------------------------------------------------
+
+/// The most an erasure waits at once for its sweep's settle time, and in all.
+const MAX_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Runs an erasure at `path` until done: each answer's cursor is sent back, and a sweep
+/// not yet allowed is waited for until its `sweep_after`. Progress goes to standard error.
+pub async fn erase(client: &Client, path: &str, what: &str) -> Result<Output, Failure> {
+    let started = std::time::Instant::now();
+    let mut body = json!({});
+    loop {
+        let json = client
+            .expect(Method::POST, path, Some(&body), "erasing", &[200])
+            .await?;
+        let erased = &json["erased"];
+        let totals = format!(
+            "{} subscriptions, {} deliveries, {} events, {} portal sessions",
+            cell(&erased["subscriptions"]),
+            cell(&erased["deliveries"]),
+            cell(&erased["events"]),
+            cell(&erased["portal_sessions"])
+        );
+        if json["done"] == true {
+            let text = format!("Erased {what}: {totals}.\n");
+            return Ok(Output { json, text });
+        }
+        eprintln!("erasing {what}: {} so far ({totals})", cell(&json["stage"]));
+        if json["stage"] == "sweep" {
+            let wait = json["sweep_after"]
+                .as_str()
+                .and_then(|at| humantime::parse_rfc3339_weak(at).ok())
+                .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+                .unwrap_or_default()
+                .max(std::time::Duration::from_millis(500));
+            if started.elapsed() + wait > MAX_SETTLE_WAIT {
+                return Err(Failure {
+                    code: crate::failure::UNAVAILABLE,
+                    message: format!(
+                        "the erasure's last stage may not run before {}; run this again then",
+                        cell(&json["sweep_after"])
+                    ),
+                });
+            }
+            tokio::time::sleep(wait).await;
+        }
+        body = json!({"cursor": json["cursor"]});
+    }
+}
 
 pub async fn portal_open(
     client: &Client,

@@ -64,6 +64,10 @@ enum Command {
     /// The consumer portal.
     #[command(subcommand)]
     Portal(Portal),
+    /// Erasure on request: a tenant, or one subscription's history. Runs the erasure's
+    /// bounded steps until it is done.
+    #[command(subcommand)]
+    Erase(Erase),
     /// Signing keys for a deployment.
     #[command(subcommand)]
     Keys(Keys),
@@ -190,6 +194,19 @@ enum Deliveries {
         #[arg(long)]
         all: bool,
     },
+    /// A subscription's feed: its deliveries oldest first, each with the body Herald POSTs
+    /// (shown with --json), for pulling what was sent.
+    Feed {
+        subscription: String,
+        /// From deliveries whose events were accepted at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: Option<u32>,
+        /// Every page, not only the first.
+        #[arg(long)]
+        all: bool,
+    },
     /// Shows a delivery and every attempt: status, latency and the answer's first bytes.
     Show { id: String },
     /// Sends a delivery again now.
@@ -228,6 +245,21 @@ enum Portal {
         #[arg(long = "event-type", short = 't')]
         event_types: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum Erase {
+    /// Erases everything Herald keeps about a tenant (an operator's token): its
+    /// subscriptions with their secrets, every delivery and attempt, its events and portal
+    /// sessions. Waits out the last stage's settle time (about a minute by default).
+    Tenant {
+        tenant: String,
+        /// Required: an erasure cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Erases one subscription's attempt log; the subscription and the events stay.
+    History { subscription: String },
 }
 
 #[derive(Subcommand)]
@@ -417,6 +449,12 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
                     )
                     .await?
                 }
+                Deliveries::Feed {
+                    subscription,
+                    since,
+                    limit,
+                    all,
+                } => commands::deliveries_feed(&client, &subscription, since, limit, all).await?,
                 Deliveries::Show { id } => commands::deliveries_show(&client, &id).await?,
                 Deliveries::Retry { id } => commands::deliveries_retry(&client, &id).await?,
                 Deliveries::Replay {
@@ -426,6 +464,26 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
                     commands::deliveries_replay(&client, &subscription, &query.into_query()).await?
                 }
             }
+        }
+        Command::Erase(Erase::Tenant { tenant, yes }) => {
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "erasing `{tenant}` deletes everything Herald keeps about it and cannot be \
+                     undone: add --yes"
+                )));
+            }
+            let client = client(global)?.acting_for(Some(tenant.clone()));
+            commands::erase(&client, "/v1/tenant/erase", &format!("tenant {tenant}")).await?
+        }
+        Command::Erase(Erase::History { subscription }) => {
+            let client = client(global)?;
+            let id = commands::checked_id("subscription", &subscription)?;
+            commands::erase(
+                &client,
+                &format!("/v1/subscriptions/{id}/history/erase"),
+                &format!("the history of {id}"),
+            )
+            .await?
         }
         Command::Portal(Portal::Open {
             tenant,

@@ -69,14 +69,48 @@ impl TestHerald {
         tenant: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
+        self.call_with(method, path, tenant, &[], body).await
+    }
+
+    /// Calls the API as an operator (the local token `ops:operator`) acting for `tenant`,
+    /// named in the `Herald-Tenant` header.
+    pub async fn call_as_operator(
+        &self,
+        method: &str,
+        path: &str,
+        tenant: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.call_with(
+            method,
+            path,
+            Some("ops:operator"),
+            &[("herald-tenant", tenant)],
+            body,
+        )
+        .await
+    }
+
+    /// Calls the API with the bearer token `token` and `headers`.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         // The stage's execute-api form (`/dev/v1/…`), as a deployed stack is called.
         let url = format!("{}{path}", self.local.stage_url());
         let mut request = self
             .http
             .request(method.parse().expect("a method"), url)
             .timeout(Duration::from_secs(30));
-        if let Some(tenant) = tenant {
-            request = request.header("authorization", format!("Bearer {tenant}"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request

@@ -259,9 +259,12 @@ fn dead_letter_message(letter: &DeadLetter) -> (&str, Vec<(&'static str, String)
     } else {
         letter.body.as_str()
     };
-    let mut attributes = vec![("herald-reason", truncate(&letter.reason, MAX_REASON_BYTES))];
+    let mut attributes = vec![(
+        DeadLetter::REASON_ATTRIBUTE,
+        truncate(&letter.reason, MAX_REASON_BYTES),
+    )];
     if let Some(id) = &letter.delivery_id {
-        attributes.push(("herald-delivery-id", id.as_str().to_owned()));
+        attributes.push((DeadLetter::DELIVERY_ATTRIBUTE, id.as_str().to_owned()));
     }
     (body, attributes)
 }

@@ -58,6 +58,14 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// One bounded step of an erasure: how many items it deleted, and the opaque cursor the
+/// next step starts from (`None`: nothing is left to erase).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Erased {
+    pub count: u64,
+    pub next: Option<String>,
+}
+
 pub trait SubscriptionStore: Send + Sync {
     fn create(
         &self,
@@ -173,12 +181,47 @@ pub trait EventLog: Send + Sync {
         event: &Event,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Deletes up to `limit` of the tenant's records from `cursor` on: every event and
+    /// newest-about-a-subject record, or with `subscription` only that subscription's
+    /// newest-about-a-subject records.
+    fn erase(
+        &self,
+        tenant: &TenantId,
+        subscription: Option<&SubscriptionId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Erased, StoreError>> + Send;
+}
+
+/// Which deliveries already in a final state a claim takes again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopens {
+    /// None: a scheduled task finds a finished delivery done.
+    Nothing,
+    /// A failed one, and no other: a dead letter an operator moved back from the
+    /// dead-letter queue delivers what failed, while a copy finding it delivered (or
+    /// skipped, or superseded) is a duplicate.
+    Failed,
+    /// Any: a forced redelivery (`retry`, `replay`) is sent whatever came of it before.
+    Any,
+}
+
+impl Reopens {
+    /// Whether a claim of this kind takes a delivery in `state`.
+    pub fn takes(self, state: DeliveryState) -> bool {
+        !state.is_final()
+            || match self {
+                Self::Nothing => false,
+                Self::Failed => state == DeliveryState::Failed,
+                Self::Any => true,
+            }
+    }
 }
 
 /// Taking a delivery for one attempt.
 #[derive(Clone, Debug)]
 pub struct Claim {
-    pub task_forced: bool,
+    pub reopens: Reopens,
     pub token: String,
     pub now: DateTime<Utc>,
     pub lease_until: DateTime<Utc>,
@@ -246,12 +289,23 @@ pub trait DeliveryLedger: Send + Sync {
         id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<DeliveryRecord>, StoreError>> + Send;
+    /// Deletes the records of one subscription, or with `None` of every subscription the
+    /// tenant has or had, from `cursor` on; a step looks at up to `limit` records.
+    fn erase(
+        &self,
+        tenant: &TenantId,
+        subscription: Option<&SubscriptionId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Erased, StoreError>> + Send;
 }
 
-/// Which deliveries of one subscription to list, newest first.
+/// Which deliveries of one subscription to list, newest first (or oldest first).
 #[derive(Clone, Debug, Default)]
 pub struct DeliveryQuery {
     pub state: Option<DeliveryState>,
+    /// In the order they were accepted (the subscription's feed) instead of newest first.
+    pub oldest_first: bool,
     /// Created at or after.
     pub since: Option<DateTime<Utc>>,
     /// Created before.
@@ -267,6 +321,16 @@ pub struct DeadLetter {
     pub body: String,
     pub reason: String,
     pub delivery_id: Option<DeliveryId>,
+}
+
+impl DeadLetter {
+    /// The message attribute holding `reason`. Only Herald's own dead letters carry it,
+    /// and SQS keeps a message's attributes when an operator moves it back from the
+    /// dead-letter queue ("Start DLQ redrive", `StartMessageMoveTask`), so a message on
+    /// the delivery queue that carries it was redriven.
+    pub const REASON_ATTRIBUTE: &str = "herald-reason";
+    /// The message attribute holding `delivery_id`, when there is one.
+    pub const DELIVERY_ATTRIBUTE: &str = "herald-delivery-id";
 }
 
 /// A received message to hide for `delay`, so SQS hands it back then.
@@ -370,6 +434,13 @@ pub trait SessionStore: Send + Sync {
         token_hash: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<crate::portal::PortalSession>, StoreError>> + Send;
+    /// Deletes the tenant's sessions from `cursor` on; a step looks at up to `limit`.
+    fn erase(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Erased, StoreError>> + Send;
 }
 
 /// The keys could not be had now; worth trying again later.
@@ -433,4 +504,24 @@ pub struct Adapters<P: Ports> {
     pub keys: P::Keys,
     pub sessions: P::Sessions,
     pub clock: P::Clock,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_reopens_only_the_final_states_its_kind_allows() {
+        use DeliveryState::*;
+        for state in [Pending, Delivering] {
+            for reopens in [Reopens::Nothing, Reopens::Failed, Reopens::Any] {
+                assert!(reopens.takes(state), "{reopens:?} takes {state:?}");
+            }
+        }
+        for state in [Delivered, Failed, Skipped, Superseded] {
+            assert!(!Reopens::Nothing.takes(state));
+            assert!(Reopens::Any.takes(state));
+            assert_eq!(Reopens::Failed.takes(state), state == Failed, "{state:?}");
+        }
+    }
 }

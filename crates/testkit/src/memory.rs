@@ -177,6 +177,29 @@ struct Accepted {
     accepted_at: DateTime<Utc>,
 }
 
+/// One step of an in-memory erasure: removes up to `limit` of the keys `matching` picks,
+/// and answers a cursor while any are left (the removed are gone, so the next step simply
+/// starts again from the beginning).
+fn erase_step<K: Clone + Eq + std::hash::Hash, V>(
+    items: &mut HashMap<K, V>,
+    limit: usize,
+    matching: impl Fn(&K, &V) -> bool,
+) -> Erased {
+    let keys: Vec<K> = items
+        .iter()
+        .filter(|(k, v)| matching(k, v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let taken = keys.len().min(limit.max(1));
+    for key in &keys[..taken] {
+        items.remove(key);
+    }
+    Erased {
+        count: taken as u64,
+        next: (keys.len() > taken).then(|| "more".to_owned()),
+    }
+}
+
 #[derive(Default)]
 pub struct InMemoryEventLog {
     items: Mutex<HashMap<(TenantId, EventId), (Accepted, Event)>>,
@@ -272,6 +295,34 @@ impl EventLog for InMemoryEventLog {
         Ok(subject_key(tenant, subscription, event)
             .and_then(|key| lock(&self.latest).get(&key).cloned()))
     }
+
+    async fn erase(
+        &self,
+        tenant: &TenantId,
+        subscription: Option<&SubscriptionId>,
+        _cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Erased, StoreError> {
+        let prefix = match subscription {
+            Some(subscription) => format!("{tenant}#{subscription}#"),
+            None => format!("{tenant}#"),
+        };
+        let latest = erase_step(&mut lock(&self.latest), limit, |k, _| {
+            k.starts_with(&prefix)
+        });
+        if latest.next.is_some() || subscription.is_some() {
+            return Ok(latest);
+        }
+        let events = erase_step(
+            &mut lock(&self.items),
+            limit.saturating_sub(latest.count as usize),
+            |(t, _), _| t == tenant,
+        );
+        Ok(Erased {
+            count: latest.count + events.count,
+            next: events.next,
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -334,7 +385,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
             let until = held.lease.as_ref().map(|(_, u)| *u).unwrap_or(claim.now);
             return Ok(ClaimOutcome::Leased { until });
         }
-        if held.record.state.is_final() && !claim.task_forced {
+        if !claim.reopens.takes(held.record.state) {
             return Ok(ClaimOutcome::Finished(held.record.clone()));
         }
         held.record.state = DeliveryState::Delivering;
@@ -412,8 +463,13 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
                     && query.until.is_none_or(|t| r.created_at < t)
             })
             .collect();
-        // Newest first, as the table's key orders them (ids sort by acceptance time).
-        mine.sort_by(|a, b| b.id.cmp(&a.id));
+        // Newest first, or oldest first, as the table's key orders them (ids sort by
+        // acceptance time).
+        if query.oldest_first {
+            mine.sort_by(|a, b| a.id.cmp(&b.id));
+        } else {
+            mine.sort_by(|a, b| b.id.cmp(&a.id));
+        }
         if let Some(after) = &query.cursor {
             let position = mine
                 .iter()
@@ -437,6 +493,19 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
             .get(id)
             .map(|h| h.record.clone())
             .filter(|r| &r.tenant == tenant && r.expires_at > now))
+    }
+
+    async fn erase(
+        &self,
+        tenant: &TenantId,
+        subscription: Option<&SubscriptionId>,
+        _cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Erased, StoreError> {
+        Ok(erase_step(&mut lock(&self.items), limit, |_, held| {
+            &held.record.tenant == tenant
+                && subscription.is_none_or(|s| &held.record.subscription_id == s)
+        }))
     }
 }
 
@@ -606,5 +675,18 @@ impl SessionStore for InMemorySessionStore {
             .get(token_hash)
             .filter(|s| s.is_open(now))
             .cloned())
+    }
+
+    async fn erase(
+        &self,
+        tenant: &TenantId,
+        _cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Erased, StoreError> {
+        Ok(erase_step(
+            &mut lock(&self.sessions),
+            limit,
+            |_, session| &session.tenant == tenant,
+        ))
     }
 }

@@ -11,7 +11,7 @@ use chrono::Utc;
 use herald_core::delivery::decide::{Verdict, decide, window_spent, within_receive_limit};
 use herald_core::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_core::ports::{
-    AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog, KeyStore, Ports,
+    AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog, KeyStore, Ports, Reopens,
     SendOutcome, StoreError, SubscriptionStore, WebhookSender,
 };
 use herald_core::subscription::{Subscription, SubscriptionStatus};
@@ -55,13 +55,44 @@ struct Sent {
     finished_at: DateTime<Utc>,
 }
 
+/// How SQS handed a record over.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Received {
+    /// How many times SQS has handed the message out, this time included.
+    pub(crate) count: u32,
+    /// Moved back from the dead-letter queue by an operator: it carries the attributes of
+    /// Herald's dead letters (`DeadLetter::REASON_ATTRIBUTE`), which only a redrive brings
+    /// onto the delivery queue.
+    pub(crate) redriven: bool,
+}
+
+impl Received {
+    /// The finished deliveries the record's claim takes again: any for a forced
+    /// redelivery, a failed one for a redriven dead letter, none otherwise.
+    fn reopens(self, task: &DeliveryTask) -> Reopens {
+        if task.forced {
+            Reopens::Any
+        } else if self.redriven {
+            Reopens::Failed
+        } else {
+            Reopens::Nothing
+        }
+    }
+}
+
 pub(crate) async fn deliver<P: Ports>(
     deps: &DeliverDeps<P>,
     shared: &BatchShared,
     task: &DeliveryTask,
-    receive_count: u32,
+    received: Received,
 ) -> Outcome {
-    let claimed = match claim(deps, task).await {
+    // A task whose subscription is gone (deleted, or its tenant erased) is let go before
+    // any claim, so nothing of it is recorded (docs/DECISIONS.md, "Erasure").
+    let key = (task.tenant.clone(), task.subscription_id.clone());
+    if let Some(Ok(None)) = shared.subscriptions.get(&key) {
+        return Outcome::unsent(Disposition::Skipped("subscription deleted".into()), None);
+    }
+    let claimed = match claim(deps, task, received.reopens(task)).await {
         Ok(claimed) => claimed,
         Err(disposition) => return Outcome::unsent(disposition, None),
     };
@@ -73,7 +104,7 @@ pub(crate) async fn deliver<P: Ports>(
         Ok(sent) => sent,
         Err(disposition) => return Outcome::unsent(disposition, Some(subscription)),
     };
-    let disposition = record(deps, task, subscription, &claimed, &sent, receive_count).await;
+    let disposition = record(deps, task, subscription, &claimed, &sent, received.count).await;
     Outcome {
         disposition,
         url: Some(subscription.url.as_str().to_owned()),
@@ -85,11 +116,12 @@ pub(crate) async fn deliver<P: Ports>(
 async fn claim<P: Ports>(
     deps: &DeliverDeps<P>,
     task: &DeliveryTask,
+    reopens: Reopens,
 ) -> Result<Claimed, Disposition> {
     let settings = &deps.settings;
     let now = deps.ports.clock.now();
     let claim = Claim {
-        task_forced: task.forced,
+        reopens,
         token: format!("{:032x}", rand::rng().random::<u128>()),
         now,
         lease_until: now + to_chrono(settings.lease),
@@ -151,7 +183,11 @@ async fn check<'a, P: Ports>(
             return Err((disposition, None));
         }
     };
-    if subscription.supersede && task.event.subject.is_some() && !task.forced {
+    // A redelivery an operator asked for (forced or redriven) is sent all the same.
+    if subscription.supersede
+        && task.event.subject.is_some()
+        && claimed.claim.reopens == Reopens::Nothing
+    {
         match deps
             .ports
             .events
@@ -213,7 +249,13 @@ async fn send<P: Ports>(
     let outcome = deps.ports.sender.send(webhook).await;
     drop(permit);
     Ok(Sent {
-        attempt: Attempt::of(number, now, task.forced, &outcome),
+        // Marked `forced`: made outside the schedule, at an operator's request.
+        attempt: Attempt::of(
+            number,
+            now,
+            claimed.claim.reopens != Reopens::Nothing,
+            &outcome,
+        ),
         outcome,
         finished_at: deps.ports.clock.now(),
     })

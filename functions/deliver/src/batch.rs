@@ -17,7 +17,7 @@ use herald_core::subscription::Subscription;
 use herald_aws::lambda::metrics::Metrics;
 
 use crate::DeliverDeps;
-use crate::attempt::{self, Outcome};
+use crate::attempt::{self, Outcome, Received};
 use crate::report::{Disposition, RecordReport};
 use crate::settle::{interrupted, settle};
 
@@ -242,13 +242,17 @@ async fn process_record<P: Ports>(
         }
     };
 
-    // How many times SQS has handed this message out, this time included.
-    let receive_count = message
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(1);
-    let outcome = attempt::deliver(deps, shared, &task, receive_count).await;
+    let received = Received {
+        count: message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(1),
+        redriven: message
+            .message_attributes
+            .contains_key(DeadLetter::REASON_ATTRIBUTE),
+    };
+    let outcome = attempt::deliver(deps, shared, &task, received).await;
     let reason = match &outcome.disposition {
         Disposition::Failed(reason) => Some(reason.clone()),
         Disposition::OwedDeadLetter(reason) => Some(reason.clone()),

@@ -27,6 +27,9 @@ pub struct ManageDeps<P: Ports> {
     /// less those kept for receives without an attempt): a bound on a subscription's own
     /// retry policy.
     pub max_attempts: u32,
+    /// How long after a tenant's subscriptions are erased deliver may still record a
+    /// delivery of theirs: the sweep of its erasure waits this long.
+    pub erasure_settle: std::time::Duration,
 }
 
 use herald_core::delivery::settings::RECEIVES_WITHOUT_ATTEMPT;
@@ -49,6 +52,7 @@ impl HttpFunction for Manage {
                 .max_receives
                 .saturating_sub(RECEIVES_WITHOUT_ATTEMPT),
             portal: started.config.portal,
+            erasure_settle: started.config.erasure_settle,
         }
     }
 

@@ -136,9 +136,11 @@ async fn portal_api<P: Ports>(
         }
         "/session" | "/event-types" => session_of(deps, request).await?,
         _ => {
-            // A session cannot open sessions: that stays with the producer.
+            // A session cannot open sessions or erase: that stays with the producer.
             let route = match Route::of(path, method)? {
-                Route::OpenPortal => return Err(ApiError::not_found("route")),
+                Route::OpenPortal | Route::EraseHistory(_) | Route::EraseTenant => {
+                    return Err(ApiError::not_found("route"));
+                }
                 route => route,
             };
             let session = session_of(deps, request).await?;

@@ -4,7 +4,7 @@
 //! checked again here; the portal's calls come through [`dispatch`] with a portal caller.
 
 use herald_aws::lambda::api::{self, ApiError, Caller};
-use herald_aws::lambda::gateway::{SCOPE_MANAGE, SCOPE_PUBLISH, SCOPE_READ};
+use herald_aws::lambda::gateway::{SCOPE_MANAGE, SCOPE_OPERATOR, SCOPE_PUBLISH, SCOPE_READ};
 use herald_core::ids::{DeliveryId, SubscriptionId};
 use herald_core::ports::Ports;
 use lambda_http::http::Method;
@@ -12,12 +12,14 @@ use lambda_http::{Body, Request, Response};
 
 use crate::ManageDeps;
 use crate::portal;
-use crate::routes::{deliveries, events, replay, signing_keys, subscriptions};
+use crate::routes::{deliveries, erase, events, feed, replay, signing_keys, subscriptions};
 
 /// Reading: what the `herald/read` scope (or `herald/manage`) allows.
 pub const READ: &[&str] = &[SCOPE_READ, SCOPE_MANAGE];
 /// Changing: only `herald/manage`.
 pub const MANAGE: &[&str] = &[SCOPE_MANAGE];
+/// Acting on a whole tenant: only `herald/operator`.
+pub const OPERATOR: &[&str] = &[SCOPE_OPERATOR];
 /// The public keys: any of Herald's scopes.
 pub const ANY: &[&str] = &[SCOPE_READ, SCOPE_MANAGE, SCOPE_PUBLISH];
 
@@ -32,12 +34,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/subscriptions/{id}/secret/rotate"),
     ("POST", "/v1/subscriptions/{id}/test"),
     ("GET", "/v1/subscriptions/{id}/deliveries"),
+    ("GET", "/v1/subscriptions/{id}/feed"),
     ("POST", "/v1/subscriptions/{id}/replay"),
+    ("POST", "/v1/subscriptions/{id}/history/erase"),
     ("GET", "/v1/deliveries/{id}"),
     ("GET", "/v1/events/{id}"),
     ("POST", "/v1/deliveries/{id}/retry"),
     ("GET", "/v1/signing-keys"),
+    ("GET", "/v1/signing-keys/{tenant}"),
     ("POST", "/v1/portal/sessions"),
+    ("POST", "/v1/tenant/erase"),
 ];
 
 /// Answers one API Gateway request. Never fails: every error is a JSON answer.
@@ -56,6 +62,10 @@ async fn authorized<P: Ports>(
     path: &str,
 ) -> Result<Response<Body>, ApiError> {
     let route = Route::of(path, request.method())?;
+    // Public keys are public: API Gateway routes this one without the authorizer.
+    if let Route::TenantSigningKeys(tenant) = route {
+        return signing_keys::of_tenant(deps, tenant).await;
+    }
     let caller = api::caller_of(request, &deps.tenant_claim)?;
     dispatch(deps, request, route, &caller).await
 }
@@ -72,12 +82,17 @@ pub enum Route<'a> {
     RotateSecret(&'a str),
     SendTest(&'a str),
     ListDeliveries(&'a str),
+    Feed(&'a str),
     Replay(&'a str),
+    EraseHistory(&'a str),
     GetDelivery(&'a str),
     RetryDelivery(&'a str),
     GetEvent(&'a str),
     SigningKeys,
+    /// A tenant's public keys, for its receivers: no token needed.
+    TenantSigningKeys(&'a str),
     OpenPortal,
+    EraseTenant,
 }
 
 impl<'a> Route<'a> {
@@ -97,12 +112,18 @@ impl<'a> Route<'a> {
             }
             (["v1", "subscriptions", id, "test"], Method::POST) => Self::SendTest(id),
             (["v1", "subscriptions", id, "deliveries"], Method::GET) => Self::ListDeliveries(id),
+            (["v1", "subscriptions", id, "feed"], Method::GET) => Self::Feed(id),
             (["v1", "subscriptions", id, "replay"], Method::POST) => Self::Replay(id),
+            (["v1", "subscriptions", id, "history", "erase"], Method::POST) => {
+                Self::EraseHistory(id)
+            }
             (["v1", "deliveries", id], Method::GET) => Self::GetDelivery(id),
             (["v1", "deliveries", id, "retry"], Method::POST) => Self::RetryDelivery(id),
             (["v1", "events", id], Method::GET) => Self::GetEvent(id),
             (["v1", "signing-keys"], Method::GET) => Self::SigningKeys,
+            (["v1", "signing-keys", tenant], Method::GET) => Self::TenantSigningKeys(tenant),
             (["v1", "portal", "sessions"], Method::POST) => Self::OpenPortal,
+            (["v1", "tenant", "erase"], Method::POST) => Self::EraseTenant,
             (segments, _)
                 if ROUTES
                     .iter()
@@ -121,9 +142,10 @@ impl<'a> Route<'a> {
             Self::ListSubscriptions
             | Self::GetSubscription(_)
             | Self::ListDeliveries(_)
+            | Self::Feed(_)
             | Self::GetDelivery(_)
             | Self::GetEvent(_) => READ,
-            Self::SigningKeys => ANY,
+            Self::SigningKeys | Self::TenantSigningKeys(_) => ANY,
             Self::CreateSubscription
             | Self::PatchSubscription(_)
             | Self::DeleteSubscription(_)
@@ -131,7 +153,9 @@ impl<'a> Route<'a> {
             | Self::SendTest(_)
             | Self::Replay(_)
             | Self::RetryDelivery(_)
+            | Self::EraseHistory(_)
             | Self::OpenPortal => MANAGE,
+            Self::EraseTenant => OPERATOR,
         }
     }
 }
@@ -168,12 +192,16 @@ pub async fn dispatch<P: Ports>(
         Route::ListDeliveries(id) => {
             deliveries::list(deps, tenant, &subscription(id)?, request).await
         }
+        Route::Feed(id) => feed::feed(deps, tenant, &subscription(id)?, request).await,
         Route::Replay(id) => replay::replay(deps, tenant, &subscription(id)?, request).await,
         Route::GetDelivery(id) => deliveries::get(deps, tenant, &delivery(id)?).await,
         Route::RetryDelivery(id) => deliveries::retry(deps, tenant, &delivery(id)?).await,
         Route::GetEvent(id) => events::get(deps, tenant, id).await,
-        Route::SigningKeys => signing_keys::get(deps).await,
+        Route::SigningKeys => signing_keys::get(deps, tenant).await,
+        Route::TenantSigningKeys(raw) => signing_keys::of_tenant(deps, raw).await,
         Route::OpenPortal => portal::open_session(deps, tenant, request).await,
+        Route::EraseHistory(id) => erase::history(deps, tenant, &subscription(id)?, request).await,
+        Route::EraseTenant => erase::tenant(deps, tenant, request).await,
     }
 }
 

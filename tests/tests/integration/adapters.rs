@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use herald_core::delivery::{Attempt, DeliveryState};
 use herald_core::event::{Event, EventType, Subject};
 use herald_core::ids::{EventId, TenantId};
-use herald_core::ports::{AttemptResult, Claim};
+use herald_core::ports::{AttemptResult, Claim, Reopens};
 use herald_core::subscription::url::UrlPolicy;
 use herald_core::subscription::{NewSubscription, Offer, Subscription};
 use serde_json::json;
@@ -77,7 +77,11 @@ fn seconds(n: i64) -> chrono::Duration {
 /// A claim at `now` with a 30 s lease on a record kept for an hour.
 fn claim(now: DateTime<Utc>, token: &str, forced: bool) -> Claim {
     Claim {
-        task_forced: forced,
+        reopens: if forced {
+            Reopens::Any
+        } else {
+            Reopens::Nothing
+        },
         token: token.into(),
         now,
         lease_until: now + seconds(30),

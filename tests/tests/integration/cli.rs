@@ -375,6 +375,16 @@ async fn the_attempt_log_is_read_retried_and_replayed() {
     .ok()
     .json();
     assert_eq!(filtered["data"], json!([]));
+    let feed = herald(&api, "acme", &["--json", "deliveries", "feed", &id])
+        .await
+        .ok()
+        .json();
+    assert_eq!(feed["data"][0]["delivery_id"], delivery.as_str(), "{feed}");
+    assert!(feed["data"][0]["body"].is_object(), "{feed}");
+    let feed_text = herald(&api, "acme", &["deliveries", "feed", &id])
+        .await
+        .ok();
+    assert!(feed_text.out.contains(&delivery), "{}", feed_text.out);
 
     let retried = herald(&api, "acme", &["deliveries", "retry", &delivery])
         .await
@@ -595,5 +605,57 @@ async fn the_api_and_token_come_from_a_profile_and_failures_say_what_to_do() {
     )
     .await;
     assert_eq!(read_only.code, 4, "{}", read_only.err);
+    herald_api.shutdown().await;
+}
+
+#[tokio::test]
+async fn erasures_run_to_the_end_from_the_command_line() {
+    let herald_api = TestHerald::start(&[
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
+        ("HERALD_ERASURE_SETTLE_SECONDS", "1"),
+    ])
+    .await;
+    let api = herald_api.local.stage_url();
+    let (kept, _) = herald_api
+        .subscribe("acme", "http://127.0.0.1:9/a", &["*"])
+        .await;
+    herald_api
+        .subscribe("globex", "http://127.0.0.1:9/g", &["*"])
+        .await;
+
+    let history = herald(&api, "acme", &["--json", "erase", "history", &kept])
+        .await
+        .ok()
+        .json();
+    assert_eq!(history["done"], true, "{history}");
+
+    let unconfirmed = herald(&api, "support:operator", &["erase", "tenant", "globex"]).await;
+    assert_eq!(unconfirmed.code, 2, "{}", unconfirmed.err);
+    assert!(unconfirmed.err.contains("--yes"), "{}", unconfirmed.err);
+    let not_an_operator = herald(&api, "globex", &["erase", "tenant", "globex", "--yes"]).await;
+    assert_eq!(not_an_operator.code, 4, "{}", not_an_operator.err);
+
+    let erased = herald(
+        &api,
+        "support:operator",
+        &["erase", "tenant", "globex", "--yes"],
+    )
+    .await
+    .ok();
+    assert!(
+        erased.out.contains("Erased tenant globex: 1 subscriptions"),
+        "{}",
+        erased.out
+    );
+    let globex = herald(&api, "globex", &["--json", "subscriptions", "list"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(globex["data"], json!([]));
+    let acme = herald(&api, "acme", &["--json", "subscriptions", "list"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(acme["data"].as_array().unwrap().len(), 1);
     herald_api.shutdown().await;
 }

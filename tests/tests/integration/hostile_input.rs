@@ -121,6 +121,7 @@ proptest! {
             url_policy: UrlPolicy { allow_http: true, allow_loopback: true, ..UrlPolicy::default() },
             max_attempts: 40,
             portal: Default::default(),
+            erasure_settle: std::time::Duration::ZERO,
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));
         let status = response.status().as_u16();

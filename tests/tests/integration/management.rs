@@ -222,6 +222,84 @@ async fn a_test_event_goes_to_that_endpoint_alone() {
 }
 
 #[tokio::test]
+async fn a_subscriptions_feed_gives_the_bodies_it_posted_oldest_first_to_its_tenant_alone() {
+    let herald = TestHerald::start(&[]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (id, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    for n in 0..3 {
+        herald
+            .publish(
+                "acme",
+                json!({"id": format!("f{n}"), "type": "order.shipped", "data": {"n": n}}),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let posted = receiver.wait_for(3, PATIENCE).await;
+    let feed_path = format!("/v1/subscriptions/{id}/feed");
+    let feed = eventually(&herald, "acme", &feed_path, |b| {
+        b["data"].as_array().unwrap().len() == 3
+    })
+    .await;
+    let items = feed["data"].as_array().unwrap();
+    let events: Vec<&str> = items
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, vec!["f0", "f1", "f2"], "oldest first");
+    assert_eq!(feed["next_cursor"], Value::Null);
+    for item in items {
+        let delivery = item["delivery_id"].as_str().unwrap();
+        let request = posted
+            .iter()
+            .find(|r| r.header("webhook-id") == delivery)
+            .unwrap_or_else(|| panic!("no POST of {delivery}"));
+        assert_eq!(item["body"], request.json(), "the body as POSTed");
+        assert_eq!(item["event_type"], "order.shipped");
+        assert!(item["accepted_at"].is_string());
+    }
+
+    let (_, page) = herald
+        .call("GET", &format!("{feed_path}?limit=2"), Some("acme"), None)
+        .await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = herald
+        .call(
+            "GET",
+            &format!("{feed_path}?limit=2&cursor={cursor}"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["data"][0]["event_id"], "f2");
+    assert_eq!(rest["next_cursor"], Value::Null);
+
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status, none) = herald
+        .call(
+            "GET",
+            &format!("{feed_path}?since={later}"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!((status, none["data"].clone()), (200, json!([])));
+    let (status, _) = herald
+        .call("GET", &format!("{feed_path}?limit=0"), Some("acme"), None)
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = herald.call("GET", &feed_path, Some("globex"), None).await;
+    assert_eq!(
+        status, 404,
+        "another tenant's subscription does not exist for it"
+    );
+    herald.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_attempt_log_shows_every_attempt_and_pages_newest_first() {
     let herald = TestHerald::start(&[("HERALD_RETRY_SCHEDULE", "1s,1s")]).await;
     let receiver = TestReceiver::start(Script::sequence([500, 200])).await;
@@ -436,6 +514,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         ),
         ("POST", format!("/v1/subscriptions/{sub}/test"), None),
         ("GET", format!("/v1/subscriptions/{sub}/deliveries"), None),
+        ("GET", format!("/v1/subscriptions/{sub}/feed"), None),
         (
             "POST",
             format!("/v1/subscriptions/{sub}/replay"),
@@ -593,5 +672,285 @@ async fn no_webhook_goes_to_the_local_runner_s_aws_endpoint() {
     let attempt = &deliveries["data"][0]["attempts"][0];
     assert_eq!(attempt["error"], "E_SSRF", "{deliveries}");
     assert!(attempt["status"].is_null(), "{deliveries}");
+    herald.shutdown().await;
+}
+
+/// Repeats an operator's tenant erasure with each answer's cursor until it is done
+/// (waiting out its sweep's settle time); answers the last answer and the calls made.
+async fn erase_tenant_until_done(herald: &TestHerald, tenant: &str) -> (Value, usize) {
+    let mut body: Option<Value> = None;
+    for calls in 1..=200 {
+        let (status, answer) = herald
+            .call_as_operator("POST", "/v1/tenant/erase", tenant, body.as_ref())
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["done"] == true {
+            assert_eq!(answer["cursor"], Value::Null);
+            return (answer, calls);
+        }
+        if answer["stage"] == "sweep" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        body = Some(json!({"cursor": answer["cursor"]}));
+    }
+    panic!("the erasure of {tenant} never finished");
+}
+
+#[tokio::test]
+async fn an_operator_erases_a_tenant_and_nothing_of_it_can_be_read_or_delivered_after() {
+    // Deliver keeps subscriptions a second; the sweep waits two (its batches here are
+    // short, so the settle time need not cover deliver's whole timeout).
+    let herald = TestHerald::start(&[
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "1"),
+        ("HERALD_ERASURE_SETTLE_SECONDS", "2"),
+    ])
+    .await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (first, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    let (second, _) = herald
+        .subscribe("acme", &receiver.url(), &["order.*"])
+        .await;
+    let (theirs, _) = herald.subscribe("globex", &receiver.url(), &["*"]).await;
+    for n in 0..3 {
+        let event = json!({"id": format!("x{n}"), "type": "order.shipped", "data": {"n": n}});
+        herald.publish("acme", event.clone()).await;
+        herald.publish("globex", event).await;
+    }
+    receiver.wait_for(9, PATIENCE).await;
+    let mut delivered = Vec::new();
+    for (tenant, sub) in [("acme", &first), ("acme", &second), ("globex", &theirs)] {
+        let log = eventually(
+            &herald,
+            tenant,
+            &format!("/v1/subscriptions/{sub}/deliveries?state=delivered"),
+            |b| b["data"].as_array().unwrap().len() == 3,
+        )
+        .await;
+        delivered.push(log["data"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let (_, session) = herald
+        .call("POST", "/v1/portal/sessions", Some("acme"), None)
+        .await;
+    let portal_token = session["token"].as_str().unwrap().to_owned();
+
+    // Only an operator erases a tenant, and names it.
+    let (status, _) = herald
+        .call("POST", "/v1/tenant/erase", Some("acme"), None)
+        .await;
+    assert_eq!(status, 403, "a tenant's own token cannot");
+    let (status, _) = herald
+        .call_with("POST", "/v1/tenant/erase", Some("ops:operator"), &[], None)
+        .await;
+    assert_eq!(status, 400, "an operator names the tenant");
+    let (status, _) = herald
+        .call_as_operator(
+            "POST",
+            "/v1/tenant/erase",
+            "acme",
+            Some(&json!({"cursor": "bm90IGEgY3Vyc29y"})),
+        )
+        .await;
+    assert_eq!(status, 400, "a cursor it did not hand out");
+
+    let (done, calls) = erase_tenant_until_done(&herald, "acme").await;
+    assert!(
+        calls >= 2,
+        "the sweep waits out the settle time: {calls} calls"
+    );
+    assert_eq!(done["erased"]["subscriptions"], 2, "{done}");
+    assert_eq!(done["erased"]["deliveries"], 6, "{done}");
+    assert_eq!(done["erased"]["events"], 3, "{done}");
+    assert_eq!(done["erased"]["portal_sessions"], 1, "{done}");
+
+    // Nothing of acme is readable.
+    let (_, listed) = herald
+        .call("GET", "/v1/subscriptions", Some("acme"), None)
+        .await;
+    assert_eq!(listed["data"], json!([]));
+    for path in [
+        format!("/v1/subscriptions/{first}"),
+        format!("/v1/subscriptions/{first}/deliveries"),
+        format!("/v1/deliveries/{}", delivered[0]),
+        format!("/v1/deliveries/{}", delivered[1]),
+        "/v1/events/x0".to_owned(),
+    ] {
+        let (status, answer) = herald.call("GET", &path, Some("acme"), None).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+    }
+    let (status, _) = herald
+        .call_with(
+            "GET",
+            "/portal/api/v1/subscriptions",
+            Some(&portal_token),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, 401, "the portal session is gone");
+
+    // A task still queued for it is let go: not sent, not recorded.
+    let event = herald_core::event::Event {
+        id: herald_core::ids::EventId::parse("x9").unwrap(),
+        event_type: herald_core::event::EventType::parse("order.shipped").unwrap(),
+        occurred_at: chrono::Utc::now(),
+        data: serde_json::Map::new(),
+        subject: None,
+    };
+    let task = herald_core::delivery::DeliveryTask::new(
+        &herald_core::ids::TenantId::parse("acme").unwrap(),
+        &herald_core::ids::SubscriptionId::parse(&first).unwrap(),
+        &event,
+        chrono::Utc::now(),
+    );
+    aws_sdk_sqs::Client::new(&herald.sdk)
+        .send_message()
+        .queue_url(herald.local.provisioned().delivery_queue_url())
+        .message_body(task.to_message_body())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        9,
+        "nothing sent for the erased tenant"
+    );
+    let (status, _) = herald
+        .call(
+            "GET",
+            &format!("/v1/deliveries/{}", task.delivery_id),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "nothing recorded for the erased tenant");
+
+    // The other tenant keeps everything.
+    let (status, _) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{theirs}"),
+            Some("globex"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = herald
+        .call("GET", "/v1/events/x0", Some("globex"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = herald
+        .call(
+            "GET",
+            &format!("/v1/deliveries/{}", delivered[2]),
+            Some("globex"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    herald.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscriptions_history_is_erased_and_the_subscription_kept() {
+    let herald = TestHerald::start(&[]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (erased, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    let (kept, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    for n in 0..3 {
+        herald
+            .publish(
+                "acme",
+                json!({"id": format!("h{n}"), "type": "order.shipped", "data": {}}),
+            )
+            .await;
+    }
+    for sub in [&erased, &kept] {
+        eventually(
+            &herald,
+            "acme",
+            &format!("/v1/subscriptions/{sub}/deliveries?state=delivered"),
+            |b| b["data"].as_array().unwrap().len() == 3,
+        )
+        .await;
+    }
+    let path = format!("/v1/subscriptions/{erased}/history/erase");
+    let (status, _) = herald.call("POST", &path, Some("globex"), None).await;
+    assert_eq!(status, 404, "another tenant's subscription");
+    let tenant_cursor = {
+        let (_, started) = herald
+            .call_as_operator("POST", "/v1/tenant/erase", "nobody", None)
+            .await;
+        started["cursor"].clone()
+    };
+    if tenant_cursor.is_string() {
+        let (status, _) = herald
+            .call(
+                "POST",
+                &path,
+                Some("acme"),
+                Some(&json!({"cursor": tenant_cursor})),
+            )
+            .await;
+        assert_eq!(
+            status, 400,
+            "a tenant erasure's cursor does not continue a history's"
+        );
+    }
+
+    let mut body = None;
+    let done = loop {
+        let (status, answer) = herald
+            .call("POST", &path, Some("acme"), body.as_ref())
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["done"] == true {
+            break answer;
+        }
+        body = Some(json!({"cursor": answer["cursor"]}));
+    };
+    assert_eq!(done["erased"]["deliveries"], 3, "{done}");
+    assert_eq!(done["erased"]["subscriptions"], 0, "{done}");
+
+    let (_, log) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{erased}/deliveries"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(log["data"], json!([]));
+    let (_, feed) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{erased}/feed"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(feed["data"], json!([]));
+    let (status, _) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{erased}"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "the subscription stays");
+    let (_, other) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{kept}/deliveries"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(other["data"].as_array().unwrap().len(), 3);
+    let (status, _) = herald
+        .call("GET", "/v1/events/h0", Some("acme"), None)
+        .await;
+    assert_eq!(status, 200, "the events stay");
     herald.shutdown().await;
 }

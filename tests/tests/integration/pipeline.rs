@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use herald_aws::dynamo::DynamoDeliveryLedger;
-use herald_core::delivery::{DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::delivery::{DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_core::event::{Event, EventType};
 use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use herald_core::ports::{DeliveryLedger, DeliveryQuery};
@@ -280,6 +280,96 @@ async fn a_receiver_that_always_fails_ends_failed_in_the_dead_letter_queue() {
     assert!(dead[0].body().unwrap().contains("e-doomed"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.requests().len(), 3, "nothing after the window");
+    herald.shutdown().await;
+}
+
+/// What an operator's "Start DLQ redrive" (`StartMessageMoveTask`) does, which moto does
+/// not implement: each message in the dead-letter queue becomes a new message on the
+/// delivery queue with the same body and message attributes, and leaves the dead-letter
+/// queue. Answers the messages moved.
+async fn redrive(herald: &TestHerald) -> Vec<aws_sdk_sqs::types::Message> {
+    let sqs = aws_sdk_sqs::Client::new(&herald.sdk);
+    let provisioned = herald.local.provisioned();
+    let moved = dead_letters(herald).await;
+    for message in &moved {
+        sqs.send_message()
+            .queue_url(provisioned.delivery_queue_url())
+            .message_body(message.body().unwrap())
+            .set_message_attributes(message.message_attributes().cloned())
+            .send()
+            .await
+            .unwrap();
+        sqs.delete_message()
+            .queue_url(provisioned.dead_letter_queue_url())
+            .receipt_handle(message.receipt_handle().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    moved
+}
+
+#[tokio::test]
+async fn a_dead_letter_an_operator_redrives_is_delivered_again_under_its_webhook_id() {
+    let herald = TestHerald::start(&[("HERALD_RETRY_SCHEDULE", "1s,1s")]).await;
+    let receiver = TestReceiver::start(Script::always(500)).await;
+    let (sub, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-redriven", "type": "order.shipped", "data": {}}),
+        )
+        .await;
+    let id = delivery_id(&herald, "acme", "e-redriven", &sub).await;
+    wait_for_state(&herald, "acme", &id, DeliveryState::Failed).await;
+    wait::until(
+        "its dead letter sent",
+        PATIENCE,
+        Duration::from_millis(100),
+        || async {
+            match record(&herald, "acme", &id).await {
+                Some(r) if r.dead_letter == Some(DeadLetterMark::Sent) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // The receiver is fixed, and the operator moves the dead letter back.
+    receiver.answer_all_with(Some(200));
+    let moved = redrive(&herald).await;
+    assert_eq!(moved.len(), 1);
+    let got = receiver.wait_for(4, PATIENCE).await;
+    assert!(
+        got.iter().all(|r| r.header("webhook-id") == id.as_str()),
+        "the same webhook id"
+    );
+    let done = wait_for_state(&herald, "acme", &id, DeliveryState::Delivered).await;
+    assert_eq!(
+        done.attempts
+            .iter()
+            .map(|a| (a.status, a.forced))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some(500), false),
+            (Some(500), false),
+            (Some(500), false),
+            (Some(200), true)
+        ]
+    );
+
+    // The same dead letter redriven again is a duplicate: no POST, nothing dead-lettered.
+    let sqs = aws_sdk_sqs::Client::new(&herald.sdk);
+    sqs.send_message()
+        .queue_url(herald.local.provisioned().delivery_queue_url())
+        .message_body(moved[0].body().unwrap())
+        .set_message_attributes(moved[0].message_attributes().cloned())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.requests().len(), 4);
+    assert!(dead_letters(&herald).await.is_empty());
     herald.shutdown().await;
 }
 

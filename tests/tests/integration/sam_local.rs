@@ -522,6 +522,13 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         None,
         200
     );
+    both!(
+        "GET",
+        "/v1/subscriptions/{id}/feed",
+        "/v1/subscriptions/{id}/feed",
+        None,
+        200
+    );
     for (side, listed) in sides.iter_mut().zip([&under_sam, &local]) {
         let newest = listed["data"][0]["id"].as_str().unwrap().to_owned();
         side.ids.insert("delivery", newest);
@@ -567,6 +574,13 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         202
     );
     both!("GET", "/v1/signing-keys", "/v1/signing-keys", None, 200);
+    both!(
+        "GET",
+        "/v1/signing-keys/{tenant}",
+        "/v1/signing-keys/acme",
+        None,
+        200
+    );
     // A portal session, and its token taking the place of a JWT on the portal's public
     // routes (no authorizer), under SAM as locally.
     let (a, b) = both!(

@@ -448,3 +448,59 @@ async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can()
     assert!(verifies_v1a(&webhook, &keys).await);
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_webhook_signed_for_one_tenant_fails_with_the_keys_another_tenant_is_told_to_trust() {
+    let herald = keyed_herald().await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let body =
+        json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}});
+    for tenant in ["acme", "globex"] {
+        let (status, created) = herald
+            .call("POST", "/v1/subscriptions", Some(tenant), Some(&body))
+            .await;
+        assert_eq!(status, 201, "{created}");
+    }
+    // acme publishes a body of its choosing to its own endpoint…
+    herald
+        .publish(
+            "acme",
+            json!({"type": "order.refunded", "data": {"amount": 1000}}),
+        )
+        .await;
+    let signed_for_acme = receiver.wait_for(1, PATIENCE).await.remove(0);
+
+    // …and replays the signed request to globex's receiver, which checks it with the
+    // keys globex is told to trust: with its token, and on the public route without one.
+    let (status, acme_keys) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, globex_keys) = herald
+        .call("GET", "/v1/signing-keys", Some("globex"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, public_globex) = herald
+        .call("GET", "/v1/signing-keys/globex", None, None)
+        .await;
+    assert_eq!(status, 200, "{public_globex}");
+    assert_eq!(
+        public_globex, globex_keys,
+        "the public route shows the same keys"
+    );
+    assert_ne!(acme_keys["ed25519"], globex_keys["ed25519"]);
+
+    assert!(
+        verifies_v1a(&signed_for_acme, &acme_keys).await,
+        "acme's own check passes"
+    );
+    assert!(
+        !verifies_v1a(&signed_for_acme, &globex_keys).await,
+        "globex's check refuses acme's request"
+    );
+    let (status, _) = herald
+        .call("GET", "/v1/signing-keys/not%20a%20tenant", None, None)
+        .await;
+    assert_eq!(status, 404);
+    herald.shutdown().await;
+}

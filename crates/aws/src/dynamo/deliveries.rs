@@ -16,11 +16,11 @@ use super::delivery_items::{
     STATES, decode_cursor, delivery_key, encode_cursor, last_millisecond_before, record_of,
     subscription_key,
 };
-use super::{read_consistent, unavailable};
+use super::{erase, read_consistent, unavailable};
 use herald_core::delivery::{DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{
-    AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Page, StoreError,
+    AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Erased, Page, StoreError,
 };
 
 /// The most a listing returns at once, whatever the caller asks for.
@@ -121,23 +121,25 @@ impl DynamoDeliveryLedger {
             let set: Vec<String> = fields
                 .map(|(a, v)| format!("{a} = if_not_exists({a}, {v})"))
                 .collect();
-            let mut finals = Vec::new();
-            for state in STATES.iter().filter(|state| state.is_final()) {
+            // The final states this claim does not take again.
+            let mut closed = Vec::new();
+            for state in STATES.iter().filter(|state| !claim.reopens.takes(**state)) {
                 let name = format!(":{}", state.as_str());
                 request = request.expression_attribute_values(&name, s(state.as_str()));
-                finals.push(name);
+                closed.push(name);
             }
+            let not_closed = if closed.is_empty() {
+                String::new()
+            } else {
+                format!(" AND NOT (#state IN ({}))", closed.join(", "))
+            };
             request
                 .update_expression(format!("SET {CLAIM_SET}, {}", set.join(", ")))
                 .condition_expression(format!(
                     "attribute_not_exists(id) OR (expires_at > :now_s \
-                     AND (#state <> :delivering OR lease_until <= :now_ms) \
-                     AND (:forced = :yes OR NOT (#state IN ({}))))",
-                    finals.join(", ")
+                     AND (#state <> :delivering OR lease_until <= :now_ms){not_closed})"
                 ))
                 .expression_attribute_values(":now_ms", n(claim.now.timestamp_millis()))
-                .expression_attribute_values(":forced", AttributeValue::Bool(claim.task_forced))
-                .expression_attribute_values(":yes", AttributeValue::Bool(true))
         };
         match request.send().await {
             Ok(output) => {
@@ -283,7 +285,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .client
             .query()
             .table_name(&self.table)
-            .scan_index_forward(false)
+            .scan_index_forward(query.oldest_first)
             .filter_expression(filter)
             .expression_attribute_values(":key", s(subscription_key(tenant, subscription)))
             .expression_attribute_values(":now", n(now.timestamp()));
@@ -360,5 +362,67 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         };
         let record = record_of(item)?;
         Ok((&record.tenant == tenant && record.expires_at > now).then_some(record))
+    }
+
+    async fn erase(
+        &self,
+        tenant: &TenantId,
+        subscription: Option<&SubscriptionId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Erased, StoreError> {
+        let names = ["subscription_key", "id"];
+        let limit = limit.clamp(1, 1000) as i32;
+        let output = match subscription {
+            // One subscription's deliveries are its partition.
+            Some(subscription) => {
+                let partition = subscription_key(tenant, subscription);
+                let mut request = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("subscription_key = :key")
+                    .projection_expression("subscription_key, id")
+                    .expression_attribute_values(":key", s(&partition))
+                    .limit(limit);
+                if let Some(cursor) = cursor {
+                    let start =
+                        erase::decode_key(cursor, &names, &[("subscription_key", &partition)])?;
+                    request = request.set_exclusive_start_key(Some(start));
+                }
+                let output = request.send().await.map_err(unavailable)?;
+                (output.items, output.last_evaluated_key)
+            }
+            // Every subscription the tenant has or had, deleted ones too: a Scan for the
+            // partitions that start with the tenant (tenant ids cannot hold `#`).
+            None => {
+                let mut request = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .projection_expression("subscription_key, id")
+                    .filter_expression("begins_with(subscription_key, :prefix)")
+                    .expression_attribute_values(":prefix", s(format!("{tenant}#")))
+                    .limit(limit);
+                if let Some(cursor) = cursor {
+                    request = request.set_exclusive_start_key(Some(erase::decode_key(
+                        cursor,
+                        &names,
+                        &[],
+                    )?));
+                }
+                let output = request.send().await.map_err(unavailable)?;
+                (output.items, output.last_evaluated_key)
+            }
+        };
+        let (items, last) = output;
+        erase::delete_keys(
+            &self.client,
+            &self.table,
+            items.as_deref().unwrap_or_default(),
+            &names,
+            last.as_ref(),
+        )
+        .await
     }
 }

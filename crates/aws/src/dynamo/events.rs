@@ -11,10 +11,10 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 
 use super::attributes::{Item, expired, from_doc, get_n, get_s, get_time, n, s, time, to_doc};
-use super::{read_consistent, unavailable};
+use super::{erase, read_consistent, unavailable};
 use herald_core::event::Event;
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
-use herald_core::ports::{Acceptance, EventLog, StoreError};
+use herald_core::ports::{Acceptance, Erased, EventLog, StoreError};
 
 /// The record of the newest event about one subject for one subscription. Event ids
 /// cannot contain `#`, so these keys never meet an event's; subject fields are at most
@@ -182,5 +182,43 @@ impl EventLog for DynamoEventLog {
             Some(item) if !expired(&item, now) => Ok(Some(get_s(&item, "order_key")?.to_owned())),
             _ => Ok(None),
         }
+    }
+
+    async fn erase(
+        &self,
+        tenant: &TenantId,
+        subscription: Option<&SubscriptionId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Erased, StoreError> {
+        // The tenant's partition holds its events and newest-about-a-subject records; a
+        // subscription's own records share the prefix `latest#<subscription>#`.
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .projection_expression("tenant, id")
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .limit(limit.clamp(1, 1000) as i32);
+        request = match subscription {
+            None => request.key_condition_expression("tenant = :tenant"),
+            Some(subscription) => request
+                .key_condition_expression("tenant = :tenant AND begins_with(id, :prefix)")
+                .expression_attribute_values(":prefix", s(format!("latest#{subscription}#"))),
+        };
+        if let Some(cursor) = cursor {
+            let start =
+                erase::decode_key(cursor, &["tenant", "id"], &[("tenant", tenant.as_str())])?;
+            request = request.set_exclusive_start_key(Some(start));
+        }
+        let output = request.send().await.map_err(unavailable)?;
+        erase::delete_keys(
+            &self.client,
+            &self.table,
+            output.items(),
+            &["tenant", "id"],
+            output.last_evaluated_key(),
+        )
+        .await
     }
 }

@@ -5,6 +5,7 @@
 mod attributes;
 mod deliveries;
 mod delivery_items;
+mod erase;
 mod events;
 mod sessions;
 mod subscriptions;

@@ -7,10 +7,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use herald_core::ids::TenantId;
 use herald_core::portal::PortalSession;
-use herald_core::ports::{SessionStore, StoreError};
+use herald_core::ports::{Erased, SessionStore, StoreError};
 
 use super::attributes::{Item, expired, get_s, get_time, n, s, time};
-use super::{read_consistent, unavailable};
+use super::{erase, read_consistent, unavailable};
 
 #[derive(Clone, Debug)]
 pub struct DynamoSessionStore {
@@ -94,5 +94,39 @@ impl SessionStore for DynamoSessionStore {
                 _ => Vec::new(),
             },
         }))
+    }
+
+    async fn erase(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Erased, StoreError> {
+        // Sessions are keyed by their token's hash alone: the tenant's are found by a Scan
+        // (portal sessions are few and short-lived).
+        let mut request = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("token_hash")
+            .filter_expression("tenant = :tenant")
+            .expression_attribute_values(":tenant", s(tenant.as_str()))
+            .limit(limit.clamp(1, 1000) as i32);
+        if let Some(cursor) = cursor {
+            request = request.set_exclusive_start_key(Some(erase::decode_key(
+                cursor,
+                &["token_hash"],
+                &[],
+            )?));
+        }
+        let output = request.send().await.map_err(unavailable)?;
+        erase::delete_keys(
+            &self.client,
+            &self.table,
+            output.items(),
+            &["token_hash"],
+            output.last_evaluated_key(),
+        )
+        .await
     }
 }

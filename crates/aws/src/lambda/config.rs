@@ -269,7 +269,15 @@ pub struct Config {
     pub subscription_cache: Duration,
     /// The consumer portal's looks, framing and session lifetime.
     pub portal: herald_core::portal::PortalSettings,
+    /// How long after a tenant's subscriptions are erased deliver may still record a
+    /// delivery of theirs (`HERALD_ERASURE_SETTLE_SECONDS`; by default the subscription
+    /// cache's time and deliver's 60 s timeout, the longest a batch that read them
+    /// before can go on).
+    pub erasure_settle: Duration,
 }
+
+/// Deliver's `Timeout` in `template.yaml`.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `HERALD_PORTAL_NAME`, `HERALD_PORTAL_COLOR` (`#rrggbb`), `HERALD_PORTAL_LOGO` (a `data:`
 /// URL), `HERALD_PORTAL_FRAME_ANCESTORS` (origins, comma-separated), `HERALD_PORTAL_URL`
@@ -359,6 +367,26 @@ fn max_receives(
     Ok(max)
 }
 
+/// `HERALD_ERASURE_SETTLE_SECONDS`: by default the subscription cache's time and
+/// deliver's timeout; never less than the cache's time.
+fn erasure_settle(env: &dyn Source, subscription_cache: Duration) -> Result<Duration, ConfigError> {
+    let settle = seconds(
+        env,
+        "HERALD_ERASURE_SETTLE_SECONDS",
+        (subscription_cache + DELIVER_TIMEOUT).as_secs(),
+        86_400,
+    )?;
+    if settle < subscription_cache {
+        return Err(ConfigError::Invalid {
+            name: "HERALD_ERASURE_SETTLE_SECONDS",
+            reason: "at least HERALD_SUBSCRIPTION_CACHE_SECONDS: deliver may hold an erased \
+                     subscription that long"
+                .into(),
+        });
+    }
+    Ok(settle)
+}
+
 impl Config {
     pub fn from_source(env: &dyn Source) -> Result<Self, ConfigError> {
         let prefix = env.get("HERALD_IDEMPOTENCY_KEY_PREFIX").unwrap_or_default();
@@ -376,6 +404,13 @@ impl Config {
         let retention = retention(env)?;
         let retry = retry_policy(env)?;
         let max_receives = max_receives(env, &retry)?;
+        let subscription_cache = seconds(
+            env,
+            "HERALD_SUBSCRIPTION_CACHE_SECONDS",
+            5,
+            MAX_SUBSCRIPTION_CACHE_SECONDS,
+        )?;
+        let erasure_settle = erasure_settle(env, subscription_cache)?;
         Ok(Self {
             resources: Resources {
                 subscriptions_table: required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
@@ -406,12 +441,8 @@ impl Config {
             },
             timeout,
             connect_timeout: duration(env, "HERALD_CONNECT_TIMEOUT", Duration::from_secs(10))?,
-            subscription_cache: seconds(
-                env,
-                "HERALD_SUBSCRIPTION_CACHE_SECONDS",
-                5,
-                MAX_SUBSCRIPTION_CACHE_SECONDS,
-            )?,
+            subscription_cache,
+            erasure_settle,
         })
     }
 }
@@ -470,6 +501,23 @@ mod tests {
             max_receives(&env(&[("HERALD_MAX_RECEIVE_COUNT", "151")]), &long).is_err(),
             "above the most attempts a record keeps"
         );
+    }
+
+    #[test]
+    fn an_erasures_sweep_waits_out_delivers_cache_and_timeout() {
+        let cache = Duration::from_secs(5);
+        assert_eq!(
+            erasure_settle(&env(&[]), cache),
+            Ok(Duration::from_secs(65))
+        );
+        assert_eq!(
+            erasure_settle(&env(&[("HERALD_ERASURE_SETTLE_SECONDS", "5")]), cache),
+            Ok(cache)
+        );
+        let err = erasure_settle(&env(&[("HERALD_ERASURE_SETTLE_SECONDS", "4")]), cache)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERALD_SUBSCRIPTION_CACHE_SECONDS"), "{err}");
     }
 
     #[test]

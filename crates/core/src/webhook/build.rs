@@ -35,7 +35,7 @@ pub fn build(
     let id = task.delivery_id.as_str();
     let mut signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);
     if subscription.signatures.ed25519
-        && let Some(entry) = keys.and_then(|k| k.ed25519_entry(id, timestamp, &body))
+        && let Some(entry) = keys.and_then(|k| k.ed25519_entry(&task.tenant, id, timestamp, &body))
     {
         signature.push(' ');
         signature.push_str(&entry);

@@ -2,17 +2,30 @@
 //! signatures, and RSA for body signatures in SHA512withRSA and MD5withRSA (the entity
 //! feed's `fluent-signature` and `flex.signature`). Private keys come from configuration
 //! and are never shown; the public keys are served by `GET /v1/signing-keys`.
+//!
+//! `v1a` signatures are bound to the tenant: each tenant's deliveries are signed with an
+//! ed25519 key of its own, derived from the deployment's key (HKDF-SHA256, RFC 5869), and
+//! each tenant is told only its own public key. A tenant that replays a request signed
+//! for its own endpoint to another tenant's receiver fails that receiver's check. The
+//! RSA key is the deployment's (docs/SECURITY.md says what binds those signatures).
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::Signer as _;
+use hmac::{Hmac, KeyInit, Mac};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use rsa::signature::{SignatureEncoding, Signer as _};
 use serde::Serialize;
+use sha2::Sha256;
 use thiserror::Error;
+
+use crate::ids::TenantId;
+
+/// HKDF's salt for a tenant's `v1a` key: names what the derived key is for.
+const TENANT_KEY_SALT: &[u8] = b"herald v1a tenant signing key";
 
 /// Default names of the RSA signature headers.
 pub const DEFAULT_RSA_SHA512_HEADER: &str = "fluent-signature";
@@ -139,9 +152,15 @@ impl SigningKeys {
         }
     }
 
-    /// `v1a,<base64 ed25519 signature of "{id}.{timestamp}.{body}">`.
-    pub fn ed25519_entry(&self, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
-        let key = self.ed25519.as_ref()?;
+    /// `v1a,<base64 ed25519 signature of "{id}.{timestamp}.{body}">`, with `tenant`'s key.
+    pub fn ed25519_entry(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Option<String> {
+        let key = tenant_key(self.ed25519.as_ref()?, tenant);
         let mut message = Vec::with_capacity(id.len() + body.len() + 24);
         message.extend_from_slice(format!("{id}.{timestamp}.").as_bytes());
         message.extend_from_slice(body);
@@ -165,6 +184,16 @@ impl SigningKeys {
         ]
     }
 
+    /// What `tenant`'s receivers verify with: its own `v1a` key, and the RSA key.
+    pub fn public_for(&self, tenant: &TenantId) -> PublicKeys {
+        PublicKeys {
+            ed25519: self.ed25519.as_ref().map(|k| whpk(&tenant_key(k, tenant))),
+            ..self.public()
+        }
+    }
+
+    /// The deployment's own public keys (its `v1a` key signs no tenant's deliveries): for
+    /// checking which key is loaded, never served.
     pub fn public(&self) -> PublicKeys {
         PublicKeys {
             ed25519: self
@@ -176,6 +205,37 @@ impl SigningKeys {
             rsa_md5_header: self.rsa.as_ref().map(|k| k.md5_header.clone()),
         }
     }
+}
+
+fn whpk(key: &ed25519_dalek::SigningKey) -> String {
+    format!("whpk_{}", B64.encode(key.verifying_key().to_bytes()))
+}
+
+/// HKDF-SHA256 (RFC 5869) of `ikm` with `salt` and `info`, for one 32-byte output block:
+/// PRK = HMAC(salt, IKM), OKM = T(1) = HMAC(PRK, info ‖ 0x01).
+fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut extract = Hmac::<Sha256>::new_from_slice(salt).expect("HMAC takes keys of any length");
+    extract.update(ikm);
+    let prk = extract.finalize().into_bytes();
+    let mut expand = Hmac::<Sha256>::new_from_slice(&prk).expect("HMAC takes keys of any length");
+    expand.update(info);
+    expand.update(&[1]);
+    expand.finalize().into_bytes().into()
+}
+
+/// `tenant`'s `v1a` key: the seed is HKDF-SHA256 of the deployment key's seed, with the
+/// tenant id as info. Nothing is stored per tenant; rotating the deployment's key rotates
+/// every tenant's.
+fn tenant_key(
+    deployment: &ed25519_dalek::SigningKey,
+    tenant: &TenantId,
+) -> ed25519_dalek::SigningKey {
+    let seed = hkdf_sha256_32(
+        TENANT_KEY_SALT,
+        deployment.as_bytes(),
+        tenant.as_str().as_bytes(),
+    );
+    ed25519_dalek::SigningKey::from_bytes(&seed)
 }
 
 fn parse_ed25519(raw: &str) -> Result<ed25519_dalek::SigningKey, KeyError> {
@@ -204,30 +264,67 @@ mod tests {
 
     const RSA_PEM: &str = include_str!("../../../testkit/testdata/rsa-2048.pem");
 
-    #[test]
-    fn ed25519_signatures_verify_with_the_published_key() {
-        let keys =
-            SigningKeys::new(Some(&generate_ed25519(&mut rand::rng())), None, "a", "b").unwrap();
-        let entry = keys.ed25519_entry("msg_1", 1700000000, b"{}").unwrap();
+    fn tenant(name: &str) -> TenantId {
+        TenantId::parse(name).unwrap()
+    }
+
+    /// Whether `entry` (`v1a,…`) verifies `message` with the `whpk_` key `public`.
+    fn verifies(public: &str, entry: &str, message: &[u8]) -> bool {
         let signature = B64.decode(entry.strip_prefix("v1a,").unwrap()).unwrap();
-        let public = B64
-            .decode(
-                keys.public()
-                    .ed25519
-                    .unwrap()
-                    .strip_prefix("whpk_")
-                    .unwrap(),
-            )
-            .unwrap();
+        let public = B64.decode(public.strip_prefix("whpk_").unwrap()).unwrap();
         let verifying =
             ed25519_dalek::VerifyingKey::from_bytes(&public.try_into().unwrap()).unwrap();
         let signature = ed25519_dalek::Signature::from_slice(&signature).unwrap();
-        assert!(verifying.verify(b"msg_1.1700000000.{}", &signature).is_ok());
-        assert!(
-            verifying
-                .verify(b"msg_1.1700000001.{}", &signature)
-                .is_err()
+        verifying.verify(message, &signature).is_ok()
+    }
+
+    #[test]
+    fn ed25519_signatures_verify_with_the_key_published_to_their_tenant() {
+        let keys =
+            SigningKeys::new(Some(&generate_ed25519(&mut rand::rng())), None, "a", "b").unwrap();
+        let acme = tenant("acme");
+        let entry = keys
+            .ed25519_entry(&acme, "msg_1", 1700000000, b"{}")
+            .unwrap();
+        let public = keys.public_for(&acme).ed25519.unwrap();
+        assert!(verifies(&public, &entry, b"msg_1.1700000000.{}"));
+        assert!(!verifies(&public, &entry, b"msg_1.1700000001.{}"));
+    }
+
+    #[test]
+    fn a_tenants_v1a_signature_fails_with_any_other_tenants_key() {
+        let keys =
+            SigningKeys::new(Some(&generate_ed25519(&mut rand::rng())), None, "a", "b").unwrap();
+        let entry = keys
+            .ed25519_entry(&tenant("acme"), "msg_1", 1700000000, b"{}")
+            .unwrap();
+        let message = b"msg_1.1700000000.{}";
+        for other in ["globex", "acme2", "Acme", "acm"] {
+            let theirs = keys.public_for(&tenant(other)).ed25519.unwrap();
+            assert!(!verifies(&theirs, &entry, message), "{other}");
+        }
+        // Nor with the deployment's own key, which is never served.
+        assert!(!verifies(&keys.public().ed25519.unwrap(), &entry, message));
+        // The same deployment key derives the same tenant key every time (every container
+        // signs alike); another deployment key derives another.
+        let again = keys.public_for(&tenant("acme"));
+        assert_eq!(again, keys.public_for(&tenant("acme")));
+        let other_deployment =
+            SigningKeys::new(Some(&generate_ed25519(&mut rand::rng())), None, "a", "b").unwrap();
+        assert_ne!(
+            other_deployment.public_for(&tenant("acme")).ed25519,
+            again.ed25519
         );
+    }
+
+    #[test]
+    fn hkdf_matches_rfc_5869_test_case_1() {
+        let ikm = [0x0b; 22];
+        let salt: Vec<u8> = (0x00..=0x0c).collect();
+        let info: Vec<u8> = (0xf0..=0xf9).collect();
+        // The first 32 of the case's 42 bytes of OKM: T(1).
+        let okm = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf";
+        assert_eq!(hex::encode(hkdf_sha256_32(&salt, &ikm, &info)), okm);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub async fn list<P: Ports>(
         until: time_param(request, "until")?,
         limit: limit_param(request, DEFAULT_PAGE, MAX_PAGE)?,
         cursor: api::query_param(request, "cursor"),
+        oldest_first: false,
     };
     owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
     let page = deps

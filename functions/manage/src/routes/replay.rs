@@ -51,7 +51,7 @@ pub async fn replay<P: Ports>(
         since: Some(since),
         until,
         limit: MAX_REPLAY,
-        cursor: None,
+        ..Default::default()
     };
     let page = deps
         .ports

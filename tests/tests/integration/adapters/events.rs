@@ -143,3 +143,76 @@ async fn the_newest_event_about_a_subject_is_kept_per_subscription() {
         "an expired record does not hold back an older event"
     );
 }
+
+/// Erases in steps of `limit` until no cursor is left; answers the total and the steps.
+async fn erase_all(
+    log: &DynamoEventLog,
+    tenant: &herald_core::ids::TenantId,
+    subscription: Option<&SubscriptionId>,
+    limit: usize,
+) -> (u64, usize) {
+    let (mut total, mut steps, mut cursor) = (0, 0, None::<String>);
+    loop {
+        let step = log
+            .erase(tenant, subscription, cursor.as_deref(), limit)
+            .await
+            .unwrap();
+        total += step.count;
+        steps += 1;
+        match step.next {
+            Some(next) => cursor = Some(next),
+            None => return (total, steps),
+        }
+    }
+}
+
+#[tokio::test]
+async fn erasure_deletes_a_tenants_events_and_subject_records_in_steps_and_no_one_elses() {
+    let (_aws, log) = log().await;
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let (kept, erased) = (
+        SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+        SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+    );
+    let now = now_ms();
+    for i in 0..5 {
+        let e = event_about(&format!("e{i}"), &format!("o{i}"), now);
+        log.accept(&acme, &e, "f", 1, now).await.unwrap();
+        log.accept(&globex, &e, "f", 1, now).await.unwrap();
+        for sub in [&kept, &erased] {
+            log.note_latest(&acme, sub, &e, now).await.unwrap();
+        }
+    }
+    let probe = event_about("e0", "o0", now);
+
+    // One subscription's history: its newest-about-a-subject records alone.
+    let (count, _) = erase_all(&log, &acme, Some(&erased), 2).await;
+    assert_eq!(count, 5);
+    assert_eq!(log.latest(&acme, &erased, &probe, now).await.unwrap(), None);
+    assert!(
+        log.latest(&acme, &kept, &probe, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(log.load(&acme, &probe.id, now).await.unwrap().is_some());
+
+    // The whole tenant, two records a step: its 5 events and the other 5 records.
+    let (count, steps) = erase_all(&log, &acme, None, 2).await;
+    assert_eq!(count, 10);
+    assert!(steps >= 5, "bounded steps: {steps}");
+    for i in 0..5 {
+        let id = herald_core::ids::EventId::parse(&format!("e{i}")).unwrap();
+        assert_eq!(log.load(&acme, &id, now).await.unwrap(), None);
+        assert!(log.load(&globex, &id, now).await.unwrap().is_some());
+    }
+    assert_eq!(log.latest(&acme, &kept, &probe, now).await.unwrap(), None);
+
+    // A cursor into another tenant's partition is refused.
+    let globex_step = log.erase(&globex, None, None, 1).await.unwrap();
+    let foreign = globex_step.next.unwrap();
+    assert!(matches!(
+        log.erase(&acme, None, Some(&foreign), 1).await,
+        Err(herald_core::ports::StoreError::InvalidCursor)
+    ));
+}

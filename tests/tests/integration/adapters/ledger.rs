@@ -2,7 +2,9 @@ use chrono::{DateTime, Utc};
 use herald_aws::dynamo::DynamoDeliveryLedger;
 use herald_core::delivery::{DeadLetterMark, DeliveryState, DeliveryTask};
 use herald_core::ids::SubscriptionId;
-use herald_core::ports::{AttemptResult, ClaimOutcome, DeliveryLedger, DeliveryQuery, StoreError};
+use herald_core::ports::{
+    AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Reopens, StoreError,
+};
 use herald_tests::aws::TestAws;
 use serde_json::json;
 
@@ -214,6 +216,24 @@ async fn every_final_state_stops_a_redelivered_message() {
             matches!(&outcome, ClaimOutcome::Finished(r) if r.state == state && r.attempts.is_empty()),
             "{state:?}: {outcome:?}"
         );
+        // A dead letter redriven by an operator takes a failed delivery again, and no
+        // other final one.
+        let redriven = Claim {
+            reopens: Reopens::Failed,
+            ..claim(now, "c", false)
+        };
+        let outcome = ledger.claim(&task, &redriven).await.unwrap();
+        if state == DeliveryState::Failed {
+            assert!(
+                matches!(&outcome, ClaimOutcome::Claimed(r) if r.state == DeliveryState::Delivering),
+                "{outcome:?}"
+            );
+        } else {
+            assert!(
+                matches!(&outcome, ClaimOutcome::Finished(r) if r.state == state),
+                "{state:?}: {outcome:?}"
+            );
+        }
     }
 }
 
@@ -386,6 +406,24 @@ async fn the_attempt_log_lists_a_subscriptions_deliveries_newest_first() {
     }
     assert_eq!(listed, ids(&newest_first));
 
+    // Oldest first (the feed), paged the same way.
+    let mut listed = Vec::new();
+    let mut query = DeliveryQuery {
+        limit: 2,
+        oldest_first: true,
+        ..Default::default()
+    };
+    loop {
+        let page = ledger.list(&acme, &sub, &query, now).await.unwrap();
+        assert!(page.items.len() <= 2);
+        listed.extend(page.items.into_iter().map(|r| r.id));
+        match page.next {
+            Some(next) => query.cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids(&tasks.iter().collect::<Vec<_>>()));
+
     let delivered = DeliveryQuery {
         state: Some(DeliveryState::Delivered),
         limit: 10,
@@ -434,4 +472,79 @@ async fn the_attempt_log_lists_a_subscriptions_deliveries_newest_first() {
         .await
         .unwrap();
     assert!(expired.items.is_empty());
+}
+
+#[tokio::test]
+async fn erasure_deletes_one_subscriptions_deliveries_or_every_one_of_a_tenant_in_steps() {
+    let (_aws, ledger) = ledger().await;
+    let start = Utc::now();
+    let (first, second) = (
+        SubscriptionId::generate(start, &mut rand::rng()),
+        SubscriptionId::generate(start, &mut rand::rng()),
+    );
+    let first_tasks = deliveries(&ledger, &first, start, 3).await;
+    let second_tasks = deliveries(&ledger, &second, start, 3).await;
+    // Another tenant's delivery, under the same subscription id.
+    let other = DeliveryTask::new(&tenant("globex"), &first, &event("g1", json!({})), start);
+    ledger
+        .claim(&other, &claim(start, "t", false))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let erase_all = |subscription: Option<SubscriptionId>| {
+        let ledger = &ledger;
+        async move {
+            let (mut total, mut cursor) = (0, None::<String>);
+            loop {
+                let step = ledger
+                    .erase(&tenant("acme"), subscription.as_ref(), cursor.as_deref(), 2)
+                    .await
+                    .unwrap();
+                total += step.count;
+                match step.next {
+                    Some(next) => cursor = Some(next),
+                    None => return total,
+                }
+            }
+        }
+    };
+
+    assert_eq!(erase_all(Some(first.clone())).await, 3);
+    for task in &first_tasks {
+        assert_eq!(
+            ledger
+                .get(&tenant("acme"), &task.delivery_id, now)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    for task in &second_tasks {
+        assert!(
+            ledger
+                .get(&tenant("acme"), &task.delivery_id, now)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    // The whole tenant: a scan finds the rest, and leaves the other tenant's.
+    assert_eq!(erase_all(None).await, 3);
+    for task in &second_tasks {
+        assert_eq!(
+            ledger
+                .get(&tenant("acme"), &task.delivery_id, now)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert!(
+        ledger
+            .get(&tenant("globex"), &other.delivery_id, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

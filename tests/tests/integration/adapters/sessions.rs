@@ -79,3 +79,42 @@ async fn a_session_is_never_overwritten() {
     let found = store.get(&token_hash(&token), now).await.unwrap().unwrap();
     assert_eq!(found.tenant, tenant("acme"));
 }
+
+#[tokio::test]
+async fn erasure_deletes_a_tenants_sessions_and_no_one_elses() {
+    let (_aws, store) = store().await;
+    let now = Utc::now();
+    let mut tokens = Vec::new();
+    for name in ["acme", "acme", "acme", "globex"] {
+        let (session, token) = PortalSession::open(
+            tenant(name),
+            vec![],
+            Duration::from_secs(600),
+            now,
+            &mut rand::rng(),
+        );
+        store.create(&session).await.unwrap();
+        tokens.push((name, token));
+    }
+    let (mut erased, mut cursor) = (0, None::<String>);
+    loop {
+        let step = store
+            .erase(&tenant("acme"), cursor.as_deref(), 1)
+            .await
+            .unwrap();
+        erased += step.count;
+        match step.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(erased, 3);
+    for (name, token) in &tokens {
+        let found = store.get(&token_hash(token), now).await.unwrap();
+        assert_eq!(found.is_some(), *name == "globex", "{name}");
+    }
+    assert!(matches!(
+        store.erase(&tenant("acme"), Some("bm90IGEga2V5"), 1).await,
+        Err(StoreError::InvalidCursor)
+    ));
+}

@@ -13,7 +13,7 @@ use herald_core::delivery::{
 };
 use herald_core::event::{Event, EventType};
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
-use herald_core::ports::{Adapters, Ports};
+use herald_core::ports::{Adapters, DeadLetter, Ports};
 use herald_core::ports::{Clock, SendOutcome, SubscriptionStore};
 use herald_core::subscription::SubscriptionStatus;
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
@@ -327,7 +327,8 @@ async fn gone_disables_the_subscription() {
 }
 
 #[tokio::test]
-async fn deliveries_to_a_deleted_or_disabled_subscription_are_skipped_and_recorded() {
+async fn deliveries_to_a_disabled_subscription_are_skipped_and_to_a_deleted_one_let_go_unrecorded()
+{
     for status in [None, Some(SubscriptionStatus::Disabled)] {
         let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
         if let Some(status) = status {
@@ -336,13 +337,24 @@ async fn deliveries_to_a_deleted_or_disabled_subscription_are_skipped_and_record
         let outcome = process_batch(&deps, sqs_event("batch-of-two.json")).await;
         assert!(failures(&outcome).is_empty());
         assert!(deps.ports.sender.sent().is_empty());
-        assert!(
-            deps.ports
-                .ledger
-                .records()
-                .iter()
-                .all(|r| r.state == DeliveryState::Skipped)
-        );
+        let records = deps.ports.ledger.records();
+        match status {
+            // Deleted (or its tenant erased): nothing of the delivery is kept.
+            None => {
+                assert!(records.is_empty(), "{records:?}");
+                assert!(
+                    outcome
+                        .reports
+                        .iter()
+                        .all(|r| r.disposition
+                            == Disposition::Skipped("subscription deleted".into()))
+                );
+            }
+            Some(_) => {
+                assert_eq!(records.len(), 2);
+                assert!(records.iter().all(|r| r.state == DeliveryState::Skipped));
+            }
+        }
     }
 }
 
@@ -521,6 +533,146 @@ async fn a_dead_letter_that_cannot_be_sent_keeps_its_message_and_shortens_its_vi
     );
 }
 
+/// A dead letter as an operator's redrive ("Start DLQ redrive", `StartMessageMoveTask`)
+/// brings it back to the delivery queue: its body and message attributes as Herald sent
+/// them, under a new message id, received for the first time.
+fn redriven(letter: &DeadLetter, message_id: &str) -> SqsEvent {
+    let mut attributes = serde_json::Map::new();
+    attributes.insert(
+        DeadLetter::REASON_ATTRIBUTE.into(),
+        json!({"stringValue": letter.reason, "dataType": "String"}),
+    );
+    if let Some(id) = &letter.delivery_id {
+        attributes.insert(
+            DeadLetter::DELIVERY_ATTRIBUTE.into(),
+            json!({"stringValue": id.as_str(), "dataType": "String"}),
+        );
+    }
+    serde_json::from_value(json!({"Records": [{
+        "messageId": message_id,
+        "receiptHandle": format!("r-{message_id}"),
+        "body": letter.body,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": attributes,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:000000000000:herald-deliveries",
+        "awsRegion": "eu-west-1"
+    }]}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_dead_letter_redriven_by_an_operator_is_delivered_again_and_a_second_copy_is_not() {
+    // The first attempt fails and spends the window; the receiver is fixed after.
+    let deps = spent_on_the_first_failure(1);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let batch = batch_of(1);
+    let task = decode_message(batch.records[0].body.as_deref().unwrap()).unwrap();
+    process_batch(&deps, batch).await;
+    let letters = deps.ports.queue.dead_letters();
+    assert_eq!(letters.len(), 1);
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(
+        (record.state, record.dead_letter),
+        (DeliveryState::Failed, Some(DeadLetterMark::Sent))
+    );
+
+    // Redriven: a new attempt under the same webhook id, marked forced, and delivered.
+    let outcome = process_batch(&deps, redriven(&letters[0], "moved-1")).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
+    let sent = deps.ports.sender.sent();
+    assert_eq!(sent.len(), 2);
+    let webhook_id = |i: usize| {
+        sent[i]
+            .headers
+            .iter()
+            .find(|(k, _)| k == "webhook-id")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(webhook_id(1), task.delivery_id.as_str());
+    assert_eq!(webhook_id(0), webhook_id(1));
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    assert_eq!(
+        record
+            .attempts
+            .iter()
+            .map(|a| (a.number, a.forced))
+            .collect::<Vec<_>>(),
+        vec![(1, false), (2, true)]
+    );
+    assert_eq!(
+        deps.ports.queue.dead_letters().len(),
+        1,
+        "no new dead letter"
+    );
+
+    // A second copy of the redriven message (redriven twice, or handed out twice) finds
+    // the delivery delivered: a duplicate, let go without a POST.
+    let outcome = process_batch(&deps, redriven(&letters[0], "moved-2")).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(
+        outcome.reports[0].disposition,
+        Disposition::AlreadyFinished(DeliveryState::Delivered)
+    );
+    assert_eq!(deps.ports.sender.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn a_redriven_dead_letter_that_fails_again_goes_back_to_the_dead_letter_queue() {
+    let deps = spent_on_the_first_failure(2);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let batch = batch_of(1);
+    let task = decode_message(batch.records[0].body.as_deref().unwrap()).unwrap();
+    process_batch(&deps, batch).await;
+    let letter = deps.ports.queue.dead_letters().remove(0);
+
+    let outcome = process_batch(&deps, redriven(&letter, "moved-1")).await;
+
+    assert!(
+        failures(&outcome).is_empty(),
+        "let go: its copy is dead-lettered"
+    );
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::Failed(_)
+    ));
+    assert_eq!(deps.ports.sender.sent().len(), 2);
+    let letters = deps.ports.queue.dead_letters();
+    assert_eq!(letters.len(), 2, "dead-lettered again, not dropped");
+    assert_eq!(letters[1].body, letter.body);
+    assert_eq!(letters[1].delivery_id.as_ref(), Some(&task.delivery_id));
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(
+        (record.state, record.dead_letter, record.attempts.len()),
+        (DeliveryState::Failed, Some(DeadLetterMark::Sent), 2)
+    );
+}
+
+#[tokio::test]
+async fn a_redriven_malformed_message_is_dead_lettered_again() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let letter = DeadLetter {
+        body: "{\"kind\": \"mystery\"}".into(),
+        reason: "malformed task: unknown variant".into(),
+        delivery_id: None,
+    };
+
+    let outcome = process_batch(&deps, redriven(&letter, "moved-1")).await;
+
+    assert!(failures(&outcome).is_empty());
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::DeadLettered(_)
+    ));
+    let letters = deps.ports.queue.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].body, letter.body);
+    assert!(deps.ports.sender.sent().is_empty());
+}
+
 #[tokio::test]
 async fn a_dead_letter_refused_for_good_is_sent_by_the_copy_that_comes_back() {
     let deps = spent_on_the_first_failure(1);
@@ -564,8 +716,7 @@ async fn a_dead_letter_refused_for_good_is_sent_by_the_copy_that_comes_back() {
         (DeliveryState::Failed, Some(DeadLetterMark::Sent), 1)
     );
 
-    // A copy after that (a duplicate, or a redrive from the dead-letter queue) is not
-    // dead-lettered again.
+    // A copy after that (a duplicate) is not dead-lettered again.
     let outcome = process_batch(&deps, batch).await;
     assert!(failures(&outcome).is_empty());
     assert_eq!(

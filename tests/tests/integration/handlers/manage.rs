@@ -66,6 +66,7 @@ pub(super) fn deps() -> Deps {
         url_policy: UrlPolicy::default(),
         max_attempts: 40,
         portal: Default::default(),
+        erasure_settle: std::time::Duration::ZERO,
     }
 }
 
@@ -714,7 +715,9 @@ async fn a_delivery_at_the_most_attempts_a_record_keeps_is_not_sent_again() {
     use herald_core::delivery::{Attempt, DeliveryState, DeliveryTask, MAX_ATTEMPTS_KEPT};
     use herald_core::event::{Event, EventType};
     use herald_core::ids::{EventId, SubscriptionId, TenantId};
-    use herald_core::ports::{AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog};
+    use herald_core::ports::{
+        AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog, Reopens,
+    };
     let deps = deps();
     let created = json_of(
         &create(
@@ -743,7 +746,7 @@ async fn a_delivery_at_the_most_attempts_a_record_keeps_is_not_sent_again() {
     // A delivery forced again and again until its record holds the most it keeps.
     for number in 1..=MAX_ATTEMPTS_KEPT {
         let claim = Claim {
-            task_forced: true,
+            reopens: Reopens::Any,
             token: format!("t{number}"),
             now,
             lease_until: now + chrono::Duration::seconds(60),

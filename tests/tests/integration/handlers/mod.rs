@@ -2,6 +2,7 @@
 //! of `events/`.
 
 mod deliver;
+mod erase;
 mod ingest;
 mod manage;
 mod per_host;
