@@ -163,6 +163,13 @@ fn subscription_text(s: &Value) -> String {
                 None => "the deployment's".to_owned(),
             },
         ),
+        (
+            "timeout",
+            match s["timeout"].as_str() {
+                Some(t) => t.to_owned(),
+                None => "the deployment's".to_owned(),
+            },
+        ),
         ("created", cell(&s["created_at"])),
     ];
     if let Some(headers) = s["headers"].as_object().filter(|h| !h.is_empty()) {
@@ -214,6 +221,8 @@ pub struct SubscriptionFields {
     pub filter: Option<String>,
     /// Its own retry policy: (schedule, window).
     pub retry: Option<(String, String)>,
+    /// Its own limit on an attempt.
+    pub timeout: Option<String>,
 }
 
 impl SubscriptionFields {
@@ -255,6 +264,9 @@ impl SubscriptionFields {
                 json!({"schedule": schedule, "window": window}),
             );
         }
+        if let Some(timeout) = &self.timeout {
+            body.insert("timeout".into(), json!(timeout));
+        }
         if let Some(filter) = &self.filter {
             let parsed: Value = serde_json::from_str(filter)
                 .map_err(|e| Failure::usage(format!("--filter is not JSON: {e}")))?;
@@ -295,7 +307,7 @@ pub async fn subscriptions_update(
     let body = fields_in.body()?;
     if body.as_object().is_some_and(Map::is_empty) {
         return Err(Failure::usage(
-            "nothing to change: give --url, --event-type, --description, --format, --header, --filter, --retry-schedule and --retry-window, or --status",
+            "nothing to change: give --url, --event-type, --description, --format, --header, --filter, --retry-schedule and --retry-window, --timeout, or --status",
         ));
     }
     let json = client

@@ -165,6 +165,9 @@ struct Optional {
     /// --retry-schedule.
     #[arg(long, requires = "retry_schedule")]
     retry_window: Option<String>,
+    /// Its own limit on one attempt (`10s`), up to the deployment's.
+    #[arg(long)]
+    timeout: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -297,6 +300,7 @@ impl Optional {
             status,
             filter: self.filter,
             retry: self.retry_schedule.zip(self.retry_window),
+            timeout: self.timeout,
         }
     }
 }

@@ -116,6 +116,7 @@ impl KeyStore for KeySource {
                     secrets.names.md5_header.to_ascii_lowercase(),
                 ],
                 max_attempts: None,
+                max_timeout: None,
             },
         }
     }

@@ -366,6 +366,8 @@ pub trait DeliveryQueue: Send + Sync {
 #[derive(Clone)]
 pub struct OutgoingWebhook {
     pub url: crate::subscription::url::SubscriptionUrl,
+    /// The subscription's own limit on the attempt, when shorter than the sender's.
+    pub timeout: Option<Duration>,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -468,6 +470,7 @@ impl KeyStore for std::sync::Arc<crate::webhook::keys::SigningKeys> {
             ed25519: self.has_ed25519(),
             rsa: self.has_rsa(),
             max_attempts: None,
+            max_timeout: None,
         }
     }
 

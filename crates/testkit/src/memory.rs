@@ -39,6 +39,7 @@ pub fn active_subscription(
         signatures: Default::default(),
         supersede: false,
         retry: None,
+        timeout: None,
         secrets: vec![herald_core::subscription::SigningSecret {
             secret: herald_core::webhook::sign::WebhookSecret::generate(&mut rand::rng()),
             expires_at: None,

@@ -28,6 +28,7 @@ pub async fn owned_subscription<S: SubscriptionStore>(
 pub fn offer<P: Ports>(deps: &ManageDeps<P>) -> herald_core::subscription::Offer {
     herald_core::subscription::Offer {
         max_attempts: Some(deps.max_attempts),
+        max_timeout: Some(deps.max_timeout),
         ..deps.ports.keys.offer()
     }
 }

@@ -27,6 +27,9 @@ pub struct ManageDeps<P: Ports> {
     /// less those kept for receives without an attempt): a bound on a subscription's own
     /// retry policy.
     pub max_attempts: u32,
+    /// The longest an attempt may take in this deployment (`HERALD_DELIVERY_TIMEOUT`): a
+    /// bound on a subscription's own `timeout`.
+    pub max_timeout: std::time::Duration,
     /// How long after a tenant's subscriptions are erased deliver may still record a
     /// delivery of theirs: the sweep of its erasure waits this long.
     pub erasure_settle: std::time::Duration,
@@ -53,6 +56,7 @@ impl HttpFunction for Manage {
                 .saturating_sub(RECEIVES_WITHOUT_ATTEMPT),
             portal: started.config.portal,
             erasure_settle: started.config.erasure_settle,
+            max_timeout: started.config.timeout,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct SubscriptionView<'a> {
     /// Its own retry policy; the deployment's when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<&'a herald_core::delivery::retry::RetrySpec>,
+    /// Its own limit on an attempt; the deployment's when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<herald_core::subscription::timeout::AttemptTimeout>,
     pub status: SubscriptionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<&'a str>,
@@ -63,6 +66,7 @@ impl<'a> SubscriptionView<'a> {
             signatures: s.signatures,
             supersede: s.supersede,
             retry: s.retry.as_ref(),
+            timeout: s.timeout,
             status: s.status,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,

@@ -160,6 +160,8 @@ async fn subscriptions_are_managed_from_the_command_line() {
             "1m,5m,30m",
             "--retry-window",
             "1d",
+            "--timeout",
+            "3s",
         ],
     )
     .await
@@ -169,6 +171,7 @@ async fn subscriptions_are_managed_from_the_command_line() {
         "{}",
         own_retries.out
     );
+    assert!(own_retries.out.contains("3s"), "{}", own_retries.out);
     assert_eq!(
         shown["headers"],
         json!({"x-team": "********"}),

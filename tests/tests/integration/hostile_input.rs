@@ -122,6 +122,7 @@ proptest! {
             max_attempts: 40,
             portal: Default::default(),
             erasure_settle: std::time::Duration::ZERO,
+        max_timeout: std::time::Duration::from_secs(30),
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));
         let status = response.status().as_u16();

@@ -728,3 +728,106 @@ async fn a_disable_reaches_deliver_once_its_kept_copy_expires() {
     assert_eq!(receiver.requests().len(), 1);
     herald.shutdown().await;
 }
+
+/// Subscribes `url` for acme with extra fields (a retry policy, a timeout); answers its id.
+async fn subscribe_with(herald: &TestHerald, url: &str, extra: Value) -> String {
+    let mut body = json!({"url": url, "event_types": ["*"]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let (status, created) = herald
+        .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn subscriptions_keep_their_own_retry_policies_and_timeouts_side_by_side() {
+    // The deployment's own policy would retry in an hour, and wait 30 s for an answer.
+    let herald = TestHerald::start(&[
+        ("HERALD_RETRY_SCHEDULE", "1h"),
+        ("HERALD_RETRY_WINDOW", "1d"),
+    ])
+    .await;
+    // Seed 002's kind: three retries at fixed delays (seconds here, minutes there).
+    let three_retries = TestReceiver::start(Script::always(500)).await;
+    let fixed = subscribe_with(
+        &herald,
+        &three_retries.url(),
+        json!({"retry": {"schedule": "1s,1s,1s", "window": "1m"}}),
+    )
+    .await;
+    // Seed 001's kind: doubling delays (2, 4, 8 s here; minutes there) within a window.
+    let doubling_receiver = TestReceiver::start(Script::sequence([500, 500, 500, 200])).await;
+    let doubling = subscribe_with(
+        &herald,
+        &doubling_receiver.url(),
+        json!({"retry": {"schedule": "exponential:2s", "window": "1m"}}),
+    )
+    .await;
+    // A receiver answering after 3 s, and a subscription that waits 1 s for it.
+    let slow_receiver =
+        TestReceiver::start(Script::always(200).with_delay(Duration::from_secs(3))).await;
+    let impatient = subscribe_with(
+        &herald,
+        &slow_receiver.url(),
+        json!({"timeout": "1s", "retry": {"schedule": "1s", "window": "1m"}}),
+    )
+    .await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-policies", "type": "order.shipped", "data": {}}),
+        )
+        .await;
+
+    let record_of = |sub: String| {
+        let herald = &herald;
+        async move {
+            let id = delivery_id(herald, "acme", "e-policies", &sub).await;
+            wait_for_state(herald, "acme", &id, DeliveryState::Failed).await
+        }
+    };
+    // Gaps carry up to a batch's duration on top of the delay (a batch's queue calls are
+    // made once its records are done), so they are compared, not timed exactly.
+    let gaps = |record: &DeliveryRecord| -> Vec<i64> {
+        record
+            .attempts
+            .windows(2)
+            .map(|w| (w[1].at - w[0].at).num_milliseconds())
+            .collect()
+    };
+    let fixed = record_of(fixed).await;
+    assert_eq!(fixed.attempts.len(), 4, "the first and three retries");
+    let fixed_gaps = gaps(&fixed);
+    assert!(
+        fixed_gaps.iter().all(|g| (900..4000).contains(g)),
+        "{fixed_gaps:?}"
+    );
+
+    let id = delivery_id(&herald, "acme", "e-policies", &doubling).await;
+    let doubling = wait_for_state(&herald, "acme", &id, DeliveryState::Delivered).await;
+    assert_eq!(doubling.attempts.len(), 4);
+    let doubling_gaps = gaps(&doubling);
+    assert!(
+        doubling_gaps[2] >= 7000 && doubling_gaps[2] > doubling_gaps[0] + 3000,
+        "doubling: {doubling_gaps:?}"
+    );
+    assert!(
+        doubling_gaps[2] > *fixed_gaps.iter().max().unwrap(),
+        "{doubling_gaps:?} against {fixed_gaps:?}"
+    );
+
+    let impatient = record_of(impatient).await;
+    assert_eq!(impatient.attempts.len(), 2, "{:?}", impatient.attempts);
+    for attempt in &impatient.attempts {
+        assert_eq!(
+            attempt.error,
+            Some(herald_core::delivery::AttemptError::Timeout),
+            "{attempt:?}"
+        );
+        assert!(attempt.latency_ms < 2500, "{attempt:?}");
+    }
+    herald.shutdown().await;
+}

@@ -620,6 +620,37 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         assert_eq!(page.0, 200, "{}", side.base);
     }
     both!(
+        "POST",
+        "/v1/subscriptions/{id}/history/erase",
+        "/v1/subscriptions/{id}/history/erase",
+        None,
+        200
+    );
+    // A tenant's erasure, by an operator (the local token `ops:operator`, read unchecked
+    // under SAM as locally) for a tenant with nothing kept: both sides run it to its
+    // sweep, which waits the settle time. Its cursor carries a time, so the answers are
+    // compared field by field.
+    let mut erasures = Vec::new();
+    for side in &sides {
+        let answer = http(
+            "POST",
+            &format!("{}/v1/tenant/erase", side.base),
+            &[
+                ("authorization", "Bearer ops:operator"),
+                ("herald-tenant", "nobody"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(answer.0, 200, "{}: {}", side.base, answer.1);
+        erasures.push(answer.1);
+    }
+    for field in ["done", "stage", "erased"] {
+        assert_eq!(erasures[0][field], erasures[1][field], "{field}");
+    }
+    assert_eq!(erasures[0]["stage"], "sweep");
+    routes_called.insert(("POST".to_owned(), "/v1/tenant/erase".to_owned()));
+    both!(
         "DELETE",
         "/v1/subscriptions/{id}",
         "/v1/subscriptions/{id}",

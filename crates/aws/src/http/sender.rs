@@ -173,7 +173,11 @@ impl HttpWebhookSender {
         // reqwest's own timeout covers the same span; this deadline makes the bound hold
         // whatever reqwest does (the retry included), and lets a late body end the
         // excerpt, not the attempt.
-        let deadline = tokio::time::Instant::from_std(started) + self.settings.timeout;
+        // The subscription's own limit when it set a shorter one.
+        let limit = webhook
+            .timeout
+            .map_or(self.settings.timeout, |own| own.min(self.settings.timeout));
+        let deadline = tokio::time::Instant::from_std(started) + limit;
         let mut request = self
             .client
             .post(webhook.url.url().clone())
@@ -183,7 +187,7 @@ impl HttpWebhookSender {
         }
         let request = match request.build() {
             Ok(request) => request,
-            Err(e) => return self.failed(&e, started),
+            Err(e) => return self.failed(&e, started, limit),
         };
         // The body is in memory, so the copy always exists (and shares its bytes).
         let copy = request.try_clone();
@@ -201,8 +205,8 @@ impl HttpWebhookSender {
         }
         let mut response = match sent {
             Ok(Ok(response)) => response,
-            Ok(Err(e)) => return noting_retry(self.failed(&e, started), retried),
-            Err(_) => return noting_retry(self.timed_out(started), retried),
+            Ok(Err(e)) => return noting_retry(self.failed(&e, started, limit), retried),
+            Err(_) => return noting_retry(self.timed_out(started, limit), retried),
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -219,14 +223,14 @@ impl HttpWebhookSender {
         }
     }
 
-    fn failed(&self, e: &reqwest::Error, started: Instant) -> SendOutcome {
+    fn failed(&self, e: &reqwest::Error, started: Instant, limit: Duration) -> SendOutcome {
         let error = classify(e);
         let detail = match error {
             AttemptError::Timeout if e.is_connect() => format!(
                 "no connection within {} ms",
                 self.settings.connect_timeout.as_millis()
             ),
-            AttemptError::Timeout => return self.timed_out(started),
+            AttemptError::Timeout => return self.timed_out(started, limit),
             _ => describe(e),
         };
         SendOutcome::Failed {
@@ -236,10 +240,10 @@ impl HttpWebhookSender {
         }
     }
 
-    fn timed_out(&self, started: Instant) -> SendOutcome {
+    fn timed_out(&self, started: Instant, limit: Duration) -> SendOutcome {
         SendOutcome::Failed {
             error: AttemptError::Timeout,
-            detail: format!("no answer within {} ms", self.settings.timeout.as_millis()),
+            detail: format!("no answer within {} ms", limit.as_millis()),
             latency: started.elapsed(),
         }
     }

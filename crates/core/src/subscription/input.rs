@@ -64,6 +64,10 @@ pub struct NewSubscription {
     pub supersede: Option<bool>,
     #[serde(default)]
     pub retry: Option<crate::delivery::retry::RetrySpec>,
+    /// A duration such as `"10s"` (checked in `into_subscription`, so that any other JSON
+    /// is refused naming the field).
+    #[serde(default)]
+    pub timeout: Option<Value>,
 }
 
 /// What a deployment can offer a subscription: its reserved header names and keys, and
@@ -74,6 +78,18 @@ pub struct Offer {
     pub ed25519: bool,
     pub rsa: bool,
     pub max_attempts: Option<u32>,
+    /// The longest an attempt may take here (`HERALD_DELIVERY_TIMEOUT`; None: not bounded).
+    pub max_timeout: Option<std::time::Duration>,
+}
+
+/// A subscription's own limit on an attempt, checked against the deployment's.
+pub fn parse_timeout(
+    raw: Option<&str>,
+    offer: &Offer,
+) -> Result<Option<super::timeout::AttemptTimeout>, FieldError> {
+    raw.map(|raw| super::timeout::AttemptTimeout::parse(raw, offer.max_timeout))
+        .transpose()
+        .map_err(|e| FieldError::new("timeout", e))
 }
 
 /// A subscription's own retry policy, checked against what the deployment allows.
@@ -285,6 +301,16 @@ impl NewSubscription {
         let headers = parse_headers(self.headers.unwrap_or_default(), offer)?;
         let signatures = check_signatures(self.signatures.unwrap_or_default(), offer)?;
         let retry = parse_retry(self.retry, offer)?;
+        let timeout = match self.timeout {
+            None | Some(Value::Null) => None,
+            Some(Value::String(raw)) => parse_timeout(Some(&raw), offer)?,
+            Some(_) => {
+                return Err(FieldError::new(
+                    "timeout",
+                    "a duration such as \"10s\"".to_owned(),
+                ));
+            }
+        };
         Ok(Subscription {
             tenant,
             id: SubscriptionId::generate(now, rng),
@@ -298,6 +324,7 @@ impl NewSubscription {
             signatures,
             supersede: self.supersede.unwrap_or(false),
             retry,
+            timeout,
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::generate(rng),
                 expires_at: None,

@@ -1,6 +1,7 @@
 //! Subscriptions: where a tenant wants which events sent, and how.
 
 mod input;
+pub mod timeout;
 pub mod transitions;
 pub mod url;
 
@@ -21,7 +22,7 @@ use crate::webhook::sign::WebhookSecret;
 pub use input::{
     FieldError, MASKED_HEADER_VALUE, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer,
     check_signatures, parse_description, parse_filter, parse_headers, parse_patterns, parse_retry,
-    parse_selection, unmask_headers,
+    parse_selection, parse_timeout, unmask_headers,
 };
 
 /// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.
@@ -83,6 +84,9 @@ pub struct Subscription {
     /// Its own retry policy, in place of the deployment's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<crate::delivery::retry::RetrySpec>,
+    /// Its own limit on one attempt, within the deployment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<timeout::AttemptTimeout>,
     /// Current secret first, then previous ones still in their grace period.
     pub secrets: Vec<SigningSecret>,
     pub status: SubscriptionStatus,

@@ -63,6 +63,7 @@ pub fn build(
         headers.extend(keys.rsa_headers(&body));
     }
     OutgoingWebhook {
+        timeout: subscription.timeout.map(|t| t.get()),
         url: subscription.url.clone(),
         headers,
         body,

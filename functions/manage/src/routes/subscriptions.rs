@@ -8,7 +8,8 @@ use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
     NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, parse_description,
-    parse_filter, parse_headers, parse_patterns, parse_retry, parse_selection, unmask_headers,
+    parse_filter, parse_headers, parse_patterns, parse_retry, parse_selection, parse_timeout,
+    unmask_headers,
 };
 use herald_core::webhook::render::BodyFormat;
 use lambda_http::http::{StatusCode, header};
@@ -147,6 +148,9 @@ struct SubscriptionPatch {
     /// A retry policy of its own; `null` returns to the deployment's.
     #[serde(default, deserialize_with = "present")]
     retry: Option<Value>,
+    /// A limit on an attempt of its own; `null` returns to the deployment's.
+    #[serde(default, deserialize_with = "present")]
+    timeout: Option<Value>,
     status: Option<SubscriptionStatus>,
     /// The version the change is based on; `If-Match` may say it instead.
     version: Option<u64>,
@@ -232,6 +236,19 @@ pub async fn patch<P: Ports>(
                 .map_err(|e| ApiError::unprocessable(format!("retry: {e}")))?;
             subscription.retry = parse_retry(Some(spec), &offered)
                 .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        }
+    }
+    match input.timeout {
+        None => {}
+        Some(Value::Null) => subscription.timeout = None,
+        Some(Value::String(raw)) => {
+            subscription.timeout = parse_timeout(Some(&raw), &offered)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        }
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "timeout: a duration such as \"10s\", or null",
+            ));
         }
     }
     if let Some(signatures) = input.signatures {

@@ -67,6 +67,7 @@ pub(super) fn deps() -> Deps {
         max_attempts: 40,
         portal: Default::default(),
         erasure_settle: std::time::Duration::ZERO,
+        max_timeout: std::time::Duration::from_secs(30),
     }
 }
 
@@ -586,6 +587,71 @@ async fn an_event_is_read_back_by_its_id_within_its_tenant() {
         let response = handle(&deps, call("GET", path, Some(tenant), None)).await;
         assert_eq!(response.status(), 404, "{tenant} {path}");
     }
+}
+
+#[tokio::test]
+async fn a_subscription_may_have_its_own_timeout_within_the_deployments() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://a.example.com/", "event_types": ["*"], "timeout": "10s"}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let body = json_of(&created);
+    assert_eq!(body["timeout"], "10s");
+    let path = format!("/v1/subscriptions/{}", body["id"].as_str().unwrap());
+    let stored = deps.ports.subscriptions.all();
+    assert_eq!(
+        stored[0].timeout.map(|t| t.get()),
+        Some(std::time::Duration::from_secs(10))
+    );
+
+    // The deployment here allows 30 s.
+    for (timeout, needle) in [
+        (json!("31s"), "at most 30s"),
+        (json!("100ms"), "at least 1s"),
+        (json!("soon"), "timeout"),
+        (json!(12), "timeout"),
+    ] {
+        let response = create(
+            &deps,
+            "acme",
+            json!({"url": "https://b.example.com/", "event_types": ["*"], "timeout": timeout}),
+        )
+        .await;
+        assert_eq!(response.status(), 422, "{timeout}");
+        let message = json_of(&response)["error"]["message"].to_string();
+        assert!(message.contains(needle), "{timeout}: {message}");
+        let patched = handle(
+            &deps,
+            call(
+                "PATCH",
+                &path,
+                Some("acme"),
+                Some(json!({"timeout": timeout})),
+            ),
+        )
+        .await;
+        assert_eq!(patched.status(), 422, "PATCH {timeout}");
+    }
+    let changed = handle(
+        &deps,
+        call("PATCH", &path, Some("acme"), Some(json!({"timeout": "2s"}))),
+    )
+    .await;
+    assert_eq!(json_of(&changed)["timeout"], "2s");
+    let reset = handle(
+        &deps,
+        call("PATCH", &path, Some("acme"), Some(json!({"timeout": null}))),
+    )
+    .await;
+    assert_eq!(reset.status(), 200);
+    assert!(
+        json_of(&reset).get("timeout").is_none(),
+        "back to the deployment's"
+    );
 }
 
 #[tokio::test]

@@ -277,6 +277,7 @@ impl Resolver for CountingResolver {
 
 fn webhook(url: &str) -> OutgoingWebhook {
     OutgoingWebhook {
+        timeout: None,
         url: SubscriptionUrl::parse(url, &LOCAL).unwrap(),
         headers: vec![("content-type".into(), "application/json".into())],
         body: b"{}".to_vec(),
@@ -340,6 +341,7 @@ async fn the_request_carries_the_given_headers_and_body() {
     let body = br#"{"type":"order.shipped","data":{"id":1}}"#.to_vec();
     let outcome = sender(LOCAL, Duration::from_secs(5))
         .send(OutgoingWebhook {
+            timeout: None,
             url: SubscriptionUrl::parse(&receiver.url("/hooks?tenant=a"), &LOCAL).unwrap(),
             headers: vec![
                 ("content-type".into(), "application/json".into()),
@@ -452,6 +454,33 @@ async fn a_silent_receiver_costs_the_timeout() {
     // A timeout is not retried.
     assert_eq!(receiver.connections.load(Ordering::SeqCst), 1);
     assert_eq!(receiver.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_subscriptions_own_shorter_limit_ends_the_attempt_sooner() {
+    let receiver = Receiver::start(Reply::Silent).await;
+    let started = Instant::now();
+    let mut limited = webhook(&receiver.url("/"));
+    limited.timeout = Some(Duration::from_millis(300));
+    let outcome = sender(LOCAL, Duration::from_secs(20)).send(limited).await;
+    let elapsed = started.elapsed();
+    let SendOutcome::Failed { error, detail, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        (error, detail.as_str()),
+        (AttemptError::Timeout, "no answer within 300 ms")
+    );
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+
+    // A longer one than the deployment's is held to the deployment's.
+    let started = Instant::now();
+    let mut longer = webhook(&receiver.url("/"));
+    longer.timeout = Some(Duration::from_secs(60));
+    let outcome = sender(LOCAL, Duration::from_millis(300)).send(longer).await;
+    assert_eq!(failure(&outcome), Some(AttemptError::Timeout));
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
