@@ -164,6 +164,13 @@ fn subscription_text(s: &Value) -> String {
             },
         ),
         (
+            "rate limit",
+            match s["rate_limit"].as_u64() {
+                Some(n) => format!("{n} a second"),
+                None => "none".to_owned(),
+            },
+        ),
+        (
             "timeout",
             match s["timeout"].as_str() {
                 Some(t) => t.to_owned(),
@@ -223,6 +230,8 @@ pub struct SubscriptionFields {
     pub retry: Option<(String, String)>,
     /// Its own limit on an attempt.
     pub timeout: Option<String>,
+    /// Deliveries a second at most.
+    pub rate_limit: Option<u32>,
 }
 
 impl SubscriptionFields {
@@ -267,6 +276,9 @@ impl SubscriptionFields {
         if let Some(timeout) = &self.timeout {
             body.insert("timeout".into(), json!(timeout));
         }
+        if let Some(rate) = self.rate_limit {
+            body.insert("rate_limit".into(), json!(rate));
+        }
         if let Some(filter) = &self.filter {
             let parsed: Value = serde_json::from_str(filter)
                 .map_err(|e| Failure::usage(format!("--filter is not JSON: {e}")))?;
@@ -307,7 +319,7 @@ pub async fn subscriptions_update(
     let body = fields_in.body()?;
     if body.as_object().is_some_and(Map::is_empty) {
         return Err(Failure::usage(
-            "nothing to change: give --url, --event-type, --description, --format, --header, --filter, --retry-schedule and --retry-window, --timeout, or --status",
+            "nothing to change: give --url, --event-type, --description, --format, --header, --filter, --retry-schedule and --retry-window, --timeout, --rate-limit, or --status",
         ));
     }
     let json = client

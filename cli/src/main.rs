@@ -168,6 +168,9 @@ struct Optional {
     /// Its own limit on one attempt (`10s`), up to the deployment's.
     #[arg(long)]
     timeout: Option<String>,
+    /// At most this many deliveries a second (1–1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rate_limit: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -301,6 +304,7 @@ impl Optional {
             filter: self.filter,
             retry: self.retry_schedule.zip(self.retry_window),
             timeout: self.timeout,
+            rate_limit: self.rate_limit,
         }
     }
 }

@@ -28,6 +28,16 @@ impl TestHerald {
         settings: &[(&str, &str)],
         visibility_timeout: Option<i32>,
     ) -> Self {
+        Self::start_polling(sdk, settings, visibility_timeout, 2).await
+    }
+
+    /// The same, with `pollers` batches in flight at once (as many deliver instances).
+    pub async fn start_polling(
+        sdk: aws_config::SdkConfig,
+        settings: &[(&str, &str)],
+        visibility_timeout: Option<i32>,
+        pollers: usize,
+    ) -> Self {
         // Test logs stay silent unless asked for with RUST_LOG.
         if std::env::var_os("RUST_LOG").is_some() {
             herald_aws::lambda::telemetry::init_json_logs();
@@ -47,7 +57,7 @@ impl TestHerald {
             poll: PollSettings {
                 batch_size: 10,
                 wait_seconds: 1,
-                pollers: 2,
+                pollers,
                 print_attempts: false,
                 visibility_timeout,
             },

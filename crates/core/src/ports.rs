@@ -289,6 +289,15 @@ pub trait DeliveryLedger: Send + Sync {
         id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<DeliveryRecord>, StoreError>> + Send;
+    /// The next ticket (1 for the first) of one-second window `second` (unix seconds) of a
+    /// rate-limited subscription: one counter shared by every deliver container
+    /// (`crate::delivery::rate`).
+    fn take_ticket(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        second: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Deletes the records of one subscription, or with `None` of every subscription the
     /// tenant has or had, from `cursor` on; a step looks at up to `limit` records.
     fn erase(

@@ -40,6 +40,7 @@ pub fn active_subscription(
         supersede: false,
         retry: None,
         timeout: None,
+        rate_limit: None,
         secrets: vec![herald_core::subscription::SigningSecret {
             secret: herald_core::webhook::sign::WebhookSecret::generate(&mut rand::rng()),
             expires_at: None,
@@ -335,6 +336,8 @@ struct Held {
 #[derive(Default)]
 pub struct InMemoryDeliveryLedger {
     items: Mutex<HashMap<DeliveryId, Held>>,
+    /// Rate-limit tickets handed out, by subscription and second.
+    tickets: Mutex<HashMap<(TenantId, SubscriptionId, i64), u64>>,
     /// How many upcoming `dead_lettered` calls fail.
     pub fail_next_dead_lettered: Mutex<usize>,
 }
@@ -494,6 +497,20 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
             .get(id)
             .map(|h| h.record.clone())
             .filter(|r| &r.tenant == tenant && r.expires_at > now))
+    }
+
+    async fn take_ticket(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        second: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tickets = lock(&self.tickets);
+        let taken = tickets
+            .entry((tenant.clone(), subscription.clone(), second))
+            .or_default();
+        *taken += 1;
+        Ok(*taken)
     }
 
     async fn erase(

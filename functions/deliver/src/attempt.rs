@@ -92,6 +92,11 @@ pub(crate) async fn deliver<P: Ports>(
     if let Some(Ok(None)) = shared.subscriptions.get(&key) {
         return Outcome::unsent(Disposition::Skipped("subscription deleted".into()), None);
     }
+    if let Some(Ok(Some(subscription))) = shared.subscriptions.get(&key)
+        && let Err(disposition) = within_rate(deps, task, subscription, received).await
+    {
+        return Outcome::unsent(disposition, Some(subscription));
+    }
     let claimed = match claim(deps, task, received.reopens(task)).await {
         Ok(claimed) => claimed,
         Err(disposition) => return Outcome::unsent(disposition, None),
@@ -109,6 +114,39 @@ pub(crate) async fn deliver<P: Ports>(
         disposition,
         url: Some(subscription.url.as_str().to_owned()),
         attempt: Some(sent.attempt),
+    }
+}
+
+/// An active subscription's rate limit: the record takes a ticket of this second's window
+/// (before its claim, so a wait costs that one write) and waits for its window when the
+/// ticket is past the limit. A message at the queue's last receive goes regardless: a
+/// wait would hand it to the dead-letter queue unattempted.
+async fn within_rate<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    subscription: &Subscription,
+    received: Received,
+) -> Result<(), Disposition> {
+    let Some(limit) = subscription.rate_limit else {
+        return Ok(());
+    };
+    if subscription.status != SubscriptionStatus::Active
+        || received.count >= deps.settings.max_receives
+    {
+        return Ok(());
+    }
+    let second = deps.ports.clock.now().timestamp();
+    match deps
+        .ports
+        .ledger
+        .take_ticket(&task.tenant, &task.subscription_id, second)
+        .await
+    {
+        Ok(ticket) => match limit.wait_for(ticket) {
+            None => Ok(()),
+            Some(wait) => Err(Disposition::RateLimited(wait)),
+        },
+        Err(e) => Err(interrupted(format!("rate limit: {e}"))),
     }
 }
 

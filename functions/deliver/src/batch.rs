@@ -305,7 +305,7 @@ fn report_of(message_id: &str, task: &DeliveryTask, outcome: Outcome) -> RecordR
 /// The batch's metrics (docs/OPERATIONS.md): each record's outcome counted, the
 /// attempts' latencies and error codes, and the lag from acceptance to first attempt.
 pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
-    let mut counts: [(&str, u64); 11] = [
+    let mut counts: [(&str, u64); 12] = [
         ("Delivered", 0),
         ("Retried", 0),
         ("Failed", 0),
@@ -315,6 +315,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
         ("DeadLettered", 0),
         ("Duplicates", 0),
         ("Leased", 0),
+        ("RateLimited", 0),
         ("Interrupted", 0),
         ("Attempts", 0),
     ];
@@ -335,6 +336,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
             Disposition::DeadLettered(_) | Disposition::OwedDeadLetter(_) => "DeadLettered",
             Disposition::AlreadyFinished(_) => "Duplicates",
             Disposition::Leased(_) => "Leased",
+            Disposition::RateLimited(_) => "RateLimited",
             Disposition::Interrupted(_) => "Interrupted",
         });
         if report.attempt.is_some() {

@@ -25,6 +25,8 @@ pub enum Disposition {
     AlreadyFinished(DeliveryState),
     /// Another worker holds the delivery; this copy comes back after its lease.
     Leased(Duration),
+    /// Over its subscription's rate limit: back when its window comes, not an attempt.
+    RateLimited(Duration),
     /// Herald's own storage or queue failed; SQS hands the message back.
     Interrupted(String),
 }
@@ -33,14 +35,17 @@ impl Disposition {
     /// A delivery, or a copy of a message whose delivery had already finished: what
     /// most records of most batches come to, and nothing an operator needs a line for.
     pub fn is_routine(&self) -> bool {
-        matches!(self, Self::Delivered | Self::AlreadyFinished(_))
+        matches!(
+            self,
+            Self::Delivered | Self::AlreadyFinished(_) | Self::RateLimited(_)
+        )
     }
 
     /// Whether SQS should hand the message back (a batch item failure).
     pub fn keeps_message(&self) -> bool {
         matches!(
             self,
-            Self::RetryIn(_) | Self::Leased(_) | Self::Interrupted(_)
+            Self::RetryIn(_) | Self::Leased(_) | Self::RateLimited(_) | Self::Interrupted(_)
         )
     }
 }
@@ -65,6 +70,11 @@ impl fmt::Display for Disposition {
             }
             Self::AlreadyFinished(state) => write!(f, "already {}", state.as_str()),
             Self::Leased(d) => write!(f, "held by another worker, back in {}s", d.as_secs()),
+            Self::RateLimited(d) => write!(
+                f,
+                "over its subscription's rate limit, back in {}s",
+                d.as_secs()
+            ),
             Self::Interrupted(why) => write!(f, "interrupted: {why}"),
         }
     }

@@ -132,7 +132,9 @@ async fn change_visibility<P: Ports>(
 /// should hand back (`Disposition::keeps_message`).
 fn hide_for(disposition: &Disposition) -> Option<Duration> {
     match disposition {
-        Disposition::RetryIn(delay) | Disposition::Leased(delay) => Some(*delay),
+        Disposition::RetryIn(delay)
+        | Disposition::Leased(delay)
+        | Disposition::RateLimited(delay) => Some(*delay),
         Disposition::Interrupted(_) => Some(INTERRUPTED_DELAY),
         _ => None,
     }

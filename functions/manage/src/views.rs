@@ -28,6 +28,9 @@ pub struct SubscriptionView<'a> {
     /// Its own limit on an attempt; the deployment's when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<herald_core::subscription::timeout::AttemptTimeout>,
+    /// Deliveries a second at most; none when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<herald_core::delivery::rate::RateLimit>,
     pub status: SubscriptionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<&'a str>,
@@ -67,6 +70,7 @@ impl<'a> SubscriptionView<'a> {
             supersede: s.supersede,
             retry: s.retry.as_ref(),
             timeout: s.timeout,
+            rate_limit: s.rate_limit,
             status: s.status,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,

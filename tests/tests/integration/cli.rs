@@ -162,6 +162,8 @@ async fn subscriptions_are_managed_from_the_command_line() {
             "1d",
             "--timeout",
             "3s",
+            "--rate-limit",
+            "5",
         ],
     )
     .await
@@ -172,6 +174,11 @@ async fn subscriptions_are_managed_from_the_command_line() {
         own_retries.out
     );
     assert!(own_retries.out.contains("3s"), "{}", own_retries.out);
+    assert!(
+        own_retries.out.contains("5 a second"),
+        "{}",
+        own_retries.out
+    );
     assert_eq!(
         shown["headers"],
         json!({"x-team": "********"}),

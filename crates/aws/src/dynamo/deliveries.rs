@@ -268,6 +268,41 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         }
     }
 
+    async fn take_ticket(
+        &self,
+        tenant: &TenantId,
+        subscription: &SubscriptionId,
+        second: i64,
+    ) -> Result<u64, StoreError> {
+        // One counter per subscription and second, beside its deliveries: `rate#…` sorts
+        // after every `msg_` id, so no listing of the attempt log meets it, and an erasure
+        // of the subscription's history takes it too. Kept five minutes.
+        let key = Item::from([
+            (
+                "subscription_key".to_owned(),
+                s(subscription_key(tenant, subscription)),
+            ),
+            ("id".to_owned(), s(format!("rate#{second}"))),
+        ]);
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("ADD taken :one SET expires_at = :expires_at")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expires_at", n(second + 300))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output
+            .attributes()
+            .and_then(|item| get_n(item, "taken"))
+            .and_then(|taken| u64::try_from(taken).ok())
+            .ok_or_else(|| StoreError::Corrupt("a rate counter without its count".into()))
+    }
+
     async fn list(
         &self,
         tenant: &TenantId,

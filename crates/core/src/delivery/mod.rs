@@ -2,6 +2,7 @@
 //! attempts made.
 
 pub mod decide;
+pub mod rate;
 mod record;
 pub mod retry;
 pub mod settings;

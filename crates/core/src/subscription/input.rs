@@ -68,6 +68,26 @@ pub struct NewSubscription {
     /// is refused naming the field).
     #[serde(default)]
     pub timeout: Option<Value>,
+    /// Deliveries a second at most (checked in `into_subscription`).
+    #[serde(default)]
+    pub rate_limit: Option<Value>,
+}
+
+/// A subscription's rate limit from JSON: a whole number of deliveries a second, or null
+/// for none.
+pub fn parse_rate_limit(
+    raw: Option<&Value>,
+) -> Result<Option<crate::delivery::rate::RateLimit>, FieldError> {
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| "a whole number of deliveries a second".to_owned())
+            .and_then(crate::delivery::rate::RateLimit::new)
+            .map(Some)
+            .map_err(|e| FieldError::new("rate_limit", e)),
+    }
 }
 
 /// What a deployment can offer a subscription: its reserved header names and keys, and
@@ -311,6 +331,7 @@ impl NewSubscription {
                 ));
             }
         };
+        let rate_limit = parse_rate_limit(self.rate_limit.as_ref())?;
         Ok(Subscription {
             tenant,
             id: SubscriptionId::generate(now, rng),
@@ -325,6 +346,7 @@ impl NewSubscription {
             supersede: self.supersede.unwrap_or(false),
             retry,
             timeout,
+            rate_limit,
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::generate(rng),
                 expires_at: None,

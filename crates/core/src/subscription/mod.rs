@@ -21,8 +21,8 @@ use crate::webhook::sign::WebhookSecret;
 
 pub use input::{
     FieldError, MASKED_HEADER_VALUE, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer,
-    check_signatures, parse_description, parse_filter, parse_headers, parse_patterns, parse_retry,
-    parse_selection, parse_timeout, unmask_headers,
+    check_signatures, parse_description, parse_filter, parse_headers, parse_patterns,
+    parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
 };
 
 /// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.
@@ -87,6 +87,9 @@ pub struct Subscription {
     /// Its own limit on one attempt, within the deployment's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<timeout::AttemptTimeout>,
+    /// At most this many deliveries a second, across every deliver container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::delivery::rate::RateLimit>,
     /// Current secret first, then previous ones still in their grace period.
     pub secrets: Vec<SigningSecret>,
     pub status: SubscriptionStatus,

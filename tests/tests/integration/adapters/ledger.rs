@@ -548,3 +548,45 @@ async fn erasure_deletes_one_subscriptions_deliveries_or_every_one_of_a_tenant_i
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn rate_tickets_are_numbered_once_each_per_subscription_and_second_under_contention() {
+    let (_aws, ledger) = ledger().await;
+    let acme = tenant("acme");
+    let (sub, other) = (
+        SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+        SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+    );
+    let second = Utc::now().timestamp();
+    let taken =
+        futures::future::join_all((0..40).map(|_| ledger.take_ticket(&acme, &sub, second))).await;
+    let mut tickets: Vec<u64> = taken.into_iter().map(Result::unwrap).collect();
+    tickets.sort();
+    assert_eq!(tickets, (1..=40).collect::<Vec<_>>(), "each number once");
+    assert_eq!(
+        ledger.take_ticket(&acme, &sub, second + 1).await.unwrap(),
+        1
+    );
+    assert_eq!(ledger.take_ticket(&acme, &other, second).await.unwrap(), 1);
+    assert_eq!(
+        ledger
+            .take_ticket(&tenant("globex"), &sub, second)
+            .await
+            .unwrap(),
+        1
+    );
+    // The counters are not deliveries: the attempt log does not list them.
+    let listed = ledger
+        .list(
+            &acme,
+            &sub,
+            &DeliveryQuery {
+                limit: 10,
+                ..Default::default()
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty());
+}

@@ -1187,3 +1187,62 @@ async fn each_subscription_retries_by_its_own_policy_or_the_deployments() {
         "the deployment's minute, ±10%: {delay:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rate_limited_subscriptions_burst_waits_for_its_windows_without_attempts() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let mut subscription = active_subscription(
+        "acme",
+        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["order.*"],
+    );
+    subscription.rate_limit = Some(herald_core::delivery::rate::RateLimit::new(3).unwrap());
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
+
+    // Ten at once, within one second of the (fixed) clock: three go, seven wait.
+    let outcome = process_batch(&deps, batch_of(10)).await;
+
+    assert_eq!(deps.ports.sender.sent().len(), 3);
+    let mut waits: Vec<u64> = outcome
+        .reports
+        .iter()
+        .filter_map(|r| match r.disposition {
+            Disposition::RateLimited(wait) => Some(wait.as_secs()),
+            _ => None,
+        })
+        .collect();
+    waits.sort();
+    // Three a second, the waiting booked five (half again over) to each later window.
+    assert_eq!(waits, vec![1, 1, 1, 1, 1, 2, 2], "each to its window");
+    assert_eq!(failures(&outcome).len(), 7, "handed back, not failed");
+    assert_eq!(
+        deps.ports.ledger.records().len(),
+        3,
+        "a wait is not an attempt: nothing recorded for it"
+    );
+    let hidden: Vec<u64> = deps.ports.queue.visibility_calls()[0]
+        .iter()
+        .map(|c| c.delay.as_secs())
+        .collect();
+    assert_eq!(hidden.len(), 7);
+
+    // A second later, the window's first three go again.
+    deps.ports.clock.advance(Duration::from_secs(1));
+    let again = process_batch(&deps, batch_of(10)).await;
+    let delivered = again
+        .reports
+        .iter()
+        .filter(|r| r.disposition == Disposition::Delivered)
+        .count();
+    let already = again
+        .reports
+        .iter()
+        .filter(|r| matches!(r.disposition, Disposition::AlreadyFinished(_)))
+        .count();
+    assert_eq!(delivered + already, 3, "{:?}", again.reports);
+}

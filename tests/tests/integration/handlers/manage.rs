@@ -590,6 +590,60 @@ async fn an_event_is_read_back_by_its_id_within_its_tenant() {
 }
 
 #[tokio::test]
+async fn a_subscription_may_set_a_rate_limit_of_whole_deliveries_a_second() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://a.example.com/", "event_types": ["*"], "rate_limit": 25}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let body = json_of(&created);
+    assert_eq!(body["rate_limit"], 25);
+    let path = format!("/v1/subscriptions/{}", body["id"].as_str().unwrap());
+    for bad in [json!(0), json!(1001), json!(2.5), json!("fast"), json!(-3)] {
+        let response = create(
+            &deps,
+            "acme",
+            json!({"url": "https://b.example.com/", "event_types": ["*"], "rate_limit": bad}),
+        )
+        .await;
+        assert_eq!(response.status(), 422, "{bad}");
+        assert!(
+            json_of(&response)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("rate_limit"),
+            "{bad}"
+        );
+        let patched = handle(
+            &deps,
+            call(
+                "PATCH",
+                &path,
+                Some("acme"),
+                Some(json!({"rate_limit": bad})),
+            ),
+        )
+        .await;
+        assert_eq!(patched.status(), 422, "PATCH {bad}");
+    }
+    let removed = handle(
+        &deps,
+        call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(json!({"rate_limit": null})),
+        ),
+    )
+    .await;
+    assert_eq!(removed.status(), 200);
+    assert!(json_of(&removed).get("rate_limit").is_none());
+}
+
+#[tokio::test]
 async fn a_subscription_may_have_its_own_timeout_within_the_deployments() {
     let deps = deps();
     let created = create(
