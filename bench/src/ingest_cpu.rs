@@ -48,6 +48,7 @@ pub fn per_call(events: usize) -> Duration {
         let deps = herald_ingest::IngestDeps {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
+            max_deliveries_per_publish: 10_000,
         };
         let policy = UrlPolicy::default();
         deps.ports

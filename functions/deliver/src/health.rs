@@ -86,7 +86,10 @@ pub(crate) async fn announce_disabled<P: Ports>(
         &deps.ports,
         &subscription.tenant,
         &[event],
-        Audience::Matching,
+        // Herald's own event: one per disable, to the tenant's listeners for it.
+        Audience::Matching {
+            max_deliveries: usize::MAX,
+        },
         at,
     )
     .await

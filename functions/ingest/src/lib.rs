@@ -14,6 +14,8 @@ pub use publish::{ROUTES, handle, publish_metrics};
 pub struct IngestDeps<P: Ports> {
     pub ports: Adapters<P>,
     pub tenant_claim: TenantClaim,
+    /// The most deliveries one publish may make (`HERALD_MAX_DELIVERIES_PER_PUBLISH`).
+    pub max_deliveries_per_publish: usize,
 }
 
 /// Ingest on AWS, for `herald_aws::lambda::wiring::run_http`.
@@ -27,6 +29,7 @@ impl HttpFunction for Ingest {
         IngestDeps {
             ports: started.adapters,
             tenant_claim: started.config.tenant_claim,
+            max_deliveries_per_publish: started.config.limits.deliveries_per_publish,
         }
     }
 

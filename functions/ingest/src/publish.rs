@@ -49,10 +49,14 @@ async fn answer<P: Ports>(
         EventError::TooLarge { .. } => ApiError::too_large(e.to_string()),
         EventError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
     })?;
-    let published = publish(&deps.ports, &tenant, &events, Audience::Matching, now)
+    let audience = Audience::Matching {
+        max_deliveries: deps.max_deliveries_per_publish,
+    };
+    let published = publish(&deps.ports, &tenant, &events, audience, now)
         .await
         .map_err(|e| match e {
             PublishError::Conflict(_) => ApiError::conflict(e.to_string()),
+            PublishError::TooManyDeliveries { .. } => ApiError::unprocessable(e.to_string()),
             PublishError::Store(e) => ApiError::from(e),
             PublishError::Queue(e) => {
                 tracing::error!(tenant = %tenant, error = %e, source = ?std::error::Error::source(&e), "queuing deliveries failed");

@@ -30,6 +30,8 @@ pub struct ManageDeps<P: Ports> {
     /// The longest an attempt may take in this deployment (`HERALD_DELIVERY_TIMEOUT`): a
     /// bound on a subscription's own `timeout`.
     pub max_timeout: std::time::Duration,
+    /// The most subscriptions a tenant may have (`HERALD_MAX_SUBSCRIPTIONS_PER_TENANT`).
+    pub max_subscriptions: usize,
     /// How long after a tenant's subscriptions are erased deliver may still record a
     /// delivery of theirs: the sweep of its erasure waits this long.
     pub erasure_settle: std::time::Duration,
@@ -57,6 +59,7 @@ impl HttpFunction for Manage {
             portal: started.config.portal,
             erasure_settle: started.config.erasure_settle,
             max_timeout: started.config.timeout,
+            max_subscriptions: started.config.limits.subscriptions_per_tenant,
         }
     }
 

@@ -94,6 +94,7 @@ proptest! {
         let deps = herald_ingest::IngestDeps {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
+            max_deliveries_per_publish: 10_000,
         };
         let response = runtime().block_on(herald_ingest::handle(&deps, gateway_request("POST", "/v1/events", &body, tenant.as_deref())));
         prop_assert!(response.status().as_u16() < 500, "{} for {body}", response.status());
@@ -123,6 +124,7 @@ proptest! {
             portal: Default::default(),
             erasure_settle: std::time::Duration::ZERO,
         max_timeout: std::time::Duration::from_secs(30),
+        max_subscriptions: 100,
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));
         let status = response.status().as_u16();

@@ -274,6 +274,25 @@ pub struct Config {
     /// cache's time and deliver's 60 s timeout, the longest a batch that read them
     /// before can go on).
     pub erasure_settle: Duration,
+    /// Per-tenant caps.
+    pub limits: Limits,
+}
+
+/// What one tenant may use of a deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `HERALD_MAX_SUBSCRIPTIONS_PER_TENANT` (100; at most 10,000).
+    pub subscriptions_per_tenant: usize,
+    /// `HERALD_MAX_DELIVERIES_PER_PUBLISH`: deliveries one publish call may make (10,000:
+    /// 100 events to 100 subscriptions; at most 100,000).
+    pub deliveries_per_publish: usize,
+}
+
+fn limits(env: &dyn Source) -> Result<Limits, ConfigError> {
+    Ok(Limits {
+        subscriptions_per_tenant: number(env, "HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", 100, 10_000)?,
+        deliveries_per_publish: number(env, "HERALD_MAX_DELIVERIES_PER_PUBLISH", 10_000, 100_000)?,
+    })
 }
 
 /// Deliver's `Timeout` in `template.yaml`.
@@ -443,6 +462,7 @@ impl Config {
             connect_timeout: duration(env, "HERALD_CONNECT_TIMEOUT", Duration::from_secs(10))?,
             subscription_cache,
             erasure_settle,
+            limits: limits(env)?,
         })
     }
 }

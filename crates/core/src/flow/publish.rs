@@ -28,8 +28,9 @@ const WRITE_CONCURRENCY: usize = 16;
 
 /// Which subscriptions an event goes to.
 pub enum Audience<'a> {
-    /// The tenant's active subscriptions that want it.
-    Matching,
+    /// The tenant's active subscriptions that want it: at most `max_deliveries` for the
+    /// whole call, or it is refused before anything is recorded or queued.
+    Matching { max_deliveries: usize },
     /// This one alone, whatever it wants (a test event).
     Only(&'a Subscription),
 }
@@ -54,6 +55,13 @@ pub enum PublishError {
     /// Recorded, but not every task is on the queue: publishing again finishes it.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The call's events would make more deliveries than one publish may; nothing was
+    /// recorded or queued.
+    #[error(
+        "these events would make {deliveries} deliveries; one publish makes at most {max} \
+         (publish fewer events a call)"
+    )]
+    TooManyDeliveries { deliveries: usize, max: usize },
 }
 
 /// Records and fans out `events` for `tenant`, answering in their order.
@@ -66,16 +74,25 @@ pub async fn publish<P: Ports>(
 ) -> Result<Vec<Published>, PublishError> {
     // One read of the tenant's subscriptions serves every event of the call.
     let active = match audience {
-        Audience::Matching => ports.subscriptions.active(tenant).await?,
+        Audience::Matching { .. } => ports.subscriptions.active(tenant).await?,
         Audience::Only(_) => Vec::new(),
     };
     let audiences: Vec<Vec<&Subscription>> = events
         .iter()
         .map(|event| match audience {
-            Audience::Matching => active.iter().filter(|s| s.wants(event)).collect(),
+            Audience::Matching { .. } => active.iter().filter(|s| s.wants(event)).collect(),
             Audience::Only(subscription) => vec![subscription],
         })
         .collect();
+    if let Audience::Matching { max_deliveries } = audience {
+        let deliveries: usize = audiences.iter().map(Vec::len).sum();
+        if deliveries > max_deliveries {
+            return Err(PublishError::TooManyDeliveries {
+                deliveries,
+                max: max_deliveries,
+            });
+        }
+    }
 
     // The records are independent writes: a batch of 100 costs a few round trips of
     // DynamoDB's latency instead of 100 (the futures are made first: a closure inside

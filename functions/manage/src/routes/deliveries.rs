@@ -126,6 +126,7 @@ pub async fn send_test<P: Ports>(
     .await
     .map_err(|e| match e {
         PublishError::Conflict(_) => ApiError::conflict("try again"),
+        PublishError::TooManyDeliveries { .. } => ApiError::unprocessable(e.to_string()),
         PublishError::Store(e) => ApiError::from(e),
         PublishError::Queue(e) => {
             tracing::error!(error = %e, "queuing a test event failed");

@@ -51,12 +51,39 @@ pub async fn create<P: Ports>(
         )
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     check_url(deps, &url).await?;
+    within_cap(deps, tenant).await?;
     deps.ports.subscriptions.create(&subscription).await?;
     tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
     Ok(api::json_response(
         StatusCode::CREATED,
         &SubscriptionView::with_secret(&subscription),
     ))
+}
+
+/// 422 when the tenant has its deployment's most subscriptions already. Counted by
+/// listing (a page of 100 at a time, up to the cap): creates are rare, and two at once
+/// may both pass, so the cap can be passed by the few made at the same moment.
+async fn within_cap<P: Ports>(deps: &ManageDeps<P>, tenant: &TenantId) -> Result<(), ApiError> {
+    let (mut count, mut cursor) = (0, None::<String>);
+    loop {
+        let page = deps
+            .ports
+            .subscriptions
+            .list(tenant, MAX_PAGE, cursor.as_deref())
+            .await?;
+        count += page.items.len();
+        if count >= deps.max_subscriptions {
+            return Err(ApiError::unprocessable(format!(
+                "the tenant has {} subscriptions, the most this deployment allows one \
+                 tenant; delete one first",
+                deps.max_subscriptions
+            )));
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
 }
 
 pub async fn list<P: Ports>(

@@ -15,6 +15,7 @@ fn deps() -> Deps {
     IngestDeps {
         ports: herald_testkit::adapters(),
         tenant_claim: "tenant".into(),
+        max_deliveries_per_publish: 10_000,
     }
 }
 
@@ -381,4 +382,30 @@ async fn text_the_queue_cannot_carry_is_refused_with_its_field() {
     let response = handle(&deps, publish("acme", body)).await;
     assert_eq!(response.status(), 202);
     assert_eq!(deps.ports.queue.enqueued().len(), 1);
+}
+
+#[tokio::test]
+async fn a_publish_that_would_make_more_deliveries_than_allowed_is_refused_whole() {
+    let mut deps = deps();
+    deps.max_deliveries_per_publish = 3;
+    subscribe(&deps, "acme", &["*"]).await;
+    subscribe(&deps, "acme", &["order.*"]).await;
+    let two = json!({"events": [
+        {"id": "a", "type": "order.shipped", "data": {}},
+        {"id": "b", "type": "order.paid", "data": {}}
+    ]});
+    let response = handle(&deps, publish("acme", two)).await;
+    assert_eq!(response.status(), 422);
+    let message = json_of(&response)["error"]["message"].to_string();
+    assert!(
+        message.contains("4 deliveries") && message.contains("at most 3"),
+        "{message}"
+    );
+    assert!(deps.ports.events.is_empty(), "nothing recorded");
+    assert!(deps.ports.queue.enqueued().is_empty(), "nothing queued");
+
+    // Within the cap: accepted.
+    let one = json!({"id": "c", "type": "order.shipped", "data": {}});
+    assert_eq!(handle(&deps, publish("acme", one)).await.status(), 202);
+    assert_eq!(deps.ports.queue.enqueued().len(), 2);
 }

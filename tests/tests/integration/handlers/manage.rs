@@ -68,6 +68,7 @@ pub(super) fn deps() -> Deps {
         portal: Default::default(),
         erasure_settle: std::time::Duration::ZERO,
         max_timeout: std::time::Duration::from_secs(30),
+        max_subscriptions: 100,
     }
 }
 
@@ -587,6 +588,38 @@ async fn an_event_is_read_back_by_its_id_within_its_tenant() {
         let response = handle(&deps, call("GET", path, Some(tenant), None)).await;
         assert_eq!(response.status(), 404, "{tenant} {path}");
     }
+}
+
+#[tokio::test]
+async fn a_tenant_has_at_most_the_deployments_subscriptions() {
+    let mut deps = deps();
+    deps.max_subscriptions = 2;
+    let body = json!({"url": "https://a.example.com/", "event_types": ["*"]});
+    let first = create(&deps, "acme", body.clone()).await;
+    assert_eq!(first.status(), 201);
+    assert_eq!(create(&deps, "acme", body.clone()).await.status(), 201);
+    let third = create(&deps, "acme", body.clone()).await;
+    assert_eq!(third.status(), 422);
+    let message = json_of(&third)["error"]["message"].to_string();
+    assert!(message.contains("2 subscriptions"), "{message}");
+    assert_eq!(
+        create(&deps, "globex", body.clone()).await.status(),
+        201,
+        "another tenant's count is its own"
+    );
+    let id = json_of(&first)["id"].as_str().unwrap().to_owned();
+    let deleted = handle(
+        &deps,
+        call(
+            "DELETE",
+            &format!("/v1/subscriptions/{id}"),
+            Some("acme"),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(create(&deps, "acme", body).await.status(), 201);
 }
 
 #[tokio::test]
