@@ -298,6 +298,18 @@ pub trait DeliveryLedger: Send + Sync {
         subscription: &SubscriptionId,
         second: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Spends `amount` of the tenant's budget `budget` (e.g. `redeliveries`) for window
+    /// `window` (a number naming the period, such as the unix minute) if at most `limit`
+    /// is spent in all: one counter shared by every container. False, and nothing spent,
+    /// when it would go over.
+    fn spend(
+        &self,
+        tenant: &TenantId,
+        budget: &str,
+        window: i64,
+        amount: u64,
+        limit: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Deletes the records of one subscription, or with `None` of every subscription the
     /// tenant has or had, from `cursor` on; a step looks at up to `limit` records.
     fn erase(

@@ -338,6 +338,8 @@ pub struct InMemoryDeliveryLedger {
     items: Mutex<HashMap<DeliveryId, Held>>,
     /// Rate-limit tickets handed out, by subscription and second.
     tickets: Mutex<HashMap<(TenantId, SubscriptionId, i64), u64>>,
+    /// Tenants' budgets spent, by name and window.
+    spent: Mutex<HashMap<(TenantId, String, i64), u64>>,
     /// How many upcoming `dead_lettered` calls fail.
     pub fail_next_dead_lettered: Mutex<usize>,
 }
@@ -497,6 +499,25 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
             .get(id)
             .map(|h| h.record.clone())
             .filter(|r| &r.tenant == tenant && r.expires_at > now))
+    }
+
+    async fn spend(
+        &self,
+        tenant: &TenantId,
+        budget: &str,
+        window: i64,
+        amount: u64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        let mut spent = lock(&self.spent);
+        let taken = spent
+            .entry((tenant.clone(), budget.to_owned(), window))
+            .or_default();
+        if *taken + amount > limit {
+            return Ok(false);
+        }
+        *taken += amount;
+        Ok(true)
     }
 
     async fn take_ticket(

@@ -24,6 +24,37 @@ pub async fn owned_subscription<S: SubscriptionStore>(
         .ok_or_else(|| ApiError::not_found("subscription"))
 }
 
+/// Spends `amount` of the tenant's redeliveries this minute (`retry` and `replay` share
+/// them); 429 with `Retry-After` (the minute's end) when they would go over.
+pub async fn spend_redeliveries<P: Ports>(
+    deps: &ManageDeps<P>,
+    tenant: &TenantId,
+    amount: usize,
+) -> Result<(), ApiError> {
+    if amount == 0 {
+        return Ok(());
+    }
+    let now = deps.ports.clock.now().timestamp();
+    let (minute, into) = (now.div_euclid(60), now.rem_euclid(60));
+    let limit = deps.max_redeliveries_per_minute;
+    let spent = deps
+        .ports
+        .ledger
+        .spend(tenant, "redeliveries", minute, amount as u64, limit as u64)
+        .await?;
+    if spent {
+        Ok(())
+    } else {
+        Err(ApiError::too_many(
+            format!(
+                "this would queue {amount} deliveries again; a tenant may queue at most \
+                 {limit} a minute by retry and replay"
+            ),
+            (60 - into).max(1) as u64,
+        ))
+    }
+}
+
 /// What this deployment offers a subscription.
 pub fn offer<P: Ports>(deps: &ManageDeps<P>) -> herald_core::subscription::Offer {
     herald_core::subscription::Offer {

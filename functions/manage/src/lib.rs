@@ -32,6 +32,8 @@ pub struct ManageDeps<P: Ports> {
     pub max_timeout: std::time::Duration,
     /// The most subscriptions a tenant may have (`HERALD_MAX_SUBSCRIPTIONS_PER_TENANT`).
     pub max_subscriptions: usize,
+    /// Deliveries a tenant may queue again (`retry`, `replay`) a minute.
+    pub max_redeliveries_per_minute: usize,
     /// How long after a tenant's subscriptions are erased deliver may still record a
     /// delivery of theirs: the sweep of its erasure waits this long.
     pub erasure_settle: std::time::Duration,
@@ -60,6 +62,7 @@ impl HttpFunction for Manage {
             erasure_settle: started.config.erasure_settle,
             max_timeout: started.config.timeout,
             max_subscriptions: started.config.limits.subscriptions_per_tenant,
+            max_redeliveries_per_minute: started.config.limits.redeliveries_per_minute,
         }
     }
 

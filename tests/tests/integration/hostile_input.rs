@@ -125,6 +125,7 @@ proptest! {
             erasure_settle: std::time::Duration::ZERO,
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
+        max_redeliveries_per_minute: 1_000,
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));
         let status = response.status().as_u16();

@@ -303,6 +303,46 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .ok_or_else(|| StoreError::Corrupt("a rate counter without its count".into()))
     }
 
+    async fn spend(
+        &self,
+        tenant: &TenantId,
+        budget: &str,
+        window: i64,
+        amount: u64,
+        limit: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(room) = limit.checked_sub(amount) else {
+            return Ok(false);
+        };
+        // The tenant's budgets are partitions of their own beside its subscriptions'
+        // (`<tenant>#<budget>`: no subscription id has that form), so a tenant's erasure
+        // takes them too.
+        let key = Item::from([
+            (
+                "subscription_key".to_owned(),
+                s(format!("{tenant}#{budget}")),
+            ),
+            ("id".to_owned(), s(format!("rate#{window}"))),
+        ]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("ADD taken :amount SET expires_at = :expires_at")
+            .condition_expression("attribute_not_exists(taken) OR taken <= :room")
+            .expression_attribute_values(":amount", n(amount))
+            .expression_attribute_values(":room", n(room))
+            .expression_attribute_values(":expires_at", n(Utc::now().timestamp() + 7200))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(e.as_service_error()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn list(
         &self,
         tenant: &TenantId,

@@ -286,12 +286,21 @@ pub struct Limits {
     /// `HERALD_MAX_DELIVERIES_PER_PUBLISH`: deliveries one publish call may make (10,000:
     /// 100 events to 100 subscriptions; at most 100,000).
     pub deliveries_per_publish: usize,
+    /// `HERALD_MAX_REDELIVERIES_PER_MINUTE`: deliveries a tenant may queue again by
+    /// `retry` and `replay` in one minute (1,000; at most 1,000,000).
+    pub redeliveries_per_minute: usize,
 }
 
 fn limits(env: &dyn Source) -> Result<Limits, ConfigError> {
     Ok(Limits {
         subscriptions_per_tenant: number(env, "HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", 100, 10_000)?,
         deliveries_per_publish: number(env, "HERALD_MAX_DELIVERIES_PER_PUBLISH", 10_000, 100_000)?,
+        redeliveries_per_minute: number(
+            env,
+            "HERALD_MAX_REDELIVERIES_PER_MINUTE",
+            1_000,
+            1_000_000,
+        )?,
     })
 }
 

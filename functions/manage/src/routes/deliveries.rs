@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::ManageDeps;
 use crate::http::{
     enqueue, forced_task, limit_param, owned_delivery, owned_subscription, page_response,
-    parse_state, time_param,
+    parse_state, spend_redeliveries, time_param,
 };
 use crate::views::DeliveryView;
 
@@ -76,6 +76,7 @@ pub async fn retry<P: Ports>(
     let task = forced_task(deps, tenant, &record)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::GONE, "gone", "the event is no longer kept"))?;
+    spend_redeliveries(deps, tenant, 1).await?;
     enqueue(deps, std::slice::from_ref(&task)).await?;
     tracing::info!(tenant = %tenant, delivery_id = %id, "redelivery queued");
     Ok(api::json_response(

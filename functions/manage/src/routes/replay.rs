@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::ManageDeps;
-use crate::http::{enqueue, forced_task, owned_subscription, parse_state, parse_time};
+use crate::http::{
+    enqueue, forced_task, owned_subscription, parse_state, parse_time, spend_redeliveries,
+};
 
 /// Most deliveries one replay call queues; call again with `since` moved on for more.
 pub const MAX_REPLAY: usize = 100;
@@ -68,6 +70,7 @@ pub async fn replay<P: Ports>(
             tasks.push(task);
         }
     }
+    spend_redeliveries(deps, tenant, tasks.len()).await?;
     enqueue(deps, &tasks).await?;
     tracing::info!(tenant = %tenant, subscription = %id, queued = tasks.len(), "replay queued");
     Ok(api::json_response(

@@ -590,3 +590,33 @@ async fn rate_tickets_are_numbered_once_each_per_subscription_and_second_under_c
         .unwrap();
     assert!(listed.items.is_empty());
 }
+
+#[tokio::test]
+async fn a_tenants_budget_is_spent_only_while_it_lasts_under_contention() {
+    let (_aws, ledger) = ledger().await;
+    let acme = tenant("acme");
+    let spent =
+        futures::future::join_all((0..30).map(|_| ledger.spend(&acme, "redeliveries", 7, 1, 20)))
+            .await;
+    let granted = spent.into_iter().filter(|s| *s.as_ref().unwrap()).count();
+    assert_eq!(granted, 20, "exactly the budget, whatever the contention");
+    assert!(!ledger.spend(&acme, "redeliveries", 7, 1, 20).await.unwrap());
+    assert!(
+        ledger
+            .spend(&acme, "redeliveries", 8, 20, 20)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ledger
+            .spend(&acme, "redeliveries", 9, 21, 20)
+            .await
+            .unwrap()
+    );
+    assert!(
+        ledger
+            .spend(&tenant("globex"), "redeliveries", 7, 5, 20)
+            .await
+            .unwrap()
+    );
+}

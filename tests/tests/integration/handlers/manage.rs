@@ -69,6 +69,7 @@ pub(super) fn deps() -> Deps {
         erasure_settle: std::time::Duration::ZERO,
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
+        max_redeliveries_per_minute: 1_000,
     }
 }
 
@@ -952,4 +953,86 @@ async fn a_delivery_at_the_most_attempts_a_record_keeps_is_not_sent_again() {
     assert_eq!(replay.status(), 202);
     assert_eq!(json_of(&replay)["queued"], 0, "the replay passes it by");
     assert!(deps.ports.queue.enqueued().is_empty());
+}
+
+#[tokio::test]
+async fn redeliveries_share_a_per_minute_budget_per_tenant() {
+    use herald_core::delivery::DeliveryTask;
+    use herald_core::event::{Event, EventType};
+    use herald_core::ids::{EventId, SubscriptionId, TenantId};
+    use herald_core::ports::{Claim, Clock, DeliveryLedger, EventLog, Reopens};
+    let mut deps = deps();
+    deps.max_redeliveries_per_minute = 3;
+    let created = json_of(
+        &create(
+            &deps,
+            "acme",
+            json!({"url": "https://a.example.com/", "event_types": ["*"]}),
+        )
+        .await,
+    );
+    let subscription = SubscriptionId::parse(created["id"].as_str().unwrap()).unwrap();
+    let acme = TenantId::parse("acme").unwrap();
+    let now = deps.ports.clock.now();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let event = Event {
+            id: EventId::parse(&format!("ord_{i}")).unwrap(),
+            event_type: EventType::parse("order.paid").unwrap(),
+            occurred_at: now,
+            data: Default::default(),
+            subject: None,
+        };
+        deps.ports
+            .events
+            .accept(&acme, &event, "f", 1, now)
+            .await
+            .unwrap();
+        let task = DeliveryTask::new(&acme, &subscription, &event, now);
+        let claim = Claim {
+            reopens: Reopens::Nothing,
+            token: "t".into(),
+            now,
+            lease_until: now + chrono::Duration::seconds(60),
+            expires_at: now + chrono::Duration::days(1),
+        };
+        deps.ports.ledger.claim(&task, &claim).await.unwrap();
+        ids.push(task.delivery_id);
+    }
+    let retry = |id: &herald_core::ids::DeliveryId| {
+        call(
+            "POST",
+            &format!("/v1/deliveries/{id}/retry"),
+            Some("acme"),
+            None,
+        )
+    };
+    assert_eq!(handle(&deps, retry(&ids[0])).await.status(), 202);
+    assert_eq!(handle(&deps, retry(&ids[1])).await.status(), 202);
+    // A replay of all three would pass the budget's last one: refused, nothing queued.
+    let queued = deps.ports.queue.enqueued().len();
+    let replay = handle(
+        &deps,
+        call(
+            "POST",
+            &format!("/v1/subscriptions/{subscription}/replay"),
+            Some("acme"),
+            Some(json!({"since": "2020-01-01T00:00:00Z", "state": "delivering"})),
+        ),
+    )
+    .await;
+    assert_eq!(replay.status(), 429, "{}", json_of(&replay));
+    let wait: u64 = replay.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(json_of(&replay)["error"]["code"], "too_many_requests");
+    assert_eq!(deps.ports.queue.enqueued().len(), queued);
+    assert_eq!(handle(&deps, retry(&ids[2])).await.status(), 202);
+    assert_eq!(handle(&deps, retry(&ids[2])).await.status(), 429);
+    // Another tenant's budget is its own; the next minute's is whole again.
+    deps.ports.clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(handle(&deps, retry(&ids[2])).await.status(), 202);
 }
