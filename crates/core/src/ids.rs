@@ -192,6 +192,13 @@ impl DeliveryId {
         base32_value(&self.body()[SUBSCRIPTION_DIGITS + TIME_DIGITS..]).unwrap_or_default()
     }
 
+    /// The digits every delivery id whose number (`webhook::render::numeric_id`, the top
+    /// 53 bits of the digest) is `number` has at the start of its digest: the digest's top
+    /// 50 bits. None for a number no delivery has.
+    pub fn digest_digits_of_number(number: u64) -> Option<String> {
+        (number < 1 << 53).then(|| base32(u128::from(number >> 3), 10))
+    }
+
     /// The least (`last = false`) or greatest (`last = true`) id a subscription can have
     /// for events accepted in the millisecond of `at`, or at any time when `at` is None:
     /// the ends of a key range.

@@ -327,6 +327,8 @@ pub struct DeliveryQuery {
     pub state: Option<DeliveryState>,
     /// In the order they were accepted (the subscription's feed) instead of newest first.
     pub oldest_first: bool,
+    /// Only the delivery with this number (the `id` of a `typed_object` body).
+    pub number: Option<u64>,
     /// Created at or after.
     pub since: Option<DateTime<Utc>>,
     /// Created before.

@@ -465,6 +465,11 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
             })
             .filter(|r| query.state.is_none_or(|s| r.state == s))
             .filter(|r| {
+                query
+                    .number
+                    .is_none_or(|n| herald_core::webhook::render::numeric_id(&r.id) == n)
+            })
+            .filter(|r| {
                 query.since.is_none_or(|t| r.created_at >= t)
                     && query.until.is_none_or(|t| r.created_at < t)
             })

@@ -954,3 +954,65 @@ async fn a_subscriptions_history_is_erased_and_the_subscription_kept() {
     assert_eq!(status, 200, "the events stay");
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_delivery_is_found_by_the_number_a_typed_object_body_carries() {
+    let herald = TestHerald::start(&[]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let body = json!({"url": receiver.url(), "event_types": ["*"], "format": "typed_object"});
+    let (status, created) = herald
+        .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    for n in 0..3 {
+        herald
+            .publish(
+                "acme",
+                json!({"id": format!("n{n}"), "type": "order.shipped", "data": {"n": n}}),
+            )
+            .await;
+    }
+    let posted = receiver.wait_for(3, PATIENCE).await;
+    let list_path = format!("/v1/subscriptions/{id}/deliveries");
+    eventually(&herald, "acme", &list_path, |b| {
+        b["data"].as_array().unwrap().len() == 3
+    })
+    .await;
+    for request in &posted {
+        let number = request.json()["id"].as_u64().unwrap();
+        let (status, found) = herald
+            .call(
+                "GET",
+                &format!("{list_path}?number={number}"),
+                Some("acme"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{found}");
+        let data = found["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1, "{found}");
+        assert_eq!(data[0]["id"], request.header("webhook-id"));
+    }
+    let (_, none) = herald
+        .call(
+            "GET",
+            &format!("{list_path}?number=12345"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(none["data"], json!([]));
+    for bad in ["0", "-1", "9007199254740992", "x"] {
+        let (status, _) = herald
+            .call(
+                "GET",
+                &format!("{list_path}?number={bad}"),
+                Some("acme"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    herald.shutdown().await;
+}

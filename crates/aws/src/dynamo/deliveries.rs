@@ -351,11 +351,22 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         now: DateTime<Utc>,
     ) -> Result<Page<DeliveryRecord>, StoreError> {
         let limit = query.limit.clamp(1, MAX_PAGE);
-        let filter = if query.state.is_some() {
-            "expires_at > :now AND #state = :state"
+        let mut filter = if query.state.is_some() {
+            "expires_at > :now AND #state = :state".to_owned()
         } else {
-            "expires_at > :now"
+            "expires_at > :now".to_owned()
         };
+        // A number names the leading digits of a delivery's digest: the read filters on
+        // them, and the exact number is checked below (its last three bits lie past them).
+        let number_digits = match query.number {
+            Some(number) => {
+                Some(DeliveryId::digest_digits_of_number(number).ok_or(StoreError::InvalidCursor)?)
+            }
+            None => None,
+        };
+        if number_digits.is_some() {
+            filter.push_str(" AND contains(id, :digits)");
+        }
         let mut request = self
             .client
             .query()
@@ -368,6 +379,9 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             request = request
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_values(":state", s(state.as_str()));
+        }
+        if let Some(digits) = &number_digits {
+            request = request.expression_attribute_values(":digits", s(digits));
         }
         // Ids sort by acceptance time in whole milliseconds, so "since" is the least id of
         // its millisecond and "before `until`" the greatest id of the last millisecond
@@ -400,7 +414,13 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             }
             let output = page.send().await.map_err(unavailable)?;
             for item in output.items() {
-                items.push(record_of(item)?);
+                let record = record_of(item)?;
+                if query
+                    .number
+                    .is_none_or(|n| herald_core::webhook::render::numeric_id(&record.id) == n)
+                {
+                    items.push(record);
+                }
             }
             match output.last_evaluated_key() {
                 Some(last) if items.len() < limit => start = Some(last.clone()),

@@ -165,6 +165,12 @@ mod tests {
         lower.replace_range(top.len() - 11..top.len() - 10, "Y");
         let b = numeric_id(&DeliveryId::parse(&lower).unwrap());
         assert_ne!(a, b);
+        // The number names the digest's leading digits, which a lookup filters on.
+        assert_eq!(
+            DeliveryId::digest_digits_of_number(a).unwrap(),
+            top[top.len() - 16..top.len() - 6]
+        );
+        assert_eq!(DeliveryId::digest_digits_of_number(1 << 53), None);
         // Only the digest counts: the same digest at another time is the same number.
         let mut earlier = top.clone();
         earlier.replace_range(4 + 26..4 + 36, &"0".repeat(10));

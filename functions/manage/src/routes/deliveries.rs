@@ -38,6 +38,18 @@ pub async fn list<P: Ports>(
         limit: limit_param(request, DEFAULT_PAGE, MAX_PAGE)?,
         cursor: api::query_param(request, "cursor"),
         oldest_first: false,
+        number: api::query_param(request, "number")
+            .map(|raw| {
+                raw.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..1 << 53).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "number: the numeric id of a typed_object body (1 to 2^53 - 1)",
+                        )
+                    })
+            })
+            .transpose()?,
     };
     owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
     let page = deps
