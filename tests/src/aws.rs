@@ -69,6 +69,7 @@ impl TestAws {
                 .max_number_of_messages(10)
                 .visibility_timeout(60)
                 .message_attribute_names("All")
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
                 .wait_time_seconds(0)
                 .send()
                 .await

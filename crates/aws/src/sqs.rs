@@ -301,6 +301,10 @@ impl DeliveryQueue for SqsDeliveryQueue {
                         SendMessageBatchRequestEntry::builder()
                             .id(i.to_string())
                             .message_body(&bodies[i])
+                            // SQS fair queues: the tenant is the message group on the
+                            // standard queue, so a tenant with a backlog does not hold up
+                            // the others' messages (docs/DECISIONS.md, "Fair queues").
+                            .message_group_id(tasks[i].tenant.as_str())
                             .build()
                             .map_err(|e| Arc::new(e) as CallError)
                     })

@@ -248,3 +248,32 @@ async fn a_queue_that_builds_its_client_on_first_use_queues_and_dead_letters() {
         ids(&tasks[..1])
     );
 }
+
+#[tokio::test]
+async fn each_task_goes_in_its_tenants_message_group_for_fair_queueing() {
+    let (aws, queue) = queue().await;
+    let sub = SubscriptionId::generate(Utc::now(), &mut rand::rng());
+    let tasks: Vec<DeliveryTask> = ["acme", "globex", "acme"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            DeliveryTask::new(
+                &tenant(name),
+                &sub,
+                &event(&format!("e{i}"), json!({})),
+                Utc::now(),
+            )
+        })
+        .collect();
+    queue.enqueue(&tasks).await.unwrap();
+    let messages = aws.peek_queue(aws.provisioned.delivery_queue_url()).await;
+    assert_eq!(messages.len(), 3);
+    for message in &messages {
+        let task = decode_message(message.body().unwrap()).unwrap();
+        let group = message
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+            .map(String::as_str);
+        assert_eq!(group, Some(task.tenant.as_str()));
+    }
+}
