@@ -104,6 +104,29 @@ fn with_query(path: &str, pairs: &[(&str, String)]) -> String {
     format!("{path}?{}", query.finish())
 }
 
+/// A listing's text: a table of `headers` with one `row` per item of `data` (or `empty`
+/// when there is none), and the hint when more pages follow.
+fn listing_text(
+    json: &Value,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> String {
+    let rows: Vec<Vec<String>> = json["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(row)
+        .collect();
+    let mut text = if rows.is_empty() {
+        format!("{empty}\n")
+    } else {
+        render(headers, &rows)
+    };
+    text.push_str(&next_page_hint(json));
+    text
+}
+
 fn next_page_hint(json: &Value) -> String {
     match json["next_cursor"].as_str() {
         Some(_) => "(more: add --all for every page)\n".to_owned(),
@@ -125,25 +148,19 @@ pub async fn subscriptions_list(
     let json = client
         .list("/v1/subscriptions", &query, all, "listing subscriptions")
         .await?;
-    let rows: Vec<Vec<String>> = json["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
+    let text = listing_text(
+        &json,
+        "no subscriptions",
+        &["ID", "STATUS", "EVENT TYPES", "URL"],
+        |s| {
             vec![
                 cell(&s["id"]),
                 cell(&s["status"]),
                 cell(&s["event_types"]),
                 cell(&s["url"]),
             ]
-        })
-        .collect();
-    let mut text = if rows.is_empty() {
-        "no subscriptions\n".to_owned()
-    } else {
-        render(&["ID", "STATUS", "EVENT TYPES", "URL"], &rows)
-    };
-    text.push_str(&next_page_hint(&json));
+        },
+    );
     Ok(Output { json, text })
 }
 
@@ -494,11 +511,11 @@ pub async fn deliveries_list(
             "listing deliveries",
         )
         .await?;
-    let rows: Vec<Vec<String>> = json["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| {
+    let text = listing_text(
+        &json,
+        "no deliveries",
+        &["ID", "STATE", "EVENT TYPE", "ATTEMPTS", "LAST", "CREATED"],
+        |d| {
             let attempts = d["attempts"].as_array().map_or(0, Vec::len);
             let last = d["attempts"]
                 .as_array()
@@ -518,17 +535,8 @@ pub async fn deliveries_list(
                 answered,
                 cell(&d["created_at"]),
             ]
-        })
-        .collect();
-    let mut text = if rows.is_empty() {
-        "no deliveries\n".to_owned()
-    } else {
-        render(
-            &["ID", "STATE", "EVENT TYPE", "ATTEMPTS", "LAST", "CREATED"],
-            &rows,
-        )
-    };
-    text.push_str(&next_page_hint(&json));
+        },
+    );
     Ok(Output { json, text })
 }
 
@@ -555,11 +563,11 @@ pub async fn deliveries_feed(
             "reading the feed",
         )
         .await?;
-    let rows: Vec<Vec<String>> = json["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| {
+    let text = listing_text(
+        &json,
+        "no deliveries",
+        &["DELIVERY", "EVENT", "EVENT TYPE", "STATE", "ACCEPTED"],
+        |d| {
             vec![
                 cell(&d["delivery_id"]),
                 cell(&d["event_id"]),
@@ -567,17 +575,8 @@ pub async fn deliveries_feed(
                 cell(&d["state"]),
                 cell(&d["accepted_at"]),
             ]
-        })
-        .collect();
-    let mut text = if rows.is_empty() {
-        "no deliveries\n".to_owned()
-    } else {
-        render(
-            &["DELIVERY", "EVENT", "EVENT TYPE", "STATE", "ACCEPTED"],
-            &rows,
-        )
-    };
-    text.push_str(&next_page_hint(&json));
+        },
+    );
     Ok(Output { json, text })
 }
 

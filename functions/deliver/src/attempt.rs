@@ -89,13 +89,17 @@ pub(crate) async fn deliver<P: Ports>(
     // A task whose subscription is gone (deleted, or its tenant erased) is let go before
     // any claim, so nothing of it is recorded (docs/DECISIONS.md, "Erasure").
     let key = (task.tenant.clone(), task.subscription_id.clone());
-    if let Some(Ok(None)) = shared.subscriptions.get(&key) {
-        return Outcome::unsent(Disposition::Skipped("subscription deleted".into()), None);
-    }
-    if let Some(Ok(Some(subscription))) = shared.subscriptions.get(&key)
-        && let Err(disposition) = within_rate(deps, task, subscription, received).await
-    {
-        return Outcome::unsent(disposition, Some(subscription));
+    match shared.subscriptions.get(&key) {
+        Some(Ok(None)) => {
+            return Outcome::unsent(Disposition::Skipped("subscription deleted".into()), None);
+        }
+        Some(Ok(Some(subscription))) => {
+            if let Err(disposition) = within_rate(deps, task, subscription, received).await {
+                return Outcome::unsent(disposition, Some(subscription));
+            }
+        }
+        // Not readable: the claim and check below say so.
+        _ => {}
     }
     let claimed = match claim(deps, task, received.reopens(task)).await {
         Ok(claimed) => claimed,

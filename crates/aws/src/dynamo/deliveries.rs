@@ -359,9 +359,16 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         // A number names the leading digits of a delivery's digest: the read filters on
         // them, and the exact number is checked below (its last three bits lie past them).
         let number_digits = match query.number {
-            Some(number) => {
-                Some(DeliveryId::digest_digits_of_number(number).ok_or(StoreError::InvalidCursor)?)
-            }
+            Some(number) => match DeliveryId::digest_digits_of_number(number) {
+                Some(digits) => Some(digits),
+                // A number no delivery can have.
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next: None,
+                    });
+                }
+            },
             None => None,
         };
         if number_digits.is_some() {

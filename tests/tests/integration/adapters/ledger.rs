@@ -406,6 +406,33 @@ async fn the_attempt_log_lists_a_subscriptions_deliveries_newest_first() {
     }
     assert_eq!(listed, ids(&newest_first));
 
+    // By the number a typed_object body carries: that delivery alone; a number no
+    // delivery can have finds none.
+    let number = herald_core::webhook::render::numeric_id(&tasks[3].delivery_id);
+    let numbered = DeliveryQuery {
+        number: Some(number),
+        limit: 10,
+        ..Default::default()
+    };
+    let page = ledger.list(&acme, &sub, &numbered, now).await.unwrap();
+    assert_eq!(
+        page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ids(&[&tasks[3]])
+    );
+    let impossible = DeliveryQuery {
+        number: Some(1 << 53),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(
+        ledger
+            .list(&acme, &sub, &impossible, now)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
     // Oldest first (the feed), paged the same way.
     let mut listed = Vec::new();
     let mut query = DeliveryQuery {
