@@ -231,6 +231,14 @@ fn analyse(
     let platform_log_bytes = invocations * platform_log_bytes_per_invocation(prices);
     let log_gb = per(app_log_bytes + platform_log_bytes) * million / 1e9;
     let logs = log_gb * price(prices, "cloudwatch_logs_lambda_gb");
+    // The metrics' share: their EMF lines, billed as log ingestion like any line.
+    let metric_log_bytes = log_bytes(
+        run.logged.metric_bytes as f64,
+        run.logged.metric_lines as f64,
+        prices,
+    );
+    let metric_logs =
+        per(metric_log_bytes) * million / 1e9 * price(prices, "cloudwatch_logs_lambda_gb");
     let on_demand = per(wru) * million * price(prices, "dynamodb_write_request_unit")
         + per(rru) * million * price(prices, "dynamodb_read_request_unit");
     // Provisioned: a unit per second for an hour, paid at 70% utilisation.
@@ -264,9 +272,12 @@ fn analyse(
         format!("{name}: CloudWatch Logs per delivery"),
         format!("{:.0} B", per(app_log_bytes + platform_log_bytes)),
         format!(
-            "Herald's lines {:.0} B ({:.2} lines, counted), Lambda's START and REPORT {:.0} B ({:.2} invocations), {} B an event's overhead included",
+            "Herald's lines {:.0} B ({:.2} lines, counted; of them the EMF metrics {:.0} B, {:.2} lines, ${:.3} a million), Lambda's START and REPORT {:.0} B ({:.2} invocations), {} B an event's overhead included",
             per(app_log_bytes),
             per(run.logged.lines as f64),
+            per(metric_log_bytes),
+            per(run.logged.metric_lines as f64),
+            metric_logs,
             per(platform_log_bytes),
             per(invocations),
             assumption(prices, "cloudwatch_log_event_overhead_bytes")
@@ -309,6 +320,9 @@ fn analyse(
         "log_bytes_per_delivery": {
             "herald": per(app_log_bytes),
             "herald_lines": per(run.logged.lines as f64),
+            "emf_metrics": per(metric_log_bytes),
+            "emf_metrics_lines": per(run.logged.metric_lines as f64),
+            "emf_metrics_usd_per_million": metric_logs,
             "lambda_platform": per(platform_log_bytes),
         },
         "lambda_billed_ms": {

@@ -46,6 +46,7 @@ pub fn per_call(events: usize) -> Duration {
         .unwrap();
     runtime.block_on(async {
         let deps = herald_ingest::IngestDeps {
+            xray: herald_aws::xray::XRay::off(),
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             max_deliveries_per_publish: 10_000,

@@ -2,17 +2,20 @@
 //! `info`, through Herald's filter, one write per line into a pipe that another thread
 //! reads (Lambda reads a function's standard output the same way). So the handler's CPU
 //! figures include its logging, and the AWS section can count the bytes and lines that
-//! CloudWatch Logs would bill.
+//! CloudWatch Logs would bill. The metrics' EMF lines (`herald_aws::lambda::metrics`) go to
+//! the same pipe, as in Lambda, and are counted on their own too.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// Bytes and lines logged so far.
+/// Bytes and lines logged so far: all of them, and of them the EMF metrics lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Logged {
     pub bytes: u64,
     pub lines: u64,
+    pub metric_bytes: u64,
+    pub metric_lines: u64,
 }
 
 impl std::ops::Sub for Logged {
@@ -21,6 +24,8 @@ impl std::ops::Sub for Logged {
         Logged {
             bytes: self.bytes - earlier.bytes,
             lines: self.lines - earlier.lines,
+            metric_bytes: self.metric_bytes - earlier.metric_bytes,
+            metric_lines: self.metric_lines - earlier.metric_lines,
         }
     }
 }
@@ -32,13 +37,25 @@ struct Counters {
 }
 
 static COUNTERS: OnceLock<Arc<Counters>> = OnceLock::new();
+static METRIC_COUNTERS: OnceLock<Arc<Counters>> = OnceLock::new();
 
 /// What has been logged since [`install`] (nothing when it was not called).
 pub fn logged() -> Logged {
-    COUNTERS.get().map_or_else(Logged::default, |c| Logged {
-        bytes: c.bytes.load(Ordering::SeqCst),
-        lines: c.lines.load(Ordering::SeqCst),
-    })
+    let read = |c: &OnceLock<Arc<Counters>>| {
+        c.get().map_or((0, 0), |c| {
+            (
+                c.bytes.load(Ordering::SeqCst),
+                c.lines.load(Ordering::SeqCst),
+            )
+        })
+    };
+    let ((bytes, lines), (metric_bytes, metric_lines)) = (read(&COUNTERS), read(&METRIC_COUNTERS));
+    Logged {
+        bytes: bytes + metric_bytes,
+        lines: lines + metric_lines,
+        metric_bytes,
+        metric_lines,
+    }
 }
 
 #[derive(Clone)]
@@ -75,11 +92,14 @@ pub fn install() {
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         })
         .expect("the log reader's thread");
-    let counters = Arc::clone(COUNTERS.get_or_init(Arc::default));
-    let sink = CountingPipe {
-        pipe: Arc::new(writer),
-        counters,
+    let pipe = Arc::new(writer);
+    let metrics = CountingPipe {
+        pipe: Arc::clone(&pipe),
+        counters: Arc::clone(METRIC_COUNTERS.get_or_init(Arc::default)),
     };
+    herald_aws::lambda::metrics::enable_into(Box::new(metrics));
+    let counters = Arc::clone(COUNTERS.get_or_init(Arc::default));
+    let sink = CountingPipe { pipe, counters };
     let subscriber = herald_aws::lambda::telemetry::json_subscriber("info", move || sink.clone());
     tracing::subscriber::set_global_default(subscriber).expect("the bench's only subscriber");
 }
@@ -97,5 +117,15 @@ mod tests {
         let after = logged() - before;
         assert_eq!(after.lines, 1);
         assert!(after.bytes > 40, "{after:?}");
+        assert_eq!(after.metric_lines, 0);
+        let mut metrics = herald_aws::lambda::metrics::Metrics::new("deliver");
+        metrics.count("Delivered", 1);
+        metrics.emit();
+        let after = logged() - before;
+        assert_eq!((after.lines, after.metric_lines), (2, 1));
+        assert!(
+            after.metric_bytes > 100 && after.bytes > after.metric_bytes,
+            "{after:?}"
+        );
     }
 }

@@ -134,6 +134,9 @@ impl LocalHerald {
             ingest,
             manage,
             tenant_claim: herald_aws::lambda::config::tenant_claim(&source).name,
+            xray: herald_aws::xray::XRay::from_address(
+                source("AWS_XRAY_DAEMON_ADDRESS").as_deref(),
+            ),
         });
         let (queue_url, queue_arn) = provisioned
             .queues

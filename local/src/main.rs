@@ -90,7 +90,11 @@ async fn run() -> anyhow::Result<()> {
     })?;
     let prefix = std::env::var("HERALD_LOCAL_PREFIX").unwrap_or_else(|_| "herald-local".into());
     let settings: HashMap<String, String> = std::env::vars()
-        .filter(|(name, _)| name.starts_with("HERALD_") && !name.starts_with("HERALD_LOCAL_"))
+        .filter(|(name, _)| {
+            (name.starts_with("HERALD_") && !name.starts_with("HERALD_LOCAL_"))
+                // An X-Ray daemon to send traces to, as Lambda names it (docs/OPERATIONS.md).
+                || name == "AWS_XRAY_DAEMON_ADDRESS"
+        })
         .collect();
 
     let visibility_timeout = match std::env::var("HERALD_LOCAL_VISIBILITY_TIMEOUT") {

@@ -19,6 +19,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use herald_aws::lambda::wiring::AwsPorts;
+use herald_aws::xray::XRay;
+use herald_core::trace::{Span, TraceHeader};
+use lambda_http::RequestExt;
 
 use crate::gateway::{self, Call, Gateway, Refusal};
 use crate::routes::Function;
@@ -33,6 +36,9 @@ pub struct Functions {
     pub manage: herald_manage::ManageDeps<AwsPorts>,
     /// The JWT claim that carries the tenant (`HERALD_TENANT_CLAIM`).
     pub tenant_claim: String,
+    /// With a daemon (`AWS_XRAY_DAEMON_ADDRESS`), the runner plays Lambda's active
+    /// tracing: every invocation begins a sampled trace, and its segment is sent.
+    pub xray: XRay,
 }
 
 fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -145,10 +151,47 @@ async fn answer(
             ));
         }
     };
-    let response = match routed.matched.route.function {
+    // As Lambda with active tracing: the invocation's segment, under which the function
+    // hangs its own spans ("Using AWS Lambda with AWS X-Ray",
+    // https://docs.aws.amazon.com/lambda/latest/dg/services-xray.html).
+    let now = chrono::Utc::now();
+    let invocation = functions
+        .xray
+        .is_on()
+        .then(|| TraceHeader::begin(now, &mut rand::rng()));
+    let lambda_request = match &invocation {
+        Some(header) => {
+            let mut context = lambda_http::Context::default();
+            context.xray_trace_id = Some(header.to_string());
+            lambda_request.with_lambda_context(context)
+        }
+        None => lambda_request,
+    };
+    let function = routed.matched.route.function;
+    let response = match function {
         Function::Ingest => herald_ingest::handle(&functions.ingest, lambda_request).await,
         Function::Manage => herald_manage::handle(&functions.manage, lambda_request).await,
     };
+    if let Some(header) = invocation {
+        let name = match function {
+            Function::Ingest => "herald-ingest",
+            Function::Manage => "herald-manage",
+        };
+        let mut segment = Span::begin(name, now, &mut rand::rng());
+        segment.id = header.parent.clone().unwrap_or_default();
+        segment
+            .end(chrono::Utc::now())
+            .set("origin", "AWS::Lambda::Function".into())
+            .set(
+                "http",
+                json!({"response": {"status": response.status().as_u16()}}),
+            );
+        let root = TraceHeader {
+            parent: None,
+            ..header
+        };
+        functions.xray.send_segment(&segment, &root);
+    }
     let (parts, body) = response.into_parts();
     let bytes = Bytes::copy_from_slice(body.as_ref());
     Ok(Response::from_parts(parts, Full::new(bytes)))

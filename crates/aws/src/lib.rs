@@ -8,3 +8,4 @@ pub mod http;
 pub mod lambda;
 pub mod secrets;
 pub mod sqs;
+pub mod xray;

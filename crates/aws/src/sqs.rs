@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::builders::SendMessageBatchRequestEntryBuilder;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue,
-    SendMessageBatchRequestEntry,
+    MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
 };
 use futures::StreamExt;
 
@@ -277,6 +278,24 @@ fn text(value: &str) -> Result<MessageAttributeValue, CallError> {
         .map_err(|e| Arc::new(e) as CallError)
 }
 
+/// A traced task's header also as SQS's `AWSTraceHeader` system attribute, which X-Ray
+/// reads to draw the queue between the publish and its deliveries; Herald's own carriage
+/// is the task's `trace` field, which a redrive keeps too.
+fn with_trace_header(
+    entry: SendMessageBatchRequestEntryBuilder,
+    task: &DeliveryTask,
+) -> Result<SendMessageBatchRequestEntryBuilder, CallError> {
+    let Some(header) = &task.trace else {
+        return Ok(entry);
+    };
+    let value = MessageSystemAttributeValue::builder()
+        .data_type("String")
+        .string_value(header.to_string())
+        .build()
+        .map_err(|e| Arc::new(e) as CallError)?;
+    Ok(entry.message_system_attributes(MessageSystemAttributeNameForSends::AwsTraceHeader, value))
+}
+
 /// Whole seconds, rounded up (a retry never comes back before its delay), and within
 /// what SQS allows.
 fn visibility_seconds(delay: Duration) -> i32 {
@@ -298,13 +317,14 @@ impl DeliveryQueue for SqsDeliveryQueue {
                 let entries = batch
                     .iter()
                     .map(|&i| {
-                        SendMessageBatchRequestEntry::builder()
+                        let entry = SendMessageBatchRequestEntry::builder()
                             .id(i.to_string())
                             .message_body(&bodies[i])
                             // SQS fair queues: the tenant is the message group on the
                             // standard queue, so a tenant with a backlog does not hold up
                             // the others' messages (docs/DECISIONS.md, "Fair queues").
-                            .message_group_id(tasks[i].tenant.as_str())
+                            .message_group_id(tasks[i].tenant.as_str());
+                        with_trace_header(entry, &tasks[i])?
                             .build()
                             .map_err(|e| Arc::new(e) as CallError)
                     })

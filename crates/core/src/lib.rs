@@ -12,6 +12,7 @@ pub mod portal;
 pub mod ports;
 pub mod subscription;
 pub mod system_events;
+pub mod trace;
 pub mod webhook;
 
 /// The `User-Agent` Herald sends with every delivery.

@@ -15,6 +15,7 @@ use herald_core::ports::{
     SendOutcome, StoreError, SubscriptionStore, WebhookSender,
 };
 use herald_core::subscription::{Subscription, SubscriptionStatus};
+use herald_core::trace::Span;
 use herald_core::webhook::build;
 use rand::Rng;
 
@@ -80,11 +81,33 @@ impl Received {
     }
 }
 
+/// The stages' spans, kept when the task's trace is recorded (`None` otherwise): each is
+/// a subsegment of the delivery's segment (`crate::batch`).
+pub(crate) type Spans = Option<Vec<Span>>;
+
+/// Runs `work` as the span `name` when spans are kept.
+async fn timed<P: Ports, T>(
+    deps: &DeliverDeps<P>,
+    spans: &mut Spans,
+    name: &str,
+    work: impl Future<Output = T>,
+) -> T {
+    let Some(spans) = spans else {
+        return work.await;
+    };
+    let mut span = Span::begin(name, deps.ports.clock.now(), &mut rand::rng());
+    let out = work.await;
+    span.end(deps.ports.clock.now());
+    spans.push(span);
+    out
+}
+
 pub(crate) async fn deliver<P: Ports>(
     deps: &DeliverDeps<P>,
     shared: &BatchShared,
     task: &DeliveryTask,
     received: Received,
+    spans: &mut Spans,
 ) -> Outcome {
     // A task whose subscription is gone (deleted, or its tenant erased) is let go before
     // any claim, so nothing of it is recorded (docs/DECISIONS.md, "Erasure").
@@ -101,7 +124,14 @@ pub(crate) async fn deliver<P: Ports>(
         // Not readable: the claim and check below say so.
         _ => {}
     }
-    let claimed = match claim(deps, task, received.reopens(task)).await {
+    let claimed = match timed(
+        deps,
+        spans,
+        "claim",
+        claim(deps, task, received.reopens(task)),
+    )
+    .await
+    {
         Ok(claimed) => claimed,
         Err(disposition) => return Outcome::unsent(disposition, None),
     };
@@ -109,11 +139,12 @@ pub(crate) async fn deliver<P: Ports>(
         Ok(subscription) => subscription,
         Err((disposition, subscription)) => return Outcome::unsent(disposition, subscription),
     };
-    let sent = match send(deps, shared, task, subscription, &claimed).await {
+    let sent = match send(deps, shared, task, subscription, &claimed, spans).await {
         Ok(sent) => sent,
         Err(disposition) => return Outcome::unsent(disposition, Some(subscription)),
     };
-    let disposition = record(deps, task, subscription, &claimed, &sent, received.count).await;
+    let recording = record(deps, task, subscription, &claimed, &sent, received.count);
+    let disposition = timed(deps, spans, "record", recording).await;
     Outcome {
         disposition,
         url: Some(subscription.url.as_str().to_owned()),
@@ -264,6 +295,7 @@ async fn send<P: Ports>(
     task: &DeliveryTask,
     subscription: &Subscription,
     claimed: &Claimed,
+    spans: &mut Spans,
 ) -> Result<Sent, Disposition> {
     let now = claimed.claim.now;
     let number = claimed.record.attempt_count() + 1;
@@ -288,8 +320,13 @@ async fn send<P: Ports>(
         now,
     );
     let permit = shared.hosts.acquire(webhook.url.host()).await;
-    let outcome = deps.ports.sender.send(webhook).await;
+    // The span names the receiver by its origin alone: a path or query can hold a token.
+    let origin = webhook.url.url().origin().ascii_serialization();
+    let outcome = timed(deps, spans, "POST", deps.ports.sender.send(webhook)).await;
     drop(permit);
+    if let Some(span) = spans.as_mut().and_then(|spans| spans.last_mut()) {
+        describe_post(span, &origin, &outcome);
+    }
     Ok(Sent {
         // Marked `forced`: made outside the schedule, at an operator's request.
         attempt: Attempt::of(
@@ -301,6 +338,28 @@ async fn send<P: Ports>(
         outcome,
         finished_at: deps.ports.clock.now(),
     })
+}
+
+/// The POST's span as X-Ray describes a call out: a remote call, its request, and the
+/// answer's status; a 4xx is an `error`, a 5xx or no answer a `fault`.
+fn describe_post(span: &mut Span, origin: &str, outcome: &SendOutcome) {
+    let mut http = serde_json::json!({"request": {"method": "POST", "url": origin}});
+    span.set("namespace", "remote".into());
+    match outcome {
+        SendOutcome::Answered { status, .. } => {
+            http["response"] = serde_json::json!({ "status": status });
+            if (400..500).contains(status) {
+                span.set("error", true.into());
+            } else if *status >= 500 {
+                span.set("fault", true.into());
+            }
+        }
+        SendOutcome::Failed { error, .. } => {
+            span.set("fault", true.into())
+                .annotate("error", error.code());
+        }
+    }
+    span.set("http", http);
 }
 
 /// Decides what follows the attempt and writes it with the attempt, while the claim

@@ -11,8 +11,9 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use futures::StreamExt;
 use herald_core::delivery::{DeliveryTask, decode_message};
 use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
-use herald_core::ports::{DeadLetter, Ports, SubscriptionStore};
+use herald_core::ports::{Clock, DeadLetter, Ports, SubscriptionStore};
 use herald_core::subscription::Subscription;
+use herald_core::trace::Span;
 
 use herald_aws::lambda::metrics::Metrics;
 
@@ -252,7 +253,26 @@ async fn process_record<P: Ports>(
             .message_attributes
             .contains_key(DeadLetter::REASON_ATTRIBUTE),
     };
-    let outcome = attempt::deliver(deps, shared, &task, received).await;
+    // A task of a recorded trace is a segment of it, continuing the publish's span.
+    let traced = deps.xray.records(task.trace.as_ref());
+    let started = deps.ports.clock.now();
+    let mut spans = traced.then(Vec::new);
+    let outcome = attempt::deliver(deps, shared, &task, received, &mut spans).await;
+    if let (Some(spans), Some(header)) = (spans, &task.trace) {
+        let mut segment = Span::begin("herald-deliver", started, &mut rand::rng());
+        segment
+            .end(deps.ports.clock.now())
+            .set("origin", "AWS::Lambda::Function".into())
+            .annotate("tenant", task.tenant.as_str())
+            .annotate("subscription_id", task.subscription_id.as_str())
+            .annotate("delivery_id", task.delivery_id.as_str())
+            .annotate("disposition", outcome.disposition.to_string());
+        if let Some(attempt) = &outcome.attempt {
+            segment.annotate("attempt", attempt.number);
+        }
+        segment.subsegments = spans;
+        deps.xray.send_segment(&segment, header);
+    }
     let reason = match &outcome.disposition {
         Disposition::Failed(reason) => Some(reason.clone()),
         Disposition::OwedDeadLetter(reason) => Some(reason.clone()),

@@ -91,6 +91,7 @@ pub(crate) async fn announce_disabled<P: Ports>(
             max_deliveries: usize::MAX,
         },
         at,
+        None,
     )
     .await
     {

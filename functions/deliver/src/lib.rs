@@ -23,6 +23,8 @@ pub use report::{Disposition, RecordReport};
 pub struct DeliverDeps<P: Ports> {
     pub ports: Adapters<P>,
     pub settings: DeliverySettings,
+    /// Where a traced task's segment goes (off without a daemon).
+    pub xray: herald_aws::xray::XRay,
 }
 
 /// Deliver on AWS, for `herald_aws::lambda::wiring::run_sqs`.
@@ -36,6 +38,7 @@ impl SqsFunction for Deliver {
         DeliverDeps {
             ports: started.adapters,
             settings: started.config.delivery,
+            xray: herald_aws::xray::XRay::from_address(started.config.xray_daemon.as_deref()),
         }
     }
 

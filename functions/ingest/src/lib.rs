@@ -16,6 +16,8 @@ pub struct IngestDeps<P: Ports> {
     pub tenant_claim: TenantClaim,
     /// The most deliveries one publish may make (`HERALD_MAX_DELIVERIES_PER_PUBLISH`).
     pub max_deliveries_per_publish: usize,
+    /// Where the `publish` span of a sampled invocation goes (off without a daemon).
+    pub xray: herald_aws::xray::XRay,
 }
 
 /// Ingest on AWS, for `herald_aws::lambda::wiring::run_http`.
@@ -30,6 +32,7 @@ impl HttpFunction for Ingest {
             ports: started.adapters,
             tenant_claim: started.config.tenant_claim,
             max_deliveries_per_publish: started.config.limits.deliveries_per_publish,
+            xray: herald_aws::xray::XRay::from_address(started.config.xray_daemon.as_deref()),
         }
     }
 

@@ -8,8 +8,9 @@ use herald_aws::lambda::metrics::{Metrics, Unit};
 use herald_core::event::{EventError, parse_publish_body};
 use herald_core::flow::publish::{Audience, PublishError, publish};
 use herald_core::ports::{Clock, Ports};
+use herald_core::trace::{Span, TraceHeader};
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -52,9 +53,38 @@ async fn answer<P: Ports>(
     let audience = Audience::Matching {
         max_deliveries: deps.max_deliveries_per_publish,
     };
-    let published = publish(&deps.ports, &tenant, &events, audience, now)
-        .await
-        .map_err(|e| match e {
+    // A sampled invocation's publish is a span under it, and every task carries a header
+    // naming that span, so deliver continues the trace (herald_core::trace).
+    let invocation = invocation_trace(request).filter(|h| deps.xray.records(Some(h)));
+    let mut span = invocation
+        .as_ref()
+        .map(|_| Span::begin("publish", now, &mut rand::rng()));
+    let carried = invocation
+        .as_ref()
+        .zip(span.as_ref())
+        .map(|(header, span)| header.under(&span.id));
+    let result = publish(
+        &deps.ports,
+        &tenant,
+        &events,
+        audience,
+        now,
+        carried.as_ref(),
+    )
+    .await;
+    if let (Some(header), Some(span)) = (&invocation, &mut span) {
+        span.end(deps.ports.clock.now())
+            .annotate("tenant", tenant.as_str())
+            .annotate("events", events.len());
+        if let Ok(published) = &result {
+            let deliveries: u32 = published.iter().map(|p| p.deliveries).sum();
+            span.annotate("deliveries", deliveries);
+        } else {
+            span.set("fault", true.into());
+        }
+        deps.xray.send_subsegment(span, header);
+    }
+    let published = result.map_err(|e| match e {
             PublishError::Conflict(_) => ApiError::conflict(e.to_string()),
             PublishError::TooManyDeliveries { .. } => ApiError::unprocessable(e.to_string()),
             PublishError::Store(e) => ApiError::from(e),
@@ -85,6 +115,18 @@ async fn answer<P: Ports>(
     } else {
         api::json_response(StatusCode::ACCEPTED, &answers[0])
     })
+}
+
+/// The invocation's trace header, as Lambda hands it to the runtime
+/// (`Lambda-Runtime-Trace-Id`, the context's `xray_trace_id`). One that cannot be read is
+/// not traced.
+fn invocation_trace(request: &Request) -> Option<TraceHeader> {
+    request
+        .lambda_context_ref()?
+        .xray_trace_id
+        .as_deref()?
+        .parse()
+        .ok()
 }
 
 /// A publish's metrics (docs/OPERATIONS.md), from each event's deliveries and whether it

@@ -148,6 +148,7 @@ pub async fn forced_task<P: Ports>(
         subscription_id: record.subscription_id.clone(),
         event,
         forced: true,
+        trace: None,
     };
     Ok(Some(task))
 }

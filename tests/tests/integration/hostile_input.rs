@@ -92,6 +92,7 @@ proptest! {
     #[test]
     fn ingest_never_fails_and_refusals_write_nothing(body in body(), tenant in prop::option::of("[a-z!/ ]{0,6}")) {
         let deps = herald_ingest::IngestDeps {
+            xray: herald_aws::xray::XRay::off(),
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             max_deliveries_per_publish: 10_000,
@@ -138,6 +139,7 @@ proptest! {
     #[test]
     fn random_queue_messages_go_to_the_dead_letter_queue_never_back(bodies in prop::collection::vec(body(), 1..10)) {
         let deps = std::sync::Arc::new(herald_deliver::DeliverDeps {
+            xray: herald_aws::xray::XRay::off(),
             ports: herald_testkit::adapters(),
             settings: herald_core::delivery::settings::DeliverySettings {
                 concurrency: 4,

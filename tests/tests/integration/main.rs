@@ -23,4 +23,5 @@ mod receiver;
 mod sam_local;
 mod smoke;
 mod soak;
+mod traces;
 mod wire;

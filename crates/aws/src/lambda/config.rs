@@ -276,6 +276,9 @@ pub struct Config {
     pub erasure_settle: Duration,
     /// Per-tenant caps.
     pub limits: Limits,
+    /// The X-Ray daemon Lambda runs beside the function (`AWS_XRAY_DAEMON_ADDRESS`); spans
+    /// are sent to it for sampled traces (`crate::xray`).
+    pub xray_daemon: Option<String>,
 }
 
 /// What one tenant may use of a deployment.
@@ -472,6 +475,7 @@ impl Config {
             subscription_cache,
             erasure_settle,
             limits: limits(env)?,
+            xray_daemon: env.get("AWS_XRAY_DAEMON_ADDRESS"),
         })
     }
 }

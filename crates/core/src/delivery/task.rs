@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use crate::event::Event;
 use crate::ids::{DeliveryId, SubscriptionId, TenantId};
+use crate::trace::TraceHeader;
 
 /// One message on the delivery queue. Versioned and tagged so that a deployment can
 /// read what the previous one wrote.
@@ -26,6 +27,10 @@ pub struct DeliveryTask {
     /// A manual redelivery: sent even if the delivery already succeeded or failed.
     #[serde(default)]
     pub forced: bool,
+    /// The trace the publish belongs to, its parent the span that queued the task, when
+    /// that trace is recorded (`herald_core::trace`). A task without one is not traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceHeader>,
 }
 
 impl DeliveryTask {
@@ -42,6 +47,7 @@ impl DeliveryTask {
             subscription_id: subscription_id.clone(),
             event: event.clone(),
             forced: false,
+            trace: None,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::ports::{
     Acceptance, Adapters, DeliveryQueue, EventLog, Ports, QueueError, StoreError, SubscriptionStore,
 };
 use crate::subscription::Subscription;
+use crate::trace::TraceHeader;
 
 /// Event records written at once for one publish.
 const WRITE_CONCURRENCY: usize = 16;
@@ -64,13 +65,15 @@ pub enum PublishError {
     TooManyDeliveries { deliveries: usize, max: usize },
 }
 
-/// Records and fans out `events` for `tenant`, answering in their order.
+/// Records and fans out `events` for `tenant`, answering in their order. Each task
+/// carries `trace`, when the publish is traced, so deliver continues the trace.
 pub async fn publish<P: Ports>(
     ports: &Adapters<P>,
     tenant: &TenantId,
     events: &[Event],
     audience: Audience<'_>,
     now: DateTime<Utc>,
+    trace: Option<&TraceHeader>,
 ) -> Result<Vec<Published>, PublishError> {
     // One read of the tenant's subscriptions serves every event of the call.
     let active = match audience {
@@ -140,12 +143,9 @@ pub async fn publish<P: Ports>(
         };
         let before = tasks.len();
         for subscription in wanting.iter().filter(|s| s.created_at <= accepted_at) {
-            tasks.push(DeliveryTask::new(
-                tenant,
-                &subscription.id,
-                event,
-                accepted_at,
-            ));
+            let mut task = DeliveryTask::new(tenant, &subscription.id, event, accepted_at);
+            task.trace = trace.cloned();
+            tasks.push(task);
             if subscription.supersede && event.subject.is_some() {
                 supersede.push((event, subscription));
             }

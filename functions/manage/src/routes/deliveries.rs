@@ -135,6 +135,7 @@ pub async fn send_test<P: Ports>(
         std::slice::from_ref(&event),
         Audience::Only(&subscription),
         now,
+        None,
     )
     .await
     .map_err(|e| match e {

@@ -40,6 +40,7 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Arc<Deps
 
 fn unshared_deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
     DeliverDeps {
+        xray: herald_aws::xray::XRay::off(),
         ports: Adapters {
             sender,
             ..herald_testkit::adapters()
@@ -866,6 +867,7 @@ fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> Arc<DeliverDeps<
     let plain = unshared_deps(InMemoryWebhookSender::default(), "exponential", "3d");
     let clock = Arc::new(FixedClock::at(Utc::now()));
     Arc::new(DeliverDeps {
+        xray: herald_aws::xray::XRay::off(),
         ports: Adapters {
             subscriptions: CachedSubscriptions::new(
                 InMemorySubscriptionStore::default(),

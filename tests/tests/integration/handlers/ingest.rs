@@ -13,6 +13,7 @@ type Deps = IngestDeps<MemoryPorts>;
 
 fn deps() -> Deps {
     IngestDeps {
+        xray: herald_aws::xray::XRay::off(),
         ports: herald_testkit::adapters(),
         tenant_claim: "tenant".into(),
         max_deliveries_per_publish: 10_000,
@@ -408,4 +409,75 @@ async fn a_publish_that_would_make_more_deliveries_than_allowed_is_refused_whole
     let one = json!({"id": "c", "type": "order.shipped", "data": {}});
     assert_eq!(handle(&deps, publish("acme", one)).await.status(), 202);
     assert_eq!(deps.ports.queue.enqueued().len(), 2);
+}
+
+/// Lambda's context for an invocation whose trace header is `header`.
+fn traced(request: Request, header: &str) -> Request {
+    use lambda_http::RequestExt;
+    let mut context = lambda_http::Context::default();
+    context.xray_trace_id = Some(header.to_owned());
+    request.with_lambda_context(context)
+}
+
+#[tokio::test]
+async fn a_sampled_invocation_traces_its_publish_and_an_unsampled_one_sends_nothing() {
+    let daemon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    daemon.set_nonblocking(true).unwrap();
+    let mut deps = deps();
+    deps.xray = herald_aws::xray::XRay::to(daemon.local_addr().unwrap()).unwrap();
+    subscribe(&deps, "acme", &["*"]).await;
+    let root = "1-5759e988-bd862e3fe1be46a994272793";
+    let mut buf = [0u8; 65536];
+
+    let unsampled = format!("Root={root};Parent=53995c3f42cd8ad8;Sampled=0");
+    let body = json!({"id": "e-quiet", "type": "a", "data": {}});
+    let response = handle(&deps, traced(publish("acme", body), &unsampled)).await;
+    assert_eq!(response.status(), 202);
+    // A malformed header is no trace either.
+    let body = json!({"id": "e-odd", "type": "a", "data": {}});
+    let response = handle(
+        &deps,
+        traced(publish("acme", body), "Root=nonsense;Sampled=1"),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(daemon.recv(&mut buf).is_err(), "nothing sent for them");
+    assert!(
+        deps.ports
+            .queue
+            .enqueued()
+            .iter()
+            .all(|t| t.trace.is_none()),
+        "their tasks carry no trace"
+    );
+
+    let sampled = format!("Root={root};Parent=53995c3f42cd8ad8;Sampled=1");
+    let body = json!({"id": "e-traced", "type": "a", "data": {}});
+    let response = handle(&deps, traced(publish("acme", body), &sampled)).await;
+    assert_eq!(response.status(), 202);
+    let mut doc = None;
+    for _ in 0..50 {
+        if let Ok(n) = daemon.recv(&mut buf) {
+            let text = std::str::from_utf8(&buf[..n]).unwrap();
+            doc = Some(serde_json::from_str::<Value>(text.split_once('\n').unwrap().1).unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let doc = doc.expect("the publish span");
+    assert_eq!(doc["name"], "publish");
+    assert_eq!(doc["trace_id"], root);
+    assert_eq!(doc["parent_id"], "53995c3f42cd8ad8");
+    let task = deps
+        .ports
+        .queue
+        .enqueued()
+        .into_iter()
+        .find(|t| t.event.id.as_str() == "e-traced")
+        .unwrap();
+    let carried = task.trace.expect("the task carries the trace");
+    assert_eq!(carried.root, root);
+    assert_eq!(carried.parent.as_deref(), doc["id"].as_str());
+    assert!(carried.sampled);
 }

@@ -79,6 +79,7 @@ fn deps<W: WebhookSender + 'static>(
     per_host: usize,
 ) -> Arc<DeliverDeps<MemoryPortsWith<W>>> {
     Arc::new(DeliverDeps {
+        xray: herald_aws::xray::XRay::off(),
         ports: herald_testkit::adapters_with(sender),
         settings: DeliverySettings {
             concurrency,
