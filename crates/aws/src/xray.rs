@@ -128,7 +128,7 @@ mod tests {
         );
         assert_eq!(daemon_address("not an address"), None);
         assert!(!XRay::from_address(None).records(None));
-        assert!(!XRay::from_address(Some("nowhere")).sink.is_some());
+        assert!(XRay::from_address(Some("nowhere")).sink.is_none());
     }
 
     #[test]
