@@ -29,7 +29,10 @@ fn publish_event(round: usize, events: usize) -> String {
         "headers": {"content-type": "application/json"},
         "requestContext": {
             "http": {"method": "POST", "path": "/v1/events"},
-            "authorizer": {"jwt": {"claims": {"tenant": "acme"}}},
+            "authorizer": {"jwt": {
+                "claims": {"tenant": "acme", "scope": "herald/publish"},
+                "scopes": ["herald/publish"],
+            }},
             "timeEpoch": 0,
         },
         "isBase64Encoded": false,

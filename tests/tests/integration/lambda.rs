@@ -676,14 +676,31 @@ fn the_api_is_throttled_and_logs_each_call_without_secrets() {
 /// (its EMF lines) or AWS publishes for the resource.
 #[test]
 fn every_alarm_and_graph_names_a_metric_that_is_emitted() {
+    use herald_deliver::Disposition;
     let mut emitted: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut report = herald_deliver::RecordReport::new("m", herald_deliver::Disposition::Delivered);
-    report.attempt = Some(1);
-    report.latency_ms = Some(5);
-    report.lag_ms = Some(50);
-    report.error = Some("E_TIMEOUT");
+    // A batch with a record of every outcome: counts of zero are left out of a line.
+    let reports: Vec<_> = [
+        Disposition::Delivered,
+        Disposition::RetryIn(std::time::Duration::from_secs(5)),
+        Disposition::Failed("window spent".into()),
+        Disposition::Gone,
+        Disposition::Skipped("disabled".into()),
+        Disposition::Superseded,
+        Disposition::DeadLettered("malformed".into()),
+        Disposition::RateLimited(std::time::Duration::from_secs(1)),
+    ]
+    .into_iter()
+    .map(|disposition| {
+        let mut report = herald_deliver::RecordReport::new("m", disposition);
+        report.attempt = Some(1);
+        report.latency_ms = Some(5);
+        report.lag_ms = Some(50);
+        report.error = Some("E_TIMEOUT");
+        report
+    })
+    .collect();
     for line in [
-        herald_deliver::batch_metrics(&[report]).document(1),
+        herald_deliver::batch_metrics(&reports).document(1),
         herald_ingest::publish_metrics(&[(2, false)]).document(1),
     ] {
         herald_aws::lambda::metrics::check_document(&line).unwrap();

@@ -10,14 +10,16 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 use super::attributes::{Item, expired, get_n, n, s, time};
 use super::delivery_items::{
     STATES, decode_cursor, delivery_key, encode_cursor, last_millisecond_before, record_of,
     subscription_key,
 };
+use super::excerpts::{ExcerptRetention, Excerpts, Kept, SEALED_FIELD};
 use super::{erase, read_consistent, unavailable};
-use herald_core::delivery::{DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::delivery::{Attempt, DeadLetterMark, DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{
     AttemptResult, Claim, ClaimOutcome, DeliveryLedger, DeliveryQuery, Erased, Page, StoreError,
@@ -30,11 +32,78 @@ const MAX_PAGE: usize = 1000;
 pub struct DynamoDeliveryLedger {
     client: Client,
     table: String,
+    excerpts: Arc<Excerpts>,
 }
 
 impl DynamoDeliveryLedger {
+    /// Excerpts kept as long as their records.
     pub fn new(client: Client, table: String) -> Self {
-        Self { client, table }
+        Self::with_excerpts(client, table, ExcerptRetention::WithRecords)
+    }
+
+    /// Excerpts kept as `retention` says (`super::excerpts`).
+    pub fn with_excerpts(client: Client, table: String, retention: ExcerptRetention) -> Self {
+        let excerpts = Arc::new(Excerpts::new(client.clone(), table.clone(), retention));
+        Self {
+            client,
+            table,
+            excerpts,
+        }
+    }
+
+    /// The record of `item`, its sealed excerpts opened while their day's key lasts.
+    async fn read_record(
+        &self,
+        item: &Item,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryRecord, StoreError> {
+        let mut record = record_of(item)?;
+        let Some(AttributeValue::L(stored)) = item.get("attempts") else {
+            return Ok(record);
+        };
+        for (attempt, text) in record.attempts.iter_mut().zip(stored) {
+            let Ok(text) = text.as_s() else { continue };
+            if !text.contains(SEALED_FIELD) {
+                continue;
+            }
+            let sealed = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get(SEALED_FIELD)?.as_str().map(str::to_owned));
+            if let Some(sealed) = sealed {
+                attempt.response = self
+                    .excerpts
+                    .open(&record.id, attempt.number, &sealed, now)
+                    .await?;
+            }
+        }
+        Ok(record)
+    }
+
+    /// An attempt as stored: its excerpt kept as the excerpt retention says.
+    async fn stored_attempt(
+        &self,
+        id: &DeliveryId,
+        attempt: &Attempt,
+    ) -> Result<String, StoreError> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        let kept = self
+            .excerpts
+            .keep(id, attempt.number, &attempt.response, attempt.at)
+            .await?;
+        let mut value = serde_json::to_value(attempt).map_err(corrupt)?;
+        match kept {
+            Kept::Plain => {}
+            Kept::Dropped => {
+                value.as_object_mut().map(|v| v.remove("response"));
+            }
+            Kept::Sealed(sealed) => {
+                if let Some(fields) = value.as_object_mut() {
+                    fields.remove("response");
+                    fields.insert(SEALED_FIELD.into(), sealed.into());
+                }
+            }
+        }
+        serde_json::to_string(&value).map_err(corrupt)
     }
 }
 
@@ -205,8 +274,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .expression_attribute_values(":state", s(result.state.as_str()))
             .expression_attribute_values(":now_text", s(time(result.now)));
         if let Some(attempt) = &result.attempt {
-            let text =
-                serde_json::to_string(attempt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let text = self.stored_attempt(id, attempt).await?;
             set.push("attempts = list_append(if_not_exists(attempts, :empty), :attempt)");
             request = request
                 .expression_attribute_values(":attempt", AttributeValue::L(vec![s(text)]))
@@ -421,7 +489,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             }
             let output = page.send().await.map_err(unavailable)?;
             for item in output.items() {
-                let record = record_of(item)?;
+                let record = self.read_record(item, now).await?;
                 if query
                     .number
                     .is_none_or(|n| herald_core::webhook::render::numeric_id(&record.id) == n)
@@ -462,7 +530,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         let Some(item) = output.item() else {
             return Ok(None);
         };
-        let record = record_of(item)?;
+        let record = self.read_record(item, now).await?;
         Ok((&record.tenant == tenant && record.expires_at > now).then_some(record))
     }
 

@@ -7,6 +7,7 @@ mod deliveries;
 mod delivery_items;
 mod erase;
 mod events;
+mod excerpts;
 mod sessions;
 mod subscriptions;
 
@@ -18,6 +19,7 @@ use herald_core::ports::StoreError;
 
 pub use deliveries::DynamoDeliveryLedger;
 pub use events::DynamoEventLog;
+pub use excerpts::ExcerptRetention;
 pub use sessions::DynamoSessionStore;
 pub use subscriptions::DynamoSubscriptionStore;
 

@@ -276,6 +276,8 @@ pub struct Config {
     pub erasure_settle: Duration,
     /// Per-tenant caps.
     pub limits: Limits,
+    /// How long attempt excerpts are kept (`HERALD_EXCERPT_RETENTION`).
+    pub excerpt_retention: crate::dynamo::ExcerptRetention,
     /// The X-Ray daemon Lambda runs beside the function (`AWS_XRAY_DAEMON_ADDRESS`); spans
     /// are sent to it for sampled traces (`crate::xray`).
     pub xray_daemon: Option<String>,
@@ -398,6 +400,39 @@ fn max_receives(
     Ok(max)
 }
 
+/// `HERALD_EXCERPT_RETENTION`: how long the excerpts of receivers' answers are kept, when
+/// shorter than the records (`crate::dynamo::ExcerptRetention`); unset or empty, as long
+/// as the records; `0`, not at all.
+fn excerpt_retention(
+    env: &dyn Source,
+    retention: Duration,
+) -> Result<crate::dynamo::ExcerptRetention, ConfigError> {
+    use crate::dynamo::ExcerptRetention;
+    let name = "HERALD_EXCERPT_RETENTION";
+    let raw = env.get(name).unwrap_or_default();
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(ExcerptRetention::WithRecords);
+    }
+    if raw == "0" {
+        return Ok(ExcerptRetention::For(Duration::ZERO));
+    }
+    let excerpts = parse_duration(raw).map_err(|e| ConfigError::Invalid {
+        name,
+        reason: e.to_string(),
+    })?;
+    if excerpts >= retention {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!(
+                "{raw} is not shorter than the records' retention ({} days); leave it empty to keep excerpts as long as their records",
+                retention.as_secs() / 86_400
+            ),
+        });
+    }
+    Ok(ExcerptRetention::For(excerpts))
+}
+
 /// `HERALD_ERASURE_SETTLE_SECONDS`: by default the subscription cache's time and
 /// deliver's timeout; never less than the cache's time.
 fn erasure_settle(env: &dyn Source, subscription_cache: Duration) -> Result<Duration, ConfigError> {
@@ -476,6 +511,7 @@ impl Config {
             erasure_settle,
             limits: limits(env)?,
             xray_daemon: env.get("AWS_XRAY_DAEMON_ADDRESS"),
+            excerpt_retention: excerpt_retention(env, retention)?,
         })
     }
 }
@@ -534,6 +570,27 @@ mod tests {
             max_receives(&env(&[("HERALD_MAX_RECEIVE_COUNT", "151")]), &long).is_err(),
             "above the most attempts a record keeps"
         );
+    }
+
+    #[test]
+    fn excerpts_are_kept_with_their_records_not_at_all_or_for_less() {
+        use crate::dynamo::ExcerptRetention::{For, WithRecords};
+        let month = Duration::from_secs(30 * 86_400);
+        let read = |raw: &'static str| {
+            let pairs: &'static [(&str, &str)] =
+                Box::leak(Box::new([("HERALD_EXCERPT_RETENTION", raw)]));
+            excerpt_retention(&env(pairs), month)
+        };
+        assert_eq!(excerpt_retention(&env(&[]), month), Ok(WithRecords));
+        assert_eq!(read(""), Ok(WithRecords));
+        assert_eq!(read("0"), Ok(For(Duration::ZERO)));
+        assert_eq!(read("7d"), Ok(For(Duration::from_secs(7 * 86_400))));
+        let err = read("30d").unwrap_err().to_string();
+        assert!(
+            err.contains("HERALD_EXCERPT_RETENTION") && err.contains("not shorter"),
+            "{err}"
+        );
+        assert!(read("soon").is_err());
     }
 
     #[test]

@@ -99,7 +99,11 @@ pub fn adapters(
             cache,
             SystemClock,
         ),
-        ledger: DynamoDeliveryLedger::new(dynamo.clone(), resources.deliveries_table.clone()),
+        ledger: DynamoDeliveryLedger::with_excerpts(
+            dynamo.clone(),
+            resources.deliveries_table.clone(),
+            config.excerpt_retention,
+        ),
         sessions: DynamoSessionStore::new(dynamo.clone(), resources.portal_sessions_table.clone()),
         events: DynamoEventLog::new(dynamo, resources.events_table.clone(), config.retention),
         queue,

@@ -647,3 +647,203 @@ async fn a_tenants_budget_is_spent_only_while_it_lasts_under_contention() {
             .unwrap()
     );
 }
+
+/// The delivery item as stored, and the day key item of `day`, read raw.
+async fn raw_items(
+    aws: &TestAws,
+    task: &DeliveryTask,
+    day: chrono::NaiveDate,
+) -> (
+    String,
+    Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let table = aws.provisioned.deliveries_table();
+    let get = |pk: String, sk: String| {
+        aws.dynamo
+            .get_item()
+            .table_name(table)
+            .key("subscription_key", AttributeValue::S(pk))
+            .key("id", AttributeValue::S(sk))
+            .consistent_read(true)
+            .send()
+    };
+    let delivery = get(
+        format!("{}#{}", task.tenant, task.subscription_id),
+        task.delivery_id.to_string(),
+    )
+    .await
+    .unwrap();
+    let key = get("#excerpt-keys".into(), day.to_string()).await.unwrap();
+    (
+        format!("{:?}", delivery.item().expect("the delivery item")),
+        key.item().cloned(),
+    )
+}
+
+#[tokio::test]
+async fn excerpts_are_sealed_under_a_day_key_and_unreadable_once_it_is_gone() {
+    use herald_aws::dynamo::ExcerptRetention;
+    let aws = TestAws::new().await;
+    let table = aws.provisioned.deliveries_table().to_owned();
+    let week = std::time::Duration::from_secs(7 * 86_400);
+    let sealing = || {
+        DynamoDeliveryLedger::with_excerpts(
+            aws.dynamo.clone(),
+            table.clone(),
+            ExcerptRetention::For(week),
+        )
+    };
+    let ledger = sealing();
+    let now = Utc::now();
+    let month_claim = |token: &str| Claim {
+        expires_at: now + seconds(30 * 86_400),
+        ..claim(now, token, false)
+    };
+    let secret = "card 4242 declined for order ord_7";
+
+    let task = task("e-sealed");
+    ledger.claim(&task, &month_claim("a")).await.unwrap();
+    let mut made = attempt(1, 402);
+    made.response = secret.into();
+    let result = finish(DeliveryState::Pending, made);
+    ledger
+        .finish(&task.tenant, &task.delivery_id, "a", &result)
+        .await
+        .unwrap();
+
+    // Stored sealed: neither the excerpt nor any part of it in the item.
+    let (item, key) = raw_items(&aws, &task, now.date_naive()).await;
+    assert!(
+        !item.contains("4242") && !item.contains("declined"),
+        "{item}"
+    );
+    assert!(item.contains("sealed_response"), "{item}");
+    let key = key.expect("the day's key item");
+    let expires = key["expires_at"].as_n().unwrap().parse::<i64>().unwrap();
+    let day_end = (now.date_naive() + chrono::Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    assert_eq!(expires, (day_end + chrono::Duration::days(7)).timestamp());
+
+    // Read back in the clear while the key lasts, by this container and another.
+    for reader in [&ledger, &sealing()] {
+        let got = reader
+            .get(&task.tenant, &task.delivery_id, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.attempts[0].response, secret);
+        let page = reader
+            .list(
+                &task.tenant,
+                &task.subscription_id,
+                &DeliveryQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items[0].attempts[0].response, secret);
+    }
+    // A second attempt the same day shares the key; each opens only as its own.
+    ledger.claim(&task, &month_claim("b")).await.unwrap();
+    let mut second = attempt(2, 200);
+    second.response = "thanks".into();
+    ledger
+        .finish(
+            &task.tenant,
+            &task.delivery_id,
+            "b",
+            &finish(DeliveryState::Delivered, second),
+        )
+        .await
+        .unwrap();
+    let got = ledger
+        .get(&task.tenant, &task.delivery_id, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.attempts
+            .iter()
+            .map(|a| a.response.as_str())
+            .collect::<Vec<_>>(),
+        [secret, "thanks"]
+    );
+
+    // Past the day's end plus a week: the record is still there, its excerpts are not,
+    // and the key item is deleted.
+    let later = day_end + chrono::Duration::days(7) + seconds(1);
+    let got = sealing()
+        .get(&task.tenant, &task.delivery_id, later)
+        .await
+        .unwrap()
+        .expect("the record outlives its excerpts");
+    assert_eq!(got.state, DeliveryState::Delivered);
+    assert!(
+        got.attempts.iter().all(|a| a.response.is_empty()),
+        "{:?}",
+        got.attempts
+    );
+    assert_eq!(
+        got.attempts[0].status,
+        Some(402),
+        "the rest of the attempt is kept"
+    );
+    assert!(
+        raw_items(&aws, &task, now.date_naive()).await.1.is_none(),
+        "the key is deleted"
+    );
+    // The container that held the key in its cache lets it go at the same time.
+    let got = ledger
+        .get(&task.tenant, &task.delivery_id, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        got.attempts.iter().all(|a| a.response.is_empty()),
+        "gone for every reader"
+    );
+
+    // A retention of zero keeps no excerpt; none set keeps them with the record.
+    let none = DynamoDeliveryLedger::with_excerpts(
+        aws.dynamo.clone(),
+        table.clone(),
+        ExcerptRetention::For(std::time::Duration::ZERO),
+    );
+    let plain = DynamoDeliveryLedger::new(aws.dynamo.clone(), table.clone());
+    for (reader, kept) in [(&none, ""), (&plain, secret)] {
+        let task = task_for_another_event(kept);
+        reader.claim(&task, &month_claim("c")).await.unwrap();
+        let mut made = attempt(1, 500);
+        made.response = secret.into();
+        reader
+            .finish(
+                &task.tenant,
+                &task.delivery_id,
+                "c",
+                &finish(DeliveryState::Pending, made),
+            )
+            .await
+            .unwrap();
+        let got = reader
+            .get(&task.tenant, &task.delivery_id, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.attempts[0].response, kept);
+        let (item, _) = raw_items(&aws, &task, now.date_naive()).await;
+        assert_eq!(item.contains("4242"), !kept.is_empty(), "{item}");
+    }
+}
+
+fn task_for_another_event(tag: &str) -> DeliveryTask {
+    task(&format!(
+        "e-{}",
+        if tag.is_empty() { "none" } else { "plain" }
+    ))
+}
