@@ -892,3 +892,41 @@ async fn a_burst_to_a_rate_limited_subscription_leaves_at_its_rate_across_poller
     assert!(rate >= f64::from(RATE) * 0.5, "{rate:.2}/s over {span:?}");
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_an_excerpt_retention_the_attempt_log_shows_excerpts_stored_sealed() {
+    let herald = TestHerald::start(&[("HERALD_EXCERPT_RETENTION", "1d")]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (sub, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    herald
+        .publish(
+            "acme",
+            json!({"id": "e-sealed", "type": "order.shipped", "data": {}}),
+        )
+        .await;
+    receiver.wait_for(1, PATIENCE).await;
+    let id = delivery_id(&herald, "acme", "e-sealed", &sub).await;
+    wait_for_state(&herald, "acme", &id, DeliveryState::Delivered).await;
+
+    let (status, log) = herald
+        .call("GET", &format!("/v1/deliveries/{id}"), Some("acme"), None)
+        .await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["attempts"][0]["response"], "ok", "{log}");
+    // As stored: sealed, the receiver's answer nowhere in the item.
+    let stored = aws_sdk_dynamodb::Client::new(&herald.sdk)
+        .scan()
+        .table_name(herald.local.provisioned().deliveries_table())
+        .send()
+        .await
+        .unwrap();
+    let delivery = stored
+        .items()
+        .iter()
+        .find(|item| item.get("id").and_then(|v| v.as_s().ok()) == Some(&id.to_string()))
+        .expect("the delivery item");
+    let attempts = format!("{:?}", delivery["attempts"]);
+    assert!(attempts.contains("sealed_response"), "{attempts}");
+    assert!(!attempts.contains("\\\"response\\\""), "{attempts}");
+    herald.shutdown().await;
+}
