@@ -138,20 +138,33 @@ impl LocalHerald {
                 source("AWS_XRAY_DAEMON_ADDRESS").as_deref(),
             ),
         });
-        let (queue_url, queue_arn) = provisioned
-            .queues
-            .get("DeliveryQueue")
-            .cloned()
-            .context("template.yaml declares no DeliveryQueue")?;
-        let queue = poller::QueueSource {
-            client: aws_sdk_sqs::Client::new(&options.sdk),
-            url: queue_url,
-            arn: queue_arn,
-            region: options
-                .sdk
-                .region()
-                .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string()),
-        };
+        // A poller set per event source of the deliver function, as the template maps
+        // them: the delivery queue, and the ordered lines' FIFO queue.
+        let template_yaml: yaml_serde::Value =
+            yaml_serde::from_str(&std::fs::read_to_string(&template)?)
+                .context("reading template.yaml")?;
+        let region = options
+            .sdk
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
+        let mut sources = Vec::new();
+        for (logical, batch_size) in provision::event_sources(&template_yaml) {
+            let (url, arn) = provisioned.queues.get(&logical).cloned().with_context(|| {
+                format!("template.yaml maps deliver to {logical}, not provisioned")
+            })?;
+            let queue = poller::QueueSource {
+                client: aws_sdk_sqs::Client::new(&options.sdk),
+                url,
+                arn,
+                region: region.clone(),
+            };
+            let mut settings = options.poll.clone();
+            settings.batch_size = settings.batch_size.min(batch_size);
+            sources.push((queue, settings));
+        }
+        if sources.is_empty() {
+            anyhow::bail!("template.yaml maps no queue to the deliver function");
+        }
 
         let (listener, api_addr) = server::bind(options.api_addr)
             .await
@@ -163,13 +176,15 @@ impl LocalHerald {
             stopped.clone(),
         ))];
         let deliver = poller::DeliverTarget::InProcess(Arc::new(deliver));
-        for _ in 0..options.poll.pollers.max(1) {
-            tasks.push(tokio::spawn(poller::run(
-                queue.clone(),
-                deliver.clone(),
-                options.poll.clone(),
-                stopped.clone(),
-            )));
+        for (queue, settings) in &sources {
+            for _ in 0..settings.pollers.max(1) {
+                tasks.push(tokio::spawn(poller::run(
+                    queue.clone(),
+                    deliver.clone(),
+                    settings.clone(),
+                    stopped.clone(),
+                )));
+            }
         }
         Ok(Self {
             api_addr,

@@ -53,6 +53,12 @@ impl Provisioned {
     pub fn dead_letter_queue_url(&self) -> &str {
         self.queue("DeadLetterQueue")
     }
+    pub fn ordered_queue_url(&self) -> &str {
+        self.queue("OrderedDeliveryQueue")
+    }
+    pub fn ordered_dead_letter_queue_url(&self) -> &str {
+        self.queue("OrderedDeadLetterQueue")
+    }
 
     /// The variables the functions read, as the template's `Globals` would set them.
     pub fn environment(&self) -> HashMap<String, String> {
@@ -78,8 +84,47 @@ impl Provisioned {
                 "HERALD_DEAD_LETTER_QUEUE_URL".into(),
                 self.dead_letter_queue_url().into(),
             ),
+            (
+                "HERALD_ORDERED_QUEUE_URL".into(),
+                self.ordered_queue_url().into(),
+            ),
+            (
+                "HERALD_ORDERED_DEAD_LETTER_QUEUE_URL".into(),
+                self.ordered_dead_letter_queue_url().into(),
+            ),
         ])
     }
+}
+
+/// The deliver function's SQS event sources in the template: each queue's logical id and
+/// the batch size its mapping hands over.
+pub fn event_sources(template: &Value) -> Vec<(String, i32)> {
+    let events = template
+        .get("Resources")
+        .and_then(|r| r.get("DeliverFunction"))
+        .and_then(|f| f.get("Properties"))
+        .and_then(|p| p.get("Events"))
+        .and_then(Value::as_mapping);
+    events
+        .into_iter()
+        .flatten()
+        .filter(|(_, event)| event.get("Type").and_then(Value::as_str) == Some("SQS"))
+        .filter_map(|(_, event)| {
+            let properties = event.get("Properties")?;
+            let queue = match properties.get("Queue")? {
+                Value::Tagged(t) if t.tag == "GetAtt" => {
+                    t.value.as_str()?.strip_suffix(".Arn")?.to_owned()
+                }
+                _ => return None,
+            };
+            let batch = properties
+                .get("BatchSize")
+                .and_then(|b| scalar(b, template))
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(10);
+            Some((queue, batch))
+        })
+        .collect()
 }
 
 /// `template.yaml` at the root of the workspace, or `HERALD_TEMPLATE`.
@@ -164,7 +209,12 @@ pub async fn provision(
     // Dead-letter targets first, so a redrive policy can name their ARN.
     queues.sort_by_key(|(_, p)| p.get("RedrivePolicy").is_some());
     for (logical, properties) in queues {
-        let name = format!("{prefix}-{logical}");
+        // A FIFO queue's name ends in `.fifo`, as CloudFormation names one.
+        let fifo = properties
+            .get("FifoQueue")
+            .and_then(|v| scalar(v, &template))
+            == Some("true".into());
+        let name = format!("{prefix}-{logical}{}", if fifo { ".fifo" } else { "" });
         let (url, arn) = create_queue(&sqs, &name, properties, &template, &provisioned)
             .await
             .with_context(|| format!("creating queue {logical}"))?;
@@ -328,6 +378,16 @@ fn queue_attributes(
             QueueAttributeName::ReceiveMessageWaitTimeSeconds,
         ),
         ("MaximumMessageSize", QueueAttributeName::MaximumMessageSize),
+        ("FifoQueue", QueueAttributeName::FifoQueue),
+        (
+            "ContentBasedDeduplication",
+            QueueAttributeName::ContentBasedDeduplication,
+        ),
+        ("DeduplicationScope", QueueAttributeName::DeduplicationScope),
+        (
+            "FifoThroughputLimit",
+            QueueAttributeName::FifoThroughputLimit,
+        ),
     ] {
         if let Some(value) = p.get(field) {
             let value = scalar(value, template)

@@ -37,6 +37,8 @@ pub struct SqsDeliveryQueue {
     client: ClientSource,
     queue_url: String,
     dead_letter_url: String,
+    /// The FIFO queue of ordered subscriptions' tasks and its dead-letter queue.
+    ordered: Option<(String, String)>,
 }
 
 /// The SQS client, given, or built from the SDK's configuration the first time a call
@@ -78,6 +80,30 @@ impl SqsDeliveryQueue {
             client: ClientSource::Ready(client),
             queue_url,
             dead_letter_url,
+            ordered: None,
+        }
+    }
+
+    /// With the FIFO delivery queue of ordered subscriptions and its dead-letter queue
+    /// (`herald_core::subscription::ordering`).
+    pub fn with_ordered(mut self, queue_url: String, dead_letter_url: String) -> Self {
+        self.ordered = Some((queue_url, dead_letter_url));
+        self
+    }
+
+    /// The delivery queue, or the dead-letter queue, of the ordered or the standard lane.
+    fn url(&self, ordered: bool, dead_letter: bool) -> Result<&str, QueueError> {
+        match (ordered, &self.ordered) {
+            (false, _) if dead_letter => Ok(&self.dead_letter_url),
+            (false, _) => Ok(&self.queue_url),
+            (true, Some((_, dlq))) if dead_letter => Ok(dlq),
+            (true, Some((queue, _))) => Ok(queue),
+            (true, None) => Err(QueueError::Refused {
+                code: "NoOrderedQueue".into(),
+                message: "this deployment has no ordered delivery queue \
+                          (HERALD_ORDERED_QUEUE_URL)"
+                    .into(),
+            }),
         }
     }
 
@@ -94,6 +120,7 @@ impl SqsDeliveryQueue {
             },
             queue_url,
             dead_letter_url,
+            ordered: None,
         }
     }
 
@@ -125,12 +152,13 @@ impl SqsDeliveryQueue {
 
     async fn change_visibility_batch(
         &self,
+        url: &str,
         entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
     ) -> Result<BatchAnswer, CallError> {
         let output = self
             .client()
             .change_message_visibility_batch()
-            .queue_url(&self.queue_url)
+            .queue_url(url)
             .set_entries(Some(entries))
             .send()
             .await
@@ -140,6 +168,108 @@ impl SqsDeliveryQueue {
             output.failed(),
         ))
     }
+}
+
+/// Runs `each` on the entries of each lane apart (the standard queue's, then the ordered
+/// one's, by `ordered`), with the positions of its entries; one result per entry, in the
+/// order given. A lane this deployment lacks fails its entries.
+async fn per_lane<'a, F, Fut>(
+    queue: &'a SqsDeliveryQueue,
+    count: usize,
+    ordered: impl Fn(usize) -> bool,
+    dead_letter: bool,
+    each: F,
+) -> Vec<Result<(), QueueError>>
+where
+    F: Fn(&'a str, Vec<usize>) -> Fut,
+    Fut: Future<Output = Vec<Result<(), QueueError>>>,
+{
+    let (ordered_entries, standard): (Vec<usize>, Vec<usize>) =
+        (0..count).partition(|&i| ordered(i));
+    let mut results: Vec<Result<(), QueueError>> = (0..count).map(|_| Ok(())).collect();
+    for (is_ordered, positions) in [(false, standard), (true, ordered_entries)] {
+        if positions.is_empty() {
+            continue;
+        }
+        match queue.url(is_ordered, dead_letter) {
+            Ok(url) => {
+                let answers = each(url, positions.clone()).await;
+                for (i, answer) in positions.into_iter().zip(answers) {
+                    results[i] = answer;
+                }
+            }
+            Err(e) => {
+                for i in positions {
+                    results[i] = Err(QueueError::Refused {
+                        code: "NoOrderedQueue".into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    results
+}
+
+/// Sends `count` entries in batch calls one after another, in order, as the ordered lane
+/// needs: SQS puts a FIFO batch's entries in its line in the order given, and calls in
+/// flight together could land in any order. At the first entry not taken, it and every
+/// entry after it fail unsent (sending a later one would put it ahead); the publish is
+/// answered 503, and publishing again sends them, each deduplicated by its delivery id.
+async fn send_in_order<F, Fut>(
+    count: usize,
+    size: impl Fn(usize) -> usize,
+    call: F,
+) -> Vec<Result<(), QueueError>>
+where
+    F: Fn(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<BatchAnswer, CallError>>,
+{
+    let mut results: Vec<Result<(), QueueError>> = Vec::with_capacity(count);
+    for batch in plan_batches((0..count).collect(), |&i| size(i)) {
+        let failure = match call(batch.clone()).await {
+            Ok(answer) => {
+                let refused: HashMap<&str, &BatchResultErrorEntry> =
+                    answer.refused.iter().map(|f| (f.id(), f)).collect();
+                let mut failure = None;
+                for i in batch {
+                    let id = i.to_string();
+                    if answer.taken.contains(&id) {
+                        results.push(Ok(()));
+                        continue;
+                    }
+                    failure = Some(match refused.get(id.as_str()) {
+                        Some(f) => QueueError::Refused {
+                            code: f.code().to_owned(),
+                            message: f.message().unwrap_or_default().to_owned(),
+                        },
+                        None => QueueError::Refused {
+                            code: "Unanswered".into(),
+                            message: "SQS's answer did not name the entry".into(),
+                        },
+                    });
+                    break;
+                }
+                failure
+            }
+            Err(e) => Some(QueueError::Unavailable(Box::new(e))),
+        };
+        if let Some(failure) = failure {
+            let unsent = count - results.len();
+            let message = failure.to_string();
+            results.push(Err(failure));
+            for _ in 1..unsent {
+                results.push(Err(QueueError::Refused {
+                    code: "NotSentOutOfOrder".into(),
+                    message: format!(
+                        "an earlier task of the ordered lane was not taken: {message}"
+                    ),
+                }));
+            }
+            return results;
+        }
+    }
+    results
 }
 
 /// Splits items into batch calls: at most 10 entries and 1 MiB (by `size`) each.
@@ -278,6 +408,31 @@ fn text(value: &str) -> Result<MessageAttributeValue, CallError> {
         .map_err(|e| Arc::new(e) as CallError)
 }
 
+/// A task's entry at position `id` of its batch call.
+fn task_entry(
+    id: usize,
+    task: &DeliveryTask,
+    body: &str,
+) -> Result<SendMessageBatchRequestEntry, CallError> {
+    let entry = SendMessageBatchRequestEntry::builder()
+        .id(id.to_string())
+        .message_body(body);
+    let entry = match &task.line {
+        // A line of its own, in publish order; a copy of the same delivery within SQS's
+        // five minutes is the same message.
+        Some(line) => entry
+            .message_group_id(line)
+            .message_deduplication_id(task.delivery_id.as_str()),
+        // SQS fair queues: the tenant is the message group on the standard queue, so a
+        // tenant with a backlog does not hold up the others' messages (docs/DECISIONS.md,
+        // "Fair queues").
+        None => entry.message_group_id(task.tenant.as_str()),
+    };
+    with_trace_header(entry, task)?
+        .build()
+        .map_err(|e| Arc::new(e) as CallError)
+}
+
 /// A traced task's header also as SQS's `AWSTraceHeader` system attribute, which X-Ray
 /// reads to draw the queue between the publish and its deliveries; Herald's own carriage
 /// is the task's `trace` field, which a redrive keeps too.
@@ -309,27 +464,31 @@ impl DeliveryQueue for SqsDeliveryQueue {
     async fn enqueue(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
         let bodies: Vec<String> = tasks.iter().map(DeliveryTask::to_message_body).collect();
         // The batches are independent: a publish of 100 tasks waits for about one round
-        // trip instead of ten.
-        let results = send_entries(
-            bodies.len(),
-            |i| bodies[i].len(),
-            |batch| {
-                let entries = batch
-                    .iter()
-                    .map(|&i| {
-                        let entry = SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(&bodies[i])
-                            // SQS fair queues: the tenant is the message group on the
-                            // standard queue, so a tenant with a backlog does not hold up
-                            // the others' messages (docs/DECISIONS.md, "Fair queues").
-                            .message_group_id(tasks[i].tenant.as_str());
-                        with_trace_header(entry, &tasks[i])?
-                            .build()
-                            .map_err(|e| Arc::new(e) as CallError)
-                    })
-                    .collect::<Result<Vec<_>, _>>();
-                async move { self.send_batch(&self.queue_url, entries?).await }
+        // trip instead of ten. An ordered subscription's tasks go on the FIFO queue, each in
+        // its line (message group), deduplicated by delivery id.
+        let results = per_lane(
+            self,
+            tasks.len(),
+            |i| tasks[i].line.is_some(),
+            false,
+            |url, positions| {
+                let (bodies, positions) = (&bodies, positions);
+                let ordered = tasks[positions[0]].line.is_some();
+                async move {
+                    let size = |j: usize| bodies[positions[j]].len();
+                    let call = |batch: Vec<usize>| {
+                        let entries = batch
+                            .iter()
+                            .map(|&j| task_entry(j, &tasks[positions[j]], &bodies[positions[j]]))
+                            .collect::<Result<Vec<_>, _>>();
+                        async move { self.send_batch(url, entries?).await }
+                    };
+                    if ordered {
+                        send_in_order(positions.len(), size, call).await
+                    } else {
+                        send_entries(positions.len(), size, call).await
+                    }
+                }
             },
         )
         .await;
@@ -349,23 +508,33 @@ impl DeliveryQueue for SqsDeliveryQueue {
     }
 
     async fn retry_later(&self, changes: &[VisibilityChange]) -> Vec<Result<(), QueueError>> {
-        send_entries(
+        per_lane(
+            self,
             changes.len(),
-            // Receipt handles are small: ten of them never near the byte limit.
-            |i| changes[i].receipt_handle.len(),
-            |batch| {
-                let entries = batch
-                    .iter()
-                    .map(|&i| {
-                        ChangeMessageVisibilityBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .receipt_handle(&changes[i].receipt_handle)
-                            .visibility_timeout(visibility_seconds(changes[i].delay))
-                            .build()
-                            .map_err(|e| Arc::new(e) as CallError)
-                    })
-                    .collect::<Result<Vec<_>, _>>();
-                async move { self.change_visibility_batch(entries?).await }
+            |i| changes[i].ordered,
+            false,
+            |url, positions| async move {
+                send_entries(
+                    positions.len(),
+                    // Receipt handles are small: ten of them never near the byte limit.
+                    |j| changes[positions[j]].receipt_handle.len(),
+                    |batch| {
+                        let entries = batch
+                            .iter()
+                            .map(|&j| {
+                                let change = &changes[positions[j]];
+                                ChangeMessageVisibilityBatchRequestEntry::builder()
+                                    .id(j.to_string())
+                                    .receipt_handle(&change.receipt_handle)
+                                    .visibility_timeout(visibility_seconds(change.delay))
+                                    .build()
+                                    .map_err(|e| Arc::new(e) as CallError)
+                            })
+                            .collect::<Result<Vec<_>, _>>();
+                        async move { self.change_visibility_batch(url, entries?).await }
+                    },
+                )
+                .await
             },
         )
         .await
@@ -373,24 +542,44 @@ impl DeliveryQueue for SqsDeliveryQueue {
 
     async fn dead_letter(&self, letters: &[DeadLetter]) -> Vec<Result<(), QueueError>> {
         let messages: Vec<_> = letters.iter().map(dead_letter_message).collect();
-        send_entries(
-            messages.len(),
-            |i| message_bytes(messages[i].0, &messages[i].1),
-            |batch| {
-                let entries = batch
-                    .iter()
-                    .map(|&i| {
-                        let (body, attributes) = &messages[i];
-                        let mut entry = SendMessageBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message_body(*body);
-                        for (name, value) in attributes {
-                            entry = entry.message_attributes(*name, text(value)?);
-                        }
-                        entry.build().map_err(|e| Arc::new(e) as CallError)
-                    })
-                    .collect::<Result<Vec<_>, _>>();
-                async move { self.send_batch(&self.dead_letter_url, entries?).await }
+        per_lane(
+            self,
+            letters.len(),
+            |i| letters[i].line.is_some(),
+            true,
+            |url, positions| {
+                let messages = &messages;
+                async move {
+                    send_entries(
+                        positions.len(),
+                        |j| message_bytes(messages[positions[j]].0, &messages[positions[j]].1),
+                        |batch| {
+                            let entries = batch
+                                .iter()
+                                .map(|&j| {
+                                    let (body, attributes) = &messages[positions[j]];
+                                    let mut entry = SendMessageBatchRequestEntry::builder()
+                                        .id(j.to_string())
+                                        .message_body(*body);
+                                    for (name, value) in attributes {
+                                        entry = entry.message_attributes(*name, text(value)?);
+                                    }
+                                    // The ordered lane's dead-letter queue is FIFO: the
+                                    // letter keeps its line, and each copy is its own.
+                                    if let Some(line) = &letters[positions[j]].line {
+                                        entry =
+                                            entry.message_group_id(line).message_deduplication_id(
+                                                format!("{:032x}", rand::random::<u128>()),
+                                            );
+                                    }
+                                    entry.build().map_err(|e| Arc::new(e) as CallError)
+                                })
+                                .collect::<Result<Vec<_>, _>>();
+                            async move { self.send_batch(url, entries?).await }
+                        },
+                    )
+                    .await
+                }
             },
         )
         .await
@@ -574,6 +763,7 @@ mod tests {
             body: String::new(),
             reason: "r".repeat(5000),
             delivery_id: None,
+            line: None,
         };
         let (body, attributes) = dead_letter_message(&letter);
         assert_eq!(body, "(empty message)");

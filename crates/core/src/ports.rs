@@ -344,6 +344,9 @@ pub struct DeadLetter {
     pub body: String,
     pub reason: String,
     pub delivery_id: Option<DeliveryId>,
+    /// The ordered line the message came from (its FIFO message group): it goes to the
+    /// ordered lane's dead-letter queue, in the same line.
+    pub line: Option<String>,
 }
 
 impl DeadLetter {
@@ -361,6 +364,8 @@ impl DeadLetter {
 pub struct VisibilityChange {
     pub receipt_handle: String,
     pub delay: Duration,
+    /// Received from the ordered (FIFO) delivery queue.
+    pub ordered: bool,
 }
 
 /// The calls on a batch of records take every record's entry at once and answer one

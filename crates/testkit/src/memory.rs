@@ -41,6 +41,7 @@ pub fn active_subscription(
         retry: None,
         timeout: None,
         rate_limit: None,
+        ordering: None,
         secrets: vec![herald_core::subscription::SigningSecret {
             secret: herald_core::webhook::sign::WebhookSecret::generate(&mut rand::rng()),
             expires_at: None,

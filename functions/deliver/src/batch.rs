@@ -78,12 +78,80 @@ pub(crate) struct Settling {
     pub(crate) dead_letter: Option<DeadLetter>,
     /// The delivery whose record owes `dead_letter`, to be marked sent once it is.
     pub(crate) owed_by: Option<(TenantId, DeliveryId)>,
+    /// Received from the ordered (FIFO) delivery queue.
+    pub(crate) ordered: bool,
+}
+
+/// A record as received: its message and its task, if it decoded.
+type Record = (SqsMessage, Result<DeliveryTask, String>);
+
+/// The ordered line (FIFO message group) a record came in, if it came from the ordered
+/// delivery queue. A FIFO queue's name ends in `.fifo`, so its ARN does; the standard
+/// queue's records carry a message group too (fair queues), which is not a line.
+fn line_of(message: &SqsMessage) -> Option<&str> {
+    let fifo = message
+        .event_source_arn
+        .as_deref()
+        .is_some_and(|arn| arn.ends_with(".fifo"));
+    fifo.then(|| message.attributes.get("MessageGroupId").map(String::as_str))
+        .flatten()
+}
+
+/// The batch's records in units, each run one record after another: an ordered line's
+/// records in the order SQS gave them, and every other record alone.
+fn units(decoded: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut units: Vec<Vec<Record>> = Vec::new();
+    let mut lines: HashMap<String, usize> = HashMap::new();
+    for received in decoded {
+        match line_of(&received.0).map(str::to_owned) {
+            Some(line) => match lines.get(&line) {
+                Some(&unit) => units[unit].push(received),
+                None => {
+                    lines.insert(line, units.len());
+                    units.push(vec![received]);
+                }
+            },
+            None => units.push(vec![received]),
+        }
+    }
+    units
+}
+
+/// A unit's records, one after another. In an ordered line, once a record is not done
+/// (its message is handed back: a retry, a lease, a rate limit, an interruption) the
+/// records behind it are handed back untouched, so none goes out before it.
+async fn process_unit<P: Ports>(
+    deps: &DeliverDeps<P>,
+    shared: &BatchShared,
+    unit: Vec<Record>,
+) -> Vec<Settling> {
+    let mut settled = Vec::with_capacity(unit.len());
+    let mut held = false;
+    for (message, task) in unit {
+        if held {
+            settled.push(Settling {
+                report: RecordReport::new(
+                    message.message_id.as_deref().unwrap_or_default(),
+                    Disposition::Behind,
+                ),
+                receipt: message.receipt_handle.clone().unwrap_or_default(),
+                dead_letter: None,
+                owed_by: None,
+                ordered: true,
+            });
+            continue;
+        }
+        let settling = process_record(deps, shared, message, task).await;
+        held = settling.ordered && settling.report.disposition.keeps_message();
+        settled.push(settling);
+    }
+    settled
 }
 
 /// Delivers one SQS batch. The deps are shared (`Arc`) because on a runtime with more than
 /// one worker the records run as tasks of their own, spread over the workers.
 pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent) -> BatchOutcome {
-    let decoded: Vec<(SqsMessage, Result<DeliveryTask, String>)> = event
+    let decoded: Vec<Record> = event
         .records
         .into_iter()
         .map(|m| {
@@ -114,10 +182,7 @@ pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent
 
 /// Each subscription named in the batch, read once (through the store's cache when
 /// deliver is wired with one).
-async fn load_subscriptions<P: Ports>(
-    deps: &DeliverDeps<P>,
-    decoded: &[(SqsMessage, Result<DeliveryTask, String>)],
-) -> Subscriptions {
+async fn load_subscriptions<P: Ports>(deps: &DeliverDeps<P>, decoded: &[Record]) -> Subscriptions {
     let mut keys: Vec<(TenantId, SubscriptionId)> = decoded
         .iter()
         .filter_map(|(_, t)| t.as_ref().ok())
@@ -148,65 +213,75 @@ fn parallel_workers() -> usize {
     }
 }
 
-/// Runs the records, at most `concurrency` at once. With one worker they run in this
-/// task. With more, each runs as a task of its own, so that the CPU a record costs
-/// (signing, rendering, the HTTP client, recording) is spread over the workers instead
-/// of all falling on the thread that polls the handler.
+/// Runs the records, at most `concurrency` units (`units`) at once. With one worker they
+/// run in this task. With more, each unit runs as a task of its own, so that the CPU a
+/// record costs (signing, rendering, the HTTP client, recording) is spread over the
+/// workers instead of all falling on the thread that polls the handler.
 async fn run_records<P: Ports>(
     deps: &Arc<DeliverDeps<P>>,
     shared: &Arc<BatchShared>,
-    decoded: Vec<(SqsMessage, Result<DeliveryTask, String>)>,
+    decoded: Vec<Record>,
 ) -> Vec<Settling> {
     let concurrency = deps.settings.concurrency.max(1);
-    if parallel_workers() <= 1 || decoded.len() <= 1 {
-        return futures::stream::iter(decoded)
-            .map(|(message, task)| process_record(deps, shared, message, task))
+    let units = units(decoded);
+    if parallel_workers() <= 1 || units.len() <= 1 {
+        let settled: Vec<Vec<Settling>> = futures::stream::iter(units)
+            .map(|unit| process_unit(deps, shared, unit))
             .buffer_unordered(concurrency)
             .collect()
             .await;
+        return settled.into_iter().flatten().collect();
     }
     let bound = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut running = tokio::task::JoinSet::new();
-    // The message each task holds, so that one which never finishes is handed back.
-    let mut held: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
-    for (message, task) in decoded {
+    // The messages each task holds, so that one which never finishes hands them back.
+    let mut held: HashMap<tokio::task::Id, Vec<(String, String, bool)>> = HashMap::new();
+    for unit in units {
         let permit = Arc::clone(&bound)
             .acquire_owned()
             .await
             .expect("the batch's bound is never closed");
-        let ids = (
-            message.message_id.clone().unwrap_or_default(),
-            message.receipt_handle.clone().unwrap_or_default(),
-        );
+        let ids = unit
+            .iter()
+            .map(|(message, _)| {
+                (
+                    message.message_id.clone().unwrap_or_default(),
+                    message.receipt_handle.clone().unwrap_or_default(),
+                    line_of(message).is_some(),
+                )
+            })
+            .collect();
         let (deps, shared) = (Arc::clone(deps), Arc::clone(shared));
         let spawned = running.spawn(async move {
-            let settling = process_record(&deps, &shared, message, task).await;
+            let settled = process_unit(&deps, &shared, unit).await;
             drop(permit);
-            settling
+            settled
         });
         held.insert(spawned.id(), ids);
     }
-    let mut settled = Vec::with_capacity(held.len());
+    let mut settled = Vec::new();
     while let Some(joined) = running.join_next_with_id().await {
         match joined {
-            Ok((id, settling)) => {
+            Ok((id, unit)) => {
                 held.remove(&id);
-                settled.push(settling);
+                settled.extend(unit);
             }
             // A record that panics fails the invocation, as it would in this task.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Cancelled (the runtime is shutting down): not done, so SQS hands it back.
             Err(e) => {
-                let (message_id, receipt) = held.remove(&e.id()).unwrap_or_default();
-                settled.push(Settling {
-                    report: RecordReport::new(
-                        &message_id,
-                        interrupted(format!("its task ended unfinished: {e}")),
-                    ),
-                    receipt,
-                    dead_letter: None,
-                    owed_by: None,
-                });
+                for (message_id, receipt, ordered) in held.remove(&e.id()).unwrap_or_default() {
+                    settled.push(Settling {
+                        report: RecordReport::new(
+                            &message_id,
+                            interrupted(format!("its task ended unfinished: {e}")),
+                        ),
+                        receipt,
+                        dead_letter: None,
+                        owed_by: None,
+                        ordered,
+                    });
+                }
             }
         }
     }
@@ -225,6 +300,8 @@ async fn process_record<P: Ports>(
     let message_id = message.message_id.clone().unwrap_or_default();
     let receipt = message.receipt_handle.clone().unwrap_or_default();
     let body = message.body.as_deref().unwrap_or_default();
+    let line = line_of(&message).map(str::to_owned);
+    let ordered = line.is_some();
 
     let task = match task {
         Ok(task) => task,
@@ -237,8 +314,10 @@ async fn process_record<P: Ports>(
                     body: body.to_owned(),
                     reason,
                     delivery_id: None,
+                    line,
                 }),
                 owed_by: None,
+                ordered,
             };
         }
     };
@@ -282,6 +361,7 @@ async fn process_record<P: Ports>(
         body: body.to_owned(),
         reason,
         delivery_id: Some(task.delivery_id.clone()),
+        line,
     });
     let owed_by = dead_letter
         .is_some()
@@ -291,6 +371,7 @@ async fn process_record<P: Ports>(
         receipt,
         dead_letter,
         owed_by,
+        ordered,
     }
 }
 
@@ -325,7 +406,7 @@ fn report_of(message_id: &str, task: &DeliveryTask, outcome: Outcome) -> RecordR
 /// The batch's metrics (docs/OPERATIONS.md): each record's outcome counted, the
 /// attempts' latencies and error codes, and the lag from acceptance to first attempt.
 pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
-    let mut counts: [(&str, u64); 12] = [
+    let mut counts: [(&str, u64); 13] = [
         ("Delivered", 0),
         ("Retried", 0),
         ("Failed", 0),
@@ -337,6 +418,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
         ("Leased", 0),
         ("RateLimited", 0),
         ("Interrupted", 0),
+        ("Behind", 0),
         ("Attempts", 0),
     ];
     let mut bump = |name: &str| {
@@ -358,6 +440,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
             Disposition::Leased(_) => "Leased",
             Disposition::RateLimited(_) => "RateLimited",
             Disposition::Interrupted(_) => "Interrupted",
+            Disposition::Behind => "Behind",
         });
         if report.attempt.is_some() {
             bump("Attempts");

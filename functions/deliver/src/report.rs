@@ -29,6 +29,9 @@ pub enum Disposition {
     RateLimited(Duration),
     /// Herald's own storage or queue failed; SQS hands the message back.
     Interrupted(String),
+    /// In an ordered line behind a delivery of the same batch that is not done: not
+    /// looked at, handed back at once (the line holds it until the one ahead is done).
+    Behind,
 }
 
 impl Disposition {
@@ -37,7 +40,7 @@ impl Disposition {
     pub fn is_routine(&self) -> bool {
         matches!(
             self,
-            Self::Delivered | Self::AlreadyFinished(_) | Self::RateLimited(_)
+            Self::Delivered | Self::AlreadyFinished(_) | Self::RateLimited(_) | Self::Behind
         )
     }
 
@@ -45,7 +48,11 @@ impl Disposition {
     pub fn keeps_message(&self) -> bool {
         matches!(
             self,
-            Self::RetryIn(_) | Self::Leased(_) | Self::RateLimited(_) | Self::Interrupted(_)
+            Self::RetryIn(_)
+                | Self::Leased(_)
+                | Self::RateLimited(_)
+                | Self::Interrupted(_)
+                | Self::Behind
         )
     }
 }
@@ -76,6 +83,7 @@ impl fmt::Display for Disposition {
                 d.as_secs()
             ),
             Self::Interrupted(why) => write!(f, "interrupted: {why}"),
+            Self::Behind => f.write_str("waits behind an earlier delivery of its ordered line"),
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) async fn settle<P: Ports>(
 ) -> Vec<RecordReport> {
     let mut reports = Vec::with_capacity(records.len());
     let mut receipts = Vec::with_capacity(records.len());
+    let mut ordered = Vec::with_capacity(records.len());
     let (mut letters, mut lettered) = (Vec::new(), Vec::new());
     for (i, record) in records.into_iter().enumerate() {
         if let Some(letter) = record.dead_letter {
@@ -36,6 +37,7 @@ pub(crate) async fn settle<P: Ports>(
         }
         reports.push(record.report);
         receipts.push(record.receipt);
+        ordered.push(record.ordered);
     }
 
     let mut sent = Vec::new();
@@ -57,7 +59,7 @@ pub(crate) async fn settle<P: Ports>(
     }
 
     futures::future::join(
-        change_visibility(deps, &mut reports, &receipts),
+        change_visibility(deps, &mut reports, &receipts, &ordered),
         mark_dead_letters_sent(deps, sent),
     )
     .await;
@@ -93,6 +95,7 @@ async fn change_visibility<P: Ports>(
     deps: &DeliverDeps<P>,
     reports: &mut [RecordReport],
     receipts: &[String],
+    ordered: &[bool],
 ) {
     let (hidden, changes): (Vec<usize>, Vec<VisibilityChange>) = reports
         .iter()
@@ -105,6 +108,7 @@ async fn change_visibility<P: Ports>(
                 VisibilityChange {
                     receipt_handle,
                     delay,
+                    ordered: ordered[i],
                 },
             ))
         })
@@ -136,6 +140,8 @@ fn hide_for(disposition: &Disposition) -> Option<Duration> {
         | Disposition::Leased(delay)
         | Disposition::RateLimited(delay) => Some(*delay),
         Disposition::Interrupted(_) => Some(INTERRUPTED_DELAY),
+        // Visible again at once: its line holds it until the delivery ahead is done.
+        Disposition::Behind => Some(Duration::ZERO),
         _ => None,
     }
 }

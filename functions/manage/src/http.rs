@@ -149,6 +149,9 @@ pub async fn forced_task<P: Ports>(
         event,
         forced: true,
         trace: None,
+        // Sent at once, outside its line: an operator's redelivery (docs/DECISIONS.md,
+        // "Ordering").
+        line: None,
     };
     Ok(Some(task))
 }

@@ -31,6 +31,9 @@ pub struct SubscriptionView<'a> {
     /// Deliveries a second at most; none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<herald_core::delivery::rate::RateLimit>,
+    /// Its deliveries sent one at a time in publish order; none when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<herald_core::subscription::ordering::DeliveryOrder>,
     pub status: SubscriptionStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<&'a str>,
@@ -71,6 +74,7 @@ impl<'a> SubscriptionView<'a> {
             retry: s.retry.as_ref(),
             timeout: s.timeout,
             rate_limit: s.rate_limit,
+            ordering: s.ordering,
             status: s.status,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,

@@ -17,6 +17,7 @@ mod lambda;
 mod logs;
 mod management;
 mod openapi;
+mod ordering;
 mod pipeline;
 mod portal_browser;
 mod receiver;

@@ -245,6 +245,9 @@ pub struct Resources {
     pub events_table: String,
     pub delivery_queue_url: String,
     pub dead_letter_queue_url: String,
+    /// The FIFO queue of ordered subscriptions' tasks, and its own dead-letter queue.
+    pub ordered_queue_url: String,
+    pub ordered_dead_letter_queue_url: String,
     pub portal_sessions_table: String,
 }
 
@@ -484,6 +487,11 @@ impl Config {
                 events_table: required(env, "HERALD_EVENTS_TABLE")?,
                 delivery_queue_url: required(env, "HERALD_DELIVERY_QUEUE_URL")?,
                 dead_letter_queue_url: required(env, "HERALD_DEAD_LETTER_QUEUE_URL")?,
+                ordered_queue_url: required(env, "HERALD_ORDERED_QUEUE_URL")?,
+                ordered_dead_letter_queue_url: required(
+                    env,
+                    "HERALD_ORDERED_DEAD_LETTER_QUEUE_URL",
+                )?,
                 portal_sessions_table: required(env, "HERALD_PORTAL_SESSIONS_TABLE")?,
             },
             portal: portal(env)?,

@@ -74,7 +74,11 @@ pub fn adapters(
             resources.delivery_queue_url.clone(),
             resources.dead_letter_queue_url.clone(),
         ),
-    };
+    }
+    .with_ordered(
+        resources.ordered_queue_url.clone(),
+        resources.ordered_dead_letter_queue_url.clone(),
+    );
     let sender_settings = SenderSettings {
         timeout: config.timeout,
         connect_timeout: config.connect_timeout,

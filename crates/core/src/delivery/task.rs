@@ -31,6 +31,10 @@ pub struct DeliveryTask {
     /// that trace is recorded (`herald_core::trace`). A task without one is not traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceHeader>,
+    /// The ordered line the task waits in (its FIFO message group), for an ordered
+    /// subscription (`subscription::ordering`); None for the standard queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
 }
 
 impl DeliveryTask {
@@ -48,6 +52,7 @@ impl DeliveryTask {
             event: event.clone(),
             forced: false,
             trace: None,
+            line: None,
         }
     }
 

@@ -145,6 +145,7 @@ pub async fn publish<P: Ports>(
         for subscription in wanting.iter().filter(|s| s.created_at <= accepted_at) {
             let mut task = DeliveryTask::new(tenant, &subscription.id, event, accepted_at);
             task.trace = trace.cloned();
+            task.line = subscription.line_of(event);
             tasks.push(task);
             if subscription.supersede && event.subject.is_some() {
                 supersede.push((event, subscription));

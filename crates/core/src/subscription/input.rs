@@ -71,6 +71,25 @@ pub struct NewSubscription {
     /// Deliveries a second at most (checked in `into_subscription`).
     #[serde(default)]
     pub rate_limit: Option<Value>,
+    /// `"subscription"` or `"subject"` (checked in `into_subscription`).
+    #[serde(default)]
+    pub ordering: Option<Value>,
+}
+
+/// A subscription's ordering from JSON: `"subscription"`, `"subject"`, or null for none.
+pub fn parse_ordering(
+    raw: Option<&Value>,
+) -> Result<Option<super::ordering::DeliveryOrder>, FieldError> {
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(name)) => super::ordering::DeliveryOrder::parse(name)
+            .map(Some)
+            .map_err(|e| FieldError::new("ordering", e)),
+        Some(_) => Err(FieldError::new(
+            "ordering",
+            "\"subscription\", \"subject\" or null".to_owned(),
+        )),
+    }
 }
 
 /// A subscription's rate limit from JSON: a whole number of deliveries a second, or null
@@ -332,6 +351,7 @@ impl NewSubscription {
             }
         };
         let rate_limit = parse_rate_limit(self.rate_limit.as_ref())?;
+        let ordering = parse_ordering(self.ordering.as_ref())?;
         Ok(Subscription {
             tenant,
             id: SubscriptionId::generate(now, rng),
@@ -347,6 +367,7 @@ impl NewSubscription {
             retry,
             timeout,
             rate_limit,
+            ordering,
             secrets: vec![SigningSecret {
                 secret: WebhookSecret::generate(rng),
                 expires_at: None,

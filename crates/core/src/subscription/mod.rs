@@ -1,6 +1,7 @@
 //! Subscriptions: where a tenant wants which events sent, and how.
 
 mod input;
+pub mod ordering;
 pub mod timeout;
 pub mod transitions;
 pub mod url;
@@ -21,8 +22,8 @@ use crate::webhook::sign::WebhookSecret;
 
 pub use input::{
     FieldError, MASKED_HEADER_VALUE, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer,
-    check_signatures, parse_description, parse_filter, parse_headers, parse_patterns,
-    parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
+    check_signatures, parse_description, parse_filter, parse_headers, parse_ordering,
+    parse_patterns, parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
 };
 
 /// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.
@@ -90,6 +91,9 @@ pub struct Subscription {
     /// At most this many deliveries a second, across every deliver container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<crate::delivery::rate::RateLimit>,
+    /// Deliveries sent one at a time in publish order (`ordering::DeliveryOrder`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<ordering::DeliveryOrder>,
     /// Current secret first, then previous ones still in their grace period.
     pub secrets: Vec<SigningSecret>,
     pub status: SubscriptionStatus,
@@ -112,6 +116,12 @@ impl Subscription {
         self.status == SubscriptionStatus::Active
             && pattern::any_matches(&self.event_types, &event.event_type)
             && self.filter.as_ref().is_none_or(|f| f.matches(event))
+    }
+
+    /// The ordered line `event`'s delivery waits in, if the subscription is ordered.
+    pub fn line_of(&self, event: &Event) -> Option<String> {
+        self.ordering
+            .map(|order| order.line(&self.tenant, &self.id, event))
     }
 
     /// The secrets that sign a delivery made at `now`.

@@ -8,8 +8,8 @@ use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
     NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, parse_description,
-    parse_filter, parse_headers, parse_patterns, parse_rate_limit, parse_retry, parse_selection,
-    parse_timeout, unmask_headers,
+    parse_filter, parse_headers, parse_ordering, parse_patterns, parse_rate_limit, parse_retry,
+    parse_selection, parse_timeout, unmask_headers,
 };
 use herald_core::webhook::render::BodyFormat;
 use lambda_http::http::{StatusCode, header};
@@ -181,6 +181,10 @@ struct SubscriptionPatch {
     /// Deliveries a second at most; `null` removes the limit.
     #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Value>,
+    /// `"subscription"` or `"subject"`; `null` for none. Deliveries already queued keep
+    /// the line they were queued in.
+    #[serde(default, deserialize_with = "present")]
+    ordering: Option<Value>,
     status: Option<SubscriptionStatus>,
     /// The version the change is based on; `If-Match` may say it instead.
     version: Option<u64>,
@@ -284,6 +288,10 @@ pub async fn patch<P: Ports>(
     if let Some(raw) = input.rate_limit {
         subscription.rate_limit =
             parse_rate_limit(Some(&raw)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    }
+    if let Some(raw) = input.ordering {
+        subscription.ordering =
+            parse_ordering(Some(&raw)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     if let Some(signatures) = input.signatures {
         subscription.signatures = check_signatures(signatures, &offered)

@@ -81,6 +81,7 @@ fn hide(receipt_handle: &str, seconds: u64) -> VisibilityChange {
     VisibilityChange {
         receipt_handle: receipt_handle.to_owned(),
         delay: Duration::from_secs(seconds),
+        ordered: false,
     }
 }
 
@@ -152,11 +153,13 @@ async fn a_dead_letter_carries_its_reason_and_delivery_id() {
             body: tasks[0].to_message_body(),
             reason: "no success after 3 attempts".into(),
             delivery_id: Some(tasks[0].delivery_id.clone()),
+            line: None,
         },
         DeadLetter {
             body: "{not json".into(),
             reason: "not a Herald delivery task".into(),
             delivery_id: None,
+            line: None,
         },
     ];
     let results = queue.dead_letter(&letters).await;
@@ -205,6 +208,7 @@ async fn more_dead_letters_than_a_batch_or_a_mebibyte_all_arrive() {
             body: format!("{i:02}{}", "x".repeat(200 * 1024)),
             reason: format!("reason {i}"),
             delivery_id: None,
+            line: None,
         })
         .collect();
     let results = queue.dead_letter(&letters).await;
@@ -240,6 +244,7 @@ async fn a_queue_that_builds_its_client_on_first_use_queues_and_dead_letters() {
         body: tasks[0].to_message_body(),
         reason: "no success after 1 attempts; the retry window is spent".into(),
         delivery_id: Some(tasks[0].delivery_id.clone()),
+        line: None,
     };
     let results = queue.dead_letter(&[letter]).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");

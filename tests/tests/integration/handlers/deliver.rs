@@ -659,6 +659,7 @@ async fn a_redriven_malformed_message_is_dead_lettered_again() {
         body: "{\"kind\": \"mystery\"}".into(),
         reason: "malformed task: unknown variant".into(),
         delivery_id: None,
+        line: None,
     };
 
     let outcome = process_batch(&deps, redriven(&letter, "moved-1")).await;
