@@ -249,6 +249,8 @@ pub struct SubscriptionFields {
     pub timeout: Option<String>,
     /// Deliveries a second at most.
     pub rate_limit: Option<u32>,
+    /// `subscription` or `subject`: deliveries one at a time in publish order.
+    pub ordering: Option<String>,
 }
 
 impl SubscriptionFields {
@@ -295,6 +297,9 @@ impl SubscriptionFields {
         }
         if let Some(rate) = self.rate_limit {
             body.insert("rate_limit".into(), json!(rate));
+        }
+        if let Some(ordering) = &self.ordering {
+            body.insert("ordering".into(), json!(ordering));
         }
         if let Some(filter) = &self.filter {
             let parsed: Value = serde_json::from_str(filter)
@@ -815,6 +820,7 @@ mod tests {
             event_types: vec!["order.*".into()],
             headers: vec!["X-Team: billing".into()],
             filter: Some(r#"{"data.amount": {"$gte": 100}}"#.into()),
+            ordering: Some("subject".into()),
             ..Default::default()
         };
         assert_eq!(
@@ -824,6 +830,7 @@ mod tests {
                 "event_types": ["order.*"],
                 "headers": {"X-Team": "billing"},
                 "filter": {"data.amount": {"$gte": 100}},
+                "ordering": "subject",
             })
         );
         let bad_header = SubscriptionFields {

@@ -171,6 +171,10 @@ struct Optional {
     /// At most this many deliveries a second (1–1000).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     rate_limit: Option<u32>,
+    /// Deliveries one at a time in publish order: all the subscription's, or each
+    /// subject's.
+    #[arg(long, value_parser = ["subscription", "subject"])]
+    ordering: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -305,6 +309,7 @@ impl Optional {
             retry: self.retry_schedule.zip(self.retry_window),
             timeout: self.timeout,
             rate_limit: self.rate_limit,
+            ordering: self.ordering,
         }
     }
 }

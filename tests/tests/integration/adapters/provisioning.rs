@@ -101,3 +101,49 @@ async fn provisioning_twice_with_one_prefix_finds_what_is_there() {
     assert_eq!(again.tables, aws.provisioned.tables);
     assert_eq!(again.queues, aws.provisioned.queues);
 }
+
+#[tokio::test]
+async fn the_ordered_queue_is_fifo_and_redrives_to_a_fifo_dead_letter_queue_as_the_other_does() {
+    let aws = TestAws::new().await;
+    let read = |url: String| {
+        let sqs = aws.sqs.clone();
+        async move {
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::All)
+                .send()
+                .await
+                .unwrap()
+                .attributes()
+                .unwrap()
+                .clone()
+        }
+    };
+    let ordered = read(aws.provisioned.ordered_queue_url().to_owned()).await;
+    let standard = read(aws.provisioned.delivery_queue_url().to_owned()).await;
+    let dead = read(aws.provisioned.ordered_dead_letter_queue_url().to_owned()).await;
+    assert!(aws.provisioned.ordered_queue_url().ends_with(".fifo"));
+    assert_eq!(ordered[&QueueAttributeName::FifoQueue], "true");
+    assert_eq!(dead[&QueueAttributeName::FifoQueue], "true");
+    assert_eq!(
+        ordered[&QueueAttributeName::ContentBasedDeduplication],
+        "false"
+    );
+    let redrive = |attributes: &std::collections::HashMap<QueueAttributeName, String>| {
+        serde_json::from_str::<serde_json::Value>(&attributes[&QueueAttributeName::RedrivePolicy])
+            .unwrap()
+    };
+    assert_eq!(
+        redrive(&ordered)["deadLetterTargetArn"].as_str().unwrap(),
+        aws.provisioned.queues["OrderedDeadLetterQueue"].1
+    );
+    // The same receive limit as the other lane: deliver reads one HERALD_MAX_RECEIVE_COUNT.
+    assert_eq!(
+        redrive(&ordered)["maxReceiveCount"],
+        redrive(&standard)["maxReceiveCount"]
+    );
+    assert_eq!(
+        ordered[&QueueAttributeName::VisibilityTimeout],
+        standard[&QueueAttributeName::VisibilityTimeout]
+    );
+}

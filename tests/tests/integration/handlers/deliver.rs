@@ -1249,3 +1249,87 @@ async fn a_rate_limited_subscriptions_burst_waits_for_its_windows_without_attemp
         .count();
     assert_eq!(delivered + already, 3, "{:?}", again.reports);
 }
+
+/// `records` as the ordered (FIFO) queue's event source hands them over, all in `line`.
+fn ordered_batch(records: Vec<serde_json::Value>, line: &str) -> SqsEvent {
+    let records: Vec<_> = records
+        .into_iter()
+        .map(|mut record| {
+            record["eventSourceARN"] =
+                json!("arn:aws:sqs:us-east-1:123456789012:herald-OrderedDeliveryQueue.fifo");
+            record["attributes"] = json!({"MessageGroupId": line, "ApproximateReceiveCount": "1"});
+            record
+        })
+        .collect();
+    serde_json::from_value(json!({"Records": records})).unwrap()
+}
+
+#[tokio::test]
+async fn in_an_ordered_line_nothing_goes_out_behind_a_delivery_that_is_not_done() {
+    let deps = deps(
+        InMemoryWebhookSender::answering([
+            InMemoryWebhookSender::status(200),
+            InMemoryWebhookSender::status(503),
+        ]),
+        "2s,4s",
+        "1h",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+
+    let outcome = process_batch(
+        &deps,
+        ordered_batch((0..4).map(record).collect(), "acme.line"),
+    )
+    .await;
+
+    let ids: Vec<&str> = outcome
+        .reports
+        .iter()
+        .map(|r| r.message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["m-0", "m-1", "m-2", "m-3"]);
+    assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
+    assert!(matches!(
+        outcome.reports[1].disposition,
+        Disposition::RetryIn(delay) if delay > Duration::ZERO
+    ));
+    assert_eq!(outcome.reports[2].disposition, Disposition::Behind);
+    assert_eq!(outcome.reports[3].disposition, Disposition::Behind);
+    assert_eq!(deps.ports.sender.sent().len(), 2, "nothing sent behind m-1");
+    assert_eq!(failures(&outcome), ["m-1", "m-2", "m-3"]);
+    // Handed back on the ordered queue: m-1 after its delay, the rest at once (the line
+    // holds them until m-1 is done).
+    let changes = deps.ports.queue.visibility_calls().concat();
+    let hidden: Vec<_> = changes
+        .iter()
+        .map(|c| (c.receipt_handle.as_str(), c.delay.is_zero(), c.ordered))
+        .collect();
+    assert_eq!(
+        hidden,
+        [
+            ("r-1", false, true),
+            ("r-2", true, true),
+            ("r-3", true, true)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_line_goes_on_past_a_delivery_that_is_finished_or_dead_lettered() {
+    let deps = deps(InMemoryWebhookSender::default(), "2s", "1h");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let poison = json!({"messageId": "m-poison", "receiptHandle": "r-poison", "body": "{}"});
+    let batch = ordered_batch(vec![poison, record(1), record(2)], "acme.line");
+
+    let outcome = process_batch(&deps, batch).await;
+
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(deps.ports.sender.sent().len(), 2);
+    let letters = deps.ports.queue.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].line.as_deref(),
+        Some("acme.line"),
+        "to the ordered lane's dead-letter queue, in its line"
+    );
+}

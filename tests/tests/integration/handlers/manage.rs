@@ -678,6 +678,60 @@ async fn a_subscription_may_set_a_rate_limit_of_whole_deliveries_a_second() {
 }
 
 #[tokio::test]
+async fn a_subscription_may_be_ordered_by_itself_or_by_subject() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://a.example.com/", "event_types": ["*"], "ordering": "subject"}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let body = json_of(&created);
+    assert_eq!(body["ordering"], "subject");
+    let path = format!("/v1/subscriptions/{}", body["id"].as_str().unwrap());
+    for bad in [
+        json!("fifo"),
+        json!(true),
+        json!(1),
+        json!({"key": "subject"}),
+    ] {
+        let response = create(
+            &deps,
+            "acme",
+            json!({"url": "https://b.example.com/", "event_types": ["*"], "ordering": bad}),
+        )
+        .await;
+        assert_eq!(response.status(), 422, "{bad}");
+        assert!(
+            json_of(&response)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("ordering"),
+            "{bad}"
+        );
+    }
+    let patch = |ordering: serde_json::Value| {
+        handle(
+            &deps,
+            call(
+                "PATCH",
+                &path,
+                Some("acme"),
+                Some(json!({ "ordering": ordering })),
+            ),
+        )
+    };
+    let changed = patch(json!("subscription")).await;
+    assert_eq!(changed.status(), 200);
+    assert_eq!(json_of(&changed)["ordering"], "subscription");
+    assert_eq!(patch(json!("sometimes")).await.status(), 422);
+    let removed = patch(serde_json::Value::Null).await;
+    assert_eq!(removed.status(), 200);
+    assert!(json_of(&removed).get("ordering").is_none());
+}
+
+#[tokio::test]
 async fn a_subscription_may_have_its_own_timeout_within_the_deployments() {
     let deps = deps();
     let created = create(
