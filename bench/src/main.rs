@@ -8,7 +8,9 @@
 //! 4. AWS requests and DynamoDB capacity per delivered webhook, counted by a proxy in front
 //!    of moto on a real run, and the bill per million deliveries at `bench/prices.json`;
 //! 5. end to end through the local runner on moto: events per second, publish-to-receive
-//!    latency p50 and p99.
+//!    latency p50 and p99;
+//! 6. delivery under the subscriber's control (`control`): one ordered line's pace, and a
+//!    rate-limited subscription's rate against its limit.
 //!
 //! Prints a table and writes `target/bench.json`.
 
@@ -19,6 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod batch;
 mod coldstart;
+mod control;
 mod ingest_cpu;
 mod logs;
 
@@ -61,10 +64,11 @@ fn main() {
     logs::install();
     let mut table = Table::new();
     let mut report = serde_json::Map::new();
-    let sections: [(&str, Section); 3] = [
+    let sections: [(&str, Section); 4] = [
         ("deliver_handler", batch::run),
         ("cold_start", coldstart::run),
         ("aws", aws::run),
+        ("subscriber_control", control::run),
     ];
     // HERALD_BENCH_SECTIONS=cold_start,aws runs only those (all by default).
     let only: Option<Vec<String>> = std::env::var("HERALD_BENCH_SECTIONS")
