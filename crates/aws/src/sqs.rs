@@ -211,6 +211,28 @@ where
     results
 }
 
+/// Why an entry SQS did not take failed, and whether sending it again may help: a
+/// refusal for a reason of SQS's own, or no word of the entry (not known to be taken,
+/// so not done).
+fn entry_error(refused: Option<&BatchResultErrorEntry>) -> (QueueError, bool) {
+    match refused {
+        Some(f) => (
+            QueueError::Refused {
+                code: f.code().to_owned(),
+                message: f.message().unwrap_or_default().to_owned(),
+            },
+            !f.sender_fault(),
+        ),
+        None => (
+            QueueError::Refused {
+                code: "Unanswered".into(),
+                message: "SQS's answer did not name the entry".into(),
+            },
+            true,
+        ),
+    }
+}
+
 /// Sends `count` entries in batch calls one after another, in order, as the ordered lane
 /// needs: SQS puts a FIFO batch's entries in its line in the order given, and calls in
 /// flight together could land in any order. At the first entry not taken, it and every
@@ -238,16 +260,7 @@ where
                         results.push(Ok(()));
                         continue;
                     }
-                    failure = Some(match refused.get(id.as_str()) {
-                        Some(f) => QueueError::Refused {
-                            code: f.code().to_owned(),
-                            message: f.message().unwrap_or_default().to_owned(),
-                        },
-                        None => QueueError::Refused {
-                            code: "Unanswered".into(),
-                            message: "SQS's answer did not name the entry".into(),
-                        },
-                    });
+                    failure = Some(entry_error(refused.get(id.as_str()).copied()).0);
                     break;
                 }
                 failure
@@ -346,23 +359,7 @@ where
                     results[i] = Ok(());
                     continue;
                 }
-                let (error, again) = match refused.get(id.as_str()) {
-                    Some(f) => (
-                        QueueError::Refused {
-                            code: f.code().to_owned(),
-                            message: f.message().unwrap_or_default().to_owned(),
-                        },
-                        !f.sender_fault(),
-                    ),
-                    // Neither taken nor refused: not known to be taken, so not done.
-                    None => (
-                        QueueError::Refused {
-                            code: "Unanswered".into(),
-                            message: "SQS's answer did not name the entry".into(),
-                        },
-                        true,
-                    ),
-                };
+                let (error, again) = entry_error(refused.get(id.as_str()).copied());
                 results[i] = Err(error);
                 if again {
                     pending.push(i);
@@ -671,6 +668,35 @@ mod tests {
             .map(|&(i, fault)| refusal(i, fault))
             .collect();
         BatchAnswer::new(ids.iter().map(String::as_str), &refused)
+    }
+
+    #[tokio::test]
+    async fn the_ordered_lane_sends_its_calls_in_order_and_nothing_after_an_entry_not_taken() {
+        let calls = std::sync::Mutex::new(Vec::new());
+        // Entry 13 is refused: 10..=12 are taken, 13 fails, 14 and the third call are not
+        // sent at all (they would go ahead of it).
+        let results = send_in_order(
+            25,
+            |_| 100,
+            |batch| {
+                calls.lock().unwrap().push(batch.clone());
+                let answer = taking(&batch, &[13, 14], &[(13, false)]);
+                async move { Ok(answer) }
+            },
+        )
+        .await;
+        let calls = calls.into_inner().unwrap();
+        assert_eq!(calls.len(), 2, "no call after the one with a refusal");
+        assert_eq!(calls[0], (0..10).collect::<Vec<_>>());
+        assert_eq!(results.len(), 25);
+        assert!(results[..13].iter().all(Result::is_ok));
+        assert!(
+            matches!(&results[13], Err(QueueError::Refused { code, .. }) if code == "InternalError")
+        );
+        assert!(results[14..].iter().all(|r| matches!(
+            r,
+            Err(QueueError::Refused { code, .. }) if code == "NotSentOutOfOrder"
+        )));
     }
 
     #[tokio::test]
