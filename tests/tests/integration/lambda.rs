@@ -557,6 +557,8 @@ fn allowed_by_the_template(function: &str, aws: &TestAws, calls: &[AwsCall]) {
                 .resource
                 .strip_prefix(&format!("{}-", aws.prefix))
                 .unwrap_or_else(|| panic!("{function} called {call:?}, not one of this test's"))
+                // A FIFO queue's name is its logical id with `.fifo`.
+                .trim_end_matches(".fifo")
                 .to_owned();
             (action, logical)
         })
