@@ -73,7 +73,14 @@ def _receive_message(
             )
         if result or time.time() >= deadline:
             return result
-        time.sleep(0.05)
+        # Another look a fifth of a second on, or as soon as a message arrives: as often
+        # as moto's own long poll looks, five times over, and never a busy loop.
+        queue = self.get_queue(queue_name)
+        if queue.messages:
+            # Visible, but held back behind a message of their group in flight.
+            time.sleep(0.2)
+        else:
+            queue.wait_for_messages(0.2)
 
 
 SQSBackend.receive_message = _receive_message
