@@ -120,8 +120,7 @@ impl Subscription {
 
     /// The ordered line `event`'s delivery waits in, if the subscription is ordered.
     pub fn line_of(&self, event: &Event) -> Option<String> {
-        self.ordering
-            .map(|order| order.line(&self.tenant, &self.id, event))
+        self.ordering.map(|order| order.line(&self.id, event))
     }
 
     /// The secrets that sign a delivery made at `now`.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::event::Event;
-use crate::ids::{SubscriptionId, TenantId};
+use crate::ids::SubscriptionId;
 
 /// Which deliveries keep their order with each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,17 +36,19 @@ impl DeliveryOrder {
     }
 
     /// The line (the FIFO message group) of `event`'s delivery to the subscription: at
-    /// most 128 characters of SQS's allowed set. A subject is hashed: it is the
-    /// producer's text, of any length and characters.
-    pub fn line(self, tenant: &TenantId, subscription: &SubscriptionId, event: &Event) -> String {
+    /// most 55 characters of SQS's allowed set (it takes 128). The subscription's id names
+    /// it (ids are unique across tenants; a tenant id of up to 128 characters would not
+    /// fit), and a subject is hashed: it is the producer's text, of any length and
+    /// characters.
+    pub fn line(self, subscription: &SubscriptionId, event: &Event) -> String {
         match (self, &event.subject) {
             (Self::Subject, Some(subject)) => {
                 // A subject is its type and id, as supersede reads it.
                 let identity = format!("{}:{}{}", subject.kind.len(), subject.kind, subject.id);
                 let digest = Sha256::digest(identity.as_bytes());
-                format!("{tenant}.{subscription}.{}", hex::encode(&digest[..12]))
+                format!("{subscription}.{}", hex::encode(&digest[..12]))
             }
-            _ => format!("{tenant}.{subscription}"),
+            _ => subscription.to_string(),
         }
     }
 }
@@ -74,20 +76,16 @@ mod tests {
 
     #[test]
     fn lines_are_the_subscriptions_or_each_subjects() {
-        let tenant = TenantId::parse("acme").unwrap();
         let sub = SubscriptionId::generate(Utc::now(), &mut rand::rng());
-        let whole = DeliveryOrder::Subscription.line(&tenant, &sub, &event(Some("ord_1")));
-        assert_eq!(whole, format!("acme.{sub}"));
-        assert_eq!(
-            DeliveryOrder::Subject.line(&tenant, &sub, &event(None)),
-            whole
-        );
-        let one = DeliveryOrder::Subject.line(&tenant, &sub, &event(Some("ord_1")));
-        let again = DeliveryOrder::Subject.line(&tenant, &sub, &event(Some("ord_1")));
-        let other = DeliveryOrder::Subject.line(&tenant, &sub, &event(Some("ord_2")));
+        let whole = DeliveryOrder::Subscription.line(&sub, &event(Some("ord_1")));
+        assert_eq!(whole, sub.to_string());
+        assert_eq!(DeliveryOrder::Subject.line(&sub, &event(None)), whole);
+        let one = DeliveryOrder::Subject.line(&sub, &event(Some("ord_1")));
+        let again = DeliveryOrder::Subject.line(&sub, &event(Some("ord_1")));
+        let other = DeliveryOrder::Subject.line(&sub, &event(Some("ord_2")));
         assert_eq!(one, again);
         assert_ne!(one, other);
-        let long = DeliveryOrder::Subject.line(&tenant, &sub, &event(Some(&"é;".repeat(5000))));
+        let long = DeliveryOrder::Subject.line(&sub, &event(Some(&"é;".repeat(5000))));
         assert!(long.len() <= 128);
         assert!(long.bytes().all(|b| b.is_ascii_graphic()), "{long}");
     }
