@@ -282,3 +282,139 @@ async fn each_task_goes_in_its_tenants_message_group_for_fair_queueing() {
         assert_eq!(group, Some(task.tenant.as_str()));
     }
 }
+
+/// Every message on a FIFO queue, in the order SQS hands them out, each deleted once seen.
+async fn drain_in_order(aws: &TestAws, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let output = aws
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        if output.messages().is_empty() {
+            return all;
+        }
+        for message in output.messages() {
+            aws.sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        all.extend(output.messages().iter().cloned());
+    }
+}
+
+#[tokio::test]
+async fn the_ordered_lane_queues_each_line_in_order_once_and_dead_letters_in_the_line() {
+    use aws_sdk_sqs::types::MessageSystemAttributeName as Name;
+    let aws = TestAws::new().await;
+    let queue = SqsDeliveryQueue::new(
+        aws.sqs.clone(),
+        aws.provisioned.delivery_queue_url().into(),
+        aws.provisioned.dead_letter_queue_url().into(),
+    )
+    .with_ordered(
+        aws.provisioned.ordered_queue_url().into(),
+        aws.provisioned.ordered_dead_letter_queue_url().into(),
+    );
+    let mut ordered = tasks(25, json!({}));
+    for task in &mut ordered {
+        task.line = Some(format!("{}", task.subscription_id));
+    }
+    let unordered = tasks(2, json!({}));
+    let mut all = ordered.clone();
+    all.insert(3, unordered[0].clone());
+    all.push(unordered[1].clone());
+    queue.enqueue(&all).await.unwrap();
+    // The same tasks again (a publish retried): deduplicated by delivery id. (SQS keeps a
+    // deduplication id five minutes; moto only while its message is on the queue.)
+    queue.enqueue(&ordered).await.unwrap();
+
+    let got = drain_in_order(&aws, aws.provisioned.ordered_queue_url()).await;
+    let order: Vec<String> = got
+        .iter()
+        .map(|m| {
+            decode_message(m.body().unwrap())
+                .unwrap()
+                .delivery_id
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = ordered.iter().map(|t| t.delivery_id.to_string()).collect();
+    assert_eq!(order, expected, "in the order given, each once");
+    for (message, task) in got.iter().zip(&ordered) {
+        let attribute = |name: &Name| message.attributes().and_then(|a| a.get(name)).cloned();
+        assert_eq!(attribute(&Name::MessageGroupId), task.line);
+        assert_eq!(
+            attribute(&Name::MessageDeduplicationId).as_deref(),
+            Some(task.delivery_id.as_str())
+        );
+    }
+    assert_eq!(
+        queued(&aws, aws.provisioned.delivery_queue_url()).await,
+        ids(&unordered),
+        "the others on the standard queue"
+    );
+
+    // A dead letter of the line goes to the lane's FIFO dead-letter queue, in the line.
+    let line = ordered[0].line.clone().unwrap();
+    let letters = [DeadLetter {
+        body: ordered[0].to_message_body(),
+        reason: "window spent".into(),
+        delivery_id: Some(ordered[0].delivery_id.clone()),
+        line: Some(line.clone()),
+    }];
+    assert!(queue.dead_letter(&letters).await.iter().all(Result::is_ok));
+    let dead = drain_in_order(&aws, aws.provisioned.ordered_dead_letter_queue_url()).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0]
+            .attributes()
+            .and_then(|a| a.get(&Name::MessageGroupId)),
+        Some(&line)
+    );
+    assert_eq!(
+        dead[0].message_attributes().unwrap()[DeadLetter::REASON_ATTRIBUTE].string_value(),
+        Some("window spent")
+    );
+
+    // A message of the line hidden for its retry holds the line.
+    let mut retry = tasks(2, json!({}));
+    for task in &mut retry {
+        task.line = Some("retry-line".into());
+    }
+    queue.enqueue(&retry).await.unwrap();
+    let first = aws
+        .sqs
+        .receive_message()
+        .queue_url(aws.provisioned.ordered_queue_url())
+        .max_number_of_messages(1)
+        .send()
+        .await
+        .unwrap();
+    let handle = first.messages()[0].receipt_handle().unwrap().to_owned();
+    let hidden = queue
+        .retry_later(&[VisibilityChange {
+            receipt_handle: handle,
+            delay: Duration::from_secs(30),
+            ordered: true,
+        }])
+        .await;
+    assert!(hidden.iter().all(Result::is_ok), "{hidden:?}");
+    assert!(
+        drain_in_order(&aws, aws.provisioned.ordered_queue_url())
+            .await
+            .is_empty(),
+        "nothing of the line while its first waits"
+    );
+}
