@@ -55,7 +55,12 @@ async fn answer<P: Ports>(
     };
     // A sampled invocation's publish is a span under it, and every task carries a header
     // naming that span, so deliver continues the trace (herald_core::trace).
-    let invocation = invocation_trace(request).filter(|h| deps.xray.records(Some(h)));
+    let invocation = deps
+        .xray
+        .is_on()
+        .then(|| invocation_trace(request))
+        .flatten()
+        .filter(|h| deps.xray.records(Some(h)));
     let mut span = invocation
         .as_ref()
         .map(|_| Span::begin("publish", now, &mut rand::rng()));

@@ -90,17 +90,17 @@ impl DynamoDeliveryLedger {
             .excerpts
             .keep(id, attempt.number, &attempt.response, attempt.at)
             .await?;
+        let sealed = match kept {
+            // The hot path (no excerpt retention): written as it is.
+            Kept::Plain => return serde_json::to_string(attempt).map_err(corrupt),
+            Kept::Dropped => None,
+            Kept::Sealed(sealed) => Some(sealed),
+        };
         let mut value = serde_json::to_value(attempt).map_err(corrupt)?;
-        match kept {
-            Kept::Plain => {}
-            Kept::Dropped => {
-                value.as_object_mut().map(|v| v.remove("response"));
-            }
-            Kept::Sealed(sealed) => {
-                if let Some(fields) = value.as_object_mut() {
-                    fields.remove("response");
-                    fields.insert(SEALED_FIELD.into(), sealed.into());
-                }
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("response");
+            if let Some(sealed) = sealed {
+                fields.insert(SEALED_FIELD.into(), sealed.into());
             }
         }
         serde_json::to_string(&value).map_err(corrupt)

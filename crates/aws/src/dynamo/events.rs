@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use chrono::{DateTime, Utc};
 
 use super::attributes::{Item, expired, from_doc, get_n, get_s, get_time, n, s, time, to_doc};
-use super::{erase, read_consistent, unavailable};
+use super::{condition_failed, erase, read_consistent, unavailable};
 use herald_core::event::Event;
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
 use herald_core::ports::{Acceptance, Erased, EventLog, StoreError};
@@ -42,15 +42,6 @@ fn seen(old: &Item) -> Result<Acceptance, StoreError> {
         deliveries: get_n(old, "deliveries").map(|d| d.clamp(0, u32::MAX.into()) as u32),
         accepted_at: get_time(old, "accepted_at")?,
     })
-}
-
-fn condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
 #[derive(Clone, Debug)]

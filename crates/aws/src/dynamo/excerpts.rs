@@ -20,8 +20,6 @@ use std::time::Duration;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
@@ -31,7 +29,7 @@ use herald_core::ids::DeliveryId;
 use herald_core::ports::StoreError;
 
 use super::attributes::{Item, get_n, n, s};
-use super::unavailable;
+use super::{condition_failed, read_consistent, unavailable};
 
 /// The partition of the day keys. Tenant partitions are `<tenant>#<subscription>` and a
 /// tenant id cannot be empty, so no tenant's erasure (which takes `<tenant>#…`) meets it.
@@ -171,25 +169,10 @@ impl Excerpts {
         let (Ok(day), Ok(data)) = (day.parse::<NaiveDate>(), STANDARD.decode(data)) else {
             return Ok(String::new());
         };
-        if data.len() < NONCE_LEN {
-            return Ok(String::new());
-        }
         let Some(key) = self.day_key(day, None, now).await? else {
             return Ok(String::new());
         };
-        let Ok(unbound) = UnboundKey::new(&AES_256_GCM, &key) else {
-            return Ok(String::new());
-        };
-        let (nonce, ciphertext) = data.split_at(NONCE_LEN);
-        let Ok(nonce) = Nonce::try_assume_unique_for_key(nonce) else {
-            return Ok(String::new());
-        };
-        let mut buffer = ciphertext.to_vec();
-        let opened = LessSafeKey::new(unbound)
-            .open_in_place(nonce, Aad::from(aad(delivery, number)), &mut buffer)
-            .ok()
-            .and_then(|plain| String::from_utf8(plain.to_vec()).ok());
-        Ok(opened.unwrap_or_default())
+        Ok(unseal(&key, &aad(delivery, number), data).unwrap_or_default())
     }
 
     /// `day`'s key while it lasts; made (when `making` gives the retention) if there is
@@ -246,16 +229,8 @@ impl Excerpts {
         &self,
         day: NaiveDate,
     ) -> Result<Option<([u8; 32], DateTime<Utc>)>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(day_key_item(day)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let Some(item) = output.item() else {
+        let Some(item) = read_consistent(&self.client, &self.table, day_key_item(day)).await?
+        else {
             return Ok(None);
         };
         let key: [u8; 32] = item
@@ -263,7 +238,7 @@ impl Excerpts {
             .and_then(|v| v.as_b().ok())
             .and_then(|b| b.as_ref().try_into().ok())
             .ok_or_else(|| StoreError::Corrupt("an excerpt key item without its key".into()))?;
-        let expires_at = get_n(item, "expires_at")
+        let expires_at = get_n(&item, "expires_at")
             .and_then(|secs| DateTime::from_timestamp(secs, 0))
             .ok_or_else(|| StoreError::Corrupt("an excerpt key item without expires_at".into()))?;
         Ok(Some((key, expires_at)))
@@ -292,16 +267,10 @@ impl Excerpts {
             .await;
         match put {
             Ok(_) => Ok((key, expires_at)),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(PutItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                self.read_key(day)
-                    .await?
-                    .ok_or_else(|| StoreError::Unavailable("an excerpt key made and gone".into()))
-            }
+            Err(e) if condition_failed(&e) => self
+                .read_key(day)
+                .await?
+                .ok_or_else(|| StoreError::Unavailable("an excerpt key made and gone".into())),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -322,17 +291,23 @@ impl Excerpts {
             .await;
         match deleted {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(DeleteItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(())
-            }
+            // Made again since, with another expiry: not ours to delete.
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }
+}
+
+/// `data` (nonce, then ciphertext and tag) opened with `key` and `aad`, if it opens to text.
+fn unseal(key: &[u8; 32], aad: &str, data: Vec<u8>) -> Option<String> {
+    if data.len() < NONCE_LEN {
+        return None;
+    }
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).ok()?);
+    let nonce = Nonce::try_assume_unique_for_key(&data[..NONCE_LEN]).ok()?;
+    let mut buffer = data[NONCE_LEN..].to_vec();
+    let plain = key.open_in_place(nonce, Aad::from(aad), &mut buffer).ok()?;
+    String::from_utf8(plain.to_vec()).ok()
 }
 
 #[cfg(test)]

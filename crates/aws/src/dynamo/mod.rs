@@ -37,6 +37,17 @@ where
 /// The item as it stands now. Used when a failed condition did not return the old item
 /// (`ReturnValuesOnConditionCheckFailure` is honoured by DynamoDB and moto alike, but an
 /// emulator that ignores it must not turn a duplicate into an error).
+/// Whether a call was refused by its condition (any operation's
+/// `ConditionalCheckFailedException`).
+fn condition_failed<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "ConditionalCheckFailedException")
+}
+
 async fn read_consistent(
     client: &Client,
     table: &str,
