@@ -18,8 +18,9 @@ use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
 
 /// Every events/ file, and the test below that invokes it.
-const EXERCISED: [&str; 12] = [
+const EXERCISED: [&str; 13] = [
     "deliver/batch-of-two.json",
+    "deliver/ordered-line.json",
     "deliver/poison-message.json",
     "ingest/bad-json.json",
     "ingest/missing-type.json",
@@ -367,6 +368,25 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     assert!(
         lines.iter().all(|l| !l["DeliveryLag"].is_null()),
         "{lines:?}"
+    );
+
+    // An ordered line as its FIFO event source hands it over: the delivery already made
+    // is let go, and the line goes on to the poison message behind it, which goes to the
+    // ordered lane's FIFO dead-letter queue in its line.
+    no_batch_item_failures(&deliver, "deliver/ordered-line.json").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 3, "nothing sent twice");
+    let dead = aws
+        .peek_queue(aws.provisioned.ordered_dead_letter_queue_url())
+        .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body(), Some("this is not a delivery task either"));
+    assert_eq!(
+        dead[0]
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+            .map(String::as_str),
+        Some("sub_01JD5Q8Z6X0000000000000000")
     );
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }

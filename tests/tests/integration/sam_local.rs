@@ -261,7 +261,13 @@ const HTTP_FILES: [(&str, &str); 10] = [
     ("IngestFunction", "ingest/missing-type.json"),
     ("IngestFunction", "ingest/no-tenant.json"),
 ];
-const DELIVER_FILES: [&str; 2] = ["deliver/batch-of-two.json", "deliver/poison-message.json"];
+/// The ordered line comes last: its first record is a delivery of batch-of-two, already
+/// ended, and the poison message behind it goes to the ordered lane's dead-letter queue.
+const DELIVER_FILES: [&str; 3] = [
+    "deliver/batch-of-two.json",
+    "deliver/poison-message.json",
+    "deliver/ordered-line.json",
+];
 
 #[test]
 fn every_events_file_is_invoked_under_sam() {
@@ -333,6 +339,11 @@ async fn sam_local_invoke_answers_every_events_file_as_the_local_runner_does() {
             handed_back(&serde_json::to_value(&local.response).unwrap()),
             "{file}: sam local (left) and the local runner's handler (right) differ"
         );
+        if file == "deliver/ordered-line.json" {
+            // Its first record is a delivery already ended (batch-of-two's), so the line
+            // goes on to the poison message behind it: nothing handed back.
+            assert_eq!(handed_back(&under_sam), BTreeSet::new());
+        }
     }
     let sam_log = attempt_log(&sam_aws.provisioned).await;
     assert_eq!(sam_log.as_array().map(Vec::len), Some(3), "{sam_log}");
@@ -341,6 +352,19 @@ async fn sam_local_invoke_answers_every_events_file_as_the_local_runner_does() {
         sam_log[0]["attempts"][0]["error"].is_string(),
         "the closed port is an attempt with an error code: {sam_log}"
     );
+    // The ordered line's dead letters went to each ordered (FIFO) dead-letter queue, the
+    // same on both sides.
+    let ordered_dead = [
+        sam_aws.provisioned.ordered_dead_letter_queue_url(),
+        runner_aws.ordered_dead_letter_queue_url(),
+    ]
+    .map(|url| herald_tests::aws::queue_depth(&sam_aws.sqs, url));
+    let [sam_ordered, runner_ordered] = futures::future::join_all(ordered_dead)
+        .await
+        .try_into()
+        .unwrap();
+    assert!(sam_ordered >= 1, "the ordered line's poison message");
+    assert_eq!(sam_ordered, runner_ordered);
     // The poison message went to each dead-letter queue.
     for dead_letter_queue in [
         sam_aws.provisioned.dead_letter_queue_url(),
