@@ -576,15 +576,18 @@ fn every_sqs_event_file_is_what_the_event_source_sends() {
         for record in records {
             let problems = sqs_record_problems(record);
             assert!(problems.is_empty(), "{file}: {problems:#?}");
-            // A stack's queue is named `<stack>-DeliveryQueue-<suffix>`.
+            // A stack's queue is named `<stack>-<logical id>-<suffix>`, a FIFO one with
+            // `.fifo` after: one of the two queues deliver is mapped to.
             let queue = record["eventSourceARN"]
                 .as_str()
                 .unwrap()
                 .rsplit(':')
                 .next()
                 .unwrap();
+            let logical = queue.split('-').nth(1);
             assert!(
-                queue.split('-').nth(1) == Some("DeliveryQueue"),
+                logical == Some("DeliveryQueue")
+                    || (logical == Some("OrderedDeliveryQueue") && queue.ends_with(".fifo")),
                 "{file}: {queue}"
             );
             checked += 1;
