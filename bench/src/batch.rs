@@ -51,6 +51,7 @@ async fn deps(url: &str) -> (Arc<Deps>, SubscriptionId) {
     .unwrap();
     let deps = Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
+        graphql: herald_aws::graphql::GraphqlSource::off(),
         ports: herald_testkit::adapters_with(sender),
         settings: DeliverySettings {
             concurrency: CONCURRENCY,

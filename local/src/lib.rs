@@ -121,7 +121,13 @@ impl LocalHerald {
             config.url_policy.denied = denied.clone();
             let adapters = herald_aws::lambda::wiring::adapters(function, &config, &options.sdk)
                 .with_context(configuring)?;
-            Ok(Started { config, adapters })
+            let graphql = herald_aws::lambda::wiring::graphql_source(&config, &options.sdk)
+                .with_context(configuring)?;
+            Ok(Started {
+                config,
+                adapters,
+                graphql,
+            })
         };
         let ingest = herald_ingest::Ingest::deps(started(Function::Ingest)?);
         let manage = herald_manage::Manage::deps(started(Function::Manage)?);

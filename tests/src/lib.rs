@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod aws_proxy;
 pub mod emulator;
+pub mod graphql_source;
 pub mod herald;
 pub mod receiver;
 pub mod runner;

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod dynamo;
+pub mod graphql;
 pub mod http;
 pub mod lambda;
 pub mod secrets;

@@ -187,21 +187,25 @@ impl SecretKeys {
 
     async fn secret_string(&self, secret: &str) -> Result<String, KeyLoadError> {
         let client = self.client.get_or_init(|| Client::new(&self.sdk));
-        let output = client
-            .get_secret_value()
-            .secret_id(secret)
-            .send()
+        secret_string(client, secret)
             .await
-            .map_err(|e| KeyLoadError::Unavailable {
+            .map_err(|reason| KeyLoadError::Unavailable {
                 secret: secret.to_owned(),
-                reason: DisplayErrorContext(&e).to_string(),
-            })?;
-        output
-            .secret_string()
-            .map(str::to_owned)
-            .ok_or_else(|| KeyLoadError::Unavailable {
-                secret: secret.to_owned(),
-                reason: "the secret has no string value".into(),
+                reason,
             })
     }
+}
+
+/// A secret's string value, or why it could not be read.
+pub(crate) async fn secret_string(client: &Client, secret: &str) -> Result<String, String> {
+    let output = client
+        .get_secret_value()
+        .secret_id(secret)
+        .send()
+        .await
+        .map_err(|e| DisplayErrorContext(&e).to_string())?;
+    output
+        .secret_string()
+        .map(str::to_owned)
+        .ok_or_else(|| "the secret has no string value".into())
 }

@@ -35,6 +35,7 @@ pub fn active_subscription(
         filter: None,
         format: herald_core::webhook::render::BodyFormat::Standard,
         selection: None,
+        query: None,
         headers: Default::default(),
         signatures: Default::default(),
         supersede: false,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use chrono::Utc;
+use herald_aws::graphql::SourceError;
 use herald_core::delivery::decide::{Verdict, decide, window_spent, within_receive_limit};
-use herald_core::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::delivery::{Attempt, AttemptError, DeliveryRecord, DeliveryState, DeliveryTask};
 use herald_core::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog, KeyStore, Ports, Reopens,
     SendOutcome, StoreError, SubscriptionStore, WebhookSender,
@@ -312,9 +313,46 @@ async fn send<P: Ports>(
     } else {
         None
     };
+    // A payload built by the subscription's query: asked of the source first; a failure
+    // there is this attempt's, retried like any other, with nothing POSTed.
+    let queried = match &subscription.query {
+        None => None,
+        Some(query) => {
+            let variables = query.bind(&task.event, &task.tenant);
+            let started = std::time::Instant::now();
+            let running = deps.graphql.execute(&task.tenant, query.text(), &variables);
+            match timed(deps, spans, "GraphQL", running).await {
+                Ok(result) => Some(result),
+                Err(e) => {
+                    let outcome = SendOutcome::Failed {
+                        error: match e {
+                            SourceError::Timeout(_) => AttemptError::GraphqlTimeout,
+                            _ => AttemptError::Graphql,
+                        },
+                        detail: e.to_string(),
+                        latency: started.elapsed(),
+                    };
+                    if let Some(span) = spans.as_mut().and_then(|spans| spans.last_mut()) {
+                        span.set("fault", true.into());
+                    }
+                    return Ok(Sent {
+                        attempt: Attempt::of(
+                            number,
+                            now,
+                            claimed.claim.reopens != Reopens::Nothing,
+                            &outcome,
+                        ),
+                        outcome,
+                        finished_at: deps.ports.clock.now(),
+                    });
+                }
+            }
+        }
+    };
     let webhook = build::build(
         task,
         subscription,
+        queried.as_ref(),
         keys.as_deref(),
         &deps.settings.idempotency_key_prefix,
         now,
@@ -442,7 +480,8 @@ async fn record<P: Ports>(
         {
             tracing::warn!(subscription = %task.subscription_id, error = %e, "could not announce the disable");
         }
-    } else {
+    } else if !sent.attempt.error.is_some_and(AttemptError::at_source) {
+        // A failure at Herald's GraphQL source says nothing of the receiver's health.
         let succeeded = decision.state == DeliveryState::Delivered;
         health::track(deps, task, subscription, succeeded, sent.finished_at).await;
     }

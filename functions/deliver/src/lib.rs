@@ -25,6 +25,8 @@ pub struct DeliverDeps<P: Ports> {
     pub settings: DeliverySettings,
     /// Where a traced task's segment goes (off without a daemon).
     pub xray: herald_aws::xray::XRay,
+    /// Where subscriptions' GraphQL queries run (off without a source).
+    pub graphql: herald_aws::graphql::GraphqlSource,
 }
 
 /// Deliver on AWS, for `herald_aws::lambda::wiring::run_sqs`.
@@ -39,6 +41,7 @@ impl SqsFunction for Deliver {
             ports: started.adapters,
             settings: started.config.delivery,
             xray: herald_aws::xray::XRay::from_address(started.config.xray_daemon.as_deref()),
+            graphql: started.graphql,
         }
     }
 

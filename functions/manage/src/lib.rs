@@ -37,6 +37,8 @@ pub struct ManageDeps<P: Ports> {
     /// How long after a tenant's subscriptions are erased deliver may still record a
     /// delivery of theirs: the sweep of its erasure waits this long.
     pub erasure_settle: std::time::Duration,
+    /// Where subscriptions' GraphQL queries are checked (off without a source).
+    pub graphql: herald_aws::graphql::GraphqlSource,
 }
 
 use herald_core::delivery::settings::RECEIVES_WITHOUT_ATTEMPT;
@@ -63,6 +65,7 @@ impl HttpFunction for Manage {
             max_timeout: started.config.timeout,
             max_subscriptions: started.config.limits.subscriptions_per_tenant,
             max_redeliveries_per_minute: started.config.limits.redeliveries_per_minute,
+            graphql: started.graphql,
         }
     }
 

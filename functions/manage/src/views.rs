@@ -18,6 +18,9 @@ pub struct SubscriptionView<'a> {
     pub format: BodyFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selection: Option<&'a str>,
+    /// A GraphQL query whose result is the body's `data`, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<&'a herald_core::webhook::graphql::PayloadQuery>,
     /// Names only: each value is shown as `MASKED_HEADER_VALUE` (write-only).
     pub headers: std::collections::BTreeMap<&'a str, &'static str>,
     pub signatures: SignatureOptions,
@@ -59,6 +62,7 @@ impl<'a> SubscriptionView<'a> {
             filter: s.filter.as_ref(),
             format: s.format,
             selection: s.selection.as_ref().map(|x| x.as_str()),
+            query: s.query.as_ref(),
             headers: s
                 .headers
                 .keys()

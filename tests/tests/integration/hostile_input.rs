@@ -127,6 +127,7 @@ proptest! {
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
         max_redeliveries_per_minute: 1_000,
+        graphql: herald_aws::graphql::GraphqlSource::off(),
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));
         let status = response.status().as_u16();
@@ -140,6 +141,7 @@ proptest! {
     fn random_queue_messages_go_to_the_dead_letter_queue_never_back(bodies in prop::collection::vec(body(), 1..10)) {
         let deps = std::sync::Arc::new(herald_deliver::DeliverDeps {
             xray: herald_aws::xray::XRay::off(),
+            graphql: herald_aws::graphql::GraphqlSource::off(),
             ports: herald_testkit::adapters(),
             settings: herald_core::delivery::settings::DeliverySettings {
                 concurrency: 4,

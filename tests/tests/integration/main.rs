@@ -11,6 +11,7 @@ mod deploy_code;
 mod event_shapes;
 mod example_receiver;
 mod faults;
+mod graphql;
 mod handlers;
 mod hostile_input;
 mod lambda;

@@ -284,6 +284,60 @@ pub struct Config {
     /// The X-Ray daemon Lambda runs beside the function (`AWS_XRAY_DAEMON_ADDRESS`); spans
     /// are sent to it for sampled traces (`crate::xray`).
     pub xray_daemon: Option<String>,
+    /// The GraphQL source subscriptions' queries run against (`HERALD_GRAPHQL_URL`), if any.
+    pub graphql: Option<crate::graphql::GraphqlConfig>,
+}
+
+/// Longest `HERALD_GRAPHQL_TIMEOUT`: the source's time comes before the POST's within one
+/// lease.
+pub const MAX_GRAPHQL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `HERALD_GRAPHQL_URL` (empty or unset: none), `HERALD_GRAPHQL_SECRET` (a Secrets
+/// Manager secret with the credentials), `HERALD_GRAPHQL_TIMEOUT` (10 s, at most 15 s: with a 30 s POST an attempt stays within deliver's 60 s).
+fn graphql(
+    env: &dyn Source,
+    policy: &UrlPolicy,
+) -> Result<Option<crate::graphql::GraphqlConfig>, ConfigError> {
+    let Some(raw) = env
+        .get("HERALD_GRAPHQL_URL")
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: "HERALD_GRAPHQL_URL",
+        reason: reason.to_owned(),
+    };
+    let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_http => {}
+        _ => {
+            return Err(invalid(
+                "must be an https:// URL (http:// only with HERALD_ALLOW_HTTP)",
+            ));
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "credentials belong in HERALD_GRAPHQL_SECRET, not the URL",
+        ));
+    }
+    let timeout = duration(env, "HERALD_GRAPHQL_TIMEOUT", Duration::from_secs(10))?;
+    if timeout.is_zero() || timeout > MAX_GRAPHQL_TIMEOUT {
+        return Err(ConfigError::Invalid {
+            name: "HERALD_GRAPHQL_TIMEOUT",
+            reason: format!("between 1s and {}s", MAX_GRAPHQL_TIMEOUT.as_secs()),
+        });
+    }
+    Ok(Some(crate::graphql::GraphqlConfig {
+        url,
+        secret: env
+            .get("HERALD_GRAPHQL_SECRET")
+            .filter(|v| !v.trim().is_empty()),
+        timeout,
+        refresh: duration(env, "HERALD_SIGNING_KEY_REFRESH", Duration::from_secs(300))?,
+    }))
 }
 
 /// What one tenant may use of a deployment.
@@ -470,6 +524,10 @@ impl Config {
             });
         }
         let timeout = duration(env, "HERALD_DELIVERY_TIMEOUT", Duration::from_secs(30))?;
+        let url_policy = url_policy(env)?;
+        let graphql = graphql(env, &url_policy)?;
+        // An attempt of a subscription with a query asks the source before its POST.
+        let attempt = timeout + graphql.as_ref().map_or(Duration::ZERO, |g| g.timeout);
         let retention = retention(env)?;
         let retry = retry_policy(env)?;
         let max_receives = max_receives(env, &retry)?;
@@ -496,7 +554,7 @@ impl Config {
             },
             portal: portal(env)?,
             tenant_claim: tenant_claim(env),
-            url_policy: url_policy(env)?,
+            url_policy,
             retention,
             keys: signing_keys(env)?,
             delivery: herald_core::delivery::settings::DeliverySettings {
@@ -505,7 +563,7 @@ impl Config {
                 idempotency_key_prefix: prefix,
                 concurrency: number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
                 per_host: number(env, "HERALD_DELIVERY_PER_HOST", 10, 1000)?,
-                lease: herald_core::delivery::settings::DeliverySettings::lease_for(timeout),
+                lease: herald_core::delivery::settings::DeliverySettings::lease_for(attempt),
                 retention,
                 auto_disable_after: duration(
                     env,
@@ -520,6 +578,7 @@ impl Config {
             limits: limits(env)?,
             xray_daemon: env.get("AWS_XRAY_DAEMON_ADDRESS"),
             excerpt_retention: excerpt_retention(env, retention)?,
+            graphql,
         })
     }
 }

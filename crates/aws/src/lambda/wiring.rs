@@ -15,6 +15,7 @@ use crate::cache::CachedSubscriptions;
 use crate::dynamo::{
     DynamoDeliveryLedger, DynamoEventLog, DynamoSessionStore, DynamoSubscriptionStore,
 };
+use crate::graphql::GraphqlSource;
 use crate::http::resolver::SystemResolver;
 use crate::http::sender::{SenderSettings, SenderSource};
 use crate::secrets::KeySource;
@@ -122,6 +123,21 @@ pub fn adapters(
 pub struct Started {
     pub config: Config,
     pub adapters: Adapters<AwsPorts>,
+    /// Where subscriptions' queries run (off without `HERALD_GRAPHQL_URL`).
+    pub graphql: GraphqlSource,
+}
+
+/// The GraphQL source `config` names, its secret read through `sdk`.
+pub fn graphql_source(config: &Config, sdk: &SdkConfig) -> Result<GraphqlSource, ConfigError> {
+    match &config.graphql {
+        None => Ok(GraphqlSource::off()),
+        Some(graphql) => {
+            GraphqlSource::new(graphql.clone(), Some(sdk)).map_err(|reason| ConfigError::Invalid {
+                name: "HERALD_GRAPHQL_URL",
+                reason,
+            })
+        }
+    }
 }
 
 /// Reads the settings from `env` and builds the ports.
@@ -132,7 +148,12 @@ pub fn started(
 ) -> Result<Started, ConfigError> {
     let config = Config::from_source(env)?;
     let adapters = adapters(function, &config, sdk)?;
-    Ok(Started { config, adapters })
+    let graphql = graphql_source(&config, sdk)?;
+    Ok(Started {
+        config,
+        adapters,
+        graphql,
+    })
 }
 
 /// A function API Gateway invokes: how it builds its dependencies and answers a request.

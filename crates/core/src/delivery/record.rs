@@ -79,9 +79,21 @@ pub enum AttemptError {
     Forbidden,
     #[serde(rename = "E_IO")]
     Io,
+    /// The subscription's GraphQL query failed at the source (an error answered, or no
+    /// answer): nothing was POSTed.
+    #[serde(rename = "E_GRAPHQL")]
+    Graphql,
+    /// The GraphQL source did not answer the query in time: nothing was POSTed.
+    #[serde(rename = "E_GRAPHQL_TIMEOUT")]
+    GraphqlTimeout,
 }
 
 impl AttemptError {
+    /// Whether the failure was at Herald's GraphQL source rather than the receiver's.
+    pub fn at_source(self) -> bool {
+        matches!(self, Self::Graphql | Self::GraphqlTimeout)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::Http => "E_HTTP",
@@ -92,6 +104,8 @@ impl AttemptError {
             Self::Tls => "E_TLS",
             Self::Forbidden => "E_SSRF",
             Self::Io => "E_IO",
+            Self::Graphql => "E_GRAPHQL",
+            Self::GraphqlTimeout => "E_GRAPHQL_TIMEOUT",
         }
     }
 }

@@ -74,6 +74,45 @@ pub struct NewSubscription {
     /// `"subscription"` or `"subject"` (checked in `into_subscription`).
     #[serde(default)]
     pub ordering: Option<Value>,
+    /// A GraphQL query whose result is the body's `data` (checked in `into_subscription`;
+    /// against the source's schema by the caller).
+    #[serde(default)]
+    pub query: Option<Value>,
+}
+
+/// A subscription's query from JSON: `{"text", "variables"}`, or null for none.
+pub fn parse_query(
+    raw: Option<&Value>,
+) -> Result<Option<crate::webhook::graphql::PayloadQuery>, FieldError> {
+    use crate::webhook::graphql::{PayloadQuery, QueryInput};
+    match raw {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => {
+            let input: QueryInput = serde_json::from_value(value.clone()).map_err(|e| {
+                FieldError::new(
+                    "query",
+                    format!(
+                        "{{\"text\": \"query($id: ID!) {{ … }}\", \"variables\": \
+                         {{\"id\": \"subject.id\"}}}}, or null ({e})"
+                    ),
+                )
+            })?;
+            PayloadQuery::parse(input)
+                .map(Some)
+                .map_err(|e| FieldError::new("query", e))
+        }
+    }
+}
+
+/// A subscription's payload is picked by its selection or built by its query, not both.
+pub fn one_payload(subscription: &super::Subscription) -> Result<(), FieldError> {
+    if subscription.selection.is_some() && subscription.query.is_some() {
+        return Err(FieldError::new(
+            "query",
+            "a subscription has a selection or a query, not both".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A subscription's ordering from JSON: `"subscription"`, `"subject"`, or null for none.
@@ -352,7 +391,8 @@ impl NewSubscription {
         };
         let rate_limit = parse_rate_limit(self.rate_limit.as_ref())?;
         let ordering = parse_ordering(self.ordering.as_ref())?;
-        Ok(Subscription {
+        let query = parse_query(self.query.as_ref())?;
+        let subscription = Subscription {
             tenant,
             id: SubscriptionId::generate(now, rng),
             url,
@@ -361,6 +401,7 @@ impl NewSubscription {
             filter,
             format: self.format.unwrap_or_default(),
             selection,
+            query,
             headers,
             signatures,
             supersede: self.supersede.unwrap_or(false),
@@ -379,6 +420,8 @@ impl NewSubscription {
             version: 1,
             created_at: now,
             updated_at: now,
-        })
+        };
+        one_payload(&subscription)?;
+        Ok(subscription)
     }
 }

@@ -22,8 +22,9 @@ use crate::webhook::sign::WebhookSecret;
 
 pub use input::{
     FieldError, MASKED_HEADER_VALUE, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer,
-    check_signatures, parse_description, parse_filter, parse_headers, parse_ordering,
-    parse_patterns, parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
+    check_signatures, one_payload, parse_description, parse_filter, parse_headers, parse_ordering,
+    parse_patterns, parse_query, parse_rate_limit, parse_retry, parse_selection, parse_timeout,
+    unmask_headers,
 };
 
 /// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.
@@ -73,6 +74,9 @@ pub struct Subscription {
     pub format: BodyFormat,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<Selection>,
+    /// A GraphQL query run at each attempt: its result is the body's `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<crate::webhook::graphql::PayloadQuery>,
     /// Sent with every delivery; names are lower-case.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,

@@ -13,10 +13,12 @@ use crate::subscription::Subscription;
 /// The request: body in the subscription's format, its custom headers, then Herald's
 /// own (`webhook-id`, `webhook-timestamp`, `webhook-signature` with every live secret and
 /// the `v1a` entry when asked, `idempotency-key`) and the RSA signature headers when
-/// asked. `keys` are the deployment's, needed only for the asymmetric signatures.
+/// asked. `keys` are the deployment's, needed only for the asymmetric signatures;
+/// `queried` is the result of the subscription's GraphQL query, when it has one.
 pub fn build(
     task: &DeliveryTask,
     subscription: &Subscription,
+    queried: Option<&serde_json::Map<String, serde_json::Value>>,
     keys: Option<&SigningKeys>,
     idempotency_key_prefix: &str,
     now: DateTime<Utc>,
@@ -25,12 +27,11 @@ pub fn build(
         tenant: &task.tenant,
         delivery_id: &task.delivery_id,
     };
-    let body = render::render(
-        &task.event,
-        subscription.format,
-        subscription.selection.as_ref(),
-        &ctx,
-    );
+    let payload = match queried {
+        Some(result) => render::Payload::Queried(result),
+        None => render::Payload::Event(subscription.selection.as_ref()),
+    };
+    let body = render::render(&task.event, subscription.format, payload, &ctx);
     let timestamp = now.timestamp();
     let id = task.delivery_id.as_str();
     let mut signature = signature_header(subscription.live_secrets(now), id, timestamp, &body);

@@ -2,6 +2,7 @@
 //! selection of the data), and its signatures.
 
 pub mod build;
+pub mod graphql;
 pub mod keys;
 pub mod render;
 pub mod select;

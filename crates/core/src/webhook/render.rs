@@ -57,17 +57,26 @@ fn subject_fields(prefix: &str, subject: Option<&Subject>, out: &mut Map<String,
     }
 }
 
-/// Renders the body of a delivery of `event` in `format`, with only the selected parts of
-/// `data` when there is a selection.
+/// Where a body's `data` comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    /// The event's `data`, whole or only its selected parts.
+    Event(Option<&'a Selection>),
+    /// The result of the subscription's GraphQL query.
+    Queried(&'a Map<String, Value>),
+}
+
+/// Renders the body of a delivery of `event` in `format`, its `data` from `payload`.
 pub fn render(
     event: &Event,
     format: BodyFormat,
-    selection: Option<&Selection>,
+    payload: Payload<'_>,
     ctx: &RenderContext<'_>,
 ) -> Vec<u8> {
-    let data = match selection {
-        Some(selection) => selection.apply(&event.data),
-        None => event.data.clone(),
+    let data = match payload {
+        Payload::Event(Some(selection)) => selection.apply(&event.data),
+        Payload::Event(None) => event.data.clone(),
+        Payload::Queried(result) => result.clone(),
     };
     let timestamp = event
         .occurred_at
@@ -136,7 +145,13 @@ mod tests {
             tenant: &tenant,
             delivery_id: &delivery_id,
         };
-        String::from_utf8(render(event, format, selection.as_ref(), &ctx)).unwrap()
+        String::from_utf8(render(
+            event,
+            format,
+            Payload::Event(selection.as_ref()),
+            &ctx,
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn item(subscription: &Subscription, record: &DeliveryRecord, event: Option<&Eve
         let rendered = render::render(
             event,
             subscription.format,
-            subscription.selection.as_ref(),
+            render::Payload::Event(subscription.selection.as_ref()),
             &RenderContext {
                 tenant: &record.tenant,
                 delivery_id: &record.id,

@@ -1,5 +1,6 @@
 //! Subscriptions: create, read, list, change, delete, and rotate their secrets.
 
+use herald_aws::graphql::SourceError;
 use herald_aws::lambda::api::{self, ApiError};
 use herald_core::delivery::retry::parse_duration;
 use herald_core::ids::{SubscriptionId, TenantId};
@@ -7,10 +8,11 @@ use herald_core::ports::{Clock, Ports, StoreError, SubscriptionStore};
 use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
-    NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, parse_description,
-    parse_filter, parse_headers, parse_ordering, parse_patterns, parse_rate_limit, parse_retry,
-    parse_selection, parse_timeout, unmask_headers,
+    NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, one_payload,
+    parse_description, parse_filter, parse_headers, parse_ordering, parse_patterns, parse_query,
+    parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
 };
+use herald_core::webhook::graphql::PayloadQuery;
 use herald_core::webhook::render::BodyFormat;
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -34,6 +36,32 @@ async fn check_url<P: Ports>(deps: &ManageDeps<P>, raw: &str) -> Result<Subscrip
     Ok(url)
 }
 
+/// A subscription's query checked against the source's schema: 422 with the reason
+/// when the schema refuses it or there is no source, 503 when the source cannot be asked.
+async fn check_query<P: Ports>(deps: &ManageDeps<P>, query: &PayloadQuery) -> Result<(), ApiError> {
+    let schema = match deps.graphql.schema().await {
+        Ok(schema) => schema,
+        Err(SourceError::NotConfigured) => {
+            return Err(ApiError::unprocessable(
+                "query: this deployment has no GraphQL source to run queries against",
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the GraphQL source's schema could not be read");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "graphql_source_unavailable",
+                format!(
+                    "query: the GraphQL source's schema could not be read to check the query ({e}); retry the request"
+                ),
+            ));
+        }
+    };
+    query
+        .validate(&schema)
+        .map_err(|e| ApiError::unprocessable(format!("query: {e}")))
+}
+
 pub async fn create<P: Ports>(
     deps: &ManageDeps<P>,
     tenant: &TenantId,
@@ -51,6 +79,9 @@ pub async fn create<P: Ports>(
         )
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     check_url(deps, &url).await?;
+    if let Some(query) = &subscription.query {
+        check_query(deps, query).await?;
+    }
     within_cap(deps, tenant).await?;
     deps.ports.subscriptions.create(&subscription).await?;
     tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
@@ -185,6 +216,9 @@ struct SubscriptionPatch {
     /// the line they were queued in.
     #[serde(default, deserialize_with = "present")]
     ordering: Option<Value>,
+    /// A GraphQL query for the body's `data`; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    query: Option<Value>,
     status: Option<SubscriptionStatus>,
     /// The version the change is based on; `If-Match` may say it instead.
     version: Option<u64>,
@@ -252,6 +286,14 @@ pub async fn patch<P: Ports>(
             ));
         }
     }
+    if let Some(raw) = input.query {
+        subscription.query =
+            parse_query(Some(&raw)).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        if let Some(query) = &subscription.query {
+            check_query(deps, query).await?;
+        }
+    }
+    one_payload(&subscription).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let offered = offer(deps);
     if let Some(headers) = input.headers {
         let headers = unmask_headers(headers, &subscription.headers)

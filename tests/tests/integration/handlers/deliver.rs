@@ -41,6 +41,7 @@ fn deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Arc<Deps
 fn unshared_deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) -> Deps {
     DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
+        graphql: herald_aws::graphql::GraphqlSource::off(),
         ports: Adapters {
             sender,
             ..herald_testkit::adapters()
@@ -869,6 +870,7 @@ fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> Arc<DeliverDeps<
     let clock = Arc::new(FixedClock::at(Utc::now()));
     Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
+        graphql: herald_aws::graphql::GraphqlSource::off(),
         ports: Adapters {
             subscriptions: CachedSubscriptions::new(
                 InMemorySubscriptionStore::default(),

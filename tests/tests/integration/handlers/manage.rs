@@ -70,6 +70,7 @@ pub(super) fn deps() -> Deps {
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
         max_redeliveries_per_minute: 1_000,
+        graphql: herald_aws::graphql::GraphqlSource::off(),
     }
 }
 

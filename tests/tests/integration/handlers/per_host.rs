@@ -80,6 +80,7 @@ fn deps<W: WebhookSender + 'static>(
 ) -> Arc<DeliverDeps<MemoryPortsWith<W>>> {
     Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
+        graphql: herald_aws::graphql::GraphqlSource::off(),
         ports: herald_testkit::adapters_with(sender),
         settings: DeliverySettings {
             concurrency,
