@@ -357,5 +357,31 @@ async fn the_body_is_the_querys_result_for_the_deliverys_tenant_and_source_failu
         )
         .await;
     assert_eq!(shown["status"], "active", "{shown}");
+
+    // The feed shows each body with the query's result as it stands now, or why not.
+    let (status, feed) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{acme}/feed"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{feed}");
+    let items = feed["data"].as_array().unwrap();
+    let by_event = |id: &str| items.iter().find(|i| i["event_id"] == id).unwrap().clone();
+    assert_eq!(
+        by_event("e-inv-1")["body"]["data"]["invoice"]["total"],
+        42.5
+    );
+    let slow = by_event("e-slow");
+    assert!(slow["body"].is_null(), "{slow}");
+    assert!(
+        slow["body_error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{slow}"
+    );
     herald.shutdown().await;
 }

@@ -2,16 +2,19 @@
 //! with the body Herald POSTs for it, for a receiver that lost webhooks or would rather
 //! pull (seed 001: "you can use our API to request data on your own schedule").
 
+use futures::StreamExt;
+use herald_aws::graphql::GraphqlSource;
 use herald_aws::lambda::api::{self, ApiError};
 use herald_core::delivery::DeliveryRecord;
 use herald_core::event::Event;
 use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{Clock, DeliveryLedger, DeliveryQuery, EventLog, Ports};
 use herald_core::subscription::Subscription;
+use herald_core::webhook::graphql::PayloadQuery;
 use herald_core::webhook::render::{self, RenderContext};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ManageDeps;
 use crate::http::{limit_param, owned_subscription, time_param};
@@ -21,8 +24,9 @@ const DEFAULT_PAGE: usize = 50;
 
 /// `GET /v1/subscriptions/{id}/feed`: a page of the subscription's deliveries, oldest
 /// first, from `since` (when given) or after `cursor`. Each item carries the body as it is
-/// POSTed (in the subscription's format and selection) and the delivery's state; `body` is
-/// null when the event is no longer kept. `next_cursor` continues after the last item.
+/// POSTed (in the subscription's format and selection, or with its query's result as it
+/// stands now) and the delivery's state; `body` is null when the event is no longer kept,
+/// or when the query got no result (`body_error` says why). `next_cursor` continues after the last item.
 pub async fn feed<P: Ports>(
     deps: &ManageDeps<P>,
     tenant: &TenantId,
@@ -46,11 +50,13 @@ pub async fn feed<P: Ports>(
             .map(|record| deps.ports.events.load(tenant, &record.event_id, now)),
     )
     .await?;
+    let queried = queried(deps, tenant, &subscription, &events).await;
     let items: Vec<Value> = page
         .items
         .iter()
         .zip(&events)
-        .map(|(record, event)| item(&subscription, record, event.as_ref()))
+        .zip(queried)
+        .map(|((record, event), queried)| item(&subscription, record, event.as_ref(), queried))
         .collect();
     Ok(api::json_response(
         StatusCode::OK,
@@ -58,13 +64,67 @@ pub async fn feed<P: Ports>(
     ))
 }
 
-/// One delivery of the feed, with its body rendered as deliver renders it.
-fn item(subscription: &Subscription, record: &DeliveryRecord, event: Option<&Event>) -> Value {
-    let body = event.map(|event| {
+/// Most queries a page runs at the source at once.
+const QUERIES_AT_ONCE: usize = 8;
+
+/// For a subscription with a GraphQL query, each kept event's query result now (as an
+/// attempt made now would send it), or why there is none; nothing otherwise.
+async fn queried<P: Ports>(
+    deps: &ManageDeps<P>,
+    tenant: &TenantId,
+    subscription: &Subscription,
+    events: &[Option<Event>],
+) -> Vec<Option<Result<Map<String, Value>, String>>> {
+    let Some(query) = &subscription.query else {
+        return events.iter().map(|_| None).collect();
+    };
+    let runs: Vec<_> = events
+        .iter()
+        .map(|event| run(&deps.graphql, tenant, query, event.as_ref()))
+        .collect();
+    futures::stream::iter(runs)
+        .buffered(QUERIES_AT_ONCE)
+        .collect()
+        .await
+}
+
+async fn run(
+    source: &GraphqlSource,
+    tenant: &TenantId,
+    query: &PayloadQuery,
+    event: Option<&Event>,
+) -> Option<Result<Map<String, Value>, String>> {
+    let variables = query.bind(event?, tenant);
+    Some(
+        source
+            .execute(tenant, query.text(), &variables)
+            .await
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// One delivery of the feed, with its body rendered as deliver renders it; for a query's
+/// subscription, with the query's result now, or `body_error` when the source gave none.
+fn item(
+    subscription: &Subscription,
+    record: &DeliveryRecord,
+    event: Option<&Event>,
+    queried: Option<Result<Map<String, Value>, String>>,
+) -> Value {
+    let (queried, body_error) = match queried {
+        Some(Ok(result)) => (Some(result), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let payload = match &queried {
+        Some(result) => render::Payload::Queried(result),
+        None => render::Payload::Event(subscription.selection.as_ref()),
+    };
+    let body = event.filter(|_| body_error.is_none()).map(|event| {
         let rendered = render::render(
             event,
             subscription.format,
-            render::Payload::Event(subscription.selection.as_ref()),
+            payload,
             &RenderContext {
                 tenant: &record.tenant,
                 delivery_id: &record.id,
@@ -73,12 +133,16 @@ fn item(subscription: &Subscription, record: &DeliveryRecord, event: Option<&Eve
         // Every format renders JSON.
         serde_json::from_slice::<Value>(&rendered).unwrap_or(Value::Null)
     });
-    json!({
+    let mut item = json!({
         "delivery_id": record.id,
         "event_id": record.event_id,
         "event_type": record.event_type,
         "accepted_at": record.created_at,
         "state": record.state.as_str(),
         "body": body,
-    })
+    });
+    if let Some(e) = body_error {
+        item["body_error"] = Value::String(e);
+    }
+    item
 }
