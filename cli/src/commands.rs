@@ -251,6 +251,9 @@ pub struct SubscriptionFields {
     pub rate_limit: Option<u32>,
     /// `subscription` or `subject`: deliveries one at a time in publish order.
     pub ordering: Option<String>,
+    /// A GraphQL query's text, and its variables as `NAME=PLACE`.
+    pub query: Option<String>,
+    pub query_vars: Vec<String>,
 }
 
 impl SubscriptionFields {
@@ -300,6 +303,27 @@ impl SubscriptionFields {
         }
         if let Some(ordering) = &self.ordering {
             body.insert("ordering".into(), json!(ordering));
+        }
+        if let Some(text) = &self.query {
+            let mut variables = Map::new();
+            for var in &self.query_vars {
+                let (name, place) = var
+                    .split_once('=')
+                    .filter(|(n, p)| !n.trim().is_empty() && !p.trim().is_empty())
+                    .ok_or_else(|| {
+                        Failure::usage(format!(
+                            "--query-var `{var}`: write it as `NAME=PLACE`, like `id=subject.id`"
+                        ))
+                    })?;
+                variables.insert(
+                    name.trim().trim_start_matches('$').to_owned(),
+                    json!(place.trim()),
+                );
+            }
+            body.insert(
+                "query".into(),
+                json!({"text": text, "variables": variables}),
+            );
         }
         if let Some(filter) = &self.filter {
             let parsed: Value = serde_json::from_str(filter)
@@ -821,6 +845,8 @@ mod tests {
             headers: vec!["X-Team: billing".into()],
             filter: Some(r#"{"data.amount": {"$gte": 100}}"#.into()),
             ordering: Some("subject".into()),
+            query: Some("query($id: ID!) { invoice(id: $id) { id } }".into()),
+            query_vars: vec!["$id = subject.id".into()],
             ..Default::default()
         };
         assert_eq!(
@@ -831,8 +857,16 @@ mod tests {
                 "headers": {"X-Team": "billing"},
                 "filter": {"data.amount": {"$gte": 100}},
                 "ordering": "subject",
+                "query": {"text": "query($id: ID!) { invoice(id: $id) { id } }",
+                          "variables": {"id": "subject.id"}},
             })
         );
+        let bad_var = SubscriptionFields {
+            query: Some("{ a }".into()),
+            query_vars: vec!["id:subject.id".into()],
+            ..Default::default()
+        };
+        assert!(bad_var.body().unwrap_err().message.contains("NAME=PLACE"));
         let bad_header = SubscriptionFields {
             headers: vec!["no colon".into()],
             ..Default::default()

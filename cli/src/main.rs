@@ -175,6 +175,14 @@ struct Optional {
     /// subject's.
     #[arg(long, value_parser = ["subscription", "subject"])]
     ordering: Option<String>,
+    /// A GraphQL query (its text in FILE) whose result is the body's data, run at each
+    /// attempt against the deployment's GraphQL source.
+    #[arg(long, value_name = "FILE")]
+    query_file: Option<std::path::PathBuf>,
+    /// A variable of the query bound to a place in the event, `NAME=PLACE` (`id=subject.id`,
+    /// `order=data.order.id`); repeat for several. With --query-file.
+    #[arg(long = "query-var", requires = "query_file", value_name = "NAME=PLACE")]
+    query_vars: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -297,8 +305,15 @@ impl Optional {
         url: Option<String>,
         event_types: Vec<String>,
         status: Option<String>,
-    ) -> SubscriptionFields {
-        SubscriptionFields {
+    ) -> Result<SubscriptionFields, Failure> {
+        let query = match &self.query_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| Failure::usage(format!("--query-file {}: {e}", path.display())))?,
+            ),
+        };
+        Ok(SubscriptionFields {
             url,
             event_types,
             description: self.description,
@@ -310,7 +325,9 @@ impl Optional {
             timeout: self.timeout,
             rate_limit: self.rate_limit,
             ordering: self.ordering,
-        }
+            query,
+            query_vars: self.query_vars,
+        })
     }
 }
 
@@ -409,7 +426,7 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
                     event_types,
                     optional,
                 } => {
-                    let fields = optional.into_fields(Some(url), event_types, None);
+                    let fields = optional.into_fields(Some(url), event_types, None)?;
                     commands::subscriptions_create(&client, &fields).await?
                 }
                 Subscriptions::Update {
@@ -419,7 +436,7 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
                     status,
                     optional,
                 } => {
-                    let fields = optional.into_fields(url, event_types, status);
+                    let fields = optional.into_fields(url, event_types, status)?;
                     commands::subscriptions_update(&client, &id, &fields).await?
                 }
                 Subscriptions::Delete { id } => {
