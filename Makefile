@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test audit soak bench lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
+.PHONY: run test audit soak bench load lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -87,6 +87,21 @@ bench: deploy-tools
 	  $(BINARIES) --bin hello --lambda-dir target/lambda-x86_64
 	$(CARGO) build --release -p herald-bench
 	HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)" scripts/with-moto.sh target/release/herald-bench
+
+## Open-loop load (docs/PERFORMANCE.md): publishes sent at a fixed rate whether Herald
+## keeps up or not, against the local runner on moto (moto's ceiling) and against Herald's
+## handlers with in-memory stores (Herald's own), the receiver failing FAIL_PERCENT (3) of
+## requests; p50/p99/p99.9 publish-to-receive from the scheduled time, and a ledger that
+## must balance (a void run exits non-zero). make load [RATE=<per second>] [DURATION=15]
+## [RATES=10,20,40 (each in turn up to the first saturated)] [MOTO_RATES=…] [MEMORY_RATES=…]
+## [TARGETS=moto,memory] [DRAIN=120] [P99_MS=5000] [FAIL_PERCENT=3]; with no rate each
+## target climbs a ladder of its own. Writes target/load.json.
+load:
+	$(CARGO) build --release -p herald-bench
+	HERALD_LOAD_RATE='$(RATE)' HERALD_LOAD_RATES='$(RATES)' HERALD_LOAD_DURATION='$(DURATION)' \
+	  HERALD_LOAD_MOTO_RATES='$(MOTO_RATES)' HERALD_LOAD_MEMORY_RATES='$(MEMORY_RATES)' \
+	  HERALD_LOAD_TARGETS='$(TARGETS)' HERALD_LOAD_DRAIN='$(DRAIN)' HERALD_LOAD_P99_MS='$(P99_MS)' \
+	  HERALD_LOAD_FAIL_PERCENT='$(FAIL_PERCENT)' scripts/with-moto.sh target/release/herald-bench load
 
 deploy-tools:
 	@scripts/deploy-tools.sh

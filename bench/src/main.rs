@@ -13,6 +13,9 @@
 //!    rate-limited subscription's rate against its limit.
 //!
 //! Prints a table and writes `target/bench.json`.
+//!
+//! `herald-bench load` is `make load` instead: open-loop load at fixed rates against the
+//! local runner on moto and against Herald's handlers with in-memory stores (`load`).
 
 mod aws;
 // The deliver bootstrap's allocator, since the handler runs in this process.
@@ -23,6 +26,7 @@ mod batch;
 mod coldstart;
 mod control;
 mod ingest_cpu;
+mod load;
 mod logs;
 
 use serde_json::{Value, json};
@@ -62,6 +66,9 @@ type Section = fn(&mut Table, &serde_json::Map<String, Value>) -> Value;
 
 fn main() {
     logs::install();
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        std::process::exit(load::main());
+    }
     let mut table = Table::new();
     let mut report = serde_json::Map::new();
     let sections: [(&str, Section); 4] = [
