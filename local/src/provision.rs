@@ -59,6 +59,9 @@ impl Provisioned {
     pub fn ordered_dead_letter_queue_url(&self) -> &str {
         self.queue("OrderedDeadLetterQueue")
     }
+    pub fn slow_queue_url(&self) -> &str {
+        self.queue("SlowDeliveryQueue")
+    }
 
     /// The variables the functions read, as the template's `Globals` would set them.
     pub fn environment(&self) -> HashMap<String, String> {
@@ -92,6 +95,7 @@ impl Provisioned {
                 "HERALD_ORDERED_DEAD_LETTER_QUEUE_URL".into(),
                 self.ordered_dead_letter_queue_url().into(),
             ),
+            ("HERALD_SLOW_QUEUE_URL".into(), self.slow_queue_url().into()),
         ])
     }
 }

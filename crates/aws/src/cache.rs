@@ -218,6 +218,17 @@ where
         self.forget(tenant, id);
         result
     }
+
+    async fn mark_slow(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let result = self.inner.mark_slow(tenant, id, until).await;
+        self.forget(tenant, id);
+        result
+    }
 }
 
 #[cfg(test)]
@@ -285,6 +296,15 @@ mod tests {
             since: Option<DateTime<Utc>>,
         ) -> Result<(), StoreError> {
             self.store.set_failing_since(tenant, id, since).await
+        }
+
+        async fn mark_slow(
+            &self,
+            tenant: &TenantId,
+            id: &SubscriptionId,
+            until: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.store.mark_slow(tenant, id, until).await
         }
     }
 

@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::{
 };
 use futures::StreamExt;
 
-use herald_core::delivery::DeliveryTask;
+use herald_core::delivery::{DeliveryTask, Lane};
 use herald_core::ports::{DeadLetter, DeliveryQueue, QueueError, VisibilityChange};
 
 /// SQS's limit on one message and on one batch, in bytes (message attributes count).
@@ -39,6 +39,8 @@ pub struct SqsDeliveryQueue {
     dead_letter_url: String,
     /// The FIFO queue of ordered subscriptions' tasks and its dead-letter queue.
     ordered: Option<(String, String)>,
+    /// The slow lane's queue.
+    slow: Option<String>,
 }
 
 /// The SQS client, given, or built from the SDK's configuration the first time a call
@@ -81,7 +83,15 @@ impl SqsDeliveryQueue {
             queue_url,
             dead_letter_url,
             ordered: None,
+            slow: None,
         }
+    }
+
+    /// With the slow lane's queue (docs/DECISIONS.md, "Slow receivers"); its dead letters
+    /// go to the standard lane's dead-letter queue.
+    pub fn with_slow(mut self, queue_url: Option<String>) -> Self {
+        self.slow = queue_url;
+        self
     }
 
     /// With the FIFO delivery queue of ordered subscriptions and its dead-letter queue
@@ -91,14 +101,16 @@ impl SqsDeliveryQueue {
         self
     }
 
-    /// The delivery queue, or the dead-letter queue, of the ordered or the standard lane.
-    fn url(&self, ordered: bool, dead_letter: bool) -> Result<&str, QueueError> {
-        match (ordered, &self.ordered) {
-            (false, _) if dead_letter => Ok(&self.dead_letter_url),
-            (false, _) => Ok(&self.queue_url),
-            (true, Some((_, dlq))) if dead_letter => Ok(dlq),
-            (true, Some((queue, _))) => Ok(queue),
-            (true, None) => Err(QueueError::Refused {
+    /// The delivery queue, or the dead-letter queue, of a lane. Without a slow lane, its
+    /// tasks go on the standard one.
+    fn url(&self, lane: Lane, dead_letter: bool) -> Result<&str, QueueError> {
+        match (lane, &self.ordered) {
+            (Lane::Standard | Lane::Slow, _) if dead_letter => Ok(&self.dead_letter_url),
+            (Lane::Slow, _) => Ok(self.slow.as_deref().unwrap_or(&self.queue_url)),
+            (Lane::Standard, _) => Ok(&self.queue_url),
+            (Lane::Ordered, Some((_, dlq))) if dead_letter => Ok(dlq),
+            (Lane::Ordered, Some((queue, _))) => Ok(queue),
+            (Lane::Ordered, None) => Err(QueueError::Refused {
                 code: "NoOrderedQueue".into(),
                 message: "this deployment has no ordered delivery queue \
                           (HERALD_ORDERED_QUEUE_URL)"
@@ -121,6 +133,7 @@ impl SqsDeliveryQueue {
             queue_url,
             dead_letter_url,
             ordered: None,
+            slow: None,
         }
     }
 
@@ -170,13 +183,13 @@ impl SqsDeliveryQueue {
     }
 }
 
-/// Runs `each` on the entries of each lane apart (the standard queue's, then the ordered
-/// one's, by `ordered`), with the positions of its entries; one result per entry, in the
-/// order given. A lane this deployment lacks fails its entries.
+/// Runs `each` on the entries of each queue apart (by the entries' lanes, `lane`), with
+/// the queue and the positions of its entries; one result per entry, in the order given.
+/// A lane this deployment lacks fails its entries.
 async fn per_lane<'a, F, Fut>(
     queue: &'a SqsDeliveryQueue,
     count: usize,
-    ordered: impl Fn(usize) -> bool,
+    lane: impl Fn(usize) -> Lane,
     dead_letter: bool,
     each: F,
 ) -> Vec<Result<(), QueueError>>
@@ -184,14 +197,21 @@ where
     F: Fn(&'a str, Vec<usize>) -> Fut,
     Fut: Future<Output = Vec<Result<(), QueueError>>>,
 {
-    let (ordered_entries, standard): (Vec<usize>, Vec<usize>) =
-        (0..count).partition(|&i| ordered(i));
     let mut results: Vec<Result<(), QueueError>> = (0..count).map(|_| Ok(())).collect();
-    for (is_ordered, positions) in [(false, standard), (true, ordered_entries)] {
-        if positions.is_empty() {
-            continue;
+    // Entries of lanes that share a queue (no slow lane; dead letters) go in one call.
+    let mut by_queue: Vec<(Result<&str, QueueError>, Vec<usize>)> = Vec::new();
+    for i in 0..count {
+        let url = queue.url(lane(i), dead_letter);
+        match by_queue.iter_mut().find(|(u, _)| match (u, &url) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }) {
+            Some((_, positions)) => positions.push(i),
+            None => by_queue.push((url, vec![i])),
         }
-        match queue.url(is_ordered, dead_letter) {
+    }
+    for (url, positions) in by_queue {
+        match url {
             Ok(url) => {
                 let answers = each(url, positions.clone()).await;
                 for (i, answer) in positions.into_iter().zip(answers) {
@@ -466,7 +486,7 @@ impl DeliveryQueue for SqsDeliveryQueue {
         let results = per_lane(
             self,
             tasks.len(),
-            |i| tasks[i].line.is_some(),
+            |i| tasks[i].lane(),
             false,
             |url, positions| {
                 let (bodies, positions) = (&bodies, positions);
@@ -508,7 +528,7 @@ impl DeliveryQueue for SqsDeliveryQueue {
         per_lane(
             self,
             changes.len(),
-            |i| changes[i].ordered,
+            |i| changes[i].lane,
             false,
             |url, positions| async move {
                 send_entries(
@@ -542,7 +562,10 @@ impl DeliveryQueue for SqsDeliveryQueue {
         per_lane(
             self,
             letters.len(),
-            |i| letters[i].line.is_some(),
+            |i| match letters[i].line {
+                Some(_) => Lane::Ordered,
+                None => Lane::Standard,
+            },
             true,
             |url, positions| {
                 let messages = &messages;

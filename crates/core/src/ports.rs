@@ -128,6 +128,15 @@ pub trait SubscriptionStore: Send + Sync {
         id: &SubscriptionId,
         since: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Marks its receivers slow until `until` (its tasks take the slow lane till then).
+    /// Like health, not a change of the subscription: the version stays. Writes only when
+    /// the mark moves later; a no-op when the subscription is gone.
+    fn mark_slow(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// What a producer's publish of one event id has done so far.
@@ -364,8 +373,8 @@ impl DeadLetter {
 pub struct VisibilityChange {
     pub receipt_handle: String,
     pub delay: Duration,
-    /// Received from the ordered (FIFO) delivery queue.
-    pub ordered: bool,
+    /// The queue it was received from.
+    pub lane: crate::delivery::Lane,
 }
 
 /// The calls on a batch of records take every record's entry at once and answer one

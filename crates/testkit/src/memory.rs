@@ -51,6 +51,7 @@ pub fn active_subscription(
         disabled_reason: None,
         disabled_at: None,
         failing_since: None,
+        slow_until: None,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -169,6 +170,18 @@ impl SubscriptionStore for InMemorySubscriptionStore {
     ) -> Result<(), StoreError> {
         if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
             s.record_health(since);
+        }
+        Ok(())
+    }
+
+    async fn mark_slow(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone())) {
+            s.mark_slow(until);
         }
         Ok(())
     }

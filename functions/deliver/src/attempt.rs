@@ -10,10 +10,13 @@ use chrono::DateTime;
 use chrono::Utc;
 use herald_aws::graphql::SourceError;
 use herald_core::delivery::decide::{Verdict, decide, window_spent, within_receive_limit};
-use herald_core::delivery::{Attempt, AttemptError, DeliveryRecord, DeliveryState, DeliveryTask};
+use herald_core::delivery::settings::SLOW_HOLD;
+use herald_core::delivery::{
+    Attempt, AttemptError, DeliveryRecord, DeliveryState, DeliveryTask, Lane,
+};
 use herald_core::ports::{
-    AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, EventLog, KeyStore, Ports, Reopens,
-    SendOutcome, StoreError, SubscriptionStore, WebhookSender,
+    AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, DeliveryQueue, EventLog, KeyStore,
+    Ports, Reopens, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
 };
 use herald_core::subscription::{Subscription, SubscriptionStatus};
 use herald_core::trace::Span;
@@ -118,6 +121,13 @@ pub(crate) async fn deliver<P: Ports>(
             return Outcome::unsent(Disposition::Skipped("subscription deleted".into()), None);
         }
         Some(Ok(Some(subscription))) => {
+            // Its receivers were found slow: its tasks take the slow lane, unattempted here.
+            if task.lane() == Lane::Standard
+                && deps.settings.slow_after.is_some()
+                && subscription.is_slow(deps.ports.clock.now())
+            {
+                return Outcome::unsent(to_slow_lane(deps, task).await, Some(subscription));
+            }
             if let Err(disposition) = within_rate(deps, task, subscription, received).await {
                 return Outcome::unsent(disposition, Some(subscription));
             }
@@ -150,6 +160,18 @@ pub(crate) async fn deliver<P: Ports>(
         disposition,
         url: Some(subscription.url.as_str().to_owned()),
         attempt: Some(sent.attempt),
+    }
+}
+
+/// Queues a copy of `task` on the slow lane; the message it came in is then let go.
+async fn to_slow_lane<P: Ports>(deps: &DeliverDeps<P>, task: &DeliveryTask) -> Disposition {
+    let copy = DeliveryTask {
+        slow: true,
+        ..task.clone()
+    };
+    match deps.ports.queue.enqueue(std::slice::from_ref(&copy)).await {
+        Ok(()) => Disposition::ToSlowLane,
+        Err(e) => interrupted(format!("slow lane: {e}")),
     }
 }
 
@@ -360,7 +382,31 @@ async fn send<P: Ports>(
     let permit = shared.hosts.acquire(webhook.url.host()).await;
     // The span names the receiver by its origin alone: a path or query can hold a token.
     let origin = webhook.url.url().origin().ascii_serialization();
-    let outcome = timed(deps, spans, "POST", deps.ports.sender.send(webhook)).await;
+    // On the standard lane, an answer slower than the slow lane's threshold is not waited
+    // for: the request is cut and the delivery sent again on the slow lane, so slow
+    // receivers do not hold the standard lane's capacity (docs/DECISIONS.md, "Slow
+    // receivers").
+    let cut_after = match task.lane() {
+        Lane::Standard => deps.settings.slow_after,
+        Lane::Slow | Lane::Ordered => None,
+    };
+    let sending = deps.ports.sender.send(webhook);
+    let posting = async {
+        match cut_after {
+            None => sending.await,
+            Some(after) => tokio::time::timeout(after, sending)
+                .await
+                .unwrap_or_else(|_| SendOutcome::Failed {
+                    error: AttemptError::SlowLane,
+                    detail: format!(
+                        "no answer within {}s on the standard lane: sent again on the slow lane",
+                        after.as_secs()
+                    ),
+                    latency: after,
+                }),
+        }
+    };
+    let outcome = timed(deps, spans, "POST", posting).await;
     drop(permit);
     if let Some(span) = spans.as_mut().and_then(|spans| spans.last_mut()) {
         describe_post(span, &origin, &outcome);
@@ -411,6 +457,16 @@ async fn record<P: Ports>(
     sent: &Sent,
     receive_count: u32,
 ) -> Disposition {
+    if sent.attempt.error == Some(AttemptError::SlowLane) {
+        return cut_to_slow_lane(deps, task, claimed, sent).await;
+    }
+    if task.lane() == Lane::Slow
+        && let Some(after) = deps.settings.slow_after
+        && sent.attempt.latency_ms >= after.as_millis() as u64
+    {
+        // Still slow on the slow lane: the mark is kept (written about once a minute).
+        mark_slow(deps, task, sent.finished_at).await;
+    }
     let jitter = rand::rng().random_range(-1.0..=1.0);
     // The subscription's own policy (checked when it was set), else the deployment's.
     let own = subscription
@@ -480,7 +536,7 @@ async fn record<P: Ports>(
         {
             tracing::warn!(subscription = %task.subscription_id, error = %e, "could not announce the disable");
         }
-    } else if !sent.attempt.error.is_some_and(AttemptError::at_source) {
+    } else if !sent.attempt.error.is_some_and(AttemptError::spares_health) {
         // A failure at Herald's GraphQL source says nothing of the receiver's health.
         let succeeded = decision.state == DeliveryState::Delivered;
         health::track(deps, task, subscription, succeeded, sent.finished_at).await;
@@ -490,6 +546,65 @@ async fn record<P: Ports>(
         Verdict::Gone => Disposition::Gone,
         Verdict::RetryIn(delay) => Disposition::RetryIn(delay),
         Verdict::GiveUp => Disposition::Failed(decision.reason.unwrap_or_default()),
+    }
+}
+
+/// Marks the task's subscription slow for `SLOW_HOLD` from `at`. Best effort: a mark
+/// not written only means the next task is tried on the standard lane and cut again.
+async fn mark_slow<P: Ports>(deps: &DeliverDeps<P>, task: &DeliveryTask, at: DateTime<Utc>) {
+    let until = at + to_chrono(SLOW_HOLD);
+    if let Err(e) = deps
+        .ports
+        .subscriptions
+        .mark_slow(&task.tenant, &task.subscription_id, until)
+        .await
+    {
+        tracing::warn!(subscription = %task.subscription_id, error = %e, "could not mark the subscription slow");
+    }
+}
+
+/// An attempt cut on the standard lane: the subscription is marked slow (its next tasks
+/// take the slow lane from the start), the attempt recorded with the delivery left
+/// pending, and a copy queued on the slow lane at once. Should the copy not be queued,
+/// the message comes back in a second and, the subscription marked, goes then.
+async fn cut_to_slow_lane<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    claimed: &Claimed,
+    sent: &Sent,
+) -> Disposition {
+    mark_slow(deps, task, sent.finished_at).await;
+    let result = AttemptResult {
+        attempt: Some(sent.attempt.clone()),
+        state: DeliveryState::Pending,
+        next_attempt_at: Some(sent.finished_at),
+        reason: None,
+        dead_letter_owed: false,
+        now: sent.finished_at,
+    };
+    match deps
+        .ports
+        .ledger
+        .finish(
+            &task.tenant,
+            &task.delivery_id,
+            &claimed.claim.token,
+            &result,
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => {
+            return Disposition::AlreadyFinished(DeliveryState::Delivering);
+        }
+        Err(e) => return interrupted(format!("ledger: {e}")),
+    }
+    match to_slow_lane(deps, task).await {
+        Disposition::Interrupted(why) => {
+            tracing::warn!(delivery_id = %task.delivery_id, reason = %why, "could not queue on the slow lane; back in a second");
+            Disposition::RetryIn(Duration::from_secs(1))
+        }
+        moved => moved,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
-use herald_core::delivery::{DeliveryTask, decode_message};
+use herald_core::delivery::{DeliveryTask, Lane, decode_message};
 use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{Clock, DeadLetter, Ports, SubscriptionStore};
 use herald_core::subscription::Subscription;
@@ -78,8 +78,8 @@ pub(crate) struct Settling {
     pub(crate) dead_letter: Option<DeadLetter>,
     /// The delivery whose record owes `dead_letter`, to be marked sent once it is.
     pub(crate) owed_by: Option<(TenantId, DeliveryId)>,
-    /// Received from the ordered (FIFO) delivery queue.
-    pub(crate) ordered: bool,
+    /// The queue it was received from.
+    pub(crate) lane: Lane,
 }
 
 /// A record as received: its message and its task, if it decoded.
@@ -95,6 +95,16 @@ fn line_of(message: &SqsMessage) -> Option<&str> {
         .is_some_and(|arn| arn.ends_with(".fifo"));
     fifo.then(|| message.attributes.get("MessageGroupId").map(String::as_str))
         .flatten()
+}
+
+/// The queue a record came from: the ordered one by its ARN, the slow lane's by its task
+/// (a task is put on the slow lane's queue marked so).
+fn lane_of(message: &SqsMessage, task: Option<&DeliveryTask>) -> Lane {
+    match (line_of(message), task) {
+        (Some(_), _) => Lane::Ordered,
+        (None, Some(task)) if task.slow => Lane::Slow,
+        _ => Lane::Standard,
+    }
 }
 
 /// The batch's records in units, each run one record after another: an ordered line's
@@ -137,12 +147,12 @@ async fn process_unit<P: Ports>(
                 receipt: message.receipt_handle.clone().unwrap_or_default(),
                 dead_letter: None,
                 owed_by: None,
-                ordered: true,
+                lane: Lane::Ordered,
             });
             continue;
         }
         let settling = process_record(deps, shared, message, task).await;
-        held = settling.ordered && settling.report.disposition.keeps_message();
+        held = settling.lane == Lane::Ordered && settling.report.disposition.keeps_message();
         settled.push(settling);
     }
     settled
@@ -235,7 +245,7 @@ async fn run_records<P: Ports>(
     let bound = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut running = tokio::task::JoinSet::new();
     // The messages each task holds, so that one which never finishes hands them back.
-    let mut held: HashMap<tokio::task::Id, Vec<(String, String, bool)>> = HashMap::new();
+    let mut held: HashMap<tokio::task::Id, Vec<(String, String, Lane)>> = HashMap::new();
     for unit in units {
         let permit = Arc::clone(&bound)
             .acquire_owned()
@@ -243,11 +253,11 @@ async fn run_records<P: Ports>(
             .expect("the batch's bound is never closed");
         let ids = unit
             .iter()
-            .map(|(message, _)| {
+            .map(|(message, task)| {
                 (
                     message.message_id.clone().unwrap_or_default(),
                     message.receipt_handle.clone().unwrap_or_default(),
-                    line_of(message).is_some(),
+                    lane_of(message, task.as_ref().ok()),
                 )
             })
             .collect();
@@ -270,7 +280,7 @@ async fn run_records<P: Ports>(
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Cancelled (the runtime is shutting down): not done, so SQS hands it back.
             Err(e) => {
-                for (message_id, receipt, ordered) in held.remove(&e.id()).unwrap_or_default() {
+                for (message_id, receipt, lane) in held.remove(&e.id()).unwrap_or_default() {
                     settled.push(Settling {
                         report: RecordReport::new(
                             &message_id,
@@ -279,7 +289,7 @@ async fn run_records<P: Ports>(
                         receipt,
                         dead_letter: None,
                         owed_by: None,
-                        ordered,
+                        lane,
                     });
                 }
             }
@@ -301,7 +311,7 @@ async fn process_record<P: Ports>(
     let receipt = message.receipt_handle.clone().unwrap_or_default();
     let body = message.body.as_deref().unwrap_or_default();
     let line = line_of(&message).map(str::to_owned);
-    let ordered = line.is_some();
+    let lane = lane_of(&message, task.as_ref().ok());
 
     let task = match task {
         Ok(task) => task,
@@ -317,7 +327,7 @@ async fn process_record<P: Ports>(
                     line,
                 }),
                 owed_by: None,
-                ordered,
+                lane,
             };
         }
     };
@@ -371,7 +381,7 @@ async fn process_record<P: Ports>(
         receipt,
         dead_letter,
         owed_by,
-        ordered,
+        lane,
     }
 }
 
@@ -406,7 +416,7 @@ fn report_of(message_id: &str, task: &DeliveryTask, outcome: Outcome) -> RecordR
 /// The batch's metrics (docs/OPERATIONS.md): each record's outcome counted, the
 /// attempts' latencies and error codes, and the lag from acceptance to first attempt.
 pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
-    let mut counts: [(&str, u64); 13] = [
+    let mut counts: [(&str, u64); 14] = [
         ("Delivered", 0),
         ("Retried", 0),
         ("Failed", 0),
@@ -419,6 +429,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
         ("RateLimited", 0),
         ("Interrupted", 0),
         ("Behind", 0),
+        ("ToSlowLane", 0),
         ("Attempts", 0),
     ];
     let mut bump = |name: &str| {
@@ -441,6 +452,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
             Disposition::RateLimited(_) => "RateLimited",
             Disposition::Interrupted(_) => "Interrupted",
             Disposition::Behind => "Behind",
+            Disposition::ToSlowLane => "ToSlowLane",
         });
         if report.attempt.is_some() {
             bump("Attempts");

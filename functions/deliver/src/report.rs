@@ -32,6 +32,9 @@ pub enum Disposition {
     /// In an ordered line behind a delivery of the same batch that is not done: not
     /// looked at, handed back at once (the line holds it until the one ahead is done).
     Behind,
+    /// Its subscription's receivers are slow: queued on the slow lane (after an attempt
+    /// cut at `HERALD_SLOW_LANE_AFTER`, or without one), its message here let go.
+    ToSlowLane,
 }
 
 impl Disposition {
@@ -40,7 +43,11 @@ impl Disposition {
     pub fn is_routine(&self) -> bool {
         matches!(
             self,
-            Self::Delivered | Self::AlreadyFinished(_) | Self::RateLimited(_) | Self::Behind
+            Self::Delivered
+                | Self::AlreadyFinished(_)
+                | Self::RateLimited(_)
+                | Self::Behind
+                | Self::ToSlowLane
         )
     }
 
@@ -84,6 +91,7 @@ impl fmt::Display for Disposition {
             ),
             Self::Interrupted(why) => write!(f, "interrupted: {why}"),
             Self::Behind => f.write_str("waits behind an earlier delivery of its ordered line"),
+            Self::ToSlowLane => f.write_str("its receivers are slow: sent on the slow lane"),
         }
     }
 }

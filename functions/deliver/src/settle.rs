@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use herald_core::delivery::Lane;
 use herald_core::ids::{DeliveryId, TenantId};
 use herald_core::ports::{Clock, DeliveryLedger, DeliveryQueue, Ports, VisibilityChange};
 
@@ -28,7 +29,7 @@ pub(crate) async fn settle<P: Ports>(
 ) -> Vec<RecordReport> {
     let mut reports = Vec::with_capacity(records.len());
     let mut receipts = Vec::with_capacity(records.len());
-    let mut ordered = Vec::with_capacity(records.len());
+    let mut lanes = Vec::with_capacity(records.len());
     let (mut letters, mut lettered) = (Vec::new(), Vec::new());
     for (i, record) in records.into_iter().enumerate() {
         if let Some(letter) = record.dead_letter {
@@ -37,7 +38,7 @@ pub(crate) async fn settle<P: Ports>(
         }
         reports.push(record.report);
         receipts.push(record.receipt);
-        ordered.push(record.ordered);
+        lanes.push(record.lane);
     }
 
     let mut sent = Vec::new();
@@ -59,7 +60,7 @@ pub(crate) async fn settle<P: Ports>(
     }
 
     futures::future::join(
-        change_visibility(deps, &mut reports, &receipts, &ordered),
+        change_visibility(deps, &mut reports, &receipts, &lanes),
         mark_dead_letters_sent(deps, sent),
     )
     .await;
@@ -95,7 +96,7 @@ async fn change_visibility<P: Ports>(
     deps: &DeliverDeps<P>,
     reports: &mut [RecordReport],
     receipts: &[String],
-    ordered: &[bool],
+    lanes: &[Lane],
 ) {
     let (hidden, changes): (Vec<usize>, Vec<VisibilityChange>) = reports
         .iter()
@@ -108,7 +109,7 @@ async fn change_visibility<P: Ports>(
                 VisibilityChange {
                     receipt_handle,
                     delay,
-                    ordered: ordered[i],
+                    lane: lanes[i],
                 },
             ))
         })

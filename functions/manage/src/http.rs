@@ -152,6 +152,8 @@ pub async fn forced_task<P: Ports>(
         // Sent at once, outside its line: an operator's redelivery (docs/DECISIONS.md,
         // "Ordering").
         line: None,
+        // The standard lane: deliver moves it to the slow lane if its receivers are slow.
+        slow: false,
     };
     Ok(Some(task))
 }

@@ -252,14 +252,36 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         id: &SubscriptionId,
         since: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
+        self.keep_version(tenant, id, |s| s.record_health(since))
+            .await
+    }
+
+    async fn mark_slow(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.keep_version(tenant, id, |s| s.mark_slow(until)).await
+    }
+}
+
+impl DynamoSubscriptionStore {
+    /// Changes what `change` changes (it answers whether it did) on the version read, and
+    /// keeps the version: health and slowness are not changes a tenant's concurrent edit
+    /// should be refused for. A no-op when the subscription is gone or nothing changes.
+    async fn keep_version(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+        change: impl Fn(&mut Subscription) -> bool,
+    ) -> Result<(), StoreError> {
         for _ in 0..5 {
             let Some(mut subscription) = self.get(tenant, id).await? else {
                 return Ok(());
             };
             let read_version = subscription.version;
-            // Health is not a change of the subscription: the version stays, so a
-            // tenant's concurrent change is never refused because of it.
-            if !subscription.record_health(since) {
+            if !change(&mut subscription) {
                 return Ok(());
             }
             match self.update(&subscription, read_version).await {

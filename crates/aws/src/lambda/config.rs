@@ -248,7 +248,31 @@ pub struct Resources {
     /// The FIFO queue of ordered subscriptions' tasks, and its own dead-letter queue.
     pub ordered_queue_url: String,
     pub ordered_dead_letter_queue_url: String,
+    /// The slow lane's queue (`HERALD_SLOW_QUEUE_URL`); none, no slow lane.
+    pub slow_queue_url: Option<String>,
     pub portal_sessions_table: String,
+}
+
+/// `HERALD_SLOW_LANE_AFTER` (10 s; `0` turns the slow lane off): how long an attempt on
+/// the standard lane waits for an answer before it is cut and sent again on the slow
+/// lane. Only with a slow lane's queue; not shorter than the delivery timeout, no attempt
+/// would ever be cut, so there is no slow lane either.
+fn slow_after(
+    env: &dyn Source,
+    slow_queue: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<Duration>, ConfigError> {
+    if slow_queue.is_none() {
+        return Ok(None);
+    }
+    let after = duration(env, "HERALD_SLOW_LANE_AFTER", Duration::from_secs(10))?;
+    if !after.is_zero() && after < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid {
+            name: "HERALD_SLOW_LANE_AFTER",
+            reason: "at least 1s, or 0 for no slow lane".into(),
+        });
+    }
+    Ok((!after.is_zero() && after < timeout).then_some(after))
 }
 
 /// The longest a change to a subscription may take to reach deliver.
@@ -538,6 +562,10 @@ impl Config {
             MAX_SUBSCRIPTION_CACHE_SECONDS,
         )?;
         let erasure_settle = erasure_settle(env, subscription_cache)?;
+        let slow_queue_url = env
+            .get("HERALD_SLOW_QUEUE_URL")
+            .filter(|v| !v.trim().is_empty());
+        let slow_after = slow_after(env, slow_queue_url.as_deref(), timeout)?;
         Ok(Self {
             resources: Resources {
                 subscriptions_table: required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
@@ -550,6 +578,7 @@ impl Config {
                     env,
                     "HERALD_ORDERED_DEAD_LETTER_QUEUE_URL",
                 )?,
+                slow_queue_url,
                 portal_sessions_table: required(env, "HERALD_PORTAL_SESSIONS_TABLE")?,
             },
             portal: portal(env)?,
@@ -570,6 +599,7 @@ impl Config {
                     "HERALD_AUTO_DISABLE_AFTER",
                     Duration::from_secs(5 * 86_400),
                 )?,
+                slow_after,
             },
             timeout,
             connect_timeout: duration(env, "HERALD_CONNECT_TIMEOUT", Duration::from_secs(10))?,
@@ -593,6 +623,40 @@ mod tests {
                 .iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_slow_lane_needs_its_queue_and_a_threshold_under_the_timeout() {
+        let timeout = Duration::from_secs(30);
+        let after = |pairs: &'static [(&'static str, &'static str)], queue, timeout| {
+            slow_after(&env(pairs), queue, timeout)
+        };
+        assert_eq!(after(&[], None, timeout).unwrap(), None);
+        assert_eq!(
+            after(&[], Some("q"), timeout).unwrap(),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            after(&[("HERALD_SLOW_LANE_AFTER", "2s")], Some("q"), timeout).unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            after(&[("HERALD_SLOW_LANE_AFTER", "0")], Some("q"), timeout).unwrap(),
+            None
+        );
+        // Never cut: the timeout comes first.
+        assert_eq!(after(&[], Some("q"), Duration::from_secs(5)).unwrap(), None);
+        for bad in ["500ms", "soon"] {
+            let pairs: &'static [(&str, &str)] = match bad {
+                "500ms" => &[("HERALD_SLOW_LANE_AFTER", "500ms")],
+                _ => &[("HERALD_SLOW_LANE_AFTER", "soon")],
+            };
+            let err = after(pairs, Some("q"), timeout).unwrap_err();
+            assert!(
+                err.to_string().starts_with("HERALD_SLOW_LANE_AFTER"),
+                "{err}"
+            );
         }
     }
 

@@ -79,7 +79,8 @@ pub fn adapters(
     .with_ordered(
         resources.ordered_queue_url.clone(),
         resources.ordered_dead_letter_queue_url.clone(),
-    );
+    )
+    .with_slow(resources.slow_queue_url.clone());
     let sender_settings = SenderSettings {
         timeout: config.timeout,
         connect_timeout: config.connect_timeout,

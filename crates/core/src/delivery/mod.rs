@@ -11,7 +11,7 @@ mod task;
 pub use record::{
     Attempt, AttemptError, DeadLetterMark, DeliveryRecord, DeliveryState, MAX_ATTEMPTS_KEPT,
 };
-pub use task::{DeliveryTask, MalformedTask, QueueMessage, decode_message};
+pub use task::{DeliveryTask, Lane, MalformedTask, QueueMessage, decode_message};
 
 #[cfg(test)]
 mod tests {

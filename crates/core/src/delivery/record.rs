@@ -86,12 +86,17 @@ pub enum AttemptError {
     /// The GraphQL source did not answer the query in time: nothing was POSTed.
     #[serde(rename = "E_GRAPHQL_TIMEOUT")]
     GraphqlTimeout,
+    /// No answer within `HERALD_SLOW_LANE_AFTER` on the standard lane: the request was
+    /// cut and the delivery sent again at once on the slow lane, with its full timeout.
+    #[serde(rename = "E_SLOW_LANE")]
+    SlowLane,
 }
 
 impl AttemptError {
-    /// Whether the failure was at Herald's GraphQL source rather than the receiver's.
-    pub fn at_source(self) -> bool {
-        matches!(self, Self::Graphql | Self::GraphqlTimeout)
+    /// Whether the failure says nothing of the receiver's health: the GraphQL source
+    /// failed, or a slow answer was cut to move the delivery to the slow lane.
+    pub fn spares_health(self) -> bool {
+        matches!(self, Self::Graphql | Self::GraphqlTimeout | Self::SlowLane)
     }
 
     pub fn code(self) -> &'static str {
@@ -106,6 +111,7 @@ impl AttemptError {
             Self::Io => "E_IO",
             Self::Graphql => "E_GRAPHQL",
             Self::GraphqlTimeout => "E_GRAPHQL_TIMEOUT",
+            Self::SlowLane => "E_SLOW_LANE",
         }
     }
 }

@@ -23,7 +23,15 @@ pub struct DeliverySettings {
     /// The delivery queue's `maxReceiveCount`: SQS hands a message out this many times at
     /// most, then moves it to the dead-letter queue itself.
     pub max_receives: u32,
+    /// The slow lane: how long an attempt on the standard lane may wait for an answer
+    /// before it is cut and sent again on the slow lane (None: no slow lane; docs/
+    /// DECISIONS.md, "Slow receivers").
+    pub slow_after: Option<Duration>,
 }
+
+/// How long a subscription whose receivers were found slow stays on the slow lane after
+/// its last slow answer.
+pub const SLOW_HOLD: Duration = Duration::from_secs(600);
 
 /// The template's `maxReceiveCount` by default.
 pub const DEFAULT_MAX_RECEIVES: u32 = 50;
@@ -51,6 +59,7 @@ impl Default for DeliverySettings {
             retention: Duration::from_secs(30 * 86_400),
             auto_disable_after: Duration::from_secs(5 * 86_400),
             max_receives: DEFAULT_MAX_RECEIVES,
+            slow_after: None,
         }
     }
 }

@@ -35,6 +35,22 @@ pub struct DeliveryTask {
     /// subscription (`subscription::ordering`); None for the standard queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
+    /// On the slow lane: its subscription's receivers were found slow, so its attempts
+    /// use capacity of their own (docs/DECISIONS.md, "Slow receivers").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slow: bool,
+}
+
+/// Which delivery queue a task travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// The delivery queue: most tasks.
+    Standard,
+    /// The slow lane's queue: tasks of subscriptions whose receivers answer slowly, so
+    /// they do not hold the standard lane's capacity.
+    Slow,
+    /// The ordered (FIFO) queue: ordered subscriptions' tasks, each in its line.
+    Ordered,
 }
 
 impl DeliveryTask {
@@ -53,6 +69,16 @@ impl DeliveryTask {
             forced: false,
             trace: None,
             line: None,
+            slow: false,
+        }
+    }
+
+    /// The queue the task travels on: an ordered line's stays in it.
+    pub fn lane(&self) -> Lane {
+        match (&self.line, self.slow) {
+            (Some(_), _) => Lane::Ordered,
+            (None, true) => Lane::Slow,
+            (None, false) => Lane::Standard,
         }
     }
 

@@ -146,6 +146,8 @@ pub async fn publish<P: Ports>(
             let mut task = DeliveryTask::new(tenant, &subscription.id, event, accepted_at);
             task.trace = trace.cloned();
             task.line = subscription.line_of(event);
+            // Receivers found slow: straight to the slow lane (docs/DECISIONS.md).
+            task.slow = subscription.is_slow(now);
             tasks.push(task);
             if subscription.supersede && event.subject.is_some() {
                 supersede.push((event, subscription));

@@ -417,6 +417,7 @@ impl NewSubscription {
             disabled_reason: None,
             disabled_at: None,
             failing_since: None,
+            slow_until: None,
             version: 1,
             created_at: now,
             updated_at: now,

@@ -108,6 +108,9 @@ pub struct Subscription {
     /// The first failure since the last success, for auto-disable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<DateTime<Utc>>,
+    /// Its receivers were found slow: until then its tasks take the slow lane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_until: Option<DateTime<Utc>>,
     /// Incremented on every change, for optimistic concurrency.
     pub version: u64,
     pub created_at: DateTime<Utc>,
@@ -125,6 +128,12 @@ impl Subscription {
     /// The ordered line `event`'s delivery waits in, if the subscription is ordered.
     pub fn line_of(&self, event: &Event) -> Option<String> {
         self.ordering.map(|order| order.line(&self.id, event))
+    }
+
+    /// Whether its tasks take the slow lane at `now`: its receivers were found slow and
+    /// it is not ordered (an ordered line stays on its own queue).
+    pub fn is_slow(&self, now: DateTime<Utc>) -> bool {
+        self.ordering.is_none() && self.slow_until.is_some_and(|until| until > now)
     }
 
     /// The secrets that sign a delivery made at `now`.

@@ -60,6 +60,18 @@ impl Subscription {
         changed
     }
 
+    /// Marks its receivers slow until `until`; true when that moves the mark later by
+    /// more than a tenth of the hold (a burst of slow answers writes once, not each time).
+    pub fn mark_slow(&mut self, until: DateTime<Utc>) -> bool {
+        let margin = chrono::Duration::from_std(crate::delivery::settings::SLOW_HOLD / 10)
+            .unwrap_or_default();
+        if self.slow_until.is_some_and(|held| held + margin >= until) {
+            return false;
+        }
+        self.slow_until = Some(until);
+        true
+    }
+
     /// A new secret signs from now on (with at most [`MAX_LIVE_SECRETS`] signing at once); the current ones keep signing beside it until
     /// `grace` from now (or their own earlier end), and expired ones are dropped.
     pub fn rotate_secret(

@@ -81,7 +81,7 @@ fn hide(receipt_handle: &str, seconds: u64) -> VisibilityChange {
     VisibilityChange {
         receipt_handle: receipt_handle.to_owned(),
         delay: Duration::from_secs(seconds),
-        ordered: false,
+        lane: herald_core::delivery::Lane::Standard,
     }
 }
 
@@ -407,7 +407,7 @@ async fn the_ordered_lane_queues_each_line_in_order_once_and_dead_letters_in_the
         .retry_later(&[VisibilityChange {
             receipt_handle: handle,
             delay: Duration::from_secs(30),
-            ordered: true,
+            lane: herald_core::delivery::Lane::Ordered,
         }])
         .await;
     assert!(hidden.iter().all(Result::is_ok), "{hidden:?}");

@@ -1304,7 +1304,13 @@ async fn in_an_ordered_line_nothing_goes_out_behind_a_delivery_that_is_not_done(
     let changes = deps.ports.queue.visibility_calls().concat();
     let hidden: Vec<_> = changes
         .iter()
-        .map(|c| (c.receipt_handle.as_str(), c.delay.is_zero(), c.ordered))
+        .map(|c| {
+            (
+                c.receipt_handle.as_str(),
+                c.delay.is_zero(),
+                c.lane == herald_core::delivery::Lane::Ordered,
+            )
+        })
         .collect();
     assert_eq!(
         hidden,

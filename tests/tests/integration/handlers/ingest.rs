@@ -481,3 +481,60 @@ async fn a_sampled_invocation_traces_its_publish_and_an_unsampled_one_sends_noth
     assert_eq!(carried.parent.as_deref(), doc["id"].as_str());
     assert!(carried.sampled);
 }
+
+#[tokio::test]
+async fn a_subscription_marked_slow_gets_its_tasks_on_the_slow_lane_unless_ordered() {
+    use herald_core::delivery::Lane;
+    use herald_core::subscription::ordering::DeliveryOrder;
+    let deps = deps();
+    let now = deps.ports.clock.now();
+    let steady = subscribe(&deps, "acme", &["order.*"]).await;
+    let slow = subscribe(&deps, "acme", &["order.*"]).await;
+    let ordered_slow = subscribe(&deps, "acme", &["order.*"]).await;
+    let was_slow = subscribe(&deps, "acme", &["order.*"]).await;
+    let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
+    for (id, until) in [
+        (&slow, now + chrono::Duration::minutes(10)),
+        (&ordered_slow, now + chrono::Duration::minutes(10)),
+        (&was_slow, now - chrono::Duration::seconds(1)),
+    ] {
+        deps.ports
+            .subscriptions
+            .mark_slow(&tenant, id, until)
+            .await
+            .unwrap();
+    }
+    let mut ordered = deps
+        .ports
+        .subscriptions
+        .get(&tenant, &ordered_slow)
+        .await
+        .unwrap()
+        .unwrap();
+    ordered.ordering = Some(DeliveryOrder::Subscription);
+    let version = ordered.version;
+    deps.ports
+        .subscriptions
+        .update(&ordered, version)
+        .await
+        .unwrap();
+
+    let response = handle(&deps, request(&event_file("publish-one.json"))).await;
+    assert_eq!(response.status(), 202);
+
+    let lanes: std::collections::HashMap<_, _> = deps
+        .ports
+        .queue
+        .enqueued()
+        .into_iter()
+        .map(|t| (t.subscription_id.clone(), t.lane()))
+        .collect();
+    assert_eq!(lanes[&steady], Lane::Standard);
+    assert_eq!(lanes[&slow], Lane::Slow);
+    assert_eq!(lanes[&ordered_slow], Lane::Ordered);
+    assert_eq!(
+        lanes[&was_slow],
+        Lane::Standard,
+        "a mark past its time is gone"
+    );
+}

@@ -7,3 +7,4 @@ mod ingest;
 mod manage;
 mod per_host;
 mod portal;
+mod slow_lane;
