@@ -14,6 +14,7 @@
 //! p99 past the bound, publishes accepted more than 5% behind the schedule, or a void
 //! run). Prints a table and writes `target/load.json`.
 
+mod cpu;
 mod memory;
 mod moto;
 mod plan;
@@ -46,8 +47,8 @@ pub struct Settings {
 
 /// Rates each target is taken through when no rate is given: around each one's ceiling
 /// on a two-core machine.
-const MOTO_LADDER: &str = "10,20,40,80";
-const MEMORY_LADDER: &str = "250,500,1000,2000,4000,8000";
+const MOTO_LADDER: &str = "10,20,30,40,60";
+const MEMORY_LADDER: &str = "1000,2000,4000,6000,8000,10000,12000";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(format!("HERALD_LOAD_{name}"))
@@ -235,6 +236,8 @@ struct Run {
     latencies: Vec<Duration>,
     deliveries_per_second: f64,
     drained_in: Duration,
+    /// Cores busy while the publishes were being sent and answered.
+    cores: cpu::Cores,
     void: Option<String>,
     saturation: Option<String>,
 }
@@ -269,10 +272,12 @@ async fn run_once(kind: Kind, rate: f64, settings: &Settings) -> Run {
 
     // The generator: each publish on its own task at its time, answered or not.
     let start = Instant::now() + LEAD;
+    let mut cpu_from = None;
     let mut publishes = Vec::with_capacity(schedule.count as usize);
     for n in 0..schedule.count {
         let due = start + schedule.due(n);
         tokio::time::sleep_until(due.into()).await;
+        cpu_from.get_or_insert_with(cpu::Sample::now);
         let target = Arc::clone(&target);
         publishes.push(tokio::spawn(async move {
             let sent = Instant::now();
@@ -293,6 +298,9 @@ async fn run_once(kind: Kind, rate: f64, settings: &Settings) -> Run {
             sent.push(s);
         }
     }
+    let cores = cpu_from.map_or_else(cpu::Cores::default, |from| {
+        cpu::Sample::now().cores_since(&from)
+    });
     let published: BTreeSet<u64> = sent.iter().filter(|s| s.accepted).map(|s| s.n).collect();
 
     // The drain: until every accepted publish is delivered or dead-lettered, or the bound.
@@ -384,6 +392,7 @@ async fn run_once(kind: Kind, rate: f64, settings: &Settings) -> Run {
             / last_delivery.as_secs_f64().max(f64::EPSILON),
         latencies,
         drained_in,
+        cores,
         void,
         saturation,
     }
@@ -417,6 +426,9 @@ impl Run {
             "latency_ms_max": self.latencies.last().copied().map(ms),
             "deliveries_per_second": self.deliveries_per_second,
             "drained_in_s": self.drained_in.as_secs_f64(),
+            "cpu_cores_bench": self.cores.process,
+            "cpu_cores_machine": self.cores.machine,
+            "cpu_cores_available": self.cores.available,
             "void": self.void,
             "saturation": self.saturation,
         })
@@ -440,6 +452,7 @@ impl Run {
             p(99.0),
             p(99.9),
             format!("{:.1}", self.deliveries_per_second),
+            format!("{:.2} / {:.2}", self.cores.process, self.cores.machine),
             match (&self.void, &self.saturation) {
                 (Some(_), _) => "VOID".into(),
                 (None, Some(_)) => "saturated".into(),
@@ -449,7 +462,7 @@ impl Run {
     }
 }
 
-const HEADER: [&str; 16] = [
+const HEADER: [&str; 17] = [
     "target",
     "rate/s",
     "published",
@@ -465,6 +478,7 @@ const HEADER: [&str; 16] = [
     "p99 ms",
     "p99.9 ms",
     "deliveries/s",
+    "cores bench/machine",
     "verdict",
 ];
 
@@ -576,6 +590,10 @@ pub fn main() -> i32 {
             );
         }
     }
+    println!(
+        "  cores: busy on average while the publishes were sent and answered, in this process (generator, receiver, Herald) and on the whole machine ({} cores; moto is the rest)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!();
     print_table(&runs.iter().map(Run::row).collect::<Vec<_>>());
     println!();
