@@ -54,7 +54,7 @@ struct Global {
 enum Command {
     /// Endpoints that receive webhooks.
     #[command(subcommand, visible_alias = "subs")]
-    Subscriptions(Subscriptions),
+    Subscriptions(Box<Subscriptions>),
     /// Publishing events.
     #[command(subcommand)]
     Events(Events),
@@ -416,7 +416,7 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
         }
         Command::Subscriptions(command) => {
             let client = client(global)?;
-            match command {
+            match *command {
                 Subscriptions::List { limit, all } => {
                     commands::subscriptions_list(&client, limit, all).await?
                 }

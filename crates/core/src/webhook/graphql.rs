@@ -818,7 +818,9 @@ mod tests {
 
     #[test]
     fn queries_that_cannot_run_say_why_before_the_schema_is_read() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        // (query text, variables, what the refusal says)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("{ order(id: 1) { id", &[], "does not parse"),
             ("mutation { cancel { id } }", &[], "must be a query"),
             ("subscription { orders { id } }", &[], "must be a query"),

@@ -177,7 +177,7 @@ async fn a_slow_receiver_is_cut_on_the_standard_lane_and_served_on_the_slow_lane
 async fn an_ordered_line_and_a_deployment_without_a_slow_lane_wait_for_the_answer() {
     let deps = deps().await;
     let mut ordered = task(1);
-    ordered.line = Some(format!("{SUBSCRIPTION}"));
+    ordered.line = Some(SUBSCRIPTION.to_owned());
     // A FIFO record: its ARN names a .fifo queue and it carries its message group.
     let event: SqsEvent = serde_json::from_value(json!({"Records": [{
         "messageId": "m-1", "receiptHandle": "r-1", "body": ordered.to_message_body(),
