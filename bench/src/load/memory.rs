@@ -8,7 +8,9 @@
 //! soon as it is queued; a batch of up to ten goes to one of `pollers` handlers at once
 //! (as concurrent Lambda instances); a record the handler reports failed comes back after
 //! the visibility it set (its retry delay), or after the queue's visibility timeout when it
-//! set none; every other record is deleted. The stores' clock follows the wall clock.
+//! set none; every other record is deleted. Tasks deliver queues itself (to the slow
+//! lane, whose tasks are marked so) join the same queue. The stores' clock follows the
+//! wall clock.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,6 +176,12 @@ async fn poll(deliver: Arc<Deliver>, queue: Arc<Queue>, stop: Arc<AtomicBool>) {
             message.receives += 1;
         }
         let outcome = process_batch(&deliver, sqs_event(&batch)).await;
+        // Tasks deliver queued itself (a delivery moved to the slow lane, which its task
+        // is marked for) wait on the same queue.
+        let requeued = std::mem::take(&mut *lock(&deliver.ports.queue.enqueued));
+        if !requeued.is_empty() {
+            queue.push(requeued.iter().map(|task| task.to_message_body()));
+        }
         // The visibility changes deliver asked of the queue, this batch's and maybe
         // another's, matched to their records by receipt handle.
         let calls = std::mem::take(&mut *lock(&deliver.ports.queue.visibility_calls));
