@@ -38,6 +38,9 @@ pub struct SubscriptionView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ordering: Option<herald_core::subscription::ordering::DeliveryOrder>,
     pub status: SubscriptionStatus,
+    /// Its receivers were found slow: until then its deliveries take the slow lane.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_until: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +83,7 @@ impl<'a> SubscriptionView<'a> {
             rate_limit: s.rate_limit,
             ordering: s.ordering,
             status: s.status,
+            slow_until: s.slow_until,
             disabled_reason: s.disabled_reason.as_deref(),
             disabled_at: s.disabled_at,
             failing_since: s.failing_since,

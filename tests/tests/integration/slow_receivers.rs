@@ -165,6 +165,7 @@ async fn a_tenants_slow_receivers_do_not_delay_another_tenants_deliveries() {
         )
         .await;
     assert_eq!(subscription["status"], "active", "{subscription}");
+    assert!(subscription["slow_until"].is_string(), "{subscription}");
 
     publishing.store(false, Ordering::Relaxed);
     let a_published = a_publisher.await.unwrap();

@@ -418,3 +418,60 @@ async fn the_ordered_lane_queues_each_line_in_order_once_and_dead_letters_in_the
         "nothing of the line while its first waits"
     );
 }
+
+#[tokio::test]
+async fn slow_tasks_go_on_the_slow_lanes_queue_and_without_one_on_the_standard_queue() {
+    let (aws, standard_only) = queue().await;
+    let with_slow = SqsDeliveryQueue::new(
+        aws.sqs.clone(),
+        aws.provisioned.delivery_queue_url().into(),
+        aws.provisioned.dead_letter_queue_url().into(),
+    )
+    .with_slow(Some(aws.provisioned.slow_queue_url().into()));
+    let mut all = tasks(14, json!({"n": 1}));
+    for task in all.iter_mut().skip(4) {
+        task.slow = true;
+    }
+    let (fast, slow) = all.split_at(4);
+    with_slow.enqueue(&all).await.unwrap();
+    assert_eq!(
+        queued(&aws, aws.provisioned.delivery_queue_url()).await,
+        ids(fast)
+    );
+    assert_eq!(
+        queued(&aws, aws.provisioned.slow_queue_url()).await,
+        ids(slow)
+    );
+
+    // A slow-lane message handed back hides on the slow lane's queue.
+    let received = aws
+        .sqs
+        .receive_message()
+        .queue_url(aws.provisioned.slow_queue_url())
+        .max_number_of_messages(1)
+        .send()
+        .await
+        .unwrap();
+    let handle = received.messages()[0].receipt_handle().unwrap();
+    let change = VisibilityChange {
+        receipt_handle: handle.into(),
+        delay: Duration::from_secs(30),
+        lane: herald_core::delivery::Lane::Slow,
+    };
+    assert!(
+        with_slow
+            .retry_later(&[change])
+            .await
+            .iter()
+            .all(Result::is_ok)
+    );
+
+    // A deployment without a slow lane queues them with the rest.
+    let more = tasks(3, json!({"n": 2}))
+        .into_iter()
+        .map(|t| DeliveryTask { slow: true, ..t })
+        .collect::<Vec<_>>();
+    standard_only.enqueue(&more).await.unwrap();
+    let standard = queued(&aws, aws.provisioned.delivery_queue_url()).await;
+    assert!(ids(&more).is_subset(&standard));
+}
