@@ -124,13 +124,13 @@ fn assumption(prices: &Value, key: &str) -> f64 {
 }
 
 /// The memory at which Lambda gives a function one whole vCPU; below it, a share.
-const ONE_VCPU_MB: f64 = 1769.0;
+pub(crate) const ONE_VCPU_MB: f64 = 1769.0;
 
 /// Billed milliseconds of an invocation that waits `wait_ms` and computes for `cpu_ms`
 /// on a whole core, at `memory_mb`: below one vCPU Lambda gives the function a share of
 /// a core in proportion to its memory, so its computing takes that much longer. The CPU
 /// is counted as if it never overlapped the waiting, which rounds up.
-fn billed_ms(wait_ms: f64, cpu_ms: f64, memory_mb: f64) -> f64 {
+pub(crate) fn billed_ms(wait_ms: f64, cpu_ms: f64, memory_mb: f64) -> f64 {
     wait_ms + cpu_ms * (ONE_VCPU_MB / memory_mb).max(1.0)
 }
 

@@ -25,6 +25,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod batch;
 mod coldstart;
 mod control;
+mod fanout;
 mod ingest_cpu;
 mod load;
 mod logs;
@@ -69,13 +70,17 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("load") {
         std::process::exit(load::main());
     }
+    if std::env::args().nth(1).as_deref() == Some("fanout") {
+        std::process::exit(fanout::child(&std::env::args().nth(2).unwrap_or_default()));
+    }
     let mut table = Table::new();
     let mut report = serde_json::Map::new();
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("deliver_handler", batch::run),
         ("cold_start", coldstart::run),
         ("aws", aws::run),
         ("subscriber_control", control::run),
+        ("fan_out", fanout::run),
     ];
     // HERALD_BENCH_SECTIONS=cold_start,aws runs only those (all by default).
     let only: Option<Vec<String>> = std::env::var("HERALD_BENCH_SECTIONS")
