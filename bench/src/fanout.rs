@@ -63,22 +63,7 @@ fn publish_event(events: usize) -> String {
         "type": "order.paid",
         "data": {"order": format!("ord_{i}"), "amount": 1250, "note": filler},
     })).collect::<Vec<_>>()});
-    json!({
-        "version": "2.0", "routeKey": "POST /v1/events", "rawPath": "/v1/events",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {
-            "http": {"method": "POST", "path": "/v1/events"},
-            "authorizer": {"jwt": {
-                "claims": {"tenant": "acme", "scope": "herald/publish"},
-                "scopes": ["herald/publish"],
-            }},
-            "timeEpoch": 0,
-        },
-        "isBase64Encoded": false,
-        "body": body.to_string(),
-    })
-    .to_string()
+    crate::publish_request(&body)
 }
 
 /// Subscribes `SUBSCRIPTIONS` endpoints of `acme` to `order.*` in `store`.

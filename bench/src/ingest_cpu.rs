@@ -23,22 +23,7 @@ fn publish_event(round: usize, events: usize) -> String {
         "type": "order.paid",
         "data": {"order": format!("ord_{round}_{i}"), "amount": 1250},
     })).collect::<Vec<_>>()});
-    json!({
-        "version": "2.0", "routeKey": "POST /v1/events", "rawPath": "/v1/events",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {
-            "http": {"method": "POST", "path": "/v1/events"},
-            "authorizer": {"jwt": {
-                "claims": {"tenant": "acme", "scope": "herald/publish"},
-                "scopes": ["herald/publish"],
-            }},
-            "timeEpoch": 0,
-        },
-        "isBase64Encoded": false,
-        "body": body.to_string(),
-    })
-    .to_string()
+    crate::publish_request(&body)
 }
 
 /// The median CPU of a publish call of `events` events to one subscription.

@@ -125,6 +125,27 @@ fn main() {
     println!("\nwritten to {}", path.display());
 }
 
+/// An API Gateway (HTTP API, payload 2.0) event publishing `body` for `acme` with the
+/// publish scope, as Lambda hands it to ingest.
+pub fn publish_request(body: &Value) -> String {
+    json!({
+        "version": "2.0", "routeKey": "POST /v1/events", "rawPath": "/v1/events",
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "http": {"method": "POST", "path": "/v1/events"},
+            "authorizer": {"jwt": {
+                "claims": {"tenant": "acme", "scope": "herald/publish"},
+                "scopes": ["herald/publish"],
+            }},
+            "timeEpoch": 0,
+        },
+        "isBase64Encoded": false,
+        "body": body.to_string(),
+    })
+    .to_string()
+}
+
 /// CPU time this thread has run, to the nanosecond: the kernel brings its count up to
 /// date when asked (`CLOCK_THREAD_CPUTIME_ID`), where `schedstat` only moves at the
 /// scheduler's ticks and switches and can miss a millisecond of work that never blocks.

@@ -124,22 +124,7 @@ pub struct MemoryTarget {
 /// Lambda hands it to ingest.
 fn publish_request(n: u64) -> String {
     let body = json!({"id": format!("load-{n}"), "type": "load.tick", "data": {"n": n}});
-    json!({
-        "version": "2.0", "routeKey": "POST /v1/events", "rawPath": "/v1/events",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {
-            "http": {"method": "POST", "path": "/v1/events"},
-            "authorizer": {"jwt": {
-                "claims": {"tenant": "acme", "scope": "herald/publish"},
-                "scopes": ["herald/publish"],
-            }},
-            "timeEpoch": 0,
-        },
-        "isBase64Encoded": false,
-        "body": body.to_string(),
-    })
-    .to_string()
+    crate::publish_request(&body)
 }
 
 /// The batch as the event source mapping hands it to deliver.

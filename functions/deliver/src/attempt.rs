@@ -509,23 +509,8 @@ async fn record<P: Ports>(
         dead_letter_owed: decision.verdict == Verdict::GiveUp,
         now: sent.finished_at,
     };
-    match deps
-        .ports
-        .ledger
-        .finish(
-            &task.tenant,
-            &task.delivery_id,
-            &claimed.claim.token,
-            &result,
-        )
-        .await
-    {
-        Ok(()) => {}
-        // Another worker took the delivery over after our lease ran out; it owns the outcome.
-        Err(StoreError::Conflict) => {
-            return Disposition::AlreadyFinished(DeliveryState::Delivering);
-        }
-        Err(e) => return interrupted(format!("ledger: {e}")),
+    if let Err(disposition) = write_attempt(deps, task, claimed, &result).await {
+        return disposition;
     }
     if decision.verdict == Verdict::Gone {
         // Announced like the disable for failing too long. Best effort: the disable and
@@ -546,6 +531,32 @@ async fn record<P: Ports>(
         Verdict::Gone => Disposition::Gone,
         Verdict::RetryIn(delay) => Disposition::RetryIn(delay),
         Verdict::GiveUp => Disposition::Failed(decision.reason.unwrap_or_default()),
+    }
+}
+
+/// Writes the attempt and what follows it while the claim holds; the disposition when
+/// it cannot be written.
+async fn write_attempt<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    claimed: &Claimed,
+    result: &AttemptResult,
+) -> Result<(), Disposition> {
+    match deps
+        .ports
+        .ledger
+        .finish(
+            &task.tenant,
+            &task.delivery_id,
+            &claimed.claim.token,
+            result,
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        // Another worker took the delivery over after our lease ran out; it owns the outcome.
+        Err(StoreError::Conflict) => Err(Disposition::AlreadyFinished(DeliveryState::Delivering)),
+        Err(e) => Err(interrupted(format!("ledger: {e}"))),
     }
 }
 
@@ -582,22 +593,8 @@ async fn cut_to_slow_lane<P: Ports>(
         dead_letter_owed: false,
         now: sent.finished_at,
     };
-    match deps
-        .ports
-        .ledger
-        .finish(
-            &task.tenant,
-            &task.delivery_id,
-            &claimed.claim.token,
-            &result,
-        )
-        .await
-    {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Disposition::AlreadyFinished(DeliveryState::Delivering);
-        }
-        Err(e) => return interrupted(format!("ledger: {e}")),
+    if let Err(disposition) = write_attempt(deps, task, claimed, &result).await {
+        return disposition;
     }
     match to_slow_lane(deps, task).await {
         Disposition::Interrupted(why) => {
