@@ -710,6 +710,7 @@ fn every_alarm_and_graph_names_a_metric_that_is_emitted() {
         Disposition::Superseded,
         Disposition::DeadLettered("malformed".into()),
         Disposition::RateLimited(std::time::Duration::from_secs(1)),
+        Disposition::ToSlowLane,
     ]
     .into_iter()
     .map(|disposition| {
