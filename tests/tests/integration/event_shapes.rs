@@ -577,7 +577,7 @@ fn every_sqs_event_file_is_what_the_event_source_sends() {
             let problems = sqs_record_problems(record);
             assert!(problems.is_empty(), "{file}: {problems:#?}");
             // A stack's queue is named `<stack>-<logical id>-<suffix>`, a FIFO one with
-            // `.fifo` after: one of the two queues deliver is mapped to.
+            // `.fifo` after: one of the three queues deliver is mapped to.
             let queue = record["eventSourceARN"]
                 .as_str()
                 .unwrap()
@@ -586,7 +586,8 @@ fn every_sqs_event_file_is_what_the_event_source_sends() {
                 .unwrap();
             let logical = queue.split('-').nth(1);
             assert!(
-                logical == Some("DeliveryQueue")
+                matches!(logical, Some("DeliveryQueue" | "SlowDeliveryQueue"))
+                    && !queue.ends_with(".fifo")
                     || (logical == Some("OrderedDeliveryQueue") && queue.ends_with(".fifo")),
                 "{file}: {queue}"
             );

@@ -18,10 +18,11 @@ use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
 
 /// Every events/ file, and the test below that invokes it.
-const EXERCISED: [&str; 13] = [
+const EXERCISED: [&str; 14] = [
     "deliver/batch-of-two.json",
     "deliver/ordered-line.json",
     "deliver/poison-message.json",
+    "deliver/slow-lane.json",
     "ingest/bad-json.json",
     "ingest/missing-type.json",
     "ingest/no-tenant.json",
@@ -388,6 +389,68 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
             .map(String::as_str),
         Some("sub_01JD5Q8Z6X0000000000000000")
     );
+    allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
+}
+
+/// The slow lane under the runtime emulator: a record of the slow lane's queue waits for
+/// its receiver past `HERALD_SLOW_LANE_AFTER` (the full timeout), and once the
+/// subscription is marked slow, a standard-lane batch for it is moved to the slow lane's
+/// queue unattempted, with calls the template allows.
+#[tokio::test]
+async fn deliver_serves_the_slow_lane_and_moves_a_slow_subscriptions_tasks_there() {
+    let aws = TestAws::new().await;
+    let receiver =
+        TestReceiver::start(Script::always(200).with_delay(Duration::from_secs(2))).await;
+    subscription_of_the_events_files(&aws, &receiver.url()).await;
+    let deliver_calls = RecordingProxy::start(moto_url()).await;
+    let secret = ed25519_secret(&aws).await;
+    let env = function_env(
+        &aws,
+        &deliver_calls,
+        &[
+            ("HERALD_ALLOW_HTTP", "true"),
+            ("HERALD_ALLOW_LOOPBACK", "true"),
+            ("HERALD_DELIVERY_TIMEOUT", "5s"),
+            ("HERALD_SLOW_LANE_AFTER", "1s"),
+            ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
+        ],
+    );
+    let deliver = Emulator::start("deliver", &env, &[]).await;
+
+    // On the slow lane the 2 s answer is waited for: delivered, not cut.
+    no_batch_item_failures(&deliver, "deliver/slow-lane.json").await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert!(
+        !deliver.output().contains("E_SLOW_LANE"),
+        "{}",
+        deliver.output()
+    );
+
+    // Marked slow, its standard-lane tasks go to the slow lane's queue unattempted.
+    let store = DynamoSubscriptionStore::new(
+        aws.dynamo.clone(),
+        aws.provisioned.subscriptions_table().to_owned(),
+    );
+    store
+        .mark_slow(
+            &herald_core::ids::TenantId::parse("acme").unwrap(),
+            &SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
+            chrono::Utc::now() + chrono::Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    no_batch_item_failures(&deliver, "deliver/batch-of-two.json").await;
+    let moved = aws.peek_queue(aws.provisioned.slow_queue_url()).await;
+    assert_eq!(moved.len(), 2, "{}", deliver.output());
+    assert!(
+        moved
+            .iter()
+            .all(|m| m.body().unwrap().contains("\"slow\":true"))
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 1, "nothing more was POSTed");
+    ran_under_the_emulator(&deliver, 2);
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 

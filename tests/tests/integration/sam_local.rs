@@ -263,10 +263,11 @@ const HTTP_FILES: [(&str, &str); 10] = [
 ];
 /// The ordered line comes last: its first record is a delivery of batch-of-two, already
 /// ended, and the poison message behind it goes to the ordered lane's dead-letter queue.
-const DELIVER_FILES: [&str; 3] = [
+const DELIVER_FILES: [&str; 4] = [
     "deliver/batch-of-two.json",
     "deliver/poison-message.json",
     "deliver/ordered-line.json",
+    "deliver/slow-lane.json",
 ];
 
 #[test]
