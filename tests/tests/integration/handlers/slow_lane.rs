@@ -91,6 +91,16 @@ fn batch(tasks: &[DeliveryTask]) -> SqsEvent {
     serde_json::from_value(json!({ "Records": records })).unwrap()
 }
 
+/// The attempt log's record of `task`'s delivery.
+async fn record_of(deps: &Deps, task: &DeliveryTask) -> herald_core::delivery::DeliveryRecord {
+    deps.ports
+        .ledger
+        .get(&task.tenant, &task.delivery_id, Utc::now())
+        .await
+        .unwrap()
+        .expect("the delivery is recorded")
+}
+
 fn posts(deps: &Deps) -> usize {
     *deps.ports.sender.0.lock().unwrap()
 }
@@ -114,13 +124,7 @@ async fn a_slow_receiver_is_cut_on_the_standard_lane_and_served_on_the_slow_lane
         "its message is let go"
     );
     let tenant = TenantId::parse("acme").unwrap();
-    let record = deps
-        .ports
-        .ledger
-        .get(&tenant, &first.delivery_id, Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record_of(&deps, &first).await;
     assert_eq!(record.state, DeliveryState::Pending);
     assert_eq!(record.attempts.len(), 1);
     assert_eq!(record.attempts[0].error, Some(AttemptError::SlowLane));
@@ -161,13 +165,7 @@ async fn a_slow_receiver_is_cut_on_the_standard_lane_and_served_on_the_slow_lane
     // the same delivery id, as its second attempt.
     let outcome = process_batch(&deps, batch(&queued)).await;
     assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
-    let record = deps
-        .ports
-        .ledger
-        .get(&tenant, &first.delivery_id, Utc::now())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record_of(&deps, &first).await;
     assert_eq!(record.state, DeliveryState::Delivered);
     assert_eq!(record.attempts.len(), 2);
     assert_eq!(record.attempts[1].status, Some(200));
