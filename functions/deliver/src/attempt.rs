@@ -335,6 +335,18 @@ async fn send<P: Ports>(
     } else {
         None
     };
+    // The attempt made, whatever came of it. Marked `forced`: made outside the schedule,
+    // at an operator's request.
+    let sent = |outcome: SendOutcome| Sent {
+        attempt: Attempt::of(
+            number,
+            now,
+            claimed.claim.reopens != Reopens::Nothing,
+            &outcome,
+        ),
+        outcome,
+        finished_at: deps.ports.clock.now(),
+    };
     // A payload built by the subscription's query: asked of the source first; a failure
     // there is this attempt's, retried like any other, with nothing POSTed.
     let queried = match &subscription.query {
@@ -357,16 +369,7 @@ async fn send<P: Ports>(
                     if let Some(span) = spans.as_mut().and_then(|spans| spans.last_mut()) {
                         span.set("fault", true.into());
                     }
-                    return Ok(Sent {
-                        attempt: Attempt::of(
-                            number,
-                            now,
-                            claimed.claim.reopens != Reopens::Nothing,
-                            &outcome,
-                        ),
-                        outcome,
-                        finished_at: deps.ports.clock.now(),
-                    });
+                    return Ok(sent(outcome));
                 }
             }
         }
@@ -411,17 +414,7 @@ async fn send<P: Ports>(
     if let Some(span) = spans.as_mut().and_then(|spans| spans.last_mut()) {
         describe_post(span, &origin, &outcome);
     }
-    Ok(Sent {
-        // Marked `forced`: made outside the schedule, at an operator's request.
-        attempt: Attempt::of(
-            number,
-            now,
-            claimed.claim.reopens != Reopens::Nothing,
-            &outcome,
-        ),
-        outcome,
-        finished_at: deps.ports.clock.now(),
-    })
+    Ok(sent(outcome))
 }
 
 /// The POST's span as X-Ray describes a call out: a remote call, its request, and the
@@ -463,8 +456,10 @@ async fn record<P: Ports>(
     if task.lane() == Lane::Slow
         && let Some(after) = deps.settings.slow_after
         && sent.attempt.latency_ms >= after.as_millis() as u64
+        && subscription.slow_mark_moves(sent.finished_at + to_chrono(SLOW_HOLD))
     {
-        // Still slow on the slow lane: the mark is kept (written about once a minute).
+        // Still slow on the slow lane: the mark is kept (written about once a minute;
+        // the copy in hand says when, so most slow answers cost no store call).
         mark_slow(deps, task, sent.finished_at).await;
     }
     let jitter = rand::rng().random_range(-1.0..=1.0);
@@ -522,7 +517,8 @@ async fn record<P: Ports>(
             tracing::warn!(subscription = %task.subscription_id, error = %e, "could not announce the disable");
         }
     } else if !sent.attempt.error.is_some_and(AttemptError::spares_health) {
-        // A failure at Herald's GraphQL source says nothing of the receiver's health.
+        // A failure at Herald's GraphQL source, or a cut to the slow lane, says nothing
+        // of the receiver's health.
         let succeeded = decision.state == DeliveryState::Delivered;
         health::track(deps, task, subscription, succeeded, sent.finished_at).await;
     }

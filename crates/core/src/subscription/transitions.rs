@@ -60,12 +60,18 @@ impl Subscription {
         changed
     }
 
-    /// Marks its receivers slow until `until`; true when that moves the mark later by
-    /// more than a tenth of the hold (a burst of slow answers writes once, not each time).
-    pub fn mark_slow(&mut self, until: DateTime<Utc>) -> bool {
+    /// Whether marking its receivers slow until `until` moves the mark later by more than
+    /// a tenth of the hold (a burst of slow answers writes once, not each time).
+    pub fn slow_mark_moves(&self, until: DateTime<Utc>) -> bool {
         let margin = chrono::Duration::from_std(crate::delivery::settings::SLOW_HOLD / 10)
             .unwrap_or_default();
-        if self.slow_until.is_some_and(|held| held + margin >= until) {
+        self.slow_until.is_none_or(|held| held + margin < until)
+    }
+
+    /// Marks its receivers slow until `until`; true when that moved the mark
+    /// ([`Subscription::slow_mark_moves`]).
+    pub fn mark_slow(&mut self, until: DateTime<Utc>) -> bool {
+        if !self.slow_mark_moves(until) {
             return false;
         }
         self.slow_until = Some(until);

@@ -162,13 +162,41 @@ async fn a_slow_receiver_is_cut_on_the_standard_lane_and_served_on_the_slow_lane
     assert_eq!(deps.ports.queue.enqueued.lock().unwrap().len(), 3);
 
     // On the slow lane the receiver has its full timeout: delivered after 25 s, under
-    // the same delivery id, as its second attempt.
+    // the same delivery id, as its second attempt. Its mark, about to lapse, is kept by
+    // the slow answer.
+    let id = SubscriptionId::parse(SUBSCRIPTION).unwrap();
+    let mut lapsing = deps
+        .ports
+        .subscriptions
+        .get(&tenant, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    lapsing.slow_until = Some(Utc::now() + chrono::Duration::seconds(30));
+    let version = lapsing.version;
+    deps.ports
+        .subscriptions
+        .update(&lapsing, version)
+        .await
+        .unwrap();
     let outcome = process_batch(&deps, batch(&queued)).await;
     assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
     let record = record_of(&deps, &first).await;
     assert_eq!(record.state, DeliveryState::Delivered);
     assert_eq!(record.attempts.len(), 2);
     assert_eq!(record.attempts[1].status, Some(200));
+    let kept = deps
+        .ports
+        .subscriptions
+        .get(&tenant, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        kept.slow_until.unwrap() > Utc::now() + chrono::Duration::minutes(9),
+        "{:?}",
+        kept.slow_until
+    );
 }
 
 #[tokio::test(start_paused = true)]
