@@ -20,6 +20,8 @@ pub struct Provisioned {
     pub tables: HashMap<String, String>,
     /// Logical id to (queue URL, queue ARN).
     pub queues: HashMap<String, (String, String)>,
+    /// Logical id to KMS key ARN.
+    pub keys: HashMap<String, String>,
 }
 
 impl Provisioned {
@@ -96,6 +98,10 @@ impl Provisioned {
                 self.ordered_dead_letter_queue_url().into(),
             ),
             ("HERALD_SLOW_QUEUE_URL".into(), self.slow_queue_url().into()),
+            (
+                "HERALD_SECRETS_KEY".into(),
+                self.keys.get("SecretsKey").cloned().unwrap_or_default(),
+            ),
         ])
     }
 }
@@ -223,6 +229,24 @@ pub async fn provision(
             .await
             .with_context(|| format!("creating queue {logical}"))?;
         provisioned.queues.insert(logical.to_owned(), (url, arn));
+    }
+    let kms = aws_sdk_kms::Client::new(sdk);
+    for (logical, properties) in resources(&template, "AWS::KMS::Key") {
+        let description = properties
+            .get("Description")
+            .and_then(|v| scalar(v, &template))
+            .unwrap_or_default();
+        let made = kms
+            .create_key()
+            .description(format!("{prefix}-{logical}: {description}"))
+            .send()
+            .await
+            .with_context(|| format!("creating KMS key {logical}"))?;
+        let arn = made
+            .key_metadata()
+            .and_then(|m| m.arn())
+            .ok_or_else(|| anyhow!("KMS made key {logical} without an ARN"))?;
+        provisioned.keys.insert(logical.to_owned(), arn.to_owned());
     }
     Ok(provisioned)
 }

@@ -344,6 +344,10 @@ fn describe(headers: &hyper::HeaderMap, body: &[u8]) -> Option<AwsCall> {
     } else if service == "AmazonSQS" {
         let url = json["QueueUrl"].as_str().unwrap_or_default();
         ("sqs", url.rsplit('/').next().unwrap_or_default().to_owned())
+    } else if service == "TrentService" {
+        // KMS: the key as the call names it (an id, ARN or alias).
+        let key = json["KeyId"].as_str().unwrap_or_default();
+        ("kms", key.to_owned())
     } else if service == "secretsmanager" {
         let secret = json["SecretId"].as_str().unwrap_or_default();
         ("secretsmanager", secret.to_owned())

@@ -7,6 +7,7 @@ pub mod dynamo;
 pub mod graphql;
 pub mod http;
 pub mod lambda;
+pub mod seal;
 pub mod secrets;
 pub mod sqs;
 pub mod xray;

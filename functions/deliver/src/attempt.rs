@@ -322,6 +322,18 @@ async fn send<P: Ports>(
 ) -> Result<Sent, Disposition> {
     let now = claimed.claim.now;
     let number = claimed.record.attempt_count() + 1;
+    // A secret or header value still sealed (a deployment whose deliver was not given the
+    // key that sealed it) would send an unsigned or wrong request: released instead, it
+    // waits for the key, like a signing key that cannot be read.
+    if subscription.has_sealed_values() {
+        return Err(release(
+            deps,
+            task,
+            &claimed.claim,
+            "sealed secrets: deliver has no key to open them (HERALD_SECRETS_KEY)".into(),
+        )
+        .await);
+    }
     // Asymmetric signatures need the deployment's keys, read when first needed.
     let keys = if subscription.signatures.ed25519 || subscription.signatures.rsa {
         match deps.ports.keys.current().await {

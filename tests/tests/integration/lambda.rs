@@ -262,7 +262,16 @@ async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
     );
     // Signed with the deployment's ed25519 key too, which deliver reads from its secret.
     subscription.signatures.ed25519 = true;
-    store.create(&subscription).await.unwrap();
+    // Its secret sealed as manage seals it, so deliver opens it with kms:Decrypt.
+    let vault = herald_aws::seal::Vault::new(
+        &herald_tests::aws::sdk_config(),
+        aws.provisioned.keys["SecretsKey"].clone(),
+    );
+    store
+        .with_vault(std::sync::Arc::new(vault), false)
+        .create(&subscription)
+        .await
+        .unwrap();
 }
 
 /// The ed25519 key's secret, named as the template's parameter for the IAM check.
@@ -614,6 +623,22 @@ fn iam_action(action: &str) -> &str {
     }
 }
 
+/// Manage may only seal with the secrets key and deliver only open; ingest neither.
+#[test]
+fn the_secrets_key_seals_in_manage_and_opens_in_deliver_alone() {
+    let template = template();
+    let kms = |function: &str| -> BTreeSet<(String, String)> {
+        allowed_pairs(&template, function)
+            .into_iter()
+            .filter(|(action, _)| action.starts_with("kms:"))
+            .collect()
+    };
+    let pair = |action: &str| BTreeSet::from([(action.to_owned(), "SecretsKey".to_owned())]);
+    assert_eq!(kms("ManageFunction"), pair("kms:GenerateDataKey"));
+    assert_eq!(kms("DeliverFunction"), pair("kms:Decrypt"));
+    assert_eq!(kms("IngestFunction"), BTreeSet::new());
+}
+
 #[test]
 fn the_batch_calls_deliver_makes_are_allowed_by_its_single_call_actions() {
     let allowed = allowed_pairs(&template(), "DeliverFunction");
@@ -636,6 +661,15 @@ fn allowed_by_the_template(function: &str, aws: &TestAws, calls: &[AwsCall]) {
         .iter()
         .map(|call| {
             let action = iam_action(&call.action).to_owned();
+            // A KMS key is named by its ARN, provisioned for a logical id.
+            if let Some((logical, _)) = aws
+                .provisioned
+                .keys
+                .iter()
+                .find(|(_, arn)| **arn == call.resource)
+            {
+                return (action, logical.clone());
+            }
             let logical = call
                 .resource
                 .strip_prefix(&format!("{}-", aws.prefix))

@@ -23,6 +23,7 @@ mod pipeline;
 mod portal_browser;
 mod receiver;
 mod sam_local;
+mod sealed;
 mod slow_receivers;
 mod smoke;
 mod soak;

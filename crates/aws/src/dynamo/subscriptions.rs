@@ -8,11 +8,15 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
+use std::sync::Arc;
+
 use super::attributes::{Item, from_doc, n, s, to_doc};
 use super::unavailable;
+use crate::seal::{Vault, VaultError};
 use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{Page, StoreError, SubscriptionStore};
 use herald_core::subscription::{Subscription, SubscriptionStatus};
+use herald_core::webhook::sign::{WebhookSecret, is_sealed};
 
 /// The most a listing returns at once, whatever the caller asks for.
 const MAX_PAGE: usize = 1000;
@@ -21,11 +25,110 @@ const MAX_PAGE: usize = 1000;
 pub struct DynamoSubscriptionStore {
     client: Client,
     table: String,
+    /// Seals secrets and header values on write (`crate::seal`); without one they are
+    /// written as they are.
+    vault: Option<Arc<Vault>>,
+    /// Whether reads open sealed values (deliver, which signs and sends with them).
+    open_on_read: bool,
+}
+
+/// Where a sealed value belongs: its associated data.
+fn place(subscription: &Subscription, field: &str) -> String {
+    format!(
+        "herald/subscription/{}/{}/{field}",
+        subscription.tenant, subscription.id
+    )
+}
+
+fn vault_error(e: VaultError) -> StoreError {
+    match e {
+        VaultError::Unavailable(why) => StoreError::Unavailable(why.into()),
+        VaultError::Corrupt(why) => StoreError::Corrupt(why),
+    }
 }
 
 impl DynamoSubscriptionStore {
     pub fn new(client: Client, table: String) -> Self {
-        Self { client, table }
+        Self {
+            client,
+            table,
+            vault: None,
+            open_on_read: false,
+        }
+    }
+
+    /// Secrets and header values sealed by `vault` on every write, and opened on every
+    /// read when `open_on_read` (otherwise carried sealed).
+    pub fn with_vault(mut self, vault: Arc<Vault>, open_on_read: bool) -> Self {
+        self.vault = Some(vault);
+        self.open_on_read = open_on_read;
+        self
+    }
+
+    /// `subscription` as stored: every value not yet sealed, sealed.
+    async fn sealed(&self, subscription: &Subscription) -> Result<Subscription, StoreError> {
+        let Some(vault) = &self.vault else {
+            return Ok(subscription.clone());
+        };
+        let mut stored = subscription.clone();
+        for kept in &mut stored.secrets {
+            if !kept.secret.is_sealed() {
+                let text = vault
+                    .seal(&place(subscription, "secret"), kept.secret.expose())
+                    .await
+                    .map_err(vault_error)?;
+                kept.secret = WebhookSecret::sealed(text)
+                    .map_err(|_| StoreError::Corrupt("a sealed secret".into()))?;
+            }
+        }
+        for (name, value) in &mut stored.headers {
+            if !is_sealed(value) {
+                *value = vault
+                    .seal(&place(subscription, &format!("header/{name}")), value)
+                    .await
+                    .map_err(vault_error)?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// `subscription` with its sealed values opened, when this store opens on read.
+    async fn opened(&self, mut subscription: Subscription) -> Result<Subscription, StoreError> {
+        let Some(vault) = self.vault.as_ref().filter(|_| self.open_on_read) else {
+            return Ok(subscription);
+        };
+        let secret_place = place(&subscription, "secret");
+        for kept in &mut subscription.secrets {
+            if kept.secret.is_sealed() {
+                let clear = vault
+                    .open(&secret_place, kept.secret.expose())
+                    .await
+                    .map_err(vault_error)?;
+                kept.secret = WebhookSecret::parse(&clear)
+                    .map_err(|_| StoreError::Corrupt("a sealed secret is no secret".into()))?;
+            }
+        }
+        let places: Vec<(String, String)> = subscription
+            .headers
+            .keys()
+            .map(|name| (name.clone(), place(&subscription, &format!("header/{name}"))))
+            .collect();
+        for (name, at) in places {
+            if let Some(value) = subscription.headers.get_mut(&name)
+                && is_sealed(value)
+            {
+                *value = vault.open(&at, value).await.map_err(vault_error)?;
+            }
+        }
+        Ok(subscription)
+    }
+
+    async fn all_opened(&self, items: Vec<Subscription>) -> Result<Vec<Subscription>, StoreError> {
+        let mut opened = Vec::with_capacity(items.len());
+        for item in items {
+            opened.push(self.opened(item).await?);
+        }
+        Ok(opened)
     }
 
     fn item(subscription: &Subscription) -> Result<Item, StoreError> {
@@ -94,7 +197,7 @@ impl DynamoSubscriptionStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(Self::item(subscription)?))
+            .set_item(Some(Self::item(&self.sealed(subscription).await?)?))
             .condition_expression(condition);
         if let Some(expected) = expected_version {
             request = request
@@ -113,6 +216,26 @@ impl DynamoSubscriptionStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+impl DynamoSubscriptionStore {
+    /// The subscription as stored: sealed values stay sealed.
+    async fn stored(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(tenant, id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output.item().map(from_doc).transpose()
     }
 }
 
@@ -143,16 +266,10 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         tenant: &TenantId,
         id: &SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(tenant, id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output.item().map(from_doc).transpose()
+        match self.stored(tenant, id).await? {
+            Some(subscription) => Ok(Some(self.opened(subscription).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn list(
@@ -178,6 +295,7 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         }
         let next = (items.len() > limit).then(|| encode_cursor(&items[limit - 1].id));
         items.truncate(limit);
+        let items = self.all_opened(items).await?;
         Ok(Page { items, next })
     }
 
@@ -202,7 +320,7 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             all.extend(items);
             match last {
                 Some(last) => start = Some(last),
-                None => return Ok(all),
+                None => return self.all_opened(all).await,
             }
         }
     }
@@ -230,7 +348,8 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         // The document is the source of truth, so this reads, changes and writes back on
         // the version read (optimistic concurrency) rather than patching attributes.
         for _ in 0..5 {
-            let Some(mut subscription) = self.get(tenant, id).await? else {
+            // As stored: what is sealed is written back sealed, as it was read.
+            let Some(mut subscription) = self.stored(tenant, id).await? else {
                 return Ok(());
             };
             let read_version = subscription.version;
@@ -277,7 +396,8 @@ impl DynamoSubscriptionStore {
         change: impl Fn(&mut Subscription) -> bool,
     ) -> Result<(), StoreError> {
         for _ in 0..5 {
-            let Some(mut subscription) = self.get(tenant, id).await? else {
+            // As stored: what is sealed is written back sealed, as it was read.
+            let Some(mut subscription) = self.stored(tenant, id).await? else {
                 return Ok(());
             };
             let read_version = subscription.version;

@@ -310,6 +310,10 @@ pub struct Config {
     pub xray_daemon: Option<String>,
     /// The GraphQL source subscriptions' queries run against (`HERALD_GRAPHQL_URL`), if any.
     pub graphql: Option<crate::graphql::GraphqlConfig>,
+    /// The KMS key subscriptions' secrets and header values are sealed under
+    /// (`HERALD_SECRETS_KEY`: an id, ARN or alias; unset or empty, they are stored as they
+    /// are, `crate::seal`).
+    pub secrets_key: Option<String>,
 }
 
 /// Longest `HERALD_GRAPHQL_TIMEOUT`: the source's time comes before the POST's within one
@@ -609,6 +613,10 @@ impl Config {
             xray_daemon: env.get("AWS_XRAY_DAEMON_ADDRESS"),
             excerpt_retention: excerpt_retention(env, retention)?,
             graphql,
+            secrets_key: env
+                .get("HERALD_SECRETS_KEY")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
         })
     }
 }

@@ -99,12 +99,21 @@ pub fn adapters(
             SenderSource::on_first_use(sender_settings, resolver)
         }
     };
+    let mut subscriptions =
+        DynamoSubscriptionStore::new(dynamo.clone(), resources.subscriptions_table.clone());
+    if let Some(key) = &config.secrets_key {
+        match function {
+            // Deliver opens what it signs and sends with; manage seals what it is given
+            // and never opens; ingest reads no secret and writes no subscription.
+            Function::Deliver | Function::Manage => {
+                let vault = Arc::new(crate::seal::Vault::new(sdk, key.clone()));
+                subscriptions = subscriptions.with_vault(vault, function == Function::Deliver);
+            }
+            Function::Ingest => {}
+        }
+    }
     Ok(Adapters {
-        subscriptions: CachedSubscriptions::new(
-            DynamoSubscriptionStore::new(dynamo.clone(), resources.subscriptions_table.clone()),
-            cache,
-            SystemClock,
-        ),
+        subscriptions: CachedSubscriptions::new(subscriptions, cache, SystemClock),
         ledger: DynamoDeliveryLedger::with_excerpts(
             dynamo.clone(),
             resources.deliveries_table.clone(),

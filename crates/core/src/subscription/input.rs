@@ -271,6 +271,15 @@ pub fn parse_headers(
                 ),
             ));
         }
+        if crate::webhook::sign::is_sealed(&value) {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "a value may not begin with `{}`: Herald's mark of a sealed value",
+                    crate::webhook::sign::SEALED_PREFIX
+                ),
+            ));
+        }
         if headers.insert(lower, value).is_some() {
             return Err(FieldError::new(
                 field,

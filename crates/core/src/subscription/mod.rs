@@ -136,6 +136,16 @@ impl Subscription {
         self.ordering.is_none() && self.slow_until.is_some_and(|until| until > now)
     }
 
+    /// Whether a secret or a header value is still in its stored, sealed form: such a
+    /// subscription signs and sends nothing until deliver unseals it.
+    pub fn has_sealed_values(&self) -> bool {
+        self.secrets.iter().any(|s| s.secret.is_sealed())
+            || self
+                .headers
+                .values()
+                .any(|v| crate::webhook::sign::is_sealed(v))
+    }
+
     /// The secrets that sign a delivery made at `now`.
     pub fn live_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &WebhookSecret> {
         self.secrets
@@ -206,6 +216,8 @@ mod tests {
         let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert!(headers(&many).is_err());
         assert!(headers(&[("X-A", "1"), ("x-a", "2")]).is_err());
+        let sealed = headers(&[("x-key", "sealed:v1:abc")]).unwrap_err();
+        assert!(sealed.reason.contains("sealed value"), "{sealed}");
     }
 
     #[test]

@@ -13,11 +13,23 @@ use thiserror::Error;
 const SECRET_PREFIX: &str = "whsec_";
 const SECRET_BYTES: usize = 24;
 
-/// A signing secret. Its `Debug` never shows the key.
+/// Where a stored secret or header value is sealed (AES-256-GCM under a KMS data key,
+/// docs/SECURITY.md): such text is opaque to everything but deliver's unsealing, which
+/// turns it back into the value before anything is signed or sent.
+pub const SEALED_PREFIX: &str = "sealed:v1:";
+
+/// Whether `text` is a sealed value rather than the value itself.
+pub fn is_sealed(text: &str) -> bool {
+    text.starts_with(SEALED_PREFIX)
+}
+
+/// A signing secret, in the clear or as stored sealed. Its `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct WebhookSecret {
+    /// The `whsec_…` text, or the sealed text.
     encoded: String,
+    /// Empty for a sealed secret: it signs nothing until unsealed.
     key: Vec<u8>,
 }
 
@@ -47,12 +59,35 @@ impl WebhookSecret {
         })
     }
 
-    /// The `whsec_…` text, for the one answer that shows it to its owner.
+    /// A secret as stored sealed (`SEALED_PREFIX`): carried as it is, signing nothing.
+    pub fn sealed(text: String) -> Result<Self, SecretError> {
+        if !is_sealed(&text) {
+            return Err(SecretError);
+        }
+        Ok(Self {
+            encoded: text,
+            key: Vec::new(),
+        })
+    }
+
+    /// Whether this is the sealed form, which must be unsealed before it signs.
+    pub fn is_sealed(&self) -> bool {
+        self.key.is_empty()
+    }
+
+    /// The `whsec_…` text, for the one answer that shows it to its owner (the sealed text
+    /// of a sealed secret, which reveals nothing of it).
     pub fn expose(&self) -> &str {
         &self.encoded
     }
 
-    /// `v1,<base64 signature>` of this message.
+    /// `v1,<base64 signature>` of this message; `None` from a sealed secret.
+    pub fn try_sign(&self, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+        (!self.is_sealed()).then(|| self.sign(id, timestamp, body))
+    }
+
+    /// `v1,<base64 signature>` of this message. A sealed secret signs with no key: callers
+    /// unseal first (`signature_header` passes sealed secrets by).
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
@@ -74,7 +109,11 @@ impl fmt::Debug for WebhookSecret {
 impl TryFrom<String> for WebhookSecret {
     type Error = SecretError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
+        if is_sealed(&value) {
+            Self::sealed(value)
+        } else {
+            Self::parse(&value)
+        }
     }
 }
 
@@ -93,7 +132,7 @@ pub fn signature_header<'a>(
 ) -> String {
     secrets
         .into_iter()
-        .map(|secret| secret.sign(id, timestamp, body))
+        .filter_map(|secret| secret.try_sign(id, timestamp, body))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -130,6 +169,25 @@ mod tests {
             )
         );
         assert_ne!(a.sign("msg_1", 10, b"{}"), a.sign("msg_1", 11, b"{}"));
+    }
+
+    #[test]
+    fn a_sealed_secret_is_carried_as_stored_and_signs_nothing() {
+        let stored: WebhookSecret =
+            serde_json::from_str(r#""sealed:v1:a2V5.Ym9keQ""#).unwrap();
+        assert!(stored.is_sealed());
+        assert_eq!(
+            serde_json::to_string(&stored).unwrap(),
+            r#""sealed:v1:a2V5.Ym9keQ""#
+        );
+        assert_eq!(stored.try_sign("msg_1", 10, b"{}"), None);
+        let clear = WebhookSecret::generate(&mut StdRng::seed_from_u64(3));
+        assert_eq!(
+            signature_header([&stored, &clear], "msg_1", 10, b"{}"),
+            clear.sign("msg_1", 10, b"{}")
+        );
+        assert!(WebhookSecret::sealed("whsec_abc".into()).is_err());
+        assert!(WebhookSecret::parse("sealed:v1:x").is_err());
     }
 
     #[test]

@@ -296,10 +296,12 @@ pub async fn patch<P: Ports>(
     one_payload(&subscription).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let offered = offer(deps);
     if let Some(headers) = input.headers {
-        let headers = unmask_headers(headers, &subscription.headers)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        subscription.headers =
+        // Checked as sent (the placeholder is a plain value), then each placeholder takes
+        // the stored value back, sealed as it is stored.
+        let headers =
             parse_headers(headers, &offered).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        subscription.headers = unmask_headers(headers, &subscription.headers)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     }
     if let Some(supersede) = input.supersede {
         subscription.supersede = supersede;

@@ -135,6 +135,36 @@ async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
     assert_eq!(record.attempts.len(), 1);
 }
 
+/// A subscription whose secret reaches deliver still sealed (its deliver has no key to
+/// open it) sends nothing: unsigned or wrongly signed requests never leave. The message
+/// comes back shortly, no attempt recorded.
+#[tokio::test]
+async fn a_secret_still_sealed_sends_nothing_and_comes_back() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let mut subscription = active_subscription(
+        "acme",
+        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["order.*"],
+    );
+    subscription.secrets[0].secret = WebhookSecret::sealed("sealed:v1:a2V5.Ym9keQ".into()).unwrap();
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
+    let event = sqs_event("batch-of-two.json");
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    let outcome = process_batch(&deps, event).await;
+
+    assert_eq!(failures(&outcome).len(), 2, "both come back");
+    assert!(deps.ports.sender.sent().is_empty(), "nothing was sent");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Pending);
+    assert!(record.attempts.is_empty(), "{:?}", record.attempts);
+}
+
 #[tokio::test]
 async fn a_poison_message_goes_to_the_dead_letter_queue_and_the_rest_is_delivered() {
     let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");

@@ -1,0 +1,175 @@
+//! Secrets at rest: through the local runner against moto's DynamoDB and KMS, a
+//! subscription's `whsec_` secrets and custom header values are stored sealed, each
+//! bound to its subscription, and opened by deliver alone to sign and send.
+
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use herald_aws::dynamo::DynamoSubscriptionStore;
+use herald_aws::seal::Vault;
+use herald_core::ids::{SubscriptionId, TenantId};
+use herald_core::ports::{StoreError, SubscriptionStore};
+use herald_testkit::signatures::{signature_entries, v1_signature};
+use herald_testkit::wait::PATIENCE;
+use herald_tests::herald::TestHerald;
+use herald_tests::receiver::{Recorded, Script, TestReceiver};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "Bearer tok_live_5a1d0b8c9e";
+
+/// The subscription's item as DynamoDB holds it, every attribute as text.
+async fn stored_item(herald: &TestHerald, id: &str) -> String {
+    let item = aws_sdk_dynamodb::Client::new(&herald_tests::aws::sdk_config())
+        .get_item()
+        .table_name(herald.local.provisioned().subscriptions_table())
+        .key("tenant", AttributeValue::S("acme".into()))
+        .key("id", AttributeValue::S(id.into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the subscription's item");
+    format!("{item:?}")
+}
+
+fn signs_with(request: &Recorded, secret: &str) -> bool {
+    signature_entries(request.header("webhook-signature")).contains(&v1_signature(
+        secret,
+        request.header("webhook-id"),
+        request.header("webhook-timestamp"),
+        &request.body,
+    ))
+}
+
+#[tokio::test]
+async fn secrets_and_header_values_are_stored_sealed_and_opened_only_to_send() {
+    // Deliver reads each change at once (no cache of subscriptions read).
+    let herald = TestHerald::start(&[("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0")]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (status, created) = herald
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some("acme"),
+            Some(&json!({
+                "url": receiver.url(),
+                "event_types": ["*"],
+                "headers": {"Authorization": TOKEN, "X-Region": "eu-1"}
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let first = created["secret"].as_str().unwrap().to_owned();
+    assert!(first.starts_with("whsec_"), "{created}");
+
+    // At rest: neither the secret nor any header value, only sealed text.
+    let item = stored_item(&herald, &id).await;
+    assert!(!item.contains(&first), "the secret is stored in the clear");
+    assert!(!item.contains("tok_live_5a1d0b8c9e"), "{item}");
+    assert!(!item.contains("eu-1"), "{item}");
+    assert_eq!(item.matches("sealed:v1:").count(), 3, "{item}");
+
+    // Deliver opens them: the request carries the header and verifies with the secret.
+    herald
+        .publish("acme", json!({"type": "order.shipped", "data": {"n": 1}}))
+        .await;
+    let got = receiver.wait_for(1, PATIENCE).await.remove(0);
+    assert_eq!(got.header("authorization"), TOKEN);
+    assert_eq!(got.header("x-region"), "eu-1");
+    assert!(signs_with(&got, &first));
+
+    // A rotation seals the new secret beside the old one; a change that keeps a header
+    // by its placeholder keeps it sealed as stored; a new value is sealed too.
+    let (status, rotated) = herald
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/secret/rotate"),
+            Some("acme"),
+            Some(&json!({"grace_period": "1h"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+    let (status, changed) = herald
+        .call(
+            "PATCH",
+            &format!("/v1/subscriptions/{id}"),
+            Some("acme"),
+            Some(&json!({"headers": {"Authorization": "********", "X-Region": "us-2"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        changed["headers"],
+        json!({"authorization": "********", "x-region": "********"})
+    );
+    let item = stored_item(&herald, &id).await;
+    for clear in [first.as_str(), second.as_str(), "tok_live_5a1d0b8c9e", "us-2"] {
+        assert!(!item.contains(clear), "{clear} is stored in the clear");
+    }
+    assert_eq!(item.matches("sealed:v1:").count(), 4, "{item}");
+    herald
+        .publish("acme", json!({"type": "order.shipped", "data": {"n": 2}}))
+        .await;
+    let got = receiver.wait_for(2, PATIENCE).await.remove(1);
+    assert_eq!(got.header("authorization"), TOKEN);
+    assert_eq!(got.header("x-region"), "us-2");
+    assert!(signs_with(&got, &first) && signs_with(&got, &second));
+
+    // Sealed text is Herald's own: a header value that looks like it is refused.
+    let (status, refused) = herald
+        .call(
+            "PATCH",
+            &format!("/v1/subscriptions/{id}"),
+            Some("acme"),
+            Some(&json!({"headers": {"X-Region": "sealed:v1:abc.def"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.to_string().contains("sealed value"), "{refused}");
+    herald.shutdown().await;
+}
+
+/// A value sealed for one subscription does not open in another's item, and a store
+/// without the vault carries sealed values as they are, opening nothing.
+#[tokio::test]
+async fn a_sealed_value_opens_only_for_the_subscription_it_was_sealed_for() {
+    let herald = TestHerald::start(&[]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (a, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    let (b, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    let sdk = herald_tests::aws::sdk_config();
+    let table = herald.local.provisioned().subscriptions_table().to_owned();
+    let key = herald.local.provisioned().keys["SecretsKey"].clone();
+    let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+    let opening = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
+        .with_vault(Arc::new(Vault::new(&sdk, key)), true);
+    let tenant = TenantId::parse("acme").unwrap();
+    let (a, b) = (
+        SubscriptionId::parse(&a).unwrap(),
+        SubscriptionId::parse(&b).unwrap(),
+    );
+
+    let stored_a = raw.get(&tenant, &a).await.unwrap().unwrap();
+    assert!(stored_a.has_sealed_values());
+    let opened_a = opening.get(&tenant, &a).await.unwrap().unwrap();
+    assert!(!opened_a.has_sealed_values());
+    assert!(opened_a.secrets[0].secret.expose().starts_with("whsec_"));
+
+    // B's item carrying A's sealed secret: written as it is (already sealed), it does not
+    // open there.
+    let mut stored_b = raw.get(&tenant, &b).await.unwrap().unwrap();
+    stored_b.secrets = stored_a.secrets.clone();
+    raw.update(&stored_b, stored_b.version).await.unwrap();
+    match opening.get(&tenant, &b).await {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains("not sealed for this place"), "{why}"),
+        other => panic!("A's secret opened in B's item: {other:?}"),
+    }
+    let listed: Value = herald
+        .call("GET", &format!("/v1/subscriptions/{a}"), Some("acme"), None)
+        .await
+        .1;
+    assert!(listed.get("secret").is_none(), "{listed}");
+    herald.shutdown().await;
+}
