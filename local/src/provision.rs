@@ -232,23 +232,54 @@ pub async fn provision(
     }
     let kms = aws_sdk_kms::Client::new(sdk);
     for (logical, properties) in resources(&template, "AWS::KMS::Key") {
-        let description = properties
-            .get("Description")
-            .and_then(|v| scalar(v, &template))
-            .unwrap_or_default();
-        let made = kms
-            .create_key()
-            .description(format!("{prefix}-{logical}: {description}"))
-            .send()
+        let arn = provision_key(&kms, &format!("{prefix}-{logical}"), properties, &template)
             .await
             .with_context(|| format!("creating KMS key {logical}"))?;
-        let arn = made
-            .key_metadata()
-            .and_then(|m| m.arn())
-            .ok_or_else(|| anyhow!("KMS made key {logical} without an ARN"))?;
-        provisioned.keys.insert(logical.to_owned(), arn.to_owned());
+        provisioned.keys.insert(logical.to_owned(), arn);
     }
     Ok(provisioned)
+}
+
+/// The key under the alias `alias/<name>`, made (with the alias) the first time: a runner
+/// started again on the same prefix opens what it sealed before.
+async fn provision_key(
+    kms: &aws_sdk_kms::Client,
+    name: &str,
+    properties: &Value,
+    template: &Value,
+) -> anyhow::Result<String> {
+    let alias = format!("alias/{name}");
+    match kms.describe_key().key_id(&alias).send().await {
+        Ok(found) => {
+            return found
+                .key_metadata()
+                .map(|m| m.arn().unwrap_or(m.key_id()).to_owned())
+                .ok_or_else(|| anyhow!("KMS describes {alias} without its key"));
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_not_found_exception()) => {}
+        Err(e) => return Err(e).context(format!("looking for {alias}")),
+    }
+    let description = properties
+        .get("Description")
+        .and_then(|v| scalar(v, template))
+        .unwrap_or_default();
+    let made = kms
+        .create_key()
+        .description(format!("{name}: {description}"))
+        .send()
+        .await?;
+    let metadata = made
+        .key_metadata()
+        .ok_or_else(|| anyhow!("KMS made a key without describing it"))?;
+    kms.create_alias()
+        .alias_name(&alias)
+        .target_key_id(metadata.key_id())
+        .send()
+        .await
+        .with_context(|| format!("naming the key {alias}"))?;
+    Ok(metadata.arn().unwrap_or(metadata.key_id()).to_owned())
 }
 
 async fn create_table(

@@ -224,6 +224,16 @@ async fn manage_and_ingest_answer_their_events_files() {
             .len(),
         2
     );
+    // The secret and headers were sealed by manage, which asked KMS for a data key only.
+    let kms_calls = |calls: &[AwsCall]| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.action.starts_with("kms:"))
+            .map(|c| c.action.clone())
+            .collect()
+    };
+    assert_eq!(kms_calls(&manage_calls.calls()), ["kms:GenerateDataKey"]);
+    assert_eq!(kms_calls(&ingest_calls.calls()), Vec::<String>::new());
     allowed_by_the_template("ManageFunction", &aws, &manage_calls.calls());
     allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
 }
@@ -398,6 +408,14 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
             .map(String::as_str),
         Some("sub_01JD5Q8Z6X0000000000000000")
     );
+    // The sealed secret opened once (one data key), for every signature made with it.
+    let opened = deliver_calls
+        .calls()
+        .iter()
+        .filter(|c| c.action.starts_with("kms:"))
+        .map(|c| c.action.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(opened, ["kms:Decrypt"]);
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 

@@ -105,7 +105,12 @@ async fn secrets_and_header_values_are_stored_sealed_and_opened_only_to_send() {
         json!({"authorization": "********", "x-region": "********"})
     );
     let item = stored_item(&herald, &id).await;
-    for clear in [first.as_str(), second.as_str(), "tok_live_5a1d0b8c9e", "us-2"] {
+    for clear in [
+        first.as_str(),
+        second.as_str(),
+        "tok_live_5a1d0b8c9e",
+        "us-2",
+    ] {
         assert!(!item.contains(clear), "{clear} is stored in the clear");
     }
     assert_eq!(item.matches("sealed:v1:").count(), 4, "{item}");
@@ -163,7 +168,9 @@ async fn a_sealed_value_opens_only_for_the_subscription_it_was_sealed_for() {
     stored_b.secrets = stored_a.secrets.clone();
     raw.update(&stored_b, stored_b.version).await.unwrap();
     match opening.get(&tenant, &b).await {
-        Err(StoreError::Corrupt(why)) => assert!(why.contains("not sealed for this place"), "{why}"),
+        Err(StoreError::Corrupt(why)) => {
+            assert!(why.contains("not sealed for this place"), "{why}")
+        }
         other => panic!("A's secret opened in B's item: {other:?}"),
     }
     let listed: Value = herald

@@ -111,7 +111,12 @@ impl DynamoSubscriptionStore {
         let places: Vec<(String, String)> = subscription
             .headers
             .keys()
-            .map(|name| (name.clone(), place(&subscription, &format!("header/{name}"))))
+            .map(|name| {
+                (
+                    name.clone(),
+                    place(&subscription, &format!("header/{name}")),
+                )
+            })
             .collect();
         for (name, at) in places {
             if let Some(value) = subscription.headers.get_mut(&name)

@@ -173,8 +173,7 @@ mod tests {
 
     #[test]
     fn a_sealed_secret_is_carried_as_stored_and_signs_nothing() {
-        let stored: WebhookSecret =
-            serde_json::from_str(r#""sealed:v1:a2V5.Ym9keQ""#).unwrap();
+        let stored: WebhookSecret = serde_json::from_str(r#""sealed:v1:a2V5.Ym9keQ""#).unwrap();
         assert!(stored.is_sealed());
         assert_eq!(
             serde_json::to_string(&stored).unwrap(),

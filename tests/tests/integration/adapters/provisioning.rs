@@ -100,6 +100,9 @@ async fn provisioning_twice_with_one_prefix_finds_what_is_there() {
         .unwrap();
     assert_eq!(again.tables, aws.provisioned.tables);
     assert_eq!(again.queues, aws.provisioned.queues);
+    // The same secrets key: what the first run sealed still opens.
+    assert!(aws.provisioned.keys["SecretsKey"].starts_with("arn:aws:kms:"));
+    assert_eq!(again.keys, aws.provisioned.keys);
 }
 
 #[tokio::test]
