@@ -226,6 +226,13 @@ fn analyse(
         + per(gb_seconds) * million * price(prices, "lambda_arm64_gb_second");
     let api = per(run.publishes as f64) * million * price(prices, "http_api_request");
     let sqs = per(sqs_requests as f64) * million * price(prices, "sqs_request");
+    // KMS: the secrets key's data key made by manage and opened by each deliver container.
+    let kms_requests: usize = by_action
+        .iter()
+        .filter(|(a, _)| a.starts_with("kms:"))
+        .map(|(_, n)| n)
+        .sum();
+    let kms = per(kms_requests as f64) * million * price(prices, "kms_request");
     // CloudWatch Logs: what Herald logged (counted), and Lambda's own lines per invocation.
     let app_log_bytes = log_bytes(run.logged.bytes as f64, run.logged.lines as f64, prices);
     let platform_log_bytes = invocations * platform_log_bytes_per_invocation(prices);
@@ -245,7 +252,7 @@ fn analyse(
     let hours_per_unit = 1.0 / 3600.0 / 0.7;
     let provisioned = per(wru) * million * hours_per_unit * price(prices, "dynamodb_wcu_hour")
         + per(rru) * million * hours_per_unit * price(prices, "dynamodb_rcu_hour");
-    let others = lambda + api + sqs + logs;
+    let others = lambda + api + sqs + kms + logs;
     let total_on_demand = others + on_demand;
     let total_provisioned = others + provisioned;
 
@@ -287,7 +294,7 @@ fn analyse(
         format!("{name}: $ per million, on-demand"),
         format!("{total_on_demand:.2}"),
         format!(
-            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2} (target ≤ 2.20 batched)",
+            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, KMS {kms:.3}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2} (target ≤ 2.20 batched)",
             functions.ingest_memory_mb, functions.deliver_memory_mb
         ),
     );
