@@ -141,12 +141,7 @@ async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
 #[tokio::test]
 async fn a_secret_still_sealed_sends_nothing_and_comes_back() {
     let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
-    let mut subscription = active_subscription(
-        "acme",
-        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
-        &["order.*"],
-    );
+    let mut subscription = test_subscription();
     subscription.secrets[0].secret = WebhookSecret::sealed("sealed:v1:a2V5.Ym9keQ".into()).unwrap();
     deps.ports
         .subscriptions
@@ -1226,12 +1221,7 @@ async fn each_subscription_retries_by_its_own_policy_or_the_deployments() {
 #[tokio::test]
 async fn a_rate_limited_subscriptions_burst_waits_for_its_windows_without_attempts() {
     let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
-    let mut subscription = active_subscription(
-        "acme",
-        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
-        &["order.*"],
-    );
+    let mut subscription = test_subscription();
     subscription.rate_limit = Some(herald_core::delivery::rate::RateLimit::new(3).unwrap());
     deps.ports
         .subscriptions
