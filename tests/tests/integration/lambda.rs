@@ -225,15 +225,8 @@ async fn manage_and_ingest_answer_their_events_files() {
         2
     );
     // The secret and headers were sealed by manage, which asked KMS for a data key only.
-    let kms_calls = |calls: &[AwsCall]| -> Vec<String> {
-        calls
-            .iter()
-            .filter(|c| c.action.starts_with("kms:"))
-            .map(|c| c.action.clone())
-            .collect()
-    };
-    assert_eq!(kms_calls(&manage_calls.calls()), ["kms:GenerateDataKey"]);
-    assert_eq!(kms_calls(&ingest_calls.calls()), Vec::<String>::new());
+    assert_eq!(kms_actions(&manage_calls.calls()), ["kms:GenerateDataKey"]);
+    assert_eq!(kms_actions(&ingest_calls.calls()), Vec::<String>::new());
     allowed_by_the_template("ManageFunction", &aws, &manage_calls.calls());
     allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
 }
@@ -278,7 +271,10 @@ async fn subscription_of_the_events_files(aws: &TestAws, url: &str) {
         aws.provisioned.keys["SecretsKey"].clone(),
     );
     store
-        .with_vault(std::sync::Arc::new(vault), false)
+        .with_vault(
+            std::sync::Arc::new(vault),
+            herald_aws::dynamo::VaultUse::Seal,
+        )
         .create(&subscription)
         .await
         .unwrap();
@@ -299,6 +295,34 @@ async fn ed25519_secret(aws: &TestAws) -> String {
     name
 }
 
+/// The KMS actions among `calls`, in order.
+fn kms_actions(calls: &[AwsCall]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.action.starts_with("kms:"))
+        .map(|c| c.action.clone())
+        .collect()
+}
+
+/// Deliver's release bootstrap under the emulator, its AWS calls recorded: loopback
+/// receivers allowed, a 5 s timeout, the deployment's ed25519 key, and `extra`.
+async fn deliver_under_the_emulator(
+    aws: &TestAws,
+    extra: &[(&str, &str)],
+) -> (Emulator, RecordingProxy) {
+    let calls = RecordingProxy::start(moto_url()).await;
+    let secret = ed25519_secret(aws).await;
+    let mut settings = vec![
+        ("HERALD_ALLOW_HTTP", "true"),
+        ("HERALD_ALLOW_LOOPBACK", "true"),
+        ("HERALD_DELIVERY_TIMEOUT", "5s"),
+        ("HERALD_ED25519_SIGNING_KEY_SECRET", secret.as_str()),
+    ];
+    settings.extend_from_slice(extra);
+    let env = function_env(aws, &calls, &settings);
+    (Emulator::start("deliver", &env, &[]).await, calls)
+}
+
 /// Invokes deliver with an events/ file; it hands no message back to SQS.
 async fn no_batch_item_failures(deliver: &Emulator, file: &str) {
     let answer = deliver.invoke(&event_file(file)).await;
@@ -315,19 +339,7 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     let aws = TestAws::new().await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     subscription_of_the_events_files(&aws, &receiver.url()).await;
-    let deliver_calls = RecordingProxy::start(moto_url()).await;
-    let secret = ed25519_secret(&aws).await;
-    let env = function_env(
-        &aws,
-        &deliver_calls,
-        &[
-            ("HERALD_ALLOW_HTTP", "true"),
-            ("HERALD_ALLOW_LOOPBACK", "true"),
-            ("HERALD_DELIVERY_TIMEOUT", "5s"),
-            ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
-        ],
-    );
-    let deliver = Emulator::start("deliver", &env, &[]).await;
+    let (deliver, deliver_calls) = deliver_under_the_emulator(&aws, &[]).await;
 
     no_batch_item_failures(&deliver, "deliver/batch-of-two.json").await;
     let got = receiver.wait_for(2, Duration::from_secs(10)).await;
@@ -409,13 +421,7 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
         Some("sub_01JD5Q8Z6X0000000000000000")
     );
     // The sealed secret opened once (one data key), for every signature made with it.
-    let opened = deliver_calls
-        .calls()
-        .iter()
-        .filter(|c| c.action.starts_with("kms:"))
-        .map(|c| c.action.clone())
-        .collect::<Vec<_>>();
-    assert_eq!(opened, ["kms:Decrypt"]);
+    assert_eq!(kms_actions(&deliver_calls.calls()), ["kms:Decrypt"]);
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 
@@ -429,20 +435,8 @@ async fn deliver_serves_the_slow_lane_and_moves_a_slow_subscriptions_tasks_there
     let receiver =
         TestReceiver::start(Script::always(200).with_delay(Duration::from_secs(2))).await;
     subscription_of_the_events_files(&aws, &receiver.url()).await;
-    let deliver_calls = RecordingProxy::start(moto_url()).await;
-    let secret = ed25519_secret(&aws).await;
-    let env = function_env(
-        &aws,
-        &deliver_calls,
-        &[
-            ("HERALD_ALLOW_HTTP", "true"),
-            ("HERALD_ALLOW_LOOPBACK", "true"),
-            ("HERALD_DELIVERY_TIMEOUT", "5s"),
-            ("HERALD_SLOW_LANE_AFTER", "1s"),
-            ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
-        ],
-    );
-    let deliver = Emulator::start("deliver", &env, &[]).await;
+    let (deliver, deliver_calls) =
+        deliver_under_the_emulator(&aws, &[("HERALD_SLOW_LANE_AFTER", "1s")]).await;
 
     // On the slow lane the 2 s answer is waited for: delivered, not cut.
     no_batch_item_failures(&deliver, "deliver/slow-lane.json").await;

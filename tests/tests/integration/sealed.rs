@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use herald_aws::dynamo::DynamoSubscriptionStore;
+use herald_aws::dynamo::{DynamoSubscriptionStore, VaultUse};
 use herald_aws::seal::Vault;
 use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{StoreError, SubscriptionStore};
@@ -136,8 +136,9 @@ async fn secrets_and_header_values_are_stored_sealed_and_opened_only_to_send() {
     herald.shutdown().await;
 }
 
-/// A value sealed for one subscription does not open in another's item, and a store
-/// without the vault carries sealed values as they are, opening nothing.
+/// A value sealed for one subscription does not open in another's item; a store without
+/// the vault carries sealed values as they are, opening nothing; and deliver's store
+/// opens and never seals.
 #[tokio::test]
 async fn a_sealed_value_opens_only_for_the_subscription_it_was_sealed_for() {
     let herald = TestHerald::start(&[]).await;
@@ -149,7 +150,7 @@ async fn a_sealed_value_opens_only_for_the_subscription_it_was_sealed_for() {
     let key = herald.local.provisioned().keys["SecretsKey"].clone();
     let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
     let opening = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
-        .with_vault(Arc::new(Vault::new(&sdk, key)), true);
+        .with_vault(Arc::new(Vault::new(&sdk, key)), VaultUse::Open);
     let tenant = TenantId::parse("acme").unwrap();
     let (a, b) = (
         SubscriptionId::parse(&a).unwrap(),
@@ -178,5 +179,23 @@ async fn a_sealed_value_opens_only_for_the_subscription_it_was_sealed_for() {
         .await
         .1;
     assert!(listed.get("secret").is_none(), "{listed}");
+
+    // A subscription stored in the clear (before the deployment had a key): deliver's
+    // store reads it as it is, and its writes (the slow mark here) seal nothing, since
+    // deliver may not make data keys.
+    let mut clear = raw.get(&tenant, &b).await.unwrap().unwrap();
+    clear.id = SubscriptionId::parse("sub_01JD5Q8Z6X00000000000000C1").unwrap();
+    clear.secrets = opened_a.secrets.clone();
+    clear.headers = [("x-region".to_owned(), "eu-1".to_owned())].into();
+    raw.create(&clear).await.unwrap();
+    let read = opening.get(&tenant, &clear.id).await.unwrap().unwrap();
+    assert_eq!(read.secrets, clear.secrets);
+    let until = chrono::Utc::now() + chrono::Duration::minutes(10);
+    opening.mark_slow(&tenant, &clear.id, until).await.unwrap();
+    let after = raw.get(&tenant, &clear.id).await.unwrap().unwrap();
+    assert!(after.slow_until.is_some(), "the mark was written");
+    assert!(!after.has_sealed_values(), "deliver's write sealed a value");
+    assert_eq!(after.secrets, clear.secrets);
+    assert_eq!(after.headers, clear.headers);
     herald.shutdown().await;
 }

@@ -21,7 +21,7 @@ pub use deliveries::DynamoDeliveryLedger;
 pub use events::DynamoEventLog;
 pub use excerpts::ExcerptRetention;
 pub use sessions::DynamoSessionStore;
-pub use subscriptions::DynamoSubscriptionStore;
+pub use subscriptions::{DynamoSubscriptionStore, VaultUse};
 
 /// An SDK failure other than a failed condition: throttling, 5xx, timeouts and dispatch
 /// failures are all worth retrying. A misconfiguration (a missing table) lands here too

@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::attributes::{Item, from_doc, n, s, to_doc};
@@ -25,17 +26,26 @@ const MAX_PAGE: usize = 1000;
 pub struct DynamoSubscriptionStore {
     client: Client,
     table: String,
-    /// Seals secrets and header values on write (`crate::seal`); without one they are
-    /// written as they are.
-    vault: Option<Arc<Vault>>,
-    /// Whether reads open sealed values (deliver, which signs and sends with them).
-    open_on_read: bool,
+    /// What this store does with secrets and header values (`crate::seal`); without a
+    /// vault they are read and written as they are.
+    vault: Option<(Arc<Vault>, VaultUse)>,
 }
 
-/// Where a sealed value belongs: its associated data.
-fn place(subscription: &Subscription, field: &str) -> String {
+/// A function's use of the secrets key: one or the other, as its IAM grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VaultUse {
+    /// Manage: every value not yet sealed is sealed on write; reads carry them sealed.
+    Seal,
+    /// Deliver: reads open what is sealed; writes carry every value as read (sealed, or
+    /// in the clear if stored before the deployment had a key), sealing nothing.
+    Open,
+}
+
+/// Where a subscription's sealed values belong, their associated data without the
+/// field: `<place>secret`, `<place>header/<name>`.
+fn place(subscription: &Subscription) -> String {
     format!(
-        "herald/subscription/{}/{}/{field}",
+        "herald/subscription/{}/{}/",
         subscription.tenant, subscription.id
     )
 }
@@ -53,28 +63,30 @@ impl DynamoSubscriptionStore {
             client,
             table,
             vault: None,
-            open_on_read: false,
         }
     }
 
-    /// Secrets and header values sealed by `vault` on every write, and opened on every
-    /// read when `open_on_read` (otherwise carried sealed).
-    pub fn with_vault(mut self, vault: Arc<Vault>, open_on_read: bool) -> Self {
-        self.vault = Some(vault);
-        self.open_on_read = open_on_read;
+    /// Secrets and header values sealed or opened by `vault`, as `role` says.
+    pub fn with_vault(mut self, vault: Arc<Vault>, role: VaultUse) -> Self {
+        self.vault = Some((vault, role));
         self
     }
 
-    /// `subscription` as stored: every value not yet sealed, sealed.
-    async fn sealed(&self, subscription: &Subscription) -> Result<Subscription, StoreError> {
-        let Some(vault) = &self.vault else {
-            return Ok(subscription.clone());
+    /// `subscription` as this store writes it: when it seals, every value not yet sealed
+    /// is sealed.
+    async fn sealed<'a>(
+        &self,
+        subscription: &'a Subscription,
+    ) -> Result<Cow<'a, Subscription>, StoreError> {
+        let Some((vault, VaultUse::Seal)) = &self.vault else {
+            return Ok(Cow::Borrowed(subscription));
         };
+        let at = place(subscription);
         let mut stored = subscription.clone();
         for kept in &mut stored.secrets {
             if !kept.secret.is_sealed() {
                 let text = vault
-                    .seal(&place(subscription, "secret"), kept.secret.expose())
+                    .seal(&format!("{at}secret"), kept.secret.expose())
                     .await
                     .map_err(vault_error)?;
                 kept.secret = WebhookSecret::sealed(text)
@@ -84,45 +96,36 @@ impl DynamoSubscriptionStore {
         for (name, value) in &mut stored.headers {
             if !is_sealed(value) {
                 *value = vault
-                    .seal(&place(subscription, &format!("header/{name}")), value)
+                    .seal(&format!("{at}header/{name}"), value)
                     .await
                     .map_err(vault_error)?;
             }
         }
-        Ok(stored)
+        Ok(Cow::Owned(stored))
     }
 
-    /// `subscription` with its sealed values opened, when this store opens on read.
+    /// `subscription` as this store reads it: when it opens, every sealed value opened.
     async fn opened(&self, mut subscription: Subscription) -> Result<Subscription, StoreError> {
-        let Some(vault) = self.vault.as_ref().filter(|_| self.open_on_read) else {
+        let Some((vault, VaultUse::Open)) = &self.vault else {
             return Ok(subscription);
         };
-        let secret_place = place(&subscription, "secret");
+        let at = place(&subscription);
         for kept in &mut subscription.secrets {
             if kept.secret.is_sealed() {
                 let clear = vault
-                    .open(&secret_place, kept.secret.expose())
+                    .open(&format!("{at}secret"), kept.secret.expose())
                     .await
                     .map_err(vault_error)?;
                 kept.secret = WebhookSecret::parse(&clear)
                     .map_err(|_| StoreError::Corrupt("a sealed secret is no secret".into()))?;
             }
         }
-        let places: Vec<(String, String)> = subscription
-            .headers
-            .keys()
-            .map(|name| {
-                (
-                    name.clone(),
-                    place(&subscription, &format!("header/{name}")),
-                )
-            })
-            .collect();
-        for (name, at) in places {
-            if let Some(value) = subscription.headers.get_mut(&name)
-                && is_sealed(value)
-            {
-                *value = vault.open(&at, value).await.map_err(vault_error)?;
+        for (name, value) in &mut subscription.headers {
+            if is_sealed(value) {
+                *value = vault
+                    .open(&format!("{at}header/{name}"), value)
+                    .await
+                    .map_err(vault_error)?;
             }
         }
         Ok(subscription)
@@ -202,7 +205,7 @@ impl DynamoSubscriptionStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(Self::item(&self.sealed(subscription).await?)?))
+            .set_item(Some(Self::item(&*self.sealed(subscription).await?)?))
             .condition_expression(condition);
         if let Some(expected) = expected_version {
             request = request

@@ -13,7 +13,7 @@ use lambda_http::{Body, Request, Response};
 use super::config::{Config, ConfigError, ProcessEnv, Source};
 use crate::cache::CachedSubscriptions;
 use crate::dynamo::{
-    DynamoDeliveryLedger, DynamoEventLog, DynamoSessionStore, DynamoSubscriptionStore,
+    DynamoDeliveryLedger, DynamoEventLog, DynamoSessionStore, DynamoSubscriptionStore, VaultUse,
 };
 use crate::graphql::GraphqlSource;
 use crate::http::resolver::SystemResolver;
@@ -105,9 +105,13 @@ pub fn adapters(
         match function {
             // Deliver opens what it signs and sends with; manage seals what it is given
             // and never opens; ingest reads no secret and writes no subscription.
-            Function::Deliver | Function::Manage => {
+            Function::Deliver => {
                 let vault = Arc::new(crate::seal::Vault::new(sdk, key.clone()));
-                subscriptions = subscriptions.with_vault(vault, function == Function::Deliver);
+                subscriptions = subscriptions.with_vault(vault, VaultUse::Open);
+            }
+            Function::Manage => {
+                let vault = Arc::new(crate::seal::Vault::new(sdk, key.clone()));
+                subscriptions = subscriptions.with_vault(vault, VaultUse::Seal);
             }
             Function::Ingest => {}
         }
