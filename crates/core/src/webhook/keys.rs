@@ -45,24 +45,35 @@ pub enum KeyError {
     HeaderName,
 }
 
-struct RsaKeys {
+#[derive(Clone)]
+pub(crate) struct RsaKeys {
     sha512: rsa::pkcs1v15::SigningKey<sha2_legacy::Sha512>,
     md5: rsa::pkcs1v15::SigningKey<md5_legacy::Md5>,
     public_der: Vec<u8>,
-    sha512_header: String,
-    md5_header: String,
+    pub(crate) sha512_header: String,
+    pub(crate) md5_header: String,
 }
 
-#[derive(Default)]
+/// An ed25519 key that signs `v1a` entries.
+#[derive(Clone)]
+pub(crate) enum Ed25519Key {
+    /// The deployment's: each tenant's entry is signed with a key derived from it.
+    Deployment(ed25519_dalek::SigningKey),
+    /// One of a tenant's own keys (`super::tenant_keys`), used as it is.
+    Tenant(ed25519_dalek::SigningKey),
+}
+
+#[derive(Clone, Default)]
 pub struct SigningKeys {
-    ed25519: Option<ed25519_dalek::SigningKey>,
-    rsa: Option<RsaKeys>,
+    /// Every key whose `v1a` entry goes out, each in its own entry.
+    pub(crate) ed25519: Vec<Ed25519Key>,
+    pub(crate) rsa: Option<RsaKeys>,
 }
 
 impl fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKeys")
-            .field("ed25519", &self.ed25519.is_some())
+            .field("ed25519", &!self.ed25519.is_empty())
             .field("rsa", &self.rsa.is_some())
             .finish()
     }
@@ -77,6 +88,10 @@ pub struct PublicKeys {
     pub rsa: Option<String>,
     pub rsa_sha512_header: Option<String>,
     pub rsa_md5_header: Option<String>,
+    /// A tenant's own key pairs, newest first, with when each signs and retires
+    /// (`super::tenant_keys`): empty where none were made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<super::tenant_keys::PublicKeyPair>,
 }
 
 fn header_name_ok(name: &str) -> bool {
@@ -121,20 +136,17 @@ impl SigningKeys {
                     .to_public_key_der()
                     .map_err(|_| KeyError::Rsa)?
                     .into_vec();
-                Some(RsaKeys {
-                    sha512: rsa::pkcs1v15::SigningKey::new(key.clone()),
-                    md5: rsa::pkcs1v15::SigningKey::new(key),
-                    public_der,
-                    sha512_header,
-                    md5_header,
-                })
+                Some(RsaKeys::of(key, public_der, sha512_header, md5_header))
             }
         };
-        Ok(Self { ed25519, rsa })
+        Ok(Self {
+            ed25519: ed25519.map(Ed25519Key::Deployment).into_iter().collect(),
+            rsa,
+        })
     }
 
     pub fn has_ed25519(&self) -> bool {
-        self.ed25519.is_some()
+        !self.ed25519.is_empty()
     }
 
     pub fn has_rsa(&self) -> bool {
@@ -152,7 +164,8 @@ impl SigningKeys {
         }
     }
 
-    /// `v1a,<base64 ed25519 signature of "{id}.{timestamp}.{body}">`, with `tenant`'s key.
+    /// `v1a,<base64 ed25519 signature of "{id}.{timestamp}.{body}">`, with `tenant`'s key;
+    /// with several keys (a tenant's during a rotation), their entries space-separated.
     pub fn ed25519_entry(
         &self,
         tenant: &TenantId,
@@ -160,11 +173,24 @@ impl SigningKeys {
         timestamp: i64,
         body: &[u8],
     ) -> Option<String> {
-        let key = tenant_key(self.ed25519.as_ref()?, tenant);
+        if self.ed25519.is_empty() {
+            return None;
+        }
         let mut message = Vec::with_capacity(id.len() + body.len() + 24);
         message.extend_from_slice(format!("{id}.{timestamp}.").as_bytes());
         message.extend_from_slice(body);
-        Some(format!("v1a,{}", B64.encode(key.sign(&message).to_bytes())))
+        let entries: Vec<String> = self
+            .ed25519
+            .iter()
+            .map(|key| {
+                let signature = match key {
+                    Ed25519Key::Deployment(k) => tenant_key(k, tenant).sign(&message),
+                    Ed25519Key::Tenant(k) => k.sign(&message),
+                };
+                format!("v1a,{}", B64.encode(signature.to_bytes()))
+            })
+            .collect();
+        Some(entries.join(" "))
     }
 
     /// `(header, base64 signature of the body)` for SHA512withRSA and MD5withRSA.
@@ -184,10 +210,11 @@ impl SigningKeys {
         ]
     }
 
-    /// What `tenant`'s receivers verify with: its own `v1a` key, and the RSA key.
+    /// The deployment's key, for a tenant without keys of its own: what `tenant`'s
+    /// receivers verify with, its derived `v1a` key and the deployment's RSA key.
     pub fn public_for(&self, tenant: &TenantId) -> PublicKeys {
         PublicKeys {
-            ed25519: self.ed25519.as_ref().map(|k| whpk(&tenant_key(k, tenant))),
+            ed25519: self.deployment_ed25519().map(|k| whpk(&tenant_key(k, tenant))),
             ..self.public()
         }
     }
@@ -196,18 +223,49 @@ impl SigningKeys {
     /// checking which key is loaded, never served.
     pub fn public(&self) -> PublicKeys {
         PublicKeys {
-            ed25519: self
-                .ed25519
-                .as_ref()
-                .map(|k| format!("whpk_{}", B64.encode(k.verifying_key().to_bytes()))),
+            ed25519: self.deployment_ed25519().map(whpk),
             rsa: self.rsa.as_ref().map(|k| B64.encode(&k.public_der)),
             rsa_sha512_header: self.rsa.as_ref().map(|k| k.sha512_header.clone()),
             rsa_md5_header: self.rsa.as_ref().map(|k| k.md5_header.clone()),
+            keys: Vec::new(),
+        }
+    }
+
+    fn deployment_ed25519(&self) -> Option<&ed25519_dalek::SigningKey> {
+        self.ed25519.iter().find_map(|k| match k {
+            Ed25519Key::Deployment(k) => Some(k),
+            Ed25519Key::Tenant(_) => None,
+        })
+    }
+}
+
+impl RsaKeys {
+    pub(crate) fn of(
+        key: rsa::RsaPrivateKey,
+        public_der: Vec<u8>,
+        sha512_header: String,
+        md5_header: String,
+    ) -> Self {
+        Self {
+            sha512: rsa::pkcs1v15::SigningKey::new(key.clone()),
+            md5: rsa::pkcs1v15::SigningKey::new(key),
+            public_der,
+            sha512_header,
+            md5_header,
+        }
+    }
+
+    /// The same key signing under other header names.
+    pub(crate) fn named(&self, sha512_header: &str, md5_header: &str) -> Self {
+        Self {
+            sha512_header: sha512_header.to_owned(),
+            md5_header: md5_header.to_owned(),
+            ..self.clone()
         }
     }
 }
 
-fn whpk(key: &ed25519_dalek::SigningKey) -> String {
+pub(crate) fn whpk(key: &ed25519_dalek::SigningKey) -> String {
     format!("whpk_{}", B64.encode(key.verifying_key().to_bytes()))
 }
 
@@ -238,7 +296,7 @@ fn tenant_key(
     ed25519_dalek::SigningKey::from_bytes(&seed)
 }
 
-fn parse_ed25519(raw: &str) -> Result<ed25519_dalek::SigningKey, KeyError> {
+pub(crate) fn parse_ed25519(raw: &str) -> Result<ed25519_dalek::SigningKey, KeyError> {
     let bytes = B64
         .decode(raw.trim().strip_prefix("whsk_").ok_or(KeyError::Ed25519)?)
         .map_err(|_| KeyError::Ed25519)?;

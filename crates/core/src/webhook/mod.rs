@@ -4,6 +4,7 @@
 pub mod build;
 pub mod graphql;
 pub mod keys;
+pub mod tenant_keys;
 pub mod render;
 pub mod select;
 pub mod sign;
