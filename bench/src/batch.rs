@@ -52,6 +52,7 @@ async fn deps(url: &str) -> (Arc<Deps>, SubscriptionId) {
     let deps = Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
         graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
         ports: herald_testkit::adapters_with(sender),
         settings: DeliverySettings {
             concurrency: CONCURRENCY,

@@ -217,6 +217,7 @@ impl MemoryTarget {
         let deliver = Arc::new(DeliverDeps {
             xray: herald_aws::xray::XRay::off(),
             graphql: herald_aws::graphql::GraphqlSource::off(),
+            signers: Default::default(),
             ports: herald_testkit::adapters_with(sender),
             settings: DeliverySettings {
                 retry,

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{Clock, Page, StoreError, SubscriptionStore, SystemClock};
 use herald_core::subscription::Subscription;
+use herald_core::webhook::tenant_keys::TenantKeySet;
 
 /// Entries kept at most: a few MB of subscriptions, far more than one container sees.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -229,6 +230,22 @@ where
         self.forget(tenant, id);
         result
     }
+    /// Not kept here: deliver keeps the opened set itself (`herald_deliver`'s signers).
+    async fn signing_keys(&self, tenant: &TenantId) -> Result<Option<TenantKeySet>, StoreError> {
+        self.inner.signing_keys(tenant).await
+    }
+
+    async fn put_signing_keys(
+        &self,
+        set: &TenantKeySet,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.inner.put_signing_keys(set, expected).await
+    }
+
+    async fn delete_signing_keys(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        self.inner.delete_signing_keys(tenant).await
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +322,22 @@ mod tests {
             until: DateTime<Utc>,
         ) -> Result<(), StoreError> {
             self.store.mark_slow(tenant, id, until).await
+        }
+        async fn signing_keys(
+            &self,
+            tenant: &TenantId,
+        ) -> Result<Option<TenantKeySet>, StoreError> {
+            self.store.signing_keys(tenant).await
+        }
+        async fn put_signing_keys(
+            &self,
+            set: &TenantKeySet,
+            expected: Option<u64>,
+        ) -> Result<(), StoreError> {
+            self.store.put_signing_keys(set, expected).await
+        }
+        async fn delete_signing_keys(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+            self.store.delete_signing_keys(tenant).await
         }
     }
 

@@ -11,6 +11,7 @@ use crate::delivery::{Attempt, DeliveryRecord, DeliveryState, DeliveryTask};
 use crate::event::Event;
 use crate::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use crate::subscription::Subscription;
+use crate::webhook::tenant_keys::TenantKeySet;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
@@ -137,6 +138,26 @@ pub trait SubscriptionStore: Send + Sync {
         id: &SubscriptionId,
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The tenant's own signing keys (`webhook::tenant_keys`), None when none were made.
+    /// Their private halves as this store reads them: opened where it opens (deliver),
+    /// as stored otherwise.
+    fn signing_keys(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Option<TenantKeySet>, StoreError>> + Send;
+    /// Writes the tenant's set if the stored one is still at `expected` (its version;
+    /// None: no set stored), `StoreError::Conflict` otherwise. Private halves are sealed
+    /// where this store seals (manage).
+    fn put_signing_keys(
+        &self,
+        set: &TenantKeySet,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes the tenant's set (erasure); true when there was one.
+    fn delete_signing_keys(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// What a producer's publish of one event id has done so far.

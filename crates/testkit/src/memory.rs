@@ -13,6 +13,7 @@ use herald_core::event::Event;
 use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
 use herald_core::ports::*;
 use herald_core::subscription::{Subscription, SubscriptionStatus};
+use herald_core::webhook::tenant_keys::TenantKeySet;
 
 /// An active subscription of `tenant` to `url` for `patterns`, standard format, one fresh
 /// secret: the fixture tests and the bench start from.
@@ -66,6 +67,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct InMemorySubscriptionStore {
     items: Mutex<BTreeMap<(TenantId, SubscriptionId), Subscription>>,
     gets: std::sync::atomic::AtomicUsize,
+    signing_keys: Mutex<HashMap<TenantId, TenantKeySet>>,
 }
 
 impl InMemorySubscriptionStore {
@@ -79,6 +81,27 @@ impl InMemorySubscriptionStore {
 }
 
 impl SubscriptionStore for InMemorySubscriptionStore {
+    async fn signing_keys(&self, tenant: &TenantId) -> Result<Option<TenantKeySet>, StoreError> {
+        Ok(lock(&self.signing_keys).get(tenant).cloned())
+    }
+
+    async fn put_signing_keys(
+        &self,
+        set: &TenantKeySet,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut sets = lock(&self.signing_keys);
+        if sets.get(&set.tenant).map(|s| s.version) != expected {
+            return Err(StoreError::Conflict);
+        }
+        sets.insert(set.tenant.clone(), set.clone());
+        Ok(())
+    }
+
+    async fn delete_signing_keys(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        Ok(lock(&self.signing_keys).remove(tenant).is_some())
+    }
+
     async fn create(&self, s: &Subscription) -> Result<(), StoreError> {
         let mut items = lock(&self.items);
         let key = (s.tenant.clone(), s.id.clone());

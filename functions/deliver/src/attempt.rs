@@ -4,6 +4,7 @@
 //! ends the record early answers its disposition instead. The decision itself is
 //! `herald_core::delivery::decide`, a pure function.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::DateTime;
@@ -14,6 +15,7 @@ use herald_core::delivery::settings::SLOW_HOLD;
 use herald_core::delivery::{
     Attempt, AttemptError, DeliveryRecord, DeliveryState, DeliveryTask, Lane,
 };
+use herald_core::ids::TenantId;
 use herald_core::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, DeliveryQueue, EventLog, KeyStore,
     Ports, Reopens, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
@@ -21,6 +23,7 @@ use herald_core::ports::{
 use herald_core::subscription::{Subscription, SubscriptionStatus};
 use herald_core::trace::Span;
 use herald_core::webhook::build;
+use herald_core::webhook::keys::{DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, SigningKeys};
 use rand::Rng;
 
 use crate::DeliverDeps;
@@ -311,6 +314,30 @@ async fn check<'a, P: Ports>(
     Ok(subscription)
 }
 
+/// The keys that sign `tenant`'s deliveries at `now`: the deployment's (when its own do
+/// not yet suffice) and its own, built for this moment.
+async fn signing_keys<P: Ports>(
+    deps: &DeliverDeps<P>,
+    tenant: &TenantId,
+    now: DateTime<Utc>,
+) -> Result<(Option<Arc<SigningKeys>>, Option<SigningKeys>), String> {
+    let own = deps
+        .signers
+        .signer(&deps.ports.subscriptions, tenant)
+        .await?;
+    let deployment = match &own {
+        Some(signer) if !signer.needs_deployment(now) => None,
+        _ => Some(deps.ports.keys.current().await.map_err(|e| e.to_string())?),
+    };
+    let offer = deps.ports.keys.offer();
+    let headers = match offer.reserved_headers.as_slice() {
+        [sha512, md5] => (sha512.as_str(), md5.as_str()),
+        _ => (DEFAULT_RSA_SHA512_HEADER, DEFAULT_RSA_MD5_HEADER),
+    };
+    let own = own.map(|signer| signer.keys(now, deployment.as_deref(), headers));
+    Ok((deployment, own))
+}
+
 /// The signed POST, within the batch's bound on the receiver's host.
 async fn send<P: Ports>(
     deps: &DeliverDeps<P>,
@@ -334,19 +361,25 @@ async fn send<P: Ports>(
         )
         .await);
     }
-    // Asymmetric signatures need the deployment's keys, read when first needed.
-    let keys = if subscription.signatures.ed25519 || subscription.signatures.rsa {
-        match deps.ports.keys.current().await {
-            Ok(keys) => Some(keys),
-            Err(e) => {
+    // Asymmetric signatures need the tenant's own keys (`herald_core::webhook::tenant_keys`)
+    // and, for a tenant without any or none in force yet, the deployment's, read when
+    // first needed. Keys that cannot be read or opened send nothing: released, the
+    // delivery waits for them.
+    let (deployment_keys, tenant_keys) = if subscription.signatures.ed25519
+        || subscription.signatures.rsa
+    {
+        match signing_keys(deps, &task.tenant, now).await {
+            Ok(keys) => keys,
+            Err(why) => {
                 return Err(
-                    release(deps, task, &claimed.claim, format!("signing keys: {e}")).await,
+                    release(deps, task, &claimed.claim, format!("signing keys: {why}")).await,
                 );
             }
         }
     } else {
-        None
+        (None, None)
     };
+    let keys = tenant_keys.as_ref().or(deployment_keys.as_deref());
     // The attempt made, whatever came of it. Marked `forced`: made outside the schedule,
     // at an operator's request.
     let sent = |outcome: SendOutcome| Sent {
@@ -390,7 +423,7 @@ async fn send<P: Ports>(
         task,
         subscription,
         queried.as_ref(),
-        keys.as_deref(),
+        keys,
         &deps.settings.idempotency_key_prefix,
         now,
     );

@@ -12,6 +12,7 @@ mod batch;
 mod health;
 pub mod report;
 mod settle;
+pub mod signers;
 
 use herald_aws::lambda::wiring::{AwsPorts, Function, SqsFunction, Started};
 use herald_core::delivery::settings::DeliverySettings;
@@ -27,6 +28,8 @@ pub struct DeliverDeps<P: Ports> {
     pub xray: herald_aws::xray::XRay,
     /// Where subscriptions' GraphQL queries run (off without a source).
     pub graphql: herald_aws::graphql::GraphqlSource,
+    /// Tenants' own signing keys, kept per container.
+    pub signers: signers::Signers,
 }
 
 /// Deliver on AWS, for `herald_aws::lambda::wiring::run_sqs`.
@@ -42,6 +45,7 @@ impl SqsFunction for Deliver {
             settings: started.config.delivery,
             xray: herald_aws::xray::XRay::from_address(started.config.xray_daemon.as_deref()),
             graphql: started.graphql,
+            signers: signers::Signers::new(started.config.subscription_cache),
         }
     }
 

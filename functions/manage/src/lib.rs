@@ -39,6 +39,9 @@ pub struct ManageDeps<P: Ports> {
     pub erasure_settle: std::time::Duration,
     /// Where subscriptions' GraphQL queries are checked (off without a source).
     pub graphql: herald_aws::graphql::GraphqlSource,
+    /// How long a tenant's rotated signing key and its new one overlap
+    /// (`HERALD_SIGNING_KEY_OVERLAP`).
+    pub signing_key_overlap: std::time::Duration,
 }
 
 use herald_core::delivery::settings::RECEIVES_WITHOUT_ATTEMPT;
@@ -66,6 +69,7 @@ impl HttpFunction for Manage {
             max_subscriptions: started.config.limits.subscriptions_per_tenant,
             max_redeliveries_per_minute: started.config.limits.redeliveries_per_minute,
             graphql: started.graphql,
+            signing_key_overlap: started.config.signing_key_overlap,
         }
     }
 

@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/deliveries/{id}/retry"),
     ("GET", "/v1/signing-keys"),
     ("GET", "/v1/signing-keys/{tenant}"),
+    ("POST", "/v1/signing-keys/rotate"),
     ("POST", "/v1/portal/sessions"),
     ("POST", "/v1/tenant/erase"),
 ];
@@ -91,6 +92,8 @@ pub enum Route<'a> {
     SigningKeys,
     /// A tenant's public keys, for its receivers: no token needed.
     TenantSigningKeys(&'a str),
+    /// A new pair for the caller's tenant, taking over after the overlap.
+    RotateSigningKeys,
     OpenPortal,
     EraseTenant,
 }
@@ -122,6 +125,7 @@ impl<'a> Route<'a> {
             (["v1", "events", id], Method::GET) => Self::GetEvent(id),
             (["v1", "signing-keys"], Method::GET) => Self::SigningKeys,
             (["v1", "signing-keys", tenant], Method::GET) => Self::TenantSigningKeys(tenant),
+            (["v1", "signing-keys", "rotate"], Method::POST) => Self::RotateSigningKeys,
             (["v1", "portal", "sessions"], Method::POST) => Self::OpenPortal,
             (["v1", "tenant", "erase"], Method::POST) => Self::EraseTenant,
             (segments, _)
@@ -154,6 +158,7 @@ impl<'a> Route<'a> {
             | Self::Replay(_)
             | Self::RetryDelivery(_)
             | Self::EraseHistory(_)
+            | Self::RotateSigningKeys
             | Self::OpenPortal => MANAGE,
             Self::EraseTenant => OPERATOR,
         }
@@ -199,6 +204,7 @@ pub async fn dispatch<P: Ports>(
         Route::GetEvent(id) => events::get(deps, tenant, id).await,
         Route::SigningKeys => signing_keys::get(deps, tenant).await,
         Route::TenantSigningKeys(raw) => signing_keys::of_tenant(deps, raw).await,
+        Route::RotateSigningKeys => signing_keys::rotate(deps, tenant).await,
         Route::OpenPortal => portal::open_session(deps, tenant, request).await,
         Route::EraseHistory(id) => erase::history(deps, tenant, &subscription(id)?, request).await,
         Route::EraseTenant => erase::tenant(deps, tenant, request).await,

@@ -127,6 +127,7 @@ proptest! {
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
         max_redeliveries_per_minute: 1_000,
+        signing_key_overlap: std::time::Duration::from_secs(3600),
         graphql: herald_aws::graphql::GraphqlSource::off(),
         };
         let response = runtime().block_on(herald_manage::handle(&deps, gateway_request(method, &path, &body, Some("acme"))));
@@ -142,6 +143,7 @@ proptest! {
         let deps = std::sync::Arc::new(herald_deliver::DeliverDeps {
             xray: herald_aws::xray::XRay::off(),
             graphql: herald_aws::graphql::GraphqlSource::off(),
+            signers: Default::default(),
             ports: herald_testkit::adapters(),
             settings: herald_core::delivery::settings::DeliverySettings {
                 concurrency: 4,

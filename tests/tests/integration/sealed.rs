@@ -199,3 +199,56 @@ async fn a_sealed_value_opens_only_for_the_subscription_it_was_sealed_for() {
     assert_eq!(after.headers, clear.headers);
     herald.shutdown().await;
 }
+
+/// A tenant's own signing keys (made by manage on first use) are stored with their
+/// private halves sealed, each bound to its tenant and pair: deliver's store opens them,
+/// and a set copied under another tenant does not open.
+#[tokio::test]
+async fn a_tenants_private_signing_keys_are_stored_sealed_and_open_only_for_it() {
+    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
+    let herald = TestHerald::start(&[("HERALD_ED25519_SIGNING_KEY", &ed25519)]).await;
+    let (status, keys) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    assert_eq!(status, 200, "{keys}");
+    let sdk = herald_tests::aws::sdk_config();
+    let table = herald.local.provisioned().subscriptions_table().to_owned();
+    let key = herald.local.provisioned().keys["SecretsKey"].clone();
+    let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+    let opening = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
+        .with_vault(Arc::new(Vault::new(&sdk, key)), VaultUse::Open);
+    let (acme, globex) = (
+        TenantId::parse("acme").unwrap(),
+        TenantId::parse("globex").unwrap(),
+    );
+
+    let stored = raw.signing_keys(&acme).await.unwrap().expect("acme's keys");
+    let pair = &stored.keys[0];
+    assert_eq!(keys["keys"][0]["kid"], json!(pair.kid));
+    assert!(herald_core::webhook::sign::is_sealed(&pair.ed25519_private));
+    assert!(herald_core::webhook::sign::is_sealed(&pair.rsa_private));
+    assert_eq!(
+        keys["ed25519"],
+        json!(pair.ed25519_public),
+        "public halves in the clear"
+    );
+
+    let opened = opening.signing_keys(&acme).await.unwrap().unwrap();
+    assert!(opened.keys[0].ed25519_private.starts_with("whsk_"));
+    assert!(
+        opened.open().is_ok(),
+        "deliver's store opens a set that signs"
+    );
+
+    // acme's stored set under globex's name: written as it is, it does not open there.
+    let mut copied = stored.clone();
+    copied.tenant = globex.clone();
+    raw.put_signing_keys(&copied, None).await.unwrap();
+    match opening.signing_keys(&globex).await {
+        Err(StoreError::Corrupt(why)) => {
+            assert!(why.contains("not sealed for this place"), "{why}")
+        }
+        other => panic!("acme's private keys opened as globex's: {other:?}"),
+    }
+    herald.shutdown().await;
+}

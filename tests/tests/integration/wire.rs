@@ -341,68 +341,194 @@ async fn verifies_v1a(request: &Recorded, keys: &Value) -> bool {
     ok && said.contains("v1a ed25519 verified")
 }
 
+/// A webhook's RSA headers verify with the RSA key `GET /v1/signing-keys` showed.
+async fn verifies_rsa(request: &Recorded, keys: &Value) -> bool {
+    let keys = json!({
+        "rsa": keys["rsa"],
+        "rsa_sha512_header": keys["rsa_sha512_header"],
+        "rsa_md5_header": keys["rsa_md5_header"],
+    });
+    let (ok, said) = verify(request, &[], Some(&keys)).await;
+    ok && said.contains("flex.signature verified")
+}
+
+/// The keys of one of a tenant's pairs, as the top of `GET /v1/signing-keys` shows them.
+fn pair(keys: &Value, index: usize) -> Value {
+    json!({
+        "ed25519": keys["keys"][index]["ed25519"],
+        "rsa": keys["keys"][index]["rsa"],
+        "rsa_sha512_header": keys["rsa_sha512_header"],
+        "rsa_md5_header": keys["rsa_md5_header"],
+    })
+}
+
+async fn signed_subscription(herald: &TestHerald, tenant: &str, receiver: &TestReceiver) {
+    let body = json!({
+        "url": receiver.url(), "event_types": ["*"],
+        "signatures": {"ed25519": true, "rsa": true}
+    });
+    let (status, created) = herald
+        .call("POST", "/v1/subscriptions", Some(tenant), Some(&body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+}
+
 #[tokio::test]
-async fn a_signing_key_put_in_secrets_manager_signs_without_a_deploy() {
-    let client = aws_sdk_secretsmanager::Client::new(&herald_tests::aws::sdk_config());
-    let secret = format!("herald/{}", herald_tests::aws::unique_prefix());
-    let first = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
-    client
-        .create_secret()
-        .name(&secret)
-        .secret_string(&first)
-        .send()
-        .await
-        .unwrap();
-    // As the template deploys it: the secret's name, read at run time.
+async fn a_tenants_keys_rotate_with_an_overlap_and_no_deploy() {
+    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
+    let rsa = std::fs::read_to_string(root().join("crates/testkit/testdata/rsa-2048.pem")).unwrap();
     let herald = TestHerald::start(&[
-        ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
-        ("HERALD_SIGNING_KEY_REFRESH", "1s"),
+        ("HERALD_ED25519_SIGNING_KEY", &ed25519),
+        ("HERALD_RSA_SIGNING_KEY", &rsa),
+        ("HERALD_SIGNING_KEY_OVERLAP", "4s"),
+        // Deliver reads the tenant's keys again at every delivery.
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
     ])
     .await;
     let receiver = TestReceiver::start(Script::always(200)).await;
-    let body =
-        json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}});
-    let (status, created) = herald
-        .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let (_, old_keys) = herald
+    signed_subscription(&herald, "acme", &receiver).await;
+    let (status, old) = herald
         .call("GET", "/v1/signing-keys", Some("acme"), None)
         .await;
+    assert_eq!(status, 200, "{old}");
+    assert_eq!(old["keys"].as_array().unwrap().len(), 1, "{old}");
+    let kid = old["keys"][0]["kid"].clone();
     herald
         .publish("acme", json!({"type": "a", "data": {"n": 1}}))
         .await;
-    let first_webhook = receiver.wait_for(1, PATIENCE).await.remove(0);
-    assert!(verifies_v1a(&first_webhook, &old_keys).await);
+    let before = receiver.wait_for(1, PATIENCE).await.remove(0);
+    assert!(verifies_v1a(&before, &old).await && verifies_rsa(&before, &old).await);
 
-    // The rotation: a new value in the secret, and nothing else.
-    let second = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
-    client
-        .put_secret_value()
-        .secret_id(&secret)
-        .secret_string(&second)
-        .send()
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, new_keys) = herald
-        .call("GET", "/v1/signing-keys", Some("acme"), None)
+    let (status, rotated) = herald
+        .call("POST", "/v1/signing-keys/rotate", Some("acme"), None)
         .await;
-    assert_ne!(new_keys["ed25519"], old_keys["ed25519"], "{new_keys}");
+    assert_eq!(status, 200, "{rotated}");
+    let keys = rotated["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{rotated}");
+    assert_eq!(keys[1]["kid"], kid, "newest first: {rotated}");
+    assert!(keys[1]["retires_at"].is_string(), "{rotated}");
+    assert_eq!(
+        rotated["rsa"], old["rsa"],
+        "the old RSA key is in force: {rotated}"
+    );
+    let new = pair(&rotated, 0);
+    assert_ne!(new["ed25519"], old["ed25519"]);
+    assert_ne!(new["rsa"], old["rsa"]);
+
+    // During the overlap: v1a verifies with the old key and with the new, RSA with the old.
     herald
         .publish("acme", json!({"type": "a", "data": {"n": 2}}))
         .await;
-    let second_webhook = receiver.wait_for(2, PATIENCE).await.remove(1);
-    assert!(verifies_v1a(&second_webhook, &new_keys).await);
-    assert!(!verifies_v1a(&second_webhook, &old_keys).await);
-    assert!(!verifies_v1a(&first_webhook, &new_keys).await);
+    let during = receiver.wait_for(2, PATIENCE).await.remove(1);
+    assert!(
+        verifies_v1a(&during, &old).await,
+        "old v1a during the overlap"
+    );
+    assert!(
+        verifies_v1a(&during, &new).await,
+        "new v1a during the overlap"
+    );
+    assert!(verifies_rsa(&during, &old).await && !verifies_rsa(&during, &new).await);
+
+    // After it: the new pair alone, and the old one is no longer served.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 3}}))
+        .await;
+    let after = receiver.wait_for(3, PATIENCE).await.remove(2);
+    assert!(verifies_v1a(&after, &new).await && verifies_rsa(&after, &new).await);
+    assert!(!verifies_v1a(&after, &old).await && !verifies_rsa(&after, &old).await);
+    let (_, served) = herald
+        .call("GET", "/v1/signing-keys/acme", None, None)
+        .await;
+    assert_eq!(served["keys"].as_array().unwrap().len(), 1, "{served}");
+    assert_eq!(served["rsa"], new["rsa"], "{served}");
     herald.shutdown().await;
 }
 
 #[tokio::test]
-async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can() {
+async fn a_tenant_signed_with_the_deployments_keys_moves_to_its_own_after_the_overlap() {
+    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
+    let rsa = std::fs::read_to_string(root().join("crates/testkit/testdata/rsa-2048.pem")).unwrap();
+    let herald = TestHerald::start(&[
+        ("HERALD_ED25519_SIGNING_KEY", &ed25519),
+        ("HERALD_RSA_SIGNING_KEY", &rsa),
+        ("HERALD_SIGNING_KEY_OVERLAP", "4s"),
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
+    ])
+    .await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    signed_subscription(&herald, "acme", &receiver).await;
+    // A subscription from before tenants had keys of their own: its tenant has none.
+    aws_sdk_dynamodb::Client::new(&herald_tests::aws::sdk_config())
+        .delete_item()
+        .table_name(herald.local.provisioned().subscriptions_table())
+        .key(
+            "tenant",
+            aws_sdk_dynamodb::types::AttributeValue::S("#signing-keys#acme".into()),
+        )
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("set".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = herald
+        .call("GET", "/v1/signing-keys/acme", None, None)
+        .await;
+    assert_eq!(
+        status, 404,
+        "no keys of its own, and the public route makes none"
+    );
+    // What its receivers were told before: the deployment's derived v1a key and RSA key.
+    let deployment = herald_core::webhook::keys::SigningKeys::new(
+        Some(&ed25519),
+        Some(&rsa),
+        "fluent-signature",
+        "flex.signature",
+    )
+    .unwrap()
+    .public_for(&herald_core::ids::TenantId::parse("acme").unwrap());
+    let deployment = serde_json::to_value(deployment).unwrap();
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 1}}))
+        .await;
+    let legacy = receiver.wait_for(1, PATIENCE).await.remove(0);
+    assert!(verifies_v1a(&legacy, &deployment).await && verifies_rsa(&legacy, &deployment).await);
+
+    // Its first own pair, made when it asks: served at once, in force after the overlap.
+    let (status, own) = herald
+        .call("GET", "/v1/signing-keys", Some("acme"), None)
+        .await;
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(
+        own["rsa"],
+        Value::Null,
+        "none of its own RSA keys is in force: {own}"
+    );
+    let own = pair(&own, 0);
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 2}}))
+        .await;
+    let during = receiver.wait_for(2, PATIENCE).await.remove(1);
+    assert!(verifies_v1a(&during, &deployment).await && verifies_v1a(&during, &own).await);
+    assert!(verifies_rsa(&during, &deployment).await && !verifies_rsa(&during, &own).await);
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 3}}))
+        .await;
+    let after = receiver.wait_for(3, PATIENCE).await.remove(2);
+    assert!(verifies_v1a(&after, &own).await && verifies_rsa(&after, &own).await);
+    assert!(!verifies_v1a(&after, &deployment).await && !verifies_rsa(&after, &deployment).await);
+    herald.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tenants_own_keys_sign_while_the_deployments_key_cannot_be_read() {
     let secret = format!("herald/{}", herald_tests::aws::unique_prefix());
-    // The secret is named but not there yet: Secrets Manager answers "not found".
+    // The deployment's key is named but not there: Secrets Manager answers "not found".
     let herald = TestHerald::start(&[
         ("HERALD_ED25519_SIGNING_KEY_SECRET", &secret),
         ("HERALD_SIGNING_KEY_REFRESH", "1s"),
@@ -415,36 +541,15 @@ async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can()
         .call("POST", "/v1/subscriptions", Some("acme"), Some(&body))
         .await;
     assert_eq!(status, 201, "{created}");
-    let (status, _) = herald
+    // Manage neither reads nor needs the deployment's private key to show the tenant's.
+    let (status, keys) = herald
         .call("GET", "/v1/signing-keys", Some("acme"), None)
         .await;
-    assert_eq!(status, 503, "no key to show yet");
+    assert_eq!(status, 200, "{keys}");
     herald
         .publish("acme", json!({"type": "a", "data": {"n": 1}}))
         .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(receiver.requests().is_empty(), "sent unsigned");
-    let path = format!(
-        "/v1/subscriptions/{}/deliveries",
-        created["id"].as_str().unwrap()
-    );
-    let (_, listed) = herald.call("GET", &path, Some("acme"), None).await;
-    assert_eq!(listed["data"][0]["state"], "pending", "{listed}");
-    assert_eq!(listed["data"][0]["attempts"], json!([]), "{listed}");
-
-    aws_sdk_secretsmanager::Client::new(&herald_tests::aws::sdk_config())
-        .create_secret()
-        .name(&secret)
-        .secret_string(herald_core::webhook::keys::generate_ed25519(
-            &mut rand::rng(),
-        ))
-        .send()
-        .await
-        .unwrap();
     let webhook = receiver.wait_for(1, PATIENCE).await.remove(0);
-    let (_, keys) = herald
-        .call("GET", "/v1/signing-keys", Some("acme"), None)
-        .await;
     assert!(verifies_v1a(&webhook, &keys).await);
     herald.shutdown().await;
 }
@@ -453,13 +558,8 @@ async fn a_webhook_waits_for_a_signing_key_it_cannot_read_and_goes_once_it_can()
 async fn a_webhook_signed_for_one_tenant_fails_with_the_keys_another_tenant_is_told_to_trust() {
     let herald = keyed_herald().await;
     let receiver = TestReceiver::start(Script::always(200)).await;
-    let body =
-        json!({"url": receiver.url(), "event_types": ["*"], "signatures": {"ed25519": true}});
     for tenant in ["acme", "globex"] {
-        let (status, created) = herald
-            .call("POST", "/v1/subscriptions", Some(tenant), Some(&body))
-            .await;
-        assert_eq!(status, 201, "{created}");
+        signed_subscription(&herald, tenant, &receiver).await;
     }
     // acme publishes a body of its choosing to its own endpoint…
     herald
@@ -497,6 +597,13 @@ async fn a_webhook_signed_for_one_tenant_fails_with_the_keys_another_tenant_is_t
     assert!(
         !verifies_v1a(&signed_for_acme, &globex_keys).await,
         "globex's check refuses acme's request"
+    );
+    // The same for seed 002's RSA headers: each tenant's RSA key is its own.
+    assert_ne!(acme_keys["rsa"], globex_keys["rsa"]);
+    assert!(verifies_rsa(&signed_for_acme, &acme_keys).await);
+    assert!(
+        !verifies_rsa(&signed_for_acme, &globex_keys).await,
+        "globex's RSA check refuses acme's request"
     );
     let (status, _) = herald
         .call("GET", "/v1/signing-keys/not%20a%20tenant", None, None)

@@ -9,6 +9,7 @@ mod erase;
 mod events;
 mod excerpts;
 mod sessions;
+mod signing_keys;
 mod subscriptions;
 
 use aws_sdk_dynamodb::Client;

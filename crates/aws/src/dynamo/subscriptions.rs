@@ -18,17 +18,18 @@ use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{Page, StoreError, SubscriptionStore};
 use herald_core::subscription::{Subscription, SubscriptionStatus};
 use herald_core::webhook::sign::{WebhookSecret, is_sealed};
+use herald_core::webhook::tenant_keys::TenantKeySet;
 
 /// The most a listing returns at once, whatever the caller asks for.
 const MAX_PAGE: usize = 1000;
 
 #[derive(Clone, Debug)]
 pub struct DynamoSubscriptionStore {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
     /// What this store does with secrets and header values (`crate::seal`); without a
     /// vault they are read and written as they are.
-    vault: Option<(Arc<Vault>, VaultUse)>,
+    pub(super) vault: Option<(Arc<Vault>, VaultUse)>,
 }
 
 /// A function's use of the secrets key: one or the other, as its IAM grants.
@@ -50,7 +51,7 @@ fn place(subscription: &Subscription) -> String {
     )
 }
 
-fn vault_error(e: VaultError) -> StoreError {
+pub(super) fn vault_error(e: VaultError) -> StoreError {
     match e {
         VaultError::Unavailable(why) => StoreError::Unavailable(why.into()),
         VaultError::Corrupt(why) => StoreError::Corrupt(why),
@@ -264,6 +265,22 @@ fn parse_cursor(cursor: &str) -> Result<SubscriptionId, StoreError> {
 }
 
 impl SubscriptionStore for DynamoSubscriptionStore {
+    async fn signing_keys(&self, tenant: &TenantId) -> Result<Option<TenantKeySet>, StoreError> {
+        self.read_signing_keys(tenant).await
+    }
+
+    async fn put_signing_keys(
+        &self,
+        set: &TenantKeySet,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.write_signing_keys(set, expected).await
+    }
+
+    async fn delete_signing_keys(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        self.remove_signing_keys(tenant).await
+    }
+
     async fn create(&self, subscription: &Subscription) -> Result<(), StoreError> {
         self.put(subscription, "attribute_not_exists(id)", None)
             .await

@@ -303,6 +303,10 @@ pub struct Config {
     pub erasure_settle: Duration,
     /// Per-tenant caps.
     pub limits: Limits,
+    /// How long a tenant's rotated signing key and its new one both verify
+    /// (`HERALD_SIGNING_KEY_OVERLAP`, 24h; 1s to 30 days): the new key is served at once,
+    /// its RSA signatures begin and the old key retires after this.
+    pub signing_key_overlap: Duration,
     /// How long attempt excerpts are kept (`HERALD_EXCERPT_RETENTION`).
     pub excerpt_retention: crate::dynamo::ExcerptRetention,
     /// The X-Ray daemon Lambda runs beside the function (`AWS_XRAY_DAEMON_ADDRESS`); spans
@@ -392,6 +396,18 @@ fn limits(env: &dyn Source) -> Result<Limits, ConfigError> {
             1_000_000,
         )?,
     })
+}
+
+fn signing_key_overlap(env: &dyn Source) -> Result<Duration, ConfigError> {
+    const NAME: &str = "HERALD_SIGNING_KEY_OVERLAP";
+    let overlap = duration(env, NAME, Duration::from_secs(24 * 3600))?;
+    if overlap < Duration::from_secs(1) || overlap > Duration::from_secs(30 * 24 * 3600) {
+        return Err(ConfigError::Invalid {
+            name: NAME,
+            reason: "must be from 1s to 30 days".into(),
+        });
+    }
+    Ok(overlap)
 }
 
 /// Deliver's `Timeout` in `template.yaml`.
@@ -610,6 +626,7 @@ impl Config {
             subscription_cache,
             erasure_settle,
             limits: limits(env)?,
+            signing_key_overlap: signing_key_overlap(env)?,
             xray_daemon: env.get("AWS_XRAY_DAEMON_ADDRESS"),
             excerpt_retention: excerpt_retention(env, retention)?,
             graphql,

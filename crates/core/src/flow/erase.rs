@@ -220,6 +220,11 @@ async fn step<P: Ports>(
                     .map(|s| ports.subscriptions.delete(tenant, &s.id)),
             )
             .await?;
+            // The tenant's own signing keys go with its last subscriptions (not counted:
+            // the count is of subscriptions).
+            if page.next.is_none() && scope == Scope::Tenant {
+                ports.subscriptions.delete_signing_keys(tenant).await?;
+            }
             Ok(Erased {
                 count: deleted.into_iter().filter(|d| *d).count() as u64,
                 next: page.next.map(|_| String::new()),

@@ -214,7 +214,9 @@ impl SigningKeys {
     /// receivers verify with, its derived `v1a` key and the deployment's RSA key.
     pub fn public_for(&self, tenant: &TenantId) -> PublicKeys {
         PublicKeys {
-            ed25519: self.deployment_ed25519().map(|k| whpk(&tenant_key(k, tenant))),
+            ed25519: self
+                .deployment_ed25519()
+                .map(|k| whpk(&tenant_key(k, tenant))),
             ..self.public()
         }
     }

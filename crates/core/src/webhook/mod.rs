@@ -4,7 +4,7 @@
 pub mod build;
 pub mod graphql;
 pub mod keys;
-pub mod tenant_keys;
 pub mod render;
 pub mod select;
 pub mod sign;
+pub mod tenant_keys;

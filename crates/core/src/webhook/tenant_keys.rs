@@ -28,6 +28,9 @@ use thiserror::Error;
 use super::keys::{Ed25519Key, KeyError, RsaKeys, SigningKeys, parse_ed25519, whpk};
 use crate::ids::TenantId;
 
+/// The operating system's randomness, which keys are made from.
+pub use rsa::rand_core::OsRng;
+
 /// At most this many pairs live at once: a rotation beyond it waits for one to retire.
 pub const MAX_LIVE_KEYS: usize = 3;
 
@@ -197,7 +200,11 @@ impl TenantKeySet {
     /// What its receivers verify with now: every live pair, newest first, and at the top
     /// the newest pair's `v1a` key and the RSA key in force (none while the deployment's
     /// still signs). `rsa_headers` are the deployment's header names, when it signs RSA.
-    pub fn public(&self, now: DateTime<Utc>, rsa_headers: Option<(&str, &str)>) -> super::keys::PublicKeys {
+    pub fn public(
+        &self,
+        now: DateTime<Utc>,
+        rsa_headers: Option<(&str, &str)>,
+    ) -> super::keys::PublicKeys {
         let live: Vec<&TenantKeyPair> = self.keys.iter().rev().filter(|k| k.live(now)).collect();
         super::keys::PublicKeys {
             ed25519: live.first().map(|k| k.ed25519_public.clone()),
@@ -274,28 +281,39 @@ impl TenantSigner {
         self.version
     }
 
-    /// The keys to sign with at `now`: a `v1a` entry for every live pair, and the RSA
-    /// headers from the newest pair in force, under the deployment's header names. Until
-    /// one of the tenant's pairs is in force, the deployment's keys sign beside them (its
-    /// derived `v1a` entry and its RSA headers), so receivers told the deployment's keys
-    /// keep verifying through the overlap.
-    pub fn keys(&self, now: DateTime<Utc>, deployment: Option<&SigningKeys>) -> SigningKeys {
-        let live = |p: &&OpenedPair| p.retires_at.is_none_or(|at| now < at);
-        let in_force = self
-            .pairs
+    /// Whether the deployment's keys sign beside the tenant's at `now`: until one of its
+    /// pairs is in force.
+    pub fn needs_deployment(&self, now: DateTime<Utc>) -> bool {
+        self.in_force(now).is_none()
+    }
+
+    /// The newest pair in force at `now`.
+    fn in_force(&self, now: DateTime<Utc>) -> Option<&OpenedPair> {
+        self.pairs
             .iter()
-            .filter(live)
-            .rfind(|p| p.signs_from <= now);
+            .filter(|p| p.live(now))
+            .rfind(|p| p.signs_from <= now)
+    }
+
+    /// The keys to sign with at `now`: a `v1a` entry for every live pair, and the RSA
+    /// headers (named `rsa_headers`, the deployment's names) from the newest pair in
+    /// force. Until one of the tenant's pairs is in force, `deployment`'s keys sign beside
+    /// them (its derived `v1a` entry and its RSA headers), so receivers told the
+    /// deployment's keys keep verifying through the overlap.
+    pub fn keys(
+        &self,
+        now: DateTime<Utc>,
+        deployment: Option<&SigningKeys>,
+        rsa_headers: (&str, &str),
+    ) -> SigningKeys {
         let mut ed25519: Vec<Ed25519Key> = self
             .pairs
             .iter()
-            .filter(live)
+            .filter(|p| p.live(now))
             .map(|p| Ed25519Key::Tenant(p.ed25519.clone()))
             .collect();
-        let rsa = match in_force {
-            Some(pair) => deployment
-                .and_then(|d| d.rsa.as_ref())
-                .map(|d| pair.rsa.named(&d.sha512_header, &d.md5_header)),
+        let rsa = match self.in_force(now) {
+            Some(pair) => Some(pair.rsa.named(rsa_headers.0, rsa_headers.1)),
             None => {
                 if let Some(d) = deployment {
                     ed25519.extend(d.ed25519.iter().cloned());
@@ -304,6 +322,12 @@ impl TenantSigner {
             }
         };
         SigningKeys { ed25519, rsa }
+    }
+}
+
+impl OpenedPair {
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        self.retires_at.is_none_or(|at| now < at)
     }
 }
 
@@ -319,6 +343,8 @@ mod tests {
     fn at(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
     }
+
+    const HEADERS: (&str, &str) = ("fluent-signature", "flex.signature");
 
     fn acme() -> TenantId {
         TenantId::parse("acme").unwrap()
@@ -364,7 +390,7 @@ mod tests {
         let mut rng = rsa::rand_core::OsRng;
         let set = TenantKeySet::first(acme(), at(0), at(0), &mut rng).unwrap();
         let deployment = deployment();
-        let keys = set.open().unwrap().keys(at(1), Some(&deployment));
+        let keys = set.open().unwrap().keys(at(1), Some(&deployment), HEADERS);
         let public = set.public(at(1), Some(("fluent-signature", "flex.signature")));
         assert_eq!(public.keys.len(), 1);
         assert!(v1a_verifies(&keys, public.ed25519.as_deref().unwrap()));
@@ -377,7 +403,10 @@ mod tests {
                 .count(),
             1
         );
-        assert!(!v1a_verifies(&keys, &deployment.public_for(&acme()).ed25519.unwrap()));
+        assert!(!v1a_verifies(
+            &keys,
+            &deployment.public_for(&acme()).ed25519.unwrap()
+        ));
         assert!(!rsa_verifies(&keys, &deployment.public().rsa.unwrap()));
         // Nothing private is printed or served.
         let printed = format!("{set:?} {:?}", set.open().unwrap());
@@ -391,7 +420,8 @@ mod tests {
         let mut rng = rsa::rand_core::OsRng;
         let mut set = TenantKeySet::first(acme(), at(0), at(0), &mut rng).unwrap();
         let old = set.public(at(0), Some(("fluent-signature", "flex.signature")));
-        set.rotate(at(100), Duration::from_secs(60), &mut rng).unwrap();
+        set.rotate(at(100), Duration::from_secs(60), &mut rng)
+            .unwrap();
         assert_eq!(set.version, 2);
         let headers = Some(("fluent-signature", "flex.signature"));
         let new = set.public(at(100), headers);
@@ -399,15 +429,19 @@ mod tests {
         let (old_v1a, old_rsa) = (old.ed25519.unwrap(), old.rsa.unwrap());
         let (new_v1a, new_rsa) = (new.keys[0].ed25519.clone(), new.keys[0].rsa.clone());
         assert_eq!(new.ed25519.as_deref(), Some(new_v1a.as_str()));
-        assert_eq!(new.rsa.as_deref(), Some(old_rsa.as_str()), "the old RSA key is in force");
+        assert_eq!(
+            new.rsa.as_deref(),
+            Some(old_rsa.as_str()),
+            "the old RSA key is in force"
+        );
         let deployment = deployment();
         let signer = set.open().unwrap();
         // During the overlap: v1a verifies with either key, RSA with the old one.
-        let during = signer.keys(at(130), Some(&deployment));
+        let during = signer.keys(at(130), Some(&deployment), HEADERS);
         assert!(v1a_verifies(&during, &old_v1a) && v1a_verifies(&during, &new_v1a));
         assert!(rsa_verifies(&during, &old_rsa) && !rsa_verifies(&during, &new_rsa));
         // After it: the new key alone.
-        let after = signer.keys(at(160), Some(&deployment));
+        let after = signer.keys(at(160), Some(&deployment), HEADERS);
         assert!(!v1a_verifies(&after, &old_v1a) && v1a_verifies(&after, &new_v1a));
         assert!(!rsa_verifies(&after, &old_rsa) && rsa_verifies(&after, &new_rsa));
         let served = set.public(at(160), headers);
@@ -440,11 +474,12 @@ mod tests {
         let own = set.public(at(0), Some(("fluent-signature", "flex.signature")));
         assert_eq!(own.rsa, None, "no RSA key of its own is in force yet");
         let signer = set.open().unwrap();
-        let before = signer.keys(at(30), Some(&deployment));
+        assert!(signer.needs_deployment(at(30)) && !signer.needs_deployment(at(60)));
+        let before = signer.keys(at(30), Some(&deployment), HEADERS);
         let derived = deployment.public_for(&acme()).ed25519.unwrap();
         assert!(v1a_verifies(&before, &derived) && v1a_verifies(&before, &own.keys[0].ed25519));
         assert!(rsa_verifies(&before, &deployment.public().rsa.unwrap()));
-        let after = signer.keys(at(60), Some(&deployment));
+        let after = signer.keys(at(60), Some(&deployment), HEADERS);
         assert!(!v1a_verifies(&after, &derived));
         assert!(rsa_verifies(&after, &own.keys[0].rsa));
     }

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use crate::ManageDeps;
 use crate::http::{limit_param, offer, owned_subscription, page_response};
+use crate::routes::signing_keys;
 use crate::views::SubscriptionView;
 
 /// Most items one list call returns.
@@ -83,6 +84,10 @@ pub async fn create<P: Ports>(
         check_query(deps, query).await?;
     }
     within_cap(deps, tenant).await?;
+    if subscription.signatures.ed25519 || subscription.signatures.rsa {
+        // Its first asymmetric signature is the tenant's keys' first use.
+        signing_keys::ensure(deps, tenant).await?;
+    }
     deps.ports.subscriptions.create(&subscription).await?;
     tracing::info!(tenant = %tenant, subscription = %subscription.id, "subscription created");
     Ok(api::json_response(

@@ -42,6 +42,7 @@ fn unshared_deps(sender: InMemoryWebhookSender, schedule: &str, window: &str) ->
     DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
         graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
         ports: Adapters {
             sender,
             ..herald_testkit::adapters()
@@ -146,6 +147,45 @@ async fn a_secret_still_sealed_sends_nothing_and_comes_back() {
     deps.ports
         .subscriptions
         .create(&subscription)
+        .await
+        .unwrap();
+    let event = sqs_event("batch-of-two.json");
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    let outcome = process_batch(&deps, event).await;
+
+    assert_eq!(failures(&outcome).len(), 2, "both come back");
+    assert!(deps.ports.sender.sent().is_empty(), "nothing was sent");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Pending);
+    assert!(record.attempts.is_empty(), "{:?}", record.attempts);
+}
+
+/// A tenant whose own signing keys reach deliver still sealed sends nothing: the request
+/// would go out without the signatures its subscription asks for. It comes back, no
+/// attempt recorded, and the deployment's keys do not sign in their place.
+#[tokio::test]
+async fn a_tenants_signing_keys_still_sealed_send_nothing_and_come_back() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let mut subscription = test_subscription();
+    subscription.signatures.ed25519 = true;
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
+    let now = deps.ports.clock.now();
+    let mut keys = herald_core::webhook::tenant_keys::TenantKeySet::first(
+        subscription.tenant.clone(),
+        now,
+        now,
+        &mut herald_core::webhook::tenant_keys::OsRng,
+    )
+    .unwrap();
+    keys.keys[0].ed25519_private = "sealed:v1:a2V5.Ym9keQ".into();
+    deps.ports
+        .subscriptions
+        .put_signing_keys(&keys, None)
         .await
         .unwrap();
     let event = sqs_event("batch-of-two.json");
@@ -896,6 +936,7 @@ fn cached_deps(sender: InMemoryWebhookSender, ttl: Duration) -> Arc<DeliverDeps<
     Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
         graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
         ports: Adapters {
             subscriptions: CachedSubscriptions::new(
                 InMemorySubscriptionStore::default(),

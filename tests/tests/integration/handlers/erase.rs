@@ -14,6 +14,7 @@ use herald_core::ports::{
     Claim, Clock, DeliveryLedger, EventLog, Reopens, SessionStore, SubscriptionStore,
 };
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_core::webhook::tenant_keys::{OsRng, TenantKeySet};
 use herald_testkit::{MemoryPorts, active_subscription};
 
 type Adapters = herald_core::ports::Adapters<MemoryPorts>;
@@ -78,6 +79,21 @@ async fn a_tenant_is_erased_stage_by_stage_and_its_sweep_waits_for_the_settle_ti
     );
     ports.sessions.create(&session).await.unwrap();
 
+    for name in ["acme", "globex"] {
+        let keys = TenantKeySet::first(
+            tenant(name),
+            ports.clock.now(),
+            ports.clock.now(),
+            &mut OsRng,
+        )
+        .unwrap();
+        ports
+            .subscriptions
+            .put_signing_keys(&keys, None)
+            .await
+            .unwrap();
+    }
+
     let acme = tenant("acme");
     let progress = erase::run(
         &ports,
@@ -105,6 +121,11 @@ async fn a_tenant_is_erased_stage_by_stage_and_its_sweep_waits_for_the_settle_ti
         Some(ports.clock.now() + chrono::Duration::seconds(65))
     );
     assert!(ports.subscriptions.all().iter().all(|s| s.tenant != acme));
+    assert_eq!(
+        ports.subscriptions.signing_keys(&acme).await.unwrap(),
+        None,
+        "its own signing keys went with its subscriptions"
+    );
 
     // A deliver container still holding an erased subscription records a delivery.
     deliver(&ports, "acme", &mine[0], "late").await;
@@ -123,6 +144,14 @@ async fn a_tenant_is_erased_stage_by_stage_and_its_sweep_waits_for_the_settle_ti
 
     // The other tenant keeps everything.
     assert_eq!(ports.subscriptions.all().len(), 1);
+    assert!(
+        ports
+            .subscriptions
+            .signing_keys(&tenant("globex"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(ports.ledger.records().len(), 1);
     assert!(
         ports

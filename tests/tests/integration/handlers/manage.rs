@@ -70,6 +70,7 @@ pub(super) fn deps() -> Deps {
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
         max_redeliveries_per_minute: 1_000,
+        signing_key_overlap: std::time::Duration::from_secs(3600),
         graphql: herald_aws::graphql::GraphqlSource::off(),
     }
 }
@@ -1090,4 +1091,200 @@ async fn redeliveries_share_a_per_minute_budget_per_tenant() {
     // Another tenant's budget is its own; the next minute's is whole again.
     deps.ports.clock.advance(std::time::Duration::from_secs(60));
     assert_eq!(handle(&deps, retry(&ids[2])).await.status(), 202);
+}
+
+/// Deps whose deployment offers `v1a` and RSA signatures.
+fn keyed_deps() -> Deps {
+    let mut deps = deps();
+    deps.ports.keys = Arc::new(
+        SigningKeys::new(
+            Some(&herald_core::webhook::keys::generate_ed25519(
+                &mut rand::rng(),
+            )),
+            Some(include_str!(
+                "../../../../crates/testkit/testdata/rsa-2048.pem"
+            )),
+            "fluent-signature",
+            "flex.signature",
+        )
+        .unwrap(),
+    );
+    deps
+}
+
+fn acme() -> herald_core::ids::TenantId {
+    herald_core::ids::TenantId::parse("acme").unwrap()
+}
+
+#[tokio::test]
+async fn a_tenants_signing_keys_are_made_on_first_use_and_rotated_up_to_the_cap() {
+    use herald_core::ports::{Clock, SubscriptionStore};
+    let deps = keyed_deps();
+    let public = |tenant: &str| call("GET", &format!("/v1/signing-keys/{tenant}"), None, None);
+    assert_eq!(
+        handle(&deps, public("acme")).await.status(),
+        404,
+        "the public route makes none"
+    );
+
+    let plain = json!({"url": "https://example.com/in", "event_types": ["*"]});
+    assert_eq!(create(&deps, "acme", plain).await.status(), 201);
+    assert_eq!(
+        deps.ports
+            .subscriptions
+            .signing_keys(&acme())
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The tenant's first subscription asking for asymmetric signatures makes its pair,
+    // which signs at once: its receivers were never told another key.
+    let signed = json!({
+        "url": "https://example.com/in", "event_types": ["*"],
+        "signatures": {"ed25519": true, "rsa": true}
+    });
+    assert_eq!(create(&deps, "acme", signed.clone()).await.status(), 201);
+    let stored = deps
+        .ports
+        .subscriptions
+        .signing_keys(&acme())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.version, stored.keys.len()), (1, 1));
+    assert_eq!(stored.keys[0].signs_from, deps.ports.clock.now());
+    assert_eq!(create(&deps, "acme", signed).await.status(), 201);
+    let again = deps
+        .ports
+        .subscriptions
+        .signing_keys(&acme())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, stored, "made once");
+
+    let own = json_of(&handle(&deps, call("GET", "/v1/signing-keys", Some("acme"), None)).await);
+    let served = handle(&deps, public("acme")).await;
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["cache-control"], "public, max-age=300");
+    assert_eq!(json_of(&served), own);
+    assert_eq!(own["ed25519"], json!(stored.keys[0].ed25519_public));
+    assert_eq!(own["rsa"], json!(stored.keys[0].rsa_public));
+    assert_eq!(own["rsa_sha512_header"], "fluent-signature");
+    assert_eq!(own["keys"][0]["kid"], json!(stored.keys[0].kid));
+    let text = own.to_string();
+    assert!(!text.contains("whsk_") && !text.contains(&stored.keys[0].rsa_private[..40]));
+
+    // Two rotations make three live pairs; a third waits for the oldest to retire.
+    for live in [2, 3] {
+        let rotated = handle(
+            &deps,
+            call("POST", "/v1/signing-keys/rotate", Some("acme"), None),
+        )
+        .await;
+        assert_eq!(rotated.status(), 200);
+        let rotated = json_of(&rotated);
+        assert_eq!(rotated["keys"].as_array().unwrap().len(), live, "{rotated}");
+        assert_eq!(
+            rotated["rsa"], own["rsa"],
+            "the first pair's RSA key is in force"
+        );
+        assert_eq!(rotated["keys"][live - 1]["kid"], own["keys"][0]["kid"]);
+    }
+    let refused = handle(
+        &deps,
+        call("POST", "/v1/signing-keys/rotate", Some("acme"), None),
+    )
+    .await;
+    assert_eq!(refused.status(), 409);
+    assert!(
+        json_of(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 live signing keys")
+    );
+    // Past the overlap the older pairs retired: the newest alone, and a rotation goes on.
+    deps.ports
+        .clock
+        .advance(std::time::Duration::from_secs(3601));
+    let after = json_of(&handle(&deps, public("acme")).await);
+    assert_eq!(after["keys"].as_array().unwrap().len(), 1, "{after}");
+    let rotated = handle(
+        &deps,
+        call("POST", "/v1/signing-keys/rotate", Some("acme"), None),
+    )
+    .await;
+    assert_eq!(rotated.status(), 200);
+
+    // Another tenant has none, and a read-only token may not rotate.
+    assert_eq!(handle(&deps, public("globex")).await.status(), 404);
+    let mut read_only = event_for("POST", "/v1/signing-keys/rotate", Some("acme"), None);
+    read_only["requestContext"]["authorizer"]["jwt"]["scopes"] = json!(["herald/read"]);
+    read_only["requestContext"]["authorizer"]["jwt"]["claims"]["scope"] = json!("herald/read");
+    let read_only = lambda_http::request::from_str(&read_only.to_string()).unwrap();
+    assert_eq!(handle(&deps, read_only).await.status(), 403);
+}
+
+#[tokio::test]
+async fn a_tenant_that_signed_with_the_deployments_keys_gets_a_pair_in_force_after_the_overlap() {
+    use herald_core::ports::{Clock, SubscriptionStore};
+    let deps = keyed_deps();
+    let signed = json!({
+        "url": "https://example.com/in", "event_types": ["*"], "signatures": {"ed25519": true}
+    });
+    assert_eq!(create(&deps, "acme", signed).await.status(), 201);
+    // As if the subscription came from before tenants had keys of their own.
+    assert!(
+        deps.ports
+            .subscriptions
+            .delete_signing_keys(&acme())
+            .await
+            .unwrap()
+    );
+
+    let own = json_of(&handle(&deps, call("GET", "/v1/signing-keys", Some("acme"), None)).await);
+    let stored = deps
+        .ports
+        .subscriptions
+        .signing_keys(&acme())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.keys[0].signs_from,
+        deps.ports.clock.now() + chrono::Duration::seconds(3600),
+        "the deployment's keys sign beside it for the overlap"
+    );
+    assert_eq!(own["rsa"], Value::Null, "{own}");
+    assert_eq!(
+        own["keys"][0]["signs_from"],
+        json!(stored.keys[0].signs_from)
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_without_asymmetric_keys_makes_and_rotates_none() {
+    use herald_core::ports::SubscriptionStore;
+    let deps = deps();
+    let keys = handle(&deps, call("GET", "/v1/signing-keys", Some("acme"), None)).await;
+    assert_eq!(keys.status(), 200);
+    assert_eq!(
+        json_of(&keys),
+        json!({"ed25519": null, "rsa": null, "rsa_sha512_header": null, "rsa_md5_header": null})
+    );
+    let rotated = handle(
+        &deps,
+        call("POST", "/v1/signing-keys/rotate", Some("acme"), None),
+    )
+    .await;
+    assert_eq!(rotated.status(), 422);
+    assert_eq!(
+        deps.ports
+            .subscriptions
+            .signing_keys(&acme())
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -81,6 +81,7 @@ fn deps<W: WebhookSender + 'static>(
     Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
         graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
         ports: herald_testkit::adapters_with(sender),
         settings: DeliverySettings {
             concurrency,

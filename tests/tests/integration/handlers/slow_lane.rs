@@ -46,6 +46,7 @@ async fn deps() -> Arc<Deps> {
     let deps = DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
         graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
         ports: herald_testkit::adapters_with(TwentyFiveSeconds::default()),
         settings: DeliverySettings {
             slow_after: Some(Duration::from_secs(2)),
@@ -217,6 +218,7 @@ async fn an_ordered_line_and_a_deployment_without_a_slow_lane_wait_for_the_answe
     let without = Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
         graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
         ports: herald_testkit::adapters_with(TwentyFiveSeconds::default()),
         settings: DeliverySettings::default(),
     });
