@@ -469,6 +469,63 @@ pub async fn subscriptions_test(
     Ok(Output { json, text })
 }
 
+// --- signing keys -------------------------------------------------------------------------
+
+/// The tenant's public keys as text: the keys in use at the top, then each live pair.
+fn keys_text(json: &Value) -> String {
+    let mut text = fields(&[
+        ("ed25519", cell(&json["ed25519"])),
+        ("rsa", cell(&json["rsa"])),
+    ]);
+    for pair in json["keys"].as_array().into_iter().flatten() {
+        text.push('\n');
+        text.push_str(&fields(&[
+            ("kid", cell(&pair["kid"])),
+            ("ed25519", cell(&pair["ed25519"])),
+            ("created", cell(&pair["created_at"])),
+            ("rsa signs from", cell(&pair["signs_from"])),
+            ("retires", cell(&pair["retires_at"])),
+        ]));
+    }
+    text
+}
+
+/// `GET /v1/signing-keys`: the tenant's public keys (made on first use).
+pub async fn keys_show(client: &Client) -> Result<Output, Failure> {
+    let json = client
+        .expect(
+            Method::GET,
+            "/v1/signing-keys",
+            None,
+            "reading the signing keys",
+            &[200],
+        )
+        .await?;
+    Ok(Output {
+        text: keys_text(&json),
+        json,
+    })
+}
+
+/// `POST /v1/signing-keys/rotate`: a new pair, taking over after the overlap.
+pub async fn keys_rotate(client: &Client) -> Result<Output, Failure> {
+    let json = client
+        .expect(
+            Method::POST,
+            "/v1/signing-keys/rotate",
+            None,
+            "rotating the signing keys",
+            &[200],
+        )
+        .await?;
+    let text = format!(
+        "{}\nThe new pair is served now and signs v1a beside the old; its RSA signatures begin \
+         when the old pair retires.\n",
+        keys_text(&json)
+    );
+    Ok(Output { json, text })
+}
+
 // --- events --------------------------------------------------------------------------------
 
 pub async fn events_show(client: &Client, id: &str) -> Result<Output, Failure> {

@@ -68,7 +68,7 @@ enum Command {
     /// bounded steps until it is done.
     #[command(subcommand)]
     Erase(Erase),
-    /// Signing keys for a deployment.
+    /// Signing keys: a deployment's, and the tenant's own.
     #[command(subcommand)]
     Keys(Keys),
     /// Checks a deployed (or local) Herald end to end: creates a subscription to --url,
@@ -291,6 +291,11 @@ enum Keys {
         #[arg(long, default_value_t = 3072)]
         bits: usize,
     },
+    /// The tenant's public keys, for its receivers (made on first use).
+    Show,
+    /// A new key pair for the tenant: served now, signing v1a beside the old pair; its
+    /// RSA signatures begin, and the old pair retires, after the deployment's overlap.
+    Rotate,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -397,6 +402,8 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
             println!("{}", key.trim_end());
             return Ok(None);
         }
+        Command::Keys(Keys::Show) => commands::keys_show(&client(global)?).await?,
+        Command::Keys(Keys::Rotate) => commands::keys_rotate(&client(global)?).await?,
         Command::Smoke { url, timeout } => {
             let target = target(global)?;
             let url = url.unwrap_or_else(|| smoke::default_target(&target.api));

@@ -41,6 +41,16 @@ pub fn settings() -> Vec<(&'static str, &'static str)> {
         // One attempt in each test's time: the answers do not depend on when they are read.
         ("HERALD_RETRY_SCHEDULE", "1h"),
         ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
+        // The deployment offers v1a and RSA signatures, so tenants' own keys are made and
+        // rotated on both sides.
+        (
+            "HERALD_ED25519_SIGNING_KEY",
+            "whsk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+        (
+            "HERALD_RSA_SIGNING_KEY",
+            include_str!("../../crates/testkit/testdata/rsa-2048.pem"),
+        ),
     ]
 }
 

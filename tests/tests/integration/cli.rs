@@ -669,3 +669,43 @@ async fn erasures_run_to_the_end_from_the_command_line() {
     assert_eq!(acme["data"].as_array().unwrap().len(), 1);
     herald_api.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tenants_signing_keys_are_shown_and_rotated_from_the_command_line() {
+    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
+    let herald_api = TestHerald::start(&[("HERALD_ED25519_SIGNING_KEY", &ed25519)]).await;
+    let api = herald_api.local.stage_url();
+
+    let shown = herald(&api, "acme", &["keys", "show"]).await.ok();
+    assert!(
+        shown.out.contains("whpk_") && shown.out.contains("key_"),
+        "{}",
+        shown.out
+    );
+    let first = herald(&api, "acme", &["--json", "keys", "show"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(first["keys"].as_array().map(Vec::len), Some(1), "{first}");
+
+    let rotated = herald(&api, "acme", &["--json", "keys", "rotate"])
+        .await
+        .ok()
+        .json();
+    let pairs = rotated["keys"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2, "{rotated}");
+    assert_eq!(pairs[1]["kid"], first["keys"][0]["kid"], "{rotated}");
+    assert!(pairs[1]["retires_at"].is_string(), "{rotated}");
+    let text = herald(&api, "acme", &["keys", "rotate"]).await.ok();
+    assert!(text.out.contains("retires"), "{}", text.out);
+    // A fourth pair waits for one to retire: the API's reason, and a failing exit.
+    let refused = herald(&api, "acme", &["keys", "rotate"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.err.contains("live signing keys"),
+        "{}{}",
+        refused.out,
+        refused.err
+    );
+    herald_api.shutdown().await;
+}

@@ -18,7 +18,7 @@ use herald_tests::receiver::{Script, TestReceiver};
 use serde_json::{Value, json};
 
 /// Every events/ file, and the test below that invokes it.
-const EXERCISED: [&str; 14] = [
+const EXERCISED: [&str; 15] = [
     "deliver/batch-of-two.json",
     "deliver/ordered-line.json",
     "deliver/poison-message.json",
@@ -33,6 +33,7 @@ const EXERCISED: [&str; 14] = [
     "manage/create-subscription.json",
     "manage/list-subscriptions-custom-domain.json",
     "manage/list-subscriptions.json",
+    "manage/signing-keys.json",
 ];
 
 /// `example.com`'s public address: the name in `create-subscription.json` resolves there
@@ -112,9 +113,16 @@ async fn manage_and_ingest_answer_their_events_files() {
     let aws = TestAws::new().await;
     let manage_calls = RecordingProxy::start(moto_url()).await;
     let ingest_calls = RecordingProxy::start(moto_url()).await;
+    // The deployment offers v1a signatures: manage makes tenants' own keys, and never
+    // reads the deployment's (its policy grants no GetSecretValue on the secret).
+    let secret = ed25519_secret(&aws).await;
     let manage = Emulator::start(
         "manage",
-        &function_env(&aws, &manage_calls, &[]),
+        &function_env(
+            &aws,
+            &manage_calls,
+            &[("HERALD_ED25519_SIGNING_KEY_SECRET", secret.as_str())],
+        ),
         &PUBLIC_DNS,
     )
     .await;
@@ -159,6 +167,27 @@ async fn manage_and_ingest_answer_their_events_files() {
     assert_eq!(status(&through_domain), 200, "{through_domain}");
     assert_eq!(body(&through_domain), listed_body);
 
+    // The tenant's own keys, made on its first ask: a pair whose private halves manage
+    // had sealed (the data key above) and whose public halves it serves.
+    let keys = manage.invoke(&event_file("manage/signing-keys.json")).await;
+    assert_eq!(status(&keys), 200, "{keys}\n{}", manage.output());
+    let keys = body(&keys);
+    assert!(
+        keys["ed25519"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("whpk_")),
+        "{keys}"
+    );
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
+    assert!(
+        manage_calls
+            .calls()
+            .iter()
+            .all(|c| !c.action.starts_with("secretsmanager:")),
+        "manage read a secret: {:?}",
+        manage_calls.calls()
+    );
+
     // The subscription above wants order.*: publish-one fans out to it.
     let published = ingest.invoke(&event_file("ingest/publish-one.json")).await;
     assert_eq!(status(&published), 202, "{published}\n{}", ingest.output());
@@ -202,7 +231,7 @@ async fn manage_and_ingest_answer_their_events_files() {
             "{file} answered no error object: {answer}"
         );
     }
-    ran_under_the_emulator(&manage, 4);
+    ran_under_the_emulator(&manage, 5);
     ran_under_the_emulator(&ingest, 6);
     // A metrics line per accepted publish, as the EMF specification has it.
     let lines = emf_lines(&ingest.output());

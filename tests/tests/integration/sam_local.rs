@@ -47,6 +47,10 @@ fn normalized(value: &Value) -> Value {
             (r"evt_[0-9A-HJKMNP-TV-Z]{26}", "evt_*"),
             (r"whsec_[A-Za-z0-9+/=]+", "whsec_*"),
             (r"hps_[A-Za-z0-9_-]+", "hps_*"),
+            // Each side makes its tenants' own signing keys.
+            (r"whpk_[A-Za-z0-9+/=]+", "whpk_*"),
+            (r"^key_[A-Za-z0-9_-]{12}$", "key_*"),
+            (r"^MII[A-Za-z0-9+/=]{200,}$", "<rsa public key>"),
             // The two listen on ports of their own.
             (r"^https?://[^/]+/", "<origin>/"),
             (
@@ -243,7 +247,7 @@ fn handed_back(answer: &Value) -> BTreeSet<String> {
 }
 
 /// The order the HTTP files are tried in: each answer depends on the ones before.
-const HTTP_FILES: [(&str, &str); 10] = [
+const HTTP_FILES: [(&str, &str); 11] = [
     ("ManageFunction", "manage/create-subscription.json"),
     (
         "ManageFunction",
@@ -254,6 +258,7 @@ const HTTP_FILES: [(&str, &str); 10] = [
         "ManageFunction",
         "manage/list-subscriptions-custom-domain.json",
     ),
+    ("ManageFunction", "manage/signing-keys.json"),
     ("IngestFunction", "ingest/publish-one.json"),
     ("IngestFunction", "ingest/publish-one-default-stage.json"),
     ("IngestFunction", "ingest/publish-batch.json"),
@@ -598,6 +603,15 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         Some(json!({"since": "2020-01-01T00:00:00Z", "state": "pending"})),
         202
     );
+    // A tenant's own keys: none until it asks (the public route makes none), made on its
+    // first GET, then rotated.
+    both!(
+        "GET",
+        "/v1/signing-keys/{tenant}",
+        "/v1/signing-keys/acme",
+        None,
+        404
+    );
     both!("GET", "/v1/signing-keys", "/v1/signing-keys", None, 200);
     both!(
         "GET",
@@ -606,6 +620,14 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         None,
         200
     );
+    let (a, _) = both!(
+        "POST",
+        "/v1/signing-keys/rotate",
+        "/v1/signing-keys/rotate",
+        None,
+        200
+    );
+    assert_eq!(a["keys"].as_array().map(Vec::len), Some(2), "{a}");
     // A portal session, and its token taking the place of a JWT on the portal's public
     // routes (no authorizer), under SAM as locally.
     let (a, b) = both!(
