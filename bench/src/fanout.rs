@@ -126,6 +126,7 @@ pub fn child(mode: &str) -> i32 {
                 ports: herald_testkit::adapters(),
                 tenant_claim: "tenant".into(),
                 max_deliveries_per_publish: 10_000,
+                max_requests_per_second: 0,
             };
             subscribe_all(&deps.ports.subscriptions).await;
             return measure(&deps, EVENTS).await;

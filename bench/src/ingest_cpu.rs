@@ -38,6 +38,7 @@ pub fn per_call(events: usize) -> Duration {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             max_deliveries_per_publish: 10_000,
+            max_requests_per_second: 0,
         };
         let policy = UrlPolicy::default();
         deps.ports

@@ -42,15 +42,14 @@ pub fn settings() -> Vec<(&'static str, &'static str)> {
         ("HERALD_RETRY_SCHEDULE", "1h"),
         ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
         // The deployment offers v1a and RSA signatures, so tenants' own keys are made and
-        // rotated on both sides.
+        // rotated on both sides. As the template sets them: the secrets' names, which say
+        // what is offered (SAM passes only variables the template declares). No test here
+        // has a subscription signing with the deployment's keys, so nothing reads them.
         (
-            "HERALD_ED25519_SIGNING_KEY",
-            "whsk_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "HERALD_ED25519_SIGNING_KEY_SECRET",
+            "herald-sam-test/ed25519",
         ),
-        (
-            "HERALD_RSA_SIGNING_KEY",
-            include_str!("../../crates/testkit/testdata/rsa-2048.pem"),
-        ),
+        ("HERALD_RSA_SIGNING_KEY_SECRET", "herald-sam-test/rsa"),
     ]
 }
 

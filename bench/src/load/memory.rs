@@ -230,6 +230,7 @@ impl MemoryTarget {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             max_deliveries_per_publish: 10_000,
+            max_requests_per_second: 0,
         });
         // The same subscription in ingest's store and deliver's.
         let subscription = active_subscription(

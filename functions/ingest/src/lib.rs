@@ -16,6 +16,9 @@ pub struct IngestDeps<P: Ports> {
     pub tenant_claim: TenantClaim,
     /// The most deliveries one publish may make (`HERALD_MAX_DELIVERIES_PER_PUBLISH`).
     pub max_deliveries_per_publish: usize,
+    /// API requests a tenant may make a second (`HERALD_MAX_REQUESTS_PER_SECOND`; 0: no
+    /// limit).
+    pub max_requests_per_second: u32,
     /// Where the `publish` span of a sampled invocation goes (off without a daemon).
     pub xray: herald_aws::xray::XRay,
 }
@@ -32,6 +35,7 @@ impl HttpFunction for Ingest {
             ports: started.adapters,
             tenant_claim: started.config.tenant_claim,
             max_deliveries_per_publish: started.config.limits.deliveries_per_publish,
+            max_requests_per_second: started.config.limits.requests_per_second,
             xray: herald_aws::xray::XRay::from_address(started.config.xray_daemon.as_deref()),
         }
     }

@@ -44,8 +44,15 @@ async fn answer<P: Ports>(
     let caller = api::caller_of(request, &deps.tenant_claim)?;
     caller.require(&[SCOPE_PUBLISH])?;
     let tenant = caller.tenant;
-    let body: Value = api::json_body(request)?;
     let now = deps.ports.clock.now();
+    api::within_tenant_rate(
+        &deps.ports.ledger,
+        &tenant,
+        deps.max_requests_per_second,
+        now,
+    )
+    .await?;
+    let body: Value = api::json_body(request)?;
     let events = parse_publish_body(&body, now, &mut rand::rng()).map_err(|e| match e {
         EventError::TooLarge { .. } => ApiError::too_large(e.to_string()),
         EventError::Invalid { .. } => ApiError::unprocessable(e.to_string()),

@@ -34,6 +34,9 @@ pub struct ManageDeps<P: Ports> {
     pub max_subscriptions: usize,
     /// Deliveries a tenant may queue again (`retry`, `replay`) a minute.
     pub max_redeliveries_per_minute: usize,
+    /// API requests a tenant may make a second (`HERALD_MAX_REQUESTS_PER_SECOND`; 0: no
+    /// limit).
+    pub max_requests_per_second: u32,
     /// How long after a tenant's subscriptions are erased deliver may still record a
     /// delivery of theirs: the sweep of its erasure waits this long.
     pub erasure_settle: std::time::Duration,
@@ -68,6 +71,7 @@ impl HttpFunction for Manage {
             max_timeout: started.config.timeout,
             max_subscriptions: started.config.limits.subscriptions_per_tenant,
             max_redeliveries_per_minute: started.config.limits.redeliveries_per_minute,
+            max_requests_per_second: started.config.limits.requests_per_second,
             graphql: started.graphql,
             signing_key_overlap: started.config.signing_key_overlap,
         }

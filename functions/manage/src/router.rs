@@ -6,7 +6,7 @@
 use herald_aws::lambda::api::{self, ApiError, Caller};
 use herald_aws::lambda::gateway::{SCOPE_MANAGE, SCOPE_OPERATOR, SCOPE_PUBLISH, SCOPE_READ};
 use herald_core::ids::{DeliveryId, SubscriptionId};
-use herald_core::ports::Ports;
+use herald_core::ports::{Clock, Ports};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 
@@ -174,6 +174,13 @@ pub async fn dispatch<P: Ports>(
 ) -> Result<Response<Body>, ApiError> {
     caller.require(route.scopes())?;
     let tenant = &caller.tenant;
+    api::within_tenant_rate(
+        &deps.ports.ledger,
+        tenant,
+        deps.max_requests_per_second,
+        deps.ports.clock.now(),
+    )
+    .await?;
     let subscription =
         |raw: &str| SubscriptionId::parse(raw).ok_or_else(|| ApiError::not_found("subscription"));
     let delivery =

@@ -96,6 +96,7 @@ proptest! {
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
             max_deliveries_per_publish: 10_000,
+            max_requests_per_second: 0,
         };
         let response = runtime().block_on(herald_ingest::handle(&deps, gateway_request("POST", "/v1/events", &body, tenant.as_deref())));
         prop_assert!(response.status().as_u16() < 500, "{} for {body}", response.status());
@@ -127,6 +128,7 @@ proptest! {
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
         max_redeliveries_per_minute: 1_000,
+        max_requests_per_second: 0,
         signing_key_overlap: std::time::Duration::from_secs(3600),
         graphql: herald_aws::graphql::GraphqlSource::off(),
         };

@@ -1016,3 +1016,68 @@ async fn a_delivery_is_found_by_the_number_a_typed_object_body_carries() {
     }
     herald.shutdown().await;
 }
+
+/// One tenant flooding the API is held to its requests a second, across the runner's
+/// functions, while another tenant's publish in the same moment goes through; what was
+/// refused, published again after `Retry-After`, is delivered, each once.
+#[tokio::test]
+async fn a_tenant_flooding_the_api_is_held_to_its_rate_and_another_is_served() {
+    let herald = TestHerald::start(&[("HERALD_MAX_REQUESTS_PER_SECOND", "5")]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    herald.subscribe("globex", &receiver.url(), &["*"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let started = std::time::Instant::now();
+    let flood = futures::future::join_all((0..20).map(|n| {
+        herald.publish(
+            "acme",
+            json!({"id": format!("a{n}"), "type": "flood", "data": {"n": n}}),
+        )
+    }));
+    let other = herald.publish("globex", json!({"id": "g0", "type": "calm", "data": {}}));
+    let (answers, (other_status, other_answer)) = tokio::join!(flood, other);
+    let seconds = started.elapsed().as_secs() + 1;
+    assert_eq!(other_status, 202, "globex was held back: {other_answer}");
+    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    let refused: Vec<usize> = (0..20).filter(|n| answers[*n].0 == 429).collect();
+    assert_eq!(accepted + refused.len(), 20, "{answers:?}");
+    assert!(!refused.is_empty(), "nothing was refused: {answers:?}");
+    assert!(
+        accepted as u64 <= 5 * (seconds + 1),
+        "{accepted} accepted within {seconds} s"
+    );
+
+    // Published again after Retry-After, each refused event is accepted and delivered.
+    for n in refused {
+        let event = json!({"id": format!("a{n}"), "type": "flood", "data": {"n": n}});
+        let mut tries = 0;
+        loop {
+            let (status, answer) = herald.publish("acme", event.clone()).await;
+            if status == 202 {
+                break;
+            }
+            assert_eq!(status, 429, "{answer}");
+            tries += 1;
+            assert!(tries < 30, "a{n} never accepted");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let received = receiver.wait_for(21, PATIENCE).await;
+    let mut ids: Vec<String> = received
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            body["data"]["n"].to_string() + body["type"].as_str().unwrap_or("")
+        })
+        .collect();
+    let delivered = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (delivered, ids.len()),
+        (21, 21),
+        "each delivered once: {ids:?}"
+    );
+    herald.shutdown().await;
+}

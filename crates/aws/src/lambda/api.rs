@@ -15,7 +15,7 @@ use herald_core::ids::TenantId;
 /// not fit, and API Gateway itself stops at 10 MB.
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
-use herald_core::ports::StoreError;
+use herald_core::ports::{DeliveryLedger, StoreError};
 
 /// An error answer. `message` is for the caller; causes worth an operator's time are
 /// logged where they happen, never put here.
@@ -358,6 +358,43 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, source = ?std::error::Error::source(&other), "store failed");
                 ApiError::unavailable()
             }
+        }
+    }
+}
+
+/// Spends one of `tenant`'s API requests in the current second: one counter a tenant a
+/// second in the deliveries table, shared by every container (`DeliveryLedger::spend`),
+/// so one tenant cannot take a route's whole throttle from the others. 429 with
+/// `Retry-After: 1` past `per_second`; 0 sets no limit. A counter that cannot be written
+/// lets the request through (logged): the throttle protects the others, it is not worth
+/// refusing a request DynamoDB could still serve.
+pub async fn within_tenant_rate(
+    ledger: &impl DeliveryLedger,
+    tenant: &TenantId,
+    per_second: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiError> {
+    if per_second == 0 {
+        return Ok(());
+    }
+    match ledger
+        .spend(
+            tenant,
+            "requests",
+            now.timestamp(),
+            1,
+            u64::from(per_second),
+        )
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::too_many(
+            format!("a tenant may make at most {per_second} API requests a second"),
+            1,
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "counting the tenant's requests failed; let through");
+            Ok(())
         }
     }
 }

@@ -383,6 +383,24 @@ pub struct Limits {
     /// `HERALD_MAX_REDELIVERIES_PER_MINUTE`: deliveries a tenant may queue again by
     /// `retry` and `replay` in one minute (1,000; at most 1,000,000).
     pub redeliveries_per_minute: usize,
+    /// `HERALD_MAX_REQUESTS_PER_SECOND`: API requests one tenant may make a second, across
+    /// every container (0, the default here: no limit; the template's default is 100).
+    pub requests_per_second: u32,
+}
+
+/// `HERALD_MAX_REQUESTS_PER_SECOND`: 0 (no limit) to 100,000.
+fn requests_per_second(env: &dyn Source) -> Result<u32, ConfigError> {
+    const NAME: &str = "HERALD_MAX_REQUESTS_PER_SECOND";
+    match env.get(NAME) {
+        None => Ok(0),
+        Some(raw) => match raw.trim().parse::<u32>() {
+            Ok(n) if n <= 100_000 => Ok(n),
+            _ => Err(ConfigError::Invalid {
+                name: NAME,
+                reason: format!("`{raw}` is not a number from 0 (no limit) to 100000"),
+            }),
+        },
+    }
 }
 
 fn limits(env: &dyn Source) -> Result<Limits, ConfigError> {
@@ -395,6 +413,7 @@ fn limits(env: &dyn Source) -> Result<Limits, ConfigError> {
             1_000,
             1_000_000,
         )?,
+        requests_per_second: requests_per_second(env)?,
     })
 }
 

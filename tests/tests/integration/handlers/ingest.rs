@@ -17,6 +17,7 @@ fn deps() -> Deps {
         ports: herald_testkit::adapters(),
         tenant_claim: "tenant".into(),
         max_deliveries_per_publish: 10_000,
+        max_requests_per_second: 0,
     }
 }
 
@@ -536,5 +537,51 @@ async fn a_subscription_marked_slow_gets_its_tasks_on_the_slow_lane_unless_order
         lanes[&was_slow],
         Lane::Standard,
         "a mark past its time is gone"
+    );
+}
+
+/// Past its requests a second, a tenant is answered 429 with `Retry-After: 1`, nothing
+/// accepted; another tenant in the same second, and the same tenant a second later, are
+/// served.
+#[tokio::test]
+async fn a_tenant_past_its_requests_a_second_waits_and_the_others_do_not() {
+    let mut deps = deps();
+    deps.max_requests_per_second = 3;
+    for n in 0..3 {
+        let body = json!({"id": format!("e{n}"), "type": "a", "data": {}});
+        assert_eq!(handle(&deps, publish("acme", body)).await.status(), 202);
+    }
+    let refused = handle(
+        &deps,
+        publish("acme", json!({"id": "e3", "type": "a", "data": {}})),
+    )
+    .await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(
+        json_of(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 API requests a second")
+    );
+    let theirs = handle(
+        &deps,
+        publish("globex", json!({"id": "e3", "type": "a", "data": {}})),
+    )
+    .await;
+    assert_eq!(theirs.status(), 202, "another tenant is not held back");
+    deps.ports.clock.advance(std::time::Duration::from_secs(1));
+    let later = handle(
+        &deps,
+        publish("acme", json!({"id": "e3", "type": "a", "data": {}})),
+    )
+    .await;
+    assert_eq!(later.status(), 202);
+    // The refused event was not accepted: published again, it is new.
+    assert_eq!(
+        json_of(&later)["duplicate"],
+        json!(false),
+        "{}",
+        json_of(&later)
     );
 }

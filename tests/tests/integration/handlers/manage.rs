@@ -70,6 +70,7 @@ pub(super) fn deps() -> Deps {
         max_timeout: std::time::Duration::from_secs(30),
         max_subscriptions: 100,
         max_redeliveries_per_minute: 1_000,
+        max_requests_per_second: 0,
         signing_key_overlap: std::time::Duration::from_secs(3600),
         graphql: herald_aws::graphql::GraphqlSource::off(),
     }
@@ -1287,4 +1288,23 @@ async fn a_deployment_without_asymmetric_keys_makes_and_rotates_none() {
             .unwrap(),
         None
     );
+}
+
+#[tokio::test]
+async fn a_tenant_past_its_requests_a_second_is_answered_429_and_the_others_are_not() {
+    let mut deps = deps();
+    deps.max_requests_per_second = 2;
+    let list = |tenant: &str| call("GET", "/v1/subscriptions", Some(tenant), None);
+    for _ in 0..2 {
+        assert_eq!(handle(&deps, list("acme")).await.status(), 200);
+    }
+    let refused = handle(&deps, list("acme")).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(handle(&deps, list("globex")).await.status(), 200);
+    // The public keys route has no caller to count, and is not held back.
+    let public = call("GET", "/v1/signing-keys/acme", None, None);
+    assert_ne!(handle(&deps, public).await.status(), 429);
+    deps.ports.clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(handle(&deps, list("acme")).await.status(), 200);
 }
