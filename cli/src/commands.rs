@@ -789,6 +789,32 @@ const MAX_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3600
 
 /// Runs an erasure at `path` until done: each answer's cursor is sent back, and a sweep
 /// not yet allowed is waited for until its `sweep_after`. Progress goes to standard error.
+/// `POST /v1/tenant/seal` until done: seals what the tenant still holds in the clear.
+pub async fn seal(client: &Client, tenant: &str) -> Result<Output, Failure> {
+    let mut body = json!({});
+    let mut sealed = 0;
+    loop {
+        let json = client
+            .expect(
+                Method::POST,
+                "/v1/tenant/seal",
+                Some(&body),
+                "sealing",
+                &[200],
+            )
+            .await?;
+        sealed += json["sealed"].as_u64().unwrap_or(0);
+        if json["done"] == true {
+            let text = format!("Sealed the values of {sealed} subscriptions of {tenant}.\n");
+            return Ok(Output {
+                json: json!({"done": true, "sealed": sealed}),
+                text,
+            });
+        }
+        body = json!({"cursor": json["cursor"]});
+    }
+}
+
 pub async fn erase(client: &Client, path: &str, what: &str) -> Result<Output, Failure> {
     let started = std::time::Instant::now();
     let mut body = json!({});

@@ -68,6 +68,12 @@ enum Command {
     /// bounded steps until it is done.
     #[command(subcommand)]
     Erase(Erase),
+    /// Seals the secrets and header values a tenant's subscriptions still hold in the clear
+    /// (written before the deployment had a secrets key). Operator only.
+    Seal {
+        /// The tenant whose subscriptions are sealed.
+        tenant: String,
+    },
     /// Signing keys: a deployment's, and the tenant's own.
     #[command(subcommand)]
     Keys(Keys),
@@ -511,6 +517,10 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
             }
             let client = client(global)?.acting_for(Some(tenant.clone()));
             commands::erase(&client, "/v1/tenant/erase", &format!("tenant {tenant}")).await?
+        }
+        Command::Seal { tenant } => {
+            let client = client(global)?.acting_for(Some(tenant.clone()));
+            commands::seal(&client, &tenant).await?
         }
         Command::Erase(Erase::History { subscription }) => {
             let client = client(global)?;

@@ -246,6 +246,10 @@ where
     async fn delete_signing_keys(&self, tenant: &TenantId) -> Result<bool, StoreError> {
         self.inner.delete_signing_keys(tenant).await
     }
+
+    fn seals(&self) -> bool {
+        self.inner.seals()
+    }
 }
 
 #[cfg(test)]

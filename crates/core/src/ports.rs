@@ -153,6 +153,11 @@ pub trait SubscriptionStore: Send + Sync {
         set: &TenantKeySet,
         expected: Option<u64>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Whether this store seals secrets and header values as it writes them (manage's, on
+    /// a deployment with a secrets key).
+    fn seals(&self) -> bool {
+        false
+    }
     /// Deletes the tenant's set (erasure); true when there was one.
     fn delete_signing_keys(
         &self,

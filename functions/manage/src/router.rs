@@ -12,7 +12,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::ManageDeps;
 use crate::portal;
-use crate::routes::{deliveries, erase, events, feed, replay, signing_keys, subscriptions};
+use crate::routes::{deliveries, erase, events, feed, replay, seal, signing_keys, subscriptions};
 
 /// Reading: what the `herald/read` scope (or `herald/manage`) allows.
 pub const READ: &[&str] = &[SCOPE_READ, SCOPE_MANAGE];
@@ -45,6 +45,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/signing-keys/rotate"),
     ("POST", "/v1/portal/sessions"),
     ("POST", "/v1/tenant/erase"),
+    ("POST", "/v1/tenant/seal"),
 ];
 
 /// Answers one API Gateway request. Never fails: every error is a JSON answer.
@@ -96,6 +97,8 @@ pub enum Route<'a> {
     RotateSigningKeys,
     OpenPortal,
     EraseTenant,
+    /// Seals what a tenant's subscriptions still hold in the clear.
+    SealTenant,
 }
 
 impl<'a> Route<'a> {
@@ -128,6 +131,7 @@ impl<'a> Route<'a> {
             (["v1", "signing-keys", "rotate"], Method::POST) => Self::RotateSigningKeys,
             (["v1", "portal", "sessions"], Method::POST) => Self::OpenPortal,
             (["v1", "tenant", "erase"], Method::POST) => Self::EraseTenant,
+            (["v1", "tenant", "seal"], Method::POST) => Self::SealTenant,
             (segments, _)
                 if ROUTES
                     .iter()
@@ -160,7 +164,7 @@ impl<'a> Route<'a> {
             | Self::EraseHistory(_)
             | Self::RotateSigningKeys
             | Self::OpenPortal => MANAGE,
-            Self::EraseTenant => OPERATOR,
+            Self::EraseTenant | Self::SealTenant => OPERATOR,
         }
     }
 }
@@ -215,6 +219,7 @@ pub async fn dispatch<P: Ports>(
         Route::OpenPortal => portal::open_session(deps, tenant, request).await,
         Route::EraseHistory(id) => erase::history(deps, tenant, &subscription(id)?, request).await,
         Route::EraseTenant => erase::tenant(deps, tenant, request).await,
+        Route::SealTenant => seal::tenant(deps, tenant, request).await,
     }
 }
 

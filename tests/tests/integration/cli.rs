@@ -709,3 +709,30 @@ async fn a_tenants_signing_keys_are_shown_and_rotated_from_the_command_line() {
     );
     herald_api.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_operator_seals_a_tenants_clear_values_from_the_command_line() {
+    let herald_api = TestHerald::start(&[]).await;
+    let api = herald_api.local.stage_url();
+    let receiver = TestReceiver::start(Script::always(204)).await;
+    herald_api.subscribe("acme", &receiver.url(), &["*"]).await;
+    // Stored sealed already (the local runner has a secrets key): nothing to seal.
+    let sealed = herald(&api, "support:operator", &["seal", "acme"])
+        .await
+        .ok();
+    assert!(
+        sealed
+            .out
+            .contains("Sealed the values of 0 subscriptions of acme"),
+        "{}",
+        sealed.out
+    );
+    let as_json = herald(&api, "support:operator", &["--json", "seal", "acme"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(as_json, json!({"done": true, "sealed": 0}));
+    let refused = herald(&api, "acme", &["seal", "acme"]).await;
+    assert_ne!(refused.code, 0, "a tenant's token may not: {}", refused.out);
+    herald_api.shutdown().await;
+}

@@ -121,12 +121,26 @@ async fn manage_and_ingest_answer_their_events_files() {
         &function_env(
             &aws,
             &manage_calls,
-            &[("HERALD_ED25519_SIGNING_KEY_SECRET", secret.as_str())],
+            &[
+                ("HERALD_ED25519_SIGNING_KEY_SECRET", secret.as_str()),
+                ("HERALD_MAX_REQUESTS_PER_SECOND", "1000"),
+            ],
         ),
         &PUBLIC_DNS,
     )
     .await;
-    let ingest = Emulator::start("ingest", &function_env(&aws, &ingest_calls, &[]), &[]).await;
+    // Each tenant's requests a second counted, as the template deploys them: the counter's
+    // writes are checked against each function's policy below.
+    let ingest = Emulator::start(
+        "ingest",
+        &function_env(
+            &aws,
+            &ingest_calls,
+            &[("HERALD_MAX_REQUESTS_PER_SECOND", "1000")],
+        ),
+        &[],
+    )
+    .await;
 
     let created = manage
         .invoke(&event_file("manage/create-subscription.json"))
@@ -256,6 +270,16 @@ async fn manage_and_ingest_answer_their_events_files() {
     // The secret and headers were sealed by manage, which asked KMS for a data key only.
     assert_eq!(kms_actions(&manage_calls.calls()), ["kms:GenerateDataKey"]);
     assert_eq!(kms_actions(&ingest_calls.calls()), Vec::<String>::new());
+    for calls in [&manage_calls, &ingest_calls] {
+        assert!(
+            calls
+                .calls()
+                .iter()
+                .any(|c| c.action == "dynamodb:UpdateItem"),
+            "no request counted: {:?}",
+            calls.calls()
+        );
+    }
     allowed_by_the_template("ManageFunction", &aws, &manage_calls.calls());
     allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
 }

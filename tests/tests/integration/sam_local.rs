@@ -697,6 +697,28 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
     }
     assert_eq!(erasures[0]["stage"], "sweep");
     routes_called.insert(("POST".to_owned(), "/v1/tenant/erase".to_owned()));
+    // Sealing a tenant's values still in the clear (none here: both seal as they write).
+    let mut sealings = Vec::new();
+    for side in &sides {
+        let answer = http(
+            "POST",
+            &format!("{}/v1/tenant/seal", side.base),
+            &[
+                ("authorization", "Bearer ops:operator"),
+                ("herald-tenant", TENANT),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(answer.0, 200, "{}: {}", side.base, answer.1);
+        sealings.push(answer.1);
+    }
+    assert_eq!(sealings[0], sealings[1]);
+    assert_eq!(
+        sealings[0],
+        json!({"done": true, "sealed": 0, "cursor": null})
+    );
+    routes_called.insert(("POST".to_owned(), "/v1/tenant/seal".to_owned()));
     both!(
         "DELETE",
         "/v1/subscriptions/{id}",

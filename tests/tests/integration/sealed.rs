@@ -252,3 +252,52 @@ async fn a_tenants_private_signing_keys_are_stored_sealed_and_open_only_for_it()
     }
     herald.shutdown().await;
 }
+
+/// Subscriptions written before the deployment had a secrets key keep their values in
+/// the clear; an operator's `POST /v1/tenant/seal` seals them in place (versions kept),
+/// and deliver goes on signing and sending with them. Only the operator may.
+#[tokio::test]
+async fn an_operator_seals_what_a_tenant_still_holds_in_the_clear() {
+    let herald = TestHerald::start(&[("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0")]).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (id, secret) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    let sdk = herald_tests::aws::sdk_config();
+    let table = herald.local.provisioned().subscriptions_table().to_owned();
+    let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+    let tenant = TenantId::parse("acme").unwrap();
+    let id = SubscriptionId::parse(&id).unwrap();
+    // As a deployment without a key wrote it: the secret and a header in the clear.
+    let mut clear = raw.get(&tenant, &id).await.unwrap().unwrap();
+    clear.secrets[0].secret = herald_core::webhook::sign::WebhookSecret::parse(&secret).unwrap();
+    clear.headers = [("authorization".to_owned(), TOKEN.to_owned())].into();
+    raw.update(&clear, clear.version).await.unwrap();
+    assert!(stored_item(&herald, id.as_str()).await.contains(&secret));
+
+    let (status, _) = herald
+        .call("POST", "/v1/tenant/seal", Some("acme"), None)
+        .await;
+    assert_eq!(status, 403, "a tenant's token may not");
+    let (status, answer) = herald
+        .call_as_operator("POST", "/v1/tenant/seal", "acme", None)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"done": true, "sealed": 1, "cursor": null}));
+    let item = stored_item(&herald, id.as_str()).await;
+    assert!(!item.contains(&secret) && !item.contains(TOKEN), "{item}");
+    let sealed = raw.get(&tenant, &id).await.unwrap().unwrap();
+    assert!(!sealed.has_clear_values());
+    assert_eq!(sealed.version, clear.version, "a sealing is not a change");
+    // Nothing left: a second sealing seals nothing.
+    let (_, again) = herald
+        .call_as_operator("POST", "/v1/tenant/seal", "acme", None)
+        .await;
+    assert_eq!(again["sealed"], 0, "{again}");
+
+    herald
+        .publish("acme", json!({"type": "a", "data": {"n": 1}}))
+        .await;
+    let webhook = receiver.wait_for(1, PATIENCE).await.remove(0);
+    assert!(signs_with(&webhook, &secret));
+    assert_eq!(webhook.header("authorization"), TOKEN);
+    herald.shutdown().await;
+}

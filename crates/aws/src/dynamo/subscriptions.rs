@@ -281,6 +281,10 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         self.remove_signing_keys(tenant).await
     }
 
+    fn seals(&self) -> bool {
+        matches!(self.vault, Some((_, VaultUse::Seal)))
+    }
+
     async fn create(&self, subscription: &Subscription) -> Result<(), StoreError> {
         self.put(subscription, "attribute_not_exists(id)", None)
             .await

@@ -146,6 +146,16 @@ impl Subscription {
                 .any(|v| crate::webhook::sign::is_sealed(v))
     }
 
+    /// Whether a secret or a header value is stored in the clear (written before the
+    /// deployment had a secrets key): what `POST /v1/tenant/seal` seals.
+    pub fn has_clear_values(&self) -> bool {
+        self.secrets.iter().any(|s| !s.secret.is_sealed())
+            || self
+                .headers
+                .values()
+                .any(|v| !crate::webhook::sign::is_sealed(v))
+    }
+
     /// The secrets that sign a delivery made at `now`.
     pub fn live_secrets(&self, now: DateTime<Utc>) -> impl Iterator<Item = &WebhookSecret> {
         self.secrets

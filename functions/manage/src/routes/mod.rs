@@ -5,5 +5,6 @@ pub mod erase;
 pub mod events;
 pub mod feed;
 pub mod replay;
+pub mod seal;
 pub mod signing_keys;
 pub mod subscriptions;

@@ -1308,3 +1308,24 @@ async fn a_tenant_past_its_requests_a_second_is_answered_429_and_the_others_are_
     deps.ports.clock.advance(std::time::Duration::from_secs(1));
     assert_eq!(handle(&deps, list("acme")).await.status(), 200);
 }
+
+#[tokio::test]
+async fn sealing_on_a_deployment_without_a_secrets_key_is_refused() {
+    let deps = deps();
+    let mut event = event_for("POST", "/v1/tenant/seal", Some("ops"), None);
+    event["requestContext"]["authorizer"]["jwt"]["scopes"] = json!(["herald/operator"]);
+    event["requestContext"]["authorizer"]["jwt"]["claims"]["scope"] = json!("herald/operator");
+    event["headers"]["herald-tenant"] = json!("acme");
+    let response = handle(
+        &deps,
+        lambda_http::request::from_str(&event.to_string()).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), 422, "{}", json_of(&response));
+    assert!(
+        json_of(&response)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no secrets key")
+    );
+}
