@@ -167,3 +167,22 @@ pub async fn enqueue<P: Ports>(
         ApiError::unavailable()
     })
 }
+
+/// The body of a call that resumes a bounded, repeated operation (an erasure, a
+/// sealing): the previous answer's `cursor`, or nothing to begin.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub cursor: Option<String>,
+}
+
+impl Resume {
+    /// The request's body, empty or `{"cursor": …}`.
+    pub fn of(request: &lambda_http::Request) -> Result<Self, ApiError> {
+        if request.body().is_empty() {
+            Ok(Self::default())
+        } else {
+            api::json_body(request)
+        }
+    }
+}

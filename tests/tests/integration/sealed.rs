@@ -32,6 +32,18 @@ async fn stored_item(herald: &TestHerald, id: &str) -> String {
     format!("{item:?}")
 }
 
+/// The runner's subscriptions table as stored (`raw`: sealed values stay sealed) and as
+/// deliver's store reads it (`opening`: sealed values opened with the runner's key).
+fn stores(herald: &TestHerald) -> (DynamoSubscriptionStore, DynamoSubscriptionStore) {
+    let sdk = herald_tests::aws::sdk_config();
+    let table = herald.local.provisioned().subscriptions_table().to_owned();
+    let key = herald.local.provisioned().keys["SecretsKey"].clone();
+    let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+    let opening = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
+        .with_vault(Arc::new(Vault::new(&sdk, key)), VaultUse::Open);
+    (raw, opening)
+}
+
 fn signs_with(request: &Recorded, secret: &str) -> bool {
     signature_entries(request.header("webhook-signature")).contains(&v1_signature(
         secret,
@@ -145,12 +157,7 @@ async fn a_sealed_value_opens_only_for_the_subscription_it_was_sealed_for() {
     let receiver = TestReceiver::start(Script::always(200)).await;
     let (a, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
     let (b, _) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
-    let sdk = herald_tests::aws::sdk_config();
-    let table = herald.local.provisioned().subscriptions_table().to_owned();
-    let key = herald.local.provisioned().keys["SecretsKey"].clone();
-    let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
-    let opening = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
-        .with_vault(Arc::new(Vault::new(&sdk, key)), VaultUse::Open);
+    let (raw, opening) = stores(&herald);
     let tenant = TenantId::parse("acme").unwrap();
     let (a, b) = (
         SubscriptionId::parse(&a).unwrap(),
@@ -211,12 +218,7 @@ async fn a_tenants_private_signing_keys_are_stored_sealed_and_open_only_for_it()
         .call("GET", "/v1/signing-keys", Some("acme"), None)
         .await;
     assert_eq!(status, 200, "{keys}");
-    let sdk = herald_tests::aws::sdk_config();
-    let table = herald.local.provisioned().subscriptions_table().to_owned();
-    let key = herald.local.provisioned().keys["SecretsKey"].clone();
-    let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
-    let opening = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)
-        .with_vault(Arc::new(Vault::new(&sdk, key)), VaultUse::Open);
+    let (raw, opening) = stores(&herald);
     let (acme, globex) = (
         TenantId::parse("acme").unwrap(),
         TenantId::parse("globex").unwrap(),
@@ -261,9 +263,7 @@ async fn an_operator_seals_what_a_tenant_still_holds_in_the_clear() {
     let herald = TestHerald::start(&[("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0")]).await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     let (id, secret) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
-    let sdk = herald_tests::aws::sdk_config();
-    let table = herald.local.provisioned().subscriptions_table().to_owned();
-    let raw = DynamoSubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
+    let (raw, _) = stores(&herald);
     let tenant = TenantId::parse("acme").unwrap();
     let id = SubscriptionId::parse(&id).unwrap();
     // As a deployment without a key wrote it: the secret and a header in the clear.

@@ -55,16 +55,24 @@ async fn verify(request: &Recorded, secrets: &[&str], keys: Option<&Value>) -> (
 }
 
 async fn keyed_herald() -> TestHerald {
+    keyed_herald_with(&[]).await.0
+}
+
+/// A deployment with both signing keys, deliver reading every change at once, and
+/// `extra`; and its (ed25519, RSA PEM) keys.
+async fn keyed_herald_with(extra: &[(&str, &str)]) -> (TestHerald, String, String) {
     let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
     let rsa = std::fs::read_to_string(root().join("crates/testkit/testdata/rsa-2048.pem")).unwrap();
-    TestHerald::start(&[
-        ("HERALD_ED25519_SIGNING_KEY", &ed25519),
-        ("HERALD_RSA_SIGNING_KEY", &rsa),
-        // The delivery right after a rotation must carry the new secret, not wait for
-        // deliver's kept copy of the subscription to expire.
+    let mut settings = vec![
+        ("HERALD_ED25519_SIGNING_KEY", ed25519.as_str()),
+        ("HERALD_RSA_SIGNING_KEY", rsa.as_str()),
+        // The delivery right after a rotation must carry the new secret (or key), not wait
+        // for deliver's kept copy of the subscription (or the tenant's keys) to expire.
         ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
-    ])
-    .await
+    ];
+    settings.extend_from_slice(extra);
+    let herald = TestHerald::start(&settings).await;
+    (herald, ed25519, rsa)
 }
 
 #[tokio::test]
@@ -375,16 +383,7 @@ async fn signed_subscription(herald: &TestHerald, tenant: &str, receiver: &TestR
 
 #[tokio::test]
 async fn a_tenants_keys_rotate_with_an_overlap_and_no_deploy() {
-    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
-    let rsa = std::fs::read_to_string(root().join("crates/testkit/testdata/rsa-2048.pem")).unwrap();
-    let herald = TestHerald::start(&[
-        ("HERALD_ED25519_SIGNING_KEY", &ed25519),
-        ("HERALD_RSA_SIGNING_KEY", &rsa),
-        ("HERALD_SIGNING_KEY_OVERLAP", "4s"),
-        // Deliver reads the tenant's keys again at every delivery.
-        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
-    ])
-    .await;
+    let (herald, _, _) = keyed_herald_with(&[("HERALD_SIGNING_KEY_OVERLAP", "4s")]).await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     signed_subscription(&herald, "acme", &receiver).await;
     let (status, old) = herald
@@ -448,15 +447,7 @@ async fn a_tenants_keys_rotate_with_an_overlap_and_no_deploy() {
 
 #[tokio::test]
 async fn a_tenant_signed_with_the_deployments_keys_moves_to_its_own_after_the_overlap() {
-    let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
-    let rsa = std::fs::read_to_string(root().join("crates/testkit/testdata/rsa-2048.pem")).unwrap();
-    let herald = TestHerald::start(&[
-        ("HERALD_ED25519_SIGNING_KEY", &ed25519),
-        ("HERALD_RSA_SIGNING_KEY", &rsa),
-        ("HERALD_SIGNING_KEY_OVERLAP", "4s"),
-        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
-    ])
-    .await;
+    let (herald, ed25519, rsa) = keyed_herald_with(&[("HERALD_SIGNING_KEY_OVERLAP", "4s")]).await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     signed_subscription(&herald, "acme", &receiver).await;
     // A subscription from before tenants had keys of their own: its tenant has none.

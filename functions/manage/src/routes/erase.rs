@@ -8,18 +8,11 @@ use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::Ports;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::ManageDeps;
+use crate::http::Resume;
 use crate::http::owned_subscription;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Resume {
-    /// The `cursor` of the previous answer; none to begin.
-    cursor: Option<String>,
-}
 
 /// `POST /v1/tenant/erase` (the operator scope, naming the tenant in `Herald-Tenant`):
 /// every subscription, secret, delivery, event and portal session of the tenant.
@@ -67,11 +60,7 @@ async fn run<P: Ports>(
     scope: Scope<'_>,
     request: &Request,
 ) -> Result<Progress, ApiError> {
-    let resume: Resume = if request.body().is_empty() {
-        Resume::default()
-    } else {
-        api::json_body(request)?
-    };
+    let resume = Resume::of(request)?;
     let progress = match resume.cursor.as_deref() {
         None => Progress::start(scope),
         Some(cursor) => Progress::resume(cursor, scope)

@@ -9,20 +9,13 @@ use herald_core::ids::TenantId;
 use herald_core::ports::{Ports, StoreError, SubscriptionStore};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::ManageDeps;
+use crate::http::Resume;
 
 /// Subscriptions looked at a call.
 const PAGE: usize = 100;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Resume {
-    /// The `cursor` of the previous answer; none to begin.
-    cursor: Option<String>,
-}
 
 pub async fn tenant<P: Ports>(
     deps: &ManageDeps<P>,
@@ -35,11 +28,7 @@ pub async fn tenant<P: Ports>(
             "this deployment has no secrets key (HERALD_SECRETS_KEY): nothing can be sealed",
         ));
     }
-    let resume: Resume = if request.body().is_empty() {
-        Resume::default()
-    } else {
-        api::json_body(request)?
-    };
+    let resume = Resume::of(request)?;
     let page = store.list(tenant, PAGE, resume.cursor.as_deref()).await?;
     let mut sealed = 0u64;
     for subscription in page.items.iter().filter(|s| s.has_clear_values()) {

@@ -136,6 +136,20 @@ async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
     assert_eq!(record.attempts.len(), 1);
 }
 
+/// `batch-of-two` handed to deliver: both come back, nothing sent, no attempt recorded.
+async fn both_come_back_unsent(deps: &Arc<Deps>) {
+    let event = sqs_event("batch-of-two.json");
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    let outcome = process_batch(deps, event).await;
+
+    assert_eq!(failures(&outcome).len(), 2, "both come back");
+    assert!(deps.ports.sender.sent().is_empty(), "nothing was sent");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Pending);
+    assert!(record.attempts.is_empty(), "{:?}", record.attempts);
+}
+
 /// A subscription whose secret reaches deliver still sealed (its deliver has no key to
 /// open it) sends nothing: unsigned or wrongly signed requests never leave. The message
 /// comes back shortly, no attempt recorded.
@@ -149,16 +163,7 @@ async fn a_secret_still_sealed_sends_nothing_and_comes_back() {
         .create(&subscription)
         .await
         .unwrap();
-    let event = sqs_event("batch-of-two.json");
-    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
-
-    let outcome = process_batch(&deps, event).await;
-
-    assert_eq!(failures(&outcome).len(), 2, "both come back");
-    assert!(deps.ports.sender.sent().is_empty(), "nothing was sent");
-    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
-    assert_eq!(record.state, DeliveryState::Pending);
-    assert!(record.attempts.is_empty(), "{:?}", record.attempts);
+    both_come_back_unsent(&deps).await;
 }
 
 /// A tenant whose own signing keys reach deliver still sealed sends nothing: the request
@@ -188,16 +193,7 @@ async fn a_tenants_signing_keys_still_sealed_send_nothing_and_come_back() {
         .put_signing_keys(&keys, None)
         .await
         .unwrap();
-    let event = sqs_event("batch-of-two.json");
-    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
-
-    let outcome = process_batch(&deps, event).await;
-
-    assert_eq!(failures(&outcome).len(), 2, "both come back");
-    assert!(deps.ports.sender.sent().is_empty(), "nothing was sent");
-    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
-    assert_eq!(record.state, DeliveryState::Pending);
-    assert!(record.attempts.is_empty(), "{:?}", record.attempts);
+    both_come_back_unsent(&deps).await;
 }
 
 #[tokio::test]
