@@ -52,7 +52,15 @@ struct Run {
 
 async fn run_once(batched: bool) -> Run {
     let proxy = RecordingProxy::start_measuring(moto_url()).await;
-    let herald = TestHerald::start_with(sdk_config_for(&proxy.url()), &[], None).await;
+    // Each tenant's API requests counted, as the template deploys them
+    // (`TenantRequestsPerSecond`): a limit this run never reaches, so every request is
+    // counted and none refused.
+    let herald = TestHerald::start_with(
+        sdk_config_for(&proxy.url()),
+        &[("HERALD_MAX_REQUESTS_PER_SECOND", "100000")],
+        None,
+    )
+    .await;
     let receiver = TestReceiver::start(Script::always(200)).await;
     herald
         .subscribe("acme", &receiver.url(), &["order.*"])
