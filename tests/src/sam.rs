@@ -50,6 +50,8 @@ pub fn settings() -> Vec<(&'static str, &'static str)> {
             "herald-sam-test/ed25519",
         ),
         ("HERALD_RSA_SIGNING_KEY_SECRET", "herald-sam-test/rsa"),
+        // Each tenant's requests a second counted, as the template's default has it.
+        ("HERALD_MAX_REQUESTS_PER_SECOND", "100"),
     ]
 }
 

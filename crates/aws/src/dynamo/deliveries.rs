@@ -586,13 +586,22 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             }
         };
         let (items, last) = output;
-        erase::delete_keys(
-            &self.client,
-            &self.table,
-            items.as_deref().unwrap_or_default(),
-            &names,
-            last.as_ref(),
-        )
-        .await
+        let items = items.unwrap_or_default();
+        let erased =
+            erase::delete_keys(&self.client, &self.table, &items, &names, last.as_ref()).await?;
+        // Every item goes, but only delivery records count as deliveries: the tenant's
+        // budget counters and rate tickets share its partitions' prefix.
+        let records = items
+            .iter()
+            .filter(|item| {
+                item.get("id")
+                    .and_then(|id| id.as_s().ok())
+                    .is_some_and(|id| DeliveryId::parse(id).is_some())
+            })
+            .count() as u64;
+        Ok(Erased {
+            count: records,
+            ..erased
+        })
     }
 }

@@ -556,8 +556,35 @@ async fn erasure_deletes_one_subscriptions_deliveries_or_every_one_of_a_tenant_i
         );
     }
 
+    // The tenant's budget counters and a rate ticket share its partitions' prefix: erased
+    // with it, not counted as deliveries.
+    let second = now.timestamp();
+    assert!(
+        ledger
+            .spend(&tenant("acme"), "requests", second, 1, 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        ledger
+            .spend(&tenant("acme"), "redeliveries", second / 60, 1, 10)
+            .await
+            .unwrap()
+    );
+    ledger
+        .take_ticket(&tenant("acme"), &second_tasks[0].subscription_id, second)
+        .await
+        .unwrap();
+
     // The whole tenant: a scan finds the rest, and leaves the other tenant's.
     assert_eq!(erase_all(None).await, 3);
+    // The counters went too: spending starts again from nothing.
+    assert!(
+        ledger
+            .spend(&tenant("acme"), "requests", second, 10, 10)
+            .await
+            .unwrap()
+    );
     for task in &second_tasks {
         assert_eq!(
             ledger
