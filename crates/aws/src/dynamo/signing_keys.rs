@@ -18,7 +18,7 @@ const SET_ID: &str = "set";
 
 fn key(tenant: &TenantId) -> Item {
     Item::from([
-        ("tenant".to_owned(), s(&format!("#signing-keys#{tenant}"))),
+        ("tenant".to_owned(), s(format!("#signing-keys#{tenant}"))),
         ("id".to_owned(), s(SET_ID)),
     ])
 }
