@@ -14,10 +14,108 @@ use serde_json::{Value, json};
 use crate::Table;
 use crate::logs::{self, Logged};
 
-const BATCHED_EVENTS: usize = 500;
-const SINGLE_EVENTS: usize = 100;
-/// Events a batched publish call carries.
-const BATCHED_PER_CALL: usize = 100;
+/// One run's traffic: how many events, published how many a call, with how much
+/// `data`, to how many subscriptions, answered with how large a body.
+#[derive(Clone, Copy, Debug)]
+struct Traffic {
+    name: &'static str,
+    events: usize,
+    per_call: usize,
+    /// Bytes of each event's `data` (0: the bare order, about 40 bytes).
+    data_bytes: usize,
+    /// Subscriptions each event matches: deliveries per event.
+    fan_out: usize,
+    /// Bytes of each receiver's answer (0: `ok`).
+    answer_bytes: usize,
+}
+
+/// The runs, side by side: the bare events of the earlier rounds, then realistic traffic
+/// (1 KiB of `data`, receivers answering 200 with about 100 bytes) at fan-out 1 and 3,
+/// batched and single, and larger events. A 100 KiB event is published ten a call (the
+/// API takes 6 MiB a call).
+const RUNS: [Traffic; 8] = [
+    Traffic {
+        name: "batched (100 per publish)",
+        events: 500,
+        per_call: 100,
+        data_bytes: 0,
+        fan_out: 1,
+        answer_bytes: 0,
+    },
+    Traffic {
+        name: "single (1 per publish)",
+        events: 100,
+        per_call: 1,
+        data_bytes: 0,
+        fan_out: 1,
+        answer_bytes: 0,
+    },
+    Traffic {
+        name: "1 KiB, batched, fan-out 1",
+        events: 500,
+        per_call: 100,
+        data_bytes: 1024,
+        fan_out: 1,
+        answer_bytes: 100,
+    },
+    Traffic {
+        name: "1 KiB, batched, fan-out 3",
+        events: 300,
+        per_call: 100,
+        data_bytes: 1024,
+        fan_out: 3,
+        answer_bytes: 100,
+    },
+    Traffic {
+        name: "1 KiB, single, fan-out 1",
+        events: 100,
+        per_call: 1,
+        data_bytes: 1024,
+        fan_out: 1,
+        answer_bytes: 100,
+    },
+    Traffic {
+        name: "1 KiB, single, fan-out 3",
+        events: 100,
+        per_call: 1,
+        data_bytes: 1024,
+        fan_out: 3,
+        answer_bytes: 100,
+    },
+    Traffic {
+        name: "10 KiB, batched, fan-out 1",
+        events: 200,
+        per_call: 100,
+        data_bytes: 10 * 1024,
+        fan_out: 1,
+        answer_bytes: 100,
+    },
+    Traffic {
+        name: "100 KiB, batched, fan-out 1",
+        events: 50,
+        per_call: 10,
+        data_bytes: 100 * 1024,
+        fan_out: 1,
+        answer_bytes: 100,
+    },
+];
+
+/// SQS bills a request per started 64 KiB of the messages' payload it carries.
+const SQS_CHUNK: usize = 64 * 1024;
+
+/// Requests SQS bills for `call`: one per started 64 KiB of its payload, at least one.
+fn sqs_billed_requests(call: &AwsCall) -> f64 {
+    (call.payload_bytes.unwrap_or(0) as f64 / SQS_CHUNK as f64)
+        .ceil()
+        .max(1.0)
+}
+
+/// Receives of a queue no delivery of the run went through (the ordered and slow lanes,
+/// and their pollers waiting): on AWS, Lambda's pollers long-poll an idle queue whatever
+/// the traffic, a cost per month rather than per delivery.
+fn idle_receive(call: &AwsCall, busy_queue: &str) -> bool {
+    call.action == "sqs:ReceiveMessage" && call.resource != busy_queue
+}
 
 /// Events an ingest call records at once (`WRITE_CONCURRENCY` in functions/ingest) and
 /// SendMessageBatch calls it makes at once (`SEND_CONCURRENCY` in crates/aws/src/sqs.rs).
@@ -41,6 +139,9 @@ fn capacity(call: &AwsCall) -> (f64, f64) {
 }
 
 struct Run {
+    traffic: Traffic,
+    /// The queue the run's deliveries went through (its name).
+    busy_queue: String,
     deliveries: usize,
     publishes: usize,
     calls: Vec<AwsCall>,
@@ -50,7 +151,7 @@ struct Run {
     latencies: Vec<Duration>,
 }
 
-async fn run_once(batched: bool) -> Run {
+async fn run_once(traffic: Traffic) -> Run {
     let proxy = RecordingProxy::start_measuring(moto_url()).await;
     // Each tenant's API requests counted, as the template deploys them
     // (`TenantRequestsPerSecond`): a limit this run never reaches, so every request is
@@ -61,29 +162,47 @@ async fn run_once(batched: bool) -> Run {
         None,
     )
     .await;
-    let receiver = TestReceiver::start(Script::always(200)).await;
-    herald
-        .subscribe("acme", &receiver.url(), &["order.*"])
-        .await;
+    let answer = if traffic.answer_bytes == 0 {
+        Script::always(200)
+    } else {
+        // A JSON acknowledgement of about the size asked, as many receivers answer.
+        let ack = format!(
+            r#"{{"received":true,"id":"{}"}}"#,
+            "0".repeat(traffic.answer_bytes.saturating_sub(27))
+        );
+        Script::always(200).with_body(ack)
+    };
+    let receiver = TestReceiver::start(answer).await;
+    for _ in 0..traffic.fan_out {
+        herald
+            .subscribe("acme", &receiver.url(), &["order.*"])
+            .await;
+    }
+    let busy_queue = herald
+        .local
+        .provisioned()
+        .delivery_queue_url()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let before = proxy.calls().len();
     let logged_before = logs::logged();
 
-    let events = if batched {
-        BATCHED_EVENTS
-    } else {
-        SINGLE_EVENTS
-    };
-    let ids: Vec<String> = (0..events).map(|i| format!("ord_{i}")).collect();
+    let ids: Vec<String> = (0..traffic.events).map(|i| format!("ord_{i}")).collect();
     let mut published_at = BTreeMap::new();
     let started = Instant::now();
-    let per_call = if batched { BATCHED_PER_CALL } else { 1 };
     let mut publishes = 0;
-    for chunk in ids.chunks(per_call) {
+    for chunk in ids.chunks(traffic.per_call) {
         let body: Vec<Value> = chunk
             .iter()
-            .map(
-                |id| json!({"id": id, "type": "order.paid", "data": {"order": id, "amount": 1250}}),
-            )
+            .map(|id| {
+                json!({
+                    "id": id,
+                    "type": "order.paid",
+                    "data": crate::ingest_cpu::order_data(id, traffic.data_bytes),
+                })
+            })
             .collect();
         let at = Instant::now();
         let (status, answer) = herald.publish("acme", json!({"events": body})).await;
@@ -93,8 +212,11 @@ async fn run_once(batched: bool) -> Run {
             published_at.insert(id.clone(), at);
         }
     }
-    let got = receiver.wait_for(events, Duration::from_secs(300)).await;
-    assert_eq!(got.len(), events, "not every event arrived");
+    let deliveries = traffic.events * traffic.fan_out;
+    let got = receiver
+        .wait_for(deliveries, Duration::from_secs(600))
+        .await;
+    assert_eq!(got.len(), deliveries, "not every delivery arrived");
     let wall = started.elapsed();
     // Let the last batches be deleted from the queue before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -110,7 +232,9 @@ async fn run_once(batched: bool) -> Run {
     latencies.sort();
     herald.shutdown().await;
     Run {
-        deliveries: events,
+        traffic,
+        busy_queue,
+        deliveries,
         publishes,
         calls,
         logged,
@@ -166,8 +290,24 @@ struct Functions {
     /// Wall and CPU time of the deliver handler's batch of 10 to the 50 ms receiver.
     deliver_batch_of_10_ms: f64,
     deliver_batch_of_10_cpu_ms: f64,
-    /// CPU of an ingest call, by the events it publishes.
-    ingest_call_cpu_ms: BTreeMap<usize, f64>,
+    /// CPU of an ingest call, by its events, their `data` size and the subscriptions
+    /// they match ([`ingest_key`]).
+    ingest_call_cpu_ms: BTreeMap<(usize, usize, usize), f64>,
+}
+
+/// The ingest measurement a run's calls are priced with: events a call, `data` size and
+/// subscriptions matched.
+fn ingest_key(traffic: &Traffic) -> (usize, usize, usize) {
+    (traffic.per_call, traffic.data_bytes, traffic.fan_out)
+}
+
+/// The issue's target for this run, where it has one (1 KiB, batched, fan-out 1).
+fn target(traffic: &Traffic, figure: &str) -> String {
+    if traffic.data_bytes == 1024 && traffic.per_call > 1 && traffic.fan_out == 1 {
+        format!(" (target {figure})")
+    } else {
+        String::new()
+    }
 }
 
 fn analyse(
@@ -187,11 +327,20 @@ fn analyse(
         rru += r;
     }
     let count = |action: &str| by_action.get(action).copied().unwrap_or(0) as f64;
-    let sqs_requests: usize = by_action
+    // SQS: the calls on the run's queue, billed per started 64 KiB of payload; the idle
+    // lanes' receives apart (priced per month in `idle_queues`).
+    let busy_sqs: Vec<&AwsCall> = run
+        .calls
         .iter()
-        .filter(|(a, _)| a.starts_with("sqs:"))
-        .map(|(_, n)| n)
-        .sum();
+        .filter(|c| c.action.starts_with("sqs:") && !idle_receive(c, &run.busy_queue))
+        .collect();
+    let idle_receives = run
+        .calls
+        .iter()
+        .filter(|c| idle_receive(c, &run.busy_queue))
+        .count();
+    let sqs_requests = busy_sqs.len();
+    let sqs_billed: f64 = busy_sqs.iter().map(|c| sqs_billed_requests(c)).sum();
     let dynamodb_requests: usize = by_action
         .iter()
         .filter(|(a, _)| a.starts_with("dynamodb:"))
@@ -205,10 +354,10 @@ fn analyse(
     // buys, and the round trips stated in prices.json.
     let dynamodb_ms = assumption(prices, "dynamodb_round_trip_ms");
     let sqs_ms = assumption(prices, "sqs_round_trip_ms");
-    let events_per_call = run.deliveries as f64 / run.publishes as f64;
+    let events_per_call = run.traffic.events as f64 / run.publishes as f64;
     let ingest_cpu_ms = functions
         .ingest_call_cpu_ms
-        .get(&(events_per_call.round() as usize))
+        .get(&ingest_key(&run.traffic))
         .copied()
         .expect("the ingest call of this size was measured");
     let ingest_ms = billed_ms(
@@ -233,7 +382,7 @@ fn analyse(
     let lambda = per(invocations) * million * price(prices, "lambda_request")
         + per(gb_seconds) * million * price(prices, "lambda_arm64_gb_second");
     let api = per(run.publishes as f64) * million * price(prices, "http_api_request");
-    let sqs = per(sqs_requests as f64) * million * price(prices, "sqs_request");
+    let sqs = per(sqs_billed) * million * price(prices, "sqs_request");
     // KMS: the secrets key's data key made by manage and opened by each deliver container.
     let kms_requests: usize = by_action
         .iter()
@@ -268,9 +417,11 @@ fn analyse(
         format!("{name}: AWS requests per delivery"),
         format!("{:.2}", per((sqs_requests + dynamodb_requests) as f64)),
         format!(
-            "DynamoDB {:.2}, SQS {:.2}; {}",
+            "DynamoDB {:.2}, SQS {:.2} (billed {:.2}, per started 64 KiB; the idle lanes' {:.2} receives apart); {}",
             per(dynamodb_requests as f64),
             per(sqs_requests as f64),
+            per(sqs_billed),
+            per(idle_receives as f64),
             by_action
                 .iter()
                 .map(|(a, n)| format!("{a} {:.2}", per(*n as f64)))
@@ -302,14 +453,19 @@ fn analyse(
         format!("{name}: $ per million, on-demand"),
         format!("{total_on_demand:.2}"),
         format!(
-            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, KMS {kms:.3}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2} (target ≤ 2.20 batched)",
-            functions.ingest_memory_mb, functions.deliver_memory_mb
+            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, KMS {kms:.3}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2}{}",
+            functions.ingest_memory_mb,
+            functions.deliver_memory_mb,
+            target(&run.traffic, "≤ 1.00")
         ),
     );
     table.row(
         format!("{name}: $ per million, provisioned 70%"),
         format!("{total_provisioned:.2}"),
-        format!("DynamoDB {provisioned:.2} + the same others (target ≤ 1.00 batched)"),
+        format!(
+            "DynamoDB {provisioned:.2} + the same others{}",
+            target(&run.traffic, "≤ 0.50")
+        ),
     );
     let p50 = crate::percentile(&run.latencies, 50.0);
     let p99 = crate::percentile(&run.latencies, 99.0);
@@ -326,8 +482,15 @@ fn analyse(
         ),
     );
     json!({
+        "traffic": {
+            "events": run.traffic.events, "per_call": run.traffic.per_call,
+            "data_bytes": run.traffic.data_bytes, "fan_out": run.traffic.fan_out,
+            "answer_bytes": run.traffic.answer_bytes,
+        },
         "deliveries": run.deliveries,
         "publish_calls": run.publishes,
+        "sqs_billed_requests_per_delivery": per(sqs_billed),
+        "idle_receives_per_delivery_apart": per(idle_receives as f64),
         "requests_by_action": by_action,
         "requests_per_delivery": per((sqs_requests + dynamodb_requests) as f64),
         "wru_per_delivery": per(wru),
@@ -379,13 +542,14 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
             .parse()
             .expect("a MemorySize in MB")
     };
-    let ingest_call_cpu_ms: BTreeMap<usize, f64> = [BATCHED_PER_CALL, 1]
+    let ingest_call_cpu_ms: BTreeMap<(usize, usize, usize), f64> = RUNS
+        .iter()
+        .map(ingest_key)
+        .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .map(|events| {
-            (
-                events,
-                crate::ingest_cpu::per_call(events).as_secs_f64() * 1e3,
-            )
+        .map(|key @ (events, pad, subscriptions)| {
+            let cpu = crate::ingest_cpu::per_call(events, pad, subscriptions);
+            (key, cpu.as_secs_f64() * 1e3)
         })
         .collect();
     let functions = Functions {
@@ -396,9 +560,12 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
             / 1e3,
         ingest_call_cpu_ms,
     };
-    for (events, cpu) in &functions.ingest_call_cpu_ms {
+    for ((events, pad, subscriptions), cpu) in &functions.ingest_call_cpu_ms {
         table.row(
-            format!("CPU per ingest call of {events} event(s)"),
+            format!(
+                "CPU per ingest call of {events} event(s), {} data, {subscriptions} subscription(s)",
+                if *pad == 0 { "bare".to_owned() } else { format!("{pad} B of") }
+            ),
             format!("{cpu:.2} ms"),
             format!(
                 "ingest handler, in-memory stores: the gateway event parsed, validated, matched, recorded, queued, answered; median of {}",
@@ -410,12 +577,44 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
     let prices: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let batched = run_once(true).await;
-        let single = run_once(false).await;
+        let mut runs = serde_json::Map::new();
+        let mut idle_queues = std::collections::BTreeSet::new();
+        for traffic in RUNS {
+            let run = run_once(traffic).await;
+            idle_queues.extend(
+                run.calls
+                    .iter()
+                    .filter(|c| idle_receive(c, &run.busy_queue))
+                    .map(|c| c.resource.rsplit_once('-').map_or(c.resource.clone(), |(_, q)| q.to_owned())),
+            );
+            let figures = analyse(table, traffic.name, &run, &prices, &functions);
+            runs.insert(traffic.name.to_owned(), figures);
+        }
+        // The idle lanes' receives, per month: Lambda's pollers long-poll each queue an
+        // event source maps whether or not anything arrives.
+        let pollers = assumption(&prices, "lambda_sqs_pollers_per_queue");
+        let wait = assumption(&prices, "sqs_long_poll_seconds");
+        let receives = idle_queues.len() as f64 * pollers * 30.0 * 86_400.0 / wait;
+        let monthly = receives * price(&prices, "sqs_request");
+        table.row(
+            "idle lanes' receives, a month (apart from the per-delivery figures)",
+            format!("${monthly:.2}"),
+            format!(
+                "{} queues with nothing on them ({}), {pollers} pollers each, a receive per {wait} s long poll: {receives:.0} receives a month",
+                idle_queues.len(),
+                idle_queues.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        // The earlier rounds' keys, kept for comparison across runs of target/bench.json.
+        let batched = runs["batched (100 per publish)"].clone();
+        let single = runs["single (1 per publish)"].clone();
         json!({
             "prices_as_of": prices["as_of"],
-            "batched_publishing": analyse(table, "batched (100 per publish)", &batched, &prices, &functions),
-            "single_publishing": analyse(table, "single (1 per publish)", &single, &prices, &functions),
+            "batched_publishing": batched,
+            "single_publishing": single,
+            "runs": runs,
+            "idle_lanes_usd_per_month": monthly,
+            "idle_lanes": idle_queues,
         })
     })
 }
@@ -430,6 +629,30 @@ mod tests {
         assert_eq!(billed_ms(50.0, 1.0, 3538.0), 51.0);
         let at_256 = billed_ms(50.0, 1.0, 256.0);
         assert!((at_256 - (50.0 + 1769.0 / 256.0)).abs() < 1e-9, "{at_256}");
+    }
+
+    #[test]
+    fn sqs_bills_a_request_per_started_64_kib_and_an_empty_call_as_one() {
+        let call = |bytes: Option<usize>| AwsCall {
+            action: "sqs:SendMessageBatch".into(),
+            resource: "q".into(),
+            item_bytes: None,
+            consistent: false,
+            payload_bytes: bytes,
+        };
+        assert_eq!(sqs_billed_requests(&call(None)), 1.0);
+        assert_eq!(sqs_billed_requests(&call(Some(0))), 1.0);
+        assert_eq!(sqs_billed_requests(&call(Some(64 * 1024))), 1.0);
+        assert_eq!(sqs_billed_requests(&call(Some(64 * 1024 + 1))), 2.0);
+        assert_eq!(sqs_billed_requests(&call(Some(1024 * 1024))), 16.0);
+        let mut receive = call(Some(10));
+        receive.action = "sqs:ReceiveMessage".into();
+        assert!(idle_receive(&receive, "other"));
+        assert!(!idle_receive(&receive, "q"));
+        assert!(
+            !idle_receive(&call(Some(10)), "other"),
+            "a send is never idle"
+        );
     }
 
     #[test]
@@ -463,6 +686,8 @@ mod tests {
             "dynamodb_round_trip_ms",
             "sqs_round_trip_ms",
             "cloudwatch_log_event_overhead_bytes",
+            "lambda_sqs_pollers_per_queue",
+            "sqs_long_poll_seconds",
         ] {
             assert!(assumption(&prices, key) > 0.0, "{key}");
         }

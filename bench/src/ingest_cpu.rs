@@ -15,19 +15,31 @@ use serde_json::json;
 /// Calls measured; the median is the figure.
 pub const CALLS: usize = 21;
 
+/// An order event's `data`: the order and its amount, and with `pad` > 0 a `note` that
+/// brings the serialised `data` to `pad` bytes (a realistic payload's size).
+pub fn order_data(order: &str, pad: usize) -> serde_json::Value {
+    let mut data = json!({"order": order, "amount": 1250});
+    let bare = data.to_string().len() + r#","note":"""#.len();
+    if pad > bare {
+        data["note"] = json!("x".repeat(pad - bare));
+    }
+    data
+}
+
 /// An API Gateway (HTTP API, payload 2.0) event publishing `events` events for `acme`,
 /// as Lambda hands it to the function.
-fn publish_event(round: usize, events: usize) -> String {
+fn publish_event(round: usize, events: usize, pad: usize) -> String {
     let body = json!({"events": (0..events).map(|i| json!({
         "id": format!("ord_{round}_{i}"),
         "type": "order.paid",
-        "data": {"order": format!("ord_{round}_{i}"), "amount": 1250},
+        "data": order_data(&format!("ord_{round}_{i}"), pad),
     })).collect::<Vec<_>>()});
     crate::publish_request(&body)
 }
 
-/// The median CPU of a publish call of `events` events to one subscription.
-pub fn per_call(events: usize) -> Duration {
+/// The median CPU of a publish call of `events` events (`data` of `pad` bytes, 0 for the
+/// bare order) to `subscriptions` subscriptions.
+pub fn per_call(events: usize, pad: usize, subscriptions: usize) -> Duration {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -41,19 +53,21 @@ pub fn per_call(events: usize) -> Duration {
             max_requests_per_second: 0,
         };
         let policy = UrlPolicy::default();
-        deps.ports
-            .subscriptions
-            .create(&active_subscription(
-                "acme",
-                SubscriptionId::generate(Utc::now(), &mut rand::rng()),
-                SubscriptionUrl::parse("https://hooks.example.com/in", &policy).unwrap(),
-                &["order.*"],
-            ))
-            .await
-            .unwrap();
+        for _ in 0..subscriptions {
+            deps.ports
+                .subscriptions
+                .create(&active_subscription(
+                    "acme",
+                    SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+                    SubscriptionUrl::parse("https://hooks.example.com/in", &policy).unwrap(),
+                    &["order.*"],
+                ))
+                .await
+                .unwrap();
+        }
         let mut cpu = Vec::with_capacity(CALLS);
         for round in 0..CALLS {
-            let event = publish_event(round, events);
+            let event = publish_event(round, events, pad);
             let before = crate::thread_cpu();
             let request = lambda_http::request::from_str(&event).expect("a gateway event");
             let response = herald_ingest::handle(&deps, request).await;

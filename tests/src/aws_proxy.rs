@@ -31,6 +31,10 @@ pub struct AwsCall {
     pub item_bytes: Option<usize>,
     /// A strongly consistent read (billed double).
     pub consistent: bool,
+    /// For SQS: the messages' payload the call carries (sent, or received), bodies and
+    /// attributes, which SQS bills a request per started 64 KiB of. Only from a proxy
+    /// started with [`RecordingProxy::start_measuring`].
+    pub payload_bytes: Option<usize>,
 }
 
 /// An error AWS answers under load.
@@ -236,8 +240,42 @@ async fn forward(
                 billed_bytes(&action, &parts.headers, &body, &bytes, &client, &upstream).await;
             recorded.lock().unwrap().calls[index].item_bytes = size;
         }
+        if measure && action.starts_with("sqs:") {
+            recorded.lock().unwrap().calls[index].payload_bytes =
+                Some(sqs_payload(&action, &body, &bytes));
+        }
     }
     Ok(response.body(Full::new(bytes)).unwrap())
+}
+
+/// The messages' payload of an SQS call, as SQS bills it: each message's body and its
+/// attributes (name, type and value), sent (`SendMessage`, `SendMessageBatch`) or
+/// received (`ReceiveMessage`); nothing for the other calls.
+pub fn sqs_payload(action: &str, request: &[u8], answer: &[u8]) -> usize {
+    let message = |m: &Value, body: &str| -> usize {
+        let attributes: usize = m["MessageAttributes"].as_object().map_or(0, |attributes| {
+            attributes
+                .iter()
+                .map(|(name, value)| {
+                    name.len()
+                        + value["DataType"].as_str().map_or(0, str::len)
+                        + value["StringValue"].as_str().map_or(0, str::len)
+                })
+                .sum()
+        });
+        m[body].as_str().map_or(0, str::len) + attributes
+    };
+    let parse = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap_or(Value::Null);
+    match action {
+        "sqs:SendMessage" => message(&parse(request), "MessageBody"),
+        "sqs:SendMessageBatch" => parse(request)["Entries"].as_array().map_or(0, |entries| {
+            entries.iter().map(|e| message(e, "MessageBody")).sum()
+        }),
+        "sqs:ReceiveMessage" => parse(answer)["Messages"].as_array().map_or(0, |messages| {
+            messages.iter().map(|m| message(m, "Body")).sum()
+        }),
+        _ => 0,
+    }
 }
 
 /// An item's size as DynamoDB bills it: each attribute's name plus its value.
@@ -359,6 +397,7 @@ fn describe(headers: &hyper::HeaderMap, body: &[u8]) -> Option<AwsCall> {
         resource,
         item_bytes: None,
         consistent: json["ConsistentRead"].as_bool().unwrap_or(false),
+        payload_bytes: None,
     })
 }
 

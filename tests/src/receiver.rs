@@ -55,9 +55,10 @@ pub struct Chaos {
     pub hang: Duration,
 }
 
-/// The answers to give, in order of arrival; the last one repeats.
+/// The answers to give, in order of arrival; the last one repeats. Each answer's body is
+/// `ok` unless [`Script::with_body`] says otherwise.
 #[derive(Clone, Debug)]
-pub struct Script(Vec<Step>, Option<Chaos>);
+pub struct Script(Vec<Step>, Option<Chaos>, Option<Bytes>);
 
 impl Script {
     pub fn always(status: u16) -> Self {
@@ -77,7 +78,7 @@ impl Script {
             .map(|(status, delay)| Step { status, delay })
             .collect();
         assert!(!steps.is_empty(), "a script needs at least one answer");
-        Self(steps, None)
+        Self(steps, None, None)
     }
 
     /// Every answer waits `delay` first, as a slow endpoint (or one past the timeout) would.
@@ -92,6 +93,12 @@ impl Script {
     /// reset, 504 for a timeout, 500 for a server error).
     pub fn with_chaos(mut self, chaos: Chaos) -> Self {
         self.1 = Some(chaos);
+        self
+    }
+
+    /// Every answer carries `body`, as a receiver answering with a JSON acknowledgement.
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.2 = Some(body.into());
         self
     }
 
@@ -241,7 +248,12 @@ async fn answer(
         // hyper closes the connection without an answer when the service fails.
         return Err(std::io::Error::other("dropped by the script"));
     }
-    let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+    let body = state
+        .script
+        .2
+        .clone()
+        .unwrap_or_else(|| Bytes::from_static(b"ok"));
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() =
         StatusCode::from_u16(step.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     Ok(response)
