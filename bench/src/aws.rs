@@ -639,6 +639,7 @@ mod tests {
             item_bytes: None,
             consistent: false,
             payload_bytes: bytes,
+            key_values: Vec::new(),
         };
         assert_eq!(sqs_billed_requests(&call(None)), 1.0);
         assert_eq!(sqs_billed_requests(&call(Some(0))), 1.0);

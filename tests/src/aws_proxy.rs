@@ -35,6 +35,11 @@ pub struct AwsCall {
     /// attributes, which SQS bills a request per started 64 KiB of. Only from a proxy
     /// started with [`RecordingProxy::start_measuring`].
     pub payload_bytes: Option<usize>,
+    /// For DynamoDB: the string attributes that name the items the call reaches, as
+    /// (attribute, value): a `Key`'s, a put `Item`'s, each of a batch's, and the equalities
+    /// of a Query's key condition. What a policy's `dynamodb:LeadingKeys` is checked
+    /// against (the table's partition key among them).
+    pub key_values: Vec<(String, String)>,
 }
 
 /// An error AWS answers under load.
@@ -248,6 +253,53 @@ async fn forward(
     Ok(response.body(Full::new(bytes)).unwrap())
 }
 
+/// The string attributes of the items a DynamoDB call names (see [`AwsCall::key_values`]).
+pub fn dynamodb_key_values(call: &Value) -> Vec<(String, String)> {
+    fn strings(item: &Value, into: &mut Vec<(String, String)>) {
+        for (name, value) in item.as_object().into_iter().flatten() {
+            if let Some(s) = value["S"].as_str() {
+                into.push((name.clone(), s.to_owned()));
+            }
+        }
+    }
+    let mut values = Vec::new();
+    strings(&call["Key"], &mut values);
+    strings(&call["Item"], &mut values);
+    for requests in call["RequestItems"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, r)| r)
+    {
+        // BatchWriteItem: a list of put and delete requests; BatchGetItem: `Keys`.
+        for request in requests.as_array().into_iter().flatten() {
+            strings(&request["DeleteRequest"]["Key"], &mut values);
+            strings(&request["PutRequest"]["Item"], &mut values);
+        }
+        for key in requests["Keys"].as_array().into_iter().flatten() {
+            strings(key, &mut values);
+        }
+    }
+    if let Some(condition) = call["KeyConditionExpression"].as_str() {
+        for part in condition.split(" AND ").chain(condition.split(" and ")) {
+            let Some((name, placeholder)) = part.split_once('=') else {
+                continue;
+            };
+            let (name, placeholder) = (name.trim(), placeholder.trim());
+            let name = call["ExpressionAttributeNames"][name]
+                .as_str()
+                .unwrap_or(name)
+                .to_owned();
+            if let Some(value) = call["ExpressionAttributeValues"][placeholder]["S"].as_str() {
+                values.push((name, value.to_owned()));
+            }
+        }
+        values.sort();
+        values.dedup();
+    }
+    values
+}
+
 /// The messages' payload of an SQS call, as SQS bills it: each message's body and its
 /// attributes (name, type and value), sent (`SendMessage`, `SendMessageBatch`) or
 /// received (`ReceiveMessage`); nothing for the other calls.
@@ -398,6 +450,11 @@ fn describe(headers: &hyper::HeaderMap, body: &[u8]) -> Option<AwsCall> {
         item_bytes: None,
         consistent: json["ConsistentRead"].as_bool().unwrap_or(false),
         payload_bytes: None,
+        key_values: if prefix == "dynamodb" {
+            dynamodb_key_values(&json)
+        } else {
+            Vec::new()
+        },
     })
 }
 

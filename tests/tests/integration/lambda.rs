@@ -619,9 +619,99 @@ fn the_template_gives_each_function_every_variable_it_reads() {
 
 /// The (IAM action, logical resource) pairs a function's policy statements allow, e.g.
 /// (`dynamodb:Query`, `DeliveriesTable`).
+/// One action a function's policy allows on one resource (its logical id), and the
+/// `dynamodb:LeadingKeys` condition it is allowed under, if any.
+struct Grant {
+    action: String,
+    logical: String,
+    leading_keys: Option<LeadingKeys>,
+}
+
+/// `ForAllValues:StringEquals` or `ForAllValues:StringLike` on `dynamodb:LeadingKeys`:
+/// every partition key the call reaches must equal (or match, `*` and `?` as wildcards)
+/// one of `values`.
+struct LeadingKeys {
+    like: bool,
+    values: Vec<String>,
+}
+
+impl LeadingKeys {
+    fn of(condition: &yaml_serde::Value) -> Option<Self> {
+        [
+            ("ForAllValues:StringEquals", false),
+            ("ForAllValues:StringLike", true),
+        ]
+        .into_iter()
+        .find_map(|(operator, like)| {
+            let values = condition[operator]["dynamodb:LeadingKeys"].as_sequence()?;
+            Some(Self {
+                like,
+                values: values
+                    .iter()
+                    .map(|v| v.as_str().expect("a key pattern").to_owned())
+                    .collect(),
+            })
+        })
+    }
+
+    /// Whether every key in `keys` passes (none: true, as IAM's ForAllValues has it).
+    fn allows(&self, keys: &[&str]) -> bool {
+        keys.iter().all(|key| {
+            self.values.iter().any(|pattern| {
+                if self.like {
+                    wildcard_match(pattern.as_bytes(), key.as_bytes())
+                } else {
+                    pattern == key
+                }
+            })
+        })
+    }
+}
+
+/// IAM's `StringLike`: `*` matches any run of characters, `?` any one.
+fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            wildcard_match(&pattern[1..], text)
+                || (!text.is_empty() && wildcard_match(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => wildcard_match(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => wildcard_match(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+#[test]
+fn a_leading_keys_condition_is_read_as_iam_reads_it() {
+    assert!(wildcard_match(b"*#requests", b"acme#requests"));
+    assert!(!wildcard_match(b"*#requests", b"acme#sub_01#requests2"));
+    assert!(wildcard_match(b"a?c*", b"abcdef"));
+    assert!(!wildcard_match(b"a?c", b"ac"));
+    let like = LeadingKeys {
+        like: true,
+        values: vec!["*#requests".into()],
+    };
+    assert!(like.allows(&["acme#requests", "globex#requests"]));
+    assert!(!like.allows(&["acme#requests", "acme#sub_01"]));
+    assert!(like.allows(&[]), "ForAllValues over no key holds");
+    let equals = LeadingKeys {
+        like: false,
+        values: vec!["#excerpt-keys".into()],
+    };
+    assert!(equals.allows(&["#excerpt-keys"]) && !equals.allows(&["acme#excerpt-keys"]));
+}
+
 fn allowed_pairs(template: &yaml_serde::Value, function: &str) -> BTreeSet<(String, String)> {
+    grants(template, function)
+        .into_iter()
+        .map(|g| (g.action, g.logical))
+        .collect()
+}
+
+fn grants(template: &yaml_serde::Value, function: &str) -> Vec<Grant> {
     use yaml_serde::Value as Y;
-    let mut allowed = BTreeSet::new();
+    let mut allowed = Vec::new();
     let policies = template["Resources"][function]["Properties"]["Policies"]
         .as_sequence()
         .unwrap_or_else(|| panic!("{function} has no Policies"));
@@ -669,7 +759,11 @@ fn allowed_pairs(template: &yaml_serde::Value, function: &str) -> BTreeSet<(Stri
                 }
                 .unwrap_or_else(|| panic!("{function}: a resource that is no ARN: {resource:?}"));
                 for action in one(&statement["Action"]) {
-                    allowed.insert((action.as_str().unwrap().to_owned(), logical.clone()));
+                    allowed.push(Grant {
+                        action: action.as_str().unwrap().to_owned(),
+                        logical: logical.clone(),
+                        leading_keys: LeadingKeys::of(&statement["Condition"]),
+                    });
                 }
             }
         }
@@ -718,34 +812,58 @@ fn the_batch_calls_deliver_makes_are_allowed_by_its_single_call_actions() {
     assert_eq!(iam_action("dynamodb:GetItem"), "dynamodb:GetItem");
 }
 
-/// Every AWS call the function made is allowed by its statements in template.yaml.
+/// The attribute a table's items are partitioned by: its `KeySchema`'s `HASH`.
+fn partition_key(template: &yaml_serde::Value, table: &str) -> Option<String> {
+    template["Resources"][table]["Properties"]["KeySchema"]
+        .as_sequence()?
+        .iter()
+        .find(|k| k["KeyType"].as_str() == Some("HASH"))
+        .and_then(|k| k["AttributeName"].as_str())
+        .map(str::to_owned)
+}
+
+/// Every AWS call the function made is allowed by its statements in template.yaml: an
+/// action on the resource, under the statement's `dynamodb:LeadingKeys` condition where
+/// it has one (checked against the partition keys the call reaches).
 fn allowed_by_the_template(function: &str, aws: &TestAws, calls: &[AwsCall]) {
     assert!(!calls.is_empty(), "{function} made no AWS call");
-    let allowed = allowed_pairs(&template(), function);
-    let made: BTreeSet<(String, String)> = calls
-        .iter()
-        .map(|call| {
-            let action = iam_action(&call.action).to_owned();
-            // A KMS key is named by its ARN, provisioned for a logical id.
-            if let Some((logical, _)) = aws
-                .provisioned
-                .keys
-                .iter()
-                .find(|(_, arn)| **arn == call.resource)
-            {
-                return (action, logical.clone());
-            }
-            let logical = call
+    let template = template();
+    let grants = grants(&template, function);
+    let mut denied = BTreeSet::new();
+    for call in calls {
+        let action = iam_action(&call.action).to_owned();
+        // A KMS key is named by its ARN, provisioned for a logical id.
+        let logical = match aws
+            .provisioned
+            .keys
+            .iter()
+            .find(|(_, arn)| **arn == call.resource)
+        {
+            Some((logical, _)) => logical.clone(),
+            None => call
                 .resource
                 .strip_prefix(&format!("{}-", aws.prefix))
                 .unwrap_or_else(|| panic!("{function} called {call:?}, not one of this test's"))
                 // A FIFO queue's name is its logical id with `.fifo`.
                 .trim_end_matches(".fifo")
-                .to_owned();
-            (action, logical)
-        })
-        .collect();
-    let denied: Vec<_> = made.difference(&allowed).collect();
+                .to_owned(),
+        };
+        let partition = partition_key(&template, &logical);
+        let keys: Vec<&str> = call
+            .key_values
+            .iter()
+            .filter(|(name, _)| Some(name) == partition.as_ref())
+            .map(|(_, value)| value.as_str())
+            .collect();
+        let allowed = grants.iter().any(|g| {
+            g.action == action
+                && g.logical == logical
+                && g.leading_keys.as_ref().is_none_or(|c| c.allows(&keys))
+        });
+        if !allowed {
+            denied.insert((action, logical, keys.join(",")));
+        }
+    }
     assert!(
         denied.is_empty(),
         "{function} calls what its policy does not allow: {denied:?}"
