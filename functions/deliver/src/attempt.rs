@@ -23,7 +23,7 @@ use herald_core::ports::{
 use herald_core::subscription::{Subscription, SubscriptionStatus};
 use herald_core::trace::Span;
 use herald_core::webhook::build;
-use herald_core::webhook::keys::{DEFAULT_RSA_MD5_HEADER, DEFAULT_RSA_SHA512_HEADER, SigningKeys};
+use herald_core::webhook::keys::SigningKeys;
 use rand::Rng;
 
 use crate::DeliverDeps;
@@ -330,11 +330,7 @@ async fn signing_keys<P: Ports>(
         _ => Some(deps.ports.keys.current().await.map_err(|e| e.to_string())?),
     };
     let offer = deps.ports.keys.offer();
-    let headers = match offer.reserved_headers.as_slice() {
-        [sha512, md5] => (sha512.as_str(), md5.as_str()),
-        _ => (DEFAULT_RSA_SHA512_HEADER, DEFAULT_RSA_MD5_HEADER),
-    };
-    let own = own.map(|signer| signer.keys(now, deployment.as_deref(), headers));
+    let own = own.map(|signer| signer.keys(now, deployment.as_deref(), offer.rsa_headers()));
     Ok((deployment, own))
 }
 

@@ -25,9 +25,10 @@ struct Kept {
 }
 
 impl Default for Signers {
-    /// Kept for a minute, as deliver's subscriptions are by default.
+    /// Kept for 5 s, as deliver's subscriptions are by default
+    /// (`HERALD_SUBSCRIPTION_CACHE_SECONDS`).
     fn default() -> Self {
-        Self::new(Duration::from_secs(60))
+        Self::new(Duration::from_secs(5))
     }
 }
 

@@ -160,6 +160,20 @@ pub struct Offer {
     pub max_timeout: Option<std::time::Duration>,
 }
 
+impl Offer {
+    /// The names of the RSA signature headers (SHA512withRSA, MD5withRSA): the first two
+    /// reserved headers, which are those (`KeyStore::offer`), else the defaults.
+    pub fn rsa_headers(&self) -> (&str, &str) {
+        match self.reserved_headers.as_slice() {
+            [sha512, md5, ..] => (sha512.as_str(), md5.as_str()),
+            _ => (
+                crate::webhook::keys::DEFAULT_RSA_SHA512_HEADER,
+                crate::webhook::keys::DEFAULT_RSA_MD5_HEADER,
+            ),
+        }
+    }
+}
+
 /// A subscription's own limit on an attempt, checked against the deployment's.
 pub fn parse_timeout(
     raw: Option<&str>,
@@ -433,5 +447,23 @@ impl NewSubscription {
         };
         one_payload(&subscription)?;
         Ok(subscription)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rsa_headers_are_the_reserved_ones_or_the_defaults() {
+        let named = Offer {
+            reserved_headers: vec!["x-sig-512".into(), "x-sig-md5".into()],
+            ..Offer::default()
+        };
+        assert_eq!(named.rsa_headers(), ("x-sig-512", "x-sig-md5"));
+        assert_eq!(
+            Offer::default().rsa_headers(),
+            ("fluent-signature", "flex.signature")
+        );
     }
 }

@@ -186,7 +186,9 @@ impl TenantKeySet {
                 .unwrap_or(now);
             return Err(RotateError::TooMany(next));
         }
-        let switch = now + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::MAX);
+        // Past chrono's range (never, for an overlap the configuration allows) would be no
+        // overlap at all rather than an overflow.
+        let switch = now + chrono::Duration::from_std(overlap).unwrap_or_default();
         // Made before anything changes: were it to fail, the set is left as it was.
         let pair = TenantKeyPair::generate(now, switch, rng)?;
         for key in &mut self.keys {

@@ -28,11 +28,7 @@ fn signs_asymmetric(offer: &Offer) -> bool {
 
 /// `set` as its receivers see it, under the deployment's RSA header names.
 fn view(offer: &Offer, set: &TenantKeySet, now: DateTime<Utc>) -> PublicKeys {
-    let rsa_headers = match offer.reserved_headers.as_slice() {
-        [sha512, md5] if offer.rsa => Some((sha512.as_str(), md5.as_str())),
-        _ => None,
-    };
-    let mut keys = set.public(now, rsa_headers);
+    let mut keys = set.public(now, offer.rsa.then(|| offer.rsa_headers()));
     if !offer.ed25519 {
         keys.ed25519 = None;
     }

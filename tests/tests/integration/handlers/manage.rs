@@ -1329,3 +1329,15 @@ async fn sealing_on_a_deployment_without_a_secrets_key_is_refused() {
             .contains("no secrets key")
     );
 }
+
+/// Two first uses at once make one set: the one whose write lost reads the winner's.
+#[tokio::test]
+async fn two_first_uses_at_once_make_one_set_of_keys() {
+    let deps = keyed_deps();
+    let ask = || handle(&deps, call("GET", "/v1/signing-keys", Some("acme"), None));
+    let (a, b) = tokio::join!(ask(), ask());
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let (a, b) = (json_of(&a), json_of(&b));
+    assert_eq!(a["keys"][0]["kid"], b["keys"][0]["kid"], "{a} {b}");
+    assert_eq!(a["keys"].as_array().map(Vec::len), Some(1));
+}
