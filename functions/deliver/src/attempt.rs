@@ -15,6 +15,7 @@ use herald_core::delivery::settings::SLOW_HOLD;
 use herald_core::delivery::{
     Attempt, AttemptError, DeliveryRecord, DeliveryState, DeliveryTask, Lane,
 };
+use herald_core::event::Event;
 use herald_core::ids::TenantId;
 use herald_core::ports::{
     AttemptResult, Claim, ClaimOutcome, Clock, DeliveryLedger, DeliveryQueue, EventLog, KeyStore,
@@ -152,6 +153,21 @@ pub(crate) async fn deliver<P: Ports>(
     let subscription = match check(deps, &shared.subscriptions, task, &claimed).await {
         Ok(subscription) => subscription,
         Err((disposition, subscription)) => return Outcome::unsent(disposition, subscription),
+    };
+    // A claim check's event is read back now that it is to be sent.
+    let whole;
+    let task = match &task.stored {
+        None => task,
+        Some(fingerprint) => {
+            let read = stored_event(deps, task, fingerprint, &claimed);
+            match timed(deps, spans, "event", read).await {
+                Ok(event) => {
+                    whole = task.with_event(event);
+                    &whole
+                }
+                Err(disposition) => return Outcome::unsent(disposition, Some(subscription)),
+            }
+        }
     };
     let sent = match send(deps, shared, task, subscription, &claimed, spans).await {
         Ok(sent) => sent,
@@ -312,6 +328,31 @@ async fn check<'a, P: Ports>(
         }
     }
     Ok(subscription)
+}
+
+/// The event a claim check names, read from the events table: the one queued, known by
+/// its fingerprint. One no longer kept (its retention passed, or its tenant erased it)
+/// cannot be sent, and the delivery ends skipped; one that cannot be read waits.
+async fn stored_event<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    fingerprint: &str,
+    claimed: &Claimed,
+) -> Result<Event, Disposition> {
+    let now = claimed.claim.now;
+    match deps
+        .ports
+        .events
+        .load(&task.tenant, &task.event.id, now)
+        .await
+    {
+        Ok(Some(event)) if event.fingerprint() == fingerprint => Ok(event),
+        Ok(_) => {
+            let why = "the event is no longer kept (its retention passed or it was erased)";
+            Err(finish_unsent(deps, task, &claimed.claim, DeliveryState::Skipped, why).await)
+        }
+        Err(e) => Err(release(deps, task, &claimed.claim, format!("events: {e}")).await),
+    }
 }
 
 /// The keys that sign `tenant`'s deliveries at `now`: the deployment's (when its own do

@@ -154,6 +154,8 @@ pub async fn forced_task<P: Ports>(
         line: None,
         // The standard lane: deliver moves it to the slow lane if its receivers are slow.
         slow: false,
+        // Queued as a claim check if it is long (`DeliveryTask::to_message_body`).
+        stored: None,
     };
     Ok(Some(task))
 }

@@ -937,3 +937,87 @@ async fn with_an_excerpt_retention_the_attempt_log_shows_excerpts_stored_sealed(
     assert!(!attempts.contains("\\\"response\\\""), "{attempts}");
     herald.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_event_of_a_mebibyte_is_stored_once_and_reaches_every_subscription_whole() {
+    use herald_core::event::MAX_DATA_BYTES;
+    let herald = TestHerald::start(&[]).await;
+    let (one, two) = (
+        TestReceiver::start(Script::always(200)).await,
+        TestReceiver::start(Script::always(200)).await,
+    );
+    let (_, one_secret) = herald.subscribe("acme", &one.url(), &["*"]).await;
+    let (_, two_secret) = herald.subscribe("acme", &two.url(), &["*"]).await;
+
+    // `{"blob":"…"}` is 11 bytes and the text: 1 MiB of `data`, the most there may be,
+    // random, so that it deflates only to about three-quarters and is kept in parts.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let blob: String = (0..MAX_DATA_BYTES - 11)
+        .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
+        .collect();
+    let data = json!({ "blob": blob });
+    assert_eq!(serde_json::to_vec(&data).unwrap().len(), MAX_DATA_BYTES);
+    let (status, answer) = herald
+        .publish(
+            "acme",
+            json!({"id": "big", "type": "report.ready", "data": data}),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["deliveries"], 2);
+    for (receiver, secret) in [(&one, &one_secret), (&two, &two_secret)] {
+        let got = receiver.wait_for(1, PATIENCE).await;
+        assert_eq!(got.len(), 1);
+        verify_signature(&got[0], secret);
+        assert_eq!(got[0].json()["data"], data);
+    }
+
+    // Stored once for both subscriptions: one set of parts beside the event's record
+    // (counted over every page: a query reads at most 1 MB a page).
+    let pages: Vec<_> = aws_sdk_dynamodb::Client::new(&herald.sdk)
+        .query()
+        .table_name(herald.local.provisioned().events_table())
+        .key_condition_expression("tenant = :t AND begins_with(id, :p)")
+        .expression_attribute_values(
+            ":t",
+            aws_sdk_dynamodb::types::AttributeValue::S("acme".into()),
+        )
+        .expression_attribute_values(
+            ":p",
+            aws_sdk_dynamodb::types::AttributeValue::S("part#big#".into()),
+        )
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .into_paginator()
+        .send()
+        .collect()
+        .await;
+    let parts: i32 = pages.into_iter().map(|page| page.unwrap().count).sum();
+    assert_eq!(
+        parts, 3,
+        "1 MiB deflated to about 780 KB, in 350 KiB parts, once"
+    );
+    let (status, kept) = herald
+        .call("GET", "/v1/events/big", Some("acme"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(kept["data"], data);
+
+    // A byte more is refused, naming the limit, and nothing is queued.
+    let over = json!({"blob": "x".repeat(MAX_DATA_BYTES - 10)});
+    let (status, answer) = herald
+        .publish(
+            "acme",
+            json!({"id": "bigger", "type": "report.ready", "data": over}),
+        )
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_large");
+    assert_eq!(
+        answer["error"]["message"],
+        "data: is 1048577 bytes, more than the limit of 1048576 bytes"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(one.requests().len() + two.requests().len(), 2);
+    herald.shutdown().await;
+}

@@ -11,7 +11,9 @@ mod task;
 pub use record::{
     Attempt, AttemptError, DeadLetterMark, DeliveryRecord, DeliveryState, MAX_ATTEMPTS_KEPT,
 };
-pub use task::{DeliveryTask, Lane, MalformedTask, QueueMessage, decode_message};
+pub use task::{
+    DeliveryTask, INLINE_TASK_BYTES, Lane, MalformedTask, QueueMessage, decode_message,
+};
 
 #[cfg(test)]
 mod tests {
@@ -40,6 +42,42 @@ mod tests {
         let body = task.to_message_body();
         assert!(body.contains(r#""kind":"deliver.v1""#));
         assert_eq!(decode_message(&body).unwrap(), task);
+    }
+
+    #[test]
+    fn a_task_too_long_to_carry_its_event_travels_as_a_claim_check() {
+        let mut task = task();
+        task.event.subject = Some(crate::event::Subject {
+            kind: "order".into(),
+            id: "o1".into(),
+            reference: None,
+            status: None,
+            root: None,
+        });
+        task.event
+            .data
+            .insert("s".into(), "x".repeat(INLINE_TASK_BYTES).into());
+        let body = task.to_message_body();
+        assert!(body.len() < 1024, "{} bytes", body.len());
+        let check = decode_message(&body).unwrap();
+        assert!(check.event.data.is_empty());
+        assert_eq!(
+            check.stored.as_deref(),
+            Some(task.event.fingerprint().as_str())
+        );
+        assert_eq!(check.event.subject, task.event.subject);
+        assert_eq!(check.delivery_id, task.delivery_id);
+        // A claim check queued again (the slow lane) stays one.
+        assert_eq!(check.to_message_body(), body);
+        // Read back, it is the task as it was.
+        assert_eq!(check.with_event(task.event.clone()), task);
+        // A message of exactly the bound keeps its event inline.
+        let mut fits = self::task();
+        let room = INLINE_TASK_BYTES - fits.to_message_body().len() - r#""s":"""#.len();
+        fits.event.data.insert("s".into(), "x".repeat(room).into());
+        let body = fits.to_message_body();
+        assert_eq!(body.len(), INLINE_TASK_BYTES);
+        assert_eq!(decode_message(&body).unwrap(), fits);
     }
 
     #[test]

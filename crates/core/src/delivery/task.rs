@@ -1,4 +1,10 @@
 //! The task that travels on the delivery queue: one event for one subscription.
+//!
+//! A task carries its event inline when its message is at most [`INLINE_TASK_BYTES`].
+//! A larger one (an event of up to 1 MiB of `data`) travels as a claim check: the event
+//! without its `data`, and the fingerprint of the whole event (`DeliveryTask::stored`).
+//! The event itself was stored once, in the events table, before any task was queued,
+//! and deliver reads it back from there (docs/DECISIONS.md, "Large events").
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -7,6 +13,7 @@ use thiserror::Error;
 use crate::event::Event;
 use crate::ids::{DeliveryId, SubscriptionId, TenantId};
 use crate::trace::TraceHeader;
+use serde_json::Map;
 
 /// One message on the delivery queue. Versioned and tagged so that a deployment can
 /// read what the previous one wrote.
@@ -17,6 +24,11 @@ pub enum QueueMessage {
     #[serde(rename = "deliver.v1")]
     DeliverV1(DeliveryTask),
 }
+
+/// Longest message a task sends with its event inline. It is above the longest `data`
+/// a redelivery can carry unstored (a test event's, 256 KiB) with room for the rest of
+/// the task, and keeps a batch of ten within Lambda's 6 MiB.
+pub const INLINE_TASK_BYTES: usize = 288 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryTask {
@@ -39,6 +51,11 @@ pub struct DeliveryTask {
     /// use capacity of their own (docs/DECISIONS.md, "Slow receivers").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slow: bool,
+    /// A claim check: `event` came without its `data`, which is in the events table, and
+    /// this is the whole event's fingerprint (`Event::fingerprint`), so the event read
+    /// back is known to be the one queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
 }
 
 /// Which delivery queue a task travels on.
@@ -70,6 +87,7 @@ impl DeliveryTask {
             trace: None,
             line: None,
             slow: false,
+            stored: None,
         }
     }
 
@@ -82,8 +100,42 @@ impl DeliveryTask {
         }
     }
 
+    /// The message: the task with its event inline, or a claim check when that would be
+    /// longer than [`INLINE_TASK_BYTES`].
     pub fn to_message_body(&self) -> String {
-        serde_json::to_string(&QueueMessage::DeliverV1(self.clone())).unwrap_or_default()
+        let body =
+            serde_json::to_string(&QueueMessage::DeliverV1(self.clone())).unwrap_or_default();
+        if body.len() <= INLINE_TASK_BYTES || self.stored.is_some() {
+            return body;
+        }
+        let event = Event {
+            id: self.event.id.clone(),
+            event_type: self.event.event_type.clone(),
+            occurred_at: self.event.occurred_at,
+            data: Map::new(),
+            subject: self.event.subject.clone(),
+        };
+        let check = self.carrying(event, Some(self.event.fingerprint()));
+        serde_json::to_string(&QueueMessage::DeliverV1(check)).unwrap_or_default()
+    }
+
+    /// The task carrying `event`, read back for its claim check, inline.
+    pub fn with_event(&self, event: Event) -> Self {
+        self.carrying(event, None)
+    }
+
+    fn carrying(&self, event: Event, stored: Option<String>) -> Self {
+        Self {
+            delivery_id: self.delivery_id.clone(),
+            tenant: self.tenant.clone(),
+            subscription_id: self.subscription_id.clone(),
+            event,
+            forced: self.forced,
+            trace: self.trace.clone(),
+            line: self.line.clone(),
+            slow: self.slow,
+            stored,
+        }
     }
 }
 

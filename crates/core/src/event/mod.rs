@@ -15,8 +15,10 @@ use thiserror::Error;
 
 use crate::ids::EventId;
 
-/// Largest serialized `data` accepted, in bytes.
-pub const MAX_DATA_BYTES: usize = 256 * 1024;
+/// Largest serialized `data` accepted, in bytes: 1 MiB, SQS's limit on a message. Events
+/// this large travel as a claim check (`crate::delivery::task`), so the limit is the
+/// events table's and the API's, not the queue's.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 /// Most events accepted in one request.
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
 /// Longest event type.
@@ -138,11 +140,13 @@ struct RawEvent {
 pub enum EventError {
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
-    #[error("{field}: is {size} bytes, more than the limit of {limit}")]
+    #[error("{field}: is {size} {unit}, more than the limit of {limit} {unit}")]
     TooLarge {
         field: String,
         size: usize,
         limit: usize,
+        /// What `size` and `limit` count: `bytes` or `events`.
+        unit: &'static str,
     },
 }
 
@@ -185,6 +189,7 @@ pub fn parse_publish_body(
                 field: "events".into(),
                 size: list.len(),
                 limit: MAX_EVENTS_PER_REQUEST,
+                unit: "events",
             });
         }
         let parsed = list
@@ -266,6 +271,7 @@ fn parse_event(
             field: format!("{at}data"),
             size,
             limit: MAX_DATA_BYTES,
+            unit: "bytes",
         });
     }
     characters::check_data(&data, &format!("{at}data"))?;
@@ -409,17 +415,21 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let big = "x".repeat(MAX_DATA_BYTES);
-        assert!(matches!(
-            parse(json!({"type": "a", "data": {"s": big}})),
-            Err(EventError::TooLarge { .. })
-        ));
+        // `{"s":"…"}` is the string and 8 bytes: the largest that fits, then one more.
+        let fits = "x".repeat(MAX_DATA_BYTES - 8);
+        assert!(parse(json!({"type": "a", "data": {"s": fits}})).is_ok());
+        let big = "x".repeat(MAX_DATA_BYTES - 7);
+        let refused = parse(json!({"type": "a", "data": {"s": big}})).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "data: is 1048577 bytes, more than the limit of 1048576 bytes"
+        );
         let many: Vec<Value> = (0..101)
             .map(|i| json!({"id": i.to_string(), "type": "a", "data": {}}))
             .collect();
-        assert!(matches!(
-            parse(json!({"events": many})),
-            Err(EventError::TooLarge { .. })
-        ));
+        assert_eq!(
+            parse(json!({"events": many})).unwrap_err().to_string(),
+            "events: is 101 events, more than the limit of 100 events"
+        );
     }
 }

@@ -21,6 +21,11 @@ use crate::http::{limit_param, owned_subscription, time_param};
 
 const MAX_PAGE: usize = 100;
 const DEFAULT_PAGE: usize = 50;
+/// Most bytes of items a page answers with: a Lambda function's answer is at most 6 MB,
+/// and events of up to 1 MiB would pass that in a few items. A page that would be longer
+/// is cut short at the last item that fits (never below one), and its cursor continues
+/// from there.
+const MAX_PAGE_BYTES: usize = 5 * 1024 * 1024;
 
 /// `GET /v1/subscriptions/{id}/feed`: a page of the subscription's deliveries, oldest
 /// first, from `since` (when given) or after `cursor`. Each item carries the body as it is
@@ -33,7 +38,7 @@ pub async fn feed<P: Ports>(
     id: &SubscriptionId,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
-    let query = DeliveryQuery {
+    let mut query = DeliveryQuery {
         since: time_param(request, "since")?,
         limit: limit_param(request, DEFAULT_PAGE, MAX_PAGE)?,
         cursor: api::query_param(request, "cursor"),
@@ -41,8 +46,38 @@ pub async fn feed<P: Ports>(
         ..Default::default()
     };
     let subscription = owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
+    loop {
+        let (items, next) = page(deps, tenant, id, &subscription, &query).await?;
+        let mut bytes = 0;
+        let fit = items
+            .iter()
+            .take_while(|item| {
+                bytes += serde_json::to_vec(item).map_or(usize::MAX, |b| b.len());
+                bytes <= MAX_PAGE_BYTES
+            })
+            .count()
+            .max(1);
+        if fit >= items.len() {
+            return Ok(api::json_response(
+                StatusCode::OK,
+                &json!({"data": items, "next_cursor": next}),
+            ));
+        }
+        // Asked again for as many as fit, the page ends there and its cursor with it.
+        query.limit = fit;
+    }
+}
+
+/// One page of the feed's items, with the cursor after it.
+async fn page<P: Ports>(
+    deps: &ManageDeps<P>,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+    subscription: &Subscription,
+    query: &DeliveryQuery,
+) -> Result<(Vec<Value>, Option<String>), ApiError> {
     let now = deps.ports.clock.now();
-    let page = deps.ports.ledger.list(tenant, id, &query, now).await?;
+    let page = deps.ports.ledger.list(tenant, id, query, now).await?;
     // Each page's events are read at once; a page holds at most MAX_PAGE.
     let events = futures::future::try_join_all(
         page.items
@@ -50,18 +85,15 @@ pub async fn feed<P: Ports>(
             .map(|record| deps.ports.events.load(tenant, &record.event_id, now)),
     )
     .await?;
-    let queried = queried(deps, tenant, &subscription, &events).await;
+    let queried = queried(deps, tenant, subscription, &events).await;
     let items: Vec<Value> = page
         .items
         .iter()
         .zip(&events)
         .zip(queried)
-        .map(|((record, event), queried)| item(&subscription, record, event.as_ref(), queried))
+        .map(|((record, event), queried)| item(subscription, record, event.as_ref(), queried))
         .collect();
-    Ok(api::json_response(
-        StatusCode::OK,
-        &json!({"data": items, "next_cursor": page.next}),
-    ))
+    Ok((items, page.next))
 }
 
 /// Most queries a page runs at the source at once.

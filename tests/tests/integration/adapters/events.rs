@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald_aws::dynamo::DynamoEventLog;
+use herald_core::event::Event;
 use herald_core::ids::SubscriptionId;
 use herald_core::ports::{Acceptance, EventLog};
 use herald_tests::aws::TestAws;
@@ -215,4 +216,174 @@ async fn erasure_deletes_a_tenants_events_and_subject_records_in_steps_and_no_on
         log.erase(&acme, None, Some(&foreign), 1).await,
         Err(herald_core::ports::StoreError::InvalidCursor)
     ));
+}
+
+/// The ids of the items in `tenant`'s partition of the events table, every page read.
+async fn stored_ids(aws: &TestAws, tenant: &str) -> Vec<String> {
+    let pages: Vec<_> = aws
+        .dynamo
+        .query()
+        .table_name(aws.provisioned.events_table())
+        .key_condition_expression("tenant = :t")
+        .expression_attribute_values(
+            ":t",
+            aws_sdk_dynamodb::types::AttributeValue::S(tenant.into()),
+        )
+        .projection_expression("id")
+        .into_paginator()
+        .send()
+        .collect()
+        .await;
+    pages
+        .into_iter()
+        .flat_map(|page| page.unwrap().items.unwrap_or_default())
+        .map(|item| item["id"].as_s().unwrap().clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_of_a_mebibyte_is_kept_in_parts_once_and_read_back_whole() {
+    use herald_core::event::MAX_DATA_BYTES;
+    let (aws, log) = log().await;
+    let acme = tenant("acme");
+    let now = now_ms();
+    // `{"blob":"…"}`: 11 bytes and the text, 1 MiB of `data` in all: random text, which
+    // deflates to about three-quarters, so it is still kept in parts, with characters
+    // DynamoDB and JSON both carry (multi-byte ones, escapes).
+    use rand::{Rng, SeedableRng};
+    let alphabet: Vec<char> = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(['ñ', '€', '"', '\n'])
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut bytes = 0;
+    let text: String = std::iter::from_fn(|| {
+        let c = alphabet[rng.random_range(0..alphabet.len())];
+        bytes += serde_json::to_string(&c.to_string()).unwrap().len() - 2;
+        (bytes <= MAX_DATA_BYTES - 11).then_some(c)
+    })
+    .collect();
+    let big = event("big", json!({ "blob": text }));
+    let size = serde_json::to_vec(&big.data).unwrap().len();
+    assert!(
+        size > MAX_DATA_BYTES - 8 && size <= MAX_DATA_BYTES,
+        "{size}"
+    );
+
+    let fingerprint = big.fingerprint();
+    assert_eq!(
+        log.accept(&acme, &big, &fingerprint, 2, now).await.unwrap(),
+        Acceptance::New
+    );
+    assert_eq!(
+        log.load(&acme, &big.id, now).await.unwrap(),
+        Some(big.clone())
+    );
+    let parts: Vec<String> = stored_ids(&aws, "acme")
+        .await
+        .into_iter()
+        .filter(|id| id.starts_with("part#big#"))
+        .collect();
+    let digests: std::collections::BTreeSet<&str> = parts
+        .iter()
+        .map(|id| id.rsplit_once('#').unwrap().0)
+        .collect();
+    assert!(
+        parts.len() >= 2 && digests.len() == 1,
+        "stored once, in 350 KiB parts: {parts:?}"
+    );
+
+    // The same id with other content is told apart and changes nothing of what is kept.
+    let other = event("big", json!({ "blob": text.replace('a', "b") }));
+    assert_eq!(
+        log.accept(&acme, &other, &other.fingerprint(), 2, now)
+            .await
+            .unwrap(),
+        seen(&fingerprint, 2, now)
+    );
+    assert_eq!(
+        log.load(&acme, &big.id, now).await.unwrap(),
+        Some(big.clone())
+    );
+    // Published again as it was (a retry): still one event, read back as first kept.
+    let retry = Event {
+        occurred_at: big.occurred_at + seconds(1),
+        ..big.clone()
+    };
+    log.accept(&acme, &retry, &fingerprint, 2, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.load(&acme, &big.id, now).await.unwrap(),
+        Some(big.clone())
+    );
+
+    // Erasing the tenant takes its parts with it.
+    erase_all(&log, &acme, None, 2).await;
+    assert_eq!(log.load(&acme, &big.id, now).await.unwrap(), None);
+    assert_eq!(stored_ids(&aws, "acme").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn an_event_of_a_kibibyte_is_kept_deflated_within_one_write_unit() {
+    let (aws, log) = log().await;
+    let acme = tenant("acme");
+    let now = now_ms();
+    // An order as producers send them: 1 KiB of JSON, names and numbers repeating.
+    let lines: Vec<serde_json::Value> = (0..9)
+        .map(|i| json!({"sku": format!("SKU-{:06}", 104_729 * i % 999_983), "name": "Stainless steel water bottle", "quantity": i + 1, "unit_price": {"amount": 1_250 + i * 10, "currency": "EUR"}}))
+        .collect();
+    let order = event(
+        "ord_1",
+        json!({"order_id": "ord_1", "customer": "cus_8812", "lines": lines}),
+    );
+    let size = serde_json::to_vec(&order.data).unwrap().len();
+    assert!((1000..1400).contains(&size), "{size}");
+    log.accept(&acme, &order, &order.fingerprint(), 1, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.load(&acme, &order.id, now).await.unwrap(),
+        Some(order.clone())
+    );
+
+    let item = aws
+        .dynamo
+        .get_item()
+        .table_name(aws.provisioned.events_table())
+        .key(
+            "tenant",
+            aws_sdk_dynamodb::types::AttributeValue::S("acme".into()),
+        )
+        .key(
+            "id",
+            aws_sdk_dynamodb::types::AttributeValue::S("ord_1".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(!item.contains_key("doc"), "kept deflated");
+    let billed: usize = item
+        .iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    aws_sdk_dynamodb::types::AttributeValue::S(s) => s.len(),
+                    aws_sdk_dynamodb::types::AttributeValue::B(b) => b.as_ref().len(),
+                    // Numbers: about a byte per two digits; the few here are short.
+                    _ => 12,
+                }
+        })
+        .sum();
+    assert!(billed <= 1024, "one write unit: {billed} bytes");
+
+    // A short event is kept as it is, and a record from before deflating still reads.
+    let short = event("ord_2", json!({"order_id": "ord_2"}));
+    log.accept(&acme, &short, &short.fingerprint(), 1, now)
+        .await
+        .unwrap();
+    assert_eq!(log.load(&acme, &short.id, now).await.unwrap(), Some(short));
 }

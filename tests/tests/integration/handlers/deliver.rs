@@ -1398,3 +1398,77 @@ async fn a_line_goes_on_past_a_delivery_that_is_finished_or_dead_lettered() {
         "to the ordered lane's dead-letter queue, in its line"
     );
 }
+
+#[tokio::test]
+async fn a_claim_check_is_sent_with_the_stored_event_and_skipped_once_it_is_gone() {
+    use herald_core::ports::EventLog;
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let acme = TenantId::parse("acme").unwrap();
+    let sub = SubscriptionId::parse(SUBSCRIPTION).unwrap();
+    let big = |id: &str| Event {
+        id: EventId::parse(id).unwrap(),
+        event_type: EventType::parse("order.paid").unwrap(),
+        occurred_at: Utc::now(),
+        data: json!({"blob": "x".repeat(herald_core::delivery::INLINE_TASK_BYTES)})
+            .as_object()
+            .unwrap()
+            .clone(),
+        subject: None,
+    };
+    let message = |task: &DeliveryTask| {
+        let body = task.to_message_body();
+        assert!(body.len() < 1024, "a claim check: {} bytes", body.len());
+        serde_json::from_value::<SqsEvent>(json!({"Records": [
+            {"messageId": "m-1", "receiptHandle": "r-1", "body": body}
+        ]}))
+        .unwrap()
+    };
+
+    // Stored, as ingest stores it before queuing: sent whole.
+    let kept = big("ord_big");
+    let now = deps.ports.clock.now();
+    deps.ports
+        .events
+        .accept(&acme, &kept, &kept.fingerprint(), 1, now)
+        .await
+        .unwrap();
+    let task = DeliveryTask::new(&acme, &sub, &kept, now);
+    let outcome = process_batch(&deps, message(&task)).await;
+    assert!(failures(&outcome).is_empty());
+    let sent = deps.ports.sender.sent();
+    assert_eq!(sent.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["data"], serde_json::Value::Object(kept.data.clone()));
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+
+    // Not kept (erased, or past its retention): nothing is sent and the delivery ends.
+    let gone = big("ord_gone");
+    let task = DeliveryTask::new(&acme, &sub, &gone, now);
+    let outcome = process_batch(&deps, message(&task)).await;
+    assert!(failures(&outcome).is_empty(), "not retried");
+    assert_eq!(deps.ports.sender.sent().len(), 1, "nothing more sent");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Skipped);
+    assert!(record.attempts.is_empty());
+
+    // Kept under its id with other content (the id published again after the first
+    // expired): not the event queued, so not sent either.
+    let other = big("ord_other");
+    let task = DeliveryTask::new(&acme, &sub, &other, now);
+    let replaced = Event {
+        data: json!({"blob": "y"}).as_object().unwrap().clone(),
+        ..other.clone()
+    };
+    deps.ports
+        .events
+        .accept(&acme, &replaced, &replaced.fingerprint(), 1, now)
+        .await
+        .unwrap();
+    let outcome = process_batch(&deps, message(&task)).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(deps.ports.sender.sent().len(), 1, "nothing more sent");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Skipped);
+}

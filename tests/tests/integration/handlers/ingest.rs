@@ -201,7 +201,7 @@ async fn a_failed_enqueue_is_503_and_a_retry_completes_the_publish() {
 
 #[tokio::test]
 async fn bad_input_is_a_json_4xx_and_nothing_is_written() {
-    let big = "x".repeat(300 * 1024);
+    let big = "x".repeat(herald_core::event::MAX_DATA_BYTES);
     let many: Vec<Value> = (0..101)
         .map(|i| json!({"id": format!("e{i}"), "type": "a", "data": {}}))
         .collect();

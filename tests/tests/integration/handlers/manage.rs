@@ -1341,3 +1341,81 @@ async fn two_first_uses_at_once_make_one_set_of_keys() {
     assert_eq!(a["keys"][0]["kid"], b["keys"][0]["kid"], "{a} {b}");
     assert_eq!(a["keys"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn a_feed_of_large_events_is_cut_into_pages_a_lambda_can_answer() {
+    use herald_core::delivery::DeliveryTask;
+    use herald_core::event::{Event, EventType};
+    use herald_core::ids::{EventId, SubscriptionId};
+    use herald_core::ports::{Claim, Clock, DeliveryLedger, EventLog, Reopens};
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://hooks.example.com/in", "event_types": ["*"]}),
+    )
+    .await;
+    let sub = SubscriptionId::parse(json_of(&created)["id"].as_str().unwrap()).unwrap();
+    let now = deps.ports.clock.now();
+    // Eight events of 900 KiB, each delivered to the subscription: 7 MiB in all.
+    for i in 0..8 {
+        let event = Event {
+            id: EventId::parse(&format!("big_{i}")).unwrap(),
+            event_type: EventType::parse("report.ready").unwrap(),
+            occurred_at: now,
+            data: json!({"blob": "x".repeat(900 * 1024)})
+                .as_object()
+                .unwrap()
+                .clone(),
+            subject: None,
+        };
+        let accepted = now + chrono::Duration::milliseconds(i);
+        deps.ports
+            .events
+            .accept(&acme(), &event, &event.fingerprint(), 1, accepted)
+            .await
+            .unwrap();
+        let task = DeliveryTask::new(&acme(), &sub, &event, accepted);
+        let claim = Claim {
+            reopens: Reopens::Nothing,
+            token: format!("t{i}"),
+            now: accepted,
+            lease_until: accepted + chrono::Duration::seconds(60),
+            expires_at: accepted + chrono::Duration::days(1),
+        };
+        deps.ports.ledger.claim(&task, &claim).await.unwrap();
+    }
+
+    let (mut seen, mut pages, mut cursor) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let path = match &cursor {
+            None => format!("/v1/subscriptions/{sub}/feed?limit=100"),
+            Some(c) => format!("/v1/subscriptions/{sub}/feed?limit=100&cursor={c}"),
+        };
+        let response = handle(&deps, call("GET", &path, Some("acme"), None)).await;
+        assert_eq!(response.status(), 200);
+        // Within Lambda's 6 MB answer, with room for API Gateway's envelope.
+        assert!(
+            response.body().len() <= 5_500_000,
+            "{}",
+            response.body().len()
+        );
+        let page = json_of(&response);
+        let items = page["data"].as_array().unwrap();
+        pages.push(items.len());
+        for item in items {
+            assert_eq!(
+                item["body"]["data"]["blob"].as_str().unwrap().len(),
+                900 * 1024
+            );
+            seen.push(item["event_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..8).map(|i| format!("big_{i}")).collect();
+    assert_eq!(seen, expected, "every item once, in order");
+    assert_eq!(pages[0], 5, "five of 900 KiB fit in 5 MiB: {pages:?}");
+}
