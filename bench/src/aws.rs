@@ -27,6 +27,9 @@ struct Traffic {
     fan_out: usize,
     /// Bytes of each receiver's answer (0: `ok`).
     answer_bytes: usize,
+    /// Deliver takes first attempts by a read (`HERALD_DELIVERY_CLAIM=read`) instead of
+    /// a lease.
+    claim_by_read: bool,
 }
 
 /// The runs, side by side: the bare events of the earlier rounds, then realistic traffic
@@ -34,7 +37,7 @@ struct Traffic {
 /// batched and single, and larger events. A 100 KiB event is published ten a call and a
 /// 1 MiB one five a call (the API takes 6 MiB a call); the 1 MiB events, at the limit,
 /// travel as claim checks (docs/DECISIONS.md, "Large events").
-const RUNS: [Traffic; 9] = [
+const RUNS: [Traffic; 10] = [
     Traffic {
         name: "batched (100 per publish)",
         events: 500,
@@ -42,6 +45,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 0,
         fan_out: 1,
         answer_bytes: 0,
+        claim_by_read: false,
     },
     Traffic {
         name: "single (1 per publish)",
@@ -50,6 +54,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 0,
         fan_out: 1,
         answer_bytes: 0,
+        claim_by_read: false,
     },
     Traffic {
         name: "1 KiB, batched, fan-out 1",
@@ -58,6 +63,16 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 1024,
         fan_out: 1,
         answer_bytes: 100,
+        claim_by_read: false,
+    },
+    Traffic {
+        name: "1 KiB, batched, fan-out 1, claim by read",
+        events: 500,
+        per_call: 100,
+        data_bytes: 1024,
+        fan_out: 1,
+        answer_bytes: 100,
+        claim_by_read: true,
     },
     Traffic {
         name: "1 KiB, batched, fan-out 3",
@@ -66,6 +81,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 1024,
         fan_out: 3,
         answer_bytes: 100,
+        claim_by_read: false,
     },
     Traffic {
         name: "1 KiB, single, fan-out 1",
@@ -74,6 +90,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 1024,
         fan_out: 1,
         answer_bytes: 100,
+        claim_by_read: false,
     },
     Traffic {
         name: "1 KiB, single, fan-out 3",
@@ -82,6 +99,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 1024,
         fan_out: 3,
         answer_bytes: 100,
+        claim_by_read: false,
     },
     Traffic {
         name: "10 KiB, batched, fan-out 1",
@@ -90,6 +108,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 10 * 1024,
         fan_out: 1,
         answer_bytes: 100,
+        claim_by_read: false,
     },
     Traffic {
         name: "100 KiB, batched, fan-out 1",
@@ -98,6 +117,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 100 * 1024,
         fan_out: 1,
         answer_bytes: 100,
+        claim_by_read: false,
     },
     Traffic {
         name: "1 MiB, batched, fan-out 3",
@@ -106,6 +126,7 @@ const RUNS: [Traffic; 9] = [
         data_bytes: 1024 * 1024,
         fan_out: 3,
         answer_bytes: 100,
+        claim_by_read: false,
     },
 ];
 
@@ -165,9 +186,17 @@ async fn run_once(traffic: Traffic) -> Run {
     // Each tenant's API requests counted, as the template deploys them
     // (`TenantRequestsPerSecond`): a limit this run never reaches, so every request is
     // counted and none refused.
+    let claim = if traffic.claim_by_read {
+        "read"
+    } else {
+        "lease"
+    };
     let herald = TestHerald::start_with(
         sdk_config_for(&proxy.url()),
-        &[("HERALD_MAX_REQUESTS_PER_SECOND", "100000")],
+        &[
+            ("HERALD_MAX_REQUESTS_PER_SECOND", "100000"),
+            ("HERALD_DELIVERY_CLAIM", claim),
+        ],
         None,
     )
     .await;
@@ -375,12 +404,21 @@ fn analyse(
         ingest_cpu_ms,
         functions.ingest_memory_mb,
     );
-    // Each record claims, then records its outcome, one round trip each; the batch reads
-    // the subscriptions its container has not kept (the GetItems counted, per batch).
-    let subscription_reads = count("dynamodb:GetItem") / deliver_invocations.max(1.0);
+    // Each record claims (a write, or a read with `claim_by_read`), then records its
+    // outcome, one round trip each, the records at once; the batch reads the
+    // subscriptions its container has not kept (their GetItems counted, per batch); a
+    // claim check's record reads its event back, one round trip more.
+    let gets_on = |table: &str| {
+        run.calls
+            .iter()
+            .filter(|c| c.action == "dynamodb:GetItem" && c.resource.ends_with(table))
+            .count() as f64
+    };
+    let subscription_reads = gets_on("SubscriptionsTable") / deliver_invocations.max(1.0);
+    let event_reads = (gets_on("EventsTable") / run.deliveries.max(1) as f64).min(1.0);
     let deliver_ms = billed_ms(
         functions.deliver_batch_of_10_ms - functions.deliver_batch_of_10_cpu_ms
-            + dynamodb_ms * (2.0 + subscription_reads),
+            + dynamodb_ms * (2.0 + subscription_reads + event_reads),
         functions.deliver_batch_of_10_cpu_ms,
         functions.deliver_memory_mb,
     );

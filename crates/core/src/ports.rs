@@ -300,6 +300,15 @@ pub trait DeliveryLedger: Send + Sync {
         token: &str,
         result: &AttemptResult,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Makes the record of a delivery with the outcome of its first attempt, taken with no
+    /// claim before it (`ClaimMode::Read`): only if there is no record yet (or only an
+    /// expired one). `StoreError::Conflict` when another copy made it first.
+    fn record_first(
+        &self,
+        task: &DeliveryTask,
+        claim: &Claim,
+        result: &AttemptResult,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records that the dead letter a delivery owed is in the dead-letter queue
     /// (`DeadLetterMark::Sent`). A no-op unless the tenant's record exists, has not
     /// expired and owes one.

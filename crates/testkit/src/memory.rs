@@ -398,22 +398,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
     async fn claim(&self, task: &DeliveryTask, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         let mut items = lock(&self.items);
         let fresh = || Held {
-            record: DeliveryRecord {
-                id: task.delivery_id.clone(),
-                tenant: task.tenant.clone(),
-                subscription_id: task.subscription_id.clone(),
-                event_id: task.event.id.clone(),
-                event_type: task.event.event_type.to_string(),
-                state: DeliveryState::Pending,
-                attempts: Vec::new(),
-                created_at: task.delivery_id.accepted_at(),
-                first_attempt_at: claim.now,
-                next_attempt_at: None,
-                reason: None,
-                updated_at: claim.now,
-                expires_at: claim.expires_at,
-                dead_letter: None,
-            },
+            record: DeliveryRecord::pending(task, claim.now, claim.expires_at),
             lease: None,
         };
         let held = items.entry(task.delivery_id.clone()).or_insert_with(fresh);
@@ -462,6 +447,38 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         held.record.dead_letter = result.dead_letter_owed.then_some(DeadLetterMark::Owed);
         held.record.updated_at = result.now;
         held.lease = None;
+        Ok(())
+    }
+
+    async fn record_first(
+        &self,
+        task: &DeliveryTask,
+        claim: &Claim,
+        result: &AttemptResult,
+    ) -> Result<(), StoreError> {
+        let mut items = lock(&self.items);
+        if items
+            .get(&task.delivery_id)
+            .is_some_and(|held| held.record.expires_at > claim.now)
+        {
+            return Err(StoreError::Conflict);
+        }
+        let record = DeliveryRecord {
+            state: result.state,
+            attempts: result.attempt.iter().cloned().collect(),
+            next_attempt_at: result.next_attempt_at,
+            reason: result.reason.clone(),
+            updated_at: result.now,
+            dead_letter: result.dead_letter_owed.then_some(DeadLetterMark::Owed),
+            ..DeliveryRecord::pending(task, claim.now, claim.expires_at)
+        };
+        items.insert(
+            task.delivery_id.clone(),
+            Held {
+                record,
+                lease: None,
+            },
+        );
         Ok(())
     }
 

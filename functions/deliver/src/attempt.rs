@@ -11,7 +11,7 @@ use chrono::DateTime;
 use chrono::Utc;
 use herald_aws::graphql::SourceError;
 use herald_core::delivery::decide::{Verdict, decide, window_spent, within_receive_limit};
-use herald_core::delivery::settings::SLOW_HOLD;
+use herald_core::delivery::settings::{ClaimMode, SLOW_HOLD};
 use herald_core::delivery::{
     Attempt, AttemptError, DeliveryRecord, DeliveryState, DeliveryTask, Lane,
 };
@@ -55,6 +55,9 @@ impl Outcome {
 struct Claimed {
     claim: Claim,
     record: DeliveryRecord,
+    /// Taken with a lease (a conditional write); otherwise found absent by a read
+    /// (`ClaimMode::Read`), and the attempt's outcome makes the record.
+    leased: bool,
 }
 
 /// An attempt made: what it recorded, what the receiver did, and when it ended.
@@ -227,7 +230,9 @@ async fn within_rate<P: Ports>(
     }
 }
 
-/// Takes the delivery for a lease; a finished, leased or unreachable one ends here.
+/// Takes the delivery for a lease; a finished, leased or unreachable one ends here. With
+/// `ClaimMode::Read`, a delivery with no record yet is taken by reading that there is
+/// none, and its outcome makes the record (docs/DECISIONS.md, "Writes per delivery").
 async fn claim<P: Ports>(
     deps: &DeliverDeps<P>,
     task: &DeliveryTask,
@@ -242,8 +247,32 @@ async fn claim<P: Ports>(
         lease_until: now + to_chrono(settings.lease),
         expires_at: now + to_chrono(settings.retention),
     };
+    if settings.claim == ClaimMode::Read && reopens == Reopens::Nothing {
+        match deps
+            .ports
+            .ledger
+            .get(&task.tenant, &task.delivery_id, now)
+            .await
+        {
+            Ok(None) => {
+                let record = DeliveryRecord::pending(task, now, claim.expires_at);
+                return Ok(Claimed {
+                    claim,
+                    record,
+                    leased: false,
+                });
+            }
+            // Attempted before, finished, or leased: taken as a lease takes it.
+            Ok(Some(_)) => {}
+            Err(e) => return Err(interrupted(format!("ledger: {e}"))),
+        }
+    }
     match deps.ports.ledger.claim(task, &claim).await {
-        Ok(ClaimOutcome::Claimed(record)) => Ok(Claimed { claim, record }),
+        Ok(ClaimOutcome::Claimed(record)) => Ok(Claimed {
+            claim,
+            record,
+            leased: true,
+        }),
         // Failed earlier, but its dead letter was refused: this copy sends it.
         Ok(ClaimOutcome::Finished(record)) if record.owes_dead_letter() => {
             let attempts = record.attempt_count();
@@ -274,7 +303,7 @@ async fn check<'a, P: Ports>(
             let disposition = finish_unsent(
                 deps,
                 task,
-                &claimed.claim,
+                claimed,
                 DeliveryState::Skipped,
                 "subscription disabled",
             )
@@ -285,7 +314,7 @@ async fn check<'a, P: Ports>(
             let disposition = finish_unsent(
                 deps,
                 task,
-                &claimed.claim,
+                claimed,
                 DeliveryState::Skipped,
                 "subscription deleted",
             )
@@ -293,8 +322,7 @@ async fn check<'a, P: Ports>(
             return Err((disposition, None));
         }
         Some(Err(e)) => {
-            let disposition =
-                release(deps, task, &claimed.claim, format!("subscriptions: {e}")).await;
+            let disposition = release(deps, task, claimed, format!("subscriptions: {e}")).await;
             return Err((disposition, None));
         }
     };
@@ -317,12 +345,12 @@ async fn check<'a, P: Ports>(
             Ok(Some(newest)) if newest > task.event.order_key() => {
                 let why = "a newer event about the same subject was queued";
                 let disposition =
-                    finish_unsent(deps, task, &claimed.claim, DeliveryState::Superseded, why).await;
+                    finish_unsent(deps, task, claimed, DeliveryState::Superseded, why).await;
                 return Err((disposition, Some(subscription)));
             }
             Ok(_) => {}
             Err(e) => {
-                let disposition = release(deps, task, &claimed.claim, format!("events: {e}")).await;
+                let disposition = release(deps, task, claimed, format!("events: {e}")).await;
                 return Err((disposition, Some(subscription)));
             }
         }
@@ -349,9 +377,9 @@ async fn stored_event<P: Ports>(
         Ok(Some(event)) if event.fingerprint() == fingerprint => Ok(event),
         Ok(_) => {
             let why = "the event is no longer kept (its retention passed or it was erased)";
-            Err(finish_unsent(deps, task, &claimed.claim, DeliveryState::Skipped, why).await)
+            Err(finish_unsent(deps, task, claimed, DeliveryState::Skipped, why).await)
         }
-        Err(e) => Err(release(deps, task, &claimed.claim, format!("events: {e}")).await),
+        Err(e) => Err(release(deps, task, claimed, format!("events: {e}")).await),
     }
 }
 
@@ -393,7 +421,7 @@ async fn send<P: Ports>(
         return Err(release(
             deps,
             task,
-            &claimed.claim,
+            claimed,
             "sealed secrets: deliver has no key to open them (HERALD_SECRETS_KEY)".into(),
         )
         .await);
@@ -402,20 +430,17 @@ async fn send<P: Ports>(
     // and, for a tenant without any or none in force yet, the deployment's, read when
     // first needed. Keys that cannot be read or opened send nothing: released, the
     // delivery waits for them.
-    let (deployment_keys, tenant_keys) = if subscription.signatures.ed25519
-        || subscription.signatures.rsa
-    {
-        match signing_keys(deps, &task.tenant, now).await {
-            Ok(keys) => keys,
-            Err(why) => {
-                return Err(
-                    release(deps, task, &claimed.claim, format!("signing keys: {why}")).await,
-                );
+    let (deployment_keys, tenant_keys) =
+        if subscription.signatures.ed25519 || subscription.signatures.rsa {
+            match signing_keys(deps, &task.tenant, now).await {
+                Ok(keys) => keys,
+                Err(why) => {
+                    return Err(release(deps, task, claimed, format!("signing keys: {why}")).await);
+                }
             }
-        }
-    } else {
-        (None, None)
-    };
+        } else {
+            (None, None)
+        };
     let keys = tenant_keys.as_ref().or(deployment_keys.as_deref());
     // The attempt made, whatever came of it. Marked `forced`: made outside the schedule,
     // at an operator's request.
@@ -575,7 +600,7 @@ async fn record<P: Ports>(
             )
             .await
     {
-        return release(deps, task, &claimed.claim, format!("subscriptions: {e}")).await;
+        return release(deps, task, claimed, format!("subscriptions: {e}")).await;
     }
     let result = AttemptResult {
         attempt: Some(sent.attempt.clone()),
@@ -620,17 +645,7 @@ async fn write_attempt<P: Ports>(
     claimed: &Claimed,
     result: &AttemptResult,
 ) -> Result<(), Disposition> {
-    match deps
-        .ports
-        .ledger
-        .finish(
-            &task.tenant,
-            &task.delivery_id,
-            &claimed.claim.token,
-            result,
-        )
-        .await
-    {
+    match write(deps, task, claimed, result).await {
         Ok(()) => Ok(()),
         // Another worker took the delivery over after our lease ran out; it owns the outcome.
         Err(StoreError::Conflict) => Err(Disposition::AlreadyFinished(DeliveryState::Delivering)),
@@ -683,14 +698,36 @@ async fn cut_to_slow_lane<P: Ports>(
     }
 }
 
+/// Writes `result` as the claim allows: on its lease, or by making the record.
+async fn write<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    claimed: &Claimed,
+    result: &AttemptResult,
+) -> Result<(), StoreError> {
+    let ledger = &deps.ports.ledger;
+    if claimed.leased {
+        let token = &claimed.claim.token;
+        ledger
+            .finish(&task.tenant, &task.delivery_id, token, result)
+            .await
+    } else {
+        ledger.record_first(task, &claimed.claim, result).await
+    }
+}
+
 /// Ends a claim without an attempt: in `state`, with `reason`.
 async fn end_claim<P: Ports>(
     deps: &DeliverDeps<P>,
     task: &DeliveryTask,
-    claim: &Claim,
+    claimed: &Claimed,
     state: DeliveryState,
     reason: Option<&str>,
 ) -> Result<(), StoreError> {
+    // Nothing was written to give back: the delivery is as the read found it.
+    if !claimed.leased && state == DeliveryState::Pending {
+        return Ok(());
+    }
     let result = AttemptResult {
         attempt: None,
         state,
@@ -699,10 +736,7 @@ async fn end_claim<P: Ports>(
         dead_letter_owed: false,
         now: deps.ports.clock.now(),
     };
-    deps.ports
-        .ledger
-        .finish(&task.tenant, &task.delivery_id, &claim.token, &result)
-        .await
+    write(deps, task, claimed, &result).await
 }
 
 /// Records a delivery that will not be attempted (skipped or superseded), and lets its
@@ -710,11 +744,11 @@ async fn end_claim<P: Ports>(
 async fn finish_unsent<P: Ports>(
     deps: &DeliverDeps<P>,
     task: &DeliveryTask,
-    claim: &Claim,
+    claimed: &Claimed,
     state: DeliveryState,
     why: &str,
 ) -> Disposition {
-    match end_claim(deps, task, claim, state, Some(why)).await {
+    match end_claim(deps, task, claimed, state, Some(why)).await {
         // Conflict: another worker took the delivery over; it owns the outcome.
         Ok(()) | Err(StoreError::Conflict) if state == DeliveryState::Superseded => {
             Disposition::Superseded
@@ -729,10 +763,10 @@ async fn finish_unsent<P: Ports>(
 async fn release<P: Ports>(
     deps: &DeliverDeps<P>,
     task: &DeliveryTask,
-    claim: &Claim,
+    claimed: &Claimed,
     why: String,
 ) -> Disposition {
-    if let Err(e) = end_claim(deps, task, claim, DeliveryState::Pending, None).await {
+    if let Err(e) = end_claim(deps, task, claimed, DeliveryState::Pending, None).await {
         tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not release a claim; its lease will lapse");
     }
     interrupted(why)

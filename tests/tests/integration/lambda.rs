@@ -478,6 +478,72 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 
+/// An event of 1 MiB through the release bootstraps: ingest keeps it once, in parts, and
+/// queues a claim check of a few hundred bytes; deliver, handed that message as the event
+/// source hands it over, reads the event back and POSTs it whole. Every call is one the
+/// template allows.
+#[tokio::test]
+async fn a_mebibyte_event_is_stored_by_ingest_and_read_back_by_deliver() {
+    use rand::{Rng, SeedableRng};
+    let aws = TestAws::new().await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    subscription_of_the_events_files(&aws, &receiver.url()).await;
+    let ingest_calls = RecordingProxy::start(moto_url()).await;
+    let ingest = Emulator::start("ingest", &function_env(&aws, &ingest_calls, &[]), &[]).await;
+
+    // `{"blob":"…"}` is 11 bytes and the text: the most `data` there may be, random, so
+    // that it does not deflate to within one item.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let blob: String = (0..herald_core::event::MAX_DATA_BYTES - 11)
+        .map(|_| char::from(rng.sample(rand::distr::Alphanumeric)))
+        .collect();
+    let mut publish = event_file("ingest/publish-one.json");
+    let published = json!({"id": "ord_big", "type": "order.exported", "data": {"blob": blob}});
+    publish["body"] = Value::String(published.to_string());
+    publish["headers"]["content-length"] = Value::String(published.to_string().len().to_string());
+    let answer = ingest.invoke(&publish).await;
+    assert_eq!(status(&answer), 202, "{answer}\n{}", ingest.output());
+    assert_eq!(body(&answer)["deliveries"], 1, "{answer}");
+    let parts = ingest_calls
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.action == "dynamodb:PutItem"
+                && c.key_values
+                    .iter()
+                    .any(|(_, v)| v.starts_with("part#ord_big#"))
+        })
+        .count();
+    assert_eq!(parts, 3, "kept once, in parts: {:?}", ingest_calls.calls());
+
+    let queued = aws.peek_queue(aws.provisioned.delivery_queue_url()).await;
+    assert_eq!(queued.len(), 1);
+    let task = queued[0].body().unwrap();
+    assert!(
+        task.len() < 1024 && task.contains(r#""stored":"#),
+        "a claim check: {task}"
+    );
+    let mut batch = event_file("deliver/batch-of-two.json");
+    let mut record = batch["Records"][0].clone();
+    record["messageId"] = json!(queued[0].message_id());
+    record["body"] = json!(task);
+    batch["Records"] = json!([record]);
+
+    let (deliver, deliver_calls) = deliver_under_the_emulator(&aws, &[]).await;
+    let answer = deliver.invoke(&batch).await;
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": []}),
+        "{}",
+        deliver.output()
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["data"], published["data"]);
+    allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
+    allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
+}
+
 /// The slow lane under the runtime emulator: a record of the slow lane's queue waits for
 /// its receiver past `HERALD_SLOW_LANE_AFTER` (the full timeout), and once the
 /// subscription is marked slow, a standard-lane batch for it is moved to the slow lane's

@@ -1021,3 +1021,97 @@ async fn an_event_of_a_mebibyte_is_stored_once_and_reaches_every_subscription_wh
     assert_eq!(one.requests().len() + two.requests().len(), 2);
     herald.shutdown().await;
 }
+
+/// The writes to the deliveries table (`UpdateItem`s) the calls make, and the consistent
+/// reads of it (`GetItem`s).
+fn delivery_writes_and_reads(
+    calls: &[herald_tests::aws_proxy::AwsCall],
+    table: &str,
+) -> (usize, usize) {
+    let on_table = |action: &str| {
+        calls
+            .iter()
+            .filter(|c| c.action == action && c.resource.ends_with(table))
+            .count()
+    };
+    (
+        on_table("dynamodb:UpdateItem"),
+        on_table("dynamodb:GetItem"),
+    )
+}
+
+#[tokio::test]
+async fn with_reads_for_claims_a_delivery_is_one_write_and_a_copy_after_it_is_no_post() {
+    use herald_tests::aws::{moto_url, sdk_config_for};
+    use herald_tests::aws_proxy::RecordingProxy;
+    let proxy = RecordingProxy::start(moto_url()).await;
+    let herald = TestHerald::start_with(
+        sdk_config_for(&proxy.url()),
+        &[("HERALD_DELIVERY_CLAIM", "read")],
+        None,
+    )
+    .await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let (sub, secret) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    let table = herald.local.provisioned().deliveries_table().to_owned();
+    let before = proxy.calls().len();
+
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"id": format!("r{i}"), "type": "order.paid", "data": {"n": i}}))
+        .collect();
+    let (status, answer) = herald.publish("acme", json!({ "events": events })).await;
+    assert_eq!(status, 202, "{answer}");
+    let got = receiver.wait_for(5, PATIENCE).await;
+    for request in &got {
+        verify_signature(request, &secret);
+    }
+    // Herald's calls alone, taken once the five outcomes are written (the test's own
+    // reads of the records below go through the proxy too).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let calls = loop {
+        let calls = proxy.calls()[before..].to_vec();
+        if delivery_writes_and_reads(&calls, &table).0 >= 5 {
+            break calls;
+        }
+        assert!(std::time::Instant::now() < deadline, "{calls:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (writes, reads) = delivery_writes_and_reads(&calls, &table);
+    for i in 0..5 {
+        let id = delivery_id(&herald, "acme", &format!("r{i}"), &sub).await;
+        wait_for_state(&herald, "acme", &id, DeliveryState::Delivered).await;
+    }
+    // One write a delivery (its outcome) and one read (the claim), where a lease would
+    // have been two writes.
+    assert_eq!((writes, reads), (5, 5), "{calls:?}");
+
+    // A copy of a delivered task, handed over after it: found by its read, not sent.
+    let queue = herald.local.provisioned().delivery_queue_url().to_owned();
+    let copy = DeliveryTask::new(
+        &TenantId::parse("acme").unwrap(),
+        &SubscriptionId::parse(&sub).unwrap(),
+        &Event {
+            id: EventId::parse("r0").unwrap(),
+            event_type: EventType::parse("order.paid").unwrap(),
+            occurred_at: chrono::Utc::now(),
+            data: json!({"n": 0}).as_object().unwrap().clone(),
+            subject: None,
+        },
+        delivery_id(&herald, "acme", "r0", &sub).await.accepted_at(),
+    );
+    send_raw(&herald, &queue, &[copy.to_message_body()]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.requests().len(), 5, "nothing sent twice");
+    assert!(
+        aws_sdk_sqs::Client::new(&herald.sdk)
+            .receive_message()
+            .queue_url(&queue)
+            .send()
+            .await
+            .unwrap()
+            .messages()
+            .is_empty(),
+        "the copy was let go"
+    );
+    herald.shutdown().await;
+}

@@ -8,6 +8,7 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -139,6 +140,11 @@ fn condition_failed(error: Option<&UpdateItemError>) -> bool {
 const CLAIM_SET: &str = "#state = :delivering, lease_token = :token, lease_until = :lease_until, \
                          updated_at = :now_text";
 const IDENTITY: [&str; 4] = ["tenant", "subscription_id", "event_id", "event_type"];
+/// What a record made with its first outcome sets beside it: its identity and times.
+const FIRST_SET: &str = "tenant = :tenant, subscription_id = :subscription_id, \
+                         event_id = :event_id, event_type = :event_type, \
+                         created_at = :created_at, first_attempt_at = :first_attempt_at, \
+                         expires_at = :expires_at";
 
 impl DynamoDeliveryLedger {
     /// One conditional write. `restart` replaces an expired record instead of continuing
@@ -229,6 +235,66 @@ impl DynamoDeliveryLedger {
         }
     }
 
+    /// What the end of an attempt writes, on `request`: the `SET` and `REMOVE` clauses,
+    /// with their values bound. `fresh` starts the attempts with this one (a record made
+    /// now) instead of adding it to those there.
+    async fn outcome(
+        &self,
+        mut request: UpdateItemFluentBuilder,
+        id: &DeliveryId,
+        result: &AttemptResult,
+        fresh: bool,
+    ) -> Result<
+        (
+            UpdateItemFluentBuilder,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        ),
+        StoreError,
+    > {
+        let mut set = vec!["#state = :state", "updated_at = :now_text"];
+        let mut remove = vec!["lease_token", "lease_until"];
+        request = request
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":state", s(result.state.as_str()))
+            .expression_attribute_values(":now_text", s(time(result.now)));
+        let attempts: Vec<AttributeValue> = match &result.attempt {
+            Some(attempt) => vec![s(self.stored_attempt(id, attempt).await?)],
+            None => Vec::new(),
+        };
+        if fresh {
+            set.push("attempts = :attempts");
+            request = request.expression_attribute_values(":attempts", AttributeValue::L(attempts));
+        } else if !attempts.is_empty() {
+            set.push("attempts = list_append(if_not_exists(attempts, :empty), :attempt)");
+            request = request
+                .expression_attribute_values(":attempt", AttributeValue::L(attempts))
+                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()));
+        }
+        match result.next_attempt_at {
+            Some(at) => {
+                set.push("next_attempt_at = :next");
+                request = request.expression_attribute_values(":next", s(time(at)));
+            }
+            None => remove.push("next_attempt_at"),
+        }
+        match &result.reason {
+            Some(reason) => {
+                set.push("reason = :reason");
+                request = request.expression_attribute_values(":reason", s(reason));
+            }
+            None => remove.push("reason"),
+        }
+        if result.dead_letter_owed {
+            set.push("dead_letter = :dead_letter");
+            request = request
+                .expression_attribute_values(":dead_letter", s(DeadLetterMark::Owed.as_str()));
+        } else {
+            remove.push("dead_letter");
+        }
+        Ok((request, set, remove))
+    }
+
     /// The record that refused a claim, read when the refusal did not carry it.
     async fn current(&self, task: &DeliveryTask) -> Result<Item, StoreError> {
         let key = delivery_key(&task.tenant, &task.delivery_id);
@@ -261,46 +327,48 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         token: &str,
         result: &AttemptResult,
     ) -> Result<(), StoreError> {
-        let mut set = vec!["#state = :state", "updated_at = :now_text"];
-        let mut remove = vec!["lease_token", "lease_until"];
-        let mut request = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(delivery_key(tenant, id)))
             .condition_expression("lease_token = :token")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":token", s(token))
-            .expression_attribute_values(":state", s(result.state.as_str()))
-            .expression_attribute_values(":now_text", s(time(result.now)));
-        if let Some(attempt) = &result.attempt {
-            let text = self.stored_attempt(id, attempt).await?;
-            set.push("attempts = list_append(if_not_exists(attempts, :empty), :attempt)");
-            request = request
-                .expression_attribute_values(":attempt", AttributeValue::L(vec![s(text)]))
-                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()));
+            .expression_attribute_values(":token", s(token));
+        let (request, set, remove) = self.outcome(request, id, result, false).await?;
+        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        match request.update_expression(update).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(e.as_service_error()) => Err(StoreError::Conflict),
+            Err(e) => Err(unavailable(e)),
         }
-        match result.next_attempt_at {
-            Some(at) => {
-                set.push("next_attempt_at = :next");
-                request = request.expression_attribute_values(":next", s(time(at)));
-            }
-            None => remove.push("next_attempt_at"),
-        }
-        match &result.reason {
-            Some(reason) => {
-                set.push("reason = :reason");
-                request = request.expression_attribute_values(":reason", s(reason));
-            }
-            None => remove.push("reason"),
-        }
-        if result.dead_letter_owed {
-            set.push("dead_letter = :dead_letter");
-            request = request
-                .expression_attribute_values(":dead_letter", s(DeadLetterMark::Owed.as_str()));
-        } else {
-            remove.push("dead_letter");
-        }
+    }
+
+    async fn record_first(
+        &self,
+        task: &DeliveryTask,
+        claim: &Claim,
+        result: &AttemptResult,
+    ) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(delivery_key(&task.tenant, &task.delivery_id)))
+            // No record, or one past its expiry that TTL has not deleted yet: replaced.
+            .condition_expression("attribute_not_exists(id) OR expires_at <= :now_s")
+            .expression_attribute_values(":now_s", n(claim.now.timestamp()))
+            .expression_attribute_values(":tenant", s(task.tenant.as_str()))
+            .expression_attribute_values(":subscription_id", s(task.subscription_id.as_str()))
+            .expression_attribute_values(":event_id", s(task.event.id.as_str()))
+            .expression_attribute_values(":event_type", s(task.event.event_type.as_str()))
+            .expression_attribute_values(":created_at", s(time(task.delivery_id.accepted_at())))
+            .expression_attribute_values(":first_attempt_at", s(time(claim.now)))
+            .expression_attribute_values(":expires_at", n(claim.expires_at.timestamp()));
+        let (with_outcome, mut set, remove) = self
+            .outcome(request, &task.delivery_id, result, true)
+            .await?;
+        request = with_outcome;
+        set.push(FIRST_SET);
         let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match request.update_expression(update).send().await {
             Ok(_) => Ok(()),

@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::lambda::api::TenantClaim;
 use herald_core::delivery::retry::{RetryPolicy, parse_duration};
+use herald_core::delivery::settings::ClaimMode;
 use herald_core::subscription::url::UrlPolicy;
 
 #[derive(Debug, Error, PartialEq)]
@@ -99,6 +100,18 @@ pub fn seconds(
                 reason: format!("`{raw}` is not a whole number of seconds from 0 to {max}"),
             }),
         },
+    }
+}
+
+/// `HERALD_DELIVERY_CLAIM`: `lease` (the default) or `read`
+/// (`herald_core::delivery::settings::ClaimMode`).
+fn claim_mode(env: &dyn Source) -> Result<ClaimMode, ConfigError> {
+    match env.get("HERALD_DELIVERY_CLAIM") {
+        None => Ok(ClaimMode::Lease),
+        Some(raw) => ClaimMode::parse(raw.trim()).ok_or_else(|| ConfigError::Invalid {
+            name: "HERALD_DELIVERY_CLAIM",
+            reason: format!("`{raw}` is not `lease` or `read`"),
+        }),
     }
 }
 
@@ -639,6 +652,7 @@ impl Config {
                     Duration::from_secs(5 * 86_400),
                 )?,
                 slow_after,
+                claim: claim_mode(env)?,
             },
             timeout,
             connect_timeout: duration(env, "HERALD_CONNECT_TIMEOUT", Duration::from_secs(10))?,
@@ -668,6 +682,20 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn the_claim_is_a_lease_unless_a_read_is_asked_for() {
+        assert_eq!(claim_mode(&env(&[])).unwrap(), ClaimMode::Lease);
+        let read = env(&[("HERALD_DELIVERY_CLAIM", "read")]);
+        assert_eq!(claim_mode(&read).unwrap(), ClaimMode::Read);
+        let lease = env(&[("HERALD_DELIVERY_CLAIM", "lease")]);
+        assert_eq!(claim_mode(&lease).unwrap(), ClaimMode::Lease);
+        let other = env(&[("HERALD_DELIVERY_CLAIM", "none")]);
+        assert_eq!(
+            claim_mode(&other).unwrap_err().to_string(),
+            "HERALD_DELIVERY_CLAIM is invalid: `none` is not `lease` or `read`"
+        );
     }
 
     #[test]

@@ -236,6 +236,30 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
+    /// A delivery of `task` not attempted yet, as a claim at `now` starts it.
+    pub fn pending(
+        task: &super::DeliveryTask,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: task.delivery_id.clone(),
+            tenant: task.tenant.clone(),
+            subscription_id: task.subscription_id.clone(),
+            event_id: task.event.id.clone(),
+            event_type: task.event.event_type.to_string(),
+            state: DeliveryState::Pending,
+            attempts: Vec::new(),
+            created_at: task.delivery_id.accepted_at(),
+            first_attempt_at: now,
+            next_attempt_at: None,
+            reason: None,
+            updated_at: now,
+            expires_at,
+            dead_letter: None,
+        }
+    }
+
     pub fn attempt_count(&self) -> u32 {
         self.attempts.len() as u32
     }

@@ -27,6 +27,34 @@ pub struct DeliverySettings {
     /// before it is cut and sent again on the slow lane (None: no slow lane; docs/
     /// DECISIONS.md, "Slow receivers").
     pub slow_after: Option<Duration>,
+    /// What keeps two copies of a message from being sent at once
+    /// (`HERALD_DELIVERY_CLAIM`; docs/DECISIONS.md, "Writes per delivery").
+    pub claim: ClaimMode,
+}
+
+/// How a delivery is taken before its attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClaimMode {
+    /// A conditional write before every attempt (a lease): two copies of a message are
+    /// never sent at once, and one sent already is never sent again.
+    #[default]
+    Lease,
+    /// Before a first attempt, a consistent read instead: a copy after the delivery is
+    /// recorded finds it and sends nothing, but two copies SQS hands out at the same
+    /// moment may both be sent (under one `webhook-id`). The record is made with the
+    /// attempt's outcome, so a first attempt is one write instead of two. An attempt
+    /// after the first (a record exists) takes a lease as above.
+    Read,
+}
+
+impl ClaimMode {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "lease" => Some(Self::Lease),
+            "read" => Some(Self::Read),
+            _ => None,
+        }
+    }
 }
 
 /// How long a subscription whose receivers were found slow stays on the slow lane after
@@ -60,6 +88,7 @@ impl Default for DeliverySettings {
             auto_disable_after: Duration::from_secs(5 * 86_400),
             max_receives: DEFAULT_MAX_RECEIVES,
             slow_after: None,
+            claim: ClaimMode::Lease,
         }
     }
 }

@@ -874,3 +874,104 @@ fn task_for_another_event(tag: &str) -> DeliveryTask {
         if tag.is_empty() { "none" } else { "plain" }
     ))
 }
+
+#[tokio::test]
+async fn a_first_outcome_makes_the_record_once_and_a_lease_then_finds_it() {
+    let (_aws, ledger) = ledger().await;
+    let task = task("e-first");
+    let id = &task.delivery_id;
+    let now = Utc::now();
+
+    // Taken by a read (nothing there): the outcome makes the record, attempt and all.
+    let taken = claim(now, "unused", false);
+    let delivered = finish(DeliveryState::Delivered, attempt(1, 200));
+    ledger
+        .record_first(&task, &taken, &delivered)
+        .await
+        .unwrap();
+    let record = ledger.get(&tenant("acme"), id, now).await.unwrap().unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    assert_eq!(record.attempts.len(), 1);
+    assert_eq!(record.attempts[0].status, Some(200));
+    assert_eq!(
+        (&record.subscription_id, &record.event_id, record.created_at),
+        (
+            &task.subscription_id,
+            &task.event.id,
+            task.delivery_id.accepted_at()
+        )
+    );
+    assert_eq!(record.expires_at.timestamp(), taken.expires_at.timestamp());
+
+    // A second copy read nothing too and sent at the same moment: its outcome is refused.
+    assert!(matches!(
+        ledger.record_first(&task, &taken, &delivered).await,
+        Err(StoreError::Conflict)
+    ));
+    // A copy that reads after: taken as a lease takes it, and finds it finished.
+    assert!(matches!(
+        ledger.claim(&task, &claim(now, "late", false)).await.unwrap(),
+        ClaimOutcome::Finished(r) if r.state == DeliveryState::Delivered
+    ));
+
+    // A failure recorded first is attempted again under a lease, its attempts kept.
+    let failing = self::task("e-failing");
+    let failed = AttemptResult {
+        next_attempt_at: Some(now + seconds(1)),
+        reason: Some("HTTP 500".into()),
+        ..finish(DeliveryState::Pending, attempt(1, 500))
+    };
+    ledger
+        .record_first(&failing, &taken, &failed)
+        .await
+        .unwrap();
+    let ClaimOutcome::Claimed(again) = ledger
+        .claim(&failing, &claim(now, "second", false))
+        .await
+        .unwrap()
+    else {
+        panic!("a pending record is claimed")
+    };
+    assert_eq!(again.attempts.len(), 1);
+    ledger
+        .finish(
+            &failing.tenant,
+            &failing.delivery_id,
+            "second",
+            &finish(DeliveryState::Delivered, attempt(2, 200)),
+        )
+        .await
+        .unwrap();
+    let done = ledger
+        .get(&tenant("acme"), &failing.delivery_id, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (done.state, done.attempts.len(), done.next_attempt_at),
+        (DeliveryState::Delivered, 2, None)
+    );
+
+    // A record past its expiry (TTL not there yet) is replaced, as a claim replaces it.
+    let later = now + seconds(7200);
+    let anew = Claim {
+        now: later,
+        expires_at: later + seconds(3600),
+        ..claim(later, "unused", false)
+    };
+    ledger
+        .record_first(
+            &task,
+            &anew,
+            &finish(DeliveryState::Skipped, attempt(1, 200)),
+        )
+        .await
+        .unwrap();
+    let replaced = ledger
+        .get(&tenant("acme"), id, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(replaced.state, DeliveryState::Skipped);
+    assert_eq!(replaced.attempts.len(), 1);
+}

@@ -1472,3 +1472,64 @@ async fn a_claim_check_is_sent_with_the_stored_event_and_skipped_once_it_is_gone
     let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Skipped);
 }
+
+/// Deliver taking first attempts by a read (`ClaimMode::Read`).
+fn reading_deps(sender: InMemoryWebhookSender) -> Arc<Deps> {
+    let mut deps = unshared_deps(sender, "1s,1s", "1h");
+    deps.settings.claim = herald_core::delivery::settings::ClaimMode::Read;
+    Arc::new(deps)
+}
+
+#[tokio::test]
+async fn with_reads_for_claims_a_first_attempt_makes_the_record_and_a_later_copy_sends_nothing() {
+    let deps = reading_deps(InMemoryWebhookSender::default());
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let event = sqs_event("batch-of-two.json");
+    let tasks: Vec<DeliveryTask> = event
+        .records
+        .iter()
+        .map(|r| decode_message(r.body.as_deref().unwrap()).unwrap())
+        .collect();
+
+    let outcome = process_batch(&deps, event.clone()).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(deps.ports.sender.sent().len(), 2);
+    for task in &tasks {
+        let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+        assert_eq!(record.state, DeliveryState::Delivered);
+        assert_eq!(record.attempts.len(), 1);
+        assert_eq!(record.event_id, task.event.id);
+    }
+
+    // The same messages again (SQS handing them out after the delivery): found, not sent.
+    let again = process_batch(&deps, event).await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(deps.ports.sender.sent().len(), 2, "nothing sent twice");
+}
+
+#[tokio::test]
+async fn with_reads_for_claims_a_retry_takes_a_lease_and_keeps_the_first_attempt() {
+    let deps = reading_deps(InMemoryWebhookSender::answering([
+        InMemoryWebhookSender::status(503),
+        InMemoryWebhookSender::status(200),
+    ]));
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let event = task_for(SUBSCRIPTION, "ord_retried");
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    let first = process_batch(&deps, event.clone()).await;
+    assert_eq!(failures(&first).len(), 1, "handed back for its retry");
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(
+        (record.state, record.attempts.len()),
+        (DeliveryState::Pending, 1)
+    );
+
+    let second = process_batch(&deps, event).await;
+    assert!(failures(&second).is_empty());
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    let statuses: Vec<Option<u16>> = record.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(503), Some(200)]);
+    assert_eq!(deps.ports.sender.sent().len(), 2);
+}
