@@ -480,8 +480,8 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
 
 /// An event of 1 MiB through the release bootstraps: ingest keeps it once, in parts, and
 /// queues a claim check of a few hundred bytes; deliver, handed that message as the event
-/// source hands it over, reads the event back and POSTs it whole. Every call is one the
-/// template allows.
+/// source hands it over, reads the event back and POSTs it whole (taking the attempt by
+/// a read, `DeliveryClaim: read`). Every call is one the template allows.
 #[tokio::test]
 async fn a_mebibyte_event_is_stored_by_ingest_and_read_back_by_deliver() {
     use rand::{Rng, SeedableRng};
@@ -529,7 +529,10 @@ async fn a_mebibyte_event_is_stored_by_ingest_and_read_back_by_deliver() {
     record["body"] = json!(task);
     batch["Records"] = json!([record]);
 
-    let (deliver, deliver_calls) = deliver_under_the_emulator(&aws, &[]).await;
+    // Deliver as `DeliveryClaim: read` deploys it: the first attempt taken by a read of
+    // the deliveries table, its outcome the one write there.
+    let (deliver, deliver_calls) =
+        deliver_under_the_emulator(&aws, &[("HERALD_DELIVERY_CLAIM", "read")]).await;
     let answer = deliver.invoke(&batch).await;
     assert_eq!(
         answer,
@@ -540,6 +543,18 @@ async fn a_mebibyte_event_is_stored_by_ingest_and_read_back_by_deliver() {
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].json()["data"], published["data"]);
+    let on_deliveries: Vec<String> = deliver_calls
+        .calls()
+        .iter()
+        .filter(|c| c.resource.ends_with("DeliveriesTable"))
+        .map(|c| c.action.clone())
+        .collect();
+    assert_eq!(
+        on_deliveries,
+        ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+        "{:?}",
+        deliver_calls.calls()
+    );
     allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
