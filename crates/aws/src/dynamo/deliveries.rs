@@ -136,6 +136,21 @@ fn condition_failed(error: Option<&UpdateItemError>) -> bool {
     )
 }
 
+/// Sends the write that ends an attempt (`DynamoDeliveryLedger::outcome`); `Conflict`
+/// when its condition refused it.
+async fn send_outcome(
+    request: UpdateItemFluentBuilder,
+    set: &[&str],
+    remove: &[&str],
+) -> Result<(), StoreError> {
+    let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+    match request.update_expression(update).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if condition_failed(e.as_service_error()) => Err(StoreError::Conflict),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 /// What every claim sets (`state` is a reserved word, hence `#state`).
 const CLAIM_SET: &str = "#state = :delivering, lease_token = :token, lease_until = :lease_until, \
                          updated_at = :now_text";
@@ -335,12 +350,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .condition_expression("lease_token = :token")
             .expression_attribute_values(":token", s(token));
         let (request, set, remove) = self.outcome(request, id, result, false).await?;
-        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-        match request.update_expression(update).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(e.as_service_error()) => Err(StoreError::Conflict),
-            Err(e) => Err(unavailable(e)),
-        }
+        send_outcome(request, &set, &remove).await
     }
 
     async fn record_first(
@@ -349,7 +359,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         claim: &Claim,
         result: &AttemptResult,
     ) -> Result<(), StoreError> {
-        let mut request = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
@@ -367,14 +377,8 @@ impl DeliveryLedger for DynamoDeliveryLedger {
         let (with_outcome, mut set, remove) = self
             .outcome(request, &task.delivery_id, result, true)
             .await?;
-        request = with_outcome;
         set.push(FIRST_SET);
-        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-        match request.update_expression(update).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(e.as_service_error()) => Err(StoreError::Conflict),
-            Err(e) => Err(unavailable(e)),
-        }
+        send_outcome(with_outcome, &set, &remove).await
     }
 
     async fn dead_lettered(

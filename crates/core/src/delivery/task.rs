@@ -25,9 +25,10 @@ pub enum QueueMessage {
     DeliverV1(DeliveryTask),
 }
 
-/// Longest message a task sends with its event inline. It is above the longest `data`
-/// a redelivery can carry unstored (a test event's, 256 KiB) with room for the rest of
-/// the task, and keeps a batch of ten within Lambda's 6 MiB.
+/// Longest message a task sends with its event inline. Below it, carrying the event costs
+/// less than reading it back (SQS bills a request per 64 KiB a message carries, DynamoDB
+/// a read unit per 4 KiB), every event of up to 256 KiB of `data` (the limit before
+/// 1 MiB) still travels as it did, and a batch of ten stays within Lambda's 6 MB.
 pub const INLINE_TASK_BYTES: usize = 288 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
