@@ -55,16 +55,20 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The API Gateway event of the publish.
-fn publish_event(events: usize) -> String {
-    let filler = "x".repeat(DATA_BYTES - 60);
+/// The API Gateway event of the publish: `events` events of `data_bytes` of `data`.
+fn publish_event(events: usize, data_bytes: usize) -> String {
     let body = json!({"events": (0..events).map(|i| json!({
         "id": format!("ord_{i}"),
         "type": "order.paid",
-        "data": {"order": format!("ord_{i}"), "amount": 1250, "note": filler},
+        "data": crate::ingest_cpu::order_data(&format!("ord_{i}"), data_bytes),
     })).collect::<Vec<_>>()});
     crate::publish_request(&body)
 }
+
+/// Large events fanned out: as many 1 MiB events as a call takes (6 MiB) to every
+/// subscription, on in-memory stores, for the memory a large fan-out holds.
+const LARGE_EVENTS: usize = 5;
+const LARGE_DATA_BYTES: usize = 1024 * 1024;
 
 /// Subscribes `SUBSCRIPTIONS` endpoints of `acme` to `order.*` in `store`.
 async fn subscribe_all(store: &impl SubscriptionStore) {
@@ -85,8 +89,9 @@ async fn subscribe_all(store: &impl SubscriptionStore) {
 async fn measure<P: herald_core::ports::Ports>(
     deps: &herald_ingest::IngestDeps<P>,
     events: usize,
+    data_bytes: usize,
 ) -> Value {
-    let event = publish_event(events);
+    let event = publish_event(events, data_bytes);
     let rss_before = status_kb("VmRSS:");
     let (cpu_before, at) = (process_cpu(), Instant::now());
     let request = lambda_http::request::from_str(&event).expect("a gateway event");
@@ -120,7 +125,7 @@ pub fn child(mode: &str) -> i32 {
         .build()
         .unwrap();
     let figures = runtime.block_on(async {
-        if mode == "memory" {
+        if mode == "memory" || mode == "large" {
             let deps = herald_ingest::IngestDeps {
                 xray: herald_aws::xray::XRay::off(),
                 ports: herald_testkit::adapters(),
@@ -129,7 +134,11 @@ pub fn child(mode: &str) -> i32 {
                 max_requests_per_second: 0,
             };
             subscribe_all(&deps.ports.subscriptions).await;
-            return measure(&deps, EVENTS).await;
+            return if mode == "large" {
+                measure(&deps, LARGE_EVENTS, LARGE_DATA_BYTES).await
+            } else {
+                measure(&deps, EVENTS, DATA_BYTES).await
+            };
         }
         let sdk = herald_tests::aws::sdk_config();
         let provisioned = herald_local::provision(
@@ -146,7 +155,7 @@ pub fn child(mode: &str) -> i32 {
             .expect("ingest's settings");
         let deps = herald_ingest::Ingest::deps(started);
         subscribe_all(&deps.ports.subscriptions).await;
-        measure(&deps, EVENTS_ON_MOTO).await
+        measure(&deps, EVENTS_ON_MOTO, DATA_BYTES).await
     });
     println!("{figures}");
     0
@@ -167,6 +176,7 @@ fn run_child(mode: &str) -> Value {
 pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value {
     let memory = run_child("memory");
     let moto = run_child("moto");
+    let large = run_child("large");
     let ms = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     // Herald's CPU at full scale, in memory; the AWS calls' CPU and waiting from a tenth
     // of it through moto, less that tenth's own Herald CPU, times ten.
@@ -232,7 +242,21 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         format!("{peak_mb:.0} MB"),
         format!("{growth_mb:.0} MB for the publish; the template gives ingest 256 MB"),
     );
+    let large_peak_mb = ms(&large, "peak_rss_kb") / 1024.0;
+    table.row(
+        format!(
+            "fan-out of large events: {LARGE_EVENTS} × 1 MiB × {SUBSCRIPTIONS} subscriptions"
+        ),
+        format!("{large_peak_mb:.0} MB peak"),
+        format!(
+            "{} deliveries as claim checks, in memory: {:.0} MB for the publish, Herald's CPU {:.2} s",
+            large["deliveries"],
+            large_peak_mb - ms(&large, "rss_before_kb") / 1024.0,
+            ms(&large, "cpu_ms") / 1000.0
+        ),
+    );
     json!({
+        "large_events": large,
         "deliveries": memory["deliveries"],
         "herald_cpu_ms": herald_cpu,
         "aws_calls_cpu_ms": calls_cpu,

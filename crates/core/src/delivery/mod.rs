@@ -12,7 +12,7 @@ pub use record::{
     Attempt, AttemptError, DeadLetterMark, DeliveryRecord, DeliveryState, MAX_ATTEMPTS_KEPT,
 };
 pub use task::{
-    DeliveryTask, INLINE_TASK_BYTES, Lane, MalformedTask, QueueMessage, decode_message,
+    DeliveryTask, INLINE_DATA_BYTES, Lane, MalformedTask, QueueMessage, decode_message,
 };
 
 #[cfg(test)]
@@ -56,7 +56,7 @@ mod tests {
         });
         task.event
             .data
-            .insert("s".into(), "x".repeat(INLINE_TASK_BYTES).into());
+            .insert("s".into(), "x".repeat(INLINE_DATA_BYTES).into());
         let body = task.to_message_body();
         assert!(body.len() < 1024, "{} bytes", body.len());
         let check = decode_message(&body).unwrap();
@@ -71,13 +71,37 @@ mod tests {
         assert_eq!(check.to_message_body(), body);
         // Read back, it is the task as it was.
         assert_eq!(check.with_event(task.event.clone()), task);
-        // A message of exactly the bound keeps its event inline.
+        // `data` of exactly the bound (`{"s":"…"}`: 8 bytes and the text) stays inline.
         let mut fits = self::task();
-        let room = INLINE_TASK_BYTES - fits.to_message_body().len() - r#""s":"""#.len();
-        fits.event.data.insert("s".into(), "x".repeat(room).into());
+        let text = "x".repeat(INLINE_DATA_BYTES - 8);
+        fits.event.data.insert("s".into(), text.into());
         let body = fits.to_message_body();
-        assert_eq!(body.len(), INLINE_TASK_BYTES);
+        assert!(body.len() > INLINE_DATA_BYTES);
         assert_eq!(decode_message(&body).unwrap(), fits);
+    }
+
+    #[test]
+    fn a_large_events_tasks_are_made_as_claim_checks_and_queue_as_one_would() {
+        let mut task = task();
+        let fingerprint = |t: &DeliveryTask| t.event.fingerprint();
+        let (carried, stored) = DeliveryTask::carried(&task.event, &fingerprint(&task));
+        assert_eq!((&carried, stored), (&task.event, None), "small: as it is");
+        task.event
+            .data
+            .insert("s".into(), "x".repeat(INLINE_DATA_BYTES).into());
+        let (carried, stored) = DeliveryTask::carried(&task.event, &fingerprint(&task));
+        assert!(carried.data.is_empty());
+        assert_eq!(stored.as_deref(), Some(fingerprint(&task).as_str()));
+        let made = DeliveryTask {
+            stored,
+            ..DeliveryTask::new(&task.tenant, &task.subscription_id, &carried, Utc::now())
+        };
+        let made = DeliveryTask {
+            delivery_id: task.delivery_id.clone(),
+            ..made
+        };
+        // The message is the one the whole task would have queued as.
+        assert_eq!(made.to_message_body(), task.to_message_body());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The task that travels on the delivery queue: one event for one subscription.
 //!
-//! A task carries its event inline when its message is at most [`INLINE_TASK_BYTES`].
-//! A larger one (an event of up to 1 MiB of `data`) travels as a claim check: the event
-//! without its `data`, and the fingerprint of the whole event (`DeliveryTask::stored`).
+//! A task carries its event inline when the event's `data` is at most
+//! [`INLINE_DATA_BYTES`] serialized. A larger one (up to 1 MiB of `data`) travels as a
+//! claim check: the event without its `data`, and the fingerprint of the whole event
+//! (`DeliveryTask::stored`).
 //! The event itself was stored once, in the events table, before any task was queued,
 //! and deliver reads it back from there (docs/DECISIONS.md, "Large events").
 
@@ -25,11 +26,12 @@ pub enum QueueMessage {
     DeliverV1(DeliveryTask),
 }
 
-/// Longest message a task sends with its event inline. Below it, carrying the event costs
-/// less than reading it back (SQS bills a request per 64 KiB a message carries, DynamoDB
-/// a read unit per 4 KiB), every event of up to 256 KiB of `data` (the limit before
-/// 1 MiB) still travels as it did, and a batch of ten stays within Lambda's 6 MB.
-pub const INLINE_TASK_BYTES: usize = 288 * 1024;
+/// Most `data` (serialized) a task carries inline; above it the task is a claim check.
+/// Below it, carrying the event costs less than reading it back (SQS bills a request per
+/// 64 KiB a message carries, DynamoDB a read unit per 4 KiB), every event of up to
+/// 256 KiB (the limit before 1 MiB) travels as it did, and a batch of ten messages stays
+/// within the 6 MB Lambda is handed.
+pub const INLINE_DATA_BYTES: usize = 256 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryTask {
@@ -72,6 +74,25 @@ pub enum Lane {
 }
 
 impl DeliveryTask {
+    /// What the tasks of `event` (whose fingerprint is `fingerprint`) carry: the event
+    /// itself, or, when its `data` is longer than [`INLINE_DATA_BYTES`], the event without
+    /// it and the fingerprint for a claim check. Made once per event at publish, so a
+    /// large event fanned out to many subscriptions is not copied (or serialized) once
+    /// for each of them.
+    pub fn carried(event: &Event, fingerprint: &str) -> (Event, Option<String>) {
+        if !data_too_large(event) {
+            return (event.clone(), None);
+        }
+        let stripped = Event {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            occurred_at: event.occurred_at,
+            data: Map::new(),
+            subject: event.subject.clone(),
+        };
+        (stripped, Some(fingerprint.to_owned()))
+    }
+
     /// The task for `event`, accepted at `accepted_at`, at one subscription.
     pub fn new(
         tenant: &TenantId,
@@ -101,12 +122,13 @@ impl DeliveryTask {
         }
     }
 
-    /// The message: the task with its event inline, or a claim check when that would be
-    /// longer than [`INLINE_TASK_BYTES`].
+    /// The message: the task with its event inline, or a claim check when its `data` is
+    /// longer than [`INLINE_DATA_BYTES`] (as [`DeliveryTask::carried`] decides).
     pub fn to_message_body(&self) -> String {
         let body =
             serde_json::to_string(&QueueMessage::DeliverV1(self.clone())).unwrap_or_default();
-        if body.len() <= INLINE_TASK_BYTES || self.stored.is_some() {
+        // A message no longer than the bound cannot hold more `data` than it.
+        if body.len() <= INLINE_DATA_BYTES || self.stored.is_some() || !self.too_large() {
             return body;
         }
         let event = Event {
@@ -118,6 +140,10 @@ impl DeliveryTask {
         };
         let check = self.carrying(event, Some(self.event.fingerprint()));
         serde_json::to_string(&QueueMessage::DeliverV1(check)).unwrap_or_default()
+    }
+
+    fn too_large(&self) -> bool {
+        data_too_large(&self.event)
     }
 
     /// The task carrying `event`, read back for its claim check, inline.
@@ -138,6 +164,11 @@ impl DeliveryTask {
             stored,
         }
     }
+}
+
+/// Whether `event`'s `data` is too long to travel inline.
+fn data_too_large(event: &Event) -> bool {
+    serde_json::to_vec(&event.data).map_or(true, |b| b.len() > INLINE_DATA_BYTES)
 }
 
 #[derive(Debug, Error)]

@@ -1410,7 +1410,7 @@ async fn a_claim_check_is_sent_with_the_stored_event_and_skipped_once_it_is_gone
         id: EventId::parse(id).unwrap(),
         event_type: EventType::parse("order.paid").unwrap(),
         occurred_at: Utc::now(),
-        data: json!({"blob": "x".repeat(herald_core::delivery::INLINE_TASK_BYTES)})
+        data: json!({"blob": "x".repeat(herald_core::delivery::INLINE_DATA_BYTES)})
             .as_object()
             .unwrap()
             .clone(),

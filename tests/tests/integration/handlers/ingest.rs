@@ -585,3 +585,40 @@ async fn a_tenant_past_its_requests_a_second_waits_and_the_others_do_not() {
         json_of(&later)
     );
 }
+
+#[tokio::test]
+async fn a_large_events_tasks_are_claim_checks_and_a_small_ones_carry_it() {
+    use herald_core::delivery::INLINE_DATA_BYTES;
+    use herald_core::ports::EventLog;
+    let deps = deps();
+    for _ in 0..3 {
+        subscribe(&deps, "acme", &["*"]).await;
+    }
+    // `{"s":"…"}`: 8 bytes and the text. One byte over the bound, and exactly at it.
+    let over = json!({"s": "x".repeat(INLINE_DATA_BYTES - 7)});
+    let at = json!({"s": "y".repeat(INLINE_DATA_BYTES - 8)});
+    let body = json!({"events": [
+        {"id": "big", "type": "report.ready", "data": over},
+        {"id": "fits", "type": "report.ready", "data": at},
+    ]});
+    let response = handle(&deps, publish("acme", body)).await;
+    assert_eq!(response.status(), 202, "{}", json_of(&response));
+
+    let tasks = deps.ports.queue.enqueued();
+    assert_eq!(tasks.len(), 6);
+    let acme = herald_core::ids::TenantId::parse("acme").unwrap();
+    let now = deps.ports.clock.now();
+    let events = &deps.ports.events;
+    let id = |id: &str| herald_core::ids::EventId::parse(id).unwrap();
+    let big = events.load(&acme, &id("big"), now).await.unwrap().unwrap();
+    for task in tasks.iter().filter(|t| t.event.id.as_str() == "big") {
+        // Made without the data, and named by the kept event's fingerprint.
+        assert!(task.event.data.is_empty());
+        assert_eq!(task.stored.as_deref(), Some(big.fingerprint().as_str()));
+        assert!(task.to_message_body().len() < 1024);
+    }
+    let fits = events.load(&acme, &id("fits"), now).await.unwrap().unwrap();
+    for task in tasks.iter().filter(|t| t.event.id.as_str() == "fits") {
+        assert_eq!((&task.event, &task.stored), (&fits, &None));
+    }
+}
