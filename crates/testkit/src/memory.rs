@@ -244,6 +244,14 @@ fn erase_step<K: Clone + Eq + std::hash::Hash, V>(
 pub struct InMemoryEventLog {
     items: Mutex<HashMap<(TenantId, EventId), (Accepted, Event)>>,
     latest: Mutex<HashMap<String, String>>,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+impl InMemoryEventLog {
+    /// How many times an event was read back (`EventLog::load`).
+    pub fn loads(&self) -> usize {
+        self.loads.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 fn subject_key(tenant: &TenantId, subscription: &SubscriptionId, event: &Event) -> Option<String> {
@@ -303,6 +311,7 @@ impl EventLog for InMemoryEventLog {
         id: &EventId,
         _now: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(lock(&self.items)
             .get(&(tenant.clone(), id.clone()))
             .map(|(_, e)| e.clone()))

@@ -162,7 +162,7 @@ pub(crate) async fn deliver<P: Ports>(
     let task = match &task.stored {
         None => task,
         Some(fingerprint) => {
-            let read = stored_event(deps, task, fingerprint, &claimed);
+            let read = stored_event(deps, shared, task, fingerprint, &claimed);
             match timed(deps, spans, "event", read).await {
                 Ok(event) => {
                     whole = task.with_event(event);
@@ -360,22 +360,20 @@ async fn check<'a, P: Ports>(
 
 /// The event a claim check names, read from the events table: the one queued, known by
 /// its fingerprint. One no longer kept (its retention passed, or its tenant erased it)
-/// cannot be sent, and the delivery ends skipped; one that cannot be read waits.
+/// cannot be sent, and the delivery ends skipped; one that cannot be read waits. The
+/// batch reads each event once for all its records that name it.
 async fn stored_event<P: Ports>(
     deps: &DeliverDeps<P>,
+    shared: &BatchShared,
     task: &DeliveryTask,
     fingerprint: &str,
     claimed: &Claimed,
 ) -> Result<Event, Disposition> {
     let now = claimed.claim.now;
-    match deps
-        .ports
-        .events
-        .load(&task.tenant, &task.event.id, now)
-        .await
-    {
-        Ok(Some(event)) if event.fingerprint() == fingerprint => Ok(event),
-        Ok(_) => {
+    let read = || deps.ports.events.load(&task.tenant, &task.event.id, now);
+    match shared.events.get(task, fingerprint, read).await {
+        Ok(Some(event)) => Ok(event),
+        Ok(None) => {
             let why = "the event is no longer kept (its retention passed or it was erased)";
             Err(finish_unsent(deps, task, claimed, DeliveryState::Skipped, why).await)
         }

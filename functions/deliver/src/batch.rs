@@ -10,8 +10,9 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use herald_core::delivery::{DeliveryTask, Lane, decode_message};
-use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
-use herald_core::ports::{Clock, DeadLetter, Ports, SubscriptionStore};
+use herald_core::event::Event;
+use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
+use herald_core::ports::{Clock, DeadLetter, Ports, StoreError, SubscriptionStore};
 use herald_core::subscription::Subscription;
 use herald_core::trace::Span;
 
@@ -68,6 +69,51 @@ impl HostLimits {
 pub(crate) struct BatchShared {
     pub(crate) subscriptions: Subscriptions,
     pub(crate) hosts: HostLimits,
+    /// The events the batch's claim checks name, each read once for the batch however
+    /// many of its records carry it (a large event's fan-out arrives together).
+    pub(crate) events: StoredEvents,
+}
+
+/// An event a claim check names: by tenant, id and fingerprint.
+type StoredKey = (TenantId, EventId, String);
+
+/// The batch's claim-checked events, each read by the first record that needs it while
+/// the others wait for that read. A read that fails is not kept: the next record tries.
+#[derive(Default)]
+pub(crate) struct StoredEvents(
+    std::sync::Mutex<HashMap<StoredKey, Arc<tokio::sync::OnceCell<Option<Event>>>>>,
+);
+
+impl StoredEvents {
+    /// The event `task` names with `fingerprint`, read by `read` unless the batch has it:
+    /// None when it is not kept (or kept with other content).
+    pub(crate) async fn get<F, Fut>(
+        &self,
+        task: &DeliveryTask,
+        fingerprint: &str,
+        read: F,
+    ) -> Result<Option<Event>, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Event>, StoreError>>,
+    {
+        let key = (
+            task.tenant.clone(),
+            task.event.id.clone(),
+            fingerprint.to_owned(),
+        );
+        let cell = {
+            let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            cells.entry(key).or_default().clone()
+        };
+        let found = cell
+            .get_or_try_init(|| async {
+                let event = read().await?;
+                Ok::<_, StoreError>(event.filter(|e| e.fingerprint() == fingerprint))
+            })
+            .await?;
+        Ok(found.clone())
+    }
 }
 
 /// A record done with, before the batch's queue calls: what it asks of the queue follows
@@ -173,6 +219,7 @@ pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent
     let shared = Arc::new(BatchShared {
         subscriptions: load_subscriptions(deps, &decoded).await,
         hosts: HostLimits::new(deps.settings.per_host),
+        events: StoredEvents::default(),
     });
     let settling = run_records(deps, &shared, decoded).await;
     let reports = settle(deps, settling).await;

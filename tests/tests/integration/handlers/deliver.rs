@@ -1533,3 +1533,61 @@ async fn with_reads_for_claims_a_retry_takes_a_lease_and_keeps_the_first_attempt
     assert_eq!(statuses, [Some(503), Some(200)]);
     assert_eq!(deps.ports.sender.sent().len(), 2);
 }
+
+#[tokio::test]
+async fn a_batch_reads_an_event_its_claim_checks_share_once() {
+    use herald_core::ports::EventLog;
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let acme = TenantId::parse("acme").unwrap();
+    let subscriptions: Vec<SubscriptionId> = (0..3)
+        .map(|i| SubscriptionId::parse(&format!("sub_01JD5Q8Z6X000000000000001{i}")).unwrap())
+        .collect();
+    for id in &subscriptions {
+        let subscription = active_subscription(
+            "acme",
+            id.clone(),
+            SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+            &["*"],
+        );
+        deps.ports
+            .subscriptions
+            .create(&subscription)
+            .await
+            .unwrap();
+    }
+    let now = deps.ports.clock.now();
+    let big = Event {
+        id: EventId::parse("ord_shared").unwrap(),
+        event_type: EventType::parse("order.paid").unwrap(),
+        occurred_at: now,
+        data: json!({"blob": "x".repeat(herald_core::delivery::INLINE_DATA_BYTES)})
+            .as_object()
+            .unwrap()
+            .clone(),
+        subject: None,
+    };
+    deps.ports
+        .events
+        .accept(&acme, &big, &big.fingerprint(), 3, now)
+        .await
+        .unwrap();
+    let records: Vec<serde_json::Value> = subscriptions
+        .iter()
+        .enumerate()
+        .map(|(i, sub)| {
+            let task = DeliveryTask::new(&acme, sub, &big, now);
+            json!({"messageId": format!("m-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
+        })
+        .collect();
+    let batch: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
+
+    let outcome = process_batch(&deps, batch).await;
+    assert!(failures(&outcome).is_empty());
+    let sent = deps.ports.sender.sent();
+    assert_eq!(sent.len(), 3);
+    for webhook in &sent {
+        let body: serde_json::Value = serde_json::from_slice(&webhook.body).unwrap();
+        assert_eq!(body["data"], serde_json::Value::Object(big.data.clone()));
+    }
+    assert_eq!(deps.ports.events.loads(), 1, "read once for the batch");
+}
