@@ -146,7 +146,7 @@ pub async fn forced_task<P: Ports>(
         delivery_id: record.id.clone(),
         tenant: tenant.clone(),
         subscription_id: record.subscription_id.clone(),
-        event,
+        event: std::sync::Arc::new(event),
         forced: true,
         trace: None,
         // Sent at once, outside its line: an operator's redelivery (docs/DECISIONS.md,

@@ -47,14 +47,14 @@ mod tests {
     #[test]
     fn a_task_too_long_to_carry_its_event_travels_as_a_claim_check() {
         let mut task = task();
-        task.event.subject = Some(crate::event::Subject {
+        std::sync::Arc::make_mut(&mut task.event).subject = Some(crate::event::Subject {
             kind: "order".into(),
             id: "o1".into(),
             reference: None,
             status: None,
             root: None,
         });
-        task.event
+        std::sync::Arc::make_mut(&mut task.event)
             .data
             .insert("s".into(), "x".repeat(INLINE_DATA_BYTES).into());
         let body = task.to_message_body();
@@ -70,11 +70,13 @@ mod tests {
         // A claim check queued again (the slow lane) stays one.
         assert_eq!(check.to_message_body(), body);
         // Read back, it is the task as it was.
-        assert_eq!(check.with_event(task.event.clone()), task);
+        assert_eq!(check.with_event((*task.event).clone()), task);
         // `data` of exactly the bound (`{"s":"…"}`: 8 bytes and the text) stays inline.
         let mut fits = self::task();
         let text = "x".repeat(INLINE_DATA_BYTES - 8);
-        fits.event.data.insert("s".into(), text.into());
+        std::sync::Arc::make_mut(&mut fits.event)
+            .data
+            .insert("s".into(), text.into());
         let body = fits.to_message_body();
         assert!(body.len() > INLINE_DATA_BYTES);
         assert_eq!(decode_message(&body).unwrap(), fits);
@@ -86,7 +88,7 @@ mod tests {
         let fingerprint = |t: &DeliveryTask| t.event.fingerprint();
         let (carried, stored) = DeliveryTask::carried(&task.event, &fingerprint(&task));
         assert_eq!((&carried, stored), (&task.event, None), "small: as it is");
-        task.event
+        std::sync::Arc::make_mut(&mut task.event)
             .data
             .insert("s".into(), "x".repeat(INLINE_DATA_BYTES).into());
         let (carried, stored) = DeliveryTask::carried(&task.event, &fingerprint(&task));

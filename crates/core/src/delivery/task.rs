@@ -7,6 +7,8 @@
 //! The event itself was stored once, in the events table, before any task was queued,
 //! and deliver reads it back from there (docs/DECISIONS.md, "Large events").
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -38,7 +40,9 @@ pub struct DeliveryTask {
     pub delivery_id: DeliveryId,
     pub tenant: TenantId,
     pub subscription_id: SubscriptionId,
-    pub event: Event,
+    /// Shared by the tasks of one publish that carry the same event: ten thousand tasks
+    /// of a hundred events hold a hundred events, not ten thousand copies.
+    pub event: Arc<Event>,
     /// A manual redelivery: sent even if the delivery already succeeded or failed.
     #[serde(default)]
     pub forced: bool,
@@ -79,9 +83,9 @@ impl DeliveryTask {
     /// it and the fingerprint for a claim check. Made once per event at publish, so a
     /// large event fanned out to many subscriptions is not copied (or serialized) once
     /// for each of them.
-    pub fn carried(event: &Event, fingerprint: &str) -> (Event, Option<String>) {
+    pub fn carried(event: &Event, fingerprint: &str) -> (Arc<Event>, Option<String>) {
         if !data_too_large(event) {
-            return (event.clone(), None);
+            return (Arc::new(event.clone()), None);
         }
         let stripped = Event {
             id: event.id.clone(),
@@ -90,7 +94,7 @@ impl DeliveryTask {
             data: Map::new(),
             subject: event.subject.clone(),
         };
-        (stripped, Some(fingerprint.to_owned()))
+        (Arc::new(stripped), Some(fingerprint.to_owned()))
     }
 
     /// The task for `event`, accepted at `accepted_at`, at one subscription.
@@ -100,11 +104,26 @@ impl DeliveryTask {
         event: &Event,
         accepted_at: DateTime<Utc>,
     ) -> Self {
+        Self::sharing(
+            tenant,
+            subscription_id,
+            &Arc::new(event.clone()),
+            accepted_at,
+        )
+    }
+
+    /// The same, sharing `event` with the other tasks made from it.
+    pub fn sharing(
+        tenant: &TenantId,
+        subscription_id: &SubscriptionId,
+        event: &Arc<Event>,
+        accepted_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             delivery_id: DeliveryId::derive(tenant, &event.id, subscription_id, accepted_at),
             tenant: tenant.clone(),
             subscription_id: subscription_id.clone(),
-            event: event.clone(),
+            event: Arc::clone(event),
             forced: false,
             trace: None,
             line: None,
@@ -138,7 +157,7 @@ impl DeliveryTask {
             data: Map::new(),
             subject: self.event.subject.clone(),
         };
-        let check = self.carrying(event, Some(self.event.fingerprint()));
+        let check = self.carrying(Arc::new(event), Some(self.event.fingerprint()));
         serde_json::to_string(&QueueMessage::DeliverV1(check)).unwrap_or_default()
     }
 
@@ -148,10 +167,10 @@ impl DeliveryTask {
 
     /// The task carrying `event`, read back for its claim check, inline.
     pub fn with_event(&self, event: Event) -> Self {
-        self.carrying(event, None)
+        self.carrying(Arc::new(event), None)
     }
 
-    fn carrying(&self, event: Event, stored: Option<String>) -> Self {
+    fn carrying(&self, event: Arc<Event>, stored: Option<String>) -> Self {
         Self {
             delivery_id: self.delivery_id.clone(),
             tenant: self.tenant.clone(),

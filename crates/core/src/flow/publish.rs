@@ -145,7 +145,7 @@ pub async fn publish<P: Ports>(
         // A large event's tasks are claim checks from the start: no copy of it for each.
         let (carried, stored) = DeliveryTask::carried(event, fingerprint);
         for subscription in wanting.iter().filter(|s| s.created_at <= accepted_at) {
-            let mut task = DeliveryTask::new(tenant, &subscription.id, &carried, accepted_at);
+            let mut task = DeliveryTask::sharing(tenant, &subscription.id, &carried, accepted_at);
             task.stored = stored.clone();
             task.trace = trace.cloned();
             task.line = subscription.line_of(event);

@@ -619,6 +619,6 @@ async fn a_large_events_tasks_are_claim_checks_and_a_small_ones_carry_it() {
     }
     let fits = events.load(&acme, &id("fits"), now).await.unwrap().unwrap();
     for task in tasks.iter().filter(|t| t.event.id.as_str() == "fits") {
-        assert_eq!((&task.event, &task.stored), (&fits, &None));
+        assert_eq!((&*task.event, &task.stored), (&fits, &None));
     }
 }
