@@ -389,9 +389,16 @@ pub struct InMemoryDeliveryLedger {
     spent: Mutex<HashMap<(TenantId, String, i64), u64>>,
     /// How many upcoming `dead_lettered` calls fail.
     pub fail_next_dead_lettered: Mutex<usize>,
+    /// How many claims (lease writes) were asked for.
+    claims: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemoryDeliveryLedger {
+    /// How many claims (lease writes) were asked for.
+    pub fn claims(&self) -> usize {
+        self.claims.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn record(&self, id: &DeliveryId) -> Option<DeliveryRecord> {
         lock(&self.items).get(id).map(|h| h.record.clone())
     }
@@ -405,6 +412,8 @@ impl InMemoryDeliveryLedger {
 
 impl DeliveryLedger for InMemoryDeliveryLedger {
     async fn claim(&self, task: &DeliveryTask, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        self.claims
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut items = lock(&self.items);
         let fresh = || Held {
             record: DeliveryRecord::pending(task, claim.now, claim.expires_at),

@@ -368,7 +368,7 @@ async fn stored_event<P: Ports>(
     task: &DeliveryTask,
     fingerprint: &str,
     claimed: &Claimed,
-) -> Result<Event, Disposition> {
+) -> Result<Arc<Event>, Disposition> {
     let now = claimed.claim.now;
     let read = || deps.ports.events.load(&task.tenant, &task.event.id, now);
     match shared.events.get(task, fingerprint, read).await {

@@ -81,7 +81,7 @@ type StoredKey = (TenantId, EventId, String);
 /// the others wait for that read. A read that fails is not kept: the next record tries.
 #[derive(Default)]
 pub(crate) struct StoredEvents(
-    std::sync::Mutex<HashMap<StoredKey, Arc<tokio::sync::OnceCell<Option<Event>>>>>,
+    std::sync::Mutex<HashMap<StoredKey, Arc<tokio::sync::OnceCell<Option<Arc<Event>>>>>>,
 );
 
 impl StoredEvents {
@@ -92,7 +92,7 @@ impl StoredEvents {
         task: &DeliveryTask,
         fingerprint: &str,
         read: F,
-    ) -> Result<Option<Event>, StoreError>
+    ) -> Result<Option<Arc<Event>>, StoreError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<Event>, StoreError>>,
@@ -109,7 +109,8 @@ impl StoredEvents {
         let found = cell
             .get_or_try_init(|| async {
                 let event = read().await?;
-                Ok::<_, StoreError>(event.filter(|e| e.fingerprint() == fingerprint))
+                let named = event.filter(|e| e.fingerprint() == fingerprint);
+                Ok::<_, StoreError>(named.map(Arc::new))
             })
             .await?;
         Ok(found.clone())

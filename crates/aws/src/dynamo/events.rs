@@ -46,6 +46,10 @@ fn latest_id(subscription: &SubscriptionId, event: &Event) -> Option<String> {
 /// An item is at most 400 KB (409,600 bytes) with its attribute names and key.
 const MAX_DOC_BYTES: usize = 350 * 1024;
 
+/// Most parts an event is read back from: a stored event is at most 1 MiB of `data` with
+/// the rest of the event's fields, well within this.
+const MAX_PARTS: usize = 8;
+
 /// Texts shorter than this are kept as they are: their record is within one write unit.
 const DEFLATE_FROM: usize = 512;
 /// Deflate's level: 1, the fastest, already takes JSON to about half.
@@ -139,9 +143,7 @@ impl DynamoEventLog {
         let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
         now.timestamp().saturating_add(retention)
     }
-}
 
-impl DynamoEventLog {
     /// Writes `doc` in parts, all at once, and answers how many.
     async fn put_parts(
         &self,
@@ -209,10 +211,6 @@ impl DynamoEventLog {
         Ok(doc)
     }
 }
-
-/// Most parts an event is read back from: a stored event is at most 1 MiB of `data` with
-/// the rest of the event's fields, well within this.
-const MAX_PARTS: usize = 8;
 
 impl EventLog for DynamoEventLog {
     async fn accept(

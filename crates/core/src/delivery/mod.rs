@@ -70,7 +70,7 @@ mod tests {
         // A claim check queued again (the slow lane) stays one.
         assert_eq!(check.to_message_body(), body);
         // Read back, it is the task as it was.
-        assert_eq!(check.with_event((*task.event).clone()), task);
+        assert_eq!(check.with_event(task.event.clone()), task);
         // `data` of exactly the bound (`{"s":"…"}`: 8 bytes and the text) stays inline.
         let mut fits = self::task();
         let text = "x".repeat(INLINE_DATA_BYTES - 8);

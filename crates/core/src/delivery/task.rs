@@ -147,7 +147,8 @@ impl DeliveryTask {
         let body =
             serde_json::to_string(&QueueMessage::DeliverV1(self.clone())).unwrap_or_default();
         // A message no longer than the bound cannot hold more `data` than it.
-        if body.len() <= INLINE_DATA_BYTES || self.stored.is_some() || !self.too_large() {
+        if body.len() <= INLINE_DATA_BYTES || self.stored.is_some() || !data_too_large(&self.event)
+        {
             return body;
         }
         let event = Event {
@@ -161,13 +162,10 @@ impl DeliveryTask {
         serde_json::to_string(&QueueMessage::DeliverV1(check)).unwrap_or_default()
     }
 
-    fn too_large(&self) -> bool {
-        data_too_large(&self.event)
-    }
-
-    /// The task carrying `event`, read back for its claim check, inline.
-    pub fn with_event(&self, event: Event) -> Self {
-        self.carrying(Arc::new(event), None)
+    /// The task carrying `event`, read back for its claim check, inline (shared with the
+    /// batch's other records that name it).
+    pub fn with_event(&self, event: Arc<Event>) -> Self {
+        self.carrying(event, None)
     }
 
     fn carrying(&self, event: Arc<Event>, stored: Option<String>) -> Self {

@@ -1494,6 +1494,11 @@ async fn with_reads_for_claims_a_first_attempt_makes_the_record_and_a_later_copy
     let outcome = process_batch(&deps, event.clone()).await;
     assert!(failures(&outcome).is_empty());
     assert_eq!(deps.ports.sender.sent().len(), 2);
+    assert_eq!(
+        deps.ports.ledger.claims(),
+        0,
+        "taken by reads, no lease written"
+    );
     for task in &tasks {
         let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
         assert_eq!(record.state, DeliveryState::Delivered);
@@ -1505,6 +1510,11 @@ async fn with_reads_for_claims_a_first_attempt_makes_the_record_and_a_later_copy
     let again = process_batch(&deps, event).await;
     assert!(failures(&again).is_empty());
     assert_eq!(deps.ports.sender.sent().len(), 2, "nothing sent twice");
+    assert_eq!(
+        deps.ports.ledger.claims(),
+        2,
+        "a copy finding a record is taken as a lease takes it"
+    );
 }
 
 #[tokio::test]
@@ -1519,6 +1529,7 @@ async fn with_reads_for_claims_a_retry_takes_a_lease_and_keeps_the_first_attempt
 
     let first = process_batch(&deps, event.clone()).await;
     assert_eq!(failures(&first).len(), 1, "handed back for its retry");
+    assert_eq!(deps.ports.ledger.claims(), 0);
     let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(
         (record.state, record.attempts.len()),
@@ -1527,6 +1538,7 @@ async fn with_reads_for_claims_a_retry_takes_a_lease_and_keeps_the_first_attempt
 
     let second = process_batch(&deps, event).await;
     assert!(failures(&second).is_empty());
+    assert_eq!(deps.ports.ledger.claims(), 1, "the retry took a lease");
     let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Delivered);
     let statuses: Vec<Option<u16>> = record.attempts.iter().map(|a| a.status).collect();
@@ -1543,12 +1555,10 @@ async fn a_batch_reads_an_event_its_claim_checks_share_once() {
         .map(|i| SubscriptionId::parse(&format!("sub_01JD5Q8Z6X000000000000001{i}")).unwrap())
         .collect();
     for id in &subscriptions {
-        let subscription = active_subscription(
-            "acme",
-            id.clone(),
-            SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
-            &["*"],
-        );
+        let subscription = herald_core::subscription::Subscription {
+            id: id.clone(),
+            ..test_subscription()
+        };
         deps.ports
             .subscriptions
             .create(&subscription)
