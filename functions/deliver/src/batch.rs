@@ -76,13 +76,13 @@ pub(crate) struct BatchShared {
 
 /// An event a claim check names: by tenant, id and fingerprint.
 type StoredKey = (TenantId, EventId, String);
+/// One such event, read once: None when it is not kept (or kept with other content).
+type StoredCell = Arc<tokio::sync::OnceCell<Option<Arc<Event>>>>;
 
 /// The batch's claim-checked events, each read by the first record that needs it while
 /// the others wait for that read. A read that fails is not kept: the next record tries.
 #[derive(Default)]
-pub(crate) struct StoredEvents(
-    std::sync::Mutex<HashMap<StoredKey, Arc<tokio::sync::OnceCell<Option<Arc<Event>>>>>>,
-);
+pub(crate) struct StoredEvents(std::sync::Mutex<HashMap<StoredKey, StoredCell>>);
 
 impl StoredEvents {
     /// The event `task` names with `fingerprint`, read by `read` unless the batch has it:
