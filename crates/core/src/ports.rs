@@ -198,6 +198,19 @@ pub trait EventLog: Send + Sync {
         id: &EventId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send;
+    /// The event as accepted, read without waiting for the latest writes: at half a
+    /// consistent read's price on DynamoDB, it may not yet see an event accepted moments
+    /// ago (or see the part of it written first), so a caller that finds nothing, other
+    /// content or an error reads again with [`EventLog::load`]. A store whose reads are
+    /// all consistent reads as `load` does.
+    fn load_eventually(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Event>, StoreError>> + Send {
+        self.load(tenant, id, now)
+    }
     /// Records `event` as the newest about its subject for this subscription, unless a
     /// newer one is recorded already.
     fn note_latest(

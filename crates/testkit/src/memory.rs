@@ -245,13 +245,8 @@ pub struct InMemoryEventLog {
     items: Mutex<HashMap<(TenantId, EventId), (Accepted, Event)>>,
     latest: Mutex<HashMap<String, String>>,
     loads: std::sync::atomic::AtomicUsize,
-}
-
-impl InMemoryEventLog {
-    /// How many times an event was read back (`EventLog::load`).
-    pub fn loads(&self) -> usize {
-        self.loads.load(std::sync::atomic::Ordering::SeqCst)
-    }
+    eventual_loads: std::sync::atomic::AtomicUsize,
+    lagging: std::sync::atomic::AtomicBool,
 }
 
 fn subject_key(tenant: &TenantId, subscription: &SubscriptionId, event: &Event) -> Option<String> {
@@ -265,6 +260,22 @@ fn subject_key(tenant: &TenantId, subscription: &SubscriptionId, event: &Event) 
 }
 
 impl InMemoryEventLog {
+    /// How many times an event was read back consistently (`EventLog::load`).
+    pub fn loads(&self) -> usize {
+        self.loads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// How many times an event was read back without waiting for the latest writes
+    /// (`EventLog::load_eventually`).
+    pub fn eventual_loads(&self) -> usize {
+        self.eventual_loads
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// From now on, reads that do not wait for the latest writes see none of them, as a
+    /// DynamoDB replica that has not yet caught up would: every event is unknown to them.
+    pub fn lag(&self) {
+        self.lagging
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     pub fn len(&self) -> usize {
         lock(&self.items).len()
     }
@@ -312,6 +323,22 @@ impl EventLog for InMemoryEventLog {
         _now: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(lock(&self.items)
+            .get(&(tenant.clone(), id.clone()))
+            .map(|(_, e)| e.clone()))
+    }
+
+    async fn load_eventually(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<Event>, StoreError> {
+        self.eventual_loads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.lagging.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
         Ok(lock(&self.items)
             .get(&(tenant.clone(), id.clone()))
             .map(|(_, e)| e.clone()))

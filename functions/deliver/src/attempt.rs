@@ -370,7 +370,16 @@ async fn stored_event<P: Ports>(
     claimed: &Claimed,
 ) -> Result<Arc<Event>, Disposition> {
     let now = claimed.claim.now;
-    let read = || deps.ports.events.load(&task.tenant, &task.event.id, now);
+    let events = &deps.ports.events;
+    let read = |consistent: bool| async move {
+        if consistent {
+            events.load(&task.tenant, &task.event.id, now).await
+        } else {
+            events
+                .load_eventually(&task.tenant, &task.event.id, now)
+                .await
+        }
+    };
     match shared.events.get(task, fingerprint, read).await {
         Ok(Some(event)) => Ok(event),
         Ok(None) => {

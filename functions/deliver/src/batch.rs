@@ -86,7 +86,10 @@ pub(crate) struct StoredEvents(std::sync::Mutex<HashMap<StoredKey, StoredCell>>)
 
 impl StoredEvents {
     /// The event `task` names with `fingerprint`, read by `read` unless the batch has it:
-    /// None when it is not kept (or kept with other content).
+    /// None when it is not kept (or kept with other content). `read(false)` reads without
+    /// waiting for the latest writes, at half the price; when that finds nothing, other
+    /// content or an error (the event accepted moments ago and not yet seen everywhere),
+    /// `read(true)` reads it consistently, and that answer stands.
     pub(crate) async fn get<F, Fut>(
         &self,
         task: &DeliveryTask,
@@ -94,7 +97,7 @@ impl StoredEvents {
         read: F,
     ) -> Result<Option<Arc<Event>>, StoreError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn(bool) -> Fut,
         Fut: std::future::Future<Output = Result<Option<Event>, StoreError>>,
     {
         let key = (
@@ -106,11 +109,15 @@ impl StoredEvents {
             let mut cells = self.0.lock().unwrap_or_else(|e| e.into_inner());
             cells.entry(key).or_default().clone()
         };
+        let named = |event: Event| (event.fingerprint() == fingerprint).then(|| Arc::new(event));
         let found = cell
             .get_or_try_init(|| async {
-                let event = read().await?;
-                let named = event.filter(|e| e.fingerprint() == fingerprint);
-                Ok::<_, StoreError>(named.map(Arc::new))
+                if let Ok(Some(event)) = read(false).await
+                    && let Some(event) = named(event)
+                {
+                    return Ok(Some(event));
+                }
+                Ok::<_, StoreError>(read(true).await?.and_then(named))
             })
             .await?;
         Ok(found.clone())

@@ -555,6 +555,15 @@ async fn a_mebibyte_event_is_stored_by_ingest_and_read_back_by_deliver() {
         "{:?}",
         deliver_calls.calls()
     );
+    // The event's record and its three parts, each read once, at the eventual price: the
+    // record was seen, so nothing was read again consistently.
+    let event_reads: Vec<bool> = deliver_calls
+        .calls()
+        .iter()
+        .filter(|c| c.resource.ends_with("EventsTable"))
+        .map(|c| c.consistent)
+        .collect();
+    assert_eq!(event_reads, [false; 4], "{:?}", deliver_calls.calls());
     allowed_by_the_template("IngestFunction", &aws, &ingest_calls.calls());
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use chrono::{DateTime, Utc};
 
 use super::attributes::{Item, expired, from_doc, get_n, get_s, get_time, n, s, time};
-use super::{condition_failed, erase, read_consistent, unavailable};
+use super::{condition_failed, erase, read_consistent, read_item, unavailable};
 use herald_core::event::Event;
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
 use herald_core::ports::{Acceptance, Erased, EventLog, StoreError};
@@ -171,6 +171,40 @@ impl DynamoEventLog {
         Ok(written.len())
     }
 
+    /// The event under (tenant, id), its record and parts read consistently or not.
+    async fn read_event(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+        consistent: bool,
+    ) -> Result<Option<Event>, StoreError> {
+        let found = read_item(
+            &self.client,
+            &self.table,
+            key(tenant, id.as_str()),
+            consistent,
+        )
+        .await?;
+        match found {
+            Some(item) if !expired(&item, now) => {
+                if let Some(text) = item.get("docz").and_then(|v| v.as_b().ok()) {
+                    return unpacked(id, text.as_ref(), true).map(Some);
+                }
+                let Some(parts) = get_n(&item, "parts") else {
+                    return from_doc(&item).map(Some);
+                };
+                let digest = get_s(&item, "parts_digest")?;
+                let text = self
+                    .read_parts(tenant, id, digest, parts, consistent)
+                    .await?;
+                let deflated = item.get("deflated").and_then(|v| v.as_bool().ok());
+                unpacked(id, &text, deflated.copied().unwrap_or(false)).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Reads the text of an event kept in `parts` parts back, all at once.
     async fn read_parts(
         &self,
@@ -178,16 +212,18 @@ impl DynamoEventLog {
         id: &EventId,
         digest: &str,
         parts: i64,
+        consistent: bool,
     ) -> Result<Vec<u8>, StoreError> {
         let count = usize::try_from(parts)
             .ok()
             .filter(|&p| p > 0 && p <= MAX_PARTS)
             .ok_or_else(|| StoreError::Corrupt(format!("event {id}: {parts} parts")))?;
         let reads = (0..count).map(|i| {
-            read_consistent(
+            read_item(
                 &self.client,
                 &self.table,
                 key(tenant, &part_id(id, digest, i)),
+                consistent,
             )
         });
         let mut doc = Vec::new();
@@ -286,21 +322,16 @@ impl EventLog for DynamoEventLog {
         id: &EventId,
         now: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
-        match read_consistent(&self.client, &self.table, key(tenant, id.as_str())).await? {
-            Some(item) if !expired(&item, now) => {
-                if let Some(text) = item.get("docz").and_then(|v| v.as_b().ok()) {
-                    return unpacked(id, text.as_ref(), true).map(Some);
-                }
-                let Some(parts) = get_n(&item, "parts") else {
-                    return from_doc(&item).map(Some);
-                };
-                let digest = get_s(&item, "parts_digest")?;
-                let text = self.read_parts(tenant, id, digest, parts).await?;
-                let deflated = item.get("deflated").and_then(|v| v.as_bool().ok());
-                unpacked(id, &text, deflated.copied().unwrap_or(false)).map(Some)
-            }
-            _ => Ok(None),
-        }
+        self.read_event(tenant, id, now, true).await
+    }
+
+    async fn load_eventually(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Event>, StoreError> {
+        self.read_event(tenant, id, now, false).await
     }
 
     async fn note_latest(

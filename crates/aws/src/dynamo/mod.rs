@@ -54,13 +54,23 @@ async fn read_consistent(
     table: &str,
     key: Item,
 ) -> Result<Option<Item>, StoreError> {
+    read_item(client, table, key, true).await
+}
+
+/// A GetItem, consistent or not (an eventually consistent read is billed half).
+async fn read_item(
+    client: &Client,
+    table: &str,
+    key: Item,
+    consistent: bool,
+) -> Result<Option<Item>, StoreError> {
     let output = client
         .get_item()
         .table_name(table)
         .set_key(Some(key))
-        .consistent_read(true)
+        .consistent_read(consistent)
         .send()
         .await
         .map_err(unavailable)?;
-    Ok(output.item().cloned())
+    Ok(output.item)
 }

@@ -280,6 +280,12 @@ async fn an_event_of_a_mebibyte_is_kept_in_parts_once_and_read_back_whole() {
         log.load(&acme, &big.id, now).await.unwrap(),
         Some(big.clone())
     );
+    // Read without waiting for the latest writes, record and parts alike, as deliver's
+    // first read of a claim check is.
+    assert_eq!(
+        log.load_eventually(&acme, &big.id, now).await.unwrap(),
+        Some(big.clone())
+    );
     let parts: Vec<String> = stored_ids(&aws, "acme")
         .await
         .into_iter()

@@ -1546,10 +1546,14 @@ async fn with_reads_for_claims_a_retry_takes_a_lease_and_keeps_the_first_attempt
     assert_eq!(deps.ports.sender.sent().len(), 2);
 }
 
-#[tokio::test]
-async fn a_batch_reads_an_event_its_claim_checks_share_once() {
+/// Three claim checks of one event in a batch, every one sent with the stored event;
+/// with `lagging`, reads that do not wait for the latest writes see none of them.
+async fn deliver_three_claim_checks_of_one_event(lagging: bool) -> Arc<Deps> {
     use herald_core::ports::EventLog;
     let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    if lagging {
+        deps.ports.events.lag();
+    }
     let acme = TenantId::parse("acme").unwrap();
     let subscriptions: Vec<SubscriptionId> = (0..3)
         .map(|i| SubscriptionId::parse(&format!("sub_01JD5Q8Z6X000000000000001{i}")).unwrap())
@@ -1599,5 +1603,31 @@ async fn a_batch_reads_an_event_its_claim_checks_share_once() {
         let body: serde_json::Value = serde_json::from_slice(&webhook.body).unwrap();
         assert_eq!(body["data"], serde_json::Value::Object(big.data.clone()));
     }
-    assert_eq!(deps.ports.events.loads(), 1, "read once for the batch");
+    deps
+}
+
+#[tokio::test]
+async fn a_batch_reads_an_event_its_claim_checks_share_once_at_the_eventual_price() {
+    let deps = deliver_three_claim_checks_of_one_event(false).await;
+    assert_eq!(
+        deps.ports.events.eventual_loads(),
+        1,
+        "read once for the batch"
+    );
+    assert_eq!(
+        deps.ports.events.loads(),
+        0,
+        "no consistent read was needed"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_checked_event_not_yet_seen_by_an_eventual_read_is_read_again_consistently() {
+    let deps = deliver_three_claim_checks_of_one_event(true).await;
+    assert_eq!(deps.ports.events.eventual_loads(), 1);
+    assert_eq!(
+        deps.ports.events.loads(),
+        1,
+        "one consistent read for the batch"
+    );
 }
