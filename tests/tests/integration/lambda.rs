@@ -1167,3 +1167,27 @@ fn every_alarm_and_graph_names_a_metric_that_is_emitted() {
     }
     assert!(alarms >= 6, "{alarms} alarms");
 }
+
+/// The release bootstraps `make build-x86_64` built the SAM way are position-dependent
+/// executables (ELF type `EXEC`, not `DYN`): `functions/link.rs` links them `-no-pie`, so
+/// a cold start applies no relocations (docs/DECISIONS.md, "Position-dependent
+/// bootstraps"), unless they were built with `HERALD_PIE=1`.
+#[test]
+fn the_bootstraps_are_linked_position_dependent() {
+    const ET_EXEC: u16 = 2;
+    const ET_DYN: u16 = 3;
+    let expected = if std::env::var("HERALD_PIE").is_ok_and(|v| v == "1") {
+        ET_DYN
+    } else {
+        ET_EXEC
+    };
+    for binary in ["ingest", "deliver", "manage"] {
+        let path = herald_tests::emulator::bootstrap(binary);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (`make build-x86_64` builds it)", path.display()));
+        assert_eq!(&bytes[..4], b"\x7fELF", "{binary}");
+        // e_type: the 16-bit field after the 16 bytes of e_ident, little-endian on x86_64.
+        let kind = u16::from_le_bytes([bytes[16], bytes[17]]);
+        assert_eq!(kind, expected, "{binary}: ELF type {kind}");
+    }
+}
