@@ -27,11 +27,8 @@ async fn logs_carry_no_secret_signature_or_body() {
     let captured = Captured::default();
     let writer = captured.clone();
     // The most Herald can be asked to log: trace, through its own filter.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(herald_aws::lambda::telemetry::log_filter("trace"))
-        .with_writer(move || writer.clone())
-        .init();
+    use tracing_subscriber::util::SubscriberInitExt;
+    herald_aws::lambda::telemetry::json_subscriber("trace", move || writer.clone()).init();
 
     let ed25519 = herald_core::webhook::keys::generate_ed25519(&mut rand::rng());
     let herald = TestHerald::start(&[("HERALD_ED25519_SIGNING_KEY", &ed25519)]).await;
