@@ -53,7 +53,8 @@ async fn answer<P: Ports>(
     )
     .await?;
     let body: Value = api::json_body(request)?;
-    let events = parse_publish_body(&body, now, &mut rand::rng()).map_err(|e| match e {
+    let batched = body.get("events").is_some();
+    let events = parse_publish_body(body, now, &mut rand::rng()).map_err(|e| match e {
         EventError::TooLarge { .. } => ApiError::too_large(e.to_string()),
         EventError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
     })?;
@@ -119,7 +120,7 @@ async fn answer<P: Ports>(
         .map(|a| (a.deliveries, a.duplicate))
         .collect();
     publish_metrics(&counted).emit();
-    Ok(if body.get("events").is_some() {
+    Ok(if batched {
         api::json_response(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "events": answers }),

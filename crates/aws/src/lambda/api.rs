@@ -334,9 +334,22 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
             "the body is larger than {MAX_BODY_BYTES} bytes"
         )));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-    serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
+    // Straight into `T`: through a `serde_json::Value` first, a large body was built
+    // twice (for a publish of five 1 MiB events, a tenth of ingest's CPU).
+    serde_json::from_slice(bytes).map_err(|e| {
+        // A body that is not JSON anywhere is 400, even where `T` would have been refused
+        // first; one that is JSON but not a `T` is 422.
+        let not_json = match e.classify() {
+            serde_json::error::Category::Data => {
+                match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                    Ok(_) => return ApiError::unprocessable(e.to_string()),
+                    Err(syntax) => syntax,
+                }
+            }
+            _ => e,
+        };
+        ApiError::bad_request(format!("the body is not valid JSON: {not_json}"))
+    })
 }
 
 /// The query string's value for `name`, if present. Read from the URI, which both API
@@ -396,5 +409,52 @@ pub async fn within_tenant_rate(
             tracing::warn!(error = %e, "counting the tenant's requests failed; let through");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Shape {
+        count: u32,
+    }
+
+    fn read(content_type: &str, body: &str) -> Result<Shape, StatusCode> {
+        let mut request = Request::new(Body::Text(body.to_owned()));
+        request.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_str(content_type).unwrap(),
+        );
+        json_body::<Shape>(&request).map_err(|e| e.status)
+    }
+
+    #[test]
+    fn a_json_body_is_read_into_its_type_or_refused_with_the_status_that_says_why() {
+        assert!(read("application/json", r#"{"count": 3}"#).is_ok());
+        // JSON, but not the shape asked for: 422.
+        assert_eq!(
+            read("application/json", r#"{"count": "three"}"#).unwrap_err(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            read("application/json", r#"{"count": 3, "count": 4}"#).unwrap_err(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        // Not JSON at all: 400, also where the shape would have been refused first.
+        assert_eq!(
+            read("application/json", "count=3").unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            read("application/json", r#"{"count": "three", "#).unwrap_err(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            read("text/plain", r#"{"count": 3}"#).unwrap_err(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
     }
 }

@@ -202,23 +202,23 @@ impl EventError {
 
 /// Parses a publish body: one event object, or `{"events": [...]}` of 1..=100.
 pub fn parse_publish_body(
-    body: &Value,
+    body: Value,
     now: DateTime<Utc>,
     rng: &mut impl Rng,
 ) -> Result<Vec<Event>, EventError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| EventError::invalid("body", "must be a JSON object"))?;
-    if let Some(events) = obj.get("events") {
-        if obj.len() != 1 {
+    let Value::Object(mut obj) = body else {
+        return Err(EventError::invalid("body", "must be a JSON object"));
+    };
+    if let Some(events) = obj.remove("events") {
+        if !obj.is_empty() {
             return Err(EventError::invalid(
                 "body",
                 "a batch has only the field `events`",
             ));
         }
-        let list = events
-            .as_array()
-            .ok_or_else(|| EventError::invalid("events", "must be an array"))?;
+        let Value::Array(list) = events else {
+            return Err(EventError::invalid("events", "must be an array"));
+        };
         if list.is_empty() {
             return Err(EventError::invalid(
                 "events",
@@ -234,7 +234,7 @@ pub fn parse_publish_body(
             });
         }
         let parsed = list
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, raw)| parse_event(raw, &format!("events[{i}]."), now, rng))
             .collect::<Result<Vec<_>, _>>()?;
@@ -249,18 +249,31 @@ pub fn parse_publish_body(
         }
         Ok(parsed)
     } else {
-        Ok(vec![parse_event(body, "", now, rng)?])
+        Ok(vec![parse_event(Value::Object(obj), "", now, rng)?])
     }
 }
 
 fn parse_event(
-    raw: &Value,
+    raw: Value,
     at: &str,
     now: DateTime<Utc>,
     rng: &mut impl Rng,
 ) -> Result<Event, EventError> {
-    let raw: RawEvent = serde_json::from_value(raw.clone())
+    // `data` and `subject` are taken out as they are: deserialized into `RawEvent` from a
+    // `Value`, each would be built again node by node (megabytes for a large event).
+    let (data, subject, rest) = match raw {
+        Value::Object(mut fields) => {
+            // `"data": null` is no data, as serde reads an `Option`.
+            let data = fields.remove("data").filter(|data| !data.is_null());
+            let subject = fields.remove("subject");
+            (data, subject, Value::Object(fields))
+        }
+        other => (None, None, other),
+    };
+    let mut raw: RawEvent = serde_json::from_value(rest)
         .map_err(|e| EventError::invalid(format!("{at}event"), e.to_string()))?;
+    raw.data = data;
+    raw.subject = subject;
     let id = match raw.id {
         Some(id) => EventId::parse(&id).ok_or_else(|| {
             EventError::invalid(
@@ -386,7 +399,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(body: Value) -> Result<Vec<Event>, EventError> {
-        parse_publish_body(&body, Utc::now(), &mut StdRng::seed_from_u64(3))
+        parse_publish_body(body, Utc::now(), &mut StdRng::seed_from_u64(3))
     }
 
     #[test]
