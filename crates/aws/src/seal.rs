@@ -59,7 +59,12 @@ struct DataKey {
 
 /// Seals and opens values under data keys of one KMS key.
 pub struct Vault {
-    kms: Client,
+    /// Built on the first call that needs a data key (unless [`Vault::with_client_built`]):
+    /// manage's requests seldom do (most read, and a container keeps the keys it made or
+    /// opened), and building a KMS client at every cold start parsed its endpoint
+    /// partitions and compiled their region patterns for nothing.
+    kms: std::sync::OnceLock<Client>,
+    sdk: Box<SdkConfig>,
     key_id: String,
     sealing: tokio::sync::Mutex<Option<DataKey>>,
     opened: Mutex<HashMap<Vec<u8>, [u8; 32]>>,
@@ -91,12 +96,25 @@ impl Vault {
     /// Data keys of `key_id` (an id, ARN or alias), through `sdk`'s KMS endpoint.
     pub fn new(sdk: &SdkConfig, key_id: String) -> Self {
         Self {
-            kms: Client::new(sdk),
+            kms: std::sync::OnceLock::new(),
+            sdk: Box::new(sdk.clone()),
             key_id,
             sealing: tokio::sync::Mutex::new(None),
             opened: Mutex::new(HashMap::new()),
             random: SystemRandom::new(),
         }
+    }
+
+    fn kms(&self) -> &Client {
+        self.kms.get_or_init(|| Client::new(&self.sdk))
+    }
+
+    /// The KMS client built now rather than on first use: deliver's first batch opens
+    /// a sealed secret whenever its subscriptions' secrets are sealed, so building it at
+    /// start-up moves nothing off its cold start but into its first batch.
+    pub fn with_client_built(self) -> Self {
+        self.kms();
+        self
     }
 
     /// The key this vault's data keys come from.
@@ -162,7 +180,7 @@ impl Vault {
             return Ok((key.key, key.wrapped.clone()));
         }
         let made = self
-            .kms
+            .kms()
             .generate_data_key()
             .key_id(&self.key_id)
             .key_spec(DataKeySpec::Aes256)
@@ -195,7 +213,7 @@ impl Vault {
             return Ok(*key);
         }
         let opened = self
-            .kms
+            .kms()
             .decrypt()
             .ciphertext_blob(Blob::new(wrapped))
             .key_id(&self.key_id)

@@ -106,7 +106,8 @@ pub fn adapters(
             // Deliver opens what it signs and sends with; manage seals what it is given
             // and never opens; ingest reads no secret and writes no subscription.
             Function::Deliver => {
-                let vault = Arc::new(crate::seal::Vault::new(sdk, key.clone()));
+                let vault = crate::seal::Vault::new(sdk, key.clone()).with_client_built();
+                let vault = Arc::new(vault);
                 subscriptions = subscriptions.with_vault(vault, VaultUse::Open);
             }
             Function::Manage => {
