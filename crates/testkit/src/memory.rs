@@ -276,6 +276,12 @@ impl InMemoryEventLog {
         self.lagging
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
+    /// The event kept under (tenant, id), however it is read.
+    fn kept(&self, tenant: &TenantId, id: &EventId) -> Option<Event> {
+        lock(&self.items)
+            .get(&(tenant.clone(), id.clone()))
+            .map(|(_, e)| e.clone())
+    }
     pub fn len(&self) -> usize {
         lock(&self.items).len()
     }
@@ -323,9 +329,7 @@ impl EventLog for InMemoryEventLog {
         _now: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(lock(&self.items)
-            .get(&(tenant.clone(), id.clone()))
-            .map(|(_, e)| e.clone()))
+        Ok(self.kept(tenant, id))
     }
 
     async fn load_eventually(
@@ -339,9 +343,7 @@ impl EventLog for InMemoryEventLog {
         if self.lagging.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(None);
         }
-        Ok(lock(&self.items)
-            .get(&(tenant.clone(), id.clone()))
-            .map(|(_, e)| e.clone()))
+        Ok(self.kept(tenant, id))
     }
 
     async fn note_latest(

@@ -185,7 +185,7 @@ impl DeliveryTask {
 
 /// Whether `event`'s `data` is too long to travel inline.
 fn data_too_large(event: &Event) -> bool {
-    serde_json::to_vec(&event.data).map_or(true, |b| b.len() > INLINE_DATA_BYTES)
+    crate::event::data_bytes(&event.data) > INLINE_DATA_BYTES
 }
 
 #[derive(Debug, Error)]

@@ -148,6 +148,13 @@ impl std::io::Write for Hashing {
     }
 }
 
+/// How long `data` is serialized as compact JSON, counted as it is written (no text made):
+/// what the 1 MiB limit and the inline bound of a task (`DeliveryTask`) are measured in.
+pub fn data_bytes(data: &Map<String, Value>) -> usize {
+    let mut counted = Counting(0);
+    serde_json::to_writer(&mut counted, data).map_or(usize::MAX, |()| counted.0)
+}
+
 /// Counts the bytes written through it, keeping none.
 struct Counting(usize);
 
@@ -317,8 +324,7 @@ fn parse_event(
         }
         None => return Err(EventError::invalid(format!("{at}data"), "is required")),
     };
-    let mut counted = Counting(0);
-    let size = serde_json::to_writer(&mut counted, &data).map_or(usize::MAX, |()| counted.0);
+    let size = data_bytes(&data);
     if size > MAX_DATA_BYTES {
         return Err(EventError::TooLarge {
             field: format!("{at}data"),
