@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use herald_tests::aws::{moto_url, sdk_config_for};
 use herald_tests::aws_proxy::{AwsCall, RecordingProxy};
 use herald_tests::herald::TestHerald;
-use herald_tests::receiver::{Script, TestReceiver};
+use herald_tests::receiver::TestReceiver;
 use serde_json::{Value, json};
 
 use crate::Table;
 use crate::logs::{self, Logged};
+use crate::on_moto;
 
 /// One run's traffic: how many events, published how many a call, with how much
 /// `data`, to how many subscriptions, answered with how large a body.
@@ -200,17 +201,7 @@ async fn run_once(traffic: Traffic) -> Run {
         None,
     )
     .await;
-    let answer = if traffic.answer_bytes == 0 {
-        Script::always(200)
-    } else {
-        // A JSON acknowledgement of about the size asked, as many receivers answer.
-        let ack = format!(
-            r#"{{"received":true,"id":"{}"}}"#,
-            "0".repeat(traffic.answer_bytes.saturating_sub(27))
-        );
-        Script::always(200).with_body(ack)
-    };
-    let receiver = TestReceiver::start(answer).await;
+    let receiver = TestReceiver::start(on_moto::answer(traffic.answer_bytes)).await;
     for _ in 0..traffic.fan_out {
         herald
             .subscribe("acme", &receiver.url(), &["order.*"])
@@ -325,12 +316,27 @@ fn platform_log_bytes_per_invocation(prices: &Value) -> f64 {
 struct Functions {
     deliver_memory_mb: f64,
     ingest_memory_mb: f64,
-    /// Wall and CPU time of the deliver handler's batch of 10 to the 50 ms receiver.
+    /// Wall and CPU time of the deliver handler's batch of 10 to the 50 ms receiver, with
+    /// in-memory stores: the wall time less the CPU is the batch's waiting.
     deliver_batch_of_10_ms: f64,
     deliver_batch_of_10_cpu_ms: f64,
-    /// CPU of an ingest call, by its events, their `data` size and the subscriptions
-    /// they match ([`ingest_key`]).
+    /// CPU of an ingest call with in-memory stores, by its events, their `data` size and
+    /// the subscriptions they match ([`ingest_key`]): Herald's handler alone.
     ingest_call_cpu_ms: BTreeMap<(usize, usize, usize), f64>,
+    /// CPU of an ingest call and of a deliver batch of 10 with their AWS adapters on
+    /// moto, by the run's traffic: what the bill counts.
+    on_moto: BTreeMap<on_moto::Shape, on_moto::Measured>,
+}
+
+/// The traffic's shape as `on_moto` measures it.
+fn shape(traffic: &Traffic) -> on_moto::Shape {
+    on_moto::Shape {
+        per_call: traffic.per_call,
+        data_bytes: traffic.data_bytes,
+        fan_out: traffic.fan_out,
+        answer_bytes: traffic.answer_bytes,
+        claim_by_read: traffic.claim_by_read,
+    }
 }
 
 /// The ingest measurement a run's calls are priced with: events a call, `data` size and
@@ -393,11 +399,13 @@ fn analyse(
     let dynamodb_ms = assumption(prices, "dynamodb_round_trip_ms");
     let sqs_ms = assumption(prices, "sqs_round_trip_ms");
     let events_per_call = run.traffic.events as f64 / run.publishes as f64;
-    let ingest_cpu_ms = functions
-        .ingest_call_cpu_ms
-        .get(&ingest_key(&run.traffic))
+    let measured = functions
+        .on_moto
+        .get(&shape(&run.traffic))
         .copied()
-        .expect("the ingest call of this size was measured");
+        .expect("this traffic's CPU was measured on moto");
+    let ingest_cpu_ms = measured.ingest_call_cpu_ms;
+    let deliver_cpu_ms = measured.deliver_batch_of_10_cpu_ms;
     let ingest_ms = billed_ms(
         dynamodb_ms * (1.0 + (events_per_call / INGEST_WRITE_CONCURRENCY).ceil())
             + sqs_ms * (events_per_call / 10.0 / INGEST_SEND_CONCURRENCY).ceil(),
@@ -419,7 +427,7 @@ fn analyse(
     let deliver_ms = billed_ms(
         functions.deliver_batch_of_10_ms - functions.deliver_batch_of_10_cpu_ms
             + dynamodb_ms * (2.0 + subscription_reads + event_reads),
-        functions.deliver_batch_of_10_cpu_ms,
+        deliver_cpu_ms,
         functions.deliver_memory_mb,
     );
     let gb_seconds = run.publishes as f64 * ingest_ms / 1000.0 * functions.ingest_memory_mb
@@ -554,7 +562,8 @@ fn analyse(
             "ingest_per_call": ingest_ms,
             "ingest_cpu_ms_per_call": ingest_cpu_ms,
             "deliver_per_batch": deliver_ms,
-            "deliver_cpu_ms_per_batch": functions.deliver_batch_of_10_cpu_ms,
+            "deliver_cpu_ms_per_batch": deliver_cpu_ms,
+            "cpu_measured": "with the AWS adapters on moto (moto's CPU not counted), one thread",
             "ingest_memory_mb": functions.ingest_memory_mb,
             "deliver_memory_mb": functions.deliver_memory_mb,
         },
@@ -599,6 +608,13 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
             (key, cpu.as_secs_f64() * 1e3)
         })
         .collect();
+    let on_moto: BTreeMap<on_moto::Shape, on_moto::Measured> = RUNS
+        .iter()
+        .map(shape)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|shape| (shape, on_moto::measure(shape)))
+        .collect();
     let functions = Functions {
         deliver_memory_mb: memory("DeliverFunction"),
         ingest_memory_mb: memory("IngestFunction"),
@@ -606,7 +622,24 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
         deliver_batch_of_10_cpu_ms: batch_of_10["cpu_us_per_webhook"].as_f64().unwrap() * 10.0
             / 1e3,
         ingest_call_cpu_ms,
+        on_moto,
     };
+    for traffic in RUNS {
+        let shape = shape(&traffic);
+        let measured = functions.on_moto[&shape];
+        let in_memory = functions.ingest_call_cpu_ms[&ingest_key(&traffic)];
+        table.row(
+            format!("{}: CPU of an ingest call / a deliver batch of 10", traffic.name),
+            format!(
+                "{:.2} / {:.2} ms",
+                measured.ingest_call_cpu_ms, measured.deliver_batch_of_10_cpu_ms
+            ),
+            format!(
+                "with the AWS adapters on moto (the SDK's requests, deflating, reading back; moto's CPU not counted), one thread, medians; in-memory stores: {in_memory:.2} / {:.2} ms; the bill's Lambda time uses these",
+                functions.deliver_batch_of_10_cpu_ms
+            ),
+        );
+    }
     for ((events, pad, subscriptions), cpu) in &functions.ingest_call_cpu_ms {
         table.row(
             format!(

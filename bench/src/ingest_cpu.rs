@@ -73,7 +73,7 @@ const WORDS: [&str; 40] = [
 
 /// An API Gateway (HTTP API, payload 2.0) event publishing `events` events for `acme`,
 /// as Lambda hands it to the function.
-fn publish_event(round: usize, events: usize, pad: usize) -> String {
+pub(crate) fn publish_event(round: usize, events: usize, pad: usize) -> String {
     let body = json!({"events": (0..events).map(|i| json!({
         "id": format!("ord_{round}_{i}"),
         "type": "order.paid",

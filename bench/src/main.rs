@@ -29,6 +29,7 @@ mod fanout;
 mod ingest_cpu;
 mod load;
 mod logs;
+mod on_moto;
 
 use serde_json::{Value, json};
 

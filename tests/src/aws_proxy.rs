@@ -161,6 +161,15 @@ impl Drop for RecordingProxy {
     }
 }
 
+/// A header that describes one connection, not the message, which a proxy does not pass
+/// on (RFC 9110, section 7.6.1: <https://www.rfc-editor.org/rfc/rfc9110#section-7.6.1>).
+fn hop_by_hop(name: &hyper::header::HeaderName) -> bool {
+    use hyper::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE].contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
 async fn forward(
     request: Request<Incoming>,
     client: reqwest::Client,
@@ -211,7 +220,8 @@ async fn forward(
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut outgoing = client.request(parts.method.clone(), format!("{upstream}{path}"));
     for (name, value) in &parts.headers {
-        if name != hyper::header::HOST && name != hyper::header::CONTENT_LENGTH {
+        if name != hyper::header::HOST && name != hyper::header::CONTENT_LENGTH && !hop_by_hop(name)
+        {
             outgoing = outgoing.header(name, value);
         }
     }
@@ -225,8 +235,10 @@ async fn forward(
         }
     };
     let mut response = Response::builder().status(answer.status());
+    // moto's server closes every connection (`Connection: close`); that is between the
+    // proxy and moto, and Herald's side keeps its connections, as it does with AWS.
     for (name, value) in answer.headers() {
-        if name != hyper::header::CONTENT_LENGTH && name != hyper::header::TRANSFER_ENCODING {
+        if name != hyper::header::CONTENT_LENGTH && !hop_by_hop(name) {
             response = response.header(name, value);
         }
     }

@@ -1,0 +1,234 @@
+//! CPU of an ingest call and of a deliver batch of 10 with their AWS adapters, against
+//! moto: what the in-memory figures leave out (the SDK building, signing and sending each
+//! DynamoDB and SQS request and reading its answer, the events table's deflating, a claim
+//! check's event read back and inflated). moto runs in a process of its own, so its work
+//! is not counted; only the thread the handler runs on is, as under Lambda at the
+//! template's memory (one thread). The handlers reach moto through a proxy on another
+//! thread that keeps their connections open, as AWS's endpoints do (moto's server closes
+//! each one). The calls are plain HTTP here; on AWS they are TLS on kept connections,
+//! whose record encryption this leaves out.
+//!
+//! The traffic is a run of the `aws` section's: the same events published through the
+//! ingest handler (wired as its bootstrap wires it, `herald_aws::lambda::wiring`), the
+//! tasks it queued received from the delivery queue and handed to the deliver handler
+//! ten at a time, as the event source mapping hands them over (`herald_local::poller`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::SqsEvent;
+use chrono::Utc;
+use herald_aws::lambda::wiring::{self, Function, HttpFunction, SqsFunction};
+use herald_core::ids::SubscriptionId;
+use herald_core::ports::SubscriptionStore;
+use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_local::poller::{QueueSource, to_record};
+use herald_testkit::active_subscription;
+use herald_tests::aws::{TestAws, moto_url, sdk_config_for};
+use herald_tests::aws_proxy::RecordingProxy;
+use herald_tests::receiver::{Script, TestReceiver};
+use serde_json::json;
+
+/// Ingest calls measured; the median is the figure.
+const CALLS: usize = 11;
+/// Deliver batches measured after the first (which opens the connections and reads the
+/// subscriptions a warm container has kept); the median is the figure.
+const BATCHES: usize = 9;
+
+/// The traffic measured: events a call, bytes of `data`, subscriptions each event
+/// matches, bytes of the receivers' answer, and whether deliver claims by a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shape {
+    pub per_call: usize,
+    pub data_bytes: usize,
+    pub fan_out: usize,
+    pub answer_bytes: usize,
+    pub claim_by_read: bool,
+}
+
+/// The two figures, CPU on one thread in milliseconds (medians).
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    pub ingest_call_cpu_ms: f64,
+    pub deliver_batch_of_10_cpu_ms: f64,
+}
+
+/// The receiver's answer for `answer_bytes` (0: `ok`): a JSON acknowledgement of about
+/// that size, as many receivers answer.
+pub fn answer(answer_bytes: usize) -> Script {
+    if answer_bytes == 0 {
+        return Script::always(200);
+    }
+    let ack = format!(
+        r#"{{"received":true,"id":"{}"}}"#,
+        "0".repeat(answer_bytes.saturating_sub(27))
+    );
+    Script::always(200).with_body(ack)
+}
+
+/// A receiver on a thread and runtime of its own, so its CPU is not the handler's; its
+/// URL, and what stops it.
+fn receiver_apart(script: Script) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("bench-receiver".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let receiver = TestReceiver::start(script).await;
+                url_tx.send(receiver.url()).unwrap();
+                let _ = stop_rx.await;
+            });
+        })
+        .unwrap();
+    (url_rx.recv().unwrap(), stop_tx)
+}
+
+/// A proxy in front of moto on a thread and runtime of its own: moto's server closes
+/// every connection, and AWS does not, so the handlers talk to the proxy, which keeps
+/// theirs open (`herald_tests::aws_proxy`) and opens one to moto per call on its own
+/// thread. Its URL, and what stops it.
+fn proxy_apart() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("bench-aws-proxy".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let proxy = RecordingProxy::start(moto_url()).await;
+                url_tx.send(proxy.url()).unwrap();
+                let _ = stop_rx.await;
+            });
+        })
+        .unwrap();
+    (url_rx.recv().unwrap(), stop_tx)
+}
+
+fn median(mut values: Vec<Duration>) -> f64 {
+    values.sort();
+    values[values.len() / 2].as_secs_f64() * 1e3
+}
+
+/// Measures `shape` on fresh tables and queues of the template's on moto.
+pub fn measure(shape: Shape) -> Measured {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, stop) = receiver_apart(answer(shape.answer_bytes));
+    let (proxy, stop_proxy) = proxy_apart();
+    let measured = runtime.block_on(async {
+        let aws = TestAws::new().await;
+        let mut env: HashMap<String, String> = aws.provisioned.environment();
+        for (name, value) in [
+            // As the `aws` section's runs: every request counted, none refused.
+            ("HERALD_MAX_REQUESTS_PER_SECOND", "100000"),
+            (
+                "HERALD_DELIVERY_CLAIM",
+                if shape.claim_by_read { "read" } else { "lease" },
+            ),
+            // The receiver is on this machine, in the clear.
+            ("HERALD_ALLOW_HTTP", "true"),
+            ("HERALD_ALLOW_LOOPBACK", "true"),
+        ] {
+            env.insert(name.into(), value.into());
+        }
+        let source = |name: &str| env.get(name).cloned();
+        let sdk = sdk_config_for(&proxy);
+        let ingest = herald_ingest::Ingest::deps(
+            wiring::started(Function::Ingest, &source, &sdk).expect("ingest's settings"),
+        );
+        let deliver = Arc::new(herald_deliver::Deliver::deps(
+            wiring::started(Function::Deliver, &source, &sdk).expect("deliver's settings"),
+        ));
+        let policy = UrlPolicy {
+            allow_http: true,
+            allow_loopback: true,
+            ..UrlPolicy::default()
+        };
+        for _ in 0..shape.fan_out {
+            ingest
+                .ports
+                .subscriptions
+                .create(&active_subscription(
+                    "acme",
+                    SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+                    SubscriptionUrl::parse(&url, &policy).unwrap(),
+                    &["order.*"],
+                ))
+                .await
+                .unwrap();
+        }
+
+        // At least CALLS, and enough for every deliver batch to be a full ten.
+        let tasks_a_call = shape.per_call * shape.fan_out;
+        let calls = CALLS.max(((BATCHES + 1) * 10).div_ceil(tasks_a_call.max(1)));
+        let mut ingest_cpu = Vec::with_capacity(calls);
+        for round in 0..calls {
+            let event = crate::ingest_cpu::publish_event(round, shape.per_call, shape.data_bytes);
+            let before = crate::thread_cpu();
+            let request = lambda_http::request::from_str(&event).expect("a gateway event");
+            let response = herald_ingest::handle(&ingest, request).await;
+            let status = response.status();
+            let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+            let answer =
+                serde_json::to_vec(&json!({"statusCode": status.as_u16(), "body": body})).unwrap();
+            ingest_cpu.push(crate::thread_cpu().saturating_sub(before));
+            assert_eq!(status, 202, "{}", String::from_utf8_lossy(&answer));
+        }
+
+        let queue = QueueSource {
+            client: aws.sqs.clone(),
+            url: aws.provisioned.delivery_queue_url().to_owned(),
+            arn: "arn:aws:sqs:us-east-1:123456789012:bench-delivery".into(),
+            region: "us-east-1".into(),
+        };
+        let mut deliver_cpu = Vec::with_capacity(BATCHES);
+        for batch in 0..=BATCHES {
+            let messages = aws
+                .sqs
+                .receive_message()
+                .queue_url(&queue.url)
+                .max_number_of_messages(10)
+                .visibility_timeout(600)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receiving tasks")
+                .messages
+                .unwrap_or_default();
+            assert!(!messages.is_empty(), "ingest queued too few tasks");
+            let mut event = SqsEvent::default();
+            event.records = messages.iter().map(|m| to_record(m, &queue)).collect();
+            let before = crate::thread_cpu();
+            let outcome = herald_deliver::process_batch(&deliver, event).await;
+            let cpu = crate::thread_cpu().saturating_sub(before);
+            assert!(
+                outcome.response.batch_item_failures.is_empty(),
+                "a batch had failures"
+            );
+            // Scaled to ten records: the last batch of a run may be short.
+            let cpu = cpu * 10 / messages.len() as u32;
+            if batch > 0 {
+                deliver_cpu.push(cpu);
+            }
+        }
+        Measured {
+            ingest_call_cpu_ms: median(ingest_cpu),
+            deliver_batch_of_10_cpu_ms: median(deliver_cpu),
+        }
+    });
+    let _ = stop.send(());
+    let _ = stop_proxy.send(());
+    measured
+}
