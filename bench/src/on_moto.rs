@@ -67,21 +67,27 @@ pub fn answer(answer_bytes: usize) -> Script {
     Script::always(200).with_body(ack)
 }
 
-/// A receiver on a thread and runtime of its own, so its CPU is not the handler's; its
-/// URL, and what stops it.
-fn receiver_apart(script: Script) -> (String, tokio::sync::oneshot::Sender<()>) {
+/// What `start` makes, on a thread (named `name`) and runtime of its own, so its CPU is
+/// not the handler's: the URL it gives, and what stops it (it is kept until then).
+fn apart<T, Fut>(
+    name: &str,
+    start: impl FnOnce() -> Fut + Send + 'static,
+) -> (String, tokio::sync::oneshot::Sender<()>)
+where
+    Fut: std::future::Future<Output = (String, T)>,
+{
     let (url_tx, url_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
-        .name("bench-receiver".into())
+        .name(name.into())
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let receiver = TestReceiver::start(script).await;
-                url_tx.send(receiver.url()).unwrap();
+                let (url, _kept) = start().await;
+                url_tx.send(url).unwrap();
                 let _ = stop_rx.await;
             });
         })
@@ -89,28 +95,22 @@ fn receiver_apart(script: Script) -> (String, tokio::sync::oneshot::Sender<()>) 
     (url_rx.recv().unwrap(), stop_tx)
 }
 
-/// A proxy in front of moto on a thread and runtime of its own: moto's server closes
-/// every connection, and AWS does not, so the handlers talk to the proxy, which keeps
-/// theirs open (`herald_tests::aws_proxy`) and opens one to moto per call on its own
-/// thread. Its URL, and what stops it.
+/// The receiver, apart.
+fn receiver_apart(script: Script) -> (String, tokio::sync::oneshot::Sender<()>) {
+    apart("bench-receiver", move || async move {
+        let receiver = TestReceiver::start(script).await;
+        (receiver.url(), receiver)
+    })
+}
+
+/// A proxy in front of moto, apart: moto's server closes every connection, and AWS does
+/// not, so the handlers talk to the proxy, which keeps theirs open
+/// (`herald_tests::aws_proxy`) and opens one to moto per call on its own thread.
 fn proxy_apart() -> (String, tokio::sync::oneshot::Sender<()>) {
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("bench-aws-proxy".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let proxy = RecordingProxy::start(moto_url()).await;
-                url_tx.send(proxy.url()).unwrap();
-                let _ = stop_rx.await;
-            });
-        })
-        .unwrap();
-    (url_rx.recv().unwrap(), stop_tx)
+    apart("bench-aws-proxy", || async {
+        let proxy = RecordingProxy::start(moto_url()).await;
+        (proxy.url(), proxy)
+    })
 }
 
 fn median(mut values: Vec<Duration>) -> f64 {
