@@ -573,3 +573,92 @@ fn log_batch(reports: &[RecordReport]) {
         "batch processed"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+    use herald_core::event::EventType;
+
+    use super::*;
+
+    fn event(amount: u32) -> Event {
+        Event {
+            id: EventId::parse("ord_1").unwrap(),
+            event_type: EventType::parse("order.paid").unwrap(),
+            occurred_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            data: serde_json::json!({"amount": amount})
+                .as_object()
+                .unwrap()
+                .clone(),
+            subject: None,
+        }
+    }
+
+    /// The event a claim check names, got through `StoredEvents` from a store that answers
+    /// `eventual` to reads that do not wait for the latest writes and `consistent` to
+    /// those that do; and the reads made, `true` for consistent.
+    async fn got(
+        eventual: Result<Option<Event>, StoreError>,
+        consistent: Option<Event>,
+    ) -> (Option<Arc<Event>>, Vec<bool>) {
+        let named = event(1250);
+        let task = DeliveryTask::new(
+            &TenantId::parse("acme").unwrap(),
+            &SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000001").unwrap(),
+            &named,
+            Utc::now(),
+        );
+        let answers = Mutex::new((Some(eventual), Some(consistent)));
+        let reads = Mutex::new(Vec::new());
+        let found = StoredEvents::default()
+            .get(&task, &named.fingerprint(), |consistently| {
+                reads.lock().unwrap().push(consistently);
+                let mut answers = answers.lock().unwrap();
+                let answer = if consistently {
+                    Ok(answers.1.take().expect("one consistent read"))
+                } else {
+                    answers.0.take().expect("one eventual read")
+                };
+                async move { answer }
+            })
+            .await
+            .unwrap();
+        (found, reads.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_eventual_read_of_the_named_event_is_enough() {
+        let (found, reads) = got(Ok(Some(event(1250))), None).await;
+        assert_eq!(found.as_deref(), Some(&event(1250)));
+        assert_eq!(reads, [false]);
+    }
+
+    #[tokio::test]
+    async fn an_eventual_read_of_other_content_is_read_again_consistently() {
+        let (found, reads) = got(Ok(Some(event(9999))), Some(event(1250))).await;
+        assert_eq!(found.as_deref(), Some(&event(1250)));
+        assert_eq!(reads, [false, true]);
+    }
+
+    #[tokio::test]
+    async fn an_eventual_read_that_fails_or_misses_is_read_again_consistently() {
+        let failed = StoreError::Corrupt("not readable".into());
+        let (found, reads) = got(Err(failed), Some(event(1250))).await;
+        assert_eq!(found.as_deref(), Some(&event(1250)));
+        assert_eq!(reads, [false, true]);
+        let (found, reads) = got(Ok(None), Some(event(1250))).await;
+        assert_eq!(found.as_deref(), Some(&event(1250)));
+        assert_eq!(reads, [false, true]);
+    }
+
+    #[tokio::test]
+    async fn other_content_read_consistently_is_no_event() {
+        let (found, reads) = got(Ok(Some(event(9999))), Some(event(9999))).await;
+        assert_eq!(found, None);
+        assert_eq!(reads, [false, true]);
+        let (found, _) = got(Ok(None), None).await;
+        assert_eq!(found, None);
+    }
+}
