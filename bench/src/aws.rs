@@ -635,7 +635,7 @@ pub fn run(table: &mut Table, before: &serde_json::Map<String, Value>) -> Value 
                 measured.ingest_call_cpu_ms, measured.deliver_batch_of_10_cpu_ms
             ),
             format!(
-                "with the AWS adapters on moto (the SDK's requests, deflating, reading back; moto's CPU not counted), one thread, medians; in-memory stores: {in_memory:.2} / {:.2} ms; the bill's Lambda time uses these",
+                "with the AWS adapters on moto (the SDK's requests, deflating, reading back; moto's CPU not counted), one thread, medians; the bill's Lambda time uses these; in-memory stores: ingest {in_memory:.2} ms, deliver {:.2} ms (figure 1's batch of bare events)",
                 functions.deliver_batch_of_10_cpu_ms
             ),
         );

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use herald_core::ids::SubscriptionId;
-use herald_core::ports::SubscriptionStore;
+use herald_core::ports::{Ports, SubscriptionStore};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_ingest::IngestDeps;
 use herald_testkit::active_subscription;
 use serde_json::json;
 
@@ -73,7 +74,7 @@ const WORDS: [&str; 40] = [
 
 /// An API Gateway (HTTP API, payload 2.0) event publishing `events` events for `acme`,
 /// as Lambda hands it to the function.
-pub(crate) fn publish_event(round: usize, events: usize, pad: usize) -> String {
+fn publish_event(round: usize, events: usize, pad: usize) -> String {
     let body = json!({"events": (0..events).map(|i| json!({
         "id": format!("ord_{round}_{i}"),
         "type": "order.paid",
@@ -90,7 +91,7 @@ pub fn per_call(events: usize, pad: usize, subscriptions: usize) -> Duration {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let deps = herald_ingest::IngestDeps {
+        let deps = IngestDeps {
             xray: herald_aws::xray::XRay::off(),
             ports: herald_testkit::adapters(),
             tenant_claim: "tenant".into(),
@@ -112,25 +113,38 @@ pub fn per_call(events: usize, pad: usize, subscriptions: usize) -> Duration {
         }
         let mut cpu = Vec::with_capacity(CALLS);
         for round in 0..CALLS {
-            let event = publish_event(round, events, pad);
-            let before = crate::thread_cpu();
-            let request = lambda_http::request::from_str(&event).expect("a gateway event");
-            let response = herald_ingest::handle(&deps, request).await;
-            // As the runtime hands it back to API Gateway.
-            let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
-            let answer = json!({"statusCode": response.status().as_u16(), "body": body});
-            let answer = serde_json::to_vec(&answer).unwrap();
-            cpu.push(crate::thread_cpu().saturating_sub(before));
-            assert_eq!(
-                response.status(),
-                202,
-                "{}",
-                String::from_utf8_lossy(&answer)
-            );
+            cpu.push(call_cpu(&deps, round, events, pad).await);
         }
         cpu.sort();
         cpu[cpu.len() / 2]
     })
+}
+
+/// The CPU of this thread for one publish call of `events` events (`data` of `pad`
+/// bytes) through the ingest handler on `deps`: the gateway event parsed, handled, and
+/// the answer serialised as the runtime hands it back to API Gateway. A call that is not
+/// accepted stops the bench.
+pub(crate) async fn call_cpu<P: Ports>(
+    deps: &IngestDeps<P>,
+    round: usize,
+    events: usize,
+    pad: usize,
+) -> Duration {
+    let event = publish_event(round, events, pad);
+    let before = crate::thread_cpu();
+    let request = lambda_http::request::from_str(&event).expect("a gateway event");
+    let response = herald_ingest::handle(deps, request).await;
+    let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+    let answer = json!({"statusCode": response.status().as_u16(), "body": body});
+    let answer = serde_json::to_vec(&answer).unwrap();
+    let cpu = crate::thread_cpu().saturating_sub(before);
+    assert_eq!(
+        response.status(),
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    cpu
 }
 
 #[cfg(test)]

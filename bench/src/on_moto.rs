@@ -28,7 +28,6 @@ use herald_testkit::active_subscription;
 use herald_tests::aws::{TestAws, moto_url, sdk_config_for};
 use herald_tests::aws_proxy::RecordingProxy;
 use herald_tests::receiver::{Script, TestReceiver};
-use serde_json::json;
 
 /// Ingest calls measured; the median is the figure.
 const CALLS: usize = 11;
@@ -174,16 +173,8 @@ pub fn measure(shape: Shape) -> Measured {
         let calls = CALLS.max(((BATCHES + 1) * 10).div_ceil(tasks_a_call.max(1)));
         let mut ingest_cpu = Vec::with_capacity(calls);
         for round in 0..calls {
-            let event = crate::ingest_cpu::publish_event(round, shape.per_call, shape.data_bytes);
-            let before = crate::thread_cpu();
-            let request = lambda_http::request::from_str(&event).expect("a gateway event");
-            let response = herald_ingest::handle(&ingest, request).await;
-            let status = response.status();
-            let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
-            let answer =
-                serde_json::to_vec(&json!({"statusCode": status.as_u16(), "body": body})).unwrap();
-            ingest_cpu.push(crate::thread_cpu().saturating_sub(before));
-            assert_eq!(status, 202, "{}", String::from_utf8_lossy(&answer));
+            let cpu = crate::ingest_cpu::call_cpu(&ingest, round, shape.per_call, shape.data_bytes);
+            ingest_cpu.push(cpu.await);
         }
 
         let queue = QueueSource {

@@ -565,6 +565,62 @@ mod tests {
         assert_eq!(answer["Failed"][0]["SenderFault"], false);
     }
 
+    /// One answer read off `stream`: its status line and headers (lowercased), its body
+    /// read to its length.
+    async fn answer_on(
+        stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    ) -> (String, Vec<String>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut status = String::new();
+        stream.read_line(&mut status).await.unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            stream.read_line(&mut line).await.unwrap();
+            let line = line.trim_end().to_ascii_lowercase();
+            if line.is_empty() {
+                break;
+            }
+            headers.push(line);
+        }
+        let length: usize = headers
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length:"))
+            .map_or(0, |n| n.trim().parse().unwrap());
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.unwrap();
+        (status, headers)
+    }
+
+    #[tokio::test]
+    async fn a_callers_connection_is_kept_though_moto_closes_its_own() {
+        use tokio::io::AsyncWriteExt;
+        let proxy = RecordingProxy::start(crate::aws::moto_url()).await;
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let mut stream = tokio::io::BufReader::new(stream);
+        let request = "POST / HTTP/1.1\r\nhost: localhost\r\n\
+            x-amz-target: DynamoDB_20120810.ListTables\r\n\
+            content-type: application/x-amz-json-1.0\r\n\
+            authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0\r\n\
+            content-length: 2\r\n\r\n{}";
+        // Two calls on one connection: the second is answered only if the proxy did not
+        // pass on moto's `Connection: close` and end the first.
+        for call in 0..2 {
+            stream
+                .get_mut()
+                .write_all(request.as_bytes())
+                .await
+                .unwrap();
+            let (status, headers) = answer_on(&mut stream).await;
+            assert!(status.starts_with("HTTP/1.1 200"), "call {call}: {status}");
+            assert!(
+                !headers.iter().any(|h| h.starts_with("connection:")),
+                "call {call}: {headers:?}"
+            );
+        }
+        assert_eq!(proxy.calls().len(), 2);
+    }
+
     #[test]
     fn items_are_sized_by_names_and_values() {
         let item = serde_json::json!({
