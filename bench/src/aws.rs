@@ -28,9 +28,9 @@ struct Traffic {
     fan_out: usize,
     /// Bytes of each receiver's answer (0: `ok`).
     answer_bytes: usize,
-    /// Deliver takes first attempts by a read (`HERALD_DELIVERY_CLAIM=read`) instead of
-    /// a lease.
-    claim_by_read: bool,
+    /// How deliver takes a first attempt (`HERALD_DELIVERY_CLAIM`): `lease`, `read` or
+    /// `none`.
+    claim: &'static str,
 }
 
 /// The runs, side by side: the bare events of the earlier rounds, then realistic traffic
@@ -38,7 +38,7 @@ struct Traffic {
 /// batched and single, and larger events. A 100 KiB event is published ten a call and a
 /// 1 MiB one five a call (the API takes 6 MiB a call); the 1 MiB events, at the limit,
 /// travel as claim checks (docs/DECISIONS.md, "Large events").
-const RUNS: [Traffic; 10] = [
+const RUNS: [Traffic; 11] = [
     Traffic {
         name: "batched (100 per publish)",
         events: 500,
@@ -46,7 +46,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 0,
         fan_out: 1,
         answer_bytes: 0,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "single (1 per publish)",
@@ -55,7 +55,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 0,
         fan_out: 1,
         answer_bytes: 0,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "1 KiB, batched, fan-out 1",
@@ -64,7 +64,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 1024,
         fan_out: 1,
         answer_bytes: 100,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "1 KiB, batched, fan-out 1, claim by read",
@@ -73,7 +73,16 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 1024,
         fan_out: 1,
         answer_bytes: 100,
-        claim_by_read: true,
+        claim: "read",
+    },
+    Traffic {
+        name: "1 KiB, batched, fan-out 1, no claim",
+        events: 500,
+        per_call: 100,
+        data_bytes: 1024,
+        fan_out: 1,
+        answer_bytes: 100,
+        claim: "none",
     },
     Traffic {
         name: "1 KiB, batched, fan-out 3",
@@ -82,7 +91,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 1024,
         fan_out: 3,
         answer_bytes: 100,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "1 KiB, single, fan-out 1",
@@ -91,7 +100,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 1024,
         fan_out: 1,
         answer_bytes: 100,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "1 KiB, single, fan-out 3",
@@ -100,7 +109,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 1024,
         fan_out: 3,
         answer_bytes: 100,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "10 KiB, batched, fan-out 1",
@@ -109,7 +118,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 10 * 1024,
         fan_out: 1,
         answer_bytes: 100,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "100 KiB, batched, fan-out 1",
@@ -118,7 +127,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 100 * 1024,
         fan_out: 1,
         answer_bytes: 100,
-        claim_by_read: false,
+        claim: "lease",
     },
     Traffic {
         name: "1 MiB, batched, fan-out 3",
@@ -127,7 +136,7 @@ const RUNS: [Traffic; 10] = [
         data_bytes: 1024 * 1024,
         fan_out: 3,
         answer_bytes: 100,
-        claim_by_read: false,
+        claim: "lease",
     },
 ];
 
@@ -187,11 +196,7 @@ async fn run_once(traffic: Traffic) -> Run {
     // Each tenant's API requests counted, as the template deploys them
     // (`TenantRequestsPerSecond`): a limit this run never reaches, so every request is
     // counted and none refused.
-    let claim = if traffic.claim_by_read {
-        "read"
-    } else {
-        "lease"
-    };
+    let claim = traffic.claim;
     let herald = TestHerald::start_with(
         sdk_config_for(&proxy.url()),
         &[
@@ -335,7 +340,7 @@ fn shape(traffic: &Traffic) -> on_moto::Shape {
         data_bytes: traffic.data_bytes,
         fan_out: traffic.fan_out,
         answer_bytes: traffic.answer_bytes,
-        claim_by_read: traffic.claim_by_read,
+        claim: traffic.claim,
     }
 }
 
@@ -412,21 +417,28 @@ fn analyse(
         ingest_cpu_ms,
         functions.ingest_memory_mb,
     );
-    // Each record claims (a write, or a read with `claim_by_read`), then records its
-    // outcome, one round trip each, the records at once; the batch reads the
-    // subscriptions its container has not kept (their GetItems counted, per batch); a
-    // claim check's record reads its event back, one round trip more.
-    let gets_on = |table: &str| {
+    // Each record claims (a write, a read with `read`, nothing at a first hand-out with
+    // `none`), then records its outcome (nothing for a first success with `none`), one
+    // round trip each, the records at once: the deliveries table's calls a delivery, as
+    // counted; the batch reads the subscriptions its container has not kept (their
+    // GetItems counted, per batch); a claim check's record reads its event back, one
+    // round trip more.
+    let calls_on = |actions: &[&str], table: &str| {
         run.calls
             .iter()
-            .filter(|c| c.action == "dynamodb:GetItem" && c.resource.ends_with(table))
+            .filter(|c| actions.contains(&c.action.as_str()) && c.resource.ends_with(table))
             .count() as f64
     };
+    let gets_on = |table: &str| calls_on(&["dynamodb:GetItem"], table);
+    let ledger_trips = calls_on(
+        &["dynamodb:GetItem", "dynamodb:UpdateItem"],
+        "DeliveriesTable",
+    ) / run.deliveries.max(1) as f64;
     let subscription_reads = gets_on("SubscriptionsTable") / deliver_invocations.max(1.0);
     let event_reads = (gets_on("EventsTable") / run.deliveries.max(1) as f64).min(1.0);
     let deliver_ms = billed_ms(
         functions.deliver_batch_of_10_ms - functions.deliver_batch_of_10_cpu_ms
-            + dynamodb_ms * (2.0 + subscription_reads + event_reads),
+            + dynamodb_ms * (ledger_trips + subscription_reads + event_reads),
         deliver_cpu_ms,
         functions.deliver_memory_mb,
     );

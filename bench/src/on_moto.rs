@@ -36,14 +36,15 @@ const CALLS: usize = 11;
 const BATCHES: usize = 9;
 
 /// The traffic measured: events a call, bytes of `data`, subscriptions each event
-/// matches, bytes of the receivers' answer, and whether deliver claims by a read.
+/// matches, bytes of the receivers' answer, and how deliver takes a first attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Shape {
     pub per_call: usize,
     pub data_bytes: usize,
     pub fan_out: usize,
     pub answer_bytes: usize,
-    pub claim_by_read: bool,
+    /// `HERALD_DELIVERY_CLAIM`.
+    pub claim: &'static str,
 }
 
 /// The two figures, CPU on one thread in milliseconds (medians).
@@ -131,10 +132,7 @@ pub fn measure(shape: Shape) -> Measured {
         for (name, value) in [
             // As the `aws` section's runs: every request counted, none refused.
             ("HERALD_MAX_REQUESTS_PER_SECOND", "100000"),
-            (
-                "HERALD_DELIVERY_CLAIM",
-                if shape.claim_by_read { "read" } else { "lease" },
-            ),
+            ("HERALD_DELIVERY_CLAIM", shape.claim),
             // The receiver is on this machine, in the clear.
             ("HERALD_ALLOW_HTTP", "true"),
             ("HERALD_ALLOW_LOOPBACK", "true"),

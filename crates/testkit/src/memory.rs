@@ -420,12 +420,19 @@ pub struct InMemoryDeliveryLedger {
     pub fail_next_dead_lettered: Mutex<usize>,
     /// How many claims (lease writes) were asked for.
     claims: std::sync::atomic::AtomicUsize,
+    /// How many records were read by id (`get`).
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl InMemoryDeliveryLedger {
     /// How many claims (lease writes) were asked for.
     pub fn claims(&self) -> usize {
         self.claims.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many records were read by id.
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn record(&self, id: &DeliveryId) -> Option<DeliveryRecord> {
@@ -602,6 +609,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(lock(&self.items)
             .get(id)
             .map(|h| h.record.clone())

@@ -58,6 +58,9 @@ struct Claimed {
     /// Taken with a lease (a conditional write); otherwise found absent by a read
     /// (`ClaimMode::Read`), and the attempt's outcome makes the record.
     leased: bool,
+    /// Taken with neither a write nor a read (`ClaimMode::None`, a message handed out for
+    /// the first time): a success makes no record.
+    unread: bool,
 }
 
 /// An attempt made: what it recorded, what the receiver did, and when it ended.
@@ -142,14 +145,7 @@ pub(crate) async fn deliver<P: Ports>(
         // Not readable: the claim and check below say so.
         _ => {}
     }
-    let claimed = match timed(
-        deps,
-        spans,
-        "claim",
-        claim(deps, task, received.reopens(task)),
-    )
-    .await
-    {
+    let claimed = match timed(deps, spans, "claim", claim(deps, task, received)).await {
         Ok(claimed) => claimed,
         Err(disposition) => return Outcome::unsent(disposition, None),
     };
@@ -232,13 +228,17 @@ async fn within_rate<P: Ports>(
 
 /// Takes the delivery for a lease; a finished, leased or unreachable one ends here. With
 /// `ClaimMode::Read`, a delivery with no record yet is taken by reading that there is
-/// none, and its outcome makes the record (docs/DECISIONS.md, "Writes per delivery").
+/// none, and its outcome makes the record; with `ClaimMode::None`, a message on the
+/// standard lane handed out for the first time is taken without the read, and only an
+/// outcome other than success makes the record (docs/DECISIONS.md, "Writes per
+/// delivery").
 async fn claim<P: Ports>(
     deps: &DeliverDeps<P>,
     task: &DeliveryTask,
-    reopens: Reopens,
+    received: Received,
 ) -> Result<Claimed, Disposition> {
     let settings = &deps.settings;
+    let reopens = received.reopens(task);
     let now = deps.ports.clock.now();
     let claim = Claim {
         reopens,
@@ -247,7 +247,20 @@ async fn claim<P: Ports>(
         lease_until: now + to_chrono(settings.lease),
         expires_at: now + to_chrono(settings.retention),
     };
-    if settings.claim == ClaimMode::Read && reopens == Reopens::Nothing {
+    if settings.claim != ClaimMode::Lease && reopens == Reopens::Nothing {
+        // A first hand-out of a message on the standard lane: a retry is the same message
+        // handed out again, and a slow lane's or an ordered line's task may follow a
+        // recorded attempt.
+        if settings.claim == ClaimMode::None && received.count <= 1 && task.lane() == Lane::Standard
+        {
+            let record = DeliveryRecord::pending(task, now, claim.expires_at);
+            return Ok(Claimed {
+                claim,
+                record,
+                leased: false,
+                unread: true,
+            });
+        }
         match deps
             .ports
             .ledger
@@ -260,6 +273,7 @@ async fn claim<P: Ports>(
                     claim,
                     record,
                     leased: false,
+                    unread: false,
                 });
             }
             // Attempted before, finished, or leased: taken as a lease takes it.
@@ -272,6 +286,7 @@ async fn claim<P: Ports>(
             claim,
             record,
             leased: true,
+            unread: false,
         }),
         // Failed earlier, but its dead letter was refused: this copy sends it.
         Ok(ClaimOutcome::Finished(record)) if record.owes_dead_letter() => {
@@ -618,7 +633,9 @@ async fn record<P: Ports>(
         dead_letter_owed: decision.verdict == Verdict::GiveUp,
         now: sent.finished_at,
     };
-    if let Err(disposition) = write_attempt(deps, task, claimed, &result).await {
+    // Taken unread (`ClaimMode::None`), a success is not recorded: one write fewer.
+    let recorded = !(claimed.unread && decision.verdict == Verdict::Delivered);
+    if recorded && let Err(disposition) = write_attempt(deps, task, claimed, &result).await {
         return disposition;
     }
     if decision.verdict == Verdict::Gone {

@@ -478,6 +478,33 @@ async fn deliver_answers_its_events_files_with_the_poison_message_dead_lettered(
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 
+/// Deliver as `DeliveryClaim: none` deploys it: messages handed out for the first time are
+/// sent with no call on the deliveries table at all, and their successes leave no record.
+#[tokio::test]
+async fn with_no_claim_deliver_sends_a_first_hand_out_with_no_call_on_the_deliveries_table() {
+    let aws = TestAws::new().await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    subscription_of_the_events_files(&aws, &receiver.url()).await;
+    let (deliver, deliver_calls) =
+        deliver_under_the_emulator(&aws, &[("HERALD_DELIVERY_CLAIM", "none")]).await;
+    no_batch_item_failures(&deliver, "deliver/batch-of-two.json").await;
+    let got = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 2);
+    let calls = deliver_calls.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.resource.ends_with("DeliveriesTable")),
+        "{calls:?}"
+    );
+    // The subscription is read, as in every mode.
+    assert!(
+        calls.iter().any(|c| c.action == "dynamodb:GetItem"),
+        "{calls:?}"
+    );
+    allowed_by_the_template("DeliverFunction", &aws, &calls);
+}
+
 /// An event of 1 MiB through the release bootstraps: ingest keeps it once, in parts, and
 /// queues a claim check of a few hundred bytes; deliver, handed that message as the event
 /// source hands it over, reads the event back and POSTs it whole (taking the attempt by

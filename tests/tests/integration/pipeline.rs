@@ -1041,6 +1041,85 @@ fn delivery_writes_and_reads(
 }
 
 #[tokio::test]
+async fn with_no_claim_a_first_success_costs_no_write_and_a_failure_is_in_the_attempt_log() {
+    use herald_tests::aws::{moto_url, sdk_config_for};
+    use herald_tests::aws_proxy::RecordingProxy;
+    let proxy = RecordingProxy::start(moto_url()).await;
+    let herald = TestHerald::start_with(
+        sdk_config_for(&proxy.url()),
+        &[
+            ("HERALD_DELIVERY_CLAIM", "none"),
+            ("HERALD_RETRY_SCHEDULE", "1s,1s"),
+        ],
+        None,
+    )
+    .await;
+    // The first request to arrive is refused, every other one taken.
+    let receiver = TestReceiver::start(Script::sequence([503, 200])).await;
+    let (sub, secret) = herald.subscribe("acme", &receiver.url(), &["*"]).await;
+    let table = herald.local.provisioned().deliveries_table().to_owned();
+    let before = proxy.calls().len();
+
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"id": format!("n{i}"), "type": "order.paid", "data": {"n": i}}))
+        .collect();
+    let (status, answer) = herald.publish("acme", json!({ "events": events })).await;
+    assert_eq!(status, 202, "{answer}");
+    let got = receiver.wait_for(6, PATIENCE).await;
+    for request in &got {
+        verify_signature(request, &secret);
+    }
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    let retried = DeliveryId::parse(ids[0]).unwrap();
+    assert_eq!(
+        ids.iter().filter(|id| **id == retried.as_str()).count(),
+        2,
+        "the refused delivery was sent again under its webhook-id: {ids:?}"
+    );
+
+    // Herald's own calls on the deliveries table: the failed first attempt's record, then
+    // the retry's read and lease and its outcome. Nothing for the four.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let calls = loop {
+        let calls = proxy.calls()[before..].to_vec();
+        if delivery_writes_and_reads(&calls, &table).0 >= 3 {
+            break calls;
+        }
+        assert!(std::time::Instant::now() < deadline, "{calls:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Taken before the test's own reads of the records below, which go through the
+    // proxy too.
+    assert_eq!(
+        delivery_writes_and_reads(&calls, &table),
+        (3, 1),
+        "{calls:?}"
+    );
+
+    // The refused delivery is in the attempt log, both attempts.
+    let record = wait_for_state(&herald, "acme", &retried, DeliveryState::Delivered).await;
+    let statuses: Vec<Option<u16>> = record.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [Some(503), Some(200)]);
+    // The four answered 2xx at their first attempt left no record.
+    let page = ledger(&herald)
+        .list(
+            &TenantId::parse("acme").unwrap(),
+            &SubscriptionId::parse(&sub).unwrap(),
+            &DeliveryQuery {
+                limit: 100,
+                ..Default::default()
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let recorded: Vec<&DeliveryId> = page.items.iter().map(|r| &r.id).collect();
+    assert_eq!(recorded, [&retried]);
+
+    herald.shutdown().await;
+}
+
+#[tokio::test]
 async fn with_reads_for_claims_a_delivery_is_one_write_and_a_copy_after_it_is_no_post() {
     use herald_tests::aws::{moto_url, sdk_config_for};
     use herald_tests::aws_proxy::RecordingProxy;

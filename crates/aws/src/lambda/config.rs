@@ -103,14 +103,14 @@ pub fn seconds(
     }
 }
 
-/// `HERALD_DELIVERY_CLAIM`: `lease` (the default) or `read`
+/// `HERALD_DELIVERY_CLAIM`: `lease` (the default), `read` or `none`
 /// (`herald_core::delivery::settings::ClaimMode`).
 fn claim_mode(env: &dyn Source) -> Result<ClaimMode, ConfigError> {
     match env.get("HERALD_DELIVERY_CLAIM") {
         None => Ok(ClaimMode::Lease),
         Some(raw) => ClaimMode::parse(raw.trim()).ok_or_else(|| ConfigError::Invalid {
             name: "HERALD_DELIVERY_CLAIM",
-            reason: format!("`{raw}` is not `lease` or `read`"),
+            reason: format!("`{raw}` is not `lease`, `read` or `none`"),
         }),
     }
 }
@@ -685,16 +685,18 @@ mod tests {
     }
 
     #[test]
-    fn the_claim_is_a_lease_unless_a_read_is_asked_for() {
+    fn the_claim_is_a_lease_unless_a_read_or_none_is_asked_for() {
         assert_eq!(claim_mode(&env(&[])).unwrap(), ClaimMode::Lease);
         let read = env(&[("HERALD_DELIVERY_CLAIM", "read")]);
         assert_eq!(claim_mode(&read).unwrap(), ClaimMode::Read);
+        let none = env(&[("HERALD_DELIVERY_CLAIM", " none ")]);
+        assert_eq!(claim_mode(&none).unwrap(), ClaimMode::None);
         let lease = env(&[("HERALD_DELIVERY_CLAIM", "lease")]);
         assert_eq!(claim_mode(&lease).unwrap(), ClaimMode::Lease);
-        let other = env(&[("HERALD_DELIVERY_CLAIM", "none")]);
+        let other = env(&[("HERALD_DELIVERY_CLAIM", "off")]);
         assert_eq!(
             claim_mode(&other).unwrap_err().to_string(),
-            "HERALD_DELIVERY_CLAIM is invalid: `none` is not `lease` or `read`"
+            "HERALD_DELIVERY_CLAIM is invalid: `off` is not `lease`, `read` or `none`"
         );
     }
 

@@ -45,6 +45,14 @@ pub enum ClaimMode {
     /// attempt's outcome, so a first attempt is one write instead of two. An attempt
     /// after the first (a record exists) takes a lease as above.
     Read,
+    /// A message SQS hands out for the first time is sent with neither a write nor a
+    /// read before it, and only an attempt that does not succeed is recorded: a delivery
+    /// answered 2xx at its first attempt leaves no record (it is not in the attempt log),
+    /// and any copy of its message (a duplicate, or a repeated publish) is sent again
+    /// under the same `webhook-id`. A message handed out again (a retry), or on another
+    /// lane, is taken as `Read` takes it. One write a delivery fewer than `Read`, and no
+    /// read (docs/DECISIONS.md, "Writes per delivery").
+    None,
 }
 
 impl ClaimMode {
@@ -52,6 +60,7 @@ impl ClaimMode {
         match raw {
             "lease" => Some(Self::Lease),
             "read" => Some(Self::Read),
+            "none" => Some(Self::None),
             _ => None,
         }
     }

@@ -1546,6 +1546,156 @@ async fn with_reads_for_claims_a_retry_takes_a_lease_and_keeps_the_first_attempt
     assert_eq!(deps.ports.sender.sent().len(), 2);
 }
 
+/// Deliver taking first hand-outs with neither a write nor a read (`ClaimMode::None`).
+fn unclaimed_deps(sender: InMemoryWebhookSender) -> Arc<Deps> {
+    let mut deps = unshared_deps(sender, "1s,1s", "1h");
+    deps.settings.claim = herald_core::delivery::settings::ClaimMode::None;
+    Arc::new(deps)
+}
+
+/// `event` as SQS hands its messages out for the `count`th time.
+fn handed_out(mut event: SqsEvent, count: u32) -> SqsEvent {
+    for record in &mut event.records {
+        record
+            .attributes
+            .insert("ApproximateReceiveCount".into(), count.to_string());
+    }
+    event
+}
+
+fn webhook_ids(sent: &[herald_core::ports::OutgoingWebhook]) -> Vec<String> {
+    sent.iter()
+        .map(|w| {
+            w.headers
+                .iter()
+                .find(|(k, _)| k == "webhook-id")
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn with_no_claim_a_first_success_writes_and_reads_nothing_and_a_copy_is_sent_again() {
+    let deps = unclaimed_deps(InMemoryWebhookSender::default());
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let event = sqs_event("batch-of-two.json");
+    let tasks: Vec<DeliveryTask> = event
+        .records
+        .iter()
+        .map(|r| decode_message(r.body.as_deref().unwrap()).unwrap())
+        .collect();
+
+    let outcome = process_batch(&deps, event.clone()).await;
+    assert!(failures(&outcome).is_empty());
+    assert!(
+        outcome
+            .reports
+            .iter()
+            .all(|r| r.disposition == Disposition::Delivered)
+    );
+    assert_eq!(deps.ports.sender.sent().len(), 2);
+    assert_eq!(deps.ports.ledger.claims(), 0, "no lease written");
+    assert_eq!(deps.ports.ledger.reads(), 0, "no record read");
+    for task in &tasks {
+        assert!(
+            deps.ports.ledger.record(&task.delivery_id).is_none(),
+            "a first success leaves no record"
+        );
+    }
+
+    // The same messages handed out for the first time again (a standard queue's
+    // duplicate): nothing says they were delivered, so they are sent again, under the
+    // same webhook-ids.
+    let again = process_batch(&deps, event).await;
+    assert!(failures(&again).is_empty());
+    let sent = deps.ports.sender.sent();
+    assert_eq!(sent.len(), 4);
+    let ids = webhook_ids(&sent);
+    assert_eq!(ids[..2], ids[2..]);
+    assert_eq!(ids[0], tasks[0].delivery_id.as_str());
+}
+
+#[tokio::test]
+async fn with_no_claim_a_failed_first_attempt_is_recorded_and_its_retry_is_read_and_leased() {
+    let deps = unclaimed_deps(InMemoryWebhookSender::answering([
+        InMemoryWebhookSender::status(503),
+        InMemoryWebhookSender::status(200),
+    ]));
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let event = task_for(SUBSCRIPTION, "ord_unclaimed");
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    let first = process_batch(&deps, handed_out(event.clone(), 1)).await;
+    assert_eq!(failures(&first).len(), 1, "handed back for its retry");
+    assert_eq!(
+        (deps.ports.ledger.claims(), deps.ports.ledger.reads()),
+        (0, 0)
+    );
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(
+        (record.state, record.attempts.len()),
+        (DeliveryState::Pending, 1),
+        "the failure is in the attempt log"
+    );
+
+    // The retry is the same message handed out again: read, found, and leased.
+    let second = process_batch(&deps, handed_out(event.clone(), 2)).await;
+    assert!(failures(&second).is_empty());
+    assert_eq!(
+        (deps.ports.ledger.claims(), deps.ports.ledger.reads()),
+        (1, 1)
+    );
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    let statuses: Vec<Option<u16>> = record.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [Some(503), Some(200)],
+        "a success after a failure is recorded"
+    );
+
+    // Handed out once more after that success: found delivered, not sent.
+    let third = process_batch(&deps, handed_out(event, 3)).await;
+    assert!(failures(&third).is_empty());
+    assert_eq!(
+        deps.ports.sender.sent().len(),
+        2,
+        "nothing sent a third time"
+    );
+}
+
+#[tokio::test]
+async fn with_no_claim_a_message_handed_out_again_is_read_before_it_is_sent() {
+    // A message back after a first success whose deletion was lost (the function ended
+    // before SQS heard of it): read, no record found, sent again under its webhook-id and
+    // this time recorded, as `read` would.
+    let deps = unclaimed_deps(InMemoryWebhookSender::default());
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let event = task_for(SUBSCRIPTION, "ord_back");
+    let task = decode_message(event.records[0].body.as_deref().unwrap()).unwrap();
+
+    process_batch(&deps, handed_out(event.clone(), 1)).await;
+    assert!(deps.ports.ledger.record(&task.delivery_id).is_none());
+    let back = process_batch(&deps, handed_out(event.clone(), 2)).await;
+    assert!(failures(&back).is_empty());
+    assert_eq!(
+        (deps.ports.ledger.claims(), deps.ports.ledger.reads()),
+        (0, 1)
+    );
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(
+        (record.state, record.attempts.len()),
+        (DeliveryState::Delivered, 1)
+    );
+    let ids = webhook_ids(&deps.ports.sender.sent());
+    assert_eq!(ids, [task.delivery_id.as_str(); 2]);
+
+    // Handed out a third time: the record stops it.
+    process_batch(&deps, handed_out(event, 3)).await;
+    assert_eq!(deps.ports.sender.sent().len(), 2);
+}
+
 /// Three claim checks of one event in a batch, every one sent with the stored event;
 /// with `lagging`, reads that do not wait for the latest writes see none of them.
 async fn deliver_three_claim_checks_of_one_event(lagging: bool) -> Arc<Deps> {
