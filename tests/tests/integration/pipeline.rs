@@ -1022,6 +1022,25 @@ async fn an_event_of_a_mebibyte_is_stored_once_and_reaches_every_subscription_wh
     herald.shutdown().await;
 }
 
+/// The calls through `proxy` since the `before`th, once `writes` of them have written to
+/// the deliveries table `table`.
+async fn calls_once_written(
+    proxy: &herald_tests::aws_proxy::RecordingProxy,
+    before: usize,
+    table: &str,
+    writes: usize,
+) -> Vec<herald_tests::aws_proxy::AwsCall> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let calls = proxy.calls()[before..].to_vec();
+        if delivery_writes_and_reads(&calls, table).0 >= writes {
+            return calls;
+        }
+        assert!(std::time::Instant::now() < deadline, "{calls:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The writes to the deliveries table (`UpdateItem`s) the calls make, and the consistent
 /// reads of it (`GetItem`s).
 fn delivery_writes_and_reads(
@@ -1079,15 +1098,7 @@ async fn with_no_claim_a_first_success_costs_no_write_and_a_failure_is_in_the_at
 
     // Herald's own calls on the deliveries table: the failed first attempt's record, then
     // the retry's read and lease and its outcome. Nothing for the four.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let calls = loop {
-        let calls = proxy.calls()[before..].to_vec();
-        if delivery_writes_and_reads(&calls, &table).0 >= 3 {
-            break calls;
-        }
-        assert!(std::time::Instant::now() < deadline, "{calls:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let calls = calls_once_written(&proxy, before, &table, 3).await;
     // Taken before the test's own reads of the records below, which go through the
     // proxy too.
     assert_eq!(
@@ -1146,15 +1157,7 @@ async fn with_reads_for_claims_a_delivery_is_one_write_and_a_copy_after_it_is_no
     }
     // Herald's calls alone, taken once the five outcomes are written (the test's own
     // reads of the records below go through the proxy too).
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let calls = loop {
-        let calls = proxy.calls()[before..].to_vec();
-        if delivery_writes_and_reads(&calls, &table).0 >= 5 {
-            break calls;
-        }
-        assert!(std::time::Instant::now() < deadline, "{calls:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let calls = calls_once_written(&proxy, before, &table, 5).await;
     let (writes, reads) = delivery_writes_and_reads(&calls, &table);
     for i in 0..5 {
         let id = delivery_id(&herald, "acme", &format!("r{i}"), &sub).await;

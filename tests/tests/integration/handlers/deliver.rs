@@ -646,16 +646,7 @@ async fn a_dead_letter_redriven_by_an_operator_is_delivered_again_and_a_second_c
     assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
     let sent = deps.ports.sender.sent();
     assert_eq!(sent.len(), 2);
-    let webhook_id = |i: usize| {
-        sent[i]
-            .headers
-            .iter()
-            .find(|(k, _)| k == "webhook-id")
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    };
-    assert_eq!(webhook_id(1), task.delivery_id.as_str());
-    assert_eq!(webhook_id(0), webhook_id(1));
+    assert_eq!(webhook_ids(&sent), [task.delivery_id.as_str(); 2]);
     let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Delivered);
     assert_eq!(
@@ -1473,11 +1464,28 @@ async fn a_claim_check_is_sent_with_the_stored_event_and_skipped_once_it_is_gone
     assert_eq!(record.state, DeliveryState::Skipped);
 }
 
+/// Deliver taking first attempts as `claim` says.
+fn claiming_deps(
+    sender: InMemoryWebhookSender,
+    claim: herald_core::delivery::settings::ClaimMode,
+) -> Arc<Deps> {
+    let mut deps = unshared_deps(sender, "1s,1s", "1h");
+    deps.settings.claim = claim;
+    Arc::new(deps)
+}
+
 /// Deliver taking first attempts by a read (`ClaimMode::Read`).
 fn reading_deps(sender: InMemoryWebhookSender) -> Arc<Deps> {
-    let mut deps = unshared_deps(sender, "1s,1s", "1h");
-    deps.settings.claim = herald_core::delivery::settings::ClaimMode::Read;
-    Arc::new(deps)
+    claiming_deps(sender, herald_core::delivery::settings::ClaimMode::Read)
+}
+
+/// The tasks `event`'s records carry.
+fn tasks_in(event: &SqsEvent) -> Vec<DeliveryTask> {
+    event
+        .records
+        .iter()
+        .map(|r| decode_message(r.body.as_deref().unwrap()).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -1485,11 +1493,7 @@ async fn with_reads_for_claims_a_first_attempt_makes_the_record_and_a_later_copy
     let deps = reading_deps(InMemoryWebhookSender::default());
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let event = sqs_event("batch-of-two.json");
-    let tasks: Vec<DeliveryTask> = event
-        .records
-        .iter()
-        .map(|r| decode_message(r.body.as_deref().unwrap()).unwrap())
-        .collect();
+    let tasks = tasks_in(&event);
 
     let outcome = process_batch(&deps, event.clone()).await;
     assert!(failures(&outcome).is_empty());
@@ -1548,9 +1552,7 @@ async fn with_reads_for_claims_a_retry_takes_a_lease_and_keeps_the_first_attempt
 
 /// Deliver taking first hand-outs with neither a write nor a read (`ClaimMode::None`).
 fn unclaimed_deps(sender: InMemoryWebhookSender) -> Arc<Deps> {
-    let mut deps = unshared_deps(sender, "1s,1s", "1h");
-    deps.settings.claim = herald_core::delivery::settings::ClaimMode::None;
-    Arc::new(deps)
+    claiming_deps(sender, herald_core::delivery::settings::ClaimMode::None)
 }
 
 /// `event` as SQS hands its messages out for the `count`th time.
@@ -1580,11 +1582,7 @@ async fn with_no_claim_a_first_success_writes_and_reads_nothing_and_a_copy_is_se
     let deps = unclaimed_deps(InMemoryWebhookSender::default());
     with_subscription(&deps, SubscriptionStatus::Active).await;
     let event = sqs_event("batch-of-two.json");
-    let tasks: Vec<DeliveryTask> = event
-        .records
-        .iter()
-        .map(|r| decode_message(r.body.as_deref().unwrap()).unwrap())
-        .collect();
+    let tasks = tasks_in(&event);
 
     let outcome = process_batch(&deps, event.clone()).await;
     assert!(failures(&outcome).is_empty());
