@@ -479,6 +479,10 @@ fn analyse(
     let others = lambda + api + sqs + kms + logs;
     let total_on_demand = others + on_demand;
     let total_provisioned = others + provisioned;
+    // A deployment's `LambdaSystemLogLevel: WARN` leaves Lambda's START and REPORT lines
+    // out: the same run without their share of the logs.
+    let platform_logs =
+        per(platform_log_bytes) * million / 1e9 * price(prices, "cloudwatch_logs_lambda_gb");
 
     table.row(
         format!("{name}: AWS requests per delivery"),
@@ -520,9 +524,10 @@ fn analyse(
         format!("{name}: $ per million, on-demand"),
         format!("{total_on_demand:.2}"),
         format!(
-            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, KMS {kms:.3}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2}{}",
+            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, KMS {kms:.3}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2}; {:.2} with LambdaSystemLogLevel WARN{}",
             functions.ingest_memory_mb,
             functions.deliver_memory_mb,
+            total_on_demand - platform_logs,
             target(&run.traffic, "≤ 1.00")
         ),
     );
@@ -530,7 +535,8 @@ fn analyse(
         format!("{name}: $ per million, provisioned 70%"),
         format!("{total_provisioned:.2}"),
         format!(
-            "DynamoDB {provisioned:.2} + the same others{}",
+            "DynamoDB {provisioned:.2} + the same others; {:.2} with LambdaSystemLogLevel WARN{}",
+            total_provisioned - platform_logs,
             target(&run.traffic, "≤ 0.50")
         ),
     );
@@ -581,11 +587,16 @@ fn analyse(
         },
         "usd_per_million_on_demand": {
             "total": total_on_demand, "dynamodb": on_demand, "sqs": sqs, "lambda": lambda,
-            "cloudwatch_logs": logs, "api_gateway": api,
+            "cloudwatch_logs": logs, "api_gateway": api, "kms": kms,
         },
         "usd_per_million_provisioned_70": {
             "total": total_provisioned, "dynamodb": provisioned, "sqs": sqs, "lambda": lambda,
-            "cloudwatch_logs": logs, "api_gateway": api,
+            "cloudwatch_logs": logs, "api_gateway": api, "kms": kms,
+        },
+        "usd_per_million_with_system_log_level_warn": {
+            "on_demand": total_on_demand - platform_logs,
+            "provisioned_70": total_provisioned - platform_logs,
+            "lambda_platform_logs_left_out": platform_logs,
         },
         "events_per_second": run.deliveries as f64 / run.wall.as_secs_f64(),
         "latency_ms_p50": p50.as_secs_f64() * 1e3,

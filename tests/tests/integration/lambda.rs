@@ -692,6 +692,37 @@ async fn the_local_runner_sets_the_variables_the_template_sets() {
 }
 
 #[test]
+fn every_function_logs_json_with_lambdas_lines_at_the_deployments_level() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["LambdaSystemLogLevel"]["Default"].as_str(),
+        Some("INFO"),
+        "Lambda's START and REPORT lines are kept unless a deployment leaves them out"
+    );
+    let functions: Vec<&str> = template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(name, _)| name.as_str().unwrap())
+        .collect();
+    assert_eq!(functions.len(), 3, "{functions:?}");
+    for name in functions {
+        let logging = &template["Resources"][name]["Properties"]["LoggingConfig"];
+        assert_eq!(logging["LogFormat"].as_str(), Some("JSON"), "{name}");
+        assert_eq!(
+            deployed_value(&logging["SystemLogLevel"], &template),
+            "INFO",
+            "{name}"
+        );
+        let yaml_serde::Value::Tagged(level) = &logging["SystemLogLevel"] else {
+            panic!("{name}: SystemLogLevel is not the parameter");
+        };
+        assert_eq!(level.value.as_str(), Some("LambdaSystemLogLevel"), "{name}");
+    }
+}
+
+#[test]
 fn the_template_gives_each_function_every_variable_it_reads() {
     let template = template();
     let globals = template["Globals"]["Function"]["Environment"]["Variables"]
