@@ -5,7 +5,8 @@
 //! 3. `POST /v1/events` of that type: ingest matches the subscription and queues a task.
 //! 4. `GET /v1/subscriptions/{id}/deliveries` until the delivery records an attempt:
 //!    deliver received the task, sent the webhook and recorded the outcome, whatever the
-//!    endpoint answered.
+//!    endpoint answered (under `DeliveryClaim: none`, whatever it answered but 2xx, which
+//!    is not recorded at a first attempt: the default target answers 404).
 //! 5. `DELETE /v1/subscriptions/{id}`, also after a failure of steps 3 and 4.
 //!
 //! The event type is new for each run (`smoke.r<random>`), so only subscriptions to every
@@ -254,7 +255,10 @@ async fn deliver_one(
                 doing: "waiting for the attempt",
                 reason: format!(
                     "{last_seen} after {}: is the deliver function running, with its SQS \
-                     event source enabled? See /aws/lambda/<stack>-deliver",
+                     event source enabled? See /aws/lambda/<stack>-deliver. (A stack \
+                     deployed with DeliveryClaim none records no first attempt that \
+                     succeeds: check it against a URL that does not answer 2xx, such as \
+                     the default.)",
                     humantime::format_duration(check.timeout)
                 ),
             });

@@ -22,6 +22,7 @@ use herald_core::ports::{
     Ports, Reopens, SendOutcome, StoreError, SubscriptionStore, WebhookSender,
 };
 use herald_core::subscription::{Subscription, SubscriptionStatus};
+use herald_core::system_events;
 use herald_core::trace::Span;
 use herald_core::webhook::build;
 use herald_core::webhook::keys::SigningKeys;
@@ -250,8 +251,12 @@ async fn claim<P: Ports>(
     if settings.claim != ClaimMode::Lease && reopens == Reopens::Nothing {
         // A first hand-out of a message on the standard lane: a retry is the same message
         // handed out again, and a slow lane's or an ordered line's task may follow a
-        // recorded attempt.
-        if settings.claim == ClaimMode::None && received.count <= 1 && task.lane() == Lane::Standard
+        // recorded attempt. Herald's own events (a test event, whose sender watches for
+        // its record; a disable's notice) are always recorded.
+        if settings.claim == ClaimMode::None
+            && received.count <= 1
+            && task.lane() == Lane::Standard
+            && !system_events::is_reserved(task.event.event_type.as_str())
         {
             let record = DeliveryRecord::pending(task, now, claim.expires_at);
             return Ok(Claimed {

@@ -1694,6 +1694,35 @@ async fn with_no_claim_a_message_handed_out_again_is_read_before_it_is_sent() {
     assert_eq!(deps.ports.sender.sent().len(), 2);
 }
 
+#[tokio::test]
+async fn with_no_claim_a_herald_test_event_is_recorded_for_its_sender_to_see() {
+    let deps = unclaimed_deps(InMemoryWebhookSender::default());
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let subscription = SubscriptionId::parse(SUBSCRIPTION).unwrap();
+    let now = Utc::now();
+    let test =
+        herald_core::system_events::TestEvent::to(&subscription).event(None, now, &mut rand::rng());
+    let task = DeliveryTask::new(&TenantId::parse("acme").unwrap(), &subscription, &test, now);
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "m-test", "receiptHandle": "r", "body": task.to_message_body()}
+    ]}))
+    .unwrap();
+
+    let outcome = process_batch(&deps, handed_out(event, 1)).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(deps.ports.sender.sent().len(), 1);
+    assert_eq!(
+        deps.ports.ledger.reads(),
+        1,
+        "taken by a read, as `read` takes it"
+    );
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(
+        (record.state, record.attempts.len()),
+        (DeliveryState::Delivered, 1)
+    );
+}
+
 /// Three claim checks of one event in a batch, every one sent with the stored event;
 /// with `lagging`, reads that do not wait for the latest writes see none of them.
 async fn deliver_three_claim_checks_of_one_event(lagging: bool) -> Arc<Deps> {
