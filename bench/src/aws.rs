@@ -524,7 +524,7 @@ fn analyse(
         format!("{name}: $ per million, on-demand"),
         format!("{total_on_demand:.2}"),
         format!(
-            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, KMS {kms:.3}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2}; {:.2} with LambdaSystemLogLevel WARN{}",
+            "DynamoDB {on_demand:.2}, SQS {sqs:.2}, KMS {kms:.3}, Lambda {lambda:.2} (ingest {ingest_ms:.0} ms a call at {} MB, deliver {deliver_ms:.0} ms a batch at {} MB), CloudWatch Logs {logs:.3}, API {api:.2}; {:.3} with LambdaSystemLogLevel WARN{}",
             functions.ingest_memory_mb,
             functions.deliver_memory_mb,
             total_on_demand - platform_logs,
@@ -535,7 +535,7 @@ fn analyse(
         format!("{name}: $ per million, provisioned 70%"),
         format!("{total_provisioned:.2}"),
         format!(
-            "DynamoDB {provisioned:.2} + the same others; {:.2} with LambdaSystemLogLevel WARN{}",
+            "DynamoDB {provisioned:.2} + the same others; {:.3} with LambdaSystemLogLevel WARN{}",
             total_provisioned - platform_logs,
             target(&run.traffic, "≤ 0.50")
         ),
