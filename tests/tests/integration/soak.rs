@@ -29,7 +29,8 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn soak(events: usize, subscriptions: usize) -> Value {
+/// The soak with deliver taking first attempts as `claim` says (`HERALD_DELIVERY_CLAIM`).
+async fn soak(events: usize, subscriptions: usize, claim: &str) -> Value {
     let herald = TestHerald::start_with(
         sdk_config(),
         &[
@@ -37,6 +38,7 @@ async fn soak(events: usize, subscriptions: usize) -> Value {
             ("HERALD_RETRY_SCHEDULE", "1s,1s,2s,2s,5s,5s"),
             ("HERALD_RETRY_WINDOW", "10m"),
             ("HERALD_DELIVERY_CONCURRENCY", "20"),
+            ("HERALD_DELIVERY_CLAIM", claim),
         ],
         None,
     )
@@ -199,7 +201,14 @@ async fn soak(events: usize, subscriptions: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_soak_loses_nothing() {
-    soak(150, 3).await;
+    soak(150, 3, "lease").await;
+}
+
+/// With `DeliveryClaim: none` a first success leaves no record: failing receivers still
+/// lose nothing, and every delivery arrives under one webhook-id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_soak_with_no_claim_loses_nothing() {
+    soak(150, 3, "none").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,6 +217,7 @@ async fn soak_loses_nothing() {
     let figures = soak(
         setting("HERALD_SOAK_EVENTS", 2000),
         setting("HERALD_SOAK_SUBSCRIPTIONS", 2),
+        "lease",
     )
     .await;
     let path = herald_tests::emulator::workspace_root().join("target/soak.json");
