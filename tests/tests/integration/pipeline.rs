@@ -1127,6 +1127,23 @@ async fn with_no_claim_a_first_success_costs_no_write_and_a_failure_is_in_the_at
     let recorded: Vec<&DeliveryId> = page.items.iter().map(|r| &r.id).collect();
     assert_eq!(recorded, [&retried]);
 
+    // The same event published again (docs/OPERATIONS.md): nothing recorded stops it, so
+    // it is sent again, under the webhook-id it had.
+    let first_id = got
+        .iter()
+        .find(|r| r.json()["data"]["n"] == 1)
+        .map(|r| r.header("webhook-id").to_owned())
+        .unwrap();
+    let again = json!({"id": "n1", "type": "order.paid", "data": {"n": 1}});
+    let (status, answer) = herald.publish("acme", again).await;
+    assert_eq!(
+        (status, &answer["duplicate"]),
+        (202, &json!(true)),
+        "{answer}"
+    );
+    let got = receiver.wait_for(7, PATIENCE).await;
+    assert_eq!(got[6].json()["data"]["n"], 1);
+    assert_eq!(got[6].header("webhook-id"), first_id);
     herald.shutdown().await;
 }
 
