@@ -113,9 +113,10 @@ fn proxy_apart() -> (String, tokio::sync::oneshot::Sender<()>) {
     })
 }
 
-fn median(mut values: Vec<Duration>) -> f64 {
+/// The median of `values`, in milliseconds.
+fn median_ms(mut values: Vec<Duration>) -> f64 {
     values.sort();
-    values[values.len() / 2].as_secs_f64() * 1e3
+    crate::percentile(&values, 50.0).as_secs_f64() * 1e3
 }
 
 /// Measures `shape` on fresh tables and queues of the template's on moto.
@@ -213,8 +214,8 @@ pub fn measure(shape: Shape) -> Measured {
             }
         }
         Measured {
-            ingest_call_cpu_ms: median(ingest_cpu),
-            deliver_batch_of_10_cpu_ms: median(deliver_cpu),
+            ingest_call_cpu_ms: median_ms(ingest_cpu),
+            deliver_batch_of_10_cpu_ms: median_ms(deliver_cpu),
         }
     });
     let _ = stop.send(());

@@ -56,12 +56,19 @@ impl Outcome {
 struct Claimed {
     claim: Claim,
     record: DeliveryRecord,
-    /// Taken with a lease (a conditional write); otherwise found absent by a read
-    /// (`ClaimMode::Read`), and the attempt's outcome makes the record.
-    leased: bool,
-    /// Taken with neither a write nor a read (`ClaimMode::None`, a message handed out for
-    /// the first time): a success makes no record.
-    unread: bool,
+    taken: Taken,
+}
+
+/// How a delivery was taken for its attempt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// With a lease (a conditional write).
+    Leased,
+    /// Found absent by a read (`ClaimMode::Read`): the attempt's outcome makes the record.
+    Read,
+    /// With neither a write nor a read (`ClaimMode::None`, a message handed out for the
+    /// first time): the outcome makes the record unless it is a success.
+    Unread,
 }
 
 /// An attempt made: what it recorded, what the receiver did, and when it ended.
@@ -262,8 +269,7 @@ async fn claim<P: Ports>(
             return Ok(Claimed {
                 claim,
                 record,
-                leased: false,
-                unread: true,
+                taken: Taken::Unread,
             });
         }
         match deps
@@ -277,8 +283,7 @@ async fn claim<P: Ports>(
                 return Ok(Claimed {
                     claim,
                     record,
-                    leased: false,
-                    unread: false,
+                    taken: Taken::Read,
                 });
             }
             // Attempted before, finished, or leased: taken as a lease takes it.
@@ -290,8 +295,7 @@ async fn claim<P: Ports>(
         Ok(ClaimOutcome::Claimed(record)) => Ok(Claimed {
             claim,
             record,
-            leased: true,
-            unread: false,
+            taken: Taken::Leased,
         }),
         // Failed earlier, but its dead letter was refused: this copy sends it.
         Ok(ClaimOutcome::Finished(record)) if record.owes_dead_letter() => {
@@ -639,7 +643,7 @@ async fn record<P: Ports>(
         now: sent.finished_at,
     };
     // Taken unread (`ClaimMode::None`), a success is not recorded: one write fewer.
-    let recorded = !(claimed.unread && decision.verdict == Verdict::Delivered);
+    let recorded = !(claimed.taken == Taken::Unread && decision.verdict == Verdict::Delivered);
     if recorded && let Err(disposition) = write_attempt(deps, task, claimed, &result).await {
         return disposition;
     }
@@ -735,7 +739,7 @@ async fn write<P: Ports>(
     result: &AttemptResult,
 ) -> Result<(), StoreError> {
     let ledger = &deps.ports.ledger;
-    if claimed.leased {
+    if claimed.taken == Taken::Leased {
         let token = &claimed.claim.token;
         ledger
             .finish(&task.tenant, &task.delivery_id, token, result)
@@ -754,7 +758,7 @@ async fn end_claim<P: Ports>(
     reason: Option<&str>,
 ) -> Result<(), StoreError> {
     // Nothing was written to give back: the delivery is as the read found it.
-    if !claimed.leased && state == DeliveryState::Pending {
+    if claimed.taken != Taken::Leased && state == DeliveryState::Pending {
         return Ok(());
     }
     let result = AttemptResult {

@@ -48,11 +48,11 @@ pub enum ClaimMode {
     /// A message SQS hands out for the first time is sent with neither a write nor a
     /// read before it, and only an attempt that does not succeed is recorded: a delivery
     /// answered 2xx at its first attempt leaves no record (it is not in the attempt log
-    /// or the feed),
-    /// and any copy of its message (a duplicate, or a repeated publish) is sent again
-    /// under the same `webhook-id`. A message handed out again (a retry), or on another
-    /// lane, is taken as `Read` takes it. One write a delivery fewer than `Read`, and no
-    /// read (docs/DECISIONS.md, "Writes per delivery").
+    /// or the feed), and any copy of its message (a duplicate, or a repeated publish) is
+    /// sent again under the same `webhook-id`. A message handed out again (a retry), on
+    /// another lane, or carrying one of Herald's own events is taken as `Read` takes it.
+    /// One write a delivery fewer than `Read`, and no read (docs/DECISIONS.md, "Writes
+    /// per delivery").
     None,
 }
 

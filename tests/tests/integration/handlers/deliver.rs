@@ -1695,6 +1695,27 @@ async fn with_no_claim_a_message_handed_out_again_is_read_before_it_is_sent() {
 }
 
 #[tokio::test]
+async fn with_no_claim_a_slow_lanes_first_hand_out_is_read_and_recorded() {
+    // A slow lane's task follows an attempt cut on the standard lane, whose record it
+    // must find: it is never taken unread, even at its first hand-out.
+    let deps = unclaimed_deps(InMemoryWebhookSender::default());
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let mut event = task_for(SUBSCRIPTION, "ord_slow");
+    let task = DeliveryTask {
+        slow: true,
+        ..decode_message(event.records[0].body.as_deref().unwrap()).unwrap()
+    };
+    event.records[0].body = Some(task.to_message_body());
+
+    let outcome = process_batch(&deps, handed_out(event, 1)).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(deps.ports.sender.sent().len(), 1);
+    assert_eq!(deps.ports.ledger.reads(), 1);
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+}
+
+#[tokio::test]
 async fn with_no_claim_a_herald_test_event_is_recorded_for_its_sender_to_see() {
     let deps = unclaimed_deps(InMemoryWebhookSender::default());
     with_subscription(&deps, SubscriptionStatus::Active).await;
