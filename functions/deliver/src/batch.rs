@@ -556,22 +556,35 @@ fn log_batch(reports: &[RecordReport]) {
             )
         };
     }
-    let (mut delivered, mut handed_back) = (0, 0);
+    let (mut delivered, mut handed_back, mut routine) = (0, 0, true);
     for report in reports {
         delivered += usize::from(report.disposition == Disposition::Delivered);
         handed_back += usize::from(report.disposition.keeps_message());
         if report.disposition.is_routine() {
             record_line!(tracing::Level::DEBUG, report);
         } else {
+            routine = false;
             record_line!(tracing::Level::INFO, report);
         }
     }
-    tracing::info!(
-        records = reports.len(),
-        delivered,
-        handed_back,
-        "batch processed"
-    );
+    // A batch where every record ended routinely says nothing its metrics line does not
+    // (a count of each ending), so its line is at debug like its records' lines.
+    macro_rules! batch_line {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                records = reports.len(),
+                delivered,
+                handed_back,
+                "batch processed"
+            )
+        };
+    }
+    if routine {
+        batch_line!(tracing::Level::DEBUG);
+    } else {
+        batch_line!(tracing::Level::INFO);
+    }
 }
 
 #[cfg(test)]

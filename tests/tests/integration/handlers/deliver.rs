@@ -1066,8 +1066,15 @@ impl CapturedLogs {
 
 /// A batch of three, the first POST answered 503, logged at `level` as Herald logs.
 async fn logs_of_a_batch_with_one_retry(level: tracing::Level) -> CapturedLogs {
+    logs_of_a_batch_of_three(true, level).await
+}
+
+/// A batch of three, the first POST answered 503 if `first_refused` (the others 200),
+/// logged at `level` as Herald logs.
+async fn logs_of_a_batch_of_three(first_refused: bool, level: tracing::Level) -> CapturedLogs {
+    let refusals = first_refused.then(|| InMemoryWebhookSender::status(503));
     let deps = deps(
-        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(503)]),
+        InMemoryWebhookSender::answering(refusals),
         "exponential",
         "3d",
     );
@@ -1081,7 +1088,7 @@ async fn logs_of_a_batch_with_one_retry(level: tracing::Level) -> CapturedLogs {
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
     let outcome = process_batch(&deps, batch_of(3)).await;
-    assert_eq!(failures(&outcome).len(), 1);
+    assert_eq!(failures(&outcome).len(), usize::from(first_refused));
     logs
 }
 
@@ -1119,6 +1126,27 @@ async fn a_batch_logs_one_line_and_one_for_each_record_that_did_not_end_routinel
     let logs = logs_of_a_batch_with_one_retry(tracing::Level::DEBUG).await;
     assert_eq!(logs.lines("record processed").len(), 3);
     assert_eq!(logs.lines("batch processed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_where_every_record_was_delivered_has_no_line_at_info() {
+    // Its metrics line counts the deliveries; a line of its own would be bytes to ingest
+    // for nothing more.
+    let logs = logs_of_a_batch_of_three(false, tracing::Level::INFO).await;
+    assert_eq!(
+        logs.lines("batch processed"),
+        Vec::<serde_json::Value>::new()
+    );
+    assert_eq!(logs.lines("record processed").len(), 0);
+
+    let logs = logs_of_a_batch_of_three(false, tracing::Level::DEBUG).await;
+    let batches = logs.lines("batch processed");
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        (&batches[0]["records"], &batches[0]["delivered"]),
+        (&json!(3), &json!(3))
+    );
+    assert_eq!(logs.lines("record processed").len(), 3);
 }
 
 #[tokio::test]
