@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test audit soak bench load lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
+.PHONY: run test audit soak bench hot-code load lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -87,6 +87,12 @@ bench: deploy-tools
 	  $(BINARIES) --bin hello --lambda-dir target/lambda-x86_64
 	$(CARGO) build --release -p herald-bench
 	HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)" scripts/with-moto.sh target/release/herald-bench
+
+## functions/hot-code.ld anew: the functions the bootstraps run at a cold start and at work,
+## profiled under callgrind (valgrind installed when missing), laid out first by the link
+## (docs/PERFORMANCE.md, "Cold start"). After a change of dependencies or of the compiler.
+hot-code: deploy-tools
+	scripts/hot-code.sh
 
 ## Open-loop load (docs/PERFORMANCE.md): publishes sent at a fixed rate whether Herald
 ## keeps up or not, against the local runner on moto (moto's ceiling) and against Herald's

@@ -38,6 +38,52 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// What the process holds resident of files, in KiB, from /proc/<pid>/smaps: of its own
+/// binary the code (mappings `r-x`) and the rest (read-only data, unwind tables: `r--`),
+/// and of its libraries all pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct FilePages {
+    code: u64,
+    read_only: u64,
+    libraries: u64,
+}
+
+fn file_pages(pid: u32) -> Option<FilePages> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    Some(file_pages_of(&smaps, &exe.to_string_lossy()))
+}
+
+fn file_pages_of(smaps: &str, exe: &str) -> FilePages {
+    let mut pages = FilePages::default();
+    // (permissions, path) of the mapping the lines that follow describe.
+    let mut mapping: Option<(String, String)> = None;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            let path = fields.get(5).copied().unwrap_or("");
+            mapping = path
+                .starts_with('/')
+                .then(|| (fields[1].to_owned(), path.to_owned()));
+        } else if fields.first() == Some(&"Rss:")
+            && let Some((permissions, path)) = &mapping
+        {
+            let kib: u64 = fields.get(1).and_then(|k| k.parse().ok()).unwrap_or(0);
+            if path != exe {
+                pages.libraries += kib;
+            } else if permissions.starts_with("r-x") {
+                pages.code += kib;
+            } else if !permissions.contains('w') {
+                pages.read_only += kib;
+            }
+        }
+    }
+    pages
+}
+
 /// The repository's template.yaml, whose memory sizes the bench deploys the functions at.
 pub(crate) fn read_template() -> String {
     let path = herald_tests::emulator::workspace_root().join("template.yaml");
@@ -103,6 +149,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         let mut rss: Vec<Vec<f64>> = vec![Vec::new(); functions.len()];
         let mut anon: Vec<Vec<f64>> = vec![Vec::new(); functions.len()];
         let mut file: Vec<Vec<f64>> = vec![Vec::new(); functions.len()];
+        let mut pages: Vec<Vec<FilePages>> = vec![Vec::new(); functions.len()];
         for _ in 0..RUNS {
             for (i, (binary, _, event)) in functions.iter().enumerate() {
                 let emulator = Emulator::start(binary, &envs[i], &[]).await;
@@ -111,6 +158,9 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                     inits[i].push(init);
                 }
                 if let Some(pid) = emulator.function_pid() {
+                    if let Some(p) = file_pages(pid) {
+                        pages[i].push(p);
+                    }
                     for (field, into) in [
                         ("VmHWM:", &mut rss[i]),
                         ("RssAnon:", &mut anon[i]),
@@ -136,6 +186,14 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
             let peak = median(std::mem::take(&mut rss[i]));
             let anon = median(std::mem::take(&mut anon[i]));
             let file = median(std::mem::take(&mut file[i]));
+            let of = |part: fn(&FilePages) -> u64| {
+                median(pages[i].iter().map(|p| part(p) as f64).collect())
+            };
+            let (code, read_only, libraries) = (
+                of(|p| p.code),
+                of(|p| p.read_only),
+                of(|p| p.libraries),
+            );
             if binary == "hello" {
                 hello_init = init;
                 hello_peak = peak;
@@ -146,13 +204,16 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                 format!("cold start, {binary}"),
                 format!("{init:.1} ms"),
                 format!(
-                    "{ratio:.2}× hello (target ≤ 1.1); at {} MB; {:.1} MB, {:.1} MB zipped; peak RSS {:.1} MB = {rss_ratio:.2}× hello (target ≤ 2), after the invocation {:.1} MB anonymous + {:.1} MB of files",
+                    "{ratio:.2}× hello (target ≤ 1.1); at {} MB; {:.1} MB, {:.1} MB zipped; peak RSS {:.1} MB = {rss_ratio:.2}× hello (target ≤ 2), after the invocation {:.1} MB anonymous + {:.1} MB of files ({:.1} MB of its code, {:.1} MB of its read-only data, {:.1} MB of libraries)",
                     envs[i]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"],
                     size as f64 / 1e6,
                     zipped as f64 / 1e6,
                     peak / 1024.0,
                     anon / 1024.0,
                     file / 1024.0,
+                    code / 1024.0,
+                    read_only / 1024.0,
+                    libraries / 1024.0,
                 ),
             );
             results.insert(
@@ -167,6 +228,9 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                     "peak_rss_vs_hello": rss_ratio,
                     "rss_anon_kib": anon,
                     "rss_file_kib": file,
+                    "rss_code_kib": code,
+                    "rss_read_only_kib": read_only,
+                    "rss_libraries_kib": libraries,
                     "memory_mb": envs[i]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"],
                 }),
             );
@@ -178,6 +242,33 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_pages_are_split_into_the_binarys_code_and_data_and_libraries() {
+        let smaps = "\
+00400000-00600000 r--p 00000000 08:01 1 /var/task/bootstrap
+Size:               2048 kB
+Rss:                 300 kB
+00600000-00900000 r-xp 00200000 08:01 1 /var/task/bootstrap
+Rss:                1200 kB
+00900000-00901000 rw-p 00500000 08:01 1 /var/task/bootstrap
+Rss:                   4 kB
+00901000-00a00000 rw-p 00000000 00:00 0 [heap]
+Rss:                 500 kB
+7f0000000000-7f0000100000 r-xp 00000000 08:01 2 /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                 900 kB
+7f0000200000-7f0000300000 rw-p 00000000 00:00 0
+Rss:                  64 kB
+";
+        assert_eq!(
+            file_pages_of(smaps, "/var/task/bootstrap"),
+            FilePages {
+                code: 1200,
+                read_only: 300,
+                libraries: 900
+            }
+        );
+    }
 
     const TEMPLATE: &str = "Resources:\n  IngestFunction:\n    Type: AWS::Serverless::Function\n\n    Properties:\n      MemorySize: 256\n  DeliverFunction:\n    Properties:\n      MemorySize: 512\n  Other:\n    Properties:\n      MemorySize: 64\n";
 

@@ -112,7 +112,11 @@ fn main() {
         table.row("", "", "");
     }
     table.print();
-    let path = herald_tests::emulator::workspace_root().join("target/bench.json");
+    // HERALD_BENCH_OUT writes the figures elsewhere (`make hot-code` runs the cold starts
+    // under a profiler, figures that are not the bench's).
+    let path = std::env::var_os("HERALD_BENCH_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| herald_tests::emulator::workspace_root().join("target/bench.json"));
     let machine = json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "arch": std::env::consts::ARCH,

@@ -1249,3 +1249,170 @@ fn the_bootstraps_are_linked_position_dependent() {
         assert_eq!(kind, expected, "{binary}: ELF type {kind}");
     }
 }
+
+/// A section of an ELF64 file: its name, address and size.
+#[derive(Debug)]
+struct Section {
+    name: String,
+    address: u64,
+    size: u64,
+}
+
+/// The section headers of a little-endian ELF64 file.
+fn elf_sections(bytes: &[u8]) -> Vec<Section> {
+    let u16_at = |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap()) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    assert_eq!(&bytes[..5], b"\x7fELF\x02", "an ELF64 file");
+    let (table, entry, count, names) = (
+        u64_at(0x28) as usize,
+        u16_at(0x3a),
+        u16_at(0x3c),
+        u16_at(0x3e),
+    );
+    let header = |i: usize| table + i * entry;
+    let names_at = u64_at(header(names) + 0x18) as usize;
+    (0..count)
+        .map(|i| {
+            let name_at = names_at + u32_at(header(i));
+            let end = bytes[name_at..].iter().position(|&b| b == 0).unwrap();
+            Section {
+                name: String::from_utf8_lossy(&bytes[name_at..name_at + end]).into_owned(),
+                address: u64_at(header(i) + 0x10),
+                size: u64_at(header(i) + 0x20),
+            }
+        })
+        .collect()
+}
+
+/// The release bootstraps lay out the code a cold start and a first batch run
+/// (`functions/hot-code.ld`, written by `make hot-code`) in `.text.hot`, ahead of the rest
+/// of their code, and carry no symbol table (functions/link.rs; docs/PERFORMANCE.md,
+/// "Cold start"). A script gone stale (its names no longer the bootstraps' after a change
+/// of dependencies or of the compiler) lays out little or nothing there, and this fails
+/// until `make hot-code` writes a new one.
+#[test]
+fn the_bootstraps_lay_out_the_code_they_run_first_and_are_stripped() {
+    let keep_symbols = std::env::var("HERALD_KEEP_SYMBOLS").is_ok_and(|v| v == "1");
+    let hot_code = std::env::var("HERALD_HOT_CODE").map_or(true, |v| v != "0");
+    for binary in ["ingest", "deliver", "manage"] {
+        let path = herald_tests::emulator::bootstrap(binary);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (`make build-x86_64` builds it)", path.display()));
+        let sections = elf_sections(&bytes);
+        let named = |name: &str| sections.iter().find(|s| s.name == name);
+        assert_eq!(
+            named(".symtab").is_some(),
+            keep_symbols,
+            "{binary}: a symbol table only with HERALD_KEEP_SYMBOLS=1"
+        );
+        if !hot_code {
+            continue;
+        }
+        let text = named(".text").expect("a .text section");
+        let hot = named(".text.hot").unwrap_or_else(|| {
+            panic!("{binary}: no .text.hot; `make hot-code` writes functions/hot-code.ld anew")
+        });
+        assert!(
+            hot.address < text.address,
+            "{binary}: {hot:?} after {text:?}"
+        );
+        assert!(
+            hot.size * 4 >= hot.size + text.size,
+            "{binary}: {} of {} bytes of code laid out first; is functions/hot-code.ld stale? (`make hot-code`)",
+            hot.size,
+            hot.size + text.size
+        );
+    }
+}
+
+/// `scripts/hot_code.py` (what `make hot-code` writes functions/hot-code.ld with) names
+/// each function of the bootstrap that ran in the profiles, the start's first, once; not
+/// the libraries' functions nor addresses without a symbol; and whatever number LTO put
+/// on a local function's name.
+#[test]
+fn the_hot_code_script_names_what_ran_the_start_first() {
+    let dir = std::env::temp_dir().join(format!("herald-hot-code-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = |name: &str, own: &[String], unplaced: &str| {
+        let mut text = String::from("# callgrind format\nversion: 1\ncmd:  /var/task/bootstrap\n");
+        text.push_str("ob=/var/task/bootstrap\n");
+        for f in own {
+            text.push_str(&format!("fn={f}\n0 12\n"));
+        }
+        text.push_str("fn=0x0000000001234560\n0 3\nfn=(below main)\n0 1\n");
+        text.push_str("ob=/usr/lib/x86_64-linux-gnu/libc.so.6\nfn=strlen\n0 4\n");
+        text.push_str(&format!("ob=???\nfn={unplaced}\n0 2\n"));
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let name = |tier: &str, i: usize| {
+        format!(
+            "_ZN6herald{}{tier}{i:03}17h0123456789abcdefE",
+            tier.len() + 3
+        )
+    };
+    let start: Vec<String> = (0..120)
+        .map(|i| name("start", i))
+        .chain(["_ZN4core3fmt5write17hfedcba9876543210E.llvm.7421".to_owned()])
+        .collect();
+    let work: Vec<String> = (0..120)
+        .map(|i| name("work", i))
+        .chain(start[..10].iter().cloned())
+        .collect();
+    let start_profile = profile("start.1", &start, "_ZN5tokio3run17h00000000000000aaE");
+    let work_profile = profile("work.1", &work, "_ZN5tokio3run17h00000000000000aaE");
+    let out = dir.join("hot.ld");
+    let script = herald_tests::emulator::workspace_root().join("scripts/hot_code.py");
+    let run = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&out)
+        .arg("--start")
+        .arg(&start_profile)
+        .arg("--work")
+        .arg(&work_profile)
+        .output()
+        .expect("python3 runs scripts/hot_code.py");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let written = std::fs::read_to_string(&out).unwrap();
+    let patterns: Vec<&str> = written
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("*(.text*.")?.strip_suffix(')'))
+        .collect();
+    assert_eq!(patterns.len(), 121 + 1 + 120, "{written}");
+    let at = |p: &str| {
+        patterns
+            .iter()
+            .position(|q| *q == p)
+            .unwrap_or_else(|| panic!("{p} not named"))
+    };
+    assert!(
+        at(&name("start", 119)) < at(&name("work", 0)),
+        "the start's functions first"
+    );
+    assert!(at("_ZN5tokio3run17h00000000000000aaE") < at(&name("work", 0)));
+    at("_ZN4core3fmt5write17hfedcba9876543210E.llvm.*");
+    for absent in ["strlen", "0x0000000001234560", "(below main)"] {
+        assert!(!written.contains(absent), "{absent} named: {written}");
+    }
+    assert!(written.contains("INSERT BEFORE .text;"));
+    // Profiles of something else, with too few functions of their own, are refused.
+    let few = profile("few.1", &start[..5], "x");
+    let run = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(dir.join("other.ld"))
+        .arg("--start")
+        .arg(&few)
+        .arg("--work")
+        .arg(&few)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(!dir.join("other.ld").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
