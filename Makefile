@@ -82,9 +82,12 @@ soak:
 ## Figures: batch efficiency, CPU per webhook, cold starts beside a hello-world bootstrap,
 ## AWS requests and cost per million deliveries, end-to-end rate and latency on moto.
 ## Prints a table and writes target/bench.json (docs/PERFORMANCE.md explains it).
-bench: deploy-tools
+## The functions' bootstraps are the ones `sam build` makes (build-x86_64): what deploys,
+## and the build functions/hot-code.ld names the functions of (a build with other settings
+## hashes every name differently). Hello is built beside them.
+bench: build-x86_64
 	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --x86-64 --compiler cargo \
-	  $(BINARIES) --bin hello --lambda-dir target/lambda-x86_64
+	  --bin hello --lambda-dir target/lambda-x86_64
 	$(CARGO) build --release -p herald-bench
 	HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)" scripts/with-moto.sh target/release/herald-bench
 

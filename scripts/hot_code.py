@@ -21,11 +21,20 @@ local function it made global (`.llvm.<digits>`), which the script matches whate
 A function the script does not name (new code, or every function once a dependency or
 the compiler changes their hashes) is laid out where it would be without the script: a
 stale script costs page faults, never correctness; `make hot-code` writes a new one.
+
+After the exact names come the same names with any crate hash (`17h*E`), start first
+again: they lay out, in a build whose hashes differ (the arm64 build, whose target enters
+every hash; a build after a dependency moved), every instantiation of each function that
+ran. That is less precise (a generic function's instantiations share their name but for
+the hash) and still most of the effect. In the profiled build the exact names have taken
+their sections first, and these take only instantiations that did not run, after them.
 """
 
 import re
 import sys
 
+# The crate hash ending a Rust (legacy-mangled) name.
+HASH = re.compile(r"17h[0-9a-f]{16}E")
 # A local function LTO made global carries a number of the build's (`.llvm.<digits>`).
 LTO_SUFFIX = re.compile(r"\.llvm\.[0-9]+$")
 # Characters a section name may hold unquoted in a linker script pattern; a name with
@@ -84,17 +93,21 @@ def main():
         sys.exit("hot_code.py: give profiles of a start and of work")
     start = patterns_of(start_profiles)
     work = patterns_of(work_profiles) - start
+    any_hash = lambda patterns: {HASH.sub("17h*E", p) for p in patterns if HASH.search(p)}
+    start_any = any_hash(start)
+    work_any = any_hash(work) - start_any
     if len(start) < 100 or len(work) < 100:
         sys.exit(
             f"hot_code.py: {len(start)} functions at start, {len(work)} more at work; "
             "were the profiles of the bootstraps?"
         )
-    patterns = sorted(start) + sorted(work)
+    patterns = sorted(start) + sorted(work) + sorted(start_any) + sorted(work_any)
     with open(out, "w", encoding="utf-8") as script:
         script.write(
             "/* The functions Herald's bootstraps run at a cold start and in the emulator\n"
             "   tests' invocations, laid out together ahead of the rest of the code\n"
-            "   (docs/PERFORMANCE.md, \"Cold start\"). Written by `make hot-code`\n"
+            "   (docs/PERFORMANCE.md, \"Cold start\"): exactly as the profiled build names\n"
+            "   them, then with any crate hash. Written by `make hot-code`\n"
             "   (scripts/hot_code.py from callgrind profiles); do not edit by hand. */\n"
             "SECTIONS\n{\n  .text.hot : {\n"
         )
