@@ -47,8 +47,12 @@ cargo build --release -p herald-bench
 cargo build --workspace --all-targets
 # The tests' verdicts do not matter here (two look at the binaries themselves, which are
 # wrappers now); what ran does.
-HERALD_TEST_BOOTSTRAP_DIR="$work/work" HERALD_TEST_RIE="$rie" scripts/with-moto.sh \
-  cargo nextest run --no-fail-fast --workspace -E 'test(/^lambda::/)' || true
+if command -v cargo-nextest >/dev/null 2>&1; then
+  tests=(cargo nextest run --no-fail-fast --workspace -E 'test(/^lambda::/)')
+else
+  tests=(cargo test --no-fail-fast -p herald-tests --test integration -- lambda::)
+fi
+HERALD_TEST_BOOTSTRAP_DIR="$work/work" HERALD_TEST_RIE="$rie" scripts/with-moto.sh "${tests[@]}" || true
 HERALD_TEST_BOOTSTRAP_DIR="$work/start" HERALD_BENCH_SECTIONS=cold_start HERALD_BENCH_OUT="$work/bench.json" \
   HERALD_TEST_RIE="$rie" scripts/with-moto.sh target/release/herald-bench >/dev/null
 sleep 2 # the last profiles are written as their functions end
