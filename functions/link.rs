@@ -31,7 +31,7 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
-    // The release profile strips only debug information, so that a build keeping the
+    // The release profile strips nothing (`strip = "none"`), so that a build keeping the
     // symbols names its functions as this one does (the profile's `strip` is part of
     // every symbol's hash); the link strips them, unless `HERALD_KEEP_SYMBOLS=1`.
     let keep_symbols = std::env::var("HERALD_KEEP_SYMBOLS").is_ok_and(|v| v == "1");

@@ -23,8 +23,8 @@ work="$(mktemp -d /tmp/herald-hot-code.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
 HERALD_KEEP_SYMBOLS=1 make build-x86_64
+mkdir -p "$work/bin"
 for f in ingest manage deliver; do
-  mkdir -p "$work/bin"
   cp "target/lambda-x86_64/$f/bootstrap" "$work/bin/$f"
   for kind in start work; do
     mkdir -p "$work/$kind/$f" "$work/profiles-$kind"
@@ -44,7 +44,6 @@ cp target/lambda-x86_64/hello/bootstrap "$work/start/hello/bootstrap"
 
 rie="$(scripts/deploy-tools.sh rie)"
 cargo build --release -p herald-bench
-cargo build --workspace --all-targets
 # The tests' verdicts do not matter here (two look at the binaries themselves, which are
 # wrappers now); what ran does.
 if command -v cargo-nextest >/dev/null 2>&1; then

@@ -63,7 +63,7 @@ def functions_run(path):
 
 
 def pattern(name):
-    """The section patterns naming `name`, or None."""
+    """The section pattern naming `name`, or None."""
     if name.startswith("0x"):
         return None  # an address valgrind found no symbol for
     glob = LTO_SUFFIX.sub(".llvm.*", name)
@@ -93,14 +93,14 @@ def main():
         sys.exit("hot_code.py: give profiles of a start and of work")
     start = patterns_of(start_profiles)
     work = patterns_of(work_profiles) - start
-    any_hash = lambda patterns: {HASH.sub("17h*E", p) for p in patterns if HASH.search(p)}
-    start_any = any_hash(start)
-    work_any = any_hash(work) - start_any
     if len(start) < 100 or len(work) < 100:
         sys.exit(
             f"hot_code.py: {len(start)} functions at start, {len(work)} more at work; "
             "were the profiles of the bootstraps?"
         )
+    any_hash = lambda patterns: {HASH.sub("17h*E", p) for p in patterns if HASH.search(p)}
+    start_any = any_hash(start)
+    work_any = any_hash(work) - start_any
     patterns = sorted(start) + sorted(work) + sorted(start_any) + sorted(work_any)
     with open(out, "w", encoding="utf-8") as script:
         script.write(

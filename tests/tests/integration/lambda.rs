@@ -1226,6 +1226,13 @@ fn every_alarm_and_graph_names_a_metric_that_is_emitted() {
     assert!(alarms >= 6, "{alarms} alarms");
 }
 
+/// The release bootstrap of `binary` as `make build-x86_64` built it, read whole.
+fn bootstrap_bytes(binary: &str) -> Vec<u8> {
+    let path = herald_tests::emulator::bootstrap(binary);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (`make build-x86_64` builds it)", path.display()))
+}
+
 /// The release bootstraps `make build-x86_64` built the SAM way are position-dependent
 /// executables (ELF type `EXEC`, not `DYN`): `functions/link.rs` links them `-no-pie`, so
 /// a cold start applies no relocations (docs/DECISIONS.md, "Position-dependent
@@ -1240,9 +1247,7 @@ fn the_bootstraps_are_linked_position_dependent() {
         ET_EXEC
     };
     for binary in ["ingest", "deliver", "manage"] {
-        let path = herald_tests::emulator::bootstrap(binary);
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (`make build-x86_64` builds it)", path.display()));
+        let bytes = bootstrap_bytes(binary);
         assert_eq!(&bytes[..4], b"\x7fELF", "{binary}");
         // e_type: the 16-bit field after the 16 bytes of e_ident, little-endian on x86_64.
         let kind = u16::from_le_bytes([bytes[16], bytes[17]]);
@@ -1296,9 +1301,7 @@ fn the_bootstraps_lay_out_the_code_they_run_first_and_are_stripped() {
     let keep_symbols = std::env::var("HERALD_KEEP_SYMBOLS").is_ok_and(|v| v == "1");
     let hot_code = std::env::var("HERALD_HOT_CODE").map_or(true, |v| v != "0");
     for binary in ["ingest", "deliver", "manage"] {
-        let path = herald_tests::emulator::bootstrap(binary);
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (`make build-x86_64` builds it)", path.display()));
+        let bytes = bootstrap_bytes(binary);
         let sections = elf_sections(&bytes);
         let named = |name: &str| sections.iter().find(|s| s.name == name);
         assert_eq!(
