@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use herald_local::PollSettings;
 use herald_tests::aws::{moto_url, sdk_config_for};
 use herald_tests::aws_proxy::{AwsCall, RecordingProxy};
 use herald_tests::herald::TestHerald;
@@ -31,6 +32,9 @@ struct Traffic {
     /// How deliver takes a first attempt (`HERALD_DELIVERY_CLAIM`): `lease`, `read` or
     /// `none`.
     claim: &'static str,
+    /// The deliver event source's batch size (`DeliveryBatchSize`, ten by default), and
+    /// deliver's `HERALD_DELIVERY_CONCURRENCY` as the template sets it from that.
+    batch: usize,
 }
 
 /// The runs, side by side: the bare events of the earlier rounds, then realistic traffic
@@ -38,7 +42,7 @@ struct Traffic {
 /// batched and single, and larger events. A 100 KiB event is published ten a call and a
 /// 1 MiB one five a call (the API takes 6 MiB a call); the 1 MiB events, at the limit,
 /// travel as claim checks (docs/DECISIONS.md, "Large events").
-const RUNS: [Traffic; 11] = [
+const RUNS: [Traffic; 12] = [
     Traffic {
         name: "batched (100 per publish)",
         events: 500,
@@ -47,6 +51,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 0,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "single (1 per publish)",
@@ -56,6 +61,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 0,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "1 KiB, batched, fan-out 1",
@@ -65,6 +71,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 100,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "1 KiB, batched, fan-out 1, claim by read",
@@ -74,6 +81,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 100,
         claim: "read",
+        batch: 10,
     },
     Traffic {
         name: "1 KiB, batched, fan-out 1, no claim",
@@ -83,6 +91,17 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 100,
         claim: "none",
+        batch: 10,
+    },
+    Traffic {
+        name: "1 KiB, batched, fan-out 1, no claim, batches of 100",
+        events: 500,
+        per_call: 100,
+        data_bytes: 1024,
+        fan_out: 1,
+        answer_bytes: 100,
+        claim: "none",
+        batch: 100,
     },
     Traffic {
         name: "1 KiB, batched, fan-out 3",
@@ -92,6 +111,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 3,
         answer_bytes: 100,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "1 KiB, single, fan-out 1",
@@ -101,6 +121,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 100,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "1 KiB, single, fan-out 3",
@@ -110,6 +131,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 3,
         answer_bytes: 100,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "10 KiB, batched, fan-out 1",
@@ -119,6 +141,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 100,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "100 KiB, batched, fan-out 1",
@@ -128,6 +151,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 1,
         answer_bytes: 100,
         claim: "lease",
+        batch: 10,
     },
     Traffic {
         name: "1 MiB, batched, fan-out 3",
@@ -137,6 +161,7 @@ const RUNS: [Traffic; 11] = [
         fan_out: 3,
         answer_bytes: 100,
         claim: "lease",
+        batch: 10,
     },
 ];
 
@@ -156,6 +181,10 @@ fn sqs_billed_requests(call: &AwsCall) -> f64 {
 fn idle_receive(call: &AwsCall, busy_queue: &str) -> bool {
     call.action == "sqs:ReceiveMessage" && call.resource != busy_queue
 }
+
+/// POSTs deliver makes to one host at once within a batch (`HERALD_DELIVERY_PER_HOST`'s
+/// default; the runs leave it).
+const PER_HOST: f64 = 10.0;
 
 /// Events an ingest call records at once (`WRITE_CONCURRENCY` in functions/ingest) and
 /// SendMessageBatch calls it makes at once (`SEND_CONCURRENCY` in crates/aws/src/sqs.rs).
@@ -184,6 +213,8 @@ struct Run {
     busy_queue: String,
     deliveries: usize,
     publishes: usize,
+    /// Batches the event source handed deliver: its invocations.
+    deliver_invocations: u64,
     calls: Vec<AwsCall>,
     /// What Herald's functions logged during the run, at `info` as deployed.
     logged: Logged,
@@ -197,13 +228,24 @@ async fn run_once(traffic: Traffic) -> Run {
     // (`TenantRequestsPerSecond`): a limit this run never reaches, so every request is
     // counted and none refused.
     let claim = traffic.claim;
-    let herald = TestHerald::start_with(
+    // The event source as the template maps it with `DeliveryBatchSize` at the run's
+    // batch: its batching window (a second) fills batches, and deliver runs a batch's
+    // records all at once (`HERALD_DELIVERY_CONCURRENCY`, as the template sets it).
+    let concurrency = traffic.batch.to_string();
+    let poll = PollSettings {
+        batch_size: Some(traffic.batch as i32),
+        wait_seconds: 1,
+        print_attempts: false,
+        ..PollSettings::default()
+    };
+    let herald = TestHerald::start_with_poll(
         sdk_config_for(&proxy.url()),
         &[
             ("HERALD_MAX_REQUESTS_PER_SECOND", "100000"),
             ("HERALD_DELIVERY_CLAIM", claim),
+            ("HERALD_DELIVERY_CONCURRENCY", &concurrency),
         ],
-        None,
+        poll,
     )
     .await;
     let receiver = TestReceiver::start(on_moto::answer(traffic.answer_bytes)).await;
@@ -222,6 +264,7 @@ async fn run_once(traffic: Traffic) -> Run {
         .to_owned();
     let before = proxy.calls().len();
     let logged_before = logs::logged();
+    let invocations_before = herald.local.deliver_invocations();
 
     let ids: Vec<String> = (0..traffic.events).map(|i| format!("ord_{i}")).collect();
     let mut published_at = BTreeMap::new();
@@ -256,6 +299,7 @@ async fn run_once(traffic: Traffic) -> Run {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let calls = proxy.calls()[before..].to_vec();
     let logged = logs::logged() - logged_before;
+    let deliver_invocations = herald.local.deliver_invocations() - invocations_before;
     let mut latencies: Vec<Duration> = got
         .iter()
         .filter_map(|r| {
@@ -270,6 +314,7 @@ async fn run_once(traffic: Traffic) -> Run {
         busy_queue,
         deliveries,
         publishes,
+        deliver_invocations,
         calls,
         logged,
         wall,
@@ -375,7 +420,6 @@ fn analyse(
         wru += w;
         rru += r;
     }
-    let count = |action: &str| by_action.get(action).copied().unwrap_or(0) as f64;
     // SQS: the calls on the run's queue, billed per started 64 KiB of payload; the idle
     // lanes' receives apart (priced per month in `idle_queues`).
     let busy_sqs: Vec<&AwsCall> = run
@@ -396,9 +440,13 @@ fn analyse(
         .map(|(_, n)| n)
         .sum();
     // Lambda: one ingest invocation per publish call; one deliver invocation per batch the
-    // event source hands over, which the runner deletes with one DeleteMessageBatch.
-    let deliver_invocations = count("sqs:DeleteMessageBatch");
+    // event source hands over (the runner's pollers count them).
+    let deliver_invocations = run.deliver_invocations as f64;
     let invocations = run.publishes as f64 + deliver_invocations;
+    // A deliver invocation's records, and the waves they go out in to the run's one
+    // receiver (`HERALD_DELIVERY_PER_HOST`, ten by default, at once).
+    let records = run.deliveries as f64 / deliver_invocations.max(1.0);
+    let waves = (records / PER_HOST).ceil().max(1.0);
     // Billed durations: the measured CPU, at the share of a core each function's memory
     // buys, and the round trips stated in prices.json.
     let dynamodb_ms = assumption(prices, "dynamodb_round_trip_ms");
@@ -436,10 +484,15 @@ fn analyse(
     ) / run.deliveries.max(1) as f64;
     let subscription_reads = gets_on("SubscriptionsTable") / deliver_invocations.max(1.0);
     let event_reads = (gets_on("EventsTable") / run.deliveries.max(1) as f64).min(1.0);
+    // Each wave waits as the batch of 10 does, and makes its records' round trips; a batch
+    // larger than ten computes in proportion to its records (its reads of subscriptions
+    // and its queue calls, once a batch, are counted again for each ten: rounding up).
     let deliver_ms = billed_ms(
-        functions.deliver_batch_of_10_ms - functions.deliver_batch_of_10_cpu_ms
-            + dynamodb_ms * (ledger_trips + subscription_reads + event_reads),
-        deliver_cpu_ms,
+        waves
+            * (functions.deliver_batch_of_10_ms - functions.deliver_batch_of_10_cpu_ms
+                + dynamodb_ms * (ledger_trips + event_reads))
+            + dynamodb_ms * subscription_reads,
+        deliver_cpu_ms * (records / 10.0).max(1.0),
         functions.deliver_memory_mb,
     );
     let gb_seconds = run.publishes as f64 * ingest_ms / 1000.0 * functions.ingest_memory_mb
@@ -562,6 +615,9 @@ fn analyse(
         },
         "deliveries": run.deliveries,
         "publish_calls": run.publishes,
+        "delivery_batch_size": run.traffic.batch,
+        "deliver_invocations": run.deliver_invocations,
+        "records_per_deliver_invocation": records,
         "sqs_billed_requests_per_delivery": per(sqs_billed),
         "idle_receives_per_delivery_apart": per(idle_receives as f64),
         "requests_by_action": by_action,

@@ -91,6 +91,8 @@ pub struct LocalHerald {
     provisioned: Provisioned,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Batches the pollers handed to deliver (`PollSettings::invocations`).
+    invocations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LocalHerald {
@@ -154,8 +156,10 @@ impl LocalHerald {
             .region()
             .map_or_else(|| "us-east-1".to_owned(), |r| r.to_string());
         let mut sources = Vec::new();
-        for (logical, batch_size) in provision::event_sources(&template_yaml) {
-            let (url, arn) = provisioned.queues.get(&logical).cloned().with_context(|| {
+        let timeout = provision::deliver_timeout(&template_yaml);
+        for source in provision::event_sources(&template_yaml) {
+            let logical = &source.queue;
+            let (url, arn) = provisioned.queues.get(logical).cloned().with_context(|| {
                 format!("template.yaml maps deliver to {logical}, not provisioned")
             })?;
             let queue = poller::QueueSource {
@@ -165,7 +169,9 @@ impl LocalHerald {
                 region: region.clone(),
             };
             let mut settings = options.poll.clone();
-            settings.batch_size = settings.batch_size.min(batch_size);
+            settings.batch_size = settings.batch_size.or(Some(source.batch_size));
+            settings.batching_window = settings.batching_window.or(Some(source.batching_window));
+            settings.invocation_timeout = settings.invocation_timeout.or(Some(timeout));
             sources.push((queue, settings));
         }
         if sources.is_empty() {
@@ -198,7 +204,13 @@ impl LocalHerald {
             provisioned,
             stop,
             tasks,
+            invocations: options.poll.invocations,
         })
+    }
+
+    /// How many batches the pollers have handed the deliver function: its invocations.
+    pub fn deliver_invocations(&self) -> u64 {
+        self.invocations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:<port>`, with the port actually bound: the API as a custom domain

@@ -3,18 +3,25 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
 };
 use tokio::sync::watch;
 
 use crate::server::stopped;
+
+/// The event source mapping's largest batch from a standard queue.
+pub const MAX_BATCH_SIZE: i32 = 10_000;
+/// SQS's most messages a receive (or a deletion) takes.
+const SQS_BATCH: usize = 10;
 
 /// After an SQS error, the pause before the next try.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -24,8 +31,22 @@ const MIN_EMPTY_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct PollSettings {
-    /// Messages per batch, at most 10.
-    pub batch_size: i32,
+    /// Messages per batch at most (the event source mapping's `BatchSize`). None: the
+    /// template's, for each queue (with its parameter's default); set, instead of it, as
+    /// a deployment's `DeliveryBatchSize` would. More than ten are gathered over several
+    /// receives, as the event source mapping does.
+    pub batch_size: Option<i32>,
+    /// How long a poller gathers a batch once its first message arrived, until it holds
+    /// `batch_size` (the event source mapping's `MaximumBatchingWindowInSeconds`,
+    /// <https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-parameters.html>). None:
+    /// the template's. Waits are whole seconds of long polling, as SQS counts them.
+    pub batching_window: Option<Duration>,
+    /// The deliver function's timeout (the template's `Timeout`): a batch handed to the
+    /// handler in this process ends by then, as an invocation does. None: no deadline.
+    pub invocation_timeout: Option<Duration>,
+    /// Batches handed to the deliver function (invocations), counted by every poller
+    /// whose settings were cloned from these.
+    pub invocations: Arc<AtomicU64>,
     /// Long-polling wait, in seconds (20 at most).
     pub wait_seconds: i32,
     /// Batches in flight at once, like concurrent Lambda instances.
@@ -41,7 +62,10 @@ pub struct PollSettings {
 impl Default for PollSettings {
     fn default() -> Self {
         Self {
-            batch_size: 10,
+            batch_size: None,
+            batching_window: None,
+            invocation_timeout: None,
+            invocations: Arc::default(),
             wait_seconds: 20,
             pollers: 2,
             print_attempts: true,
@@ -129,21 +153,16 @@ pub async fn run(
 ) {
     loop {
         let started = Instant::now();
+        let batch = settings.batch_size.unwrap_or(10).clamp(1, MAX_BATCH_SIZE) as usize;
         let received = tokio::select! {
-            received = queue
-                .client
-                .receive_message()
-                .queue_url(&queue.url)
-                .max_number_of_messages(settings.batch_size.clamp(1, 10))
-                .wait_time_seconds(settings.wait_seconds.clamp(0, 20))
-                .set_visibility_timeout(settings.visibility_timeout.map(|s| s.clamp(0, 43_200)))
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .message_attribute_names("All")
-                .send() => received,
+            received = receive(&queue, &settings, batch, settings.wait_seconds) => received,
             () = stopped(&mut stop) => return,
         };
         let messages = match received {
-            Ok(output) => output.messages.unwrap_or_default(),
+            Ok(messages) => {
+                let window = settings.batching_window.unwrap_or_default();
+                gather(&queue, &settings, messages, batch, window).await
+            }
             Err(e) => {
                 tracing::warn!(error = %DisplayErrorContext(&e), queue = %queue.url, "receiving from the delivery queue failed; trying again shortly");
                 pause(ERROR_PAUSE, &mut stop).await;
@@ -156,6 +175,56 @@ pub async fn run(
         }
         handle_batch(&queue, &deliver, &settings, &messages).await;
     }
+}
+
+/// One receive of at most `batch` (and SQS's ten) messages, waiting up to `wait` seconds.
+async fn receive(
+    queue: &QueueSource,
+    settings: &PollSettings,
+    batch: usize,
+    wait: i32,
+) -> Result<Vec<Message>, aws_sdk_sqs::error::SdkError<ReceiveMessageError>> {
+    let output = queue
+        .client
+        .receive_message()
+        .queue_url(&queue.url)
+        .max_number_of_messages(batch.clamp(1, SQS_BATCH) as i32)
+        .wait_time_seconds(wait.clamp(0, 20))
+        .set_visibility_timeout(settings.visibility_timeout.map(|s| s.clamp(0, 43_200)))
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await?;
+    Ok(output.messages.unwrap_or_default())
+}
+
+/// A batch gathered from its first messages: more receives until it holds `batch` or
+/// `window` has passed since it began, as the event source mapping fills a batch before
+/// it invokes. The window's rest is waited as long polling rounded up to a second (SQS
+/// counts waits in seconds); a receive that fails ends the gathering with what is held.
+async fn gather(
+    queue: &QueueSource,
+    settings: &PollSettings,
+    mut messages: Vec<Message>,
+    batch: usize,
+    window: Duration,
+) -> Vec<Message> {
+    let began = Instant::now();
+    while !messages.is_empty() && messages.len() < batch {
+        let left = window.saturating_sub(began.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        let wait = left.as_secs_f64().ceil() as i32;
+        match receive(queue, settings, batch - messages.len(), wait).await {
+            Ok(more) => messages.extend(more),
+            Err(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), queue = %queue.url, "receiving more of a batch failed; handing over what was received");
+                break;
+            }
+        }
+    }
+    messages
 }
 
 async fn pause(duration: Duration, stop: &mut watch::Receiver<bool>) {
@@ -173,12 +242,16 @@ async fn handle_batch(
 ) {
     let mut event = SqsEvent::default();
     event.records = messages.iter().map(|m| to_record(m, queue)).collect();
+    settings.invocations.fetch_add(1, Ordering::Relaxed);
     // What the function reports failed stays on the queue and comes back when its
     // visibility timeout ends; everything else is done. A failed invocation leaves the
     // whole batch, as the event source mapping does.
     let failed: HashSet<String> = match deliver {
         DeliverTarget::InProcess(deliver) => {
-            let outcome = herald_deliver::process_batch(deliver, event).await;
+            let deadline = settings
+                .invocation_timeout
+                .map(|timeout| tokio::time::Instant::now() + timeout);
+            let outcome = herald_deliver::process_batch_until(deliver, event, deadline).await;
             if settings.print_attempts {
                 let now = chrono::Local::now().format("%H:%M:%S");
                 for report in &outcome.reports {
@@ -220,10 +293,14 @@ async fn handle_batch(
                 .ok()
         })
         .collect();
-    if entries.is_empty() {
-        return;
+    // Ten a call, SQS's most. A message left undeleted comes back and finds its delivery
+    // final: a no-op.
+    for entries in entries.chunks(SQS_BATCH) {
+        delete(queue, entries.to_vec()).await;
     }
-    // A message left undeleted comes back and finds its delivery final: a no-op.
+}
+
+async fn delete(queue: &QueueSource, entries: Vec<DeleteMessageBatchRequestEntry>) {
     match queue
         .client
         .delete_message_batch()

@@ -106,9 +106,20 @@ impl Provisioned {
     }
 }
 
-/// The deliver function's SQS event sources in the template: each queue's logical id and
-/// the batch size its mapping hands over.
-pub fn event_sources(template: &Value) -> Vec<(String, i32)> {
+/// One of the deliver function's SQS event sources, as the template maps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventSource {
+    /// The queue's logical id.
+    pub queue: String,
+    /// `BatchSize`: the most records an invocation is handed (10 when unset).
+    pub batch_size: i32,
+    /// `MaximumBatchingWindowInSeconds`: how long a batch is gathered (0 when unset).
+    pub batching_window: Duration,
+}
+
+/// The deliver function's SQS event sources in the template, their parameters resolved
+/// to their defaults.
+pub fn event_sources(template: &Value) -> Vec<EventSource> {
     let events = template
         .get("Resources")
         .and_then(|r| r.get("DeliverFunction"))
@@ -127,14 +138,41 @@ pub fn event_sources(template: &Value) -> Vec<(String, i32)> {
                 }
                 _ => return None,
             };
-            let batch = properties
-                .get("BatchSize")
-                .and_then(|b| scalar(b, template))
-                .and_then(|b| b.parse().ok())
-                .unwrap_or(10);
-            Some((queue, batch))
+            let number = |name: &str| {
+                properties
+                    .get(name)
+                    .and_then(|b| scalar(b, template))
+                    .and_then(|b| b.parse::<i32>().ok())
+            };
+            Some(EventSource {
+                queue,
+                batch_size: number("BatchSize").unwrap_or(10),
+                batching_window: Duration::from_secs(
+                    number("MaximumBatchingWindowInSeconds").unwrap_or(0).max(0) as u64,
+                ),
+            })
         })
         .collect()
+}
+
+/// The deliver function's `Timeout` (or the template's `Globals`), in seconds; Lambda's
+/// default of 3 when neither sets one.
+pub fn deliver_timeout(template: &Value) -> Duration {
+    let own = template
+        .get("Resources")
+        .and_then(|r| r.get("DeliverFunction"))
+        .and_then(|f| f.get("Properties"))
+        .and_then(|p| p.get("Timeout"));
+    let global = template
+        .get("Globals")
+        .and_then(|g| g.get("Function"))
+        .and_then(|f| f.get("Timeout"));
+    let seconds = own
+        .or(global)
+        .and_then(|t| scalar(t, template))
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(3);
+    Duration::from_secs(seconds)
 }
 
 /// `template.yaml` at the root of the workspace, or `HERALD_TEMPLATE`.
@@ -531,4 +569,56 @@ async fn create_queue(
         bail!("empty queue ARN");
     }
     Ok((url, arn))
+}
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+
+    fn template() -> Value {
+        yaml_serde::from_str(&std::fs::read_to_string(template_path()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_event_sources_and_timeout_are_the_templates_with_its_parameters_defaults() {
+        let template = template();
+        let mut sources = event_sources(&template);
+        sources.sort_by(|a, b| a.queue.cmp(&b.queue));
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            sources,
+            vec![
+                EventSource {
+                    queue: "DeliveryQueue".into(),
+                    // `!Ref DeliveryBatchSize`, resolved to its default.
+                    batch_size: 10,
+                    batching_window: second,
+                },
+                EventSource {
+                    queue: "OrderedDeliveryQueue".into(),
+                    batch_size: 1,
+                    batching_window: Duration::ZERO,
+                },
+                EventSource {
+                    queue: "SlowDeliveryQueue".into(),
+                    batch_size: 10,
+                    batching_window: second,
+                },
+            ]
+        );
+        assert_eq!(deliver_timeout(&template), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_function_without_a_timeout_has_lambdas_default() {
+        let template: Value =
+            yaml_serde::from_str("Resources:\n  DeliverFunction:\n    Properties: {}\n").unwrap();
+        assert_eq!(deliver_timeout(&template), Duration::from_secs(3));
+        let global: Value = yaml_serde::from_str(
+            "Globals:\n  Function:\n    Timeout: 20\nResources:\n  DeliverFunction:\n    Properties: {}\n",
+        )
+        .unwrap();
+        assert_eq!(deliver_timeout(&global), Duration::from_secs(20));
+    }
 }

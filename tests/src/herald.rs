@@ -38,6 +38,26 @@ impl TestHerald {
         visibility_timeout: Option<i32>,
         pollers: usize,
     ) -> Self {
+        let poll = PollSettings {
+            batch_size: Some(10),
+            // What one receive brings, as a batching window hands over under load: a
+            // test's few messages are not held for the template's second.
+            batching_window: Some(Duration::ZERO),
+            wait_seconds: 1,
+            pollers,
+            print_attempts: false,
+            visibility_timeout,
+            ..PollSettings::default()
+        };
+        Self::start_with_poll(sdk, settings, poll).await
+    }
+
+    /// The same, its pollers set by `poll` (batch size, batching window, pollers).
+    pub async fn start_with_poll(
+        sdk: aws_config::SdkConfig,
+        settings: &[(&str, &str)],
+        poll: PollSettings,
+    ) -> Self {
         // Test logs stay silent unless asked for with RUST_LOG.
         if std::env::var_os("RUST_LOG").is_some() {
             herald_aws::lambda::telemetry::init_json_logs();
@@ -54,13 +74,7 @@ impl TestHerald {
             prefix: unique_prefix(),
             api_addr: "127.0.0.1:0".parse().expect("an address"),
             settings: all,
-            poll: PollSettings {
-                batch_size: 10,
-                wait_seconds: 1,
-                pollers,
-                print_attempts: false,
-                visibility_timeout,
-            },
+            poll,
             stage: None,
         };
         let local = LocalHerald::start(options).await.expect("starting Herald");

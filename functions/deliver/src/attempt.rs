@@ -146,6 +146,11 @@ pub(crate) async fn deliver<P: Ports>(
             {
                 return Outcome::unsent(to_slow_lane(deps, task).await, Some(subscription));
             }
+            // Too late in the invocation for an attempt to end in it: handed back before
+            // any claim or rate-limit ticket is taken.
+            if shared.too_late_for(attempt_limit(deps, task, subscription)) {
+                return Outcome::unsent(Disposition::Deferred, Some(subscription));
+            }
             if let Err(disposition) = within_rate(deps, task, subscription, received).await {
                 return Outcome::unsent(disposition, Some(subscription));
             }
@@ -521,6 +526,12 @@ async fn send<P: Ports>(
         now,
     );
     let permit = shared.hosts.acquire(webhook.url.host()).await;
+    // Its turn came after the POSTs ahead of it to the same host: if an attempt begun
+    // now could not end before the invocation does, it is handed back unattempted.
+    if shared.too_late_for(attempt_limit(deps, task, subscription)) {
+        drop(permit);
+        return Err(defer(deps, task, claimed).await);
+    }
     // The span names the receiver by its origin alone: a path or query can hold a token.
     let origin = webhook.url.url().origin().ascii_serialization();
     // On the standard lane, an answer slower than the slow lane's threshold is not waited
@@ -789,6 +800,36 @@ async fn finish_unsent<P: Ports>(
         Ok(()) | Err(StoreError::Conflict) => Disposition::Skipped(why.to_owned()),
         Err(e) => interrupted(format!("ledger: {e}")),
     }
+}
+
+/// The longest an attempt of `task` may wait for its answer: its subscription's limit or
+/// the deployment's, and on the standard lane no longer than the slow lane's threshold.
+fn attempt_limit<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    subscription: &Subscription,
+) -> Duration {
+    let limit = subscription.timeout.map_or(deps.settings.timeout, |t| {
+        t.get().min(deps.settings.timeout)
+    });
+    match (task.lane(), deps.settings.slow_after) {
+        (Lane::Standard, Some(after)) => limit.min(after),
+        _ => limit,
+    }
+}
+
+/// Gives the claim back (pending, no attempt) for a record whose turn came too late in
+/// the invocation; SQS hands its message back at once. Not a failure: a lease that could
+/// not be given back lapses, and the copy that comes back waits for it.
+async fn defer<P: Ports>(
+    deps: &DeliverDeps<P>,
+    task: &DeliveryTask,
+    claimed: &Claimed,
+) -> Disposition {
+    if let Err(e) = end_claim(deps, task, claimed, DeliveryState::Pending, None).await {
+        tracing::warn!(delivery_id = %task.delivery_id, error = %e, "could not give back a deferred delivery's claim; its lease will lapse");
+    }
+    Disposition::Deferred
 }
 
 /// Gives the claim back (pending, no attempt) after a failure of Herald's own; SQS hands

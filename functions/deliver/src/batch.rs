@@ -72,6 +72,28 @@ pub(crate) struct BatchShared {
     /// The events the batch's claim checks name, each read once for the batch however
     /// many of its records carry it (a large event's fan-out arrives together).
     pub(crate) events: StoredEvents,
+    /// When the invocation ends, if it had time for an attempt when the batch began: a
+    /// record whose turn comes too late to finish by then is handed back unattempted
+    /// (`Disposition::Deferred`).
+    pub(crate) deadline: Option<tokio::time::Instant>,
+}
+
+/// What an invocation keeps back from its deadline after an attempt's longest wait: the
+/// attempt's record, the batch's queue calls and the answer to Lambda.
+pub(crate) const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl BatchShared {
+    /// Whether an attempt that may wait `limit` for its answer, started now, could end
+    /// (and be recorded) before the invocation's deadline.
+    pub(crate) fn too_late_for(&self, limit: std::time::Duration) -> bool {
+        self.deadline
+            .is_some_and(|deadline| too_late(deadline, limit))
+    }
+}
+
+/// Whether an attempt that may wait `limit`, started now, ends too close to `deadline`.
+fn too_late(deadline: tokio::time::Instant, limit: std::time::Duration) -> bool {
+    tokio::time::Instant::now() + limit + DEADLINE_MARGIN > deadline
 }
 
 /// An event a claim check names: by tenant, id and fingerprint.
@@ -212,9 +234,26 @@ async fn process_unit<P: Ports>(
     settled
 }
 
-/// Delivers one SQS batch. The deps are shared (`Arc`) because on a runtime with more than
-/// one worker the records run as tasks of their own, spread over the workers.
+/// Delivers one SQS batch with no deadline: every record is attempted, however long the
+/// batch takes (the handler tests, the bench).
 pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent) -> BatchOutcome {
+    process_batch_until(deps, event, None).await
+}
+
+/// Delivers one SQS batch within an invocation that ends at `deadline` (Lambda's, from
+/// the Runtime API's `Lambda-Runtime-Deadline-Ms`). A record is attempted only if its
+/// attempt can end, and be recorded, by then; one whose turn comes later (a batch larger
+/// than its hosts' bound lets through in the time) is handed back at once, not attempted.
+/// A deadline that leaves less than the deployment's attempt timeout from the start is
+/// not applied: every record is attempted, as with none (a function timeout set below
+/// `HERALD_DELIVERY_TIMEOUT` would otherwise hand every record back for ever). The deps
+/// are shared (`Arc`) because on a runtime with more than one worker the records run as
+/// tasks of their own, spread over the workers.
+pub async fn process_batch_until<P: Ports>(
+    deps: &Arc<DeliverDeps<P>>,
+    event: SqsEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> BatchOutcome {
     let decoded: Vec<Record> = event
         .records
         .into_iter()
@@ -224,10 +263,21 @@ pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent
             (m, task)
         })
         .collect();
+    let deadline = deadline.filter(|&deadline| {
+        let applies = !too_late(deadline, deps.settings.timeout);
+        if !applies {
+            tracing::warn!(
+                timeout_s = deps.settings.timeout.as_secs(),
+                "the invocation is shorter than an attempt's timeout and its margin: every record is attempted; raise the function's timeout"
+            );
+        }
+        applies
+    });
     let shared = Arc::new(BatchShared {
         subscriptions: load_subscriptions(deps, &decoded).await,
         hosts: HostLimits::new(deps.settings.per_host),
         events: StoredEvents::default(),
+        deadline,
     });
     let settling = run_records(deps, &shared, decoded).await;
     let reports = settle(deps, settling).await;
@@ -471,7 +521,7 @@ fn report_of(message_id: &str, task: &DeliveryTask, outcome: Outcome) -> RecordR
 /// The batch's metrics (docs/OPERATIONS.md): each record's outcome counted, the
 /// attempts' latencies and error codes, and the lag from acceptance to first attempt.
 pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
-    let mut counts: [(&str, u64); 14] = [
+    let mut counts: [(&str, u64); 15] = [
         ("Delivered", 0),
         ("Retried", 0),
         ("Failed", 0),
@@ -485,6 +535,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
         ("Interrupted", 0),
         ("Behind", 0),
         ("ToSlowLane", 0),
+        ("Deferred", 0),
         ("Attempts", 0),
     ];
     let mut bump = |name: &str| {
@@ -508,6 +559,7 @@ pub fn batch_metrics(reports: &[RecordReport]) -> Metrics {
             Disposition::Interrupted(_) => "Interrupted",
             Disposition::Behind => "Behind",
             Disposition::ToSlowLane => "ToSlowLane",
+            Disposition::Deferred => "Deferred",
         });
         if report.attempt.is_some() {
             bump("Attempts");

@@ -18,7 +18,7 @@ use herald_aws::lambda::wiring::{AwsPorts, Function, SqsFunction, Started};
 use herald_core::delivery::settings::DeliverySettings;
 use herald_core::ports::{Adapters, Ports};
 
-pub use batch::{BatchOutcome, batch_metrics, process_batch};
+pub use batch::{BatchOutcome, batch_metrics, process_batch, process_batch_until};
 pub use report::{Disposition, RecordReport};
 
 pub struct DeliverDeps<P: Ports> {
@@ -52,7 +52,8 @@ impl SqsFunction for Deliver {
     async fn handle(
         deps: &std::sync::Arc<Self::Deps>,
         event: aws_lambda_events::sqs::SqsEvent,
+        deadline: Option<tokio::time::Instant>,
     ) -> aws_lambda_events::sqs::SqsBatchResponse {
-        process_batch(deps, event).await.response
+        process_batch_until(deps, event, deadline).await.response
     }
 }

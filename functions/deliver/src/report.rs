@@ -35,6 +35,10 @@ pub enum Disposition {
     /// Its subscription's receivers are slow: queued on the slow lane (after an attempt
     /// cut at `HERALD_SLOW_LANE_AFTER`, or without one), its message here let go.
     ToSlowLane,
+    /// Its turn came too late in the invocation for an attempt to end before the
+    /// invocation's deadline (a large batch's records waiting on one host): not attempted,
+    /// handed back at once for another invocation.
+    Deferred,
 }
 
 impl Disposition {
@@ -48,6 +52,7 @@ impl Disposition {
                 | Self::RateLimited(_)
                 | Self::Behind
                 | Self::ToSlowLane
+                | Self::Deferred
         )
     }
 
@@ -60,6 +65,7 @@ impl Disposition {
                 | Self::RateLimited(_)
                 | Self::Interrupted(_)
                 | Self::Behind
+                | Self::Deferred
         )
     }
 }
@@ -92,6 +98,9 @@ impl fmt::Display for Disposition {
             Self::Interrupted(why) => write!(f, "interrupted: {why}"),
             Self::Behind => f.write_str("waits behind an earlier delivery of its ordered line"),
             Self::ToSlowLane => f.write_str("its receivers are slow: sent on the slow lane"),
+            Self::Deferred => f.write_str(
+                "no time left in the invocation for an attempt: handed back, not attempted",
+            ),
         }
     }
 }

@@ -143,6 +143,8 @@ fn hide_for(disposition: &Disposition) -> Option<Duration> {
         Disposition::Interrupted(_) => Some(INTERRUPTED_DELAY),
         // Visible again at once: its line holds it until the delivery ahead is done.
         Disposition::Behind => Some(Duration::ZERO),
+        // Visible again at once, for an invocation with time for it.
+        Disposition::Deferred => Some(Duration::ZERO),
         _ => None,
     }
 }

@@ -645,6 +645,92 @@ async fn deliver_serves_the_slow_lane_and_moves_a_slow_subscriptions_tasks_there
     allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
 }
 
+/// Deliver's deadline is its invocation's, as the Runtime API gives it (the emulator's
+/// `AWS_LAMBDA_FUNCTION_TIMEOUT`, Lambda's function timeout): a batch of four to one slow
+/// receiver, one POST at a time, attempts what can end in time and hands the rest back
+/// unattempted, visible again at once.
+#[tokio::test]
+async fn deliver_hands_back_what_its_invocations_deadline_leaves_no_time_for() {
+    let aws = TestAws::new().await;
+    let receiver =
+        TestReceiver::start(Script::always(200).with_delay(Duration::from_secs(3))).await;
+    subscription_of_the_events_files(&aws, &receiver.url()).await;
+    // 13 s an invocation; an attempt may wait 3.5 s and 5 s are kept after it. The POSTs
+    // start at about 0, 3 and 6 s: the first two can end in time, the last two cannot.
+    let (deliver, deliver_calls) = deliver_under_the_emulator(
+        &aws,
+        &[
+            ("AWS_LAMBDA_FUNCTION_TIMEOUT", "13"),
+            ("HERALD_DELIVERY_TIMEOUT", "3500ms"),
+            ("HERALD_DELIVERY_PER_HOST", "1"),
+        ],
+    )
+    .await;
+    let queue = herald_local::poller::QueueSource {
+        client: aws.sqs.clone(),
+        url: aws.provisioned.delivery_queue_url().to_owned(),
+        arn: "arn:aws:sqs:us-east-1:123456789012:herald-DeliveryQueue".into(),
+        region: "us-east-1".into(),
+    };
+    let entries = (0..4)
+        .map(|i| {
+            let event = herald_core::event::Event {
+                id: herald_core::ids::EventId::parse(&format!("ord_{i}")).unwrap(),
+                event_type: herald_core::event::EventType::parse("order.paid").unwrap(),
+                occurred_at: chrono::Utc::now(),
+                data: serde_json::Map::new(),
+                subject: None,
+            };
+            let task = herald_core::delivery::DeliveryTask::new(
+                &herald_core::ids::TenantId::parse("acme").unwrap(),
+                &SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
+                &event,
+                chrono::Utc::now(),
+            );
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(task.to_message_body())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    aws.sqs
+        .send_message_batch()
+        .queue_url(&queue.url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < 4 {
+        let received = aws
+            .sqs
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        messages.extend(received.messages.unwrap_or_default());
+    }
+    let records: Vec<_> = messages
+        .iter()
+        .map(|m| herald_local::poller::to_record(m, &queue))
+        .collect();
+
+    let answer = deliver.invoke(&json!({ "Records": records })).await;
+
+    let handed_back = answer["batchItemFailures"].as_array().unwrap();
+    assert_eq!(handed_back.len(), 2, "{answer}\n{}", deliver.output());
+    assert_eq!(receiver.requests().len(), 2);
+    // Visible again at once, for another invocation.
+    let again = aws.peek_queue(&queue.url).await;
+    assert_eq!(again.len(), 2, "{}", deliver.output());
+    ran_under_the_emulator(&deliver, 1);
+    allowed_by_the_template("DeliverFunction", &aws, &deliver_calls.calls());
+}
+
 /// A variable's value as a deployment with the parameters' defaults would set it: a
 /// parameter's default, a placeholder for a resource's name, "" for an unset secret.
 fn deployed_value(value: &yaml_serde::Value, template: &yaml_serde::Value) -> String {

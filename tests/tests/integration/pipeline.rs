@@ -1214,3 +1214,76 @@ async fn with_reads_for_claims_a_delivery_is_one_write_and_a_copy_after_it_is_no
     );
     herald.shutdown().await;
 }
+
+/// Messages on `url` that are waiting or handed out and not yet deleted.
+async fn messages_on(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName::{
+        ApproximateNumberOfMessages, ApproximateNumberOfMessagesNotVisible,
+    };
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(ApproximateNumberOfMessages)
+        .attribute_names(ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let count = |name| {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap()
+    };
+    count(ApproximateNumberOfMessages) + count(ApproximateNumberOfMessagesNotVisible)
+}
+
+/// A deployment's `DeliveryBatchSize` above SQS's ten: the event source gathers the batch
+/// over several receives within its batching window, deliver takes it in one invocation,
+/// and what it delivered is deleted, ten a call.
+#[tokio::test]
+async fn a_batch_larger_than_ten_is_gathered_delivered_in_one_invocation_and_deleted() {
+    let poll = herald_local::PollSettings {
+        batch_size: Some(25),
+        batching_window: Some(Duration::from_secs(5)),
+        wait_seconds: 1,
+        pollers: 1,
+        print_attempts: false,
+        ..herald_local::PollSettings::default()
+    };
+    let herald = TestHerald::start_with_poll(
+        herald_tests::aws::sdk_config(),
+        &[("HERALD_DELIVERY_CONCURRENCY", "25")],
+        poll,
+    )
+    .await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    herald.subscribe("acme", &receiver.url(), &["*"]).await;
+
+    let events: Vec<Value> = (0..25)
+        .map(|i| json!({"id": format!("b{i}"), "type": "order.paid", "data": {"n": i}}))
+        .collect();
+    let (status, answer) = herald.publish("acme", json!({ "events": events })).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(receiver.wait_for(25, PATIENCE).await.len(), 25);
+    assert_eq!(
+        herald.local.deliver_invocations(),
+        1,
+        "the 25 tasks came in one batch"
+    );
+    let sqs = aws_sdk_sqs::Client::new(&herald.sdk);
+    let queue = herald.local.provisioned().delivery_queue_url().to_owned();
+    wait::until(
+        "the batch's 25 messages deleted",
+        PATIENCE,
+        Duration::from_millis(100),
+        || async {
+            match messages_on(&sqs, &queue).await {
+                0 => Ok(()),
+                n => Err(format!("{n} left")),
+            }
+        },
+    )
+    .await;
+    herald.shutdown().await;
+}

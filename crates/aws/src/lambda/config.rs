@@ -645,6 +645,7 @@ impl Config {
                 concurrency: number(env, "HERALD_DELIVERY_CONCURRENCY", 10, 1000)?,
                 per_host: number(env, "HERALD_DELIVERY_PER_HOST", 10, 1000)?,
                 lease: herald_core::delivery::settings::DeliverySettings::lease_for(attempt),
+                timeout,
                 retention,
                 auto_disable_after: duration(
                     env,

@@ -179,7 +179,8 @@ pub trait HttpFunction: 'static {
     fn handle(deps: &Self::Deps, request: Request) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// A function the SQS event source invokes with a batch.
+/// A function the SQS event source invokes with a batch, and the moment its invocation
+/// ends (the Runtime API's deadline, [`deadline_of`]).
 pub trait SqsFunction: 'static {
     const FUNCTION: Function;
     type Deps: Send + Sync + 'static;
@@ -187,7 +188,21 @@ pub trait SqsFunction: 'static {
     fn handle(
         deps: &Arc<Self::Deps>,
         event: SqsEvent,
+        deadline: Option<tokio::time::Instant>,
     ) -> impl Future<Output = SqsBatchResponse> + Send;
+}
+
+/// The invocation's deadline as an instant of this process's clock: the Runtime API gives
+/// it as milliseconds since the Unix epoch (`Lambda-Runtime-Deadline-Ms`,
+/// <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html#runtimes-api-next>).
+/// None when it is not given (0) or already past.
+pub fn deadline_of(deadline_ms: u64) -> Option<tokio::time::Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let deadline = std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline_ms);
+    let left = deadline.duration_since(std::time::SystemTime::now()).ok()?;
+    Some(tokio::time::Instant::now() + left)
 }
 
 /// Logs, SDK, settings and ports, or the configuration error that stops start-up.
@@ -223,9 +238,38 @@ pub fn run_sqs<F: SqsFunction>() -> Result<(), Error> {
         let deps = &deps;
         lambda_runtime::run(lambda_runtime::service_fn(
             move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
-                Ok::<_, Error>(F::handle(deps, event.payload).await)
+                let deadline = deadline_of(event.context.deadline);
+                Ok::<_, Error>(F::handle(deps, event.payload, deadline).await)
             },
         ))
         .await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::deadline_of;
+
+    fn millis(at: SystemTime) -> u64 {
+        at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    #[tokio::test]
+    async fn the_runtime_apis_deadline_is_an_instant_as_far_off() {
+        let before = tokio::time::Instant::now();
+        let deadline = deadline_of(millis(SystemTime::now() + Duration::from_secs(60))).unwrap();
+        let left = deadline - before;
+        assert!(
+            left > Duration::from_secs(58) && left <= Duration::from_secs(61),
+            "{left:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_deadline_or_one_already_past_is_none() {
+        assert!(deadline_of(0).is_none());
+        assert!(deadline_of(millis(SystemTime::now() - Duration::from_secs(1))).is_none());
+    }
 }

@@ -16,6 +16,10 @@ pub struct DeliverySettings {
     pub per_host: usize,
     /// How long a claim keeps other copies of a message away: the timeout and a margin.
     pub lease: Duration,
+    /// The deployment's limit on an attempt's wait for its answer (`HERALD_DELIVERY_TIMEOUT`);
+    /// a subscription may set a shorter one. A batch starts an attempt only while its
+    /// invocation has this long left and a margin (docs/DECISIONS.md, "Batch size").
+    pub timeout: Duration,
     /// How long delivery records are kept.
     pub retention: Duration,
     /// A subscription failing this long without a success is disabled.
@@ -94,6 +98,7 @@ impl Default for DeliverySettings {
             concurrency: 10,
             per_host: 10,
             lease: Self::lease_for(Duration::from_secs(30)),
+            timeout: Duration::from_secs(30),
             retention: Duration::from_secs(30 * 86_400),
             auto_disable_after: Duration::from_secs(5 * 86_400),
             max_receives: DEFAULT_MAX_RECEIVES,

@@ -1,6 +1,7 @@
 //! The functions' handlers on the in-memory ports (`herald_testkit`), fed with the files
 //! of `events/`.
 
+mod deadline;
 mod deliver;
 mod erase;
 mod ingest;
