@@ -146,9 +146,13 @@ pub(crate) async fn deliver<P: Ports>(
             {
                 return Outcome::unsent(to_slow_lane(deps, task).await, Some(subscription));
             }
-            // Too late in the invocation for an attempt to end in it: handed back before
-            // any claim or rate-limit ticket is taken.
-            if shared.too_late_for(attempt_limit(deps, task, subscription)) {
+            // Too late in the invocation for an attempt to end in it (its query, if it
+            // has one, and its POST): handed back before any claim or rate-limit ticket.
+            let query = match subscription.query {
+                Some(_) => deps.graphql.timeout(),
+                None => Duration::ZERO,
+            };
+            if shared.too_late_for(query + attempt_limit(deps, task, subscription)) {
                 return Outcome::unsent(Disposition::Deferred, Some(subscription));
             }
             if let Err(disposition) = within_rate(deps, task, subscription, received).await {
