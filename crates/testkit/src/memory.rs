@@ -59,6 +59,24 @@ pub fn active_subscription(
     }
 }
 
+/// The task of delivering an `order.paid` event `order` (no data) to `tenant`'s
+/// `subscription`, accepted now: the fixture the deliver tests hand over.
+pub fn paid_order_task(tenant: &str, subscription: &str, order: &str) -> DeliveryTask {
+    let event = Event {
+        id: EventId::parse(order).expect("an event id"),
+        event_type: herald_core::event::EventType::parse("order.paid").expect("an event type"),
+        occurred_at: Utc::now(),
+        data: Default::default(),
+        subject: None,
+    };
+    DeliveryTask::new(
+        &TenantId::parse(tenant).expect("a tenant id"),
+        &SubscriptionId::parse(subscription).expect("a subscription id"),
+        &event,
+        Utc::now(),
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -674,18 +674,10 @@ async fn deliver_hands_back_what_its_invocations_deadline_leaves_no_time_for() {
     };
     let entries = (0..4)
         .map(|i| {
-            let event = herald_core::event::Event {
-                id: herald_core::ids::EventId::parse(&format!("ord_{i}")).unwrap(),
-                event_type: herald_core::event::EventType::parse("order.paid").unwrap(),
-                occurred_at: chrono::Utc::now(),
-                data: serde_json::Map::new(),
-                subject: None,
-            };
-            let task = herald_core::delivery::DeliveryTask::new(
-                &herald_core::ids::TenantId::parse("acme").unwrap(),
-                &SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
-                &event,
-                chrono::Utc::now(),
+            let task = herald_testkit::paid_order_task(
+                "acme",
+                "sub_01JD5Q8Z6X0000000000000000",
+                &format!("ord_{i}"),
             );
             aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                 .id(i.to_string())

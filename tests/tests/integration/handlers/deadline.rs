@@ -8,15 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_lambda_events::sqs::SqsEvent;
-use chrono::Utc;
 use herald_core::delivery::settings::{ClaimMode, DeliverySettings};
 use herald_core::delivery::{DeliveryState, DeliveryTask};
-use herald_core::event::{Event, EventType};
-use herald_core::ids::{EventId, SubscriptionId, TenantId};
+use herald_core::ids::SubscriptionId;
 use herald_core::ports::{OutgoingWebhook, SendOutcome, SubscriptionStore, WebhookSender};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_deliver::{DeliverDeps, Disposition, process_batch_until};
-use herald_testkit::{MemoryPortsWith, active_subscription};
+use herald_testkit::{MemoryPortsWith, active_subscription, paid_order_task};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -87,21 +85,7 @@ async fn deps(
 /// `n` tasks of the one subscription.
 fn tasks(n: usize) -> Vec<DeliveryTask> {
     (0..n)
-        .map(|i| {
-            let event = Event {
-                id: EventId::parse(&format!("ord_{i}")).unwrap(),
-                event_type: EventType::parse("order.paid").unwrap(),
-                occurred_at: Utc::now(),
-                data: serde_json::Map::new(),
-                subject: None,
-            };
-            DeliveryTask::new(
-                &TenantId::parse("acme").unwrap(),
-                &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-                &event,
-                Utc::now(),
-            )
-        })
+        .map(|i| paid_order_task("acme", SUBSCRIPTION, &format!("ord_{i}")))
         .collect()
 }
 

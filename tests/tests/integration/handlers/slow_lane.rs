@@ -11,8 +11,7 @@ use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use herald_core::delivery::settings::DeliverySettings;
 use herald_core::delivery::{AttemptError, DeliveryState, DeliveryTask, Lane};
-use herald_core::event::{Event, EventType};
-use herald_core::ids::{EventId, SubscriptionId, TenantId};
+use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{
     DeliveryLedger, OutgoingWebhook, SendOutcome, SubscriptionStore, WebhookSender,
 };
@@ -68,19 +67,7 @@ async fn deps() -> Arc<Deps> {
 }
 
 fn task(n: usize) -> DeliveryTask {
-    let event = Event {
-        id: EventId::parse(&format!("ord_{n}")).unwrap(),
-        event_type: EventType::parse("order.paid").unwrap(),
-        occurred_at: Utc::now(),
-        data: serde_json::Map::new(),
-        subject: None,
-    };
-    DeliveryTask::new(
-        &TenantId::parse("acme").unwrap(),
-        &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
-        &event,
-        Utc::now(),
-    )
+    herald_testkit::paid_order_task("acme", SUBSCRIPTION, &format!("ord_{n}"))
 }
 
 fn batch(tasks: &[DeliveryTask]) -> SqsEvent {
