@@ -6,8 +6,13 @@
 #   2. the emulator tests (tests/tests/integration/lambda.rs) and the bench's cold starts
 #      (bench/src/coldstart.rs: a start and one empty invocation) run each bootstrap
 #      under callgrind, through wrappers given as HERALD_TEST_BOOTSTRAP_DIR;
-#   3. scripts/hot_code.py writes the linker script from the profiles, the start's first;
-#   4. the bootstraps are built again, stripped, with the new script.
+#   3. the same for the arm64 bootstraps (the template's default), built by `sam build`
+#      with their symbols kept and run under qemu-user (Debian's qemu-user and
+#      libc6-arm64-cross, installed when missing), which logs the function of each block
+#      of code it translates (`-d in_asm`);
+#   4. scripts/hot_code.py writes the linker script from the profiles and the logs, the
+#      start's first;
+#   5. the bootstraps are built again, stripped, with the new script.
 # Run it after a change of dependencies or of the compiler (their hashes are in every
 # name), or of what a cold start runs; then `make bench` shows the cold start's figures.
 set -euo pipefail
@@ -17,6 +22,10 @@ root="$PWD"
 if ! command -v valgrind >/dev/null 2>&1; then
   echo "Installing valgrind (Debian) for the profiles…" >&2
   apt-get install -y -qq valgrind >/dev/null
+fi
+if ! command -v qemu-aarch64 >/dev/null 2>&1 || [ ! -d /usr/aarch64-linux-gnu/lib ]; then
+  echo "Installing qemu-user and libc6-arm64-cross (Debian) for the arm64 logs…" >&2
+  apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null
 fi
 
 work="$(mktemp -d /tmp/herald-hot-code.XXXXXX)"
@@ -42,6 +51,28 @@ done
 mkdir -p "$work/start/hello"
 cp target/lambda-x86_64/hello/bootstrap "$work/start/hello/bootstrap"
 
+# arm64, as `make check-template` builds it (the template's default architecture).
+HERALD_KEEP_SYMBOLS=1 PATH="$root/.venv-deploy/bin:$PATH" .venv-deploy/bin/sam build \
+  --beta-features --build-dir "$work/sam-arm64"
+mkdir -p "$work/arm64-bin"
+for f in ingest manage deliver; do
+  function="$(tr '[:lower:]' '[:upper:]' <<<"${f:0:1}")${f:1}Function"
+  cp "$work/sam-arm64/$function/bootstrap" "$work/arm64-bin/$f"
+  for kind in start work; do
+    mkdir -p "$work/arm64-$kind/$f" "$work/logs-$kind"
+    # qemu puts the process id where the log's name says %d.
+    cat > "$work/arm64-$kind/$f/bootstrap" <<EOF
+#!/bin/sh
+setsid qemu-aarch64 -L /usr/aarch64-linux-gnu -d in_asm -D $work/logs-$kind/$f.%d \
+  $work/arm64-bin/$f "\$@" &
+wait
+EOF
+    chmod +x "$work/arm64-$kind/$f/bootstrap"
+  done
+done
+mkdir -p "$work/arm64-start/hello"
+cp target/lambda-x86_64/hello/bootstrap "$work/arm64-start/hello/bootstrap"
+
 rie="$(scripts/deploy-tools.sh rie)"
 cargo build --release -p herald-bench
 # The tests' verdicts do not matter here (two look at the binaries themselves, which are
@@ -54,9 +85,14 @@ fi
 HERALD_TEST_BOOTSTRAP_DIR="$work/work" HERALD_TEST_RIE="$rie" scripts/with-moto.sh "${tests[@]}" || true
 HERALD_TEST_BOOTSTRAP_DIR="$work/start" HERALD_BENCH_SECTIONS=cold_start HERALD_BENCH_OUT="$work/bench.json" \
   HERALD_TEST_RIE="$rie" scripts/with-moto.sh target/release/herald-bench >/dev/null
-sleep 2 # the last profiles are written as their functions end
+HERALD_TEST_BOOTSTRAP_DIR="$work/arm64-work" HERALD_TEST_RIE="$rie" scripts/with-moto.sh "${tests[@]}" || true
+HERALD_TEST_BOOTSTRAP_DIR="$work/arm64-start" HERALD_BENCH_SECTIONS=cold_start \
+  HERALD_BENCH_OUT="$work/bench-arm64.json" HERALD_TEST_RIE="$rie" \
+  scripts/with-moto.sh target/release/herald-bench >/dev/null
+sleep 2 # the last profiles and logs are written as their functions end
 
 python3 scripts/hot_code.py functions/hot-code.ld \
-  --start "$work"/profiles-start/* --work "$work"/profiles-work/*
+  --start "$work"/profiles-start/* --work "$work"/profiles-work/* \
+  --arm64-start "$work"/logs-start/* --arm64-work "$work"/logs-work/*
 make build-x86_64
 echo "functions/hot-code.ld written; \`make bench\` (section cold_start) shows its effect." >&2

@@ -2,6 +2,7 @@
 """Writes functions/hot-code.ld from callgrind profiles of the bootstraps.
 
 Usage: hot_code.py OUT.ld --start PROFILE... --work PROFILE...
+                   [--arm64-start LOG... --arm64-work LOG...]
 
 Each PROFILE is a callgrind output file (`--compress-strings=no --demangle=no`) of a
 bootstrap: `--start` ones of a cold start and one empty invocation, `--work` ones of the
@@ -21,6 +22,13 @@ local function it made global (`.llvm.<digits>`), which the script matches whate
 A function the script does not name (new code, or every function once a dependency or
 the compiler changes their hashes) is laid out where it would be without the script: a
 stale script costs page faults, never correctness; `make hot-code` writes a new one.
+
+The arm64 bootstraps (the template's default architecture) name every function with other
+hashes (their target enters every hash). `--arm64-start` and `--arm64-work` give logs of
+arm64 bootstraps built the same way, run under qemu-user with `-d in_asm` (qemu names the
+function of each block of code it translates, the first time it runs): their exact names
+follow the x86_64 ones of the same tier, and match nothing in an x86_64 build, as those
+match nothing in an arm64 one.
 
 After the exact names come the same names with any crate hash (`17h*E`), start first
 again: they lay out, in a build whose hashes differ (the arm64 build, whose target enters
@@ -62,6 +70,20 @@ def functions_run(path):
     return names
 
 
+def functions_translated(path):
+    """The names of the functions qemu translated code of, from its `-d in_asm` log: each
+    block it translates is headed `IN: <the function's symbol>` (empty where it knows
+    none, as in the shared libraries)."""
+    names = set()
+    with open(path, encoding="utf-8", errors="replace") as log:
+        for line in log:
+            if line.startswith("IN: "):
+                name = line[4:].strip()
+                if name and not name.startswith("$"):
+                    names.add(name)
+    return names
+
+
 def pattern(name):
     """The section pattern naming `name`, or None."""
     if name.startswith("0x"):
@@ -75,22 +97,36 @@ def pattern(name):
     return f".text*.{glob}"
 
 
-def patterns_of(profiles):
+def patterns_of(profiles, read=functions_run):
     names = set()
     for path in profiles:
-        names |= functions_run(path)
+        names |= read(path)
     return {p for p in map(pattern, names) if p}
+
+
+def files_after(args, flag, flags):
+    """The arguments after `flag` up to the next of `flags`."""
+    if flag not in args:
+        return []
+    rest = args[args.index(flag) + 1 :]
+    ends = [i for i, a in enumerate(rest) if a in flags]
+    return rest[: ends[0]] if ends else rest
 
 
 def main():
     args = sys.argv[1:]
-    if len(args) < 4 or args[1] != "--start" or "--work" not in args:
+    flags = ["--start", "--work", "--arm64-start", "--arm64-work"]
+    if len(args) < 5 or args[1] != "--start" or "--work" not in args:
         sys.exit(__doc__)
     out = args[0]
-    split = args.index("--work")
-    start_profiles, work_profiles = args[2:split], args[split + 1 :]
+    start_profiles = files_after(args, "--start", flags)
+    work_profiles = files_after(args, "--work", flags)
+    arm64_start_logs = files_after(args, "--arm64-start", flags)
+    arm64_work_logs = files_after(args, "--arm64-work", flags)
     if not start_profiles or not work_profiles:
         sys.exit("hot_code.py: give profiles of a start and of work")
+    if bool(arm64_start_logs) != bool(arm64_work_logs):
+        sys.exit("hot_code.py: give arm64 logs of a start and of work, or neither")
     start = patterns_of(start_profiles)
     work = patterns_of(work_profiles) - start
     if len(start) < 100 or len(work) < 100:
@@ -98,17 +134,36 @@ def main():
             f"hot_code.py: {len(start)} functions at start, {len(work)} more at work; "
             "were the profiles of the bootstraps?"
         )
+    arm64_start = patterns_of(arm64_start_logs, functions_translated)
+    arm64_work = patterns_of(arm64_work_logs, functions_translated) - arm64_start
+    if arm64_start_logs and (len(arm64_start) < 100 or len(arm64_work) < 100):
+        sys.exit(
+            f"hot_code.py: {len(arm64_start)} arm64 functions at start, {len(arm64_work)} "
+            "more at work; were the logs qemu's `-d in_asm` of the bootstraps?"
+        )
+    # An arm64 name is never an x86_64 one (the target is in every hash); what both
+    # builds share, a name without a hash, is named once, with the x86_64 ones.
+    arm64_start -= start | work
+    arm64_work -= start | work
     any_hash = lambda patterns: {HASH.sub("17h*E", p) for p in patterns if HASH.search(p)}
-    start_any = any_hash(start)
-    work_any = any_hash(work) - start_any
-    patterns = sorted(start) + sorted(work) + sorted(start_any) + sorted(work_any)
+    start_any = any_hash(start) | any_hash(arm64_start)
+    work_any = (any_hash(work) | any_hash(arm64_work)) - start_any
+    patterns = (
+        sorted(start)
+        + sorted(arm64_start)
+        + sorted(work)
+        + sorted(arm64_work)
+        + sorted(start_any)
+        + sorted(work_any)
+    )
     with open(out, "w", encoding="utf-8") as script:
         script.write(
             "/* The functions Herald's bootstraps run at a cold start and in the emulator\n"
             "   tests' invocations, laid out together ahead of the rest of the code\n"
-            "   (docs/PERFORMANCE.md, \"Cold start\"): exactly as the profiled build names\n"
-            "   them, then with any crate hash. Written by `make hot-code`\n"
-            "   (scripts/hot_code.py from callgrind profiles); do not edit by hand. */\n"
+            "   (docs/PERFORMANCE.md, \"Cold start\"): exactly as the profiled builds name\n"
+            "   them (x86_64, then arm64, for each of the start and the work), then with any\n"
+            "   crate hash. Written by `make hot-code` (scripts/hot_code.py from callgrind\n"
+            "   profiles and qemu's logs); do not edit by hand. */\n"
             "SECTIONS\n{\n  .text.hot : {\n"
         )
         for p in patterns:
@@ -116,7 +171,9 @@ def main():
         script.write("  }\n}\nINSERT BEFORE .text;\n")
     print(
         f"{out}: {len(start)} functions at start, then {len(work)} more at work, "
-        f"from {len(start_profiles)} and {len(work_profiles)} profiles"
+        f"from {len(start_profiles)} and {len(work_profiles)} profiles; arm64: "
+        f"{len(arm64_start)} at start and {len(arm64_work)} at work, from "
+        f"{len(arm64_start_logs)} and {len(arm64_work_logs)} logs"
     )
 
 

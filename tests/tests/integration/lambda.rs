@@ -1488,6 +1488,69 @@ fn the_hot_code_script_names_what_ran_the_start_first() {
         assert!(!written.contains(absent), "{absent} named: {written}");
     }
     assert!(written.contains("INSERT BEFORE .text;"));
+
+    // With qemu's logs of the arm64 bootstraps (`-d in_asm`): their exact names follow the
+    // x86_64 ones of each tier; their any-hash forms are the x86_64 ones', named once.
+    let qemu_log = |file: &str, names: &[String]| {
+        let mut text = String::from("----------------\nIN: \n0x0000550000001000:  d503201f  nop\n");
+        for n in names {
+            text.push_str(&format!("----------------\nIN: {n}\n0x0000000001212340:  d10083ff  sub sp, sp, #0x20\n\n"));
+        }
+        text.push_str("----------------\nIN: $x\n0x0000000001212350:  d65f03c0  ret\n");
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let arm64 = |n: &String| {
+        n.replace("17h0123456789abcdefE", "17h1111111111111111E")
+            .replace("17hfedcba9876543210E", "17h1111111111111111E")
+    };
+    let arm64_start: Vec<String> = start.iter().map(arm64).collect();
+    let arm64_work: Vec<String> = work.iter().map(arm64).collect();
+    let start_log = qemu_log("start.log", &arm64_start);
+    let work_log = qemu_log("work.log", &arm64_work);
+    let with_arm64 = dir.join("hot-arm64.ld");
+    let run = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&with_arm64)
+        .arg("--start")
+        .arg(&start_profile)
+        .arg("--work")
+        .arg(&work_profile)
+        .arg("--arm64-start")
+        .arg(&start_log)
+        .arg("--arm64-work")
+        .arg(&work_log)
+        .output()
+        .expect("python3 runs scripts/hot_code.py");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let written = std::fs::read_to_string(&with_arm64).unwrap();
+    let patterns: Vec<&str> = written
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("*(.text*.")?.strip_suffix(')'))
+        .collect();
+    assert_eq!(
+        patterns.len(),
+        2 * (121 + 1 + 120) + 121 + 120,
+        "{written}"
+    );
+    let at = |p: &str| {
+        patterns
+            .iter()
+            .position(|q| *q == p)
+            .unwrap_or_else(|| panic!("{p} not named"))
+    };
+    let (x86, arm) = (name("start", 119), arm64(&name("start", 119)));
+    assert!(at(&x86) < at(&arm64(&name("start", 0))), "x86_64's start first");
+    assert!(at(&arm) < at(&name("work", 0)), "then arm64's start, then the work");
+    assert!(at(&name("work", 119)) < at(&arm64(&name("work", 0))));
+    assert!(at(&arm64(&name("work", 119))) < at(&any_hash(&name("start", 0))));
+    at("_ZN4core3fmt5write17h1111111111111111E.llvm.*");
+    assert!(!written.contains("$x"), "{written}");
     // Profiles of something else, with too few functions of their own, are refused.
     let few = profile("few.1", &start[..5], "x");
     let run = std::process::Command::new("python3")
