@@ -1494,7 +1494,9 @@ fn the_hot_code_script_names_what_ran_the_start_first() {
     let qemu_log = |file: &str, names: &[String]| {
         let mut text = String::from("----------------\nIN: \n0x0000550000001000:  d503201f  nop\n");
         for n in names {
-            text.push_str(&format!("----------------\nIN: {n}\n0x0000000001212340:  d10083ff  sub sp, sp, #0x20\n\n"));
+            text.push_str(&format!(
+                "----------------\nIN: {n}\n0x0000000001212340:  d10083ff  sub sp, sp, #0x20\n\n"
+            ));
         }
         text.push_str("----------------\nIN: $x\n0x0000000001212350:  d65f03c0  ret\n");
         let path = dir.join(file);
@@ -1533,11 +1535,7 @@ fn the_hot_code_script_names_what_ran_the_start_first() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("*(.text*.")?.strip_suffix(')'))
         .collect();
-    assert_eq!(
-        patterns.len(),
-        2 * (121 + 1 + 120) + 121 + 120,
-        "{written}"
-    );
+    assert_eq!(patterns.len(), 2 * (121 + 1 + 120) + 121 + 120, "{written}");
     let at = |p: &str| {
         patterns
             .iter()
@@ -1545,8 +1543,14 @@ fn the_hot_code_script_names_what_ran_the_start_first() {
             .unwrap_or_else(|| panic!("{p} not named"))
     };
     let (x86, arm) = (name("start", 119), arm64(&name("start", 119)));
-    assert!(at(&x86) < at(&arm64(&name("start", 0))), "x86_64's start first");
-    assert!(at(&arm) < at(&name("work", 0)), "then arm64's start, then the work");
+    assert!(
+        at(&x86) < at(&arm64(&name("start", 0))),
+        "x86_64's start first"
+    );
+    assert!(
+        at(&arm) < at(&name("work", 0)),
+        "then arm64's start, then the work"
+    );
     assert!(at(&name("work", 119)) < at(&arm64(&name("work", 0))));
     assert!(at(&arm64(&name("work", 119))) < at(&any_hash(&name("start", 0))));
     at("_ZN4core3fmt5write17h1111111111111111E.llvm.*");
