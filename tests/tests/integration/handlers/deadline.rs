@@ -224,3 +224,47 @@ async fn an_invocation_shorter_than_one_attempt_defers_nothing() {
     assert!(deferred_ids(&outcome).is_empty(), "{:?}", outcome.reports);
     assert_eq!(deps.ports.sender.sent_count(), 6);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_record_whose_query_and_post_cannot_both_end_in_time_is_handed_back_before_its_claim() {
+    // The POST alone (3 s and the 5 s margin) fits in 12 s, the source's 10 s before it
+    // does not: handed back unclaimed, its query not asked.
+    let mut deps = Arc::into_inner(deps(10, 10, ClaimMode::Lease).await).unwrap();
+    deps.graphql = herald_aws::graphql::GraphqlSource::new(
+        herald_aws::graphql::GraphqlConfig {
+            url: "http://127.0.0.1:9/graphql".parse().unwrap(),
+            secret: None,
+            timeout: Duration::from_secs(10),
+            refresh: Duration::from_secs(300),
+        },
+        None,
+    )
+    .unwrap();
+    let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
+    let id = SubscriptionId::parse(SUBSCRIPTION).unwrap();
+    let mut subscription = deps
+        .ports
+        .subscriptions
+        .get(&tenant, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    subscription.query =
+        herald_core::subscription::parse_query(Some(&json!({"text": "query { shop { name } }"})))
+            .unwrap();
+    let version = subscription.version;
+    deps.ports
+        .subscriptions
+        .update(&subscription, version)
+        .await
+        .unwrap();
+    let deps = Arc::new(deps);
+    let tasks = tasks(1);
+    let deadline = Instant::now() + Duration::from_secs(12);
+
+    let outcome = process_batch_until(&deps, batch(&tasks, 0..1), Some(deadline)).await;
+
+    assert_eq!(outcome.reports[0].disposition, Disposition::Deferred);
+    assert!(deps.ports.ledger.record(&tasks[0].delivery_id).is_none());
+    assert_eq!(deps.ports.sender.sent_count(), 0);
+}
