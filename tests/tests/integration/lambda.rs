@@ -1133,8 +1133,15 @@ fn the_bootstraps_need_no_glibc_newer_than_provided_al2023s() {
         let functions = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e} (`make test` builds it)", dir.display()));
         for function in functions {
-            let bootstrap = function.unwrap().path().join("bootstrap");
-            if !bootstrap.is_file() {
+            let function = function.unwrap().path();
+            // Herald's three; `make bench` puts its yardstick (`hello`) beside them.
+            let name = function
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase();
+            let bootstrap = function.join("bootstrap");
+            if !bootstrap.is_file() || name.starts_with("hello") {
                 continue;
             }
             let output = std::process::Command::new("objdump")
