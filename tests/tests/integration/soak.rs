@@ -29,20 +29,29 @@ fn setting(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The soak with deliver taking first attempts as `claim` says (`HERALD_DELIVERY_CLAIM`).
-async fn soak(events: usize, subscriptions: usize, claim: &str) -> Value {
-    let herald = TestHerald::start_with(
-        sdk_config(),
-        &[
-            ("HERALD_DELIVERY_TIMEOUT", "1s"),
-            ("HERALD_RETRY_SCHEDULE", "1s,1s,2s,2s,5s,5s"),
-            ("HERALD_RETRY_WINDOW", "10m"),
-            ("HERALD_DELIVERY_CONCURRENCY", "20"),
-            ("HERALD_DELIVERY_CLAIM", claim),
-        ],
-        None,
-    )
-    .await;
+/// The soak with deliver taking first attempts as `claim` says (`HERALD_DELIVERY_CLAIM`),
+/// handed batches of up to `batch` (`DeliveryBatchSize`: above ten, gathered within the
+/// template's batching window and run all at once, as the template deploys them).
+async fn soak(events: usize, subscriptions: usize, claim: &str, batch: usize) -> Value {
+    let concurrency = batch.max(20).to_string();
+    let settings = [
+        ("HERALD_DELIVERY_TIMEOUT", "1s"),
+        ("HERALD_RETRY_SCHEDULE", "1s,1s,2s,2s,5s,5s"),
+        ("HERALD_RETRY_WINDOW", "10m"),
+        ("HERALD_DELIVERY_CONCURRENCY", concurrency.as_str()),
+        ("HERALD_DELIVERY_CLAIM", claim),
+    ];
+    let herald = if batch > 10 {
+        let poll = herald_local::PollSettings {
+            batch_size: Some(batch as i32),
+            wait_seconds: 1,
+            print_attempts: false,
+            ..herald_local::PollSettings::default()
+        };
+        TestHerald::start_with_poll(sdk_config(), &settings, poll).await
+    } else {
+        TestHerald::start_with(sdk_config(), &settings, None).await
+    };
     let mut receivers = Vec::new();
     for i in 0..subscriptions {
         let receiver = TestReceiver::start(Script::always(200).with_chaos(Chaos {
@@ -165,6 +174,7 @@ async fn soak(events: usize, subscriptions: usize, claim: &str) -> Value {
         .dead_letter_queue_url()
         .to_owned();
     let depth = queue_depth(&aws_sdk_sqs::Client::new(&herald.sdk), &dead_letter).await;
+    let invocations = herald.local.deliver_invocations();
     herald.shutdown().await;
 
     let deliveries = events * subscriptions;
@@ -174,6 +184,7 @@ async fn soak(events: usize, subscriptions: usize, claim: &str) -> Value {
         "deliveries": deliveries,
         "receiver_failure_percent": FAILURE_PERCENT,
         "requests": requests,
+        "deliver_invocations": invocations,
         "failed_attempts": failed_attempts,
         "lost": lost.len(),
         "duplicates": duplicates,
@@ -201,14 +212,29 @@ async fn soak(events: usize, subscriptions: usize, claim: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_soak_loses_nothing() {
-    soak(150, 3, "lease").await;
+    soak(150, 3, "lease", 10).await;
 }
 
 /// With `DeliveryClaim: none` a first success leaves no record: failing receivers still
 /// lose nothing, and every delivery arrives under one webhook-id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_soak_with_no_claim_loses_nothing() {
-    soak(150, 3, "none").await;
+    soak(150, 3, "none", 10).await;
+}
+
+/// The same in batches of up to 50 (`DeliveryBatchSize: 50`), the cheapest deployment the
+/// bench prices: a batch's failing records are handed back and its others let go, and
+/// nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_soak_in_batches_of_fifty_with_no_claim_loses_nothing() {
+    let figures = soak(150, 3, "none", 50).await;
+    // Batches above ten were handed over: fewer invocations than a batch of ten a
+    // handful of requests would take.
+    let (requests, invocations) = (
+        figures["requests"].as_u64(),
+        figures["deliver_invocations"].as_u64(),
+    );
+    assert!(invocations.unwrap() * 10 < requests.unwrap(), "{figures}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,6 +244,7 @@ async fn soak_loses_nothing() {
         setting("HERALD_SOAK_EVENTS", 2000),
         setting("HERALD_SOAK_SUBSCRIPTIONS", 2),
         "lease",
+        10,
     )
     .await;
     let path = herald_tests::emulator::workspace_root().join("target/soak.json");
