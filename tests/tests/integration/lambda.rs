@@ -1418,6 +1418,30 @@ fn the_bootstraps_lay_out_the_code_they_run_first_and_are_stripped() {
 /// each function of the bootstrap that ran in the profiles, the start's first, once; not
 /// the libraries' functions nor addresses without a symbol; and whatever number LTO put
 /// on a local function's name. Then each again with any crate hash.
+/// Runs scripts/hot_code.py to write `out` from `inputs` (its flags and files); the
+/// script written and the section patterns it names, in order.
+fn hot_code(out: &std::path::Path, inputs: &[&std::ffi::OsStr]) -> (String, Vec<String>) {
+    let script = herald_tests::emulator::workspace_root().join("scripts/hot_code.py");
+    let run = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(out)
+        .args(inputs)
+        .output()
+        .expect("python3 runs scripts/hot_code.py");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let written = std::fs::read_to_string(out).unwrap();
+    let patterns = written
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("*(.text*.")?.strip_suffix(')'))
+        .map(str::to_owned)
+        .collect();
+    (written, patterns)
+}
+
 #[test]
 fn the_hot_code_script_names_what_ran_the_start_first() {
     let dir = std::env::temp_dir().join(format!("herald-hot-code-{:016x}", rand::random::<u64>()));
@@ -1451,27 +1475,15 @@ fn the_hot_code_script_names_what_ran_the_start_first() {
         .collect();
     let start_profile = profile("start.1", &start, "_ZN5tokio3run17h00000000000000aaE");
     let work_profile = profile("work.1", &work, "_ZN5tokio3run17h00000000000000aaE");
-    let out = dir.join("hot.ld");
-    let script = herald_tests::emulator::workspace_root().join("scripts/hot_code.py");
-    let run = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&out)
-        .arg("--start")
-        .arg(&start_profile)
-        .arg("--work")
-        .arg(&work_profile)
-        .output()
-        .expect("python3 runs scripts/hot_code.py");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (written, patterns) = hot_code(
+        &dir.join("hot.ld"),
+        &[
+            "--start".as_ref(),
+            start_profile.as_os_str(),
+            "--work".as_ref(),
+            work_profile.as_os_str(),
+        ],
     );
-    let written = std::fs::read_to_string(&out).unwrap();
-    let patterns: Vec<&str> = written
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("*(.text*.")?.strip_suffix(')'))
-        .collect();
     // Exactly: the start's 121 and the unplaced one, then the work's 120; then the same
     // with any crate hash (for a build whose hashes differ), the start's first.
     assert_eq!(patterns.len(), 2 * (121 + 1 + 120), "{written}");
@@ -1518,30 +1530,19 @@ fn the_hot_code_script_names_what_ran_the_start_first() {
     let arm64_work: Vec<String> = work.iter().map(arm64).collect();
     let start_log = qemu_log("start.log", &arm64_start);
     let work_log = qemu_log("work.log", &arm64_work);
-    let with_arm64 = dir.join("hot-arm64.ld");
-    let run = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&with_arm64)
-        .arg("--start")
-        .arg(&start_profile)
-        .arg("--work")
-        .arg(&work_profile)
-        .arg("--arm64-start")
-        .arg(&start_log)
-        .arg("--arm64-work")
-        .arg(&work_log)
-        .output()
-        .expect("python3 runs scripts/hot_code.py");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (written, patterns) = hot_code(
+        &dir.join("hot-arm64.ld"),
+        &[
+            "--start".as_ref(),
+            start_profile.as_os_str(),
+            "--work".as_ref(),
+            work_profile.as_os_str(),
+            "--arm64-start".as_ref(),
+            start_log.as_os_str(),
+            "--arm64-work".as_ref(),
+            work_log.as_os_str(),
+        ],
     );
-    let written = std::fs::read_to_string(&with_arm64).unwrap();
-    let patterns: Vec<&str> = written
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("*(.text*.")?.strip_suffix(')'))
-        .collect();
     assert_eq!(patterns.len(), 2 * (121 + 1 + 120) + 121 + 120, "{written}");
     let at = |p: &str| {
         patterns
@@ -1565,7 +1566,7 @@ fn the_hot_code_script_names_what_ran_the_start_first() {
     // Profiles of something else, with too few functions of their own, are refused.
     let few = profile("few.1", &start[..5], "x");
     let run = std::process::Command::new("python3")
-        .arg(&script)
+        .arg(herald_tests::emulator::workspace_root().join("scripts/hot_code.py"))
         .arg(dir.join("other.ld"))
         .arg("--start")
         .arg(&few)
