@@ -143,6 +143,8 @@ pub struct Sam {
     image: String,
     env_file: PathBuf,
     hosts: Vec<String>,
+    /// The template's parameters, as `--parameter-overrides` (`Name=value`).
+    parameters: Vec<String>,
     /// Where the functions' AWS calls go: moto, through this proxy on Docker's bridge.
     pub aws: RecordingProxy,
 }
@@ -172,8 +174,17 @@ impl Sam {
             image,
             env_file,
             hosts: hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect(),
+            parameters: vec!["Architecture=x86_64".into()],
             aws,
         }
+    }
+
+    /// The same, deployed with these template parameters too (`Name=value`), as a
+    /// `sam deploy --parameter-overrides` would set them.
+    pub fn with_parameters(mut self, parameters: &[&str]) -> Self {
+        self.parameters
+            .extend(parameters.iter().map(|p| (*p).to_owned()));
+        self
     }
 
     fn command(&self, subcommand: &str) -> Command {
@@ -182,7 +193,8 @@ impl Sam {
             .args(["local", subcommand, "--template"])
             .arg(&self.template)
             .args(["--invoke-image", &self.image, "--skip-pull-image"])
-            .args(["--parameter-overrides", "Architecture=x86_64"])
+            .arg("--parameter-overrides")
+            .args(&self.parameters)
             .args(["--region", "us-east-1", "--env-vars"])
             .arg(&self.env_file)
             .env("SAM_CLI_TELEMETRY", "0")

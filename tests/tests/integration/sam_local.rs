@@ -743,3 +743,36 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
     assert_eq!(routes_called, every_route, "a route was not called");
     drop(sam);
 }
+
+/// AWS's own tool runs deliver as a stack deployed with the cheapest choices would:
+/// `DeliveryClaim=none` and `DeliveryBatchSize=100` as template parameters reach the
+/// function through the template (`HERALD_DELIVERY_CLAIM`, `HERALD_DELIVERY_CONCURRENCY`),
+/// not through `--env-vars`. A first attempt then takes no claim: batch-of-two's two
+/// records, to a closed port, write only their failed attempts (one call each on the
+/// deliveries table, where a lease makes two).
+#[tokio::test]
+async fn sam_local_runs_deliver_with_the_cheapest_deployments_parameters() {
+    let aws = TestAws::new().await;
+    let variables = sam_variables(&aws.provisioned);
+    assert!(!variables.contains_key("HERALD_DELIVERY_CLAIM"));
+    let sam = Sam::new(&variables, &PUBLIC_DNS)
+        .await
+        .with_parameters(&["DeliveryClaim=none", "DeliveryBatchSize=100"]);
+    subscription_of_the_deliver_files(&aws.provisioned, CLOSED_PORT_URL).await;
+    let before = sam.aws.calls().len();
+
+    let answer = sam
+        .invoke(
+            "DeliverFunction",
+            &workspace_root().join("events/deliver/batch-of-two.json"),
+        )
+        .await;
+
+    assert_eq!(handed_back(&answer).len(), 2, "{answer}");
+    let ledger_calls: Vec<String> = sam.aws.calls()[before..]
+        .iter()
+        .filter(|c| c.resource.ends_with("DeliveriesTable"))
+        .map(|c| c.action.clone())
+        .collect();
+    assert_eq!(ledger_calls.len(), 2, "{ledger_calls:?}");
+}
