@@ -542,10 +542,7 @@ async fn send<P: Ports>(
     // for: the request is cut and the delivery sent again on the slow lane, so slow
     // receivers do not hold the standard lane's capacity (docs/DECISIONS.md, "Slow
     // receivers").
-    let cut_after = match task.lane() {
-        Lane::Standard => deps.settings.slow_after,
-        Lane::Slow | Lane::Ordered => None,
-    };
+    let cut_after = cut_after(deps, task);
     let sending = deps.ports.sender.send(webhook);
     let posting = async {
         match cut_after {
@@ -816,9 +813,15 @@ fn attempt_limit<P: Ports>(
     let limit = subscription.timeout.map_or(deps.settings.timeout, |t| {
         t.get().min(deps.settings.timeout)
     });
-    match (task.lane(), deps.settings.slow_after) {
-        (Lane::Standard, Some(after)) => limit.min(after),
-        _ => limit,
+    cut_after(deps, task).map_or(limit, |after| limit.min(after))
+}
+
+/// How long an attempt of `task` waits before it is cut and sent on the slow lane: on the
+/// standard lane, the slow lane's threshold (docs/DECISIONS.md, "Slow receivers").
+fn cut_after<P: Ports>(deps: &DeliverDeps<P>, task: &DeliveryTask) -> Option<Duration> {
+    match task.lane() {
+        Lane::Standard => deps.settings.slow_after,
+        Lane::Slow | Lane::Ordered => None,
     }
 }
 

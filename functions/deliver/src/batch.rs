@@ -80,11 +80,11 @@ pub(crate) struct BatchShared {
 
 /// What an invocation keeps back from its deadline after an attempt's longest wait: the
 /// attempt's record, the batch's queue calls and the answer to Lambda.
-pub(crate) const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl BatchShared {
-    /// Whether an attempt that may wait `limit` for its answer, started now, could end
-    /// (and be recorded) before the invocation's deadline.
+    /// Whether an attempt that may wait `limit` for its answer, started now, could not
+    /// end (and be recorded) before the invocation's deadline.
     pub(crate) fn too_late_for(&self, limit: std::time::Duration) -> bool {
         self.deadline
             .is_some_and(|deadline| too_late(deadline, limit))
