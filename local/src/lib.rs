@@ -169,7 +169,8 @@ impl LocalHerald {
                 region: region.clone(),
             };
             let mut settings = options.poll.clone();
-            settings.batch_size = settings.batch_size.or(Some(source.batch_size));
+            // A batch size given stands for the deployment's `DeliveryBatchSize`.
+            settings.batch_size = Some(source.batch_size_with(settings.batch_size));
             settings.batching_window = settings.batching_window.or(Some(source.batching_window));
             settings.invocation_timeout = settings.invocation_timeout.or(Some(timeout));
             sources.push((queue, settings));

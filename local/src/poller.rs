@@ -31,9 +31,10 @@ const MIN_EMPTY_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct PollSettings {
-    /// Messages per batch at most (the event source mapping's `BatchSize`). None: the
-    /// template's, for each queue (with its parameter's default); set, instead of it, as
-    /// a deployment's `DeliveryBatchSize` would. More than ten are gathered over several
+    /// Messages per batch at most (the event source mapping's `BatchSize`). The local
+    /// runner sets it for each queue from the template (with its parameters' defaults);
+    /// given, it stands for a deployment's `DeliveryBatchSize` and sizes the queues the
+    /// template sizes by that parameter. More than ten are gathered over several
     /// receives, as the event source mapping does.
     pub batch_size: Option<i32>,
     /// How long a poller gathers a batch once its first message arrived, until it holds

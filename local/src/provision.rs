@@ -113,8 +113,23 @@ pub struct EventSource {
     pub queue: String,
     /// `BatchSize`: the most records an invocation is handed (10 when unset).
     pub batch_size: i32,
+    /// The template parameter `BatchSize` names (`!Ref`), if it names one: a deployment
+    /// that sets the parameter sets this source's batch.
+    pub batch_parameter: Option<String>,
     /// `MaximumBatchingWindowInSeconds`: how long a batch is gathered (0 when unset).
     pub batching_window: Duration,
+}
+
+impl EventSource {
+    /// The batch this source hands over in a deployment that sets `DeliveryBatchSize` to
+    /// `delivery_batch_size` (None: the parameter's default): the sources the template
+    /// sizes by that parameter take it, the others (the ordered lines') keep their own.
+    pub fn batch_size_with(&self, delivery_batch_size: Option<i32>) -> i32 {
+        match delivery_batch_size {
+            Some(size) if self.batch_parameter.as_deref() == Some("DeliveryBatchSize") => size,
+            _ => self.batch_size,
+        }
+    }
 }
 
 /// The deliver function's SQS event sources in the template, their parameters resolved
@@ -144,9 +159,14 @@ pub fn event_sources(template: &Value) -> Vec<EventSource> {
                     .and_then(|b| scalar(b, template))
                     .and_then(|b| b.parse::<i32>().ok())
             };
+            let batch_parameter = match properties.get("BatchSize") {
+                Some(Value::Tagged(t)) if t.tag == "Ref" => t.value.as_str().map(str::to_owned),
+                _ => None,
+            };
             Some(EventSource {
                 queue,
                 batch_size: number("BatchSize").unwrap_or(10),
+                batch_parameter,
                 batching_window: Duration::from_secs(
                     number("MaximumBatchingWindowInSeconds").unwrap_or(0).max(0) as u64,
                 ),
@@ -593,21 +613,32 @@ mod tests {
                     queue: "DeliveryQueue".into(),
                     // `!Ref DeliveryBatchSize`, resolved to its default.
                     batch_size: 10,
+                    batch_parameter: Some("DeliveryBatchSize".into()),
                     batching_window: second,
                 },
                 EventSource {
                     queue: "OrderedDeliveryQueue".into(),
                     batch_size: 1,
+                    batch_parameter: None,
                     batching_window: Duration::ZERO,
                 },
                 EventSource {
                     queue: "SlowDeliveryQueue".into(),
                     batch_size: 10,
+                    batch_parameter: Some("DeliveryBatchSize".into()),
                     batching_window: second,
                 },
             ]
         );
         assert_eq!(deliver_timeout(&template), Duration::from_secs(60));
+        // A deployment's `DeliveryBatchSize` sizes the two it names, not the ordered lines.
+        let sized: Vec<i32> = sources
+            .iter()
+            .map(|s| s.batch_size_with(Some(100)))
+            .collect();
+        assert_eq!(sized, [100, 1, 100]);
+        let default: Vec<i32> = sources.iter().map(|s| s.batch_size_with(None)).collect();
+        assert_eq!(default, [10, 1, 10]);
     }
 
     #[test]
