@@ -1238,6 +1238,41 @@ async fn messages_on(sqs: &aws_sdk_sqs::Client, url: &str) -> usize {
     count(ApproximateNumberOfMessages) + count(ApproximateNumberOfMessagesNotVisible)
 }
 
+/// Given no batching window, the local runner takes the template's
+/// (`MaximumBatchingWindowInSeconds: 1` on the delivery queue), as `make run` and the bench
+/// do: two events published a moment apart are one batch, one invocation. With no window
+/// (the harness's default) each would be a batch of its own.
+#[tokio::test]
+async fn without_a_window_given_the_runner_gathers_a_batch_over_the_templates() {
+    let poll = herald_local::PollSettings {
+        batch_size: Some(5),
+        batching_window: None,
+        wait_seconds: 1,
+        pollers: 1,
+        print_attempts: false,
+        ..herald_local::PollSettings::default()
+    };
+    let herald = TestHerald::start_with_poll(herald_tests::aws::sdk_config(), &[], poll).await;
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    herald.subscribe("acme", &receiver.url(), &["*"]).await;
+
+    for id in ["w1", "w2"] {
+        let (status, answer) = herald
+            .publish("acme", json!({"id": id, "type": "order.paid", "data": {}}))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        // Well within the template's second, which begins when the first arrives.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(receiver.wait_for(2, PATIENCE).await.len(), 2);
+    assert_eq!(
+        herald.local.deliver_invocations(),
+        1,
+        "the two tasks were gathered into one batch"
+    );
+    herald.shutdown().await;
+}
+
 /// A deployment's `DeliveryBatchSize` above SQS's ten: the event source gathers the batch
 /// over several receives within its batching window, deliver takes it in one invocation,
 /// and what it delivered is deleted, ten a call.

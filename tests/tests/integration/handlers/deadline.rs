@@ -18,6 +18,8 @@ use herald_testkit::{MemoryPortsWith, active_subscription, paid_order_task};
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::CapturedLogs;
+
 const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000009";
 /// How long the receiver takes to answer each POST.
 const ANSWER: Duration = Duration::from_secs(2);
@@ -218,11 +220,34 @@ async fn an_invocation_shorter_than_one_attempt_defers_nothing() {
     let deps = deps(10, 2, ClaimMode::None).await;
     let event = batch(&tasks(6), 0..6);
     let deadline = Instant::now() + Duration::from_secs(4);
+    let (logs, _capturing) = CapturedLogs::install(tracing::Level::INFO);
 
     let outcome = process_batch_until(&deps, event, Some(deadline)).await;
 
     assert!(deferred_ids(&outcome).is_empty(), "{:?}", outcome.reports);
     assert_eq!(deps.ports.sender.sent_count(), 6);
+    // The operator is told why and what to change, once for the batch.
+    let warnings = logs.at("WARN");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let message = warnings[0]["fields"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("raise the function's timeout"),
+        "{message}"
+    );
+    assert_eq!(warnings[0]["fields"]["timeout_s"], 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invocation_long_enough_for_its_attempts_warns_of_nothing() {
+    let deps = deps(10, 10, ClaimMode::None).await;
+    let event = batch(&tasks(3), 0..3);
+    let deadline = Instant::now() + TIMEOUT + MARGIN + Duration::from_secs(1);
+    let (logs, _capturing) = CapturedLogs::install(tracing::Level::INFO);
+
+    let outcome = process_batch_until(&deps, event, Some(deadline)).await;
+
+    assert!(deferred_ids(&outcome).is_empty(), "{:?}", outcome.reports);
+    assert_eq!(logs.at("WARN"), Vec::<serde_json::Value>::new());
 }
 
 #[tokio::test(start_paused = true)]

@@ -27,6 +27,8 @@ use herald_testkit::{
 };
 use serde_json::json;
 
+use super::CapturedLogs;
+
 type Deps = DeliverDeps<MemoryPorts>;
 
 const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000000";
@@ -1037,33 +1039,6 @@ async fn a_stale_failing_since_does_not_disable_a_subscription_healthy_elsewhere
     assert_eq!(stored.status, SubscriptionStatus::Disabled);
 }
 
-/// What a subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLogs {
-    /// The `fields` of every line with this message.
-    fn lines(&self, message: &str) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .filter(|line| line["fields"]["message"] == message)
-            .map(|line| line["fields"].clone())
-            .collect()
-    }
-}
-
 /// A batch of three, the first POST answered 503, logged at `level` as Herald logs.
 async fn logs_of_a_batch_with_one_retry(level: tracing::Level) -> CapturedLogs {
     logs_of_a_batch_of_three(true, level).await
@@ -1079,14 +1054,7 @@ async fn logs_of_a_batch_of_three(first_refused: bool, level: tracing::Level) ->
         "3d",
     );
     with_subscription(&deps, SubscriptionStatus::Active).await;
-    let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(level)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (logs, _default) = CapturedLogs::install(level);
     let outcome = process_batch(&deps, batch_of(3)).await;
     assert_eq!(failures(&outcome).len(), usize::from(first_refused));
     logs
