@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test audit soak bench hot-code load lint fmt build build-arm64 build-x86_64 check-template deploy-tools smoke deploy-code
+.PHONY: run test audit soak bench hot-code load lint fmt build build-arm64 build-x86_64 check-template sam-build-arm64 deploy-tools smoke deploy-code
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -85,9 +85,14 @@ soak:
 ## The functions' bootstraps are the ones `sam build` makes (build-x86_64): what deploys,
 ## and the build functions/hot-code.ld names the functions of (a build with other settings
 ## hashes every name differently). Hello is built beside them.
-bench: build-x86_64
+## The arm64 bootstraps (`sam build`'s, in target/sam-build) are measured under qemu-user,
+## installed when missing (scripts/qemu-user.sh), against hello built for arm64 too.
+bench: build-x86_64 sam-build-arm64
 	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --x86-64 --compiler cargo \
 	  --bin hello --lambda-dir target/lambda-x86_64
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --arm64 \
+	  --bin hello --lambda-dir target/lambda-arm64
+	scripts/qemu-user.sh
 	$(CARGO) build --release -p herald-bench
 	HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)" scripts/with-moto.sh target/release/herald-bench
 
@@ -137,6 +142,11 @@ build-x86_64: deploy-tools
 check-template: deploy-tools
 	$(DEPLOY_TOOLS)/cfn-lint --non-zero-exit-code warning template.yaml
 	AWS_DEFAULT_REGION=us-east-1 $(DEPLOY_TOOLS)/sam validate --lint
+	@$(MAKE) --no-print-directory sam-build-arm64
+
+## Every function as `sam build` makes it with the template's defaults (arm64), in
+## target/sam-build: what `sam deploy` would upload.
+sam-build-arm64: deploy-tools
 	PATH="$(DEPLOY_TOOLS):$$PATH" $(DEPLOY_TOOLS)/sam build --beta-features --build-dir target/sam-build
 	@for f in IngestFunction ManageFunction DeliverFunction; do \
 	  test -x target/sam-build/$$f/bootstrap || { echo "sam build made no bootstrap for $$f" >&2; exit 1; }; \

@@ -23,10 +23,7 @@ if ! command -v valgrind >/dev/null 2>&1; then
   echo "Installing valgrind (Debian) for the profiles…" >&2
   apt-get install -y -qq valgrind >/dev/null
 fi
-if ! command -v qemu-aarch64 >/dev/null 2>&1 || [ ! -d /usr/aarch64-linux-gnu/lib ]; then
-  echo "Installing qemu-user and libc6-arm64-cross (Debian) for the arm64 logs…" >&2
-  apt-get install -y -qq qemu-user libc6-arm64-cross >/dev/null
-fi
+scripts/qemu-user.sh
 
 work="$(mktemp -d /tmp/herald-hot-code.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -17,6 +17,7 @@
 //! `herald-bench load` is `make load` instead: open-loop load at fixed rates against the
 //! local runner on moto and against Herald's handlers with in-memory stores (`load`).
 
+mod arm64;
 mod aws;
 // The deliver bootstrap's allocator, since the handler runs in this process.
 #[global_allocator]
@@ -76,9 +77,10 @@ fn main() {
     }
     let mut table = Table::new();
     let mut report = serde_json::Map::new();
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("deliver_handler", batch::run),
         ("cold_start", coldstart::run),
+        ("arm64_memory", arm64::run),
         ("aws", aws::run),
         ("subscriber_control", control::run),
         ("fan_out", fanout::run),
