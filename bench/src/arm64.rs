@@ -50,6 +50,8 @@ fn x86_64_bootstrap(root: &Path, binary: &str) -> PathBuf {
 struct Resident {
     kib: f64,
     code_kib: f64,
+    /// Natively, the peak RSS (VmHWM); under qemu, none (qemu's own is in it).
+    peak_kib: Option<f64>,
 }
 
 fn resident(rie: &str, mode: &str, bootstrap: &Path) -> Result<Resident, String> {
@@ -79,6 +81,7 @@ fn resident(rie: &str, mode: &str, bootstrap: &Path) -> Result<Resident, String>
     Ok(Resident {
         kib: kib("resident_kib")?,
         code_kib: kib("code_kib")?,
+        peak_kib: figures["peak_kib"].as_f64(),
     })
 }
 
@@ -148,6 +151,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                 "code_kib": arm64.code_kib,
                 "vs_hello": ratio,
                 "x86_64_native_kib": native.kib,
+                "x86_64_native_peak_kib": native.peak_kib,
                 "x86_64_under_qemu_kib": emulated.kib,
                 "calibration": calibration,
             }),
