@@ -1,4 +1,4 @@
-//! CPU of an ingest call and of a deliver batch of 10 with their AWS adapters, against
+//! CPU of an ingest call and of a deliver batch (of the run's size) with their AWS adapters, against
 //! moto: what the in-memory figures leave out (the SDK building, signing and sending each
 //! DynamoDB and SQS request and reading its answer, the events table's deflating, a claim
 //! check's event read back and inflated). moto runs in a process of its own, so its work
@@ -11,7 +11,8 @@
 //! The traffic is a run of the `aws` section's: the same events published through the
 //! ingest handler (wired as its bootstrap wires it, `herald_aws::lambda::wiring`), the
 //! tasks it queued received from the delivery queue and handed to the deliver handler
-//! ten at a time, as the event source mapping hands them over (`herald_local::poller`).
+//! a batch at a time (the run's `DeliveryBatchSize`, gathered ten a receive), as the
+//! event source mapping hands them over (`herald_local::poller`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,13 +46,16 @@ pub struct Shape {
     pub answer_bytes: usize,
     /// `HERALD_DELIVERY_CLAIM`.
     pub claim: &'static str,
+    /// Records a deliver batch holds (`DeliveryBatchSize`).
+    pub batch: usize,
 }
 
 /// The two figures, CPU on one thread in milliseconds (medians).
 #[derive(Clone, Copy, Debug)]
 pub struct Measured {
     pub ingest_call_cpu_ms: f64,
-    pub deliver_batch_of_10_cpu_ms: f64,
+    /// A deliver batch of [`Shape::batch`] records.
+    pub deliver_batch_cpu_ms: f64,
 }
 
 /// The receiver's answer for `answer_bytes` (0: `ok`): a JSON acknowledgement of about
@@ -167,9 +171,9 @@ pub fn measure(shape: Shape) -> Measured {
                 .unwrap();
         }
 
-        // At least CALLS, and enough for every deliver batch to be a full ten.
+        // At least CALLS, and enough for every deliver batch to be full.
         let tasks_a_call = shape.per_call * shape.fan_out;
-        let calls = CALLS.max(((BATCHES + 1) * 10).div_ceil(tasks_a_call.max(1)));
+        let calls = CALLS.max(((BATCHES + 1) * shape.batch).div_ceil(tasks_a_call.max(1)));
         let mut ingest_cpu = Vec::with_capacity(calls);
         for round in 0..calls {
             let cpu = crate::ingest_cpu::call_cpu(&ingest, round, shape.per_call, shape.data_bytes);
@@ -184,19 +188,29 @@ pub fn measure(shape: Shape) -> Measured {
         };
         let mut deliver_cpu = Vec::with_capacity(BATCHES);
         for batch in 0..=BATCHES {
-            let messages = aws
-                .sqs
-                .receive_message()
-                .queue_url(&queue.url)
-                .max_number_of_messages(10)
-                .visibility_timeout(600)
-                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .expect("receiving tasks")
-                .messages
-                .unwrap_or_default();
+            // Ten a receive, SQS's most, until the batch is full or the queue is empty.
+            let mut messages = Vec::with_capacity(shape.batch);
+            while messages.len() < shape.batch {
+                let received = aws
+                    .sqs
+                    .receive_message()
+                    .queue_url(&queue.url)
+                    .max_number_of_messages((shape.batch - messages.len()).min(10) as i32)
+                    .visibility_timeout(600)
+                    .message_system_attribute_names(
+                        aws_sdk_sqs::types::MessageSystemAttributeName::All,
+                    )
+                    .message_attribute_names("All")
+                    .send()
+                    .await
+                    .expect("receiving tasks")
+                    .messages
+                    .unwrap_or_default();
+                if received.is_empty() {
+                    break;
+                }
+                messages.extend(received);
+            }
             assert!(!messages.is_empty(), "ingest queued too few tasks");
             let mut event = SqsEvent::default();
             event.records = messages.iter().map(|m| to_record(m, &queue)).collect();
@@ -207,15 +221,15 @@ pub fn measure(shape: Shape) -> Measured {
                 outcome.response.batch_item_failures.is_empty(),
                 "a batch had failures"
             );
-            // Scaled to ten records: the last batch of a run may be short.
-            let cpu = cpu * 10 / messages.len() as u32;
+            // Scaled to a full batch: the last batch of a run may be short.
+            let cpu = cpu * shape.batch as u32 / messages.len() as u32;
             if batch > 0 {
                 deliver_cpu.push(cpu);
             }
         }
         Measured {
             ingest_call_cpu_ms: median_ms(ingest_cpu),
-            deliver_batch_of_10_cpu_ms: median_ms(deliver_cpu),
+            deliver_batch_cpu_ms: median_ms(deliver_cpu),
         }
     });
     let _ = stop.send(());

@@ -38,12 +38,19 @@ impl CapturedLogs {
         (logs, tracing::subscriber::set_default(subscriber))
     }
 
-    /// The `fields` of every line with this message.
-    pub fn lines(&self, message: &str) -> Vec<serde_json::Value> {
+    /// Every line written so far, parsed.
+    fn all(&self) -> Vec<serde_json::Value> {
         String::from_utf8(self.0.lock().unwrap().clone())
             .unwrap()
             .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// The `fields` of every line with this message.
+    pub fn lines(&self, message: &str) -> Vec<serde_json::Value> {
+        self.all()
+            .into_iter()
             .filter(|line| line["fields"]["message"] == message)
             .map(|line| line["fields"].clone())
             .collect()
@@ -51,10 +58,8 @@ impl CapturedLogs {
 
     /// Every line at `level`.
     pub fn at(&self, level: &str) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        self.all()
+            .into_iter()
             .filter(|line| line["level"] == level)
             .collect()
     }
