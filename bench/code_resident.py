@@ -100,6 +100,12 @@ def exec_segment(bootstrap):
     sys.exit(f"{bootstrap}: no executable segment")
 
 
+def present(pagemap, page):
+    """Whether the page at address `page` is resident (bit 63 of its pagemap entry)."""
+    pagemap.seek(page // 4096 * 8)
+    return int.from_bytes(pagemap.read(8), "little") >> 63 == 1
+
+
 def resident(pid, bootstrap, segment):
     """KiB of the bootstrap's code and of its other read-only pages the process holds."""
     code = read_only = 0
@@ -111,8 +117,7 @@ def resident(pid, bootstrap, segment):
             start, end = (int(x, 16) for x in f[0].split("-"))
             offset = int(f[2], 16)
             for page in range(start, end, 4096):
-                pagemap.seek(page // 4096 * 8)
-                if not int.from_bytes(pagemap.read(8), "little") >> 63:
+                if not present(pagemap, page):
                     continue
                 if segment[0] <= offset + page - start < segment[1]:
                     code += 4
@@ -149,8 +154,7 @@ def guest_resident(pid, ranges):
     with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
         for start, end in ranges:
             for page in range(start, end, 4096):
-                pagemap.seek(page // 4096 * 8)
-                if int.from_bytes(pagemap.read(8), "little") >> 63:
+                if present(pagemap, page):
                     kib += 4
     return kib
 
@@ -222,7 +226,9 @@ def main():
            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "HERALD_TENANT_CLAIM": "tenant"}
     for name in ["SUBSCRIPTIONS", "DELIVERIES", "EVENTS", "PORTAL_SESSIONS"]:
         env[f"HERALD_{name}_TABLE"] = "t"
-    if "HERALD_TEST_MOTO_URL" in os.environ:
+    # Only manage's invocation reads a table.
+    if "manage" in os.path.basename(os.path.dirname(bootstrap)).lower() \
+            and "HERALD_TEST_MOTO_URL" in os.environ:
         env["HERALD_SUBSCRIPTIONS_TABLE"] = subscriptions_table(os.environ["HERALD_TEST_MOTO_URL"])
     for name in ["DELIVERY", "DEAD_LETTER", "ORDERED", "ORDERED_DEAD_LETTER"]:
         env[f"HERALD_{name}_QUEUE_URL"] = "http://127.0.0.1:9/123456789012/q"

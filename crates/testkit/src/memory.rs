@@ -77,6 +77,27 @@ pub fn paid_order_task(tenant: &str, subscription: &str, order: &str) -> Deliver
     )
 }
 
+/// Reads `tenant`'s subscription `id` from `store`, lets `change` edit it and writes it
+/// back under the version it was read at, as manage's updates do.
+pub async fn edit_subscription(
+    store: &impl SubscriptionStore,
+    tenant: &TenantId,
+    id: &SubscriptionId,
+    change: impl FnOnce(&mut Subscription),
+) {
+    let mut subscription = store
+        .get(tenant, id)
+        .await
+        .expect("reading the subscription")
+        .expect("the subscription exists");
+    let version = subscription.version;
+    change(&mut subscription);
+    store
+        .update(&subscription, version)
+        .await
+        .expect("writing the subscription back");
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

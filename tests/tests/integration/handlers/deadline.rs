@@ -14,7 +14,7 @@ use herald_core::ids::SubscriptionId;
 use herald_core::ports::{OutgoingWebhook, SendOutcome, SubscriptionStore, WebhookSender};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_deliver::{DeliverDeps, Disposition, process_batch_until};
-use herald_testkit::{MemoryPortsWith, active_subscription, paid_order_task};
+use herald_testkit::{MemoryPortsWith, active_subscription, edit_subscription, paid_order_task};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -267,22 +267,13 @@ async fn a_record_whose_query_and_post_cannot_both_end_in_time_is_handed_back_be
     .unwrap();
     let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
     let id = SubscriptionId::parse(SUBSCRIPTION).unwrap();
-    let mut subscription = deps
-        .ports
-        .subscriptions
-        .get(&tenant, &id)
-        .await
-        .unwrap()
+    edit_subscription(&deps.ports.subscriptions, &tenant, &id, |subscription| {
+        subscription.query = herald_core::subscription::parse_query(Some(
+            &json!({"text": "query { shop { name } }"}),
+        ))
         .unwrap();
-    subscription.query =
-        herald_core::subscription::parse_query(Some(&json!({"text": "query { shop { name } }"})))
-            .unwrap();
-    let version = subscription.version;
-    deps.ports
-        .subscriptions
-        .update(&subscription, version)
-        .await
-        .unwrap();
+    })
+    .await;
     let deps = Arc::new(deps);
     let tasks = tasks(1);
     let deadline = Instant::now() + Duration::from_secs(12);

@@ -5,7 +5,7 @@ use herald_core::ids::SubscriptionId;
 use herald_core::ports::{Clock, SubscriptionStore};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_ingest::{IngestDeps, handle};
-use herald_testkit::{MemoryPorts, active_subscription};
+use herald_testkit::{MemoryPorts, active_subscription, edit_subscription};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
@@ -505,20 +505,15 @@ async fn a_subscription_marked_slow_gets_its_tasks_on_the_slow_lane_unless_order
             .await
             .unwrap();
     }
-    let mut ordered = deps
-        .ports
-        .subscriptions
-        .get(&tenant, &ordered_slow)
-        .await
-        .unwrap()
-        .unwrap();
-    ordered.ordering = Some(DeliveryOrder::Subscription);
-    let version = ordered.version;
-    deps.ports
-        .subscriptions
-        .update(&ordered, version)
-        .await
-        .unwrap();
+    edit_subscription(
+        &deps.ports.subscriptions,
+        &tenant,
+        &ordered_slow,
+        |ordered| {
+            ordered.ordering = Some(DeliveryOrder::Subscription);
+        },
+    )
+    .await;
 
     let response = handle(&deps, request(&event_file("publish-one.json"))).await;
     assert_eq!(response.status(), 202);

@@ -17,7 +17,7 @@ use herald_core::ports::{
 };
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_deliver::{DeliverDeps, Disposition, process_batch};
-use herald_testkit::{MemoryPortsWith, active_subscription};
+use herald_testkit::{MemoryPortsWith, active_subscription, edit_subscription};
 use serde_json::json;
 
 const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000000";
@@ -153,20 +153,10 @@ async fn a_slow_receiver_is_cut_on_the_standard_lane_and_served_on_the_slow_lane
     // the same delivery id, as its second attempt. Its mark, about to lapse, is kept by
     // the slow answer.
     let id = SubscriptionId::parse(SUBSCRIPTION).unwrap();
-    let mut lapsing = deps
-        .ports
-        .subscriptions
-        .get(&tenant, &id)
-        .await
-        .unwrap()
-        .unwrap();
-    lapsing.slow_until = Some(Utc::now() + chrono::Duration::seconds(30));
-    let version = lapsing.version;
-    deps.ports
-        .subscriptions
-        .update(&lapsing, version)
-        .await
-        .unwrap();
+    edit_subscription(&deps.ports.subscriptions, &tenant, &id, |lapsing| {
+        lapsing.slow_until = Some(Utc::now() + chrono::Duration::seconds(30));
+    })
+    .await;
     let outcome = process_batch(&deps, batch(&queued)).await;
     assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
     let record = record_of(&deps, &first).await;
