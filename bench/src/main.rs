@@ -19,10 +19,6 @@
 
 mod arm64;
 mod aws;
-// The deliver bootstrap's allocator, since the handler runs in this process.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod batch;
 mod coldstart;
 mod control;
