@@ -7,7 +7,7 @@ DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: run test audit soak bench hot-code load lint fmt build build-arm64 build-x86_64 check-template sam-build-arm64 deploy-tools smoke deploy-code
+.PHONY: run test audit soak bench hot-code load lint fmt build build-arm64 build-x86_64 hello-x86_64 check-template sam-build-arm64 deploy-tools smoke deploy-code
 
 ## Herald on http://127.0.0.1:3000 (HERALD_LOCAL_ADDR) against moto on 127.0.0.1:5000
 ## (MOTO_PORT); Ctrl-C stops both.
@@ -87,9 +87,7 @@ soak:
 ## hashes every name differently). Hello is built beside them.
 ## The arm64 bootstraps (`sam build`'s, in target/sam-build) are measured under qemu-user,
 ## installed when missing (scripts/qemu-user.sh), against hello built for arm64 too.
-bench: build-x86_64 sam-build-arm64
-	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --x86-64 --compiler cargo \
-	  --bin hello --lambda-dir target/lambda-x86_64
+bench: build-x86_64 sam-build-arm64 hello-x86_64
 	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --arm64 \
 	  --bin hello --lambda-dir target/lambda-arm64
 	scripts/qemu-user.sh
@@ -126,6 +124,12 @@ build: build-arm64 build-x86_64
 
 build-arm64: deploy-tools
 	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --arm64 $(BINARIES)
+
+## The hello-world bootstrap the cold starts are measured against, for x86_64 (bench,
+## hot-code), in target/lambda-x86_64/hello/bootstrap.
+hello-x86_64: deploy-tools
+	PATH="$(DEPLOY_TOOLS):$$PATH" $(CARGO) lambda build --release --x86-64 --compiler cargo \
+	  --bin hello --lambda-dir target/lambda-x86_64
 
 ## x86_64 as `sam build` makes them (what `sam local` runs, in target/sam-build-x86_64),
 ## copied to target/lambda-x86_64/<binary>/bootstrap for the runtime emulator's tests.

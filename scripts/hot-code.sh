@@ -45,10 +45,7 @@ EOF
     chmod +x "$work/$kind/$f/bootstrap"
   done
 done
-# Hello, the cold start's yardstick, built as `make bench` builds it (a fresh checkout has
-# none yet).
-PATH="$root/.venv-deploy/bin:$PATH" cargo lambda build --release --x86-64 --compiler cargo \
-  --bin hello --lambda-dir target/lambda-x86_64
+make hello-x86_64 # the cold start's yardstick; a fresh checkout has none yet
 mkdir -p "$work/start/hello"
 cp target/lambda-x86_64/hello/bootstrap "$work/start/hello/bootstrap"
 
