@@ -20,13 +20,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+pub use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// One scripted answer: a status, sent after a delay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +114,8 @@ impl Script {
 /// One request as it arrived.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// HTTP/1.1, or HTTP/2 from a receiver over TLS that offered it.
+    pub version: Version,
     pub method: String,
     pub path: String,
     /// Lower-case names; a repeated header keeps its last value.
@@ -146,6 +152,8 @@ struct State {
     requests: Mutex<Vec<Recorded>>,
     arrived: Notify,
     chaos: Option<Mutex<(Chaos, rand::rngs::StdRng, usize)>>,
+    /// Connections accepted, each counted before its TLS handshake (if any).
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 /// A test's poisoned lock still holds the requests recorded so far; use them.
@@ -170,11 +178,13 @@ pub fn listen_on_loopback() -> TcpListener {
     socket.listen(BACKLOG).expect("listening on 127.0.0.1")
 }
 
-/// Listens on 127.0.0.1 and a free port until dropped.
+/// Listens on 127.0.0.1 and a free port until dropped, in plain HTTP/1.1 or over TLS.
 pub struct TestReceiver {
     addr: SocketAddr,
     state: Arc<State>,
     server: JoinHandle<()>,
+    /// Over TLS: the root its certificate chains to.
+    root: Option<CertificateDer<'static>>,
 }
 
 impl Drop for TestReceiver {
@@ -202,6 +212,7 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let received = SystemTime::now();
     let at = Instant::now();
+    let version = request.version();
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
     let headers = request
@@ -232,6 +243,7 @@ async fn answer(
             None => {}
         }
         requests.push(Recorded {
+            version,
             method,
             path,
             headers,
@@ -259,7 +271,13 @@ async fn answer(
     Ok(response)
 }
 
-async fn serve(listener: TcpListener, state: Arc<State>) {
+/// Streams an HTTP/2 connection of the receiver carries at once: a batch of a thousand
+/// POSTs on one connection, all answered together. (hyper's default is 200; servers in
+/// front of real endpoints allow 100–256, which a sender's own bound per host, 10 by
+/// default, stays under.)
+const MAX_STREAMS: u32 = 4096;
+
+async fn serve(listener: TcpListener, state: Arc<State>, tls: Option<TlsAcceptor>) {
     // Owned here so that aborting the server closes its open connections as well.
     let mut connections = JoinSet::new();
     loop {
@@ -271,18 +289,96 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        state
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // As servers in front of endpoints do (nginx's `tcp_nodelay on`): without it, an
+        // HTTP/2 connection's answers, small writes one after another, wait on Nagle's
+        // algorithm for the sender's delayed acknowledgement (up to 40 ms each).
+        let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| answer(Arc::clone(&state), request));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let Some(tls) = tls else {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                return;
+            };
+            // A failed handshake (a sender that does not trust the root) ends the
+            // connection; the sender reports it.
+            let Ok(stream) = tls.accept(stream).await else {
+                return;
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let _ = http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(MAX_STREAMS)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            } else {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
         });
     }
 }
 
+/// What a receiver over TLS speaks, offered by ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// HTTP/2, or HTTP/1.1 to a client that does not offer HTTP/2.
+    Http2,
+    /// HTTP/1.1 only.
+    Http1,
+}
+
+/// A receiver's certificate for 127.0.0.1 and `localhost`, issued by a root made for it
+/// alone: no sender trusts it unless given [`TestReceiver::root`].
+fn tls_acceptor(offer: Offer) -> (TlsAcceptor, CertificateDer<'static>) {
+    let made = "making the test receiver's certificates";
+    let root_key = rcgen::KeyPair::generate().expect(made);
+    let mut root_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect(made);
+    root_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    root_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Herald test receiver root");
+    let root = rcgen::CertifiedIssuer::self_signed(root_params, root_key).expect(made);
+    let key = rcgen::KeyPair::generate().expect(made);
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect(made)
+        .signed_by(&key, &root)
+        .expect(made);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect(made)
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect(made);
+    config.alpn_protocols = match offer {
+        Offer::Http2 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Offer::Http1 => vec![b"http/1.1".to_vec()],
+    };
+    (TlsAcceptor::from(Arc::new(config)), root.der().clone())
+}
+
 impl TestReceiver {
     pub async fn start(script: Script) -> Self {
+        Self::listen(script, None)
+    }
+
+    /// Over TLS, with a certificate for 127.0.0.1 issued by a root of its own
+    /// ([`TestReceiver::root`]), speaking what `offer` says.
+    pub async fn start_https(script: Script, offer: Offer) -> Self {
+        Self::listen(script, Some(tls_acceptor(offer)))
+    }
+
+    fn listen(script: Script, tls: Option<(TlsAcceptor, CertificateDer<'static>)>) -> Self {
         let listener = listen_on_loopback();
         let addr = listener.local_addr().expect("the receiver's address");
         let chaos = script.1;
@@ -295,13 +391,28 @@ impl TestReceiver {
                 use rand::SeedableRng;
                 Mutex::new((chaos, rand::rngs::StdRng::seed_from_u64(chaos.seed), 0))
             }),
+            connections: Default::default(),
         });
-        let server = tokio::spawn(serve(listener, Arc::clone(&state)));
+        let (acceptor, root) = tls.unzip();
+        let server = tokio::spawn(serve(listener, Arc::clone(&state), acceptor));
         Self {
             addr,
             state,
             server,
+            root,
         }
+    }
+
+    /// Connections accepted so far (over TLS, whether or not the handshake succeeded).
+    pub fn connections(&self) -> usize {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The root a receiver over TLS chains to, for a sender told to trust it.
+    pub fn root(&self) -> Option<&CertificateDer<'static>> {
+        self.root.as_ref()
     }
 
     /// Answers every request with `status` from now on (None: back to the script), as an
@@ -310,9 +421,10 @@ impl TestReceiver {
         *lock(&self.state.override_status) = status;
     }
 
-    /// `http://127.0.0.1:<port>/webhooks`.
+    /// `http://127.0.0.1:<port>/webhooks`, or `https://…` over TLS.
     pub fn url(&self) -> String {
-        format!("http://{}/webhooks", self.addr)
+        let scheme = if self.root.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/webhooks", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {

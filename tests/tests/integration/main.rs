@@ -27,5 +27,6 @@ mod sealed;
 mod slow_receivers;
 mod smoke;
 mod soak;
+mod tls;
 mod traces;
 mod wire;

@@ -128,11 +128,33 @@ pub struct HttpWebhookSender {
 }
 
 impl HttpWebhookSender {
+    /// The sender the functions use: receivers' certificates verified against Mozilla's
+    /// roots, and no others.
     pub fn new<R: Resolver + 'static>(
         settings: SenderSettings,
         resolver: Arc<R>,
     ) -> Result<Self, SenderBuildError> {
-        let tls = crate::http::tls::webhook_client_config()
+        Self::build(settings, resolver, None)
+    }
+
+    /// [`HttpWebhookSender::new`], also trusting `root`: for a receiver over TLS that a test
+    /// or the bench made, whose certificate chains to a root of its own. The functions
+    /// never call it, and nothing a deployment configures reaches it: a receiver whose
+    /// certificate chains to a private CA is refused (docs/DECISIONS.md, "TLS trust").
+    pub fn trusting<R: Resolver + 'static>(
+        settings: SenderSettings,
+        resolver: Arc<R>,
+        root: &rustls::pki_types::CertificateDer<'_>,
+    ) -> Result<Self, SenderBuildError> {
+        Self::build(settings, resolver, Some(root))
+    }
+
+    fn build<R: Resolver + 'static>(
+        settings: SenderSettings,
+        resolver: Arc<R>,
+        root: Option<&rustls::pki_types::CertificateDer<'_>>,
+    ) -> Result<Self, SenderBuildError> {
+        let tls = crate::http::tls::webhook_client_config_trusting(root)
             .map_err(|e| SenderBuildError(e.to_string()))?;
         let lookup: Lookup = {
             let resolver = Arc::clone(&resolver);

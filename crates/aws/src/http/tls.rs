@@ -21,9 +21,20 @@ use aws_smithy_types::config_bag::ConfigBag;
 
 /// The rustls configuration of the webhook client: Mozilla's roots, HTTP/2 or 1.1.
 pub fn webhook_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
-    let roots = rustls::RootCertStore {
+    webhook_client_config_trusting(None)
+}
+
+/// [`webhook_client_config`], and `also` trusted beside Mozilla's roots: the root of a
+/// receiver a test or the bench made. Nothing a deployment configures reaches this.
+pub fn webhook_client_config_trusting(
+    also: Option<&rustls::pki_types::CertificateDer<'_>>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if let Some(root) = also {
+        roots.add(root.clone())?;
+    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
