@@ -23,7 +23,7 @@ use herald_core::ports::SubscriptionStore;
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_deliver::{DeliverDeps, process_batch};
 use herald_testkit::{MemoryPortsWith, active_subscription};
-use herald_tests::receiver::{Script, TestReceiver};
+use herald_tests::receiver::{CertificateDer, Offer, Script, TestReceiver};
 use serde_json::{Value, json};
 
 use crate::Table;
@@ -35,19 +35,22 @@ const CONCURRENCY: usize = 1000;
 
 type Deps = DeliverDeps<MemoryPortsWith<HttpWebhookSender>>;
 
-async fn deps(url: &str) -> (Arc<Deps>, SubscriptionId) {
+/// The handler with a new HTTP client: trusting the receiver's own root beside Mozilla's
+/// when it listens over TLS.
+async fn deps(url: &str, root: Option<&CertificateDer<'static>>) -> (Arc<Deps>, SubscriptionId) {
     let policy = UrlPolicy {
         allow_http: true,
         allow_loopback: true,
         ..UrlPolicy::default()
     };
-    let sender = HttpWebhookSender::new(
-        SenderSettings {
-            policy: policy.clone(),
-            ..SenderSettings::default()
-        },
-        Arc::new(SystemResolver),
-    )
+    let settings = SenderSettings {
+        policy: policy.clone(),
+        ..SenderSettings::default()
+    };
+    let sender = match root {
+        Some(root) => HttpWebhookSender::trusting(settings, Arc::new(SystemResolver), root),
+        None => HttpWebhookSender::new(settings, Arc::new(SystemResolver)),
+    }
     .unwrap();
     let deps = Arc::new(DeliverDeps {
         xray: herald_aws::xray::XRay::off(),
@@ -154,6 +157,8 @@ struct Measured {
     cpu_us_per_webhook: f64,
     /// The receiver's CPU per webhook: not Herald's, but on the same two cores.
     receiver_cpu_us_per_webhook: f64,
+    /// Connections the receiver accepted during the batch (over TLS, each a handshake).
+    connections: usize,
 }
 
 /// One batch through the handler: its wall time over the receiver's 50 ms, and the
@@ -174,30 +179,121 @@ async fn measure(deps: &Arc<Deps>, event: SqsEvent) -> Measured {
         efficiency: wall.as_secs_f64() / RECEIVER_DELAY.as_secs_f64(),
         cpu_us_per_webhook: cpu.as_secs_f64() * 1e6 / size as f64,
         receiver_cpu_us_per_webhook: receiver_cpu.as_secs_f64() * 1e6 / size as f64,
+        connections: 0,
     }
 }
 
+/// A receiver on its own thread and runtime (so its work is not counted), answering
+/// after 50 ms; in plain HTTP/1.1, or over TLS offering what `offer` says.
+struct ReceiverThread {
+    url: String,
+    root: Option<CertificateDer<'static>>,
+    /// Its connections are counted as it accepts them.
+    receiver: Arc<TestReceiver>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ReceiverThread {
+    fn start(offer: Option<Offer>) -> Self {
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(RECEIVER_THREADS.into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name(RECEIVER_THREADS)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let script = Script::always(200).with_delay(RECEIVER_DELAY);
+                    let receiver = Arc::new(match offer {
+                        Some(offer) => TestReceiver::start_https(script, offer).await,
+                        None => TestReceiver::start(script).await,
+                    });
+                    url_tx.send(Arc::clone(&receiver)).unwrap();
+                    let _ = stop_rx.await;
+                });
+            })
+            .unwrap();
+        let receiver = url_rx.recv().unwrap();
+        Self {
+            url: receiver.url(),
+            root: receiver.root().cloned(),
+            receiver,
+            stop,
+            thread,
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+/// A size's batches: the first on a new client's new connections, the second on what the
+/// first left in the pool, each the median of [`REPEATS`] with the range beside it.
+struct Series {
+    first: Measured,
+    first_range: (f64, f64),
+    steady: Measured,
+    steady_range: (f64, f64),
+}
+
+/// Five times: a new client, its first batch (opening every connection, as a container's
+/// first batch to a receiver does), then a second on the connections the first left in
+/// the pool (a warm container's steady state). The median by wall time is the figure: one
+/// batch moves by a quarter between runs on a shared machine.
+async fn series(receiver: &ReceiverThread, size: usize, round: usize) -> Series {
+    let (mut firsts, mut steadies) = (Vec::new(), Vec::new());
+    for rep in 0..REPEATS {
+        let (deps, subscription) = deps(&receiver.url, receiver.root.as_ref()).await;
+        let base = 2 * (round * REPEATS + rep);
+        let before = receiver.receiver.connections();
+        let mut first = measure(&deps, batch(&subscription, size, base + 1)).await;
+        let after_first = receiver.receiver.connections();
+        first.connections = after_first - before;
+        let mut steady = measure(&deps, batch(&subscription, size, base + 2)).await;
+        steady.connections = receiver.receiver.connections() - after_first;
+        firsts.push(first);
+        steadies.push(steady);
+        // The client's connections close on the runtime's tasks once it is dropped: let
+        // them, so the next first batch does not pay for it (a new container has no old
+        // client to close).
+        drop(deps);
+        tokio::time::sleep(SETTLE).await;
+    }
+    let (first, first_range) = median_by_wall(firsts);
+    let (steady, steady_range) = median_by_wall(steadies);
+    Series {
+        first,
+        first_range,
+        steady,
+        steady_range,
+    }
+}
+
+fn series_json(series: &Series) -> Value {
+    let one = |m: &Measured, range: (f64, f64)| {
+        json!({
+            "wall_ms": m.wall_ms,
+            "efficiency": m.efficiency,
+            "efficiency_range": [range.0, range.1],
+            "cpu_us_per_webhook": m.cpu_us_per_webhook,
+            "receiver_cpu_us_per_webhook": m.receiver_cpu_us_per_webhook,
+            "connections_opened": m.connections,
+        })
+    };
+    let mut steady = one(&series.steady, series.steady_range);
+    steady["first_batch"] = one(&series.first, series.first_range);
+    steady
+}
+
 pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value {
-    // The receiver on its own thread and runtime, so its work is not counted.
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let receiver_thread = std::thread::Builder::new()
-        .name(RECEIVER_THREADS.into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name(RECEIVER_THREADS)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let receiver =
-                    TestReceiver::start(Script::always(200).with_delay(RECEIVER_DELAY)).await;
-                url_tx.send(receiver.url()).unwrap();
-                let _ = stop_rx.await;
-            });
-        });
-    let url = url_rx.recv().unwrap();
+    let plain = ReceiverThread::start(None);
     // The runtimes the deliver bootstrap runs on (herald_aws::lambda::runtime): one thread
     // below two vCPUs' worth of memory (the template's 256 MB), a worker per vCPU above
     // (here the machine's two cores, as at 3538 MB). The handler's future runs on this
@@ -228,25 +324,13 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
     ] {
         runtime.block_on(async {
             for (round, size) in SIZES.into_iter().enumerate() {
-                // A new client each time, so its first batch opens every connection (a
-                // container's first batch to a receiver); the second, on the connections
-                // the first left in the pool, is a warm container's steady state. Five
-                // times, the median by wall time the figure: one batch moves by a
-                // quarter between runs on a shared machine.
-                let (mut firsts, mut steadies) = (Vec::new(), Vec::new());
-                for rep in 0..REPEATS {
-                    let (deps, subscription) = deps(&url).await;
-                    let base = 2 * (round * REPEATS + rep);
-                    firsts.push(measure(&deps, batch(&subscription, size, base + 1)).await);
-                    steadies.push(measure(&deps, batch(&subscription, size, base + 2)).await);
-                    // The client's connections close on the runtime's tasks once it is
-                    // dropped: let them, so the next first batch does not pay for it (a
-                    // new container has no old client to close).
-                    drop(deps);
-                    tokio::time::sleep(SETTLE).await;
-                }
-                let (first, first_range) = median_by_wall(firsts);
-                let (steady, steady_range) = median_by_wall(steadies);
+                let series = series(&plain, size, round).await;
+                let Series {
+                    first,
+                    first_range,
+                    steady,
+                    steady_range,
+                } = &series;
                 let target = match size {
                     100 => " (target ≤ 1.3)",
                     1000 => " (target ≤ 2)",
@@ -282,28 +366,60 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                         first.receiver_cpu_us_per_webhook
                     ),
                 );
-                results.push(json!({
-                    "runtime": flavor,
-                    "batch": size,
-                    // The steady state; `first_batch` is the same size on new connections.
-                    "wall_ms": steady.wall_ms,
-                    "efficiency": steady.efficiency,
-                    "efficiency_range": [steady_range.0, steady_range.1],
-                    "cpu_us_per_webhook": steady.cpu_us_per_webhook,
-                    "receiver_cpu_us_per_webhook": steady.receiver_cpu_us_per_webhook,
-                    "first_batch": {
-                        "wall_ms": first.wall_ms,
-                        "efficiency": first.efficiency,
-                        "efficiency_range": [first_range.0, first_range.1],
-                        "cpu_us_per_webhook": first.cpu_us_per_webhook,
-                        "receiver_cpu_us_per_webhook": first.receiver_cpu_us_per_webhook,
-                    },
-                }));
+                let mut result = series_json(&series);
+                result["runtime"] = json!(flavor);
+                result["batch"] = json!(size);
+                results.push(result);
             }
         });
     }
-    let _ = stop_tx.send(());
-    receiver_thread.unwrap().join().unwrap();
+    plain.stop();
+    // Receivers as they are deployed: over TLS, offering HTTP/2 (one connection carries
+    // every POST once the client knows) or HTTP/1.1 only (a connection, and a TLS
+    // handshake, for each POST in flight). One thread, the template's.
+    let mut over_tls = Vec::new();
+    for (offer, name, label) in [
+        (Offer::Http2, "h2", "HTTPS offering HTTP/2"),
+        (Offer::Http1, "http/1.1", "HTTPS, HTTP/1.1 only"),
+    ] {
+        let receiver = ReceiverThread::start(Some(offer));
+        one_thread.block_on(async {
+            for (round, size) in [100, 1000].into_iter().enumerate() {
+                let series = series(&receiver, size, SIZES.len() + round).await;
+                let Series {
+                    first,
+                    first_range,
+                    steady,
+                    steady_range,
+                } = &series;
+                table.row(
+                    format!("batch efficiency, {size} webhooks, one thread, {label}"),
+                    format!("{:.2}", steady.efficiency),
+                    format!(
+                        "{:.0} ms / 50 ms pooled, {:.2}–{:.2}; first batch {:.2} ({:.0} ms; {:.2}–{:.2}), {} connections opened; CPU a webhook {:.0} µs pooled, {:.0} µs first; the receiver {:.0} µs ({:.0} µs)",
+                        steady.wall_ms,
+                        steady_range.0,
+                        steady_range.1,
+                        first.efficiency,
+                        first.wall_ms,
+                        first_range.0,
+                        first_range.1,
+                        first.connections,
+                        steady.cpu_us_per_webhook,
+                        first.cpu_us_per_webhook,
+                        steady.receiver_cpu_us_per_webhook,
+                        first.receiver_cpu_us_per_webhook,
+                    ),
+                );
+                let mut result = series_json(&series);
+                result["runtime"] = json!("current_thread");
+                result["batch"] = json!(size);
+                result["alpn_offered"] = json!(name);
+                over_tls.push(result);
+            }
+        });
+        receiver.stop();
+    }
     let floor = one_thread.block_on(connection_floor(1000));
     table.row(
         "1000 new loopback connections alone, one thread",
@@ -318,6 +434,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         "concurrency": CONCURRENCY,
         "stores": "in-memory (Herald's concurrency, not moto's)",
         "batches": results,
+        "over_tls": over_tls,
         "loopback_connections_alone": {
             "connections": 1000,
             "cpu_us_per_connection": floor.cpu_us_per_connection,
