@@ -276,7 +276,8 @@ async fn series(receiver: &ReceiverThread, size: usize, round: usize) -> Series 
     }
 }
 
-fn series_json(series: &Series) -> Value {
+/// A size's figures for bench.json: the steady state, its first batch inside.
+fn series_json(series: &Series, runtime: &str, size: usize) -> Value {
     let one = |m: &Measured, range: (f64, f64)| {
         json!({
             "wall_ms": m.wall_ms,
@@ -289,6 +290,8 @@ fn series_json(series: &Series) -> Value {
     };
     let mut steady = one(&series.steady, series.steady_range);
     steady["first_batch"] = one(&series.first, series.first_range);
+    steady["runtime"] = json!(runtime);
+    steady["batch"] = json!(size);
     steady
 }
 
@@ -366,10 +369,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                         first.receiver_cpu_us_per_webhook
                     ),
                 );
-                let mut result = series_json(&series);
-                result["runtime"] = json!(flavor);
-                result["batch"] = json!(size);
-                results.push(result);
+                results.push(series_json(&series, flavor, size));
             }
         });
     }
@@ -411,9 +411,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                         first.receiver_cpu_us_per_webhook,
                     ),
                 );
-                let mut result = series_json(&series);
-                result["runtime"] = json!("current_thread");
-                result["batch"] = json!(size);
+                let mut result = series_json(&series, "current_thread", size);
                 result["alpn_offered"] = json!(name);
                 over_tls.push(result);
             }
