@@ -1,5 +1,6 @@
 //! A webhook receiver for tests: records every request and answers with the statuses (and
-//! after the delays) the test chose.
+//! after the delays) the test chose. In plain HTTP/1.1 ([`TestReceiver::start`]), or over
+//! TLS with a root of its own, offering HTTP/2 or not ([`TestReceiver::start_https`]).
 //!
 //! ```no_run
 //! # async fn example() {
