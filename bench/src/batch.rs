@@ -161,10 +161,11 @@ struct Measured {
     connections: usize,
 }
 
-/// One batch through the handler: its wall time over the receiver's 50 ms, and the
-/// handler thread's CPU per webhook.
-async fn measure(deps: &Arc<Deps>, event: SqsEvent) -> Measured {
+/// One batch through the handler: its wall time over the receiver's 50 ms, the handler
+/// thread's CPU per webhook, and the connections the receiver accepted meanwhile.
+async fn measure(deps: &Arc<Deps>, event: SqsEvent, receiver: &TestReceiver) -> Measured {
     let size = event.records.len();
+    let connections = receiver.connections();
     let cpu = handler_cpu();
     let receiver_cpu = threads_cpu(RECEIVER_THREADS);
     let started = Instant::now();
@@ -179,16 +180,13 @@ async fn measure(deps: &Arc<Deps>, event: SqsEvent) -> Measured {
         efficiency: wall.as_secs_f64() / RECEIVER_DELAY.as_secs_f64(),
         cpu_us_per_webhook: cpu.as_secs_f64() * 1e6 / size as f64,
         receiver_cpu_us_per_webhook: receiver_cpu.as_secs_f64() * 1e6 / size as f64,
-        connections: 0,
+        connections: receiver.connections() - connections,
     }
 }
 
 /// A receiver on its own thread and runtime (so its work is not counted), answering
 /// after 50 ms; in plain HTTP/1.1, or over TLS offering what `offer` says.
 struct ReceiverThread {
-    url: String,
-    root: Option<CertificateDer<'static>>,
-    /// Its connections are counted as it accepts them.
     receiver: Arc<TestReceiver>,
     stop: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -218,11 +216,8 @@ impl ReceiverThread {
                 });
             })
             .unwrap();
-        let receiver = url_rx.recv().unwrap();
         Self {
-            url: receiver.url(),
-            root: receiver.root().cloned(),
-            receiver,
+            receiver: url_rx.recv().unwrap(),
             stop,
             thread,
         }
@@ -250,16 +245,11 @@ struct Series {
 async fn series(receiver: &ReceiverThread, size: usize, round: usize) -> Series {
     let (mut firsts, mut steadies) = (Vec::new(), Vec::new());
     for rep in 0..REPEATS {
-        let (deps, subscription) = deps(&receiver.url, receiver.root.as_ref()).await;
+        let receiver = &receiver.receiver;
+        let (deps, subscription) = deps(&receiver.url(), receiver.root()).await;
         let base = 2 * (round * REPEATS + rep);
-        let before = receiver.receiver.connections();
-        let mut first = measure(&deps, batch(&subscription, size, base + 1)).await;
-        let after_first = receiver.receiver.connections();
-        first.connections = after_first - before;
-        let mut steady = measure(&deps, batch(&subscription, size, base + 2)).await;
-        steady.connections = receiver.receiver.connections() - after_first;
-        firsts.push(first);
-        steadies.push(steady);
+        firsts.push(measure(&deps, batch(&subscription, size, base + 1), receiver).await);
+        steadies.push(measure(&deps, batch(&subscription, size, base + 2), receiver).await);
         // The client's connections close on the runtime's tasks once it is dropped: let
         // them, so the next first batch does not pay for it (a new container has no old
         // client to close).

@@ -312,16 +312,16 @@ async fn serve(listener: TcpListener, state: Arc<State>, tls: Option<TlsAcceptor
             let Ok(stream) = tls.accept(stream).await else {
                 return;
             };
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let _ = http2::Builder::new(TokioExecutor::new())
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = TokioIo::new(stream);
+            let _ = if h2 {
+                http2::Builder::new(TokioExecutor::new())
                     .max_concurrent_streams(MAX_STREAMS)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    .serve_connection(io, service)
+                    .await
             } else {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            }
+                http1::Builder::new().serve_connection(io, service).await
+            };
         });
     }
 }
