@@ -386,7 +386,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                     format!("batch efficiency, {size} webhooks, one thread, {label}"),
                     format!("{:.2}", steady.efficiency),
                     format!(
-                        "{:.0} ms / 50 ms pooled, {:.2}–{:.2}; first batch {:.2} ({:.0} ms; {:.2}–{:.2}), {} connections opened; CPU a webhook {:.0} µs pooled, {:.0} µs first; the receiver {:.0} µs ({:.0} µs)",
+                        "{:.0} ms / 50 ms pooled, {:.2}–{:.2}; first batch {:.2} ({:.0} ms; {:.2}–{:.2}), connections opened: {}; CPU a webhook {:.0} µs pooled, {:.0} µs first; the receiver {:.0} µs ({:.0} µs)",
                         steady.wall_ms,
                         steady_range.0,
                         steady_range.1,

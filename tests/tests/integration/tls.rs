@@ -1,6 +1,7 @@
 //! The webhook sender against receivers over TLS (`TestReceiver::start_https`): a
 //! certificate from a root Herald does not trust is refused, HTTP/2 is used where the
-//! receiver offers it (one connection carrying many POSTs), and HTTP/1.1 where it does not.
+//! receiver offers it (one connection carrying many POSTs, the first batch's too), and
+//! HTTP/1.1 where it does not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,4 +105,64 @@ async fn a_receiver_offering_only_http11_is_sent_http11() {
     assert_eq!(requests.len(), 5);
     assert!(requests.iter().all(|r| r.version == Version::HTTP_11));
     assert!(requests[0].json()["n"].is_number());
+}
+
+/// POSTs `ids` at once, each answered.
+async fn all_at_once(
+    sender: &HttpWebhookSender,
+    receiver: &TestReceiver,
+    ids: std::ops::Range<usize>,
+) {
+    let outcomes =
+        futures::future::join_all(ids.map(|id| sender.send(webhook(receiver, id)))).await;
+    assert!(
+        outcomes.iter().all(|o| status(o) == Some(200)),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_first_batch_to_a_receiver_offering_http2_opens_one_connection() {
+    let receiver = TestReceiver::start_https(Script::always(200), Offer::Http2).await;
+    let sender = trusting(&receiver);
+    // Fifty at once on a new sender: the first opens the connection, and the others wait
+    // for its handshake instead of each opening one of their own.
+    all_at_once(&sender, &receiver, 0..50).await;
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 50);
+    assert!(requests.iter().all(|r| r.version == Version::HTTP_2));
+    assert_eq!(receiver.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_first_batch_to_a_receiver_speaking_only_http11_opens_a_connection_for_each_post() {
+    // Answers late enough that no POST finds another's connection free again.
+    let script = Script::always(200).with_delay(Duration::from_millis(300));
+    let receiver = TestReceiver::start_https(script, Offer::Http1).await;
+    let sender = trusting(&receiver);
+    all_at_once(&sender, &receiver, 0..10).await;
+    assert_eq!(receiver.requests().len(), 10);
+    assert_eq!(receiver.connections(), 10);
+    // Known to speak HTTP/1.1 now: the next ten are not held for one another.
+    all_at_once(&sender, &receiver, 10..20).await;
+    assert_eq!(receiver.requests().len(), 20);
+}
+
+#[tokio::test]
+async fn posts_waiting_for_a_first_connection_that_fails_each_try_their_own() {
+    let receiver = TestReceiver::start_https(Script::always(200), Offer::Http2).await;
+    // The functions' sender refuses the receiver's certificate: the first connection
+    // fails, and the POSTs that waited for it are released to connect, and fail, on
+    // their own, each as a TLS error (not a timeout).
+    let sender = HttpWebhookSender::new(settings(), Arc::new(SystemResolver)).unwrap();
+    let outcomes =
+        futures::future::join_all((0..10).map(|id| sender.send(webhook(&receiver, id)))).await;
+    for outcome in &outcomes {
+        let SendOutcome::Failed { error, detail, .. } = outcome else {
+            panic!("a private root was trusted: {outcome:?}")
+        };
+        assert_eq!(*error, AttemptError::Tls, "{detail}");
+    }
+    assert!(receiver.requests().is_empty());
+    assert_eq!(receiver.connections(), 10);
 }

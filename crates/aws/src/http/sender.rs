@@ -20,6 +20,8 @@ use herald_core::subscription::url::{
     Resolver, SubscriptionUrl, UrlError, UrlPolicy, check_ip, resolve_checked,
 };
 
+mod first_connection;
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Longest `detail` kept for a failed attempt.
@@ -121,6 +123,10 @@ pub struct HttpWebhookSender {
     /// answer goes out on a new one, never on another pooled connection the receiver may
     /// have closed as well.
     fresh: reqwest::Client,
+    /// The HTTPS hosts `client` connects to, so a batch's POSTs to a receiver speaking
+    /// HTTP/2 share its first connection instead of each opening one
+    /// ([`first_connection`]).
+    hosts: first_connection::Hosts,
     settings: SenderSettings,
     /// Resolves a name whose port the policy denies on some address (see
     /// [`HttpWebhookSender::check_denied`]).
@@ -166,6 +172,7 @@ impl HttpWebhookSender {
         Ok(Self {
             client: build_client(&settings, &resolver, tls.clone(), usize::MAX)?,
             fresh: build_client(&settings, &resolver, tls, 0)?,
+            hosts: first_connection::Hosts::default(),
             settings,
             lookup,
         })
@@ -200,6 +207,7 @@ impl HttpWebhookSender {
             .timeout
             .map_or(self.settings.timeout, |own| own.min(self.settings.timeout));
         let deadline = tokio::time::Instant::from_std(started) + limit;
+        let host = self.hosts.of(webhook.url.url());
         let mut request = self
             .client
             .post(webhook.url.url().clone())
@@ -213,7 +221,18 @@ impl HttpWebhookSender {
         };
         // The body is in memory, so the copy always exists (and shares its bytes).
         let copy = request.try_clone();
-        let mut sent = timeout_at(deadline, self.client.execute(request)).await;
+        let sending = async {
+            match host {
+                Some(host) => {
+                    let waited = deadline
+                        .min(tokio::time::Instant::now() + first_connection::WAIT_FOR_CONNECTION);
+                    host.wait_for_connection(waited).await;
+                    first_connection::scope(host, self.client.execute(request)).await
+                }
+                None => self.client.execute(request).await,
+            }
+        };
+        let mut sent = timeout_at(deadline, sending).await;
         // Once, on a new connection, inside the same deadline: see docs/DECISIONS.md
         // ("Delivering") for why any such failure is retried, not only a reused
         // connection's.
@@ -307,6 +326,7 @@ fn build_client<R: Resolver + 'static>(
         // so the pool seldom hands out a connection the receiver is closing.
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(max_idle_per_host)
+        .connector_layer(first_connection::NoteConnectionsLayer)
         // A proxy would resolve the name itself, past the guard.
         .no_proxy()
         .dns_resolver(GuardedResolver {
