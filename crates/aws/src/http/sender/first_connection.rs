@@ -261,6 +261,17 @@ mod tests {
         Instant::now() + WAIT_FOR_CONNECTION
     }
 
+    /// A POST waiting for `host`'s connection (up to 5 s): how long it waited.
+    fn waiter(host: &Arc<Host>) -> tokio::task::JoinHandle<Duration> {
+        let host = Arc::clone(host);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            host.wait_for_connection(started + Duration::from_secs(5))
+                .await;
+            started.elapsed()
+        })
+    }
+
     #[test]
     fn only_https_hosts_are_followed_one_per_scheme_name_and_port() {
         let hosts = Hosts::default();
@@ -297,15 +308,7 @@ mod tests {
     async fn a_post_waits_for_the_connection_being_opened_and_learns_its_protocol() {
         let host = Arc::new(Host::new());
         let opening = host.opening();
-        let waiting = tokio::spawn({
-            let host = Arc::clone(&host);
-            async move {
-                let started = Instant::now();
-                host.wait_for_connection(started + Duration::from_secs(5))
-                    .await;
-                started.elapsed()
-            }
-        });
+        let waiting = waiter(&host);
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!waiting.is_finished());
         opening.made(true);
@@ -341,15 +344,7 @@ mod tests {
     async fn a_failed_or_abandoned_connection_releases_the_waiting_posts() {
         let host = Arc::new(Host::new());
         let opening = host.opening();
-        let waiting = tokio::spawn({
-            let host = Arc::clone(&host);
-            async move {
-                let started = Instant::now();
-                host.wait_for_connection(started + Duration::from_secs(5))
-                    .await;
-                started.elapsed()
-            }
-        });
+        let waiting = waiter(&host);
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(opening);
         assert_eq!(waiting.await.unwrap(), Duration::from_millis(10));
@@ -372,15 +367,7 @@ mod tests {
         let host = Arc::new(Host::new());
         let first = host.opening();
         let _second = host.opening();
-        let waiting = tokio::spawn({
-            let host = Arc::clone(&host);
-            async move {
-                let started = Instant::now();
-                host.wait_for_connection(started + Duration::from_secs(5))
-                    .await;
-                started.elapsed()
-            }
-        });
+        let waiting = waiter(&host);
         tokio::time::sleep(Duration::from_millis(10)).await;
         first.made(true);
         assert_eq!(waiting.await.unwrap(), Duration::from_millis(10));
@@ -391,15 +378,7 @@ mod tests {
         let host = Arc::new(Host::new());
         let first = host.opening();
         let second = host.opening();
-        let waiting = tokio::spawn({
-            let host = Arc::clone(&host);
-            async move {
-                let started = Instant::now();
-                host.wait_for_connection(started + Duration::from_secs(5))
-                    .await;
-                started.elapsed()
-            }
-        });
+        let waiting = waiter(&host);
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(first);
         tokio::time::sleep(Duration::from_millis(10)).await;
