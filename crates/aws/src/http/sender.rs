@@ -224,9 +224,10 @@ impl HttpWebhookSender {
         let sending = async {
             match host {
                 Some(host) => {
-                    let waited = deadline
+                    // Another POST's connection to this host, if one is being opened.
+                    let wait_until = deadline
                         .min(tokio::time::Instant::now() + first_connection::WAIT_FOR_CONNECTION);
-                    host.wait_for_connection(waited).await;
+                    host.wait_for_connection(wait_until).await;
                     first_connection::scope(host, self.client.execute(request)).await
                 }
                 None => self.client.execute(request).await,
