@@ -374,7 +374,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
     ] {
         let receiver = ReceiverThread::start(Some(offer));
         one_thread.block_on(async {
-            for (round, size) in [100, 1000].into_iter().enumerate() {
+            for (round, size) in SIZES.into_iter().enumerate() {
                 let series = series(&receiver, size, SIZES.len() + round).await;
                 let Series {
                     first,
