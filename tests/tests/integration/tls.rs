@@ -1,7 +1,7 @@
 //! The webhook sender against receivers over TLS (`TestReceiver::start_https`): a
 //! certificate from a root Herald does not trust is refused, HTTP/2 is used where the
-//! receiver offers it (one connection carrying many POSTs, the first batch's too), and
-//! HTTP/1.1 where it does not.
+//! receiver offers it (one connection carrying many POSTs, the first batch's too, on
+//! either of deliver's runtimes), and HTTP/1.1 where it does not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -165,4 +165,77 @@ async fn posts_waiting_for_a_first_connection_that_fails_each_try_their_own() {
     }
     assert!(receiver.requests().is_empty());
     assert_eq!(receiver.connections(), 10);
+}
+
+/// A batch of `size` records, all at once (the template's is 10, and 10 to a host),
+/// through deliver's handler on in-memory stores with this sender, to a receiver new to it.
+async fn deliver_a_first_batch(sender: HttpWebhookSender, receiver: &TestReceiver, size: usize) {
+    use herald_core::delivery::settings::DeliverySettings;
+    use herald_core::ports::SubscriptionStore;
+    use herald_deliver::{DeliverDeps, process_batch};
+
+    let deps = DeliverDeps {
+        xray: herald_aws::xray::XRay::off(),
+        graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
+        ports: herald_testkit::adapters_with(sender),
+        settings: DeliverySettings {
+            concurrency: size,
+            per_host: size,
+            lease: Duration::from_secs(60),
+            retention: Duration::from_secs(86_400),
+            ..DeliverySettings::default()
+        },
+    };
+    let now = chrono::Utc::now();
+    let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
+    let subscription = herald_core::ids::SubscriptionId::generate(now, &mut rand::rng());
+    let url = SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap();
+    deps.ports
+        .subscriptions
+        .create(&herald_testkit::active_subscription(
+            "acme",
+            subscription.clone(),
+            url,
+            &["order.*"],
+        ))
+        .await
+        .unwrap();
+    let records: Vec<serde_json::Value> = (0..size)
+        .map(|i| {
+            let event = herald_core::event::Event {
+                id: herald_core::ids::EventId::parse(&format!("ord_{i}")).unwrap(),
+                event_type: herald_core::event::EventType::parse("order.paid").unwrap(),
+                occurred_at: now,
+                data: serde_json::Map::new(),
+                subject: None,
+            };
+            let task = herald_core::delivery::DeliveryTask::new(&tenant, &subscription, &event, now);
+            serde_json::json!({"messageId": format!("m-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
+        })
+        .collect();
+    let event = serde_json::from_value(serde_json::json!({"Records": records})).unwrap();
+    let outcome = process_batch(&Arc::new(deps), event).await;
+    assert!(outcome.response.batch_item_failures.is_empty());
+    assert_eq!(outcome.reports.len(), size);
+}
+
+#[tokio::test]
+async fn the_templates_first_batch_to_an_http2_receiver_opens_one_connection_on_one_thread() {
+    let receiver = TestReceiver::start_https(Script::always(200), Offer::Http2).await;
+    deliver_a_first_batch(trusting(&receiver), &receiver, 10).await;
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 10);
+    assert!(requests.iter().all(|r| r.version == Version::HTTP_2));
+    assert_eq!(receiver.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_batch_to_an_http2_receiver_opens_one_connection_on_two_workers() {
+    let receiver = TestReceiver::start_https(Script::always(200), Offer::Http2).await;
+    // A hundred: the records are tasks on both workers, each asking for a connection
+    // from its own thread.
+    deliver_a_first_batch(trusting(&receiver), &receiver, 100).await;
+    assert_eq!(receiver.requests().len(), 100);
+    assert_eq!(receiver.connections(), 1);
 }

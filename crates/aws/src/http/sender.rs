@@ -227,8 +227,8 @@ impl HttpWebhookSender {
                     // Another POST's connection to this host, if one is being opened.
                     let wait_until = deadline
                         .min(tokio::time::Instant::now() + first_connection::WAIT_FOR_CONNECTION);
-                    host.wait_for_connection(wait_until).await;
-                    first_connection::scope(host, self.client.execute(request)).await
+                    let reserved = host.wait_for_connection(wait_until).await;
+                    first_connection::scope(host, reserved, self.client.execute(request)).await
                 }
                 None => self.client.execute(request).await,
             }

@@ -19,7 +19,14 @@
 //! The client's connector is told only an opaque destination, so the host is handed to
 //! it beside the request: [`scope`] runs the client's request with its host's [`Host`]
 //! in a task-local, and the layer ([`NoteConnections`]) takes it when the client asks for
-//! a connection, which is in that request's poll.
+//! a connection, which is in that request's poll. Looking and going first are one step
+//! (a reservation, [`Host::wait_for_connection`]), so two POSTs on two threads cannot
+//! both find nothing being opened and each open a connection; and a connection made is
+//! told at the end of the request's poll, once the client has pooled it, so a POST let
+//! go on another thread finds it there. (Both races opened a second connection in one
+//! run of three on two workers, before.) Where the client's own steps differ from these
+//! (a connection asked for in a later poll, say), the cost is a connection more, as
+//! before, never a POST lost or failed.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -78,13 +85,17 @@ impl Host {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state is two plain fields, consistent after any panic.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Waits while a connection to this host is being opened and the host may speak
     /// HTTP/2: until one is made, every one being opened has failed, or `until`.
-    pub(crate) async fn wait_for_connection(&self, until: Instant) {
+    ///
+    /// When nothing is being opened and the host may speak HTTP/2, the POST goes first:
+    /// it reserves the connection it may open, in the same step as it looked, so that a
+    /// POST on another thread looking a moment later waits for it. [`scope`] hands the
+    /// reservation to the connection if the client opens one, and lets it go otherwise.
+    pub(crate) async fn wait_for_connection(self: &Arc<Self>, until: Instant) -> Option<Opening> {
         let made_before = self.state().made;
         loop {
             let settled = self.settled.notified();
@@ -93,14 +104,19 @@ impl Host {
             // is not missed.
             settled.as_mut().enable();
             {
-                let state = self.state();
-                let held = state.opening > 0 && state.protocol != Protocol::Http1;
-                if !held || state.made != made_before {
-                    return;
+                let mut state = self.state();
+                if state.protocol == Protocol::Http1 || state.made != made_before {
+                    return None;
+                }
+                if state.opening == 0 {
+                    state.opening += 1;
+                    return Some(Opening {
+                        host: Some(Arc::clone(self)),
+                    });
                 }
             }
             if timeout_at(until, settled).await.is_err() {
-                return;
+                return None;
             }
         }
     }
@@ -127,9 +143,10 @@ impl Host {
     }
 }
 
-/// A connection being opened to a host. Dropped before [`Opening::made`] (the connect
-/// failed, timed out or was cancelled), it releases the POSTs waiting for it all the same.
-struct Opening {
+/// A connection being opened to a host, or reserved by the POST that may open it.
+/// Dropped before [`Opening::made`] (the connect failed, timed out or was cancelled, or
+/// the client needed no connection), it releases the POSTs waiting for it all the same.
+pub(crate) struct Opening {
     host: Option<Arc<Host>>,
 }
 
@@ -166,7 +183,7 @@ impl Hosts {
             url.host_str()?.to_ascii_lowercase(),
             url.port_or_known_default()?,
         );
-        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hosts = lock(&self.hosts);
         if let Some(host) = hosts.get(&key) {
             return Some(Arc::clone(host));
         }
@@ -188,14 +205,79 @@ impl Hosts {
     }
 }
 
-tokio::task_local! {
-    /// The host of the request the client is running, for [`NoteConnections`].
-    static REQUEST_HOST: Arc<Host>;
+/// A request running in [`scope`]: its host, the connection it reserved, and the ones
+/// made in the poll under way.
+struct Request {
+    host: Arc<Host>,
+    reserved: Mutex<Option<Opening>>,
+    made: Mutex<Vec<(Opening, bool)>>,
 }
 
-/// Runs the client's `request` with `host` told to the connector layer.
-pub(crate) async fn scope<F: Future>(host: Arc<Host>, request: F) -> F::Output {
-    REQUEST_HOST.scope(host, request).await
+impl Request {
+    /// The reservation, or a new [`Opening`] when there is none (it was let go, or the
+    /// client opens a second connection for the request).
+    fn opening(&self) -> Opening {
+        let reserved = lock(&self.reserved).take();
+        reserved.unwrap_or_else(|| self.host.opening())
+    }
+
+    /// Told at the end of the poll under way, not now: the client pools an HTTP/2
+    /// connection after the connector hands it over, in the same poll, and a POST on
+    /// another thread let go before then would find none pooled and open another.
+    fn made(&self, opening: Opening, negotiated_h2: bool) {
+        lock(&self.made).push((opening, negotiated_h2));
+    }
+
+    /// The end of a poll: the reservation the client did not take (after the first) and
+    /// the connections made are told.
+    fn polled(&self, first: bool) {
+        if first {
+            drop(lock(&self.reserved).take());
+        }
+        let made = std::mem::take(&mut *lock(&self.made));
+        for (opening, negotiated_h2) in made {
+            opening.made(negotiated_h2);
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.polled(true);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain values, consistent after any panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+tokio::task_local! {
+    /// The request the client is running, for [`NoteConnections`].
+    static REQUEST: Arc<Request>;
+}
+
+/// Runs the client's `request` with `host` told to the connector layer. The client asks
+/// for a connection in the request's first poll, if it needs one; a `reserved` connection
+/// it did not take then is let go, so the POSTs waiting on it go on.
+pub(crate) async fn scope<F: Future>(
+    host: Arc<Host>,
+    reserved: Option<Opening>,
+    request: F,
+) -> F::Output {
+    let told = Arc::new(Request {
+        host,
+        reserved: Mutex::new(reserved),
+        made: Mutex::new(Vec::new()),
+    });
+    let mut running = std::pin::pin!(REQUEST.scope(Arc::clone(&told), request));
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        let polled = running.as_mut().poll(cx);
+        told.polled(std::mem::take(&mut first));
+        polled
+    })
+    .await
 }
 
 /// The connector layer noting each connection the client opens to a host of
@@ -237,12 +319,19 @@ where
         // The client asks for a connection while polling the request, inside its scope.
         // Outside one (plain HTTP, and the retry's client, which keeps no connection to
         // share) nothing is noted.
-        let opening = REQUEST_HOST.try_with(Host::opening).ok();
+        let opening = REQUEST.try_with(|request| request.opening()).ok();
         let connecting = self.inner.call(destination);
         Box::pin(async move {
             let connected = connecting.await;
             if let (Some(opening), Ok(connection)) = (opening, &connected) {
-                opening.made(connection.connected().is_negotiated_h2());
+                let h2 = connection.connected().is_negotiated_h2();
+                // In the request's own poll, told when it ends; in the background (the
+                // request went on a pooled connection first), now.
+                if REQUEST.try_with(|_| ()).is_ok() {
+                    REQUEST.with(|request| request.made(opening, h2));
+                } else {
+                    opening.made(h2);
+                }
             }
             connected
         })
@@ -261,14 +350,16 @@ mod tests {
         Instant::now() + WAIT_FOR_CONNECTION
     }
 
-    /// A POST waiting for `host`'s connection (up to 5 s): how long it waited.
-    fn waiter(host: &Arc<Host>) -> tokio::task::JoinHandle<Duration> {
+    /// A POST waiting for `host`'s connection (up to 5 s): how long it waited, and
+    /// whether it went first (its reservation let go at once).
+    fn waiter(host: &Arc<Host>) -> tokio::task::JoinHandle<(Duration, bool)> {
         let host = Arc::clone(host);
         tokio::spawn(async move {
             let started = Instant::now();
-            host.wait_for_connection(started + Duration::from_secs(5))
+            let reserved = host
+                .wait_for_connection(started + Duration::from_secs(5))
                 .await;
-            started.elapsed()
+            (started.elapsed(), reserved.is_some())
         })
     }
 
@@ -297,11 +388,72 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn nothing_waits_when_no_connection_is_being_opened() {
+    async fn the_first_post_to_look_goes_first_and_the_next_waits_for_it() {
         let host = Arc::new(Host::new());
         let started = Instant::now();
-        host.wait_for_connection(soon()).await;
+        let reserved = host.wait_for_connection(soon()).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!(reserved.is_some());
+        assert_eq!(host.state().opening, 1);
+        // A POST looking a moment later (on another thread, say) waits for it.
+        let waiting = waiter(&host);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiting.is_finished());
+        reserved.unwrap().made(true);
+        assert_eq!(waiting.await.unwrap(), (Duration::from_millis(10), false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_the_client_opens_takes_the_reservation() {
+        let host = Arc::new(Host::new());
+        let reserved = host.wait_for_connection(soon()).await;
+        scope(Arc::clone(&host), reserved, async {
+            // What the layer does when the client asks for a connection.
+            let opening = REQUEST.with(|request| request.opening());
+            assert_eq!(host.state().opening, 1, "the reservation, not a second one");
+            tokio::task::yield_now().await;
+            opening.made(true);
+        })
+        .await;
+        assert_eq!(host.state().opening, 0);
+        assert_eq!(host.state().made, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_made_in_a_requests_poll_is_told_when_that_poll_ends() {
+        let host = Arc::new(Host::new());
+        let reserved = host.wait_for_connection(soon()).await;
+        scope(Arc::clone(&host), reserved, async {
+            // What the layer does when the connection it was asked for is made.
+            let opening = REQUEST.with(|request| request.opening());
+            REQUEST.with(|request| request.made(opening, true));
+            // The client pools it next, in this poll: the POSTs waiting are not let go
+            // before that.
+            assert_eq!(host.state().made, 0);
+            assert_eq!(host.state().opening, 1);
+            tokio::task::yield_now().await;
+            assert_eq!(host.state().made, 1);
+            assert_eq!(host.state().opening, 0);
+            assert_eq!(host.state().protocol, Protocol::Http2);
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_the_client_did_not_take_is_let_go_after_its_first_poll() {
+        let host = Arc::new(Host::new());
+        let reserved = host.wait_for_connection(soon()).await;
+        let waiting = waiter(&host);
+        // The client found a connection pooled: it asks for none, and the request takes
+        // its time; the POST waiting is not held for it.
+        scope(Arc::clone(&host), reserved, async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        let (waited, went_first) = waiting.await.unwrap();
+        assert!(waited < Duration::from_millis(50), "{waited:?}");
+        assert!(went_first);
+        assert_eq!(host.state().opening, 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -312,7 +464,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!waiting.is_finished());
         opening.made(true);
-        assert_eq!(waiting.await.unwrap(), Duration::from_millis(30));
+        // A connection was made: the POST goes, and shares it (no reservation).
+        assert_eq!(waiting.await.unwrap(), (Duration::from_millis(30), false));
         assert_eq!(host.state().protocol, Protocol::Http2);
         assert_eq!(host.state().opening, 0);
     }
@@ -324,8 +477,9 @@ mod tests {
         // Its POSTs each need a connection: one being opened holds none of the others.
         let _opening = host.opening();
         let started = Instant::now();
-        host.wait_for_connection(soon()).await;
+        let reserved = host.wait_for_connection(soon()).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!(reserved.is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -334,9 +488,11 @@ mod tests {
         host.opening().made(true);
         let opening = host.opening();
         let started = Instant::now();
-        host.wait_for_connection(started + Duration::from_millis(200))
+        let reserved = host
+            .wait_for_connection(started + Duration::from_millis(200))
             .await;
         assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert!(reserved.is_none());
         drop(opening);
     }
 
@@ -347,7 +503,8 @@ mod tests {
         let waiting = waiter(&host);
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(opening);
-        assert_eq!(waiting.await.unwrap(), Duration::from_millis(10));
+        // Nothing was made: the POST goes first in its turn.
+        assert_eq!(waiting.await.unwrap(), (Duration::from_millis(10), true));
         assert_eq!(host.state().protocol, Protocol::Unknown);
         assert_eq!(host.state().opening, 0);
     }
@@ -357,9 +514,14 @@ mod tests {
         let host = Arc::new(Host::new());
         let _opening = host.opening();
         let started = Instant::now();
-        host.wait_for_connection(started + WAIT_FOR_CONNECTION)
+        let reserved = host
+            .wait_for_connection(started + WAIT_FOR_CONNECTION)
             .await;
         assert_eq!(started.elapsed(), WAIT_FOR_CONNECTION);
+        assert!(
+            reserved.is_none(),
+            "past the wait a POST opens its own, as before"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -370,7 +532,7 @@ mod tests {
         let waiting = waiter(&host);
         tokio::time::sleep(Duration::from_millis(10)).await;
         first.made(true);
-        assert_eq!(waiting.await.unwrap(), Duration::from_millis(10));
+        assert_eq!(waiting.await.unwrap(), (Duration::from_millis(10), false));
     }
 
     #[tokio::test(start_paused = true)]
@@ -384,6 +546,6 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiting.is_finished());
         second.made(true);
-        assert_eq!(waiting.await.unwrap(), Duration::from_millis(20));
+        assert_eq!(waiting.await.unwrap(), (Duration::from_millis(20), false));
     }
 }
