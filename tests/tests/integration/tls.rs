@@ -170,52 +170,26 @@ async fn posts_waiting_for_a_first_connection_that_fails_each_try_their_own() {
 /// A batch of `size` records, all at once (the template's is 10, and 10 to a host),
 /// through deliver's handler on in-memory stores with this sender, to a receiver new to it.
 async fn deliver_a_first_batch(sender: HttpWebhookSender, receiver: &TestReceiver, size: usize) {
-    use herald_core::delivery::settings::DeliverySettings;
+    use crate::handlers::per_host::{deps, task};
+    use herald_core::ids::SubscriptionId;
     use herald_core::ports::SubscriptionStore;
-    use herald_deliver::{DeliverDeps, process_batch};
 
-    let deps = DeliverDeps {
-        xray: herald_aws::xray::XRay::off(),
-        graphql: herald_aws::graphql::GraphqlSource::off(),
-        signers: Default::default(),
-        ports: herald_testkit::adapters_with(sender),
-        settings: DeliverySettings {
-            concurrency: size,
-            per_host: size,
-            lease: Duration::from_secs(60),
-            retention: Duration::from_secs(86_400),
-            ..DeliverySettings::default()
-        },
-    };
-    let now = chrono::Utc::now();
-    let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
-    let subscription = herald_core::ids::SubscriptionId::generate(now, &mut rand::rng());
+    let deps = deps(sender, size, size);
+    let subscription = "sub_01JD5Q8Z6X0000000000000010";
     let url = SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap();
     deps.ports
         .subscriptions
         .create(&herald_testkit::active_subscription(
             "acme",
-            subscription.clone(),
+            SubscriptionId::parse(subscription).unwrap(),
             url,
             &["order.*"],
         ))
         .await
         .unwrap();
-    let records: Vec<serde_json::Value> = (0..size)
-        .map(|i| {
-            let event = herald_core::event::Event {
-                id: herald_core::ids::EventId::parse(&format!("ord_{i}")).unwrap(),
-                event_type: herald_core::event::EventType::parse("order.paid").unwrap(),
-                occurred_at: now,
-                data: serde_json::Map::new(),
-                subject: None,
-            };
-            let task = herald_core::delivery::DeliveryTask::new(&tenant, &subscription, &event, now);
-            serde_json::json!({"messageId": format!("m-{i}"), "receiptHandle": format!("r-{i}"), "body": task.to_message_body()})
-        })
-        .collect();
+    let records: Vec<_> = (0..size).map(|i| task(subscription, i)).collect();
     let event = serde_json::from_value(serde_json::json!({"Records": records})).unwrap();
-    let outcome = process_batch(&Arc::new(deps), event).await;
+    let outcome = herald_deliver::process_batch(&deps, event).await;
     assert!(outcome.response.batch_item_failures.is_empty());
     assert_eq!(outcome.reports.len(), size);
 }

@@ -224,9 +224,10 @@ impl HttpWebhookSender {
         let sending = async {
             match host {
                 Some(host) => {
-                    // Another POST's connection to this host, if one is being opened.
-                    let wait_until = deadline
-                        .min(tokio::time::Instant::now() + first_connection::WAIT_FOR_CONNECTION);
+                    // Another POST's connection to this host, if one is being opened
+                    // (the attempt's deadline around it bounds the wait too).
+                    let wait_until =
+                        tokio::time::Instant::now() + first_connection::WAIT_FOR_CONNECTION;
                     let reserved = host.wait_for_connection(wait_until).await;
                     first_connection::scope(host, reserved, self.client.execute(request)).await
                 }

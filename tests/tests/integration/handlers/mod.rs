@@ -6,7 +6,7 @@ mod deliver;
 mod erase;
 mod ingest;
 mod manage;
-mod per_host;
+pub(crate) mod per_host;
 mod portal;
 mod slow_lane;
 

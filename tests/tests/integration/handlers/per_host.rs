@@ -55,7 +55,8 @@ impl WebhookSender for CountingSender {
     }
 }
 
-fn task(subscription: &str, i: usize) -> serde_json::Value {
+/// The SQS record of a task for `subscription` (tenant `acme`), the `i`th of a batch.
+pub(crate) fn task(subscription: &str, i: usize) -> serde_json::Value {
     let event = Event {
         id: EventId::parse(&format!("ord_{subscription}_{i}")).unwrap(),
         event_type: EventType::parse("order.paid").unwrap(),
@@ -73,7 +74,7 @@ fn task(subscription: &str, i: usize) -> serde_json::Value {
 }
 
 /// Deliver on in-memory stores with this sender and these bounds.
-fn deps<W: WebhookSender + 'static>(
+pub(crate) fn deps<W: WebhookSender + 'static>(
     sender: W,
     concurrency: usize,
     per_host: usize,

@@ -110,9 +110,7 @@ impl Host {
                 }
                 if state.opening == 0 {
                     state.opening += 1;
-                    return Some(Opening {
-                        host: Some(Arc::clone(self)),
-                    });
+                    return Some(Opening::of(self));
                 }
             }
             if timeout_at(until, settled).await.is_err() {
@@ -124,9 +122,7 @@ impl Host {
     /// A connection to this host is being opened; the guard says how it ended.
     fn opening(self: &Arc<Self>) -> Opening {
         self.state().opening += 1;
-        Opening {
-            host: Some(Arc::clone(self)),
-        }
+        Opening::of(self)
     }
 
     fn settle(&self, negotiated_h2: Option<bool>) {
@@ -151,6 +147,13 @@ pub(crate) struct Opening {
 }
 
 impl Opening {
+    /// The guard of a connection already counted in `host`'s state.
+    fn of(host: &Arc<Host>) -> Self {
+        Self {
+            host: Some(Arc::clone(host)),
+        }
+    }
+
     fn made(mut self, negotiated_h2: bool) {
         if let Some(host) = self.host.take() {
             host.settle(Some(negotiated_h2));
@@ -179,10 +182,8 @@ impl Hosts {
         if url.scheme() != "https" {
             return None;
         }
-        let key = (
-            url.host_str()?.to_ascii_lowercase(),
-            url.port_or_known_default()?,
-        );
+        // The url crate has lowercased the name already.
+        let key = (url.host_str()?.to_owned(), url.port_or_known_default()?);
         let mut hosts = lock(&self.hosts);
         if let Some(host) = hosts.get(&key) {
             return Some(Arc::clone(host));
@@ -201,7 +202,7 @@ impl Hosts {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.hosts.lock().unwrap().len()
+        lock(&self.hosts).len()
     }
 }
 
@@ -238,12 +239,6 @@ impl Request {
         for (opening, negotiated_h2) in made {
             opening.made(negotiated_h2);
         }
-    }
-}
-
-impl Drop for Request {
-    fn drop(&mut self) {
-        self.polled(true);
     }
 }
 
@@ -300,9 +295,9 @@ pub(crate) struct NoteConnections<S> {
 
 type Noted<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-impl<S, Request> tower_service::Service<Request> for NoteConnections<S>
+impl<S, Destination> tower_service::Service<Destination> for NoteConnections<S>
 where
-    S: tower_service::Service<Request>,
+    S: tower_service::Service<Destination>,
     S::Response: Connection + Send + 'static,
     S::Error: Send + 'static,
     S::Future: Send + 'static,
@@ -315,7 +310,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, destination: Request) -> Self::Future {
+    fn call(&mut self, destination: Destination) -> Self::Future {
         // The client asks for a connection while polling the request, inside its scope.
         // Outside one (plain HTTP, and the retry's client, which keeps no connection to
         // share) nothing is noted.
