@@ -15,13 +15,14 @@ use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
 use herald_aws::http::resolver::SystemResolver;
 use herald_aws::http::sender::{HttpWebhookSender, SenderSettings};
+use herald_aws::lambda::wiring::AwsPorts;
 use herald_core::delivery::DeliveryTask;
 use herald_core::delivery::settings::DeliverySettings;
 use herald_core::event::{Event, EventType};
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
 use herald_core::ports::SubscriptionStore;
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
-use herald_deliver::{DeliverDeps, process_batch};
+use herald_deliver::{DeliverDeps, process_batch, record_future_bytes};
 use herald_testkit::{MemoryPortsWith, active_subscription};
 use herald_tests::receiver::{CertificateDer, Offer, Script, TestReceiver};
 use serde_json::{Value, json};
@@ -286,6 +287,19 @@ fn series_json(series: &Series, runtime: &str, size: usize) -> Value {
 }
 
 pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value {
+    // What each record of a batch allocates when it starts and holds until it is done.
+    let record_future = json!({
+        "dynamodb_stores": record_future_bytes::<AwsPorts>(),
+        "in_memory_stores": record_future_bytes::<MemoryPortsWith<HttpWebhookSender>>(),
+    });
+    table.row(
+        "a record's future, deliver",
+        format!("{} B", record_future["dynamodb_stores"]),
+        format!(
+            "with deliver's DynamoDB stores; {} B with the in-memory stores below; each record of a batch allocates one as it starts and holds it until it is done",
+            record_future["in_memory_stores"]
+        ),
+    );
     let plain = ReceiverThread::start(None);
     // The runtimes the deliver bootstrap runs on (herald_aws::lambda::runtime): one thread
     // below two vCPUs' worth of memory (the template's 256 MB), a worker per vCPU above
@@ -421,6 +435,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         "receiver_delay_ms": RECEIVER_DELAY.as_millis() as u64,
         "concurrency": CONCURRENCY,
         "stores": "in-memory (Herald's concurrency, not moto's)",
+        "record_future_bytes": record_future,
         "batches": results,
         "over_tls": over_tls,
         "loopback_connections_alone": {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use chrono::Utc;
+use futures::FutureExt;
+use futures::future::Either;
 use herald_aws::graphql::SourceError;
 use herald_core::delivery::decide::{Verdict, decide, window_spent, within_receive_limit};
 use herald_core::delivery::settings::{ClaimMode, SLOW_HOLD};
@@ -107,21 +109,29 @@ impl Received {
 /// a subsegment of the delivery's segment (`crate::batch`).
 pub(crate) type Spans = Option<Vec<Span>>;
 
-/// Runs `work` as the span `name` when spans are kept.
-async fn timed<P: Ports, T>(
-    deps: &DeliverDeps<P>,
-    spans: &mut Spans,
+/// Runs `work` as the span `name` when spans are kept, the span begun now: awaited at
+/// once where it is made.
+///
+/// A combinator rather than an `async fn`: an `async fn`'s state keeps a future it is
+/// given apart from the one it awaits, so every stage wrapped in it took twice its size
+/// in the record's future, which each record of a batch allocates and moves whole
+/// (docs/PERFORMANCE.md, "A record's future").
+fn timed<'a, T>(
+    clock: &'a impl Clock,
+    spans: &'a mut Spans,
     name: &str,
-    work: impl Future<Output = T>,
-) -> T {
-    let Some(spans) = spans else {
-        return work.await;
-    };
-    let mut span = Span::begin(name, deps.ports.clock.now(), &mut rand::rng());
-    let out = work.await;
-    span.end(deps.ports.clock.now());
-    spans.push(span);
-    out
+    work: impl Future<Output = T> + 'a,
+) -> impl Future<Output = T> + 'a {
+    let begun = spans
+        .is_some()
+        .then(|| Span::begin(name, clock.now(), &mut rand::rng()));
+    work.map(move |out| {
+        if let (Some(spans), Some(mut span)) = (spans.as_mut(), begun) {
+            span.end(clock.now());
+            spans.push(span);
+        }
+        out
+    })
 }
 
 pub(crate) async fn deliver<P: Ports>(
@@ -162,7 +172,14 @@ pub(crate) async fn deliver<P: Ports>(
         // Not readable: the claim and check below say so.
         _ => {}
     }
-    let claimed = match timed(deps, spans, "claim", claim(deps, task, received)).await {
+    let claimed = match timed(
+        &deps.ports.clock,
+        spans,
+        "claim",
+        claim(deps, task, received),
+    )
+    .await
+    {
         Ok(claimed) => claimed,
         Err(disposition) => return Outcome::unsent(disposition, None),
     };
@@ -176,7 +193,7 @@ pub(crate) async fn deliver<P: Ports>(
         None => task,
         Some(fingerprint) => {
             let read = stored_event(deps, shared, task, fingerprint, &claimed);
-            match timed(deps, spans, "event", read).await {
+            match timed(&deps.ports.clock, spans, "event", read).await {
                 Ok(event) => {
                     whole = task.with_event(event);
                     &whole
@@ -190,7 +207,7 @@ pub(crate) async fn deliver<P: Ports>(
         Err(disposition) => return Outcome::unsent(disposition, Some(subscription)),
     };
     let recording = record(deps, task, subscription, &claimed, &sent, received.count);
-    let disposition = timed(deps, spans, "record", recording).await;
+    let disposition = timed(&deps.ports.clock, spans, "record", recording).await;
     Outcome {
         disposition,
         url: Some(subscription.url.as_str().to_owned()),
@@ -502,7 +519,7 @@ async fn send<P: Ports>(
             let variables = query.bind(&task.event, &task.tenant);
             let started = std::time::Instant::now();
             let running = deps.graphql.execute(&task.tenant, query.text(), &variables);
-            match timed(deps, spans, "GraphQL", running).await {
+            match timed(&deps.ports.clock, spans, "GraphQL", running).await {
                 Ok(result) => Some(result),
                 Err(e) => {
                     let outcome = SendOutcome::Failed {
@@ -544,22 +561,22 @@ async fn send<P: Ports>(
     // receivers").
     let cut_after = cut_after(deps, task);
     let sending = deps.ports.sender.send(webhook);
-    let posting = async {
-        match cut_after {
-            None => sending.await,
-            Some(after) => tokio::time::timeout(after, sending)
-                .await
-                .unwrap_or_else(|_| SendOutcome::Failed {
-                    error: AttemptError::SlowLane,
-                    detail: format!(
-                        "no answer within {}s on the standard lane: sent again on the slow lane",
-                        after.as_secs()
-                    ),
-                    latency: after,
-                }),
-        }
+    // Combinators, not an `async` block: a block would keep `sending` apart from the
+    // future it awaits, twice the sender's future in the record's (`timed`).
+    let posting = match cut_after {
+        None => Either::Left(sending),
+        Some(after) => Either::Right(tokio::time::timeout(after, sending).map(move |answered| {
+            answered.unwrap_or_else(|_| SendOutcome::Failed {
+                error: AttemptError::SlowLane,
+                detail: format!(
+                    "no answer within {}s on the standard lane: sent again on the slow lane",
+                    after.as_secs()
+                ),
+                latency: after,
+            })
+        })),
     };
-    let outcome = timed(deps, spans, "POST", posting).await;
+    let outcome = timed(&deps.ports.clock, spans, "POST", posting).await;
     drop(permit);
     if let Some(span) = spans.as_mut().and_then(|spans| spans.last_mut()) {
         describe_post(span, &origin, &outcome);
@@ -855,4 +872,62 @@ async fn release<P: Ports>(
 
 pub(crate) fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+
+    /// A clock a second later each time it is read.
+    struct Ticking(AtomicI64);
+
+    impl Clock for Ticking {
+        fn now(&self) -> DateTime<Utc> {
+            DateTime::from_timestamp(1_700_000_000 + self.0.fetch_add(1, Ordering::SeqCst), 0)
+                .unwrap()
+        }
+    }
+
+    /// A stage that holds `N` bytes across its await, as a store's or the sender's
+    /// future holds its request.
+    async fn holding<const N: usize>() -> usize {
+        let held = [1u8; N];
+        tokio::task::yield_now().await;
+        held.iter().map(|&b| usize::from(b)).sum()
+    }
+
+    #[test]
+    fn a_timed_stage_takes_no_more_room_than_its_work() {
+        let clock = Ticking(AtomicI64::new(0));
+        for mut spans in [Some(Vec::new()), None] {
+            let work = holding::<4096>();
+            let work_bytes = std::mem::size_of_val(&work);
+            let stage = timed(&clock, &mut spans, "claim", work);
+            // The work, the span begun, and the references: not the work twice.
+            let room = std::mem::size_of_val(&stage);
+            assert!(
+                room < work_bytes + 2 * std::mem::size_of::<Span>(),
+                "a stage of {work_bytes} bytes took {room} timed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_stage_is_a_span_from_its_start_to_its_end_when_spans_are_kept() {
+        let clock = Ticking(AtomicI64::new(0));
+        let mut spans: Spans = Some(Vec::new());
+        assert_eq!(timed(&clock, &mut spans, "POST", holding::<8>()).await, 8);
+        let spans = spans.unwrap();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].name, "POST");
+        assert_eq!((spans[0].end - spans[0].start).num_seconds(), 1);
+
+        let mut none: Spans = None;
+        assert_eq!(timed(&clock, &mut none, "POST", holding::<8>()).await, 8);
+        assert!(none.is_none());
+        // Unkept, the clock is not read.
+        assert_eq!(clock.0.load(Ordering::SeqCst), 2);
+    }
 }

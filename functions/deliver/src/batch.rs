@@ -234,6 +234,16 @@ async fn process_unit<P: Ports>(
     settled
 }
 
+/// The bytes of one record's future, with `P`'s stores and sender: what each record of
+/// a batch allocates when it starts, and holds until it ends (a thousand of them for a
+/// batch of 1000). Printed by `make bench` (docs/PERFORMANCE.md, "A record's future").
+pub fn record_future_bytes<P: Ports>() -> usize {
+    fn returned<A, B, C, Fut>(_: impl Fn(A, B, C) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    returned::<&DeliverDeps<P>, &BatchShared, Vec<Record>, _>(process_unit::<P>)
+}
+
 /// Delivers one SQS batch with no deadline: every record is attempted, however long the
 /// batch takes (the handler tests, the bench).
 pub async fn process_batch<P: Ports>(deps: &Arc<DeliverDeps<P>>, event: SqsEvent) -> BatchOutcome {

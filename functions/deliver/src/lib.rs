@@ -18,7 +18,9 @@ use herald_aws::lambda::wiring::{AwsPorts, Function, SqsFunction, Started};
 use herald_core::delivery::settings::DeliverySettings;
 use herald_core::ports::{Adapters, Ports};
 
-pub use batch::{BatchOutcome, batch_metrics, process_batch, process_batch_until};
+pub use batch::{
+    BatchOutcome, batch_metrics, process_batch, process_batch_until, record_future_bytes,
+};
 pub use report::{Disposition, RecordReport};
 
 pub struct DeliverDeps<P: Ports> {
