@@ -322,10 +322,9 @@ where
                 let h2 = connection.connected().is_negotiated_h2();
                 // In the request's own poll, told when it ends; in the background (the
                 // request went on a pooled connection first), now.
-                if REQUEST.try_with(|_| ()).is_ok() {
-                    REQUEST.with(|request| request.made(opening, h2));
-                } else {
-                    opening.made(h2);
+                match REQUEST.try_with(Arc::clone) {
+                    Ok(request) => request.made(opening, h2),
+                    Err(_) => opening.made(h2),
                 }
             }
             connected
