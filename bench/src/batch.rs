@@ -27,7 +27,7 @@ use herald_testkit::{MemoryPortsWith, active_subscription};
 use herald_tests::receiver::{CertificateDer, Offer, Script, TestReceiver};
 use serde_json::{Value, json};
 
-use crate::Table;
+use crate::{Table, allocations};
 
 const RECEIVER_DELAY: Duration = Duration::from_millis(50);
 const SIZES: [usize; 3] = [10, 100, 1000];
@@ -160,6 +160,9 @@ struct Measured {
     receiver_cpu_us_per_webhook: f64,
     /// Connections the receiver accepted during the batch (over TLS, each a handshake).
     connections: usize,
+    /// Heap allocations of the handler's threads per webhook, and the bytes they asked for.
+    allocations_per_webhook: f64,
+    allocated_bytes_per_webhook: f64,
 }
 
 /// One batch through the handler: its wall time over the receiver's 50 ms, the handler
@@ -169,9 +172,11 @@ async fn measure(deps: &Arc<Deps>, event: SqsEvent, receiver: &TestReceiver) -> 
     let connections = receiver.connections();
     let cpu = handler_cpu();
     let receiver_cpu = threads_cpu(RECEIVER_THREADS);
+    let allocated = allocations::so_far();
     let started = Instant::now();
     let outcome = process_batch(deps, event).await;
     let wall = started.elapsed();
+    let allocated = allocations::so_far() - allocated;
     let cpu = handler_cpu().saturating_sub(cpu);
     let receiver_cpu = threads_cpu(RECEIVER_THREADS).saturating_sub(receiver_cpu);
     let failures = outcome.response.batch_item_failures.len();
@@ -182,6 +187,8 @@ async fn measure(deps: &Arc<Deps>, event: SqsEvent, receiver: &TestReceiver) -> 
         cpu_us_per_webhook: cpu.as_secs_f64() * 1e6 / size as f64,
         receiver_cpu_us_per_webhook: receiver_cpu.as_secs_f64() * 1e6 / size as f64,
         connections: receiver.connections() - connections,
+        allocations_per_webhook: allocated.calls as f64 / size as f64,
+        allocated_bytes_per_webhook: allocated.bytes as f64 / size as f64,
     }
 }
 
@@ -277,6 +284,8 @@ fn series_json(series: &Series, runtime: &str, size: usize) -> Value {
             "cpu_us_per_webhook": m.cpu_us_per_webhook,
             "receiver_cpu_us_per_webhook": m.receiver_cpu_us_per_webhook,
             "connections_opened": m.connections,
+            "allocations_per_webhook": m.allocations_per_webhook,
+            "allocated_bytes_per_webhook": m.allocated_bytes_per_webhook,
         })
     };
     let mut steady = one(&series.steady, series.steady_range);
@@ -306,6 +315,9 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
     // (here the machine's two cores, as at 3538 MB). The handler's future runs on this
     // thread, as under `lambda_runtime`; on the multi-thread runtime the batch's records
     // and hyper's connection tasks run on the workers.
+    // This thread blocks on the one-thread runtime: its allocations are the handler's, as
+    // are the workers'.
+    allocations::count_this_thread();
     let one_thread = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -313,6 +325,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
     let multi_thread = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name(HANDLER_THREADS)
+        .on_thread_start(allocations::count_this_thread)
         .enable_all()
         .build()
         .unwrap();
@@ -367,10 +380,14 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                     format!("CPU per webhook, batch of {size}, {label}"),
                     format!("{:.0} µs", steady.cpu_us_per_webhook),
                     format!(
-                        "deliver handler: sign, POST, record; {:.0} µs with new connections; the receiver, on the same cores: {:.0} µs ({:.0} µs)",
+                        "deliver handler: sign, POST, record; {:.0} µs with new connections; the receiver, on the same cores: {:.0} µs ({:.0} µs); the handler's allocations a webhook {:.0} ({:.0} B), {:.0} ({:.0} B) with new connections",
                         first.cpu_us_per_webhook,
                         steady.receiver_cpu_us_per_webhook,
-                        first.receiver_cpu_us_per_webhook
+                        first.receiver_cpu_us_per_webhook,
+                        steady.allocations_per_webhook,
+                        steady.allocated_bytes_per_webhook,
+                        first.allocations_per_webhook,
+                        first.allocated_bytes_per_webhook,
                     ),
                 );
                 results.push(series_json(&series, flavor, size));
@@ -400,7 +417,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                     format!("batch efficiency, {size} webhooks, one thread, {label}"),
                     format!("{:.2}", steady.efficiency),
                     format!(
-                        "{:.0} ms / 50 ms pooled, {:.2}–{:.2}; first batch {:.2} ({:.0} ms; {:.2}–{:.2}), connections opened: {}; CPU a webhook {:.0} µs pooled, {:.0} µs first; the receiver {:.0} µs ({:.0} µs)",
+                        "{:.0} ms / 50 ms pooled, {:.2}–{:.2}; first batch {:.2} ({:.0} ms; {:.2}–{:.2}), connections opened: {}; CPU a webhook {:.0} µs pooled, {:.0} µs first; the receiver {:.0} µs ({:.0} µs); allocations a webhook {:.0} pooled, {:.0} first",
                         steady.wall_ms,
                         steady_range.0,
                         steady_range.1,
@@ -413,6 +430,8 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
                         first.cpu_us_per_webhook,
                         steady.receiver_cpu_us_per_webhook,
                         first.receiver_cpu_us_per_webhook,
+                        steady.allocations_per_webhook,
+                        first.allocations_per_webhook,
                     ),
                 );
                 let mut result = series_json(&series, "current_thread", size);

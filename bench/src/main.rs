@@ -17,6 +17,7 @@
 //! `herald-bench load` is `make load` instead: open-loop load at fixed rates against the
 //! local runner on moto and against Herald's handlers with in-memory stores (`load`).
 
+mod allocations;
 mod arm64;
 mod aws;
 mod batch;
@@ -31,6 +32,10 @@ mod on_moto;
 use serde_json::{Value, json};
 
 pub use herald_tests::percentile;
+
+/// glibc's malloc, as deliver's bootstrap allocates, counted for the handler's threads.
+#[global_allocator]
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 pub struct Table {
     rows: Vec<(String, String, String)>,

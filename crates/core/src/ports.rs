@@ -1,6 +1,7 @@
 //! The small traits handlers depend on. Adapters named for their technology implement
 //! them (`Dynamo…`, `Sqs…`, `Http…`); `crate::memory` has in-memory ones for handler tests.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -453,7 +454,9 @@ pub struct OutgoingWebhook {
     pub url: crate::subscription::url::SubscriptionUrl,
     /// The subscription's own limit on the attempt, when shorter than the sender's.
     pub timeout: Option<Duration>,
-    pub headers: Vec<(String, String)>,
+    /// Names and values. Herald's own names and fixed values are static text, so a POST
+    /// does not copy them.
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub body: Vec<u8>,
 }
 

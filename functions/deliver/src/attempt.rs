@@ -554,7 +554,10 @@ async fn send<P: Ports>(
         return Err(defer(deps, task, claimed).await);
     }
     // The span names the receiver by its origin alone: a path or query can hold a token.
-    let origin = webhook.url.url().origin().ascii_serialization();
+    // Only written when spans are kept.
+    let origin = spans
+        .is_some()
+        .then(|| webhook.url.url().origin().ascii_serialization());
     // On the standard lane, an answer slower than the slow lane's threshold is not waited
     // for: the request is cut and the delivery sent again on the slow lane, so slow
     // receivers do not hold the standard lane's capacity (docs/DECISIONS.md, "Slow
@@ -578,7 +581,8 @@ async fn send<P: Ports>(
     };
     let outcome = timed(&deps.ports.clock, spans, "POST", posting).await;
     drop(permit);
-    if let Some(span) = spans.as_mut().and_then(|spans| spans.last_mut()) {
+    if let (Some(span), Some(origin)) = (spans.as_mut().and_then(|spans| spans.last_mut()), origin)
+    {
         describe_post(span, &origin, &outcome);
     }
     Ok(sent(outcome))

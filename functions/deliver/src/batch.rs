@@ -52,10 +52,16 @@ impl HostLimits {
                 .hosts
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            hosts
-                .entry(host.to_ascii_lowercase())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host)))
-                .clone()
+            // Looked up before a key is made: the url crate lowercases a name already, so
+            // the lowercase copy is made only for a host not seen before in the batch.
+            match hosts.get(host) {
+                Some(semaphore) => Arc::clone(semaphore),
+                None => Arc::clone(
+                    hosts
+                        .entry(host.to_ascii_lowercase())
+                        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_host))),
+                ),
+            }
         };
         semaphore
             .acquire_owned()

@@ -1,6 +1,8 @@
 //! The signed request for one attempt. The timestamp is this attempt's, so receivers can
 //! refuse stale ones; the id is the delivery's, so they can drop duplicates.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::keys::SigningKeys;
@@ -42,26 +44,33 @@ pub fn build(
         signature.push_str(&entry);
     }
     // Custom headers first: Herald's own are added after them and were refused as names.
-    let mut headers: Vec<(String, String)> = subscription
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut headers: Vec<(Cow<'static, str>, Cow<'static, str>)> =
+        Vec::with_capacity(subscription.headers.len() + 8);
+    headers.extend(
+        subscription
+            .headers
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone()))),
+    );
     headers.extend([
-        ("content-type".to_owned(), "application/json".to_owned()),
-        ("user-agent".to_owned(), crate::USER_AGENT.to_owned()),
-        ("webhook-id".to_owned(), id.to_owned()),
-        ("webhook-timestamp".to_owned(), timestamp.to_string()),
-        ("webhook-signature".to_owned(), signature),
+        ("content-type".into(), "application/json".into()),
+        ("user-agent".into(), crate::USER_AGENT.into()),
+        ("webhook-id".into(), id.to_owned().into()),
+        ("webhook-timestamp".into(), timestamp.to_string().into()),
+        ("webhook-signature".into(), signature.into()),
         (
-            "idempotency-key".to_owned(),
-            format!("{idempotency_key_prefix}{id}"),
+            "idempotency-key".into(),
+            [idempotency_key_prefix, id].concat().into(),
         ),
     ]);
     if subscription.signatures.rsa
         && let Some(keys) = keys
     {
-        headers.extend(keys.rsa_headers(&body));
+        headers.extend(
+            keys.rsa_headers(&body)
+                .into_iter()
+                .map(|(name, value)| (name.into(), value.into())),
+        );
     }
     OutgoingWebhook {
         timeout: subscription.timeout.map(|t| t.get()),

@@ -1,9 +1,11 @@
 //! Body formats: how an event is rendered for one subscription. The bytes rendered are
 //! the bytes signed and sent. Each format speaks as one of the providers in the seeds.
 
+use std::borrow::Cow;
+
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::event::{Event, Subject};
 use crate::ids::{DeliveryId, TenantId};
@@ -73,27 +75,46 @@ pub fn render(
     payload: Payload<'_>,
     ctx: &RenderContext<'_>,
 ) -> Vec<u8> {
-    let data = match payload {
-        Payload::Event(Some(selection)) => selection.apply(&event.data),
-        Payload::Event(None) => event.data.clone(),
-        Payload::Queried(result) => result.clone(),
+    // The event's data is serialised where it lies; only a selection makes a new map.
+    let data: Cow<'_, Map<String, Value>> = match payload {
+        Payload::Event(Some(selection)) => Cow::Owned(selection.apply(&event.data)),
+        Payload::Event(None) => Cow::Borrowed(&event.data),
+        Payload::Queried(result) => Cow::Borrowed(result),
     };
     let timestamp = event
         .occurred_at
         .to_rfc3339_opts(SecondsFormat::Millis, true);
-    let value = match format {
-        BodyFormat::Standard => {
-            json!({"type": event.event_type.as_str(), "timestamp": timestamp, "data": data})
-        }
-        BodyFormat::EventData => json!({"event": event.event_type.as_str(), "data": data}),
-        BodyFormat::TypedObject => json!({
-            "id": numeric_id(ctx.delivery_id),
-            "object": "event",
-            "date_created": timestamp,
-            "event_type": event.event_type.as_str(),
-            "payload": data,
-            "version": TYPED_OBJECT_VERSION,
-        }),
+    let kind = event.event_type.as_str();
+    // Fields in the order serde_json's maps keep (by name), so the bytes are what a map of
+    // the same fields would give.
+    let mut body = Vec::with_capacity(BODY_CAPACITY);
+    let written = match format {
+        BodyFormat::Standard => serde_json::to_writer(
+            &mut body,
+            &Standard {
+                data: &data,
+                timestamp: &timestamp,
+                kind,
+            },
+        ),
+        BodyFormat::EventData => serde_json::to_writer(
+            &mut body,
+            &EventData {
+                data: &data,
+                event: kind,
+            },
+        ),
+        BodyFormat::TypedObject => serde_json::to_writer(
+            &mut body,
+            &TypedObject {
+                date_created: &timestamp,
+                event_type: kind,
+                id: numeric_id(ctx.delivery_id),
+                object: "event",
+                payload: &data,
+                version: TYPED_OBJECT_VERSION,
+            },
+        ),
         BodyFormat::EntityEvent => {
             let mut body = Map::new();
             body.insert("id".into(), Value::String(event.id.to_string()));
@@ -110,12 +131,39 @@ pub fn render(
             // Without a root, the entity is its own root, as in the seed's example.
             let root = subject.and_then(|s| s.root.as_deref()).or(subject);
             subject_fields("rootEntity", root, &mut body);
-            body.insert("attributes".into(), Value::Object(data));
-            Value::Object(body)
+            body.insert("attributes".into(), Value::Object(data.into_owned()));
+            return serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
         }
     };
-    // Serializing a Value built from valid JSON parts cannot fail.
-    serde_json::to_vec(&value).unwrap_or_default()
+    // Maps of strings and JSON values always serialise.
+    written.map(|()| body).unwrap_or_default()
+}
+
+/// Room for a typical body at once, so serialising does not grow it from nothing.
+const BODY_CAPACITY: usize = 512;
+
+#[derive(Serialize)]
+struct Standard<'a> {
+    data: &'a Map<String, Value>,
+    timestamp: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+struct EventData<'a> {
+    data: &'a Map<String, Value>,
+    event: &'a str,
+}
+
+#[derive(Serialize)]
+struct TypedObject<'a> {
+    date_created: &'a str,
+    event_type: &'a str,
+    id: u64,
+    object: &'a str,
+    payload: &'a Map<String, Value>,
+    version: &'a str,
 }
 
 #[cfg(test)]

@@ -1567,7 +1567,7 @@ fn webhook_ids(sent: &[herald_core::ports::OutgoingWebhook]) -> Vec<String> {
             w.headers
                 .iter()
                 .find(|(k, _)| k == "webhook-id")
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.to_string())
                 .unwrap()
         })
         .collect()
