@@ -1,6 +1,8 @@
 //! A webhook receiver for tests: records every request and answers with the statuses (and
 //! after the delays) the test chose. In plain HTTP/1.1 ([`TestReceiver::start`]), or over
 //! TLS with a root of its own, offering HTTP/2 or not ([`TestReceiver::start_https`]).
+//! [`RefusingReceiver`] speaks HTTP/2 and refuses streams, as a server at its limit or
+//! going away does.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -452,5 +454,123 @@ impl TestReceiver {
                 return self.requests();
             }
         }
+    }
+}
+
+/// How a [`RefusingReceiver`] refuses. Both promise the request was not processed and
+/// may be sent again (RFC 9113, section 8.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Resets a stream with `REFUSED_STREAM`, as a server at its limit does.
+    ResetStream,
+    /// Closes a new connection with a graceful GOAWAY (`NO_ERROR`) before processing any
+    /// of its streams, as a server shutting down does.
+    GoAway,
+}
+
+/// A receiver over TLS speaking HTTP/2 that refuses its first `refuse` streams (or
+/// connections, for [`Refusal::GoAway`]), then answers 200 with an empty body. hyper's
+/// server refuses only past its concurrency limit, which a client respects, or as it
+/// shuts down; this one does it on request.
+pub struct RefusingReceiver {
+    addr: SocketAddr,
+    root: CertificateDer<'static>,
+    counts: Arc<RefusingCounts>,
+    server: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct RefusingCounts {
+    connections: std::sync::atomic::AtomicUsize,
+    refused: std::sync::atomic::AtomicUsize,
+    answered: std::sync::atomic::AtomicUsize,
+}
+
+impl RefusingReceiver {
+    pub async fn start(how: Refusal, refuse: usize) -> Self {
+        let listener = listen_on_loopback();
+        let addr = listener.local_addr().expect("the receiver's address");
+        let (acceptor, root) = tls_acceptor(Offer::Http2);
+        let counts = Arc::new(RefusingCounts::default());
+        let server = tokio::spawn(serve_refusing(
+            listener,
+            acceptor,
+            (how, refuse),
+            Arc::clone(&counts),
+        ));
+        Self {
+            addr,
+            root,
+            counts,
+            server,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}/webhooks", self.addr)
+    }
+
+    pub fn root(&self) -> &CertificateDer<'static> {
+        &self.root
+    }
+
+    /// Connections accepted, refusals (streams or connections) and streams answered so far.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let read = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::SeqCst);
+        (
+            read(&self.counts.connections),
+            read(&self.counts.refused),
+            read(&self.counts.answered),
+        )
+    }
+}
+
+impl Drop for RefusingReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn serve_refusing(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    (how, refuse): (Refusal, usize),
+    counts: Arc<RefusingCounts>,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut connections = JoinSet::new();
+    while let Ok((stream, _)) = listener.accept().await {
+        counts.connections.fetch_add(1, SeqCst);
+        let (tls, counts) = (tls.clone(), Arc::clone(&counts));
+        connections.spawn(async move {
+            let Ok(stream) = tls.accept(stream).await else {
+                return;
+            };
+            let Ok(mut connection) = h2::server::handshake(stream).await else {
+                return;
+            };
+            // Counted and decided in one step, so two at once cannot both take the last
+            // refusal.
+            let refused = || {
+                counts
+                    .refused
+                    .fetch_update(SeqCst, SeqCst, |n| (n < refuse).then_some(n + 1))
+                    .is_ok()
+            };
+            if how == Refusal::GoAway && refused() {
+                // Before any stream is processed: the GOAWAY names none as taken.
+                connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                while let Some(Ok(_)) = connection.accept().await {}
+                return;
+            }
+            while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                if how == Refusal::ResetStream && refused() {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                } else {
+                    counts.answered.fetch_add(1, SeqCst);
+                    let _ = respond.send_response(Response::new(()), true);
+                }
+            }
+        });
     }
 }

@@ -1,7 +1,8 @@
 //! The webhook sender against receivers over TLS (`TestReceiver::start_https`): a
 //! certificate from a root Herald does not trust is refused, HTTP/2 is used where the
 //! receiver offers it (one connection carrying many POSTs, the first batch's too, on
-//! either of deliver's runtimes), and HTTP/1.1 where it does not.
+//! either of deliver's runtimes), and HTTP/1.1 where it does not. A stream the receiver
+//! refuses (HTTP/2's promise that it did nothing with it) is sent once more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use herald_aws::http::sender::{HttpWebhookSender, SenderSettings};
 use herald_core::delivery::AttemptError;
 use herald_core::ports::{OutgoingWebhook, SendOutcome, WebhookSender};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
-use herald_tests::receiver::{Offer, Script, TestReceiver};
+use herald_tests::receiver::{Offer, Refusal, RefusingReceiver, Script, TestReceiver};
 use hyper::Version;
 
 fn settings() -> SenderSettings {
@@ -39,7 +40,7 @@ fn webhook(receiver: &TestReceiver, id: usize) -> OutgoingWebhook {
         url: SubscriptionUrl::parse(&receiver.url(), &policy).unwrap(),
         headers: vec![
             ("content-type".into(), "application/json".into()),
-            ("webhook-id".into(), format!("msg_{id}")),
+            ("webhook-id".into(), format!("msg_{id}").into()),
         ],
         body: format!("{{\"n\":{id}}}").into_bytes(),
     }
@@ -212,4 +213,50 @@ async fn a_first_batch_to_an_http2_receiver_opens_one_connection_on_two_workers(
     deliver_a_first_batch(trusting(&receiver), &receiver, 100).await;
     assert_eq!(receiver.requests().len(), 100);
     assert_eq!(receiver.connections(), 1);
+}
+
+/// One webhook to a receiver refusing its first `refuse` streams or connections: the
+/// outcome, and the receiver's connections, refusals and answers.
+async fn send_to_refusing(how: Refusal, refuse: usize) -> (SendOutcome, (usize, usize, usize)) {
+    let receiver = RefusingReceiver::start(how, refuse).await;
+    let sender =
+        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let webhook = OutgoingWebhook {
+        timeout: None,
+        url: SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap(),
+        headers: vec![("webhook-id".into(), "msg_refused".into())],
+        body: b"{}".to_vec(),
+    };
+    let outcome = sender.send(webhook).await;
+    (outcome, receiver.counts())
+}
+
+#[tokio::test]
+async fn a_stream_the_receiver_refuses_is_sent_once_more_on_a_new_connection() {
+    let (outcome, counts) = send_to_refusing(Refusal::ResetStream, 1).await;
+    assert_eq!(status(&outcome), Some(200), "{outcome:?}");
+    // Refused on the first connection, answered on the retry's own.
+    assert_eq!(counts, (2, 1, 1));
+}
+
+#[tokio::test]
+async fn a_connection_the_receiver_closes_gracefully_before_the_post_is_sent_once_more() {
+    let (outcome, counts) = send_to_refusing(Refusal::GoAway, 1).await;
+    assert_eq!(status(&outcome), Some(200), "{outcome:?}");
+    assert_eq!(counts, (2, 1, 1));
+}
+
+#[tokio::test]
+async fn a_stream_refused_twice_is_a_failed_attempt_that_says_it_was_sent_again() {
+    let (outcome, counts) = send_to_refusing(Refusal::ResetStream, 2).await;
+    let SendOutcome::Failed { error, detail, .. } = &outcome else {
+        panic!("answered: {outcome:?}");
+    };
+    assert_eq!(*error, AttemptError::Io);
+    assert!(
+        detail.contains("sent again on a new connection"),
+        "{detail}"
+    );
+    // Once, not again: the attempt's own backoff takes it from there.
+    assert_eq!(counts, (2, 2, 0));
 }

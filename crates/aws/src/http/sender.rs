@@ -1,18 +1,30 @@
 //! The HTTP client that POSTs webhooks: built once per container, connections pooled,
 //! redirects never followed, every exchange bounded in time and in the bytes kept, and
 //! every connection made only to an address the SSRF guard accepted.
+//!
+//! It is hyper-util's client with a connector of Herald's own (the guarded resolver,
+//! rustls, and [`first_connection`]'s layer), not a general-purpose client: a webhook
+//! needs no redirects, cookies, proxies or retry policy, and each of those layers cost
+//! every POST its allocations (docs/PERFORMANCE.md, "What a webhook allocates").
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::redirect;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
 use tokio::time::timeout_at;
+use url::Url;
 
 use herald_core::delivery::AttemptError;
 use herald_core::ports::{OutgoingWebhook, SendOutcome, WebhookSender};
@@ -23,6 +35,18 @@ use herald_core::subscription::url::{
 mod first_connection;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A webhook's body, in memory and shared with the one retry's copy.
+type Body = Full<Bytes>;
+
+/// A connection: resolved by the guard, TLS by rustls where the URL says https, noted for
+/// [`first_connection`] and bounded by the connect timeout.
+type Connector =
+    first_connection::NoteConnections<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
+
+type Client = hyper_util::client::legacy::Client<Connector, Body>;
+
+type ClientError = hyper_util::client::legacy::Error;
 
 /// Longest `detail` kept for a failed attempt.
 const MAX_DETAIL_CHARS: usize = 300;
@@ -62,27 +86,41 @@ struct ForbiddenTarget(String);
 #[error("{0}")]
 struct NotResolved(String);
 
-/// reqwest's resolver hook: resolves with Herald's resolver and hands reqwest only the
-/// addresses the guard accepts, so the connection goes to an address that was checked
-/// and a second lookup cannot swap in another (DNS rebinding).
-struct GuardedResolver<R> {
-    inner: Arc<R>,
-    policy: UrlPolicy,
+/// The connector's resolver: resolves with Herald's resolver and hands the connector only
+/// the addresses the guard accepts, so the connection goes to an address that was checked
+/// and a second lookup cannot swap in another (DNS rebinding). A literal address never
+/// comes here: [`SubscriptionUrl::check`] judged it.
+#[derive(Clone)]
+struct GuardedResolver {
+    lookup: Lookup,
+    policy: Arc<UrlPolicy>,
 }
 
-impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
-    fn resolve(&self, name: Name) -> Resolving {
-        let inner = Arc::clone(&self.inner);
-        let policy = self.policy.clone();
+type Resolving =
+    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
+        let lookup = Arc::clone(&self.lookup);
+        let policy = Arc::clone(&self.policy);
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<IpAddr> = inner.resolve(&host, 0).await.map_err(|e| -> BoxError {
+            let found: Vec<IpAddr> = lookup(host.clone(), 0).await.map_err(|e| -> BoxError {
                 Box::new(NotResolved(format!("{host} does not resolve: {e}")))
             })?;
             if found.is_empty() {
                 let why = format!("{host} resolves to no address");
                 return Err(Box::new(NotResolved(why)) as BoxError);
             }
+            // The connector sets the URL's port on each.
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
                 .filter(|ip| check_ip(*ip, &policy).is_ok())
@@ -92,7 +130,7 @@ impl<R: Resolver + 'static> Resolve for GuardedResolver<R> {
                 let why = format!("{host} resolves only to addresses that are not public");
                 return Err(Box::new(ForbiddenTarget(why)) as BoxError);
             }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
+            Ok(allowed.into_iter())
         })
     }
 }
@@ -118,11 +156,11 @@ impl Resolver for ErasedResolver<'_> {
 }
 
 pub struct HttpWebhookSender {
-    client: reqwest::Client,
+    client: Client,
     /// Keeps no idle connection, so the one retry after a connection closed without an
     /// answer goes out on a new one, never on another pooled connection the receiver may
     /// have closed as well.
-    fresh: reqwest::Client,
+    fresh: Client,
     /// The HTTPS hosts `client` connects to, so a batch's POSTs to a receiver speaking
     /// HTTP/2 share its first connection instead of each opening one
     /// ([`first_connection`]).
@@ -169,18 +207,19 @@ impl HttpWebhookSender {
                 Box::pin(async move { resolver.resolve(&host, port).await })
             })
         };
+        let tls = Arc::new(tls);
         Ok(Self {
-            client: build_client(&settings, &resolver, tls.clone(), usize::MAX)?,
-            fresh: build_client(&settings, &resolver, tls, 0)?,
+            client: build_client(&settings, &lookup, Arc::clone(&tls), usize::MAX),
+            fresh: build_client(&settings, &lookup, tls, 0),
             hosts: first_connection::Hosts::default(),
             settings,
             lookup,
         })
     }
 
-    /// Refuses a host name that resolves to an address of [`UrlPolicy::denied`]. reqwest's
-    /// resolver hook is told the name without the port, so the guard there cannot judge a
-    /// socket address; the name is resolved here first, with the port, and only when the
+    /// Refuses a host name that resolves to an address of [`UrlPolicy::denied`]. The
+    /// connector's resolver is told the name without the port, so the guard there cannot
+    /// judge a socket address; the name is resolved here first, with the port, and only when the
     /// port is a denied one (never, outside the local runner). Literal addresses and
     /// `localhost` were judged by [`SubscriptionUrl::check`] already. A name whose answer
     /// changes between this lookup and the connection's is not caught here: what the
@@ -199,28 +238,31 @@ impl HttpWebhookSender {
     }
 
     async fn exchange(&self, webhook: OutgoingWebhook, started: Instant) -> SendOutcome {
-        // reqwest's own timeout covers the same span; this deadline makes the bound hold
-        // whatever reqwest does (the retry included), and lets a late body end the
-        // excerpt, not the attempt.
+        // The deadline bounds the whole exchange (the retry included), and lets a late
+        // body end the excerpt, not the attempt.
         // The subscription's own limit when it set a shorter one.
         let limit = webhook
             .timeout
             .map_or(self.settings.timeout, |own| own.min(self.settings.timeout));
         let deadline = tokio::time::Instant::from_std(started) + limit;
         let host = self.hosts.of(webhook.url.url());
-        let mut request = self
-            .client
-            .post(webhook.url.url().clone())
-            .body(webhook.body);
-        for (name, value) in &webhook.headers {
-            request = request.header(name, value);
-        }
-        let request = match request.build() {
-            Ok(request) => request,
-            Err(e) => return self.failed(&e, started, limit),
+        let prepared = header_map(webhook.headers)
+            .and_then(|headers| Ok((headers, uri_of(webhook.url.url())?)));
+        let (headers, uri) = match prepared {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                return SendOutcome::Failed {
+                    error: AttemptError::Io,
+                    detail: refused,
+                    latency: started.elapsed(),
+                };
+            }
         };
-        // The body is in memory, so the copy always exists (and shares its bytes).
-        let copy = request.try_clone();
+        // What a second try would send, kept aside before the first takes the request:
+        // the URI, the header map and the body, their bytes shared, not copied.
+        let body = Bytes::from(webhook.body);
+        let copy = (uri.clone(), headers.clone(), body.clone());
+        let request = post(uri, headers, body);
         let sending = async {
             match host {
                 Some(host) => {
@@ -229,9 +271,9 @@ impl HttpWebhookSender {
                     let wait_until =
                         tokio::time::Instant::now() + first_connection::WAIT_FOR_CONNECTION;
                     let reserved = host.wait_for_connection(wait_until).await;
-                    first_connection::scope(host, reserved, self.client.execute(request)).await
+                    first_connection::scope(host, reserved, self.client.request(request)).await
                 }
-                None => self.client.execute(request).await,
+                None => self.client.request(request).await,
             }
         };
         let mut sent = timeout_at(deadline, sending).await;
@@ -241,10 +283,10 @@ impl HttpWebhookSender {
         let mut retried = false;
         if let Ok(Err(e)) = &sent
             && closed_without_answer(e)
-            && let Some(copy) = copy
         {
             retried = true;
-            sent = timeout_at(deadline, self.fresh.execute(copy)).await;
+            let (uri, headers, body) = copy;
+            sent = timeout_at(deadline, self.fresh.request(post(uri, headers, body))).await;
         }
         let mut response = match sent {
             Ok(Ok(response)) => response,
@@ -254,7 +296,7 @@ impl HttpWebhookSender {
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         let excerpt = read_excerpt(&mut response, self.settings.max_excerpt_bytes, deadline).await;
@@ -266,7 +308,7 @@ impl HttpWebhookSender {
         }
     }
 
-    fn failed(&self, e: &reqwest::Error, started: Instant, limit: Duration) -> SendOutcome {
+    fn failed(&self, e: &ClientError, started: Instant, limit: Duration) -> SendOutcome {
         let error = classify(e);
         let detail = match error {
             AttemptError::Timeout if e.is_connect() => format!(
@@ -292,6 +334,62 @@ impl HttpWebhookSender {
     }
 }
 
+/// The request's target. A subscription's URL has no fragment and no user name (it was
+/// checked), so its text is a valid URI.
+fn uri_of(url: &Url) -> Result<http::Uri, String> {
+    url.as_str()
+        .parse()
+        .map_err(|_| "the URL is not a valid HTTP target".to_owned())
+}
+
+/// A POST of `body` to `uri` with `headers` (the client adds `host`).
+fn post(uri: http::Uri, headers: HeaderMap, body: Bytes) -> http::Request<Body> {
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
+}
+
+/// The webhook's headers as the client sends them. Herald's own names and fixed values
+/// are static text and are used as they are; a computed value is moved into the map,
+/// not copied. A header that is not valid HTTP is refused by its name alone: its value
+/// may be a secret.
+fn header_map(headers: Vec<(Cow<'static, str>, Cow<'static, str>)>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let refused = || format!("the header {name:?} is not a valid HTTP header");
+        let header_name = match name {
+            Cow::Borrowed(name) if is_static_name(name) => HeaderName::from_static(name),
+            ref name => HeaderName::from_bytes(name.as_bytes()).map_err(|_| refused())?,
+        };
+        let header_value = match value {
+            Cow::Borrowed(value) if is_static_value(value) => HeaderValue::from_static(value),
+            Cow::Borrowed(value) => HeaderValue::from_str(value).map_err(|_| refused())?,
+            Cow::Owned(value) => {
+                HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| refused())?
+            }
+        };
+        map.append(header_name, header_value);
+    }
+    Ok(map)
+}
+
+/// What `HeaderName::from_static` takes without panicking: a lowercase token.
+fn is_static_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// What `HeaderValue::from_static` takes without panicking: visible ASCII, spaces and tabs.
+fn is_static_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) || b == b'\t')
+}
+
 /// Said of a failed attempt whose POST went out twice, so the attempt log shows that the
 /// receiver may have seen it twice (under one `webhook-id`).
 const SENT_TWICE: &str =
@@ -313,30 +411,32 @@ fn noting_retry(outcome: SendOutcome, retried: bool) -> SendOutcome {
     }
 }
 
-fn build_client<R: Resolver + 'static>(
+fn build_client(
     settings: &SenderSettings,
-    resolver: &Arc<R>,
-    tls: rustls::ClientConfig,
+    lookup: &Lookup,
+    tls: Arc<rustls::ClientConfig>,
     max_idle_per_host: usize,
-) -> Result<reqwest::Client, SenderBuildError> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .redirect(redirect::Policy::none())
-        .timeout(settings.timeout)
-        .connect_timeout(settings.connect_timeout)
+) -> Client {
+    let mut tcp = HttpConnector::new_with_resolver(GuardedResolver {
+        lookup: Arc::clone(lookup),
+        policy: Arc::new(settings.policy.clone()),
+    });
+    // https URLs too: the TLS connector wraps this one.
+    tcp.enforce_http(false);
+    // A POST is one write of its head and one of its body: nothing gained by waiting.
+    tcp.set_nodelay(true);
+    // ALPN offers h2 and http/1.1 (the TLS configuration says so).
+    let tls = hyper_rustls::HttpsConnector::from((tcp, tls));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
         // Below the keep-alive of common servers and load balancers (60 s and up),
         // so the pool seldom hands out a connection the receiver is closing.
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(max_idle_per_host)
-        .connector_layer(first_connection::NoteConnectionsLayer)
-        // A proxy would resolve the name itself, past the guard.
-        .no_proxy()
-        .dns_resolver(GuardedResolver {
-            inner: Arc::clone(resolver),
-            policy: settings.policy.clone(),
-        })
-        .build()
-        .map_err(|e| SenderBuildError(e.to_string()))
+        .build(first_connection::NoteConnections::new(
+            tls,
+            settings.connect_timeout,
+        ))
 }
 
 /// The sender, built when a function first sends (ingest and manage never do, and are
@@ -405,22 +505,25 @@ impl WebhookSender for HttpWebhookSender {
     }
 }
 
-/// The first `limit` bytes of the body, read chunk by chunk so a huge answer costs no
+/// The first `limit` bytes of the body, read frame by frame so a huge answer costs no
 /// more than that. The status is the receiver's answer: a body that fails or outlasts
 /// the deadline only shortens the excerpt.
 async fn read_excerpt(
-    response: &mut reqwest::Response,
+    response: &mut http::Response<hyper::body::Incoming>,
     limit: usize,
     deadline: tokio::time::Instant,
 ) -> String {
     let mut kept: Vec<u8> = Vec::new();
     while kept.len() < limit {
         // The end of the body, a broken one, or the deadline: keep what came.
-        let Ok(Ok(Some(chunk))) = timeout_at(deadline, response.chunk()).await else {
+        let Ok(Some(Ok(frame))) = timeout_at(deadline, response.body_mut().frame()).await else {
             break;
         };
-        let room = limit - kept.len();
-        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        // Trailers carry nothing for the excerpt.
+        if let Ok(chunk) = frame.into_data() {
+            let room = limit - kept.len();
+            kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
     }
     drop_cut_character(&mut kept);
     String::from_utf8_lossy(&kept).into_owned()
@@ -439,13 +542,13 @@ fn drop_cut_character(bytes: &mut Vec<u8>) {
     }
 }
 
-fn chain(e: &reqwest::Error) -> impl Iterator<Item = &(dyn StdError + 'static)> {
+fn chain(e: &ClientError) -> impl Iterator<Item = &(dyn StdError + 'static)> {
     std::iter::successors(e.source(), |&cause| cause.source())
 }
 
 /// The causes as one line, without the URL (its path or query may carry a customer's
 /// token), and short.
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &ClientError) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in chain(e) {
         let text = cause.to_string();
@@ -455,11 +558,8 @@ fn describe(e: &reqwest::Error) -> String {
         }
     }
     if parts.is_empty() {
-        let mut text = e.to_string();
-        if let Some(url) = e.url() {
-            text = text.replace(url.as_str(), "<url>");
-        }
-        parts.push(text);
+        // The client's own errors never carry the URL.
+        parts.push(e.to_string());
     }
     let line = parts.join(": ");
     match line.char_indices().nth(MAX_DETAIL_CHARS) {
@@ -470,7 +570,7 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// Every error in the chain, with the ones an `io::Error` wraps: those are not its
 /// `source`, and the TLS stream hands rustls' errors over that way.
-fn causes(e: &reqwest::Error) -> Vec<&(dyn StdError + 'static)> {
+fn causes(e: &ClientError) -> Vec<&(dyn StdError + 'static)> {
     let mut found = Vec::new();
     for cause in chain(e) {
         let mut layer = Some(cause);
@@ -485,7 +585,7 @@ fn causes(e: &reqwest::Error) -> Vec<&(dyn StdError + 'static)> {
     found
 }
 
-fn classify(e: &reqwest::Error) -> AttemptError {
+fn classify(e: &ClientError) -> AttemptError {
     for cause in causes(e) {
         if cause.is::<ForbiddenTarget>() {
             return AttemptError::Forbidden;
@@ -503,9 +603,7 @@ fn classify(e: &reqwest::Error) -> AttemptError {
             return AttemptError::Timeout;
         }
     }
-    if e.is_timeout() {
-        AttemptError::Timeout
-    } else if e.is_connect() {
+    if e.is_connect() {
         AttemptError::Connect
     } else {
         AttemptError::Io
@@ -517,14 +615,23 @@ fn classify(e: &reqwest::Error) -> AttemptError {
 /// error, a timeout, or a TLS, DNS or guard refusal: those say nothing about a stale
 /// connection, and a new one would meet the same. hyper reports a head cut short by the
 /// close the same way as no head at all.
-fn closed_without_answer(e: &reqwest::Error) -> bool {
-    if e.is_connect() || e.is_timeout() || classify(e) != AttemptError::Io {
+///
+/// Over HTTP/2 the same is said by the receiver: a graceful GOAWAY (`NO_ERROR`) for a
+/// stream it will not process, or a stream reset with `REFUSED_STREAM`, both of which
+/// promise the request was not acted on (RFC 9113, section 8.7).
+fn closed_without_answer(e: &ClientError) -> bool {
+    if e.is_connect() || classify(e) != AttemptError::Io {
         return false;
     }
     causes(e).into_iter().any(|cause| {
         cause
             .downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_incomplete_message)
+            || cause.downcast_ref::<h2::Error>().is_some_and(|h2| {
+                h2.is_remote()
+                    && ((h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                        || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)))
+            })
             || cause.downcast_ref::<io::Error>().is_some_and(|io| {
                 matches!(
                     io.kind(),

@@ -16,14 +16,14 @@
 //! or takes longer than the wait releases every waiting POST to connect on its own, as
 //! before.
 //!
-//! The client's connector is told only an opaque destination, so the host is handed to
-//! it beside the request: [`scope`] runs the client's request with its host's [`Host`]
-//! in a task-local, and the layer ([`NoteConnections`]) takes it when the client asks for
-//! a connection, which is in that request's poll. Looking and going first are one step
-//! (a reservation, [`Host::wait_for_connection`]), so two POSTs on two threads cannot
-//! both find nothing being opened and each open a connection; and a connection made is
-//! told at the end of the request's poll, once the client has pooled it, so a POST let
-//! go on another thread finds it there. (Both races opened a second connection in one
+//! The client's connector is told only the request's URI, not which [`Host`] waits on
+//! it, so the host is handed to it beside the request: [`scope`] runs the client's
+//! request with its host's [`Host`] in a task-local, and the layer ([`NoteConnections`])
+//! takes it when the client asks for a connection, which is in that request's poll.
+//! Looking and going first are one step (a reservation, [`Host::wait_for_connection`]),
+//! so two POSTs on two threads cannot both find nothing being opened and each open a
+//! connection; and a connection made is told at the end of the request's poll, once the
+//! client has pooled it, so a POST let go on another thread finds it there. (Both races opened a second connection in one
 //! run of three on two workers, before.) Where the client's own steps differ from these
 //! (a connection asked for in a later poll, say), the cost is a connection more, as
 //! before, never a POST lost or failed.
@@ -275,22 +275,23 @@ pub(crate) async fn scope<F: Future>(
     .await
 }
 
-/// The connector layer noting each connection the client opens to a host of
-/// [`scope`]: when it starts, and what it negotiated when it is made.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct NoteConnectionsLayer;
-
-impl<S> tower_layer::Layer<S> for NoteConnectionsLayer {
-    type Service = NoteConnections<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        NoteConnections { inner }
-    }
-}
-
+/// The client's connector: `inner` (TCP and TLS) bounded by the connect timeout, noting
+/// each connection the client opens to a host of [`scope`]: when it starts, and what it
+/// negotiated when it is made.
 #[derive(Clone, Debug)]
 pub(crate) struct NoteConnections<S> {
     inner: S,
+    /// The TCP and TLS handshakes together.
+    connect_timeout: Duration,
+}
+
+impl<S> NoteConnections<S> {
+    pub(crate) fn new(inner: S, connect_timeout: Duration) -> Self {
+        Self {
+            inner,
+            connect_timeout,
+        }
+    }
 }
 
 type Noted<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -299,7 +300,7 @@ impl<S, Destination> tower_service::Service<Destination> for NoteConnections<S>
 where
     S: tower_service::Service<Destination>,
     S::Response: Connection + Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: From<std::io::Error> + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -315,9 +316,17 @@ where
         // Outside one (plain HTTP, and the retry's client, which keeps no connection to
         // share) nothing is noted.
         let opening = REQUEST.try_with(|request| request.opening()).ok();
-        let connecting = self.inner.call(destination);
+        let connecting = tokio::time::timeout(self.connect_timeout, self.inner.call(destination));
         Box::pin(async move {
-            let connected = connecting.await;
+            let connected = match connecting.await {
+                Ok(connected) => connected,
+                // Told as the operating system tells a connect that timed out.
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no connection within the connect timeout",
+                )
+                .into()),
+            };
             if let (Some(opening), Ok(connection)) = (opening, &connected) {
                 let h2 = connection.connected().is_negotiated_h2();
                 // In the request's own poll, told when it ends; in the background (the

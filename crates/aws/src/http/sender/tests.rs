@@ -261,7 +261,7 @@ fn sender(policy: UrlPolicy, timeout: Duration) -> HttpWebhookSender {
     sender_with(policy, timeout, test_names())
 }
 
-/// Counts the lookups: reqwest resolves the name for every new connection, so this
+/// Counts the lookups: the connector resolves the name for every new connection, so this
 /// counts connections, the ones that were never made included.
 struct CountingResolver {
     table: StaticResolver,
@@ -286,7 +286,9 @@ fn webhook(url: &str) -> OutgoingWebhook {
 
 fn webhook_with_id(url: &str, id: &str) -> OutgoingWebhook {
     let mut webhook = webhook(url);
-    webhook.headers.push(("webhook-id".into(), id.into()));
+    webhook
+        .headers
+        .push(("webhook-id".into(), id.to_owned().into()));
     webhook
 }
 
@@ -346,7 +348,11 @@ async fn the_request_carries_the_given_headers_and_body() {
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 ("user-agent".into(), "Herald-Webhooks/test".into()),
-                ("webhook-id".into(), "dlv_1".into()),
+                ("webhook-id".into(), "dlv_1".to_owned().into()),
+                // A subscription's own header, named as its owner wrote it.
+                ("X-Tenant".to_owned().into(), "acme".to_owned().into()),
+                // Static text that is not a lowercase name is taken as any name is.
+                ("X-Static".into(), "fixed\tvalue".into()),
             ],
             body: body.clone(),
         })
@@ -363,6 +369,8 @@ async fn the_request_carries_the_given_headers_and_body() {
         ("content-type", "application/json"),
         ("user-agent", "Herald-Webhooks/test"),
         ("webhook-id", "dlv_1"),
+        ("x-tenant", "acme"),
+        ("x-static", "fixed\tvalue"),
     ] {
         assert!(
             seen[0]
@@ -372,6 +380,31 @@ async fn the_request_carries_the_given_headers_and_body() {
             seen[0].headers
         );
     }
+}
+
+#[tokio::test]
+async fn a_header_that_is_not_http_is_refused_by_name_and_nothing_is_sent() {
+    let receiver = Receiver::start(ok_with_body("")).await;
+    let sender = sender(LOCAL, Duration::from_secs(5));
+    for (name, value) in [
+        (
+            "x-token".into(),
+            "s3cret\r\nx-injected: 1".to_owned().into(),
+        ),
+        ("x-token".into(), "s3cret\n".into()),
+        ("x token".to_owned().into(), "s3cret".into()),
+    ] {
+        let mut webhook = webhook(&receiver.url("/"));
+        webhook.headers.push((name, value));
+        let outcome = sender.send(webhook).await;
+        let SendOutcome::Failed { error, detail, .. } = &outcome else {
+            panic!("sent: {outcome:?}");
+        };
+        assert_eq!(*error, AttemptError::Io);
+        assert!(detail.contains("is not a valid HTTP header"), "{detail}");
+        assert!(!detail.contains("s3cret"), "{detail}");
+    }
+    assert!(receiver.seen().is_empty());
 }
 
 #[tokio::test]
@@ -434,6 +467,44 @@ async fn redirects_are_not_followed() {
 }
 
 #[tokio::test]
+async fn a_tls_handshake_that_never_ends_costs_the_connect_timeout() {
+    // Accepts TCP and then says nothing: the connection is not made until TLS is.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/", listener.local_addr().unwrap());
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let settings = SenderSettings {
+        connect_timeout: Duration::from_millis(200),
+        ..settings(LOCAL, Duration::from_secs(5))
+    };
+    let sender = HttpWebhookSender::new(settings, Arc::new(test_names())).unwrap();
+    let started = Instant::now();
+    let outcome = sender.send(webhook(&url)).await;
+    let elapsed = started.elapsed();
+    holding.abort();
+    assert_timed_out(&outcome, "no connection within 200 ms");
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+/// A failed attempt: a timeout, told as `detail`.
+fn assert_timed_out(outcome: &SendOutcome, detail: &str) {
+    let SendOutcome::Failed {
+        error,
+        detail: told,
+        ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!((*error, told.as_str()), (AttemptError::Timeout, detail));
+}
+
+#[tokio::test]
 async fn a_silent_receiver_costs_the_timeout() {
     let receiver = Receiver::start(Reply::Silent).await;
     let timeout = Duration::from_millis(300);
@@ -442,13 +513,7 @@ async fn a_silent_receiver_costs_the_timeout() {
         .send(webhook(&receiver.url("/")))
         .await;
     let elapsed = started.elapsed();
-    let SendOutcome::Failed { error, detail, .. } = outcome else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!(
-        (error, detail.as_str()),
-        (AttemptError::Timeout, "no answer within 300 ms")
-    );
+    assert_timed_out(&outcome, "no answer within 300 ms");
     assert!(elapsed >= timeout, "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     // A timeout is not retried.
