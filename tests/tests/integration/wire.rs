@@ -108,6 +108,7 @@ async fn every_signature_verifies_with_independent_libraries_during_a_rotation_t
     let first = receiver.wait_for(1, PATIENCE).await.remove(0);
     assert_eq!(first.header("x-api-key"), "k-123");
     assert_eq!(first.header("x-team"), "fulfilment");
+    assert_eq!(first.header("accept"), "*/*");
     let (ok, said) = verify(&first, &[&old], Some(&keys)).await;
     assert!(ok, "{said}");
     assert!(

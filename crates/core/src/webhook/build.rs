@@ -12,8 +12,8 @@ use crate::delivery::DeliveryTask;
 use crate::ports::OutgoingWebhook;
 use crate::subscription::Subscription;
 
-/// The request: body in the subscription's format, its custom headers, then Herald's
-/// own (`webhook-id`, `webhook-timestamp`, `webhook-signature` with every live secret and
+/// The request: body in the subscription's format, its custom headers (`accept: */*`
+/// when they set no `accept`), then Herald's own (`webhook-id`, `webhook-timestamp`, `webhook-signature` with every live secret and
 /// the `v1a` entry when asked, `idempotency-key`) and the RSA signature headers when
 /// asked. `keys` are the deployment's, needed only for the asymmetric signatures;
 /// `queried` is the result of the subscription's GraphQL query, when it has one.
@@ -52,6 +52,11 @@ pub fn build(
             .iter()
             .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone()))),
     );
+    // `Accept: */*` as common HTTP clients send it (some firewalls refuse a request
+    // without one), unless the subscription sets its own.
+    if !subscription.headers.contains_key("accept") {
+        headers.push(("accept".into(), "*/*".into()));
+    }
     headers.extend([
         ("content-type".into(), "application/json".into()),
         ("user-agent".into(), crate::USER_AGENT.into()),

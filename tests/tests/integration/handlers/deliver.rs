@@ -130,12 +130,48 @@ async fn a_batch_is_delivered_signed_with_standard_webhooks_headers() {
     );
     assert_eq!(header("content-type"), "application/json");
     assert!(header("user-agent").starts_with("Herald-Webhooks/"));
+    assert_eq!(header("accept"), "*/*");
     let body: serde_json::Value = serde_json::from_slice(&webhook.body).unwrap();
     assert_eq!(body["type"], "order.shipped");
     assert_eq!(body["data"]["order_id"], "ord_1001");
     let record = deps.ports.ledger.record(&first_task.delivery_id).unwrap();
     assert_eq!(record.state, DeliveryState::Delivered);
     assert_eq!(record.attempts.len(), 1);
+}
+
+/// A subscription's own `accept` is sent instead of Herald's `*/*`, not beside it.
+#[tokio::test]
+async fn a_subscriptions_own_accept_header_replaces_the_default() {
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let mut subscription = active_subscription(
+        "acme",
+        SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["order.*"],
+    );
+    subscription
+        .headers
+        .insert("accept".into(), "application/vnd.acme+json".into());
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
+
+    let outcome = process_batch(&deps, sqs_event("batch-of-two.json")).await;
+
+    assert!(failures(&outcome).is_empty());
+    let sent = deps.ports.sender.sent();
+    assert_eq!(sent.len(), 2);
+    for webhook in &sent {
+        let accepts: Vec<&str> = webhook
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("accept"))
+            .map(|(_, value)| value.as_ref())
+            .collect();
+        assert_eq!(accepts, ["application/vnd.acme+json"]);
+    }
 }
 
 /// `batch-of-two` handed to deliver: both come back, nothing sent, no attempt recorded.

@@ -1053,3 +1053,23 @@ fn a_cut_character_is_dropped_and_a_whole_one_kept() {
         assert_eq!(bytes, expected, "{input:?}");
     }
 }
+
+/// A URL the subscription parser accepts, odd characters and all, is a request target
+/// with the same text: `uri_of`'s refusal is for a URL that was never checked.
+#[test]
+fn every_accepted_url_is_a_request_target_as_written() {
+    for url in [
+        "https://a.example/p?q={x}",
+        "https://a.example/p?q=a|b^c`d\\e",
+        "https://a.example/p?q=\"x\"<>'",
+        "https://a.example/{x}|^`",
+        "https://a.example/p?q=%zz",
+        "https://a.example/p?q=ü",
+        "https://a.example/p[x]?q=a[b]",
+        "https://a.example:8443/a/b;c?d=e&f=g",
+    ] {
+        let checked = SubscriptionUrl::parse(url, &UrlPolicy::default()).unwrap();
+        let uri = uri_of(checked.url()).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(uri.to_string(), checked.url().as_str(), "{url}");
+    }
+}
