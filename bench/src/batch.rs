@@ -29,6 +29,8 @@ use serde_json::{Value, json};
 
 use crate::{Table, allocations};
 
+mod bare;
+
 const RECEIVER_DELAY: Duration = Duration::from_millis(50);
 const SIZES: [usize; 3] = [10, 100, 1000];
 /// The handler's bound on deliveries at once (HERALD_DELIVERY_CONCURRENCY's maximum).
@@ -394,6 +396,21 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
             }
         });
     }
+    // The floor under those: the same receiver, the same number of POSTs on one thread,
+    // written by hand with nothing of Herald's.
+    let bare = one_thread.block_on(bare::series(plain.receiver.addr(), 1000, SETTLE));
+    table.row(
+        "1000 POSTs by hand, no client, one thread",
+        format!("{:.2}", bare.first.efficiency),
+        format!(
+            "the floor under the first batch above: {:.0} ms / 50 ms on new connections, {:.0} µs of CPU a POST; {:.2} ({:.0} ms, {:.0} µs) on the same connections again; no signing, record, pool or connection task, median of {REPEATS}",
+            bare.first.wall_ms,
+            bare.first.cpu_us_per_post,
+            bare.pooled.efficiency,
+            bare.pooled.wall_ms,
+            bare.pooled.cpu_us_per_post,
+        ),
+    );
     plain.stop();
     // Receivers as they are deployed: over TLS, offering HTTP/2 (one connection carries
     // every POST once the client knows) or HTTP/1.1 only (a connection, and a TLS
@@ -457,6 +474,19 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
         "record_future_bytes": record_future,
         "batches": results,
         "over_tls": over_tls,
+        "posts_by_hand": {
+            "posts": 1000,
+            "first": {
+                "wall_ms": bare.first.wall_ms,
+                "efficiency": bare.first.efficiency,
+                "cpu_us_per_post": bare.first.cpu_us_per_post,
+            },
+            "pooled": {
+                "wall_ms": bare.pooled.wall_ms,
+                "efficiency": bare.pooled.efficiency,
+                "cpu_us_per_post": bare.pooled.cpu_us_per_post,
+            },
+        },
         "loopback_connections_alone": {
             "connections": 1000,
             "cpu_us_per_connection": floor.cpu_us_per_connection,
