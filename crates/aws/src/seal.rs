@@ -18,6 +18,7 @@
 //! KMS keys are bound by the encryption context `herald=subscription-secrets`, which the
 //! template's policies require, so these grants open nothing else sealed under the key.
 
+use futures::FutureExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -186,6 +187,7 @@ impl Vault {
             .key_spec(DataKeySpec::Aes256)
             .encryption_context(CONTEXT_KEY, CONTEXT_VALUE)
             .send()
+            .boxed()
             .await
             .map_err(|e| VaultError::Unavailable(DisplayErrorContext(&e).to_string()))?;
         let key = to_key(
@@ -219,6 +221,7 @@ impl Vault {
             .key_id(&self.key_id)
             .encryption_context(CONTEXT_KEY, CONTEXT_VALUE)
             .send()
+            .boxed()
             .await
             .map_err(|e| {
                 let text = DisplayErrorContext(&e).to_string();

@@ -4,6 +4,7 @@
 //! no deploy, and the keys never sit in the function's configuration. Locally and in tests
 //! they may be given directly (`HERALD_ED25519_SIGNING_KEY`, `HERALD_RSA_SIGNING_KEY`).
 
+use futures::FutureExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -202,6 +203,7 @@ pub(crate) async fn secret_string(client: &Client, secret: &str) -> Result<Strin
         .get_secret_value()
         .secret_id(secret)
         .send()
+        .boxed()
         .await
         .map_err(|e| DisplayErrorContext(&e).to_string())?;
     output

@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue,
     MessageSystemAttributeNameForSends, MessageSystemAttributeValue, SendMessageBatchRequestEntry,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use herald_core::delivery::{DeliveryTask, Lane};
 use herald_core::ports::{DeadLetter, DeliveryQueue, QueueError, VisibilityChange};
@@ -144,6 +144,8 @@ impl SqsDeliveryQueue {
         }
     }
 
+    // The requests are awaited boxed, as the DynamoDB adapters' are (crate::dynamo): a
+    // record that queues its retry holds the call's future.
     async fn send_batch(
         &self,
         url: &str,
@@ -155,6 +157,7 @@ impl SqsDeliveryQueue {
             .queue_url(url)
             .set_entries(Some(entries))
             .send()
+            .boxed()
             .await
             .map_err(|e| Arc::new(e) as CallError)?;
         Ok(BatchAnswer::new(
@@ -174,6 +177,7 @@ impl SqsDeliveryQueue {
             .queue_url(url)
             .set_entries(Some(entries))
             .send()
+            .boxed()
             .await
             .map_err(|e| Arc::new(e) as CallError)?;
         Ok(BatchAnswer::new(

@@ -518,7 +518,11 @@ async fn send<P: Ports>(
         Some(query) => {
             let variables = query.bind(&task.event, &task.tenant);
             let started = std::time::Instant::now();
-            let running = deps.graphql.execute(&task.tenant, query.text(), &variables);
+            // Boxed: the source's request is the largest state a record can be in, and
+            // few subscriptions have a query, so held inline it would make every
+            // record's future (a batch holds one a record) a third larger
+            // (docs/PERFORMANCE.md, "A record's future").
+            let running = Box::pin(deps.graphql.execute(&task.tenant, query.text(), &variables));
             match timed(&deps.ports.clock, spans, "GraphQL", running).await {
                 Ok(result) => Some(result),
                 Err(e) => {

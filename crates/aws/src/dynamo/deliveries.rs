@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use std::sync::Arc;
 
 use super::attributes::{Item, expired, get_n, n, s, time};
@@ -144,7 +145,7 @@ async fn send_outcome(
     remove: &[&str],
 ) -> Result<(), StoreError> {
     let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-    match request.update_expression(update).send().await {
+    match request.update_expression(update).send().boxed().await {
         Ok(_) => Ok(()),
         Err(e) if condition_failed(e.as_service_error()) => Err(StoreError::Conflict),
         Err(e) => Err(unavailable(e)),
@@ -231,7 +232,7 @@ impl DynamoDeliveryLedger {
                 ))
                 .expression_attribute_values(":now_ms", n(claim.now.timestamp_millis()))
         };
-        match request.send().await {
+        match request.send().boxed().await {
             Ok(output) => {
                 let item = output
                     .attributes()
@@ -400,7 +401,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .expression_attribute_values(":owed", s(DeadLetterMark::Owed.as_str()))
             .expression_attribute_values(":tenant", s(tenant.as_str()))
             .expression_attribute_values(":now_s", n(now.timestamp()));
-        match request.send().await {
+        match request.send().boxed().await {
             Ok(_) => Ok(()),
             // Nothing owed: sent already, never owed, gone, expired, or another tenant's.
             Err(e) if condition_failed(e.as_service_error()) => Ok(()),
@@ -434,6 +435,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .expression_attribute_values(":expires_at", n(second + 300))
             .return_values(ReturnValue::UpdatedNew)
             .send()
+            .boxed()
             .await
             .map_err(unavailable)?;
         output
@@ -475,6 +477,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .expression_attribute_values(":room", n(room))
             .expression_attribute_values(":expires_at", n(Utc::now().timestamp() + 7200))
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(true),
@@ -559,7 +562,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             if let Some(key) = start.take() {
                 page = page.set_exclusive_start_key(Some(key));
             }
-            let output = page.send().await.map_err(unavailable)?;
+            let output = page.send().boxed().await.map_err(unavailable)?;
             for item in output.items() {
                 let record = self.read_record(item, now).await?;
                 if query
@@ -597,6 +600,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             .set_key(Some(delivery_key(tenant, id)))
             .consistent_read(true)
             .send()
+            .boxed()
             .await
             .map_err(unavailable)?;
         let Some(item) = output.item() else {
@@ -632,7 +636,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
                         erase::decode_key(cursor, &names, &[("subscription_key", &partition)])?;
                     request = request.set_exclusive_start_key(Some(start));
                 }
-                let output = request.send().await.map_err(unavailable)?;
+                let output = request.send().boxed().await.map_err(unavailable)?;
                 (output.items, output.last_evaluated_key)
             }
             // Every subscription the tenant has or had, deleted ones too: a Scan for the
@@ -653,7 +657,7 @@ impl DeliveryLedger for DynamoDeliveryLedger {
                         &[],
                     )?));
                 }
-                let output = request.send().await.map_err(unavailable)?;
+                let output = request.send().boxed().await.map_err(unavailable)?;
                 (output.items, output.last_evaluated_key)
             }
         };

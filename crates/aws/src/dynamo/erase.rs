@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::FutureExt;
 use herald_core::ports::{Erased, StoreError};
 
 use super::attributes::Item;
@@ -104,6 +105,7 @@ pub(super) async fn delete_keys(
                 .batch_write_item()
                 .request_items(table, requests)
                 .send()
+                .boxed()
                 .await
                 .map_err(unavailable)?;
             requests = output

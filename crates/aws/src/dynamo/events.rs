@@ -15,6 +15,7 @@
 //! that deflates to a half or less, so a 1 KiB event's record fits in one unit instead of
 //! two (docs/DECISIONS.md, "Large events").
 
+use futures::FutureExt;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -297,6 +298,7 @@ impl EventLog for DynamoEventLog {
             .expression_attribute_values(":now", n(now.timestamp()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
+            .boxed()
             .await;
         let e = match result {
             Ok(_) => return Ok(Acceptance::New),
@@ -360,6 +362,7 @@ impl EventLog for DynamoEventLog {
             .expression_attribute_values(":order", s(event.order_key()))
             .expression_attribute_values(":now", n(now.timestamp()))
             .send()
+            .boxed()
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -412,7 +415,7 @@ impl EventLog for DynamoEventLog {
                 erase::decode_key(cursor, &["tenant", "id"], &[("tenant", tenant.as_str())])?;
             request = request.set_exclusive_start_key(Some(start));
         }
-        let output = request.send().await.map_err(unavailable)?;
+        let output = request.send().boxed().await.map_err(unavailable)?;
         erase::delete_keys(
             &self.client,
             &self.table,

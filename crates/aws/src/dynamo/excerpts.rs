@@ -13,6 +13,7 @@
 //! With a retention of zero no excerpt is kept at all. Without the setting excerpts are
 //! written as they are and live as long as their record.
 
+use futures::FutureExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -264,6 +265,7 @@ impl Excerpts {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(id)")
             .send()
+            .boxed()
             .await;
         match put {
             Ok(_) => Ok((key, expires_at)),
@@ -288,6 +290,7 @@ impl Excerpts {
             .condition_expression("expires_at = :expires_at")
             .expression_attribute_values(":expires_at", n(expires_at.timestamp()))
             .send()
+            .boxed()
             .await;
         match deleted {
             Ok(_) => Ok(()),

@@ -1,6 +1,12 @@
 //! DynamoDB adapters. Keys and the attributes that conditions, filters and indexes read
 //! are plain attributes (as `template.yaml` declares them); the rest of a domain value is
 //! one JSON document attribute, `doc`, so that adding a field needs no migration.
+//!
+//! Every request is awaited boxed (`.send().boxed()`). An SDK request's future is 6–10 KB,
+//! and held inline it makes every future that awaits it as large: deliver's record
+//! futures, which a batch holds one a record, were 14,000 bytes for it. One more
+//! allocation beside the request's own many is the price (docs/PERFORMANCE.md, "A
+//! record's future").
 
 mod attributes;
 mod deliveries;
@@ -14,6 +20,7 @@ mod subscriptions;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use futures::FutureExt;
 
 use attributes::Item;
 use herald_core::ports::StoreError;
@@ -70,6 +77,7 @@ async fn read_item(
         .set_key(Some(key))
         .consistent_read(consistent)
         .send()
+        .boxed()
         .await
         .map_err(unavailable)?;
     Ok(output.item)

@@ -5,6 +5,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use herald_core::ids::TenantId;
 use herald_core::portal::PortalSession;
 use herald_core::ports::{Erased, SessionStore, StoreError};
@@ -47,6 +48,7 @@ impl SessionStore for DynamoSessionStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(token_hash)")
             .send()
+            .boxed()
             .await
         {
             Ok(_) => Ok(()),
@@ -119,7 +121,7 @@ impl SessionStore for DynamoSessionStore {
                 &[],
             )?));
         }
-        let output = request.send().await.map_err(unavailable)?;
+        let output = request.send().boxed().await.map_err(unavailable)?;
         erase::delete_keys(
             &self.client,
             &self.table,

@@ -5,6 +5,7 @@
 //! where it opens (deliver), they are opened when read.
 
 use aws_sdk_dynamodb::types::ReturnValue;
+use futures::FutureExt;
 
 use super::attributes::{Item, from_doc, n, s, to_doc};
 use super::subscriptions::{DynamoSubscriptionStore, VaultUse, vault_error};
@@ -95,7 +96,7 @@ impl DynamoSubscriptionStore {
                 .condition_expression("#version = :expected")
                 .expression_attribute_values(":expected", n(version)),
         };
-        match request.send().await {
+        match request.send().boxed().await {
             Ok(_) => Ok(()),
             Err(e) if condition_failed(&e) => Err(StoreError::Conflict),
             Err(e) => Err(unavailable(e)),
@@ -110,6 +111,7 @@ impl DynamoSubscriptionStore {
             .set_key(Some(key(tenant)))
             .return_values(ReturnValue::AllOld)
             .send()
+            .boxed()
             .await
             .map_err(unavailable)?;
         Ok(output.attributes().is_some_and(|a| !a.is_empty()))

@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -186,7 +187,7 @@ impl DynamoSubscriptionStore {
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":active", s("active"));
         }
-        let output = request.send().await.map_err(unavailable)?;
+        let output = request.send().boxed().await.map_err(unavailable)?;
         let items = output
             .items()
             .iter()
@@ -213,7 +214,7 @@ impl DynamoSubscriptionStore {
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected", n(expected));
         }
-        match request.send().await {
+        match request.send().boxed().await {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -242,6 +243,7 @@ impl DynamoSubscriptionStore {
             .set_key(Some(Self::key(tenant, id)))
             .consistent_read(true)
             .send()
+            .boxed()
             .await
             .map_err(unavailable)?;
         output.item().map(from_doc).transpose()
@@ -362,6 +364,7 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             .set_key(Some(Self::key(tenant, id)))
             .return_values(ReturnValue::AllOld)
             .send()
+            .boxed()
             .await
             .map_err(unavailable)?;
         Ok(output.attributes().is_some_and(|a| !a.is_empty()))
