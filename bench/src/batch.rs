@@ -145,13 +145,18 @@ const REPEATS: usize = 5;
 
 /// The median measurement by wall time, and the lowest and highest efficiency.
 fn median_by_wall(mut runs: Vec<Measured>) -> (Measured, (f64, f64)) {
-    runs.sort_by(|a, b| a.wall_ms.total_cmp(&b.wall_ms));
+    sort_by_wall(&mut runs, |m| m.wall_ms);
     let range = (
         runs.first().map_or(0.0, |m| m.efficiency),
         runs.last().map_or(0.0, |m| m.efficiency),
     );
     let median = runs.swap_remove(runs.len() / 2);
     (median, range)
+}
+
+/// Runs in order of their wall time, so the middle one is the median.
+fn sort_by_wall<T>(runs: &mut [T], wall_ms: impl Fn(&T) -> f64) {
+    runs.sort_by(|a, b| wall_ms(a).total_cmp(&wall_ms(b)));
 }
 
 struct Measured {

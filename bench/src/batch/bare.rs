@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{RECEIVER_DELAY, REPEATS, handler_cpu};
+use super::{RECEIVER_DELAY, REPEATS, handler_cpu, sort_by_wall};
 
 /// A batch of POSTs by hand: its wall time and CPU.
 pub struct BareBatch {
@@ -143,7 +143,7 @@ async fn batch(
 }
 
 fn median(mut runs: Vec<BareBatch>) -> BareBatch {
-    runs.sort_by(|a, b| a.wall_ms.total_cmp(&b.wall_ms));
+    sort_by_wall(&mut runs, |m| m.wall_ms);
     runs.swap_remove(runs.len() / 2)
 }
 

@@ -18,7 +18,6 @@
 //! KMS keys are bound by the encryption context `herald=subscription-secrets`, which the
 //! template's policies require, so these grants open nothing else sealed under the key.
 
-use futures::FutureExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use aws_sdk_kms::types::DataKeySpec;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::FutureExt;
 use herald_core::webhook::sign::SEALED_PREFIX;
 
 /// The encryption context every data key is made and opened with.

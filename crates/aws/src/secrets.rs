@@ -4,12 +4,12 @@
 //! no deploy, and the keys never sit in the function's configuration. Locally and in tests
 //! they may be given directly (`HERALD_ED25519_SIGNING_KEY`, `HERALD_RSA_SIGNING_KEY`).
 
-use futures::FutureExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use futures::FutureExt;
 use thiserror::Error;
 use tokio::sync::Mutex;
 

@@ -15,7 +15,6 @@
 //! that deflates to a half or less, so a 1 KiB event's record fits in one unit instead of
 //! two (docs/DECISIONS.md, "Large events").
 
-use futures::FutureExt;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -23,6 +22,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 
 use super::attributes::{Item, expired, from_doc, get_n, get_s, get_time, n, s, time};
 use super::{condition_failed, erase, read_consistent, read_item, unavailable};

@@ -13,7 +13,6 @@
 //! With a retention of zero no excerpt is kept at all. Without the setting excerpts are
 //! written as they are and live as long as their record.
 
-use futures::FutureExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -26,6 +25,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::FutureExt;
 use herald_core::ids::DeliveryId;
 use herald_core::ports::StoreError;
 
