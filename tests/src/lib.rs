@@ -5,6 +5,7 @@ pub mod aws;
 pub mod aws_proxy;
 pub mod emulator;
 pub mod graphql_source;
+pub mod header_blocks;
 pub mod herald;
 pub mod receiver;
 pub mod runner;

@@ -339,7 +339,7 @@ pub enum Offer {
 
 /// A receiver's certificate for 127.0.0.1 and `localhost`, issued by a root made for it
 /// alone: no sender trusts it unless given [`TestReceiver::root`].
-fn tls_acceptor(offer: Offer) -> (TlsAcceptor, CertificateDer<'static>) {
+pub(crate) fn tls_acceptor(offer: Offer) -> (TlsAcceptor, CertificateDer<'static>) {
     let made = "making the test receiver's certificates";
     let root_key = rcgen::KeyPair::generate().expect(made);
     let mut root_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect(made);

@@ -457,6 +457,12 @@ pub struct OutgoingWebhook {
     /// Names and values. Herald's own names and fixed values are static text, so a POST
     /// does not copy them.
     pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    /// How many of `headers`, from the first, are the subscription's custom headers.
+    /// Their values may be secrets (an API key, a bearer token), so the sender marks
+    /// them sensitive: HTTP/2 sends them never indexed (RFC 7541, section 7.1.3), so no
+    /// compression table holds them, not the connection's that other tenants' POSTs to
+    /// the same host share, nor a proxy's on a later hop.
+    pub custom_headers: usize,
     pub body: Vec<u8>,
 }
 

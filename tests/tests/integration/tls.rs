@@ -2,7 +2,8 @@
 //! certificate from a root Herald does not trust is refused, HTTP/2 is used where the
 //! receiver offers it (one connection carrying many POSTs, the first batch's too, on
 //! either of deliver's runtimes), and HTTP/1.1 where it does not. A stream the receiver
-//! refuses (HTTP/2's promise that it did nothing with it) is sent once more.
+//! refuses (HTTP/2's promise that it did nothing with it) is sent once more. A
+//! subscription's own header values go never indexed, so no compression table keeps them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use herald_aws::http::sender::{HttpWebhookSender, SenderSettings};
 use herald_core::delivery::AttemptError;
 use herald_core::ports::{OutgoingWebhook, SendOutcome, WebhookSender};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_tests::header_blocks::{HeaderBlockReceiver, Representation};
 use herald_tests::receiver::{Offer, Refusal, RefusingReceiver, Script, TestReceiver};
 use hyper::Version;
 
@@ -42,6 +44,7 @@ fn webhook(receiver: &TestReceiver, id: usize) -> OutgoingWebhook {
             ("content-type".into(), "application/json".into()),
             ("webhook-id".into(), format!("msg_{id}").into()),
         ],
+        custom_headers: 0,
         body: format!("{{\"n\":{id}}}").into_bytes(),
     }
 }
@@ -225,6 +228,7 @@ async fn send_to_refusing(how: Refusal, refuse: usize) -> (SendOutcome, (usize, 
         timeout: None,
         url: SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap(),
         headers: vec![("webhook-id".into(), "msg_refused".into())],
+        custom_headers: 0,
         body: b"{}".to_vec(),
     };
     let outcome = sender.send(webhook).await;
@@ -259,4 +263,76 @@ async fn a_stream_refused_twice_is_a_failed_attempt_that_says_it_was_sent_again(
     );
     // Once, not again: the attempt's own backoff takes it from there.
     assert_eq!(counts, (2, 2, 0));
+}
+
+/// A subscription's custom header may carry a secret (a bearer token, an API key). Over
+/// HTTP/2 its value is sent as a literal never to be indexed (RFC 7541, section 7.1.3) on
+/// every POST, so it never enters the connection's compression table, which the POSTs of
+/// every subscription to that host share, nor a proxy's on a later hop. Herald's own
+/// values are compressed as before.
+#[tokio::test]
+async fn a_subscriptions_own_header_values_are_sent_never_indexed_over_http2() {
+    let receiver = HeaderBlockReceiver::start().await;
+    let sender =
+        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let webhook = |id: usize| OutgoingWebhook {
+        timeout: None,
+        url: SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap(),
+        headers: vec![
+            (
+                "authorization".to_owned().into(),
+                "Bearer s3cret".to_owned().into(),
+            ),
+            ("X-Tenant".to_owned().into(), "acme".to_owned().into()),
+            ("content-type".into(), "application/json".into()),
+            ("webhook-id".into(), format!("msg_{id}").into()),
+        ],
+        custom_headers: 2,
+        body: b"{}".to_vec(),
+    };
+    for id in 0..3 {
+        assert_eq!(status(&sender.send(webhook(id)).await), Some(200));
+    }
+    let connections = receiver.header_blocks();
+    assert_eq!(connections.len(), 1, "one HTTP/2 connection");
+    let blocks = &connections[0];
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    for block in blocks {
+        let sent = |name: &str| {
+            block
+                .iter()
+                .find(|f| f.name == name)
+                .unwrap_or_else(|| panic!("no {name} in {block:?}"))
+        };
+        for (name, value) in [("authorization", "Bearer s3cret"), ("x-tenant", "acme")] {
+            assert_eq!(sent(name).value, value);
+            assert_eq!(
+                sent(name).representation,
+                Representation::NeverIndexed,
+                "{name}: {block:?}"
+            );
+        }
+        assert_ne!(
+            sent("webhook-id").representation,
+            Representation::NeverIndexed,
+            "{block:?}"
+        );
+    }
+    // The first POST put Herald's content type in the table; the others refer to it.
+    assert_eq!(
+        blocks[0]
+            .iter()
+            .find(|f| f.name == "content-type")
+            .unwrap()
+            .representation,
+        Representation::Indexing
+    );
+    assert_eq!(
+        blocks[2]
+            .iter()
+            .find(|f| f.name == "content-type")
+            .unwrap()
+            .representation,
+        Representation::Other
+    );
 }

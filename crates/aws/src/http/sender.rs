@@ -246,7 +246,7 @@ impl HttpWebhookSender {
             .map_or(self.settings.timeout, |own| own.min(self.settings.timeout));
         let deadline = tokio::time::Instant::from_std(started) + limit;
         let host = self.hosts.of(webhook.url.url());
-        let prepared = header_map(webhook.headers)
+        let prepared = header_map(webhook.headers, webhook.custom_headers)
             .and_then(|headers| Ok((headers, uri_of(webhook.url.url())?)));
         let (headers, uri) = match prepared {
             Ok(prepared) => prepared,
@@ -354,10 +354,15 @@ fn post(uri: http::Uri, headers: HeaderMap, body: Bytes) -> http::Request<Body> 
 /// The webhook's headers as the client sends them. Herald's own names and fixed values
 /// are static text and are used as they are; a computed value is moved into the map,
 /// not copied. A header that is not valid HTTP is refused by its name alone: its value
-/// may be a secret.
-fn header_map(headers: Vec<(Cow<'static, str>, Cow<'static, str>)>) -> Result<HeaderMap, String> {
+/// may be a secret. The first `custom` are the subscription's own: their values are
+/// marked sensitive, which HTTP/2 sends never indexed (`OutgoingWebhook::custom_headers`)
+/// and `Debug` does not show.
+pub(crate) fn header_map(
+    headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    custom: usize,
+) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
+    for (n, (name, value)) in headers.into_iter().enumerate() {
         let refused = || format!("the header {name:?} is not a valid HTTP header");
         let header_name = match name {
             Cow::Borrowed(name) if is_static_name(name) => HeaderName::from_static(name),
@@ -370,6 +375,8 @@ fn header_map(headers: Vec<(Cow<'static, str>, Cow<'static, str>)>) -> Result<He
                 HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| refused())?
             }
         };
+        let mut header_value = header_value;
+        header_value.set_sensitive(n < custom);
         map.append(header_name, header_value);
     }
     Ok(map)

@@ -81,6 +81,74 @@ pub fn build(
         timeout: subscription.timeout.map(|t| t.get()),
         url: subscription.url.clone(),
         headers,
+        custom_headers: subscription.headers.len(),
         body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventType};
+    use crate::ids::{EventId, TenantId};
+    use crate::subscription::url::UrlPolicy;
+
+    fn subscription(headers: serde_json::Value) -> Subscription {
+        let new: crate::subscription::NewSubscription = serde_json::from_value(serde_json::json!({
+            "url": "https://hooks.example.com/", "event_types": ["*"], "headers": headers
+        }))
+        .unwrap();
+        new.into_subscription(
+            TenantId::parse("acme").unwrap(),
+            &UrlPolicy::default(),
+            &crate::subscription::Offer::default(),
+            Utc::now(),
+            &mut rand::rng(),
+        )
+        .unwrap()
+    }
+
+    fn built(subscription: &Subscription) -> OutgoingWebhook {
+        let event = Event {
+            id: EventId::parse("e1").unwrap(),
+            event_type: EventType::parse("a.b").unwrap(),
+            occurred_at: Utc::now(),
+            data: Default::default(),
+            subject: None,
+        };
+        let task = DeliveryTask::new(&subscription.tenant, &subscription.id, &event, Utc::now());
+        build(&task, subscription, None, None, "", Utc::now())
+    }
+
+    #[test]
+    fn the_subscriptions_headers_come_first_and_are_counted_as_its_own() {
+        let subscription = subscription(serde_json::json!({
+            "authorization": "Bearer s3cret", "x-api-key": "k1"
+        }));
+        let webhook = built(&subscription);
+        assert_eq!(webhook.custom_headers, 2);
+        let mut custom: Vec<_> = webhook.headers[..2]
+            .iter()
+            .map(|(name, value)| (name.as_ref(), value.as_ref()))
+            .collect();
+        custom.sort();
+        assert_eq!(
+            custom,
+            [("authorization", "Bearer s3cret"), ("x-api-key", "k1")]
+        );
+        // Herald's own follow, none of them counted.
+        let own: Vec<&str> = webhook.headers[2..]
+            .iter()
+            .map(|(n, _)| n.as_ref())
+            .collect();
+        assert!(own.contains(&"webhook-signature"), "{own:?}");
+        assert!(!own.contains(&"authorization"), "{own:?}");
+    }
+
+    #[test]
+    fn a_subscription_without_headers_counts_none() {
+        let webhook = built(&subscription(serde_json::json!({})));
+        assert_eq!(webhook.custom_headers, 0);
+        assert_eq!(webhook.headers[0].0, "accept", "{:?}", webhook.headers[0]);
     }
 }

@@ -280,6 +280,7 @@ fn webhook(url: &str) -> OutgoingWebhook {
         timeout: None,
         url: SubscriptionUrl::parse(url, &LOCAL).unwrap(),
         headers: vec![("content-type".into(), "application/json".into())],
+        custom_headers: 0,
         body: b"{}".to_vec(),
     }
 }
@@ -354,6 +355,7 @@ async fn the_request_carries_the_given_headers_and_body() {
                 // Static text that is not a lowercase name is taken as any name is.
                 ("X-Static".into(), "fixed\tvalue".into()),
             ],
+            custom_headers: 0,
             body: body.clone(),
         })
         .await;
@@ -1072,4 +1074,34 @@ fn every_accepted_url_is_a_request_target_as_written() {
         let uri = uri_of(checked.url()).unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(uri.to_string(), checked.url().as_str(), "{url}");
     }
+}
+
+/// The subscription's own header values, and only theirs, are marked sensitive: HTTP/2
+/// sends them never indexed and the map's `Debug` hides them.
+#[test]
+fn the_subscriptions_header_values_and_only_theirs_are_sensitive() {
+    let map = header_map(
+        vec![
+            (
+                "Authorization".to_owned().into(),
+                "Bearer s3cret".to_owned().into(),
+            ),
+            ("x-api-key".to_owned().into(), "k1".to_owned().into()),
+            ("accept".into(), "*/*".into()),
+            ("webhook-id".into(), "msg_1".to_owned().into()),
+        ],
+        2,
+    )
+    .unwrap();
+    let sensitive = |name: &str| map.get(name).unwrap().is_sensitive();
+    assert!(sensitive("authorization"));
+    assert!(sensitive("x-api-key"));
+    assert!(!sensitive("accept"));
+    assert!(!sensitive("webhook-id"));
+    let shown = format!("{map:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("k1"),
+        "{shown}"
+    );
+    assert!(shown.contains("msg_1"), "{shown}");
 }
