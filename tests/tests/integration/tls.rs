@@ -174,23 +174,35 @@ async fn posts_waiting_for_a_first_connection_that_fails_each_try_their_own() {
 /// A batch of `size` records, all at once (the template's is 10, and 10 to a host),
 /// through deliver's handler on in-memory stores with this sender, to a receiver new to it.
 async fn deliver_a_first_batch(sender: HttpWebhookSender, receiver: &TestReceiver, size: usize) {
+    deliver_a_batch(sender, &receiver.url(), &[], size).await;
+}
+
+/// `size` records through deliver's handler on in-memory stores with this sender, to a
+/// subscription of `url` with these custom headers.
+async fn deliver_a_batch(
+    sender: HttpWebhookSender,
+    url: &str,
+    headers: &[(&str, &str)],
+    size: usize,
+) {
     use crate::handlers::per_host::{deps, task};
     use herald_core::ids::SubscriptionId;
     use herald_core::ports::SubscriptionStore;
 
     let deps = deps(sender, size, size);
     let subscription = "sub_01JD5Q8Z6X0000000000000010";
-    let url = SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap();
-    deps.ports
-        .subscriptions
-        .create(&herald_testkit::active_subscription(
-            "acme",
-            SubscriptionId::parse(subscription).unwrap(),
-            url,
-            &["order.*"],
-        ))
-        .await
-        .unwrap();
+    let url = SubscriptionUrl::parse(url, &settings().policy).unwrap();
+    let mut stored = herald_testkit::active_subscription(
+        "acme",
+        SubscriptionId::parse(subscription).unwrap(),
+        url,
+        &["order.*"],
+    );
+    stored.headers = headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    deps.ports.subscriptions.create(&stored).await.unwrap();
     let records: Vec<_> = (0..size).map(|i| task(subscription, i)).collect();
     let event = serde_json::from_value(serde_json::json!({"Records": records})).unwrap();
     let outcome = herald_deliver::process_batch(&deps, event).await;
@@ -335,4 +347,34 @@ async fn a_subscriptions_own_header_values_are_sent_never_indexed_over_http2() {
             .representation,
         Representation::Other
     );
+}
+
+/// The same through deliver's handler: the subscription's headers, as stored, reach the
+/// wire never indexed on every POST of a batch sharing one connection.
+#[tokio::test]
+async fn deliver_sends_a_subscriptions_own_header_values_never_indexed() {
+    let receiver = HeaderBlockReceiver::start().await;
+    let sender =
+        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let headers = [("authorization", "Bearer s3cret"), ("x-tenant", "acme")];
+    deliver_a_batch(sender, &receiver.url(), &headers, 5).await;
+    let connections = receiver.header_blocks();
+    assert_eq!(connections.len(), 1, "one HTTP/2 connection");
+    assert_eq!(connections[0].len(), 5);
+    for block in &connections[0] {
+        for (name, value) in headers {
+            let field = block.iter().find(|f| f.name == name).unwrap();
+            assert_eq!(field.value, value);
+            assert_eq!(
+                field.representation,
+                Representation::NeverIndexed,
+                "{block:?}"
+            );
+        }
+        let signature = block
+            .iter()
+            .find(|f| f.name == "webhook-signature")
+            .unwrap();
+        assert_ne!(signature.representation, Representation::NeverIndexed);
+    }
 }
