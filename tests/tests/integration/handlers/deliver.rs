@@ -1861,3 +1861,26 @@ async fn a_claim_checked_event_not_yet_seen_by_an_eventual_read_is_read_again_co
         "one consistent read for the batch"
     );
 }
+
+/// A batch holds one future a record (a thousand for a batch of 1000), each as large as
+/// its largest state. Every AWS request and the GraphQL query are awaited boxed, and a
+/// stage's wrapper takes its work's room once (docs/PERFORMANCE.md, "A record's future"):
+/// 8,432 bytes with deliver's DynamoDB stores and 7,120 with in-memory ones in a release
+/// build, within a few dozen bytes of that in a test build. A future held inline again
+/// (an SDK request is 7–9 KB) fails this.
+#[test]
+fn a_records_future_stays_within_its_bound() {
+    use herald_aws::http::sender::HttpWebhookSender;
+    use herald_aws::lambda::wiring::AwsPorts;
+    use herald_deliver::record_future_bytes;
+    let dynamodb = record_future_bytes::<AwsPorts>();
+    let in_memory = record_future_bytes::<herald_testkit::MemoryPortsWith<HttpWebhookSender>>();
+    assert!(
+        dynamodb <= 9 * 1024,
+        "{dynamodb} bytes with DynamoDB stores"
+    );
+    assert!(
+        in_memory <= 7 * 1024 + 512,
+        "{in_memory} bytes with in-memory stores"
+    );
+}
