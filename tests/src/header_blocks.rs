@@ -43,7 +43,8 @@ pub struct Field {
 
 type Recording = Arc<Mutex<Vec<u8>>>;
 
-/// Answers every request 200 with no body, keeping what each connection was sent.
+/// Answers every request 200 with no body (but the first, refused with
+/// `REFUSED_STREAM` when asked), keeping what each connection was sent.
 pub struct HeaderBlockReceiver {
     addr: std::net::SocketAddr,
     root: CertificateDer<'static>,
@@ -53,6 +54,17 @@ pub struct HeaderBlockReceiver {
 
 impl HeaderBlockReceiver {
     pub async fn start() -> Self {
+        Self::listen(false).await
+    }
+
+    /// One that refuses its first stream, as a server at its limit does: the sender
+    /// sends that POST once more, on a new connection.
+    pub async fn start_refusing_first() -> Self {
+        Self::listen(true).await
+    }
+
+    async fn listen(refuse_first: bool) -> Self {
+        let refused = Arc::new(std::sync::atomic::AtomicBool::new(!refuse_first));
         let listener = listen_on_loopback();
         let addr = listener.local_addr().expect("the receiver's address");
         let (acceptor, root) = tls_acceptor(Offer::Http2);
@@ -64,6 +76,7 @@ impl HeaderBlockReceiver {
                 let recording = Recording::default();
                 kept.lock().unwrap().push(Arc::clone(&recording));
                 let acceptor = acceptor.clone();
+                let refused = Arc::clone(&refused);
                 open.spawn(async move {
                     let Ok(stream) = acceptor.accept(stream).await else {
                         return;
@@ -76,7 +89,11 @@ impl HeaderBlockReceiver {
                         return;
                     };
                     while let Some(Ok((_request, mut respond))) = connection.accept().await {
-                        let _ = respond.send_response(Response::new(()), true);
+                        if !refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        } else {
+                            let _ = respond.send_response(Response::new(()), true);
+                        }
                     }
                 });
             }

@@ -349,6 +349,37 @@ async fn a_subscriptions_own_header_values_are_sent_never_indexed_over_http2() {
     );
 }
 
+/// A POST sent again after its stream was refused is the retry's copy of the request:
+/// its custom header values are never indexed on the second connection too.
+#[tokio::test]
+async fn a_post_sent_again_keeps_its_header_values_never_indexed() {
+    let receiver = HeaderBlockReceiver::start_refusing_first().await;
+    let sender =
+        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let webhook = OutgoingWebhook {
+        timeout: None,
+        url: SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap(),
+        headers: vec![
+            ("x-api-key".to_owned().into(), "k3y".to_owned().into()),
+            ("webhook-id".into(), "msg_again".into()),
+        ],
+        custom_headers: 1,
+        body: b"{}".to_vec(),
+    };
+    assert_eq!(status(&sender.send(webhook).await), Some(200));
+    let blocks: Vec<_> = receiver.header_blocks().into_iter().flatten().collect();
+    assert_eq!(blocks.len(), 2, "refused, then sent again: {blocks:?}");
+    for block in &blocks {
+        let key = block.iter().find(|f| f.name == "x-api-key").unwrap();
+        assert_eq!(key.value, "k3y");
+        assert_eq!(
+            key.representation,
+            Representation::NeverIndexed,
+            "{block:?}"
+        );
+    }
+}
+
 /// The same through deliver's handler: the subscription's headers, as stored, reach the
 /// wire never indexed on every POST of a batch sharing one connection.
 #[tokio::test]
