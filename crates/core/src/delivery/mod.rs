@@ -15,25 +15,32 @@ pub use task::{
     DeliveryTask, INLINE_DATA_BYTES, Lane, MalformedTask, QueueMessage, decode_message,
 };
 
+/// A task for an `a.b` event with no data, for the unit tests of what a task becomes.
+#[cfg(test)]
+pub(crate) fn test_task(
+    tenant: &crate::ids::TenantId,
+    subscription: &crate::ids::SubscriptionId,
+) -> DeliveryTask {
+    let event = crate::event::Event {
+        id: crate::ids::EventId::parse("e1").unwrap(),
+        event_type: crate::event::EventType::parse("a.b").unwrap(),
+        occurred_at: chrono::Utc::now(),
+        data: Default::default(),
+        subject: None,
+    };
+    DeliveryTask::new(tenant, subscription, &event, chrono::Utc::now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
-    use crate::event::EventType;
-    use crate::ids::{EventId, SubscriptionId, TenantId};
+    use crate::ids::{SubscriptionId, TenantId};
     use chrono::Utc;
 
     fn task() -> DeliveryTask {
         let tenant = TenantId::parse("acme").unwrap();
         let sub = SubscriptionId::parse("sub_01HZZZZZZZZZZZZZZZZZZZZZZZ").unwrap();
-        let event = Event {
-            id: EventId::parse("e1").unwrap(),
-            event_type: EventType::parse("a.b").unwrap(),
-            occurred_at: Utc::now(),
-            data: Default::default(),
-            subject: None,
-        };
-        DeliveryTask::new(&tenant, &sub, &event, Utc::now())
+        test_task(&tenant, &sub)
     }
 
     #[test]

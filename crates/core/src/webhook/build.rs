@@ -89,8 +89,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, EventType};
-    use crate::ids::{EventId, TenantId};
+    use crate::ids::TenantId;
     use crate::subscription::url::UrlPolicy;
 
     fn subscription(headers: serde_json::Value) -> Subscription {
@@ -109,14 +108,7 @@ mod tests {
     }
 
     fn built(subscription: &Subscription) -> OutgoingWebhook {
-        let event = Event {
-            id: EventId::parse("e1").unwrap(),
-            event_type: EventType::parse("a.b").unwrap(),
-            occurred_at: Utc::now(),
-            data: Default::default(),
-            subject: None,
-        };
-        let task = DeliveryTask::new(&subscription.tenant, &subscription.id, &event, Utc::now());
+        let task = crate::delivery::test_task(&subscription.tenant, &subscription.id);
         build(&task, subscription, None, None, "", Utc::now())
     }
 
