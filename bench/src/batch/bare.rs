@@ -53,7 +53,8 @@ fn request(addr: SocketAddr, i: usize) -> Vec<u8> {
 }
 
 /// One POST on `stream` and its whole answer read: a 200 with the body its
-/// `content-length` says.
+/// `content-length` says. An answer framed otherwise (chunked) is an error, not misread:
+/// the bench's receiver always sends a length.
 async fn post(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<()> {
     stream.write_all(request).await?;
     let mut answer = [0u8; 1024];
@@ -74,6 +75,17 @@ async fn post(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<()> {
     let head = std::str::from_utf8(&answer[..head_end]).map_err(std::io::Error::other)?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(std::io::Error::other(format!("not a 200: {head}")));
+    }
+    let named = |wanted: &str| {
+        head.lines().any(|line| {
+            line.split_once(':')
+                .is_some_and(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        })
+    };
+    if named("transfer-encoding") {
+        return Err(std::io::Error::other(format!(
+            "an answer framed by transfer-encoding, not a length: {head}"
+        )));
     }
     let length: usize = head
         .lines()
@@ -163,5 +175,46 @@ pub async fn series(addr: SocketAddr, n: usize, settle: Duration) -> BareSeries 
     BareSeries {
         first: median(firsts),
         pooled: median(pooled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-connection server that answers every request with `answer`.
+    async fn answering(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                if stream.write_all(answer).await.is_err() {
+                    break;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_answer_with_a_length_is_read_whole_and_a_chunked_one_is_refused() {
+        let request = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
+        let addr = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let mut stream = connect(addr).await.unwrap();
+        post(&mut stream, request).await.unwrap();
+        post(&mut stream, request).await.unwrap();
+
+        let addr =
+            answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                .await;
+        let mut stream = connect(addr).await.unwrap();
+        let refused = post(&mut stream, request).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("transfer-encoding"),
+            "{refused}"
+        );
     }
 }
