@@ -357,7 +357,7 @@ fn post(uri: http::Uri, headers: HeaderMap, body: Bytes) -> http::Request<Body> 
 /// may be a secret. The first `custom` are the subscription's own: their values are
 /// marked sensitive, which HTTP/2 sends never indexed (`OutgoingWebhook::custom_headers`)
 /// and `Debug` does not show.
-pub(crate) fn header_map(
+fn header_map(
     headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     custom: usize,
 ) -> Result<HeaderMap, String> {
@@ -368,14 +368,13 @@ pub(crate) fn header_map(
             Cow::Borrowed(name) if is_static_name(name) => HeaderName::from_static(name),
             ref name => HeaderName::from_bytes(name.as_bytes()).map_err(|_| refused())?,
         };
-        let header_value = match value {
+        let mut header_value = match value {
             Cow::Borrowed(value) if is_static_value(value) => HeaderValue::from_static(value),
             Cow::Borrowed(value) => HeaderValue::from_str(value).map_err(|_| refused())?,
             Cow::Owned(value) => {
                 HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| refused())?
             }
         };
-        let mut header_value = header_value;
         header_value.set_sensitive(n < custom);
         map.append(header_name, header_value);
     }
