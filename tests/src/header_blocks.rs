@@ -41,6 +41,14 @@ pub struct Field {
     pub representation: Representation,
 }
 
+/// The field `name` of a header block; panics, showing the block, when it has none.
+pub fn field<'a>(block: &'a [Field], name: &str) -> &'a Field {
+    block
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no {name} in {block:?}"))
+}
+
 type Recording = Arc<Mutex<Vec<u8>>>;
 
 /// Answers every request 200 with no body (but the first, refused with
@@ -168,13 +176,13 @@ fn decode_connection(bytes: &[u8]) -> Vec<Vec<Field>> {
             decoder
                 .decode(&mut std::mem::take(&mut block), &mut fields)
                 .expect("a header block HPACK decodes");
-            blocks.push(fields.into_iter().map(field).collect());
+            blocks.push(fields.into_iter().map(decoded).collect());
         }
     }
     blocks
 }
 
-fn field((name, value, flags): (Vec<u8>, Vec<u8>, u8)) -> Field {
+fn decoded((name, value, flags): (Vec<u8>, Vec<u8>, u8)) -> Field {
     let representation = if flags & httlib_hpack::Decoder::NEVER_INDEXED != 0 {
         Representation::NeverIndexed
     } else if flags & httlib_hpack::Decoder::WITH_INDEXING != 0 {

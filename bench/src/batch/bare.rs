@@ -76,24 +76,19 @@ async fn post(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<()> {
     if !head.starts_with("HTTP/1.1 200") {
         return Err(std::io::Error::other(format!("not a 200: {head}")));
     }
-    let named = |wanted: &str| {
-        head.lines().any(|line| {
-            line.split_once(':')
-                .is_some_and(|(name, _)| name.eq_ignore_ascii_case(wanted))
+    let header = |wanted: &str| {
+        head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case(wanted).then_some(value.trim())
         })
     };
-    if named("transfer-encoding") {
+    if header("transfer-encoding").is_some() {
         return Err(std::io::Error::other(format!(
             "an answer framed by transfer-encoding, not a length: {head}"
         )));
     }
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
+    let length: usize = header("content-length")
+        .and_then(|value| value.parse().ok())
         .unwrap_or(0);
     let mut left = (head_end + length).saturating_sub(read);
     while left > 0 {

@@ -13,8 +13,10 @@ use herald_aws::http::sender::{HttpWebhookSender, SenderSettings};
 use herald_core::delivery::AttemptError;
 use herald_core::ports::{OutgoingWebhook, SendOutcome, WebhookSender};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
-use herald_tests::header_blocks::{HeaderBlockReceiver, Representation};
-use herald_tests::receiver::{Offer, Refusal, RefusingReceiver, Script, TestReceiver};
+use herald_tests::header_blocks::{HeaderBlockReceiver, Representation, field};
+use herald_tests::receiver::{
+    CertificateDer, Offer, Refusal, RefusingReceiver, Script, TestReceiver,
+};
 use hyper::Version;
 
 fn settings() -> SenderSettings {
@@ -31,7 +33,11 @@ fn settings() -> SenderSettings {
 
 /// A sender that also trusts the receiver's own root, as the bench's does.
 fn trusting(receiver: &TestReceiver) -> HttpWebhookSender {
-    let root = receiver.root().expect("a receiver over TLS");
+    trusting_root(receiver.root().expect("a receiver over TLS"))
+}
+
+/// A sender that also trusts `root`, a test receiver's own.
+fn trusting_root(root: &CertificateDer<'static>) -> HttpWebhookSender {
     HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), root).unwrap()
 }
 
@@ -234,8 +240,7 @@ async fn a_first_batch_to_an_http2_receiver_opens_one_connection_on_two_workers(
 /// outcome, and the receiver's connections, refusals and answers.
 async fn send_to_refusing(how: Refusal, refuse: usize) -> (SendOutcome, (usize, usize, usize)) {
     let receiver = RefusingReceiver::start(how, refuse).await;
-    let sender =
-        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let sender = trusting_root(receiver.root());
     let webhook = OutgoingWebhook {
         timeout: None,
         url: SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap(),
@@ -285,8 +290,7 @@ async fn a_stream_refused_twice_is_a_failed_attempt_that_says_it_was_sent_again(
 #[tokio::test]
 async fn a_subscriptions_own_header_values_are_sent_never_indexed_over_http2() {
     let receiver = HeaderBlockReceiver::start().await;
-    let sender =
-        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let sender = trusting_root(receiver.root());
     let webhook = |id: usize| OutgoingWebhook {
         timeout: None,
         url: SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap(),
@@ -310,41 +314,27 @@ async fn a_subscriptions_own_header_values_are_sent_never_indexed_over_http2() {
     let blocks = &connections[0];
     assert_eq!(blocks.len(), 3, "{blocks:?}");
     for block in blocks {
-        let sent = |name: &str| {
-            block
-                .iter()
-                .find(|f| f.name == name)
-                .unwrap_or_else(|| panic!("no {name} in {block:?}"))
-        };
         for (name, value) in [("authorization", "Bearer s3cret"), ("x-tenant", "acme")] {
-            assert_eq!(sent(name).value, value);
+            assert_eq!(field(block, name).value, value);
             assert_eq!(
-                sent(name).representation,
+                field(block, name).representation,
                 Representation::NeverIndexed,
                 "{name}: {block:?}"
             );
         }
         assert_ne!(
-            sent("webhook-id").representation,
+            field(block, "webhook-id").representation,
             Representation::NeverIndexed,
             "{block:?}"
         );
     }
     // The first POST put Herald's content type in the table; the others refer to it.
     assert_eq!(
-        blocks[0]
-            .iter()
-            .find(|f| f.name == "content-type")
-            .unwrap()
-            .representation,
+        field(&blocks[0], "content-type").representation,
         Representation::Indexing
     );
     assert_eq!(
-        blocks[2]
-            .iter()
-            .find(|f| f.name == "content-type")
-            .unwrap()
-            .representation,
+        field(&blocks[2], "content-type").representation,
         Representation::Other
     );
 }
@@ -354,8 +344,7 @@ async fn a_subscriptions_own_header_values_are_sent_never_indexed_over_http2() {
 #[tokio::test]
 async fn a_post_sent_again_keeps_its_header_values_never_indexed() {
     let receiver = HeaderBlockReceiver::start_refusing_first().await;
-    let sender =
-        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let sender = trusting_root(receiver.root());
     let webhook = OutgoingWebhook {
         timeout: None,
         url: SubscriptionUrl::parse(&receiver.url(), &settings().policy).unwrap(),
@@ -370,7 +359,7 @@ async fn a_post_sent_again_keeps_its_header_values_never_indexed() {
     let blocks: Vec<_> = receiver.header_blocks().into_iter().flatten().collect();
     assert_eq!(blocks.len(), 2, "refused, then sent again: {blocks:?}");
     for block in &blocks {
-        let key = block.iter().find(|f| f.name == "x-api-key").unwrap();
+        let key = field(block, "x-api-key");
         assert_eq!(key.value, "k3y");
         assert_eq!(
             key.representation,
@@ -385,8 +374,7 @@ async fn a_post_sent_again_keeps_its_header_values_never_indexed() {
 #[tokio::test]
 async fn deliver_sends_a_subscriptions_own_header_values_never_indexed() {
     let receiver = HeaderBlockReceiver::start().await;
-    let sender =
-        HttpWebhookSender::trusting(settings(), Arc::new(SystemResolver), receiver.root()).unwrap();
+    let sender = trusting_root(receiver.root());
     let headers = [("authorization", "Bearer s3cret"), ("x-tenant", "acme")];
     deliver_a_batch(sender, &receiver.url(), &headers, 5).await;
     let connections = receiver.header_blocks();
@@ -394,18 +382,17 @@ async fn deliver_sends_a_subscriptions_own_header_values_never_indexed() {
     assert_eq!(connections[0].len(), 5);
     for block in &connections[0] {
         for (name, value) in headers {
-            let field = block.iter().find(|f| f.name == name).unwrap();
-            assert_eq!(field.value, value);
+            let sent = field(block, name);
+            assert_eq!(sent.value, value);
             assert_eq!(
-                field.representation,
+                sent.representation,
                 Representation::NeverIndexed,
                 "{block:?}"
             );
         }
-        let signature = block
-            .iter()
-            .find(|f| f.name == "webhook-signature")
-            .unwrap();
-        assert_ne!(signature.representation, Representation::NeverIndexed);
+        assert_ne!(
+            field(block, "webhook-signature").representation,
+            Representation::NeverIndexed
+        );
     }
 }
