@@ -5,6 +5,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEPLOY_TOOLS := $(CURDIR)/.venv-deploy/bin
 BINARIES := --bin ingest --bin deliver --bin manage
+# Where cargo puts what it builds: CARGO_TARGET_DIR when set, as cargo itself reads it.
+# (The bootstraps' directories below are named explicitly and stay under target/.)
+CARGO_TARGET := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export SAM_CLI_TELEMETRY := 0
 
 .PHONY: run test audit soak bench hot-code load lint fmt build build-arm64 build-x86_64 hello-x86_64 check-template sam-build-arm64 deploy-tools smoke deploy-code
@@ -57,7 +60,7 @@ smoke:
 	  exit 2; \
 	fi
 	@$(CARGO) build --quiet -p herald-cli
-	@HERALD_API='$(API)' HERALD_TOKEN='$(TOKEN)' target/debug/herald smoke $(if $(URL),--url '$(URL)')
+	@HERALD_API='$(API)' HERALD_TOKEN='$(TOKEN)' '$(CARGO_TARGET)/debug/herald' smoke $(if $(URL),--url '$(URL)')
 
 ## One function's new code in a deployed stack, its configuration kept (`cargo lambda
 ## deploy --env-var` would replace its whole environment; docs/DEPLOY.md):
@@ -92,7 +95,7 @@ bench: build-x86_64 sam-build-arm64 hello-x86_64
 	  --bin hello --lambda-dir target/lambda-arm64
 	scripts/qemu-user.sh
 	$(CARGO) build --release -p herald-bench
-	HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)" scripts/with-moto.sh target/release/herald-bench
+	HERALD_TEST_RIE="$$(scripts/deploy-tools.sh rie)" scripts/with-moto.sh '$(CARGO_TARGET)/release/herald-bench'
 
 ## functions/hot-code.ld anew: the functions the bootstraps run at a cold start and at work,
 ## profiled under callgrind (valgrind installed when missing), laid out first by the link
@@ -113,7 +116,7 @@ load:
 	HERALD_LOAD_RATE='$(RATE)' HERALD_LOAD_RATES='$(RATES)' HERALD_LOAD_DURATION='$(DURATION)' \
 	  HERALD_LOAD_MOTO_RATES='$(MOTO_RATES)' HERALD_LOAD_MEMORY_RATES='$(MEMORY_RATES)' \
 	  HERALD_LOAD_TARGETS='$(TARGETS)' HERALD_LOAD_DRAIN='$(DRAIN)' HERALD_LOAD_P99_MS='$(P99_MS)' \
-	  HERALD_LOAD_FAIL_PERCENT='$(FAIL_PERCENT)' scripts/with-moto.sh target/release/herald-bench load
+	  HERALD_LOAD_FAIL_PERCENT='$(FAIL_PERCENT)' scripts/with-moto.sh '$(CARGO_TARGET)/release/herald-bench' load
 
 deploy-tools:
 	@scripts/deploy-tools.sh

@@ -73,6 +73,7 @@ cp target/lambda-x86_64/hello/bootstrap "$work/arm64-start/hello/bootstrap"
 
 rie="$(scripts/deploy-tools.sh rie)"
 cargo build --release -p herald-bench
+bench="${CARGO_TARGET_DIR:-$root/target}/release/herald-bench"
 # The tests' verdicts do not matter here (two look at the binaries themselves, which are
 # wrappers now); what ran does.
 if command -v cargo-nextest >/dev/null 2>&1; then
@@ -82,11 +83,11 @@ else
 fi
 HERALD_TEST_BOOTSTRAP_DIR="$work/work" HERALD_TEST_RIE="$rie" scripts/with-moto.sh "${tests[@]}" || true
 HERALD_TEST_BOOTSTRAP_DIR="$work/start" HERALD_BENCH_SECTIONS=cold_start HERALD_BENCH_OUT="$work/bench.json" \
-  HERALD_TEST_RIE="$rie" scripts/with-moto.sh target/release/herald-bench >/dev/null
+  HERALD_TEST_RIE="$rie" scripts/with-moto.sh "$bench" >/dev/null
 HERALD_TEST_BOOTSTRAP_DIR="$work/arm64-work" HERALD_TEST_RIE="$rie" scripts/with-moto.sh "${tests[@]}" || true
 HERALD_TEST_BOOTSTRAP_DIR="$work/arm64-start" HERALD_BENCH_SECTIONS=cold_start \
   HERALD_BENCH_OUT="$work/bench-arm64.json" HERALD_TEST_RIE="$rie" \
-  scripts/with-moto.sh target/release/herald-bench >/dev/null
+  scripts/with-moto.sh "$bench" >/dev/null
 sleep 2 # the last profiles and logs are written as their functions end
 
 python3 scripts/hot_code.py functions/hot-code.ld \
