@@ -33,16 +33,18 @@ use herald_core::subscription::url::{
 };
 
 mod first_connection;
+mod tcp;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// A webhook's body, in memory and shared with the one retry's copy.
 type Body = Full<Bytes>;
 
-/// A connection: resolved by the guard, TLS by rustls where the URL says https, noted for
+/// A connection: resolved by the guard, made by hyper-util's TCP connector without the
+/// addresses it records ([`tcp`]), TLS by rustls where the URL says https, noted for
 /// [`first_connection`] and bounded by the connect timeout.
 type Connector =
-    first_connection::NoteConnections<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>>;
+    first_connection::NoteConnections<hyper_rustls::HttpsConnector<tcp::Tcp<GuardedResolver>>>;
 
 type Client = hyper_util::client::legacy::Client<Connector, Body>;
 
@@ -432,7 +434,7 @@ fn build_client(
     // A POST is one write of its head and one of its body: nothing gained by waiting.
     tcp.set_nodelay(true);
     // ALPN offers h2 and http/1.1 (the TLS configuration says so).
-    let tls = hyper_rustls::HttpsConnector::from((tcp, tls));
+    let tls = hyper_rustls::HttpsConnector::from((tcp::Tcp::new(tcp), tls));
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         // Below the keep-alive of common servers and load balancers (60 s and up),
