@@ -136,13 +136,10 @@ async fn portal_api<P: Ports>(
         }
         "/session" | "/event-types" => session_of(deps, request).await?,
         _ => {
-            // A session cannot open sessions or erase: that stays with the producer.
-            let route = match Route::of(path, method)? {
-                Route::OpenPortal | Route::EraseHistory(_) | Route::EraseTenant => {
-                    return Err(ApiError::not_found("route"));
-                }
-                route => route,
-            };
+            let route = Route::of(path, method)?;
+            if !open_to_sessions(&route) {
+                return Err(ApiError::not_found("route"));
+            }
             let session = session_of(deps, request).await?;
             let caller = Caller {
                 tenant: session.tenant,
@@ -165,6 +162,37 @@ async fn portal_api<P: Ports>(
             }),
         )),
         _ => event_types(deps, &session).await,
+    }
+}
+
+/// Whether a portal session may take `route`: what the page does with one tenant's
+/// endpoints and their attempt log, and reading the tenant's public keys. Whatever acts
+/// on the whole tenant stays with the producer, so a leaked link reaches no further than
+/// the page: opening sessions, erasing, sealing, and rotating the tenant's signing keys
+/// (which every one of its receivers verifies with). Every route is named here, so a new
+/// one is closed to sessions until it is added.
+fn open_to_sessions(route: &Route<'_>) -> bool {
+    match route {
+        Route::CreateSubscription
+        | Route::ListSubscriptions
+        | Route::GetSubscription(_)
+        | Route::PatchSubscription(_)
+        | Route::DeleteSubscription(_)
+        | Route::RotateSecret(_)
+        | Route::SendTest(_)
+        | Route::ListDeliveries(_)
+        | Route::Feed(_)
+        | Route::Replay(_)
+        | Route::GetDelivery(_)
+        | Route::RetryDelivery(_)
+        | Route::GetEvent(_)
+        | Route::SigningKeys => true,
+        Route::TenantSigningKeys(_)
+        | Route::RotateSigningKeys
+        | Route::OpenPortal
+        | Route::EraseHistory(_)
+        | Route::EraseTenant
+        | Route::SealTenant => false,
     }
 }
 

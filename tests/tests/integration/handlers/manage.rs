@@ -1095,7 +1095,7 @@ async fn redeliveries_share_a_per_minute_budget_per_tenant() {
 }
 
 /// Deps whose deployment offers `v1a` and RSA signatures.
-fn keyed_deps() -> Deps {
+pub(super) fn keyed_deps() -> Deps {
     let mut deps = deps();
     deps.ports.keys = Arc::new(
         SigningKeys::new(

@@ -8,7 +8,7 @@ use herald_manage::handle;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::manage::{Deps, call, deps, event_for, json_of};
+use super::manage::{Deps, call, deps, event_for, json_of, keyed_deps};
 
 /// A management call whose token carries only `scopes`.
 fn scoped(method: &str, path: &str, scopes: &[&str], body: Option<Value>) -> Request {
@@ -283,6 +283,48 @@ async fn a_session_cannot_open_sessions() {
     )
     .await;
     assert_eq!(response.status(), 404);
+}
+
+/// A leaked portal link reaches the page's endpoints and no further: what acts on the
+/// whole tenant (its signing keys, which every receiver verifies with, erasure, sealing)
+/// stays with the producer's own token.
+#[tokio::test]
+async fn a_session_cannot_act_on_the_whole_tenant() {
+    let deps = keyed_deps();
+    let own = create(&deps, "acme", "https://a.example.com/", json!(["order.*"])).await;
+    let token = open(&deps, "acme", None).await;
+    let keys = handle(&deps, portal("GET", "/v1/signing-keys", Some(&token), None)).await;
+    assert_eq!(
+        keys.status(),
+        200,
+        "the page shows the tenant's public keys"
+    );
+    let before = json_of(&keys);
+
+    for (method, path) in [
+        ("POST", "/v1/signing-keys/rotate".to_owned()),
+        ("POST", "/v1/tenant/erase".to_owned()),
+        ("POST", "/v1/tenant/seal".to_owned()),
+        ("POST", format!("/v1/subscriptions/{own}/history/erase")),
+        ("GET", "/v1/signing-keys/acme".to_owned()),
+    ] {
+        let response = handle(&deps, portal(method, &path, Some(&token), Some(json!({})))).await;
+        assert_eq!(response.status(), 404, "{method} {path}");
+    }
+
+    let after = handle(&deps, portal("GET", "/v1/signing-keys", Some(&token), None)).await;
+    assert_eq!(json_of(&after), before, "the keys were not rotated");
+    let rotated = handle(
+        &deps,
+        call(
+            "POST",
+            "/v1/signing-keys/rotate",
+            Some("acme"),
+            Some(json!({})),
+        ),
+    )
+    .await;
+    assert_eq!(rotated.status(), 200, "the producer's token rotates them");
 }
 
 #[tokio::test]
