@@ -214,10 +214,14 @@ pub const MASKED_HEADER_VALUE: &str = "********";
 
 /// A header change read against the stored headers: a value of [`MASKED_HEADER_VALUE`]
 /// keeps the stored value of that name (so a read-modify-write keeps secrets it never
-/// saw); for a name without one it is refused.
+/// saw); for a name without one it is refused. When the change also moves the URL to
+/// another origin (`moved`), no stored value is kept: a value is only ever sent to the
+/// origin it was given for, so whoever may change the URL cannot have the stored
+/// credentials sent to a receiver of their own.
 pub fn unmask_headers(
     raw: BTreeMap<String, String>,
     stored: &BTreeMap<String, String>,
+    moved: bool,
 ) -> Result<BTreeMap<String, String>, FieldError> {
     raw.into_iter()
         .map(|(name, value)| {
@@ -225,6 +229,10 @@ pub fn unmask_headers(
                 return Ok((name, value));
             }
             match stored.get(&name.to_ascii_lowercase()) {
+                Some(_) if moved => Err(FieldError::new(
+                    format!("headers.{name}"),
+                    "is the masked placeholder, but the URL moves to another origin: send the value itself, which is only ever sent where it was given",
+                )),
                 Some(kept) => Ok((name, kept.clone())),
                 None => Err(FieldError::new(
                     format!("headers.{name}"),
@@ -233,6 +241,12 @@ pub fn unmask_headers(
             }
         })
         .collect()
+}
+
+/// Whether a change of a subscription's URL from `from` to `to` takes its stored custom
+/// header values to another origin (scheme, host or port).
+pub fn moves_origin(from: &SubscriptionUrl, to: &SubscriptionUrl) -> bool {
+    from.url().origin() != to.url().origin()
 }
 
 /// Custom headers: at most 20, token names that Herald does not set itself, values
@@ -464,6 +478,57 @@ mod tests {
         assert_eq!(
             Offer::default().rsa_headers(),
             ("fluent-signature", "flex.signature")
+        );
+    }
+
+    fn url(raw: &str) -> SubscriptionUrl {
+        let policy = UrlPolicy {
+            allow_http: true,
+            ..UrlPolicy::default()
+        };
+        SubscriptionUrl::parse(raw, &policy).unwrap()
+    }
+
+    #[test]
+    fn another_scheme_host_or_port_is_another_origin_and_a_path_is_not() {
+        let from = url("https://a.example.com/in");
+        for other in [
+            "http://a.example.com/in",
+            "https://b.example.com/in",
+            "https://a.example.com:8443/in",
+            "https://sub.a.example.com/in",
+        ] {
+            assert!(moves_origin(&from, &url(other)), "{other}");
+        }
+        for same in [
+            "https://a.example.com/v2",
+            "https://a.example.com:443/in",
+            "https://A.EXAMPLE.com/in?x=1",
+        ] {
+            assert!(!moves_origin(&from, &url(same)), "{same}");
+        }
+    }
+
+    #[test]
+    fn a_placeholder_keeps_its_stored_value_only_where_it_was_given() {
+        let stored = BTreeMap::from([("authorization".to_owned(), "Bearer s3cret".to_owned())]);
+        let sent = || {
+            BTreeMap::from([
+                ("Authorization".to_owned(), MASKED_HEADER_VALUE.to_owned()),
+                ("X-Team".to_owned(), "billing".to_owned()),
+            ])
+        };
+        let kept = unmask_headers(sent(), &stored, false).unwrap();
+        assert_eq!(kept["Authorization"], "Bearer s3cret");
+        assert_eq!(kept["X-Team"], "billing");
+
+        let moved = unmask_headers(sent(), &stored, true).unwrap_err();
+        assert_eq!(moved.field, "headers.Authorization");
+        assert!(moved.reason.contains("another origin"), "{}", moved.reason);
+        let new_value = BTreeMap::from([("Authorization".to_owned(), "Bearer new".to_owned())]);
+        assert_eq!(
+            unmask_headers(new_value, &stored, true).unwrap()["Authorization"],
+            "Bearer new"
         );
     }
 }

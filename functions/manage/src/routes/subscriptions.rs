@@ -8,9 +8,9 @@ use herald_core::ports::{Clock, Ports, StoreError, SubscriptionStore};
 use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
-    NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, one_payload,
-    parse_description, parse_filter, parse_headers, parse_ordering, parse_patterns, parse_query,
-    parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
+    NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, moves_origin,
+    one_payload, parse_description, parse_filter, parse_headers, parse_ordering, parse_patterns,
+    parse_query, parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
 };
 use herald_core::webhook::graphql::PayloadQuery;
 use herald_core::webhook::render::BodyFormat;
@@ -260,8 +260,11 @@ pub async fn patch<P: Ports>(
             "the subscription is at version {read_version}"
         )));
     }
+    let mut moved = false;
     if let Some(url) = &input.url {
-        subscription.url = check_url(deps, url).await?;
+        let url = check_url(deps, url).await?;
+        moved = moves_origin(&subscription.url, &url);
+        subscription.url = url;
     }
     if let Some(description) = input.description {
         subscription.description = parse_description(Some(description))
@@ -300,13 +303,23 @@ pub async fn patch<P: Ports>(
     }
     one_payload(&subscription).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let offered = offer(deps);
-    if let Some(headers) = input.headers {
-        // Checked as sent (the placeholder is a plain value), then each placeholder takes
-        // the stored value back, sealed as it is stored.
-        let headers =
-            parse_headers(headers, &offered).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        subscription.headers = unmask_headers(headers, &subscription.headers)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    match input.headers {
+        Some(headers) => {
+            // Checked as sent (the placeholder is a plain value), then each placeholder
+            // takes the stored value back, sealed as it is stored (not to another origin).
+            let headers = parse_headers(headers, &offered)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            subscription.headers = unmask_headers(headers, &subscription.headers, moved)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        }
+        // Stored values go only where they were given: a URL moved to another origin
+        // takes them along only when they are sent again.
+        None if moved && !subscription.headers.is_empty() => {
+            return Err(ApiError::unprocessable(
+                "headers: the URL moves to another origin; send the custom headers' values again (or {} for none), since a stored value is only ever sent where it was given",
+            ));
+        }
+        None => {}
     }
     if let Some(supersede) = input.supersede {
         subscription.supersede = supersede;

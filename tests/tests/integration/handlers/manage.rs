@@ -921,6 +921,79 @@ async fn custom_header_values_are_write_only() {
     );
 }
 
+/// Whoever may change a subscription's URL (a manage token, a portal session) cannot have
+/// the stored header values, often a receiver's credentials, sent to an origin of their
+/// own: moving the URL to another scheme, host or port takes no stored value along.
+#[tokio::test]
+async fn stored_header_values_never_follow_the_url_to_another_origin() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://a.example.com/in", "event_types": ["*"],
+               "headers": {"Authorization": "Bearer s3cret-token"}}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let path = format!(
+        "/v1/subscriptions/{}",
+        json_of(&created)["id"].as_str().unwrap()
+    );
+    let patch = |body: Value| call("PATCH", &path, Some("acme"), Some(body));
+    let message = |response: &Response<Body>| {
+        json_of(response)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    for url in ["https://a.example.com:8443/in", "https://b.example.com/in"] {
+        // The URL alone, or with the placeholder sent back: refused, nothing changed.
+        let alone = handle(&deps, patch(json!({"url": url}))).await;
+        assert_eq!(alone.status(), 422, "{url}");
+        assert!(
+            message(&alone).starts_with("headers:"),
+            "{}",
+            message(&alone)
+        );
+        let masked = handle(
+            &deps,
+            patch(json!({"url": url, "headers": {"authorization": "********"}})),
+        )
+        .await;
+        assert_eq!(masked.status(), 422, "{url}");
+        assert!(message(&masked).starts_with("headers.authorization"));
+        let stored = deps.ports.subscriptions.all().remove(0);
+        assert_eq!(stored.url.as_str(), "https://a.example.com/in");
+        assert_eq!(stored.headers["authorization"], "Bearer s3cret-token");
+    }
+
+    // Another path on the same origin keeps them; so does a move with the values sent.
+    let same_origin = handle(&deps, patch(json!({"url": "https://a.example.com/v2"}))).await;
+    assert_eq!(same_origin.status(), 200, "{}", json_of(&same_origin));
+    assert_eq!(
+        deps.ports.subscriptions.all().remove(0).headers["authorization"],
+        "Bearer s3cret-token"
+    );
+    let resent = handle(
+        &deps,
+        patch(json!({"url": "https://b.example.com/in",
+                     "headers": {"Authorization": "Bearer for-b"}})),
+    )
+    .await;
+    assert_eq!(resent.status(), 200, "{}", json_of(&resent));
+    let stored = deps.ports.subscriptions.all().remove(0);
+    assert_eq!(stored.url.as_str(), "https://b.example.com/in");
+    assert_eq!(stored.headers["authorization"], "Bearer for-b");
+    let dropped = handle(
+        &deps,
+        patch(json!({"url": "https://c.example.com/in", "headers": {}})),
+    )
+    .await;
+    assert_eq!(dropped.status(), 200, "{}", json_of(&dropped));
+    assert!(deps.ports.subscriptions.all().remove(0).headers.is_empty());
+}
+
 #[tokio::test]
 async fn a_delivery_at_the_most_attempts_a_record_keeps_is_not_sent_again() {
     use herald_core::delivery::{Attempt, DeliveryState, DeliveryTask, MAX_ATTEMPTS_KEPT};
