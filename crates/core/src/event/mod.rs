@@ -19,6 +19,11 @@ use crate::ids::EventId;
 /// this large travel as a claim check (`crate::delivery::task`), so the limit is the
 /// events table's and the API's, not the queue's.
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of objects and arrays accepted inside `data` (`data` itself is
+/// level 1). The queue's message holds `data` two levels down and serde_json reads at
+/// most 128 levels, so a deeper event would be accepted and then fail to be read by
+/// deliver; 64 leaves room, and no receiver's parser is strained by it.
+pub const MAX_DATA_DEPTH: usize = 64;
 /// Most events accepted in one request.
 pub const MAX_EVENTS_PER_REQUEST: usize = 100;
 /// Longest event type.
@@ -146,6 +151,37 @@ impl std::io::Write for Hashing {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Whether `data` (named `field` in an error) can travel as an event's data: at most
+/// [`MAX_DATA_BYTES`] as JSON, nested at most [`MAX_DATA_DEPTH`] deep, and no character
+/// the queue refuses. A publish and a test event are held to the same.
+pub fn check_data(data: &Map<String, Value>, field: &str) -> Result<(), EventError> {
+    let size = data_bytes(data);
+    if size > MAX_DATA_BYTES {
+        return Err(EventError::TooLarge {
+            field: field.to_owned(),
+            size,
+            limit: MAX_DATA_BYTES,
+            unit: "bytes",
+        });
+    }
+    if !within_depth(data.values(), MAX_DATA_DEPTH - 1) {
+        return Err(EventError::invalid(
+            field,
+            format!("is nested more than {MAX_DATA_DEPTH} objects or arrays deep"),
+        ));
+    }
+    characters::check_data(data, field)
+}
+
+/// Whether `values` hold no object or array nested more than `levels` deep.
+fn within_depth<'a>(values: impl Iterator<Item = &'a Value>, levels: usize) -> bool {
+    values.into_iter().all(|value| match value {
+        Value::Object(map) => levels > 0 && within_depth(map.values(), levels - 1),
+        Value::Array(items) => levels > 0 && within_depth(items.iter(), levels - 1),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => true,
+    })
 }
 
 /// How long `data` is serialized as compact JSON, counted as it is written (no text made):
@@ -324,16 +360,7 @@ fn parse_event(
         }
         None => return Err(EventError::invalid(format!("{at}data"), "is required")),
     };
-    let size = data_bytes(&data);
-    if size > MAX_DATA_BYTES {
-        return Err(EventError::TooLarge {
-            field: format!("{at}data"),
-            size,
-            limit: MAX_DATA_BYTES,
-            unit: "bytes",
-        });
-    }
-    characters::check_data(&data, &format!("{at}data"))?;
+    check_data(&data, &format!("{at}data"))?;
     let subject = match raw.subject {
         None | Some(Value::Null) => None,
         Some(value) => Some(parse_subject(value, &format!("{at}subject"), 0)?),
@@ -414,6 +441,53 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert!(events[0].id.as_str().starts_with("evt_"));
         assert_eq!(events[0].event_type.as_str(), "order.shipped");
+    }
+
+    /// `{"k": {"k": … 1}}` with `levels` objects, `data` itself the first.
+    fn nested(levels: usize) -> Value {
+        let mut value = json!(1);
+        for _ in 0..levels {
+            value = json!({ "k": value });
+        }
+        value
+    }
+
+    #[test]
+    fn data_nested_up_to_the_limit_is_accepted_and_read_back_from_its_message() {
+        use crate::delivery::{DeliveryTask, decode_message};
+        use crate::ids::{SubscriptionId, TenantId};
+        for body in [
+            json!({"type": "a", "data": nested(MAX_DATA_DEPTH)}),
+            json!({"events": [{"type": "a", "data": nested(MAX_DATA_DEPTH)}]}),
+        ] {
+            let event = parse(body).unwrap().remove(0);
+            let task = DeliveryTask::new(
+                &TenantId::parse("acme").unwrap(),
+                &SubscriptionId::generate(Utc::now(), &mut StdRng::seed_from_u64(1)),
+                &event,
+                Utc::now(),
+            );
+            let read = decode_message(&task.to_message_body()).unwrap();
+            assert_eq!(read.event.data, event.data);
+        }
+        // One level more is refused, by name, in a batch too.
+        let err = parse(json!({"type": "a", "data": nested(MAX_DATA_DEPTH + 1)})).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data: is nested more than 64 objects or arrays deep"
+        );
+        let deep_array =
+            json!({"type": "a", "data": {"k": nested(MAX_DATA_DEPTH - 1).to_string()}});
+        assert!(parse(deep_array).is_ok(), "a string is not nesting");
+        let mut arrays = json!([1]);
+        for _ in 0..MAX_DATA_DEPTH {
+            arrays = json!([arrays]);
+        }
+        let err = parse(json!({"events": [{"type": "a", "data": {"k": arrays}}]})).unwrap_err();
+        assert!(
+            err.to_string().starts_with("events[0].data: is nested"),
+            "{err}"
+        );
     }
 
     #[test]

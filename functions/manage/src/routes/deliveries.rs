@@ -3,7 +3,7 @@
 use herald_aws::lambda::api::{self, ApiError};
 use herald_core::delivery::DeliveryTask;
 use herald_core::delivery::MAX_ATTEMPTS_KEPT;
-use herald_core::event::MAX_DATA_BYTES;
+use herald_core::event::{EventError, check_data};
 use herald_core::flow::publish::{Audience, PublishError, publish};
 use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{Clock, DeliveryLedger, DeliveryQuery, Ports};
@@ -114,15 +114,12 @@ pub async fn send_test<P: Ports>(
     } else {
         api::json_body(request)?
     };
+    // Held to what a publish is: a test event travels the same way.
     if let Some(data) = &input.data {
-        let size = serde_json::to_vec(data)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if size > MAX_DATA_BYTES {
-            return Err(ApiError::too_large(format!(
-                "data: more than {MAX_DATA_BYTES} bytes"
-            )));
-        }
+        check_data(data, "data").map_err(|e| match e {
+            EventError::TooLarge { .. } => ApiError::too_large(e.to_string()),
+            EventError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
+        })?;
     }
     let subscription = owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
     let now = deps.ports.clock.now();

@@ -921,6 +921,49 @@ async fn custom_header_values_are_write_only() {
     );
 }
 
+/// A test event's data is held to what a publish's is: what the queue would refuse, or
+/// deliver could not read back, is refused here by name rather than queued to fail.
+#[tokio::test]
+async fn a_test_events_data_is_held_to_a_publishs_limits() {
+    let deps = deps();
+    let created = create(
+        &deps,
+        "acme",
+        json!({"url": "https://a.example.com/in", "event_types": ["*"]}),
+    )
+    .await;
+    let path = format!(
+        "/v1/subscriptions/{}/test",
+        json_of(&created)["id"].as_str().unwrap()
+    );
+    let send = |data: Value| call("POST", &path, Some("acme"), Some(json!({ "data": data })));
+    let mut deep = json!(1);
+    for _ in 0..herald_core::event::MAX_DATA_DEPTH {
+        deep = json!({ "k": deep });
+    }
+    let huge = "x".repeat(herald_core::event::MAX_DATA_BYTES);
+    for (data, status, starts) in [
+        (json!({"x": "\u{FFFF}"}), 422, "data.x: "),
+        (json!({"k": deep}), 422, "data: is nested more than 64"),
+        (json!({"x": huge}), 413, "data: is "),
+    ] {
+        let refused = handle(&deps, send(data)).await;
+        assert_eq!(refused.status(), status);
+        let message = json_of(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(message.starts_with(starts), "{message}");
+    }
+    assert!(
+        deps.ports.queue.enqueued().is_empty(),
+        "nothing refused was queued"
+    );
+    let sent = handle(&deps, send(json!({"order": {"id": 1}}))).await;
+    assert_eq!(sent.status(), 202, "{}", json_of(&sent));
+    assert_eq!(deps.ports.queue.enqueued().len(), 1);
+}
+
 /// Whoever may change a subscription's URL (a manage token, a portal session) cannot have
 /// the stored header values, often a receiver's credentials, sent to an origin of their
 /// own: moving the URL to another scheme, host or port takes no stored value along.
