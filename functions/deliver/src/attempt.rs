@@ -392,7 +392,9 @@ async fn check<'a, P: Ports>(
             )
             .await
         {
-            Ok(Some(newest)) if newest > task.event.order_key() => {
+            // Only another event supersedes it: its own, recorded at a later time, is
+            // the same event published again.
+            Ok(Some(newest)) if task.event.superseded_by(&newest) => {
                 let why = "a newer event about the same subject was queued";
                 let disposition =
                     finish_unsent(deps, task, claimed, DeliveryState::Superseded, why).await;

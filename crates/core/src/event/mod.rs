@@ -116,6 +116,17 @@ impl Event {
         )
     }
 
+    /// Whether `newest`, the order key of the newest event recorded about this event's
+    /// subject, supersedes this event: later, and another event. This event's own id
+    /// under a later time is this event published again (a repeat whose `occurred_at`
+    /// defaulted to its own time, as recorded before repeats carried the event as first
+    /// accepted), never a newer one.
+    pub fn superseded_by(&self, newest: &str) -> bool {
+        // An order key is `<time>#<id>`, and neither part holds a `#`.
+        let newest_id = newest.split_once('#').map(|(_, id)| id);
+        newest > self.order_key().as_str() && newest_id != Some(self.id.as_str())
+    }
+
     /// A digest of what the producer said (type, data, subject), so a second publish of
     /// the same id with different content is told apart from a retry.
     ///
@@ -553,6 +564,25 @@ mod tests {
             let event = parse(body.clone()).unwrap().remove(0);
             assert_eq!(event.fingerprint(), made_first(&event), "{body}");
         }
+    }
+
+    #[test]
+    fn only_another_event_recorded_later_supersedes_one() {
+        let at = |id: &str, time: &str| {
+            parse(json!({"id": id, "type": "a", "data": {}, "occurred_at": time}))
+                .unwrap()
+                .remove(0)
+        };
+        let event = at("e_1", "2026-11-22T12:00:00Z");
+        let key = |id: &str, time: &str| at(id, time).order_key();
+        assert!(event.superseded_by(&key("e_2", "2026-11-22T12:00:01Z")));
+        // At the same time, by id.
+        assert!(event.superseded_by(&key("e_2", "2026-11-22T12:00:00Z")));
+        assert!(!event.superseded_by(&key("e_0", "2026-11-22T12:00:00Z")));
+        assert!(!event.superseded_by(&key("e_2", "2026-11-22T11:59:59Z")));
+        // Itself, recorded now or at a later time.
+        assert!(!event.superseded_by(&event.order_key()));
+        assert!(!event.superseded_by(&key("e_1", "2026-11-22T12:01:00Z")));
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! so an id reused with other content refuses the whole call with nothing queued. An
 //! event seen before (a retry of a publish) fans out again to the subscriptions that
 //! existed when it was first accepted: a subscription created after that never had it
-//! coming. Delivery ids come from the event, the subscription and the acceptance time, so
-//! the tasks of a repeat are the same tasks, which the claim makes harmless: a repeat
-//! costs a message per task instead of a second write per event to mark the fan-out done
-//! (docs/DECISIONS.md, "Writes per delivery").
+//! coming. Delivery ids come from the event, the subscription and the acceptance time, and
+//! a repeat carries the event as first accepted (read back: its `occurred_at` may have
+//! defaulted to another time), so the tasks of a repeat are the same tasks, which the
+//! claim makes harmless: a repeat costs a read and a message per task instead of a second
+//! write per event to mark the fan-out done (docs/DECISIONS.md, "Writes per delivery").
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -24,7 +25,7 @@ use crate::ports::{
 use crate::subscription::Subscription;
 use crate::trace::TraceHeader;
 
-/// Event records written at once for one publish.
+/// Event records written (or, for repeats, read back) at once for one publish.
 const WRITE_CONCURRENCY: usize = 16;
 
 /// Which subscriptions an event goes to.
@@ -120,14 +121,12 @@ pub async fn publish<P: Ports>(
         .try_collect()
         .await?;
 
+    // When each event was accepted, the count recorded then, and whether it was seen
+    // before; an id seen with other content refuses the whole call.
     let mut conflicts = Vec::new();
-    let mut answers = Vec::with_capacity(events.len());
-    let mut tasks = Vec::new();
-    let mut supersede: Vec<(&Event, &Subscription)> = Vec::new();
-    for ((event, wanting), (fingerprint, acceptance)) in
-        events.iter().zip(&audiences).zip(&acceptances)
-    {
-        let (accepted_at, recorded, duplicate) = match acceptance {
+    let mut accepted = Vec::with_capacity(events.len());
+    for (event, (fingerprint, acceptance)) in events.iter().zip(&acceptances) {
+        accepted.push(match acceptance {
             Acceptance::New => (now, None, false),
             Acceptance::Seen {
                 fingerprint: seen, ..
@@ -140,7 +139,53 @@ pub async fn publish<P: Ports>(
                 accepted_at,
                 ..
             } => (*accepted_at, *deliveries, true),
-        };
+        });
+    }
+    if !conflicts.is_empty() {
+        return Err(PublishError::Conflict(conflicts));
+    }
+
+    // A repeat fans out the event as it was first accepted, read back: the fingerprint
+    // leaves `occurred_at` out (it defaults to the time of publishing), and a task
+    // carrying the repeat's own would send another body under the same webhook-id and,
+    // noted as the newest about its subject, supersede the deliveries of the event's
+    // first publish, and later events about the subject too. Read only for a repeat
+    // that queues anything.
+    let reads: Vec<_> = events
+        .iter()
+        .zip(&audiences)
+        .zip(&accepted)
+        .map(|((event, wanting), &(accepted_at, _, duplicate))| {
+            let queues = duplicate && wanting.iter().any(|s| s.created_at <= accepted_at);
+            async move {
+                if !queues {
+                    return Ok::<_, StoreError>(None);
+                }
+                match ports.events.load(tenant, &event.id, now).await? {
+                    Some(kept) => Ok(Some(kept)),
+                    // Erased since it was accepted: a race to retry, like a conflict.
+                    None => Err(StoreError::Conflict),
+                }
+            }
+        })
+        .collect();
+    let kept: Vec<Option<Event>> = futures::stream::iter(reads)
+        .buffered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+
+    let mut answers = Vec::with_capacity(events.len());
+    let mut tasks = Vec::new();
+    let mut supersede: Vec<(&Event, &Subscription)> = Vec::new();
+    for ((((event, kept), wanting), (fingerprint, _)), &(accepted_at, recorded, duplicate)) in
+        events
+            .iter()
+            .zip(&kept)
+            .zip(&audiences)
+            .zip(&acceptances)
+            .zip(&accepted)
+    {
+        let event = kept.as_ref().unwrap_or(event);
         let before = tasks.len();
         // A large event's tasks are claim checks from the start: no copy of it for each.
         let (carried, stored) = DeliveryTask::carried(event, fingerprint);
@@ -163,9 +208,6 @@ pub async fn publish<P: Ports>(
             deliveries: recorded.unwrap_or((tasks.len() - before) as u32),
             duplicate,
         });
-    }
-    if !conflicts.is_empty() {
-        return Err(PublishError::Conflict(conflicts));
     }
     // Subscriptions that want only the newest event about a subject learn of it before
     // anything is queued, so no older delivery can slip out after a newer one.

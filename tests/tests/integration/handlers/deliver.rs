@@ -1884,3 +1884,71 @@ fn a_records_future_stays_within_its_bound() {
         "{in_memory} bytes with in-memory stores"
     );
 }
+
+/// Of deliveries about one subject to a subscription that wants only the newest, one is
+/// superseded by another event recorded newer about the subject, and never by its own
+/// event recorded at a later time (as a repeated publish whose `occurred_at` defaulted to
+/// its own time recorded it before a repeat carried the event as first accepted).
+#[tokio::test]
+async fn a_delivery_is_superseded_by_a_newer_event_never_by_itself() {
+    use herald_core::event::Subject;
+    use herald_core::ports::EventLog;
+    let deps = deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let mut subscription = test_subscription();
+    subscription.supersede = true;
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
+    let (tenant, now) = (subscription.tenant.clone(), deps.ports.clock.now());
+    let update = |id: &str, seconds: i64| Event {
+        id: EventId::parse(id).unwrap(),
+        event_type: EventType::parse("order.updated").unwrap(),
+        occurred_at: now + chrono::Duration::seconds(seconds),
+        data: serde_json::Map::new(),
+        subject: Some(Subject {
+            kind: "ORDER".into(),
+            id: "5".into(),
+            reference: None,
+            status: None,
+            root: None,
+        }),
+    };
+    let note = |event: Event| {
+        let (deps, tenant, id) = (&deps, &tenant, &subscription.id);
+        async move {
+            deps.ports
+                .events
+                .note_latest(tenant, id, &event, now)
+                .await
+                .unwrap()
+        }
+    };
+    let deliver = |event: Event| {
+        let task = DeliveryTask::new(&tenant, &subscription.id, &event, now);
+        let records = json!({"Records": [{"messageId": event.id.to_string(),
+            "receiptHandle": "r", "body": task.to_message_body()}]});
+        let deps = Arc::clone(&deps);
+        async move {
+            let outcome = process_batch(&deps, serde_json::from_value(records).unwrap()).await;
+            let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+            (outcome.reports[0].disposition.clone(), record.state)
+        }
+    };
+
+    // Another event, newer, supersedes it.
+    note(update("ord_5.0", 0)).await;
+    note(update("ord_5.1", 30)).await;
+    assert_eq!(
+        deliver(update("ord_5.0", 0)).await,
+        (Disposition::Superseded, DeliveryState::Superseded)
+    );
+    // Its own event recorded a minute later does not: it is the newest.
+    note(update("ord_5.1", 90)).await;
+    assert_eq!(
+        deliver(update("ord_5.1", 30)).await,
+        (Disposition::Delivered, DeliveryState::Delivered)
+    );
+    assert_eq!(deps.ports.sender.sent().len(), 1);
+}

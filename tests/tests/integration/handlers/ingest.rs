@@ -1,11 +1,17 @@
 //! The ingest handler on in-memory ports, fed with the API Gateway events in `events/`.
 
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::SqsEvent;
 use chrono::Utc;
+use herald_core::delivery::DeliveryState;
+use herald_core::delivery::settings::DeliverySettings;
 use herald_core::ids::SubscriptionId;
-use herald_core::ports::{Clock, SubscriptionStore};
+use herald_core::ports::{Adapters, Clock, SubscriptionStore};
 use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
+use herald_deliver::{DeliverDeps, Disposition, process_batch};
 use herald_ingest::{IngestDeps, handle};
-use herald_testkit::{MemoryPorts, active_subscription, edit_subscription};
+use herald_testkit::{InMemoryWebhookSender, MemoryPorts, active_subscription, edit_subscription};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
@@ -616,4 +622,187 @@ async fn a_large_events_tasks_are_claim_checks_and_a_small_ones_carry_it() {
     for task in tasks.iter().filter(|t| t.event.id.as_str() == "fits") {
         assert_eq!((&*task.event, &task.stored), (&fits, &None));
     }
+}
+
+/// A subscription that wants only the newest event about a subject, created a second
+/// before the publishes of a test.
+async fn subscribe_superseding(deps: &Deps) -> SubscriptionId {
+    let id = subscribe(deps, "acme", &["order.*"]).await;
+    let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
+    edit_subscription(&deps.ports.subscriptions, &tenant, &id, |s| {
+        s.supersede = true;
+    })
+    .await;
+    id
+}
+
+/// An order update about order 5, its `occurred_at` left to default to the publish.
+fn order_update(id: &str, status: &str) -> Request {
+    publish(
+        "acme",
+        json!({"id": id, "type": "order.updated", "data": {"status": status},
+               "subject": {"type": "ORDER", "id": "5"}}),
+    )
+}
+
+/// A producer's retry of an accepted event (after a 503, or the CLI's own retry) with
+/// `occurred_at` left to default is the same event: its tasks carry the event as first
+/// accepted, and it does not become the newest about its subject over a later event.
+#[tokio::test]
+async fn a_repeated_publish_queues_the_event_as_first_accepted() {
+    use herald_core::ports::EventLog;
+    let deps = deps();
+    let subscription = subscribe_superseding(&deps).await;
+    assert_eq!(
+        handle(&deps, order_update("ord_5.0", "PLACED"))
+            .await
+            .status(),
+        202
+    );
+    deps.ports.clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(
+        handle(&deps, order_update("ord_5.1", "PACKED"))
+            .await
+            .status(),
+        202
+    );
+    deps.ports.clock.advance(std::time::Duration::from_secs(60));
+    let again = handle(&deps, order_update("ord_5.0", "PLACED")).await;
+    assert_eq!(
+        json_of(&again),
+        json!({"id": "ord_5.0", "deliveries": 1, "duplicate": true})
+    );
+
+    let queued = deps.ports.queue.enqueued();
+    assert_eq!(queued.len(), 3);
+    assert_eq!(queued[2].delivery_id, queued[0].delivery_id);
+    assert_eq!(
+        queued[2].event, queued[0].event,
+        "the event as first accepted"
+    );
+    assert_eq!(queued[2].to_message_body(), queued[0].to_message_body());
+    // The later event is still the newest about order 5.
+    let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
+    let newest = deps
+        .ports
+        .events
+        .latest(
+            &tenant,
+            &subscription,
+            &queued[0].event,
+            deps.ports.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(newest, Some(queued[1].event.order_key()));
+}
+
+/// An SQS record of the delivery queue carrying `task`.
+fn delivery_record(task: &herald_core::delivery::DeliveryTask, message: &str) -> SqsEvent {
+    serde_json::from_value(json!({"Records": [{
+        "messageId": message, "receiptHandle": format!("r-{message}"),
+        "body": task.to_message_body(),
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:herald-DeliveryQueue-Ab12Cd34Ef56",
+    }]}))
+    .unwrap()
+}
+
+/// Deliver on the ports ingest used, with the deployment's defaults.
+fn deliver_on(ports: Adapters<MemoryPorts>) -> Arc<DeliverDeps<MemoryPorts>> {
+    Arc::new(DeliverDeps {
+        xray: herald_aws::xray::XRay::off(),
+        graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
+        ports,
+        settings: DeliverySettings::default(),
+    })
+}
+
+/// Ingest again on the ports deliver used.
+fn ingest_on(deliver: Arc<DeliverDeps<MemoryPorts>>) -> Deps {
+    let Ok(deliver) = Arc::try_unwrap(deliver) else {
+        panic!("deliver's batch is done with its ports")
+    };
+    IngestDeps {
+        ports: deliver.ports,
+        ..deps()
+    }
+}
+
+/// The case reported: a subscription that wants only the newest event about a subject,
+/// its receiver down. The first task (M1) fails and waits for its retry; the producer
+/// publishes the event again (`occurred_at` unset, so defaulted to another time), and
+/// its task (M2) fails at once. M1 comes back: it is the same event, not a newer one, so
+/// it is sent, under the same `webhook-id` with the same body as every attempt before,
+/// and delivered. It was recorded superseded by itself, M2 then deleted, nothing sent.
+#[tokio::test]
+async fn a_repeated_publish_never_makes_a_delivery_supersede_itself() {
+    let down_twice = [500, 500].map(InMemoryWebhookSender::status);
+    let ingest = IngestDeps {
+        ports: Adapters {
+            sender: InMemoryWebhookSender::answering(down_twice),
+            ..herald_testkit::adapters()
+        },
+        ..deps()
+    };
+    subscribe_superseding(&ingest).await;
+    assert_eq!(
+        handle(&ingest, order_update("ord_5.0", "PLACED"))
+            .await
+            .status(),
+        202
+    );
+    let m1 = ingest.ports.queue.enqueued()[0].clone();
+
+    let deliver = deliver_on(ingest.ports);
+    let outcome = process_batch(&deliver, delivery_record(&m1, "m1")).await;
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::RetryIn(_)
+    ));
+
+    let ingest = ingest_on(deliver);
+    ingest
+        .ports
+        .clock
+        .advance(std::time::Duration::from_secs(60));
+    let again = handle(&ingest, order_update("ord_5.0", "PLACED")).await;
+    assert_eq!(json_of(&again)["duplicate"], json!(true));
+    let m2 = ingest.ports.queue.enqueued()[1].clone();
+    assert_eq!(m2.delivery_id, m1.delivery_id);
+
+    let deliver = deliver_on(ingest.ports);
+    let outcome = process_batch(&deliver, delivery_record(&m2, "m2")).await;
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::RetryIn(_)
+    ));
+    deliver
+        .ports
+        .clock
+        .advance(std::time::Duration::from_secs(120));
+    let outcome = process_batch(&deliver, delivery_record(&m1, "m1")).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
+    let record = deliver.ports.ledger.record(&m1.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+    assert_eq!(record.attempts.len(), 3);
+
+    let bodies: Vec<_> = deliver
+        .ports
+        .sender
+        .sent()
+        .into_iter()
+        .map(|w| w.body)
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    assert!(
+        bodies.iter().all(|b| *b == bodies[0]),
+        "one webhook, the same body each time"
+    );
+    // M2, back for its retry, finds the delivery done.
+    let outcome = process_batch(&deliver, delivery_record(&m2, "m2")).await;
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::AlreadyFinished(DeliveryState::Delivered)
+    ));
 }
