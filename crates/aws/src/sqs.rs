@@ -27,8 +27,9 @@ const ENTRY_RETRIES: u32 = 3;
 const SEND_CONCURRENCY: usize = 10;
 /// SQS caps a message's visibility at 12 hours counted from when it was received, not
 /// from the change, so a full 12 hours asked for after any work is refused. A message is
-/// never held longer than a Lambda can run (15 minutes), which is the margin kept.
-const MAX_VISIBILITY_SECONDS: u64 = 12 * 60 * 60 - 15 * 60;
+/// never held longer than a Lambda can run (15 minutes), which is the margin kept: the
+/// retry schedule's own cap, so the delay recorded is the one kept.
+const MAX_VISIBILITY_SECONDS: u64 = herald_core::delivery::retry::MAX_DELAY.as_secs();
 /// The longest reason kept on a dead letter.
 const MAX_REASON_BYTES: usize = 1024;
 

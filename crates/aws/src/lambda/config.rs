@@ -618,6 +618,10 @@ impl Config {
             .get("HERALD_SLOW_QUEUE_URL")
             .filter(|v| !v.trim().is_empty());
         let slow_after = slow_after(env, slow_queue_url.as_deref(), timeout)?;
+        // Deliver knows the slow lane's records by their event source, this queue's ARN.
+        let slow_queue = slow_queue_url
+            .as_deref()
+            .and_then(herald_core::delivery::settings::queue_name);
         Ok(Self {
             resources: Resources {
                 subscriptions_table: required(env, "HERALD_SUBSCRIPTIONS_TABLE")?,
@@ -653,6 +657,7 @@ impl Config {
                     Duration::from_secs(5 * 86_400),
                 )?,
                 slow_after,
+                slow_queue,
                 claim: claim_mode(env)?,
             },
             timeout,
@@ -760,8 +765,8 @@ mod tests {
     fn a_schedule_must_fit_under_the_queues_receive_limit() {
         let default = RetryPolicy::default();
         assert_eq!(max_receives(&env(&[]), &default), Ok(50));
-        // Twelve-hourly attempts for 30 days: about 70, more than 50 receives allow.
-        let long = RetryPolicy::parse("exponential", "30d").unwrap();
+        // Five-minutely attempts for a day: 61, more than 50 receives allow.
+        let long = RetryPolicy::parse(&vec!["5m"; 60].join(","), "1d").unwrap();
         let err = max_receives(&env(&[]), &long).unwrap_err().to_string();
         assert!(
             err.starts_with("HERALD_MAX_RECEIVE_COUNT is invalid"),

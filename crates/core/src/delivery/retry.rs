@@ -7,8 +7,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-/// SQS cannot hide a message for longer than this, so no delay exceeds it.
-pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60);
+/// The longest delay: SQS hides a message at most 12 hours counted from when it was
+/// received, not from the change, and a Lambda may run 15 minutes before asking, so
+/// 11 h 45 min is the most a retry can be put off by. The delay recorded
+/// (`next_attempt_at`) is the one the queue keeps.
+pub const MAX_DELAY: Duration = Duration::from_secs(12 * 60 * 60 - 15 * 60);
+/// The longest retry window. A retry hides the same message again, and SQS deletes a
+/// message 14 days after it was sent (its longest retention, the template's), whatever
+/// its schedule: a window past that would lose the delivery with no dead letter. A day
+/// is kept for a first attempt that waited in a backlog.
+pub const MAX_WINDOW: Duration = Duration::from_secs(13 * 24 * 60 * 60);
 /// Share of each delay that jitter may add or remove.
 pub const JITTER: f64 = 0.10;
 
@@ -131,6 +139,11 @@ impl RetryPolicy {
             if list.is_empty() {
                 return Err(ScheduleError("the schedule lists no delay".into()));
             }
+            if list.iter().any(|delay| *delay > MAX_DELAY) {
+                return Err(ScheduleError(
+                    "a retry delay is at most 11h45m (SQS hides a message at most 12 hours)".into(),
+                ));
+            }
             Delays::Explicit(list)
         };
         let zero = match &delays {
@@ -146,6 +159,12 @@ impl RetryPolicy {
         if window.is_zero() {
             return Err(ScheduleError(
                 "the retry window must be at least one second".into(),
+            ));
+        }
+        if window > MAX_WINDOW {
+            return Err(ScheduleError(
+                "the retry window is at most 13d (SQS deletes a message 14 days after it was sent)"
+                    .into(),
             ));
         }
         Ok(Self { delays, window })
@@ -317,6 +336,29 @@ mod tests {
         assert_eq!(policy.base_delay(7), Some(Duration::from_secs(36_000)));
         assert_eq!(policy.decide(8, now, now, None, 0.0), RetryDecision::GiveUp);
         assert_eq!(policy.max_attempts(), 8);
+    }
+
+    /// A window or a delay SQS cannot keep is refused when it is written, rather than the
+    /// delivery vanishing when SQS deletes its message or retrying sooner than recorded.
+    #[test]
+    fn a_schedule_is_only_what_the_queue_can_keep() {
+        assert!(RetryPolicy::parse("exponential", "13d").is_ok());
+        let err = RetryPolicy::parse("exponential", "13d 1s").unwrap_err();
+        assert!(err.0.contains("at most 13d"), "{err}");
+        let twelve_hourly = vec!["11h"; 39].join(",");
+        let err = RetryPolicy::parse(&twelve_hourly, "20d").unwrap_err();
+        assert!(err.0.contains("window is at most 13d"), "{err}");
+        let err = RetryPolicy::parse("5m,1d", "3d").unwrap_err();
+        assert!(err.0.contains("at most 11h45m"), "{err}");
+        assert!(RetryPolicy::parse("5m,11h45m", "3d").is_ok());
+        // A receiver's `Retry-After` past the cap is held to what the queue keeps, and
+        // that is the delay decided (and recorded).
+        let policy = RetryPolicy::default();
+        let now = Utc::now();
+        assert_eq!(
+            policy.decide(1, now, now, Some(Duration::from_secs(43_200)), 0.0),
+            RetryDecision::RetryAfter(Duration::from_secs(42_300))
+        );
     }
 
     #[test]

@@ -820,10 +820,15 @@ async fn a_subscription_may_have_its_own_retry_policy_within_the_deployments_bou
     for (retry, needle) in [
         (json!({"schedule": "soon", "window": "1d"}), "retry:"),
         (json!({"schedule": "1m"}), "window"),
-        // Twelve-hourly for 60 days: more attempts than this deployment's 40.
+        // Five-minutely for a day: more attempts than this deployment's 40.
+        (
+            json!({"schedule": "5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m,5m", "window": "1d"}),
+            "at most 40",
+        ),
+        // Longer than SQS keeps a message: it would vanish with no dead letter.
         (
             json!({"schedule": "exponential", "window": "60d"}),
-            "at most 40",
+            "at most 13d",
         ),
     ] {
         let response = create(
