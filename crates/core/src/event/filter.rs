@@ -5,6 +5,8 @@
 //! path must hold, or an array of accepted values. Every key must match (AND); within an
 //! array any value may match (OR). A path that is absent never matches.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -70,25 +72,37 @@ impl EventFilter {
             match (actual, expected) {
                 (None, _) => false,
                 (Some(actual), Value::Array(options)) => options.contains(&actual),
-                (Some(actual), expected) => *expected == actual,
+                (Some(actual), expected) => *expected == *actual,
             }
         })
     }
 }
 
-fn lookup(event: &Event, path: &str) -> Option<Value> {
+/// The value at `path` in `event`. Inside `data` it is the event's own value, not a
+/// copy: a filter runs for every subscription an event's type matches, on events of up
+/// to 1 MiB, and a condition compares one scalar.
+fn lookup<'a>(event: &'a Event, path: &str) -> Option<Cow<'a, Value>> {
     let mut parts = path.split('.');
-    let root = parts.next()?;
-    let mut current: Value = match root {
-        "type" => return Some(Value::String(event.event_type.as_str().to_owned())),
-        "subject" => serde_json::to_value(event.subject.as_ref()?).ok()?,
-        "data" => Value::Object(event.data.clone()),
-        _ => return None,
-    };
-    for part in parts {
-        current = current.get(part)?.clone();
+    match parts.next()? {
+        "type" => Some(Cow::Owned(Value::String(
+            event.event_type.as_str().to_owned(),
+        ))),
+        "subject" => {
+            let mut current = serde_json::to_value(event.subject.as_ref()?).ok()?;
+            for part in parts {
+                current = current.get_mut(part)?.take();
+            }
+            Some(Cow::Owned(current))
+        }
+        "data" => {
+            let mut current = event.data.get(parts.next()?)?;
+            for part in parts {
+                current = current.get(part)?;
+            }
+            Some(Cow::Borrowed(current))
+        }
+        _ => None,
     }
-    Some(current)
 }
 
 #[cfg(test)]
@@ -131,6 +145,30 @@ mod tests {
                 .unwrap()
                 .matches(&e)
         );
+    }
+
+    /// A path names one scalar: an object or array there, `data` itself, or a step into
+    /// an array never matches; a null that is there matches `null`.
+    #[test]
+    fn a_path_reaches_a_scalar_or_matches_nothing() {
+        let e = event(json!({"customer": {"tier": "gold"}, "items": ["a"], "note": null}));
+        for (conditions, matched) in [
+            (json!({"data.customer": "gold"}), false),
+            (json!({"data": "gold"}), false),
+            (json!({"data.items": "a"}), false),
+            (json!({"data.items.0": "a"}), false),
+            (json!({"data.customer.tier.more": "gold"}), false),
+            (json!({"data.note": null}), true),
+            (json!({"data.note": [null, 1]}), true),
+            (json!({"subject.status": ["SHIPPED", "PAID"]}), true),
+            (json!({"subject.status": "PAID"}), false),
+        ] {
+            assert_eq!(
+                filter(conditions.clone()).unwrap().matches(&e),
+                matched,
+                "{conditions}"
+            );
+        }
     }
 
     #[test]

@@ -33,7 +33,8 @@ fn fields_of(set: &SelectionSet<'_, String>, depth: usize) -> Result<Vec<Field>,
     if depth > MAX_DEPTH {
         return Err(format!("nests deeper than {MAX_DEPTH} levels"));
     }
-    set.items
+    let listed = set
+        .items
         .iter()
         .map(|item| match item {
             GqlSelection::Field(field) => {
@@ -53,7 +54,28 @@ fn fields_of(set: &SelectionSet<'_, String>, depth: usize) -> Result<Vec<Field>,
             }
             _ => Err("fragments are not supported; list the fields".to_owned()),
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(merged(listed))
+}
+
+/// `fields` with each name once, as GraphQL merges a field selected twice: what each
+/// selected below it together, or the whole value when one selected it whole. A field
+/// listed a thousand times would otherwise copy its value a thousand times on every
+/// delivery.
+fn merged(fields: Vec<Field>) -> Vec<Field> {
+    let mut out: Vec<Field> = Vec::with_capacity(fields.len());
+    for field in fields {
+        match out.iter_mut().find(|kept| kept.name == field.name) {
+            None => out.push(field),
+            Some(kept) if kept.children.is_empty() => {}
+            Some(kept) if field.children.is_empty() => kept.children.clear(),
+            Some(kept) => {
+                let children = std::mem::take(&mut kept.children);
+                kept.children = merged(children.into_iter().chain(field.children).collect());
+            }
+        }
+    }
+    out
 }
 
 impl Selection {
@@ -143,6 +165,33 @@ mod tests {
                 .unwrap()
                 .apply(data.as_object().unwrap()),
         )
+    }
+
+    /// A field selected twice is selected once, as GraphQL merges it: what both select
+    /// below it, or the whole value when either selects it whole.
+    #[test]
+    fn a_field_selected_twice_is_kept_once_with_what_both_select() {
+        let data = json!({"a": 1, "o": {"x": 1, "y": 2, "z": 3}});
+        assert_eq!(
+            Selection::parse("{ a a a }").unwrap().fields,
+            Selection::parse("{ a }").unwrap().fields
+        );
+        assert_eq!(
+            Selection::parse("{ o { x } a o { y } }").unwrap().fields,
+            Selection::parse("{ o { x y } a }").unwrap().fields
+        );
+        assert_eq!(
+            Selection::parse("{ o { x } o }").unwrap().fields,
+            Selection::parse("{ o }").unwrap().fields
+        );
+        assert_eq!(
+            pick("{ o { x } o { y } }", data.clone()),
+            json!({"o": {"x": 1, "y": 2}})
+        );
+        // The text is kept as written.
+        assert_eq!(Selection::parse("{ a a }").unwrap().as_str(), "{ a a }");
+        let many = format!("{{ {} }}", "a ".repeat(2000));
+        assert_eq!(Selection::parse(&many).unwrap().fields.len(), 1);
     }
 
     #[test]
