@@ -42,6 +42,13 @@ const RESERVED_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
+/// Whether Herald sets the header `lower` (a lowercase name) itself, or the transport
+/// does: a subscription's own header may not take its place. The deployment's RSA
+/// signature headers are checked beside it.
+pub fn herald_sets_header(lower: &str) -> bool {
+    RESERVED_HEADERS.contains(&lower) || lower.starts_with("webhook-")
+}
+
 /// The body of `POST /v1/subscriptions`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,8 +285,7 @@ pub fn parse_headers(
                 ),
             ));
         }
-        if RESERVED_HEADERS.contains(&lower.as_str())
-            || lower.starts_with("webhook-")
+        if herald_sets_header(&lower)
             || offer
                 .reserved_headers
                 .iter()

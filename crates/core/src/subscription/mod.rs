@@ -22,9 +22,9 @@ use crate::webhook::sign::WebhookSecret;
 
 pub use input::{
     FieldError, MASKED_HEADER_VALUE, MAX_DESCRIPTION_LEN, MAX_HEADERS, NewSubscription, Offer,
-    check_signatures, moves_origin, one_payload, parse_description, parse_filter, parse_headers,
-    parse_ordering, parse_patterns, parse_query, parse_rate_limit, parse_retry, parse_selection,
-    parse_timeout, unmask_headers,
+    check_signatures, herald_sets_header, moves_origin, one_payload, parse_description,
+    parse_filter, parse_headers, parse_ordering, parse_patterns, parse_query, parse_rate_limit,
+    parse_retry, parse_selection, parse_timeout, unmask_headers,
 };
 
 /// Which asymmetric signatures a subscription's deliveries carry besides `v1` HMAC.

@@ -10,7 +10,7 @@ use super::render::{self, RenderContext};
 use super::sign::signature_header;
 use crate::delivery::DeliveryTask;
 use crate::ports::OutgoingWebhook;
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, herald_sets_header};
 
 /// The request: body in the subscription's format, its custom headers (`accept: */*`
 /// when they set no `accept`), then Herald's own (`webhook-id`, `webhook-timestamp`, `webhook-signature` with every live secret and
@@ -43,15 +43,23 @@ pub fn build(
         signature.push(' ');
         signature.push_str(&entry);
     }
-    // Custom headers first: Herald's own are added after them and were refused as names.
+    // Custom headers first: Herald's own are added after them. Their names were refused
+    // when written; one Herald sets now all the same (the deployment's RSA header names
+    // renamed since, a record written before a name was reserved) is left out, so a
+    // receiver never sees two of a header, the subscription's first.
     let mut headers: Vec<(Cow<'static, str>, Cow<'static, str>)> =
         Vec::with_capacity(subscription.headers.len() + 8);
     headers.extend(
         subscription
             .headers
             .iter()
+            // Names are stored lowercase.
+            .filter(|(name, _)| {
+                !herald_sets_header(name) && !keys.is_some_and(|k| k.sets_header(name))
+            })
             .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone()))),
     );
+    let custom_headers = headers.len();
     // `Accept: */*` as common HTTP clients send it (some firewalls refuse a request
     // without one), unless the subscription sets its own.
     if !subscription.headers.contains_key("accept") {
@@ -81,7 +89,7 @@ pub fn build(
         timeout: subscription.timeout.map(|t| t.get()),
         url: subscription.url.clone(),
         headers,
-        custom_headers: subscription.headers.len(),
+        custom_headers,
         body,
     }
 }
@@ -135,6 +143,44 @@ mod tests {
             .collect();
         assert!(own.contains(&"webhook-signature"), "{own:?}");
         assert!(!own.contains(&"authorization"), "{own:?}");
+    }
+
+    /// A stored header Herald sets itself (the deployment's RSA header renamed to it since,
+    /// or a record older than the name's reservation) is left out, not sent beside
+    /// Herald's own: a receiver sees one of each, Herald's.
+    #[test]
+    fn a_stored_header_herald_sets_itself_is_left_out() {
+        let mut subscription = subscription(serde_json::json!({"x-team": "billing"}));
+        subscription.signatures.rsa = true;
+        for (name, value) in [
+            ("x-sig", "forged"),
+            ("webhook-signature", "v1,forged"),
+            ("content-length", "1"),
+        ] {
+            subscription.headers.insert(name.into(), value.into());
+        }
+        let keys = SigningKeys::new(
+            None,
+            Some(include_str!("../../../testkit/testdata/rsa-2048.pem")),
+            "x-sig",
+            "x-sig-md5",
+        )
+        .unwrap();
+        let task = crate::delivery::test_task(&subscription.tenant, &subscription.id);
+        let webhook = build(&task, &subscription, None, Some(&keys), "", Utc::now());
+        assert_eq!(webhook.custom_headers, 1);
+        assert_eq!(webhook.headers[0], ("x-team".into(), "billing".into()));
+        for name in ["x-sig", "webhook-signature"] {
+            let values: Vec<&str> = webhook
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_ref())
+                .collect();
+            assert_eq!(values.len(), 1, "{name}: {values:?}");
+            assert!(!values[0].contains("forged"), "{name}: {values:?}");
+        }
+        assert!(!webhook.headers.iter().any(|(n, _)| n == "content-length"));
     }
 
     #[test]

@@ -193,6 +193,13 @@ impl SigningKeys {
         Some(entries.join(" "))
     }
 
+    /// Whether `name` (lowercase) is one of the RSA signature headers these keys add.
+    pub fn sets_header(&self, name: &str) -> bool {
+        self.rsa
+            .as_ref()
+            .is_some_and(|keys| keys.sha512_header == name || keys.md5_header == name)
+    }
+
     /// `(header, base64 signature of the body)` for SHA512withRSA and MD5withRSA.
     pub fn rsa_headers(&self, body: &[u8]) -> Vec<(String, String)> {
         let Some(keys) = &self.rsa else {
