@@ -1096,6 +1096,36 @@ fn allowed_by_the_template(function: &str, aws: &TestAws, calls: &[AwsCall]) {
     );
 }
 
+/// docs/DEPLOY.md's least privilege: only manage may scan or batch-write, and only the
+/// tables erasure walks (the deliveries, events and portal sessions); ingest and deliver
+/// have neither.
+#[test]
+fn only_manages_erasure_scans_or_batch_writes() {
+    let template = template();
+    for function in ["IngestFunction", "DeliverFunction", "ManageFunction"] {
+        let mut bulk: Vec<String> = grants(&template, function)
+            .into_iter()
+            .filter(|g| g.action == "dynamodb:Scan" || g.action == "dynamodb:BatchWriteItem")
+            .map(|g| format!("{} {}", g.action, g.logical))
+            .collect();
+        bulk.sort();
+        let expected: Vec<String> = match function {
+            "ManageFunction" => [
+                "dynamodb:BatchWriteItem DeliveriesTable",
+                "dynamodb:BatchWriteItem EventsTable",
+                "dynamodb:BatchWriteItem PortalSessionsTable",
+                "dynamodb:Scan DeliveriesTable",
+                "dynamodb:Scan EventsTable",
+                "dynamodb:Scan PortalSessionsTable",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            _ => Vec::new(),
+        };
+        assert_eq!(bulk, expected, "{function}");
+    }
+}
+
 /// The newest glibc symbol version a bootstrap may need: Amazon Linux 2023's glibc, 2.34,
 /// is what `provided.al2023` runs it with. The stand-in image `sam local` uses here carries
 /// this machine's newer glibc, so only this check would see a bootstrap AWS cannot start.
