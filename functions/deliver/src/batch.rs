@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
+use herald_core::delivery::settings::DeliverySettings;
 use herald_core::delivery::{DeliveryTask, Lane, decode_message};
 use herald_core::event::Event;
 use herald_core::ids::{DeliveryId, EventId, SubscriptionId, TenantId};
@@ -179,13 +180,21 @@ fn line_of(message: &SqsMessage) -> Option<&str> {
         .flatten()
 }
 
-/// The queue a record came from: the ordered one by its ARN, the slow lane's by its task
-/// (a task is put on the slow lane's queue marked so).
-fn lane_of(message: &SqsMessage, task: Option<&DeliveryTask>) -> Lane {
-    match (line_of(message), task) {
-        (Some(_), _) => Lane::Ordered,
-        (None, Some(task)) if task.slow => Lane::Slow,
-        _ => Lane::Standard,
+/// The queue a record came from, where its visibility changes go (its receipt handle is
+/// that queue's): by its event source, the ordered queue's ARN or the slow lane's. Not by
+/// its task's `slow`, which says where the task was queued: the slow lane dead-letters to
+/// the delivery queue's dead-letter queue, so a slow task an operator redrives from there
+/// arrives on the delivery queue still marked slow. The mark still decides how its
+/// attempt runs (`attempt`).
+fn lane_of(message: &SqsMessage, settings: &DeliverySettings) -> Lane {
+    let slow_queue = message
+        .event_source_arn
+        .as_deref()
+        .is_some_and(|arn| settings.is_slow_queue(arn));
+    match line_of(message) {
+        Some(_) => Lane::Ordered,
+        None if slow_queue => Lane::Slow,
+        None => Lane::Standard,
     }
 }
 
@@ -374,11 +383,11 @@ async fn run_records<P: Ports>(
             .expect("the batch's bound is never closed");
         let ids = unit
             .iter()
-            .map(|(message, task)| {
+            .map(|(message, _)| {
                 (
                     message.message_id.clone().unwrap_or_default(),
                     message.receipt_handle.clone().unwrap_or_default(),
-                    lane_of(message, task.as_ref().ok()),
+                    lane_of(message, &deps.settings),
                 )
             })
             .collect();
@@ -432,7 +441,7 @@ async fn process_record<P: Ports>(
     let receipt = message.receipt_handle.clone().unwrap_or_default();
     let body = message.body.as_deref().unwrap_or_default();
     let line = line_of(&message).map(str::to_owned);
-    let lane = lane_of(&message, task.as_ref().ok());
+    let lane = lane_of(&message, &deps.settings);
 
     let task = match task {
         Ok(task) => task,

@@ -31,6 +31,10 @@ pub struct DeliverySettings {
     /// before it is cut and sent again on the slow lane (None: no slow lane; docs/
     /// DECISIONS.md, "Slow receivers").
     pub slow_after: Option<Duration>,
+    /// The name of the slow lane's queue ([`queue_name`] of `HERALD_SLOW_QUEUE_URL`),
+    /// which its ARN ends with: a record whose event source it is came from the slow
+    /// lane, and its visibility changes go there (docs/DECISIONS.md, "Slow receivers").
+    pub slow_queue: Option<String>,
     /// What keeps two copies of a message from being sent at once
     /// (`HERALD_DELIVERY_CLAIM`; docs/DECISIONS.md, "Writes per delivery").
     pub claim: ClaimMode,
@@ -87,6 +91,23 @@ impl DeliverySettings {
     pub fn lease_for(timeout: Duration) -> Duration {
         timeout + Duration::from_secs(30)
     }
+
+    /// Whether the queue `arn` names (a record's `eventSourceARN`) is the slow lane's.
+    pub fn is_slow_queue(&self, arn: &str) -> bool {
+        self.slow_queue
+            .as_deref()
+            .is_some_and(|name| arn.rsplit(':').next() == Some(name))
+    }
+}
+
+/// The name of the queue at `url` (`https://sqs.<region>.amazonaws.com/<account>/<name>`),
+/// which is also the last part of its ARN (`arn:aws:sqs:<region>:<account>:<name>`).
+pub fn queue_name(url: &str) -> Option<String> {
+    url.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty() && !name.contains(':'))
+        .map(str::to_owned)
 }
 
 /// The deployment's defaults (README, "Configuration").
@@ -103,7 +124,38 @@ impl Default for DeliverySettings {
             auto_disable_after: Duration::from_secs(5 * 86_400),
             max_receives: DEFAULT_MAX_RECEIVES,
             slow_after: None,
+            slow_queue: None,
             claim: ClaimMode::Lease,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slow_lanes_queue_is_known_by_the_name_its_url_and_arn_share() {
+        let name = queue_name(
+            "https://sqs.us-east-1.amazonaws.com/123456789012/herald-SlowDeliveryQueue-Ab12",
+        );
+        assert_eq!(name.as_deref(), Some("herald-SlowDeliveryQueue-Ab12"));
+        assert_eq!(
+            queue_name("http://127.0.0.1:5000/000000000000/q/").as_deref(),
+            Some("q")
+        );
+        assert_eq!(queue_name(""), None);
+        let settings = DeliverySettings {
+            slow_queue: name,
+            ..DeliverySettings::default()
+        };
+        assert!(
+            settings
+                .is_slow_queue("arn:aws:sqs:us-east-1:123456789012:herald-SlowDeliveryQueue-Ab12")
+        );
+        assert!(
+            !settings.is_slow_queue("arn:aws:sqs:us-east-1:123456789012:herald-DeliveryQueue-Ab12")
+        );
+        assert!(!DeliverySettings::default().is_slow_queue("arn:aws:sqs:us-east-1:1:q"));
     }
 }

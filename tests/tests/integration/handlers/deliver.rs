@@ -1952,3 +1952,54 @@ async fn a_delivery_is_superseded_by_a_newer_event_never_by_itself() {
     );
     assert_eq!(deps.ports.sender.sent().len(), 1);
 }
+
+/// The slow lane dead-letters to the delivery queue's dead-letter queue, and an operator
+/// redrives that one to the delivery queue: a slow lane's task can then arrive on the
+/// delivery queue, its body still saying `"slow":true`. A retry hides its message on the
+/// queue it came from (its event source), whose receipt handle it holds; SQS refuses a
+/// visibility change on another queue, and the message would come back only after the
+/// queue's whole visibility timeout. From the slow lane's queue, it is hidden there.
+#[tokio::test]
+async fn a_retry_hides_the_message_on_the_queue_it_came_from_whatever_its_task_says() {
+    let mut deps = unshared_deps(
+        InMemoryWebhookSender::answering([500, 500].map(InMemoryWebhookSender::status)),
+        "2s,4s",
+        "1h",
+    );
+    deps.settings.slow_after = Some(Duration::from_secs(10));
+    deps.settings.slow_queue = Some("herald-SlowDeliveryQueue-Ab12Cd34Ef56".into());
+    let deps = Arc::new(deps);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let on_the_slow_lane = sqs_event("slow-lane.json");
+    let mut moved = on_the_slow_lane.clone();
+    let record = &mut moved.records[0];
+    record.event_source_arn = sqs_event("batch-of-two.json").records[0]
+        .event_source_arn
+        .clone();
+    record.message_id = Some("moved".into());
+    record.receipt_handle = Some("r-moved".into());
+    assert!(
+        decode_message(record.body.as_deref().unwrap())
+            .unwrap()
+            .slow
+    );
+
+    let outcome = process_batch(&deps, moved).await;
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::RetryIn(_)
+    ));
+    let calls = deps.ports.queue.visibility_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0][0].receipt_handle, "r-moved");
+    assert_eq!(calls[0][0].lane, herald_core::delivery::Lane::Standard);
+
+    let outcome = process_batch(&deps, on_the_slow_lane).await;
+    assert!(matches!(
+        outcome.reports[0].disposition,
+        Disposition::RetryIn(_)
+    ));
+    let calls = deps.ports.queue.visibility_calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1][0].lane, herald_core::delivery::Lane::Slow);
+}
