@@ -192,6 +192,10 @@ impl DynamoSubscriptionStore {
             .items()
             .iter()
             .map(from_doc)
+            .filter(|read| {
+                read.as_ref()
+                    .map_or(true, |s: &Subscription| &s.tenant == tenant)
+            })
             .collect::<Result<Vec<Subscription>, _>>()?;
         Ok((items, output.last_evaluated_key().cloned()))
     }
@@ -246,7 +250,11 @@ impl DynamoSubscriptionStore {
             .boxed()
             .await
             .map_err(unavailable)?;
-        output.item().map(from_doc).transpose()
+        // A document that names another tenant or id than its key is never handed out as
+        // the caller's: every write builds the key from the document, so only a hand-made
+        // item could, but the deliveries and signing keys hold to the same.
+        let read: Option<Subscription> = output.item().map(from_doc).transpose()?;
+        Ok(read.filter(|s| &s.tenant == tenant && &s.id == id))
     }
 }
 

@@ -1,3 +1,4 @@
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use herald_aws::dynamo::DynamoSubscriptionStore;
 use herald_core::ports::{StoreError, SubscriptionStore};
@@ -117,6 +118,42 @@ async fn another_tenant_can_neither_read_nor_delete_nor_disable() {
 
     let kept = store.get(&tenant("acme"), &s.id).await.unwrap().unwrap();
     assert_eq!((kept.status, kept.version), (SubscriptionStatus::Active, 1));
+}
+
+/// An item whose document names another tenant than its key (only a hand-made one could:
+/// every write builds the key from the document) is not handed to the key's tenant.
+#[tokio::test]
+async fn a_document_under_another_tenants_key_is_not_theirs() {
+    let (aws, store) = store().await;
+    let s = subscription("acme", Utc::now());
+    store.create(&s).await.unwrap();
+    let table = aws.provisioned.subscriptions_table().to_owned();
+    let mut item = aws
+        .dynamo
+        .get_item()
+        .table_name(&table)
+        .key("tenant", AttributeValue::S("acme".into()))
+        .key("id", AttributeValue::S(s.id.as_str().into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    item.insert("tenant".into(), AttributeValue::S("other".into()));
+    aws.dynamo
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+
+    let other = tenant("other");
+    assert_eq!(store.get(&other, &s.id).await.unwrap(), None);
+    assert!(store.list(&other, 10, None).await.unwrap().items.is_empty());
+    assert!(store.active(&other).await.unwrap().is_empty());
+    // The tenant the document names still reads its own item.
+    assert_eq!(store.get(&tenant("acme"), &s.id).await.unwrap(), Some(s));
 }
 
 #[tokio::test]
