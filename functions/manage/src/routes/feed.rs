@@ -2,7 +2,6 @@
 //! with the body Herald POSTs for it, for a receiver that lost webhooks or would rather
 //! pull (seed 001: "you can use our API to request data on your own schedule").
 
-use futures::StreamExt;
 use herald_aws::graphql::GraphqlSource;
 use herald_aws::lambda::api::{self, ApiError};
 use herald_core::delivery::DeliveryRecord;
@@ -47,57 +46,63 @@ pub async fn feed<P: Ports>(
     };
     let subscription = owned_subscription(&deps.ports.subscriptions, tenant, id).await?;
     loop {
-        let (items, next) = page(deps, tenant, id, &subscription, &query).await?;
-        let mut bytes = 0;
-        let fit = items
-            .iter()
-            .take_while(|item| {
-                bytes += serde_json::to_vec(item).map_or(usize::MAX, |b| b.len());
-                bytes <= MAX_PAGE_BYTES
-            })
-            .count()
-            .max(1);
-        if fit >= items.len() {
-            return Ok(api::json_response(
-                StatusCode::OK,
-                &json!({"data": items, "next_cursor": next}),
-            ));
+        match page(deps, tenant, id, &subscription, &query).await? {
+            Page::Whole(items, next) => {
+                return Ok(api::json_response(
+                    StatusCode::OK,
+                    &json!({"data": items, "next_cursor": next}),
+                ));
+            }
+            // Asked again for as many as fit, the page ends there and its cursor with it.
+            Page::Cut(fit) => query.limit = fit,
         }
-        // Asked again for as many as fit, the page ends there and its cursor with it.
-        query.limit = fit;
     }
 }
 
-/// One page of the feed's items, with the cursor after it.
+/// A page as read: whole, with the cursor after it, or cut after the first `fit` items
+/// because the next would pass [`MAX_PAGE_BYTES`].
+enum Page {
+    Whole(Vec<Value>, Option<String>),
+    Cut(usize),
+}
+
+/// Events read and rendered at once. A page's events are read a few at a time and the
+/// page stops at the first item past its bytes, so a page of a hundred 1 MiB events holds
+/// a few of them in memory, not a hundred (manage runs in 256 MB).
+const EVENTS_AT_ONCE: usize = 8;
+
+/// One page of the feed's items.
 async fn page<P: Ports>(
     deps: &ManageDeps<P>,
     tenant: &TenantId,
     id: &SubscriptionId,
     subscription: &Subscription,
     query: &DeliveryQuery,
-) -> Result<(Vec<Value>, Option<String>), ApiError> {
+) -> Result<Page, ApiError> {
     let now = deps.ports.clock.now();
     let page = deps.ports.ledger.list(tenant, id, query, now).await?;
-    // Each page's events are read at once; a page holds at most MAX_PAGE.
-    let events = futures::future::try_join_all(
-        page.items
-            .iter()
-            .map(|record| deps.ports.events.load(tenant, &record.event_id, now)),
-    )
-    .await?;
-    let queried = queried(deps, tenant, subscription, &events).await;
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .zip(&events)
-        .zip(queried)
-        .map(|((record, event), queried)| item(subscription, record, event.as_ref(), queried))
-        .collect();
-    Ok((items, page.next))
+    let mut items = Vec::with_capacity(page.items.len());
+    let mut bytes = 0usize;
+    for records in page.items.chunks(EVENTS_AT_ONCE) {
+        let events = futures::future::try_join_all(
+            records
+                .iter()
+                .map(|record| deps.ports.events.load(tenant, &record.event_id, now)),
+        )
+        .await?;
+        let queried = queried(deps, tenant, subscription, &events).await;
+        for ((record, event), queried) in records.iter().zip(&events).zip(queried) {
+            let item = item(subscription, record, event.as_ref(), queried);
+            bytes = bytes.saturating_add(serde_json::to_vec(&item).map_or(usize::MAX, |b| b.len()));
+            // Never below one item, however large.
+            if bytes > MAX_PAGE_BYTES && !items.is_empty() {
+                return Ok(Page::Cut(items.len()));
+            }
+            items.push(item);
+        }
+    }
+    Ok(Page::Whole(items, page.next))
 }
-
-/// Most queries a page runs at the source at once.
-const QUERIES_AT_ONCE: usize = 8;
 
 /// For a subscription with a GraphQL query, each kept event's query result now (as an
 /// attempt made now would send it), or why there is none; nothing otherwise.
@@ -110,14 +115,13 @@ async fn queried<P: Ports>(
     let Some(query) = &subscription.query else {
         return events.iter().map(|_| None).collect();
     };
-    let runs: Vec<_> = events
-        .iter()
-        .map(|event| run(&deps.graphql, tenant, query, event.as_ref()))
-        .collect();
-    futures::stream::iter(runs)
-        .buffered(QUERIES_AT_ONCE)
-        .collect()
-        .await
+    // At most EVENTS_AT_ONCE: the queries of a page's events run as they are read.
+    futures::future::join_all(
+        events
+            .iter()
+            .map(|event| run(&deps.graphql, tenant, query, event.as_ref())),
+    )
+    .await
 }
 
 async fn run(

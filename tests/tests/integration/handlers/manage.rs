@@ -1478,8 +1478,8 @@ async fn a_feed_of_large_events_is_cut_into_pages_a_lambda_can_answer() {
     .await;
     let sub = SubscriptionId::parse(json_of(&created)["id"].as_str().unwrap()).unwrap();
     let now = deps.ports.clock.now();
-    // Eight events of 900 KiB, each delivered to the subscription: 7 MiB in all.
-    for i in 0..8 {
+    // Thirty events of 900 KiB, each delivered to the subscription: 26 MiB in all.
+    for i in 0..30 {
         let event = Event {
             id: EventId::parse(&format!("big_{i}")).unwrap(),
             event_type: EventType::parse("report.ready").unwrap(),
@@ -1508,7 +1508,9 @@ async fn a_feed_of_large_events_is_cut_into_pages_a_lambda_can_answer() {
     }
 
     let (mut seen, mut pages, mut cursor) = (Vec::new(), Vec::new(), None::<String>);
+    let mut loads = Vec::new();
     loop {
+        let before = deps.ports.events.loads();
         let path = match &cursor {
             None => format!("/v1/subscriptions/{sub}/feed?limit=100"),
             Some(c) => format!("/v1/subscriptions/{sub}/feed?limit=100&cursor={c}"),
@@ -1524,6 +1526,7 @@ async fn a_feed_of_large_events_is_cut_into_pages_a_lambda_can_answer() {
         let page = json_of(&response);
         let items = page["data"].as_array().unwrap();
         pages.push(items.len());
+        loads.push(deps.ports.events.loads() - before);
         for item in items {
             assert_eq!(
                 item["body"]["data"]["blob"].as_str().unwrap().len(),
@@ -1536,7 +1539,11 @@ async fn a_feed_of_large_events_is_cut_into_pages_a_lambda_can_answer() {
             None => break,
         }
     }
-    let expected: Vec<String> = (0..8).map(|i| format!("big_{i}")).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("big_{i}")).collect();
     assert_eq!(seen, expected, "every item once, in order");
     assert_eq!(pages[0], 5, "five of 900 KiB fit in 5 MiB: {pages:?}");
+    // A page reads its events a few at a time and stops once the next would not fit:
+    // the first read eight (the five that fit, then three more at once), and five again
+    // for the page as cut, not all thirty a limit of 100 lists.
+    assert_eq!(loads[0], 8 + 5, "{loads:?}");
 }
