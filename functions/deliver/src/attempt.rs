@@ -150,7 +150,12 @@ pub(crate) async fn deliver<P: Ports>(
         }
         Some(Ok(Some(subscription))) => {
             // Its receivers were found slow: its tasks take the slow lane, unattempted here.
+            // Not a redriven dead letter: only this message carries the operator's redrive
+            // (its attributes), which a copy would lose, and then find the delivery failed
+            // and be let go. It is claimed here, which reopens the delivery; a cut attempt's
+            // copy on the slow lane then finds it pending.
             if task.lane() == Lane::Standard
+                && !received.redriven
                 && deps.settings.slow_after.is_some()
                 && subscription.is_slow(deps.ports.clock.now())
             {

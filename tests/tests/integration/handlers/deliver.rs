@@ -712,6 +712,47 @@ async fn a_dead_letter_redriven_by_an_operator_is_delivered_again_and_a_second_c
     assert_eq!(deps.ports.sender.sent().len(), 2);
 }
 
+/// A redrive is an operator's say-so, and only the redriven message carries it (its
+/// dead letter's attributes). Moved unattempted to the slow lane because its
+/// subscription is marked slow, the copy would lose it, find the delivery failed and be
+/// let go: the redrive lost without a word. So it is attempted where it arrives.
+#[tokio::test]
+async fn a_redriven_dead_letter_of_a_subscription_marked_slow_is_attempted_not_moved() {
+    let mut deps = unshared_deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(500)]),
+        "1m",
+        "1s",
+    );
+    deps.settings.slow_after = Some(Duration::from_secs(10));
+    let deps = Arc::new(deps);
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let batch = batch_of(1);
+    let task = decode_message(batch.records[0].body.as_deref().unwrap()).unwrap();
+    process_batch(&deps, batch).await;
+    let letters = deps.ports.queue.dead_letters();
+    assert_eq!(letters.len(), 1);
+
+    // Its receiver was found slow since (another delivery's attempt was cut).
+    deps.ports
+        .subscriptions
+        .mark_slow(
+            &task.tenant,
+            &task.subscription_id,
+            Utc::now() + chrono::Duration::minutes(10),
+        )
+        .await
+        .unwrap();
+    let outcome = process_batch(&deps, redriven(&letters[0], "moved-1")).await;
+    assert!(failures(&outcome).is_empty());
+    assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
+    assert!(
+        deps.ports.queue.enqueued().is_empty(),
+        "no copy on the slow lane"
+    );
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Delivered);
+}
+
 #[tokio::test]
 async fn a_redriven_dead_letter_that_fails_again_goes_back_to_the_dead_letter_queue() {
     let deps = spent_on_the_first_failure(2);
