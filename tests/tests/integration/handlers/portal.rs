@@ -185,15 +185,65 @@ async fn a_session_reaches_its_tenant_alone() {
         .collect();
     assert_eq!(ids, vec![own.clone()]);
 
-    for (method, path) in [
-        ("GET", format!("/v1/subscriptions/{theirs}")),
-        ("DELETE", format!("/v1/subscriptions/{theirs}")),
-        ("POST", format!("/v1/subscriptions/{theirs}/secret/rotate")),
-        ("GET", format!("/v1/subscriptions/{theirs}/deliveries")),
+    // The other tenant's test event: its event and delivery are theirs alone too.
+    let tested = handle(
+        &deps,
+        call(
+            "POST",
+            &format!("/v1/subscriptions/{theirs}/test"),
+            Some("globex"),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(tested.status(), 202);
+    let tested = json_of(&tested);
+    let (event, delivery) = (
+        tested["event_id"].as_str().unwrap().to_owned(),
+        tested["delivery_id"].as_str().unwrap().to_owned(),
+    );
+    for (method, path, body) in [
+        ("GET", format!("/v1/subscriptions/{theirs}"), None),
+        ("DELETE", format!("/v1/subscriptions/{theirs}"), None),
+        (
+            "PATCH",
+            format!("/v1/subscriptions/{theirs}"),
+            Some(json!({"description": "mine now"})),
+        ),
+        (
+            "POST",
+            format!("/v1/subscriptions/{theirs}/secret/rotate"),
+            None,
+        ),
+        ("POST", format!("/v1/subscriptions/{theirs}/test"), None),
+        (
+            "GET",
+            format!("/v1/subscriptions/{theirs}/deliveries"),
+            None,
+        ),
+        ("GET", format!("/v1/subscriptions/{theirs}/feed"), None),
+        (
+            "POST",
+            format!("/v1/subscriptions/{theirs}/replay"),
+            Some(json!({"since": "2020-01-01T00:00:00Z"})),
+        ),
+        ("GET", format!("/v1/events/{event}"), None),
+        ("GET", format!("/v1/deliveries/{delivery}"), None),
+        ("POST", format!("/v1/deliveries/{delivery}/retry"), None),
     ] {
-        let response = handle(&deps, portal(method, &path, Some(&token), None)).await;
+        let response = handle(&deps, portal(method, &path, Some(&token), body)).await;
         assert_eq!(response.status(), 404, "{method} {path}");
     }
+    let theirs_event = handle(
+        &deps,
+        call("GET", &format!("/v1/events/{event}"), Some("globex"), None),
+    )
+    .await;
+    assert_eq!(
+        theirs_event.status(),
+        200,
+        "the event is there, for its tenant"
+    );
     let still = handle(
         &deps,
         call(
