@@ -1096,6 +1096,51 @@ fn allowed_by_the_template(function: &str, aws: &TestAws, calls: &[AwsCall]) {
     );
 }
 
+/// The stack's `ApiUrl` and `PortalUrl` as CloudFormation renders them on `stage`: the
+/// `DefaultStage` condition's branch, its `${…}` filled in (the API's id `abc123`).
+fn output_on(template: &yaml_serde::Value, output: &str, stage: &str) -> String {
+    use yaml_serde::Value as Y;
+    let condition = &template["Conditions"]["DefaultStage"];
+    let Y::Tagged(equals) = condition else {
+        panic!("DefaultStage is an !Equals, not {condition:?}")
+    };
+    assert_eq!(equals.tag, "Equals");
+    assert_eq!(equals.value[1].as_str(), Some("$default"));
+    let value = &template["Outputs"][output]["Value"];
+    let Y::Tagged(choice) = value else {
+        panic!("{output} is an !If on DefaultStage, not {value:?}")
+    };
+    assert_eq!(choice.tag, "If");
+    assert_eq!(choice.value[0].as_str(), Some("DefaultStage"));
+    let branch = &choice.value[if stage == "$default" { 1 } else { 2 }];
+    let Y::Tagged(sub) = branch else {
+        panic!("{output}: a branch is a !Sub, not {branch:?}")
+    };
+    sub.value
+        .as_str()
+        .unwrap()
+        .replace("${HttpApi}", "abc123")
+        .replace("${AWS::Region}", "eu-west-1")
+        .replace("${AWS::URLSuffix}", "amazonaws.com")
+        .replace("${Stage}", stage)
+}
+
+/// A named stage is the URL's last segment; `$default` has none (API Gateway serves it
+/// at the base URL), as the local runner's `stage_url` has it: an `ApiUrl` of
+/// `…/$default` would answer 404 to every call.
+#[test]
+fn the_stacks_urls_name_the_stage_only_when_it_has_a_name() {
+    let template = template();
+    let base = "https://abc123.execute-api.eu-west-1.amazonaws.com";
+    for (stage, api, portal) in [
+        ("dev", format!("{base}/dev"), format!("{base}/dev/portal/")),
+        ("$default", base.to_owned(), format!("{base}/portal/")),
+    ] {
+        assert_eq!(output_on(&template, "ApiUrl", stage), api, "{stage}");
+        assert_eq!(output_on(&template, "PortalUrl", stage), portal, "{stage}");
+    }
+}
+
 /// docs/DEPLOY.md's least privilege: only manage may scan or batch-write, and only the
 /// tables erasure walks (the deliveries, events and portal sessions); ingest and deliver
 /// have neither.
