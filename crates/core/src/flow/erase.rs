@@ -46,10 +46,12 @@ pub enum Scope<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// First: an open portal tab could otherwise add a subscription or make signing keys
+    /// after their stage, and nothing later would delete them.
+    PortalSessions,
     Subscriptions,
     Deliveries,
     Events,
-    PortalSessions,
     /// The attempt log once more, after the settle time.
     Sweep,
 }
@@ -58,10 +60,10 @@ impl Stage {
     fn order(scope: Scope<'_>) -> &'static [Stage] {
         match scope {
             Scope::Tenant => &[
+                Stage::PortalSessions,
                 Stage::Subscriptions,
                 Stage::Deliveries,
                 Stage::Events,
-                Stage::PortalSessions,
                 Stage::Sweep,
             ],
             Scope::History(_) => &[Stage::Deliveries, Stage::Events],

@@ -167,6 +167,45 @@ async fn a_tenant_is_erased_stage_by_stage_and_its_sweep_waits_for_the_settle_ti
     );
 }
 
+/// A tenant's portal sessions end before anything else is erased: an open portal tab
+/// could otherwise add a subscription, or make signing keys, after their stage had
+/// passed, while the deliveries' stage still ran over many calls.
+#[tokio::test]
+async fn a_tenants_portal_sessions_end_before_its_subscriptions_are_erased() {
+    let ports = herald_testkit::adapters();
+    let sub = subscribe(&ports, "acme").await;
+    for i in 0..STEP * STEPS + 10 {
+        deliver(&ports, "acme", &sub, &format!("e{i}")).await;
+    }
+    let (session, _) = PortalSession::open(
+        tenant("acme"),
+        vec![],
+        Duration::from_secs(600),
+        ports.clock.now(),
+        &mut rand::rng(),
+    );
+    ports.sessions.create(&session).await.unwrap();
+
+    let acme = tenant("acme");
+    let start = Progress::start(Scope::Tenant);
+    assert_eq!(start.stage, Some(Stage::PortalSessions));
+    // The first call stops in the deliveries, many left: the session is already gone.
+    let progress = erase::run(&ports, &acme, Scope::Tenant, start, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(
+        ports
+            .sessions
+            .get(&session.token_hash, ports.clock.now())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(progress.erased.portal_sessions, 1);
+    assert_eq!(progress.stage, Some(Stage::Deliveries));
+    assert!(ports.subscriptions.all().is_empty());
+}
+
 #[tokio::test]
 async fn a_call_does_a_bounded_number_of_steps() {
     let ports = herald_testkit::adapters();
