@@ -353,7 +353,9 @@ impl EventLog for InMemoryEventLog {
                 Accepted {
                     fingerprint: fingerprint.to_owned(),
                     deliveries,
-                    accepted_at: now,
+                    // Kept to the millisecond, as the DynamoDB store keeps it.
+                    accepted_at: DateTime::from_timestamp_millis(now.timestamp_millis())
+                        .unwrap_or(now),
                 },
                 event.clone(),
             ),

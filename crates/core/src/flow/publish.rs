@@ -76,6 +76,10 @@ pub async fn publish<P: Ports>(
     now: DateTime<Utc>,
     trace: Option<&TraceHeader>,
 ) -> Result<Vec<Published>, PublishError> {
+    // The acceptance time as the events table keeps it, to the millisecond: a repeat
+    // reads it back from there and compares subscriptions' creation times with it
+    // ([`existed_by`]), so the first publish compares with the same instant.
+    let now = to_millis(now);
     // One read of the tenant's subscriptions serves every event of the call.
     let active = match audience {
         Audience::Matching { .. } => ports.subscriptions.active(tenant).await?,
@@ -156,7 +160,7 @@ pub async fn publish<P: Ports>(
         .zip(&audiences)
         .zip(&accepted)
         .map(|((event, wanting), &(accepted_at, _, duplicate))| {
-            let queues = duplicate && wanting.iter().any(|s| s.created_at <= accepted_at);
+            let queues = duplicate && wanting.iter().any(|s| existed_by(s, accepted_at));
             async move {
                 if !queues {
                     return Ok::<_, StoreError>(None);
@@ -189,7 +193,7 @@ pub async fn publish<P: Ports>(
         let before = tasks.len();
         // A large event's tasks are claim checks from the start: no copy of it for each.
         let (carried, stored) = DeliveryTask::carried(event, fingerprint);
-        for subscription in wanting.iter().filter(|s| s.created_at <= accepted_at) {
+        for subscription in wanting.iter().filter(|s| existed_by(s, accepted_at)) {
             let mut task = DeliveryTask::sharing(tenant, &subscription.id, &carried, accepted_at);
             task.stored = stored.clone();
             task.trace = trace.cloned();
@@ -221,4 +225,17 @@ pub async fn publish<P: Ports>(
         ports.queue.enqueue(&tasks).await?;
     }
     Ok(answers)
+}
+
+/// `at` to the millisecond, as the events table keeps an acceptance time.
+fn to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
+}
+
+/// Whether `subscription` existed when an event was accepted at `accepted_at` (to the
+/// millisecond): one created within that millisecond counts, in the first publish and in
+/// every repeat alike, so a repeat completing a publish that failed half-way reaches the
+/// same subscriptions it did.
+fn existed_by(subscription: &Subscription, accepted_at: DateTime<Utc>) -> bool {
+    to_millis(subscription.created_at) <= accepted_at
 }

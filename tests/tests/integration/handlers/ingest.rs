@@ -205,6 +205,39 @@ async fn a_failed_enqueue_is_503_and_a_retry_completes_the_publish() {
     assert_eq!(deps.ports.queue.enqueued().len(), 1);
 }
 
+/// A subscription created within the millisecond before a publish that failed half-way
+/// is in the retry too: the events table keeps the acceptance time to the millisecond,
+/// and the first publish compares with that same instant.
+#[tokio::test]
+async fn a_retry_reaches_a_subscription_created_within_the_publishs_millisecond() {
+    let mut deps = deps();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00.000900Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    deps.ports.clock = herald_testkit::FixedClock::at(at);
+    let mut subscription = active_subscription(
+        "acme",
+        SubscriptionId::generate(Utc::now(), &mut rand::rng()),
+        SubscriptionUrl::parse("https://hooks.example.com/in", &UrlPolicy::default()).unwrap(),
+        &["*"],
+    );
+    // Within the millisecond the publish falls in, before it.
+    subscription.created_at = at - chrono::Duration::microseconds(400);
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
+    *deps.ports.queue.fail_next.lock().unwrap() = 1;
+
+    let failed = handle(&deps, request(&event_file("publish-one.json"))).await;
+    assert_eq!(failed.status(), 503);
+    let retried = handle(&deps, request(&event_file("publish-one.json"))).await;
+    assert_eq!(retried.status(), 202);
+    assert_eq!(json_of(&retried)["deliveries"], 1, "{}", json_of(&retried));
+    assert_eq!(deps.ports.queue.enqueued().len(), 1);
+}
+
 #[tokio::test]
 async fn bad_input_is_a_json_4xx_and_nothing_is_written() {
     let big = "x".repeat(herald_core::event::MAX_DATA_BYTES);
