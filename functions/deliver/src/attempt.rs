@@ -12,7 +12,9 @@ use chrono::Utc;
 use futures::FutureExt;
 use futures::future::Either;
 use herald_aws::graphql::SourceError;
-use herald_core::delivery::decide::{Verdict, decide, window_spent, within_receive_limit};
+use herald_core::delivery::decide::{
+    Verdict, decide, window_spent, within_message_life, within_receive_limit,
+};
 use herald_core::delivery::settings::{ClaimMode, SLOW_HOLD};
 use herald_core::delivery::{
     Attempt, AttemptError, DeliveryRecord, DeliveryState, DeliveryTask, Lane,
@@ -89,6 +91,8 @@ pub(crate) struct Received {
     /// Herald's dead letters (`DeadLetter::REASON_ATTRIBUTE`), which only a redrive brings
     /// onto the delivery queue.
     pub(crate) redriven: bool,
+    /// When the message was sent (`SentTimestamp`): SQS deletes it 14 days after.
+    pub(crate) sent_at: Option<DateTime<Utc>>,
 }
 
 impl Received {
@@ -211,7 +215,7 @@ pub(crate) async fn deliver<P: Ports>(
         Ok(sent) => sent,
         Err(disposition) => return Outcome::unsent(disposition, Some(subscription)),
     };
-    let recording = record(deps, task, subscription, &claimed, &sent, received.count);
+    let recording = record(deps, task, subscription, &claimed, &sent, received);
     let disposition = timed(&deps.ports.clock, spans, "record", recording).await;
     Outcome {
         disposition,
@@ -630,7 +634,7 @@ async fn record<P: Ports>(
     subscription: &Subscription,
     claimed: &Claimed,
     sent: &Sent,
-    receive_count: u32,
+    received: Received,
 ) -> Disposition {
     if sent.attempt.error == Some(AttemptError::SlowLane) {
         return cut_to_slow_lane(deps, task, claimed, sent).await;
@@ -651,17 +655,18 @@ async fn record<P: Ports>(
         .as_ref()
         .and_then(|spec| spec.check(None).ok());
     let policy = own.as_ref().unwrap_or(&deps.settings.retry);
-    let decision = within_receive_limit(
-        decide(
-            &sent.outcome,
-            sent.attempt.number,
-            claimed.record.first_attempt_at,
-            sent.finished_at,
-            policy,
-            jitter,
-        ),
-        receive_count,
-        deps.settings.max_receives,
+    let decided = decide(
+        &sent.outcome,
+        sent.attempt.number,
+        claimed.record.first_attempt_at,
+        sent.finished_at,
+        policy,
+        jitter,
+    );
+    let decision = within_message_life(
+        within_receive_limit(decided, received.count, deps.settings.max_receives),
+        received.sent_at,
+        sent.finished_at,
     );
     if decision.verdict == Verdict::Gone
         && let Err(e) = deps

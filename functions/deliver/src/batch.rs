@@ -471,6 +471,11 @@ async fn process_record<P: Ports>(
         redriven: message
             .message_attributes
             .contains_key(DeadLetter::REASON_ATTRIBUTE),
+        sent_at: message
+            .attributes
+            .get("SentTimestamp")
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(chrono::DateTime::from_timestamp_millis),
     };
     // A task of a recorded trace is a segment of it, continuing the publish's span.
     let traced = deps.xray.records(task.trace.as_ref());

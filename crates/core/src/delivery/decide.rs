@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::DeliveryState;
-use super::retry::{RetryDecision, RetryPolicy};
+use super::retry::{MAX_WINDOW, RetryDecision, RetryPolicy};
 use crate::ports::SendOutcome;
 
 /// What an attempt's outcome means for its delivery.
@@ -52,6 +52,39 @@ pub fn within_receive_limit(decision: Decision, receive_count: u32, max_receives
             next_attempt_at: None,
             reason: Some(receive_limit_reached(max_receives)),
         },
+        _ => decision,
+    }
+}
+
+/// The reason recorded, and kept on the dead letter, when the queue would delete the
+/// message before its next attempt.
+pub const MESSAGE_LIFE_SPENT: &str = "no attempt is left before the queue deletes the message \
+     (14 days after it was sent; it waited behind others of its ordered line)";
+
+/// `decision`, given up when its retry would come later than [`MAX_WINDOW`] after its
+/// message was sent (`sent_at`): SQS deletes a message 14 days after it was sent,
+/// whatever its visibility, with no dead letter. A task that waited long before its
+/// first attempt (behind an ordered line's failing deliveries) can reach that within its
+/// own window; it is failed and dead-lettered instead, the last day kept for the tasks
+/// still behind it to be tried.
+pub fn within_message_life(
+    decision: Decision,
+    sent_at: Option<DateTime<Utc>>,
+    finished_at: DateTime<Utc>,
+) -> Decision {
+    let last =
+        sent_at.map(|sent| sent + chrono::Duration::from_std(MAX_WINDOW).unwrap_or_default());
+    match (&decision.verdict, last) {
+        (Verdict::RetryIn(delay), Some(last))
+            if finished_at + chrono::Duration::from_std(*delay).unwrap_or_default() > last =>
+        {
+            Decision {
+                verdict: Verdict::GiveUp,
+                state: DeliveryState::Failed,
+                next_attempt_at: None,
+                reason: Some(MESSAGE_LIFE_SPENT.to_owned()),
+            }
+        }
         _ => decision,
     }
 }
@@ -123,6 +156,46 @@ pub fn decide(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_retry_past_the_messages_life_is_given_up_with_its_reason() {
+        let now = Utc::now();
+        let retry = Decision {
+            verdict: Verdict::RetryIn(Duration::from_secs(3600)),
+            state: DeliveryState::Pending,
+            next_attempt_at: Some(now + chrono::Duration::hours(1)),
+            reason: None,
+        };
+        // Sent 12 days ago: the retry in an hour comes well before day 13.
+        let young = now - chrono::Duration::days(12);
+        assert_eq!(within_message_life(retry.clone(), Some(young), now), retry);
+        // Sent 13 days less half an hour ago: an hour on is past day 13.
+        let old = now - chrono::Duration::days(13) + chrono::Duration::minutes(30);
+        let given_up = within_message_life(retry.clone(), Some(old), now);
+        assert_eq!(given_up.verdict, Verdict::GiveUp);
+        assert_eq!(given_up.state, DeliveryState::Failed);
+        assert_eq!(given_up.next_attempt_at, None);
+        assert_eq!(given_up.reason.as_deref(), Some(MESSAGE_LIFE_SPENT));
+        // Not known (no SentTimestamp): as decided.
+        assert_eq!(
+            within_message_life(retry, None, now).verdict,
+            Verdict::RetryIn(Duration::from_secs(3600))
+        );
+        let delivered = Decision {
+            verdict: Verdict::Delivered,
+            state: DeliveryState::Delivered,
+            next_attempt_at: None,
+            reason: None,
+        };
+        assert_eq!(
+            within_message_life(
+                delivered.clone(),
+                Some(old - chrono::Duration::days(5)),
+                now
+            ),
+            delivered
+        );
+    }
+
     #[test]
     fn a_retry_from_the_last_receive_is_given_up_with_its_reason() {
         let retry = Decision {

@@ -520,6 +520,44 @@ fn names(prefix: &str, count: usize) -> Vec<String> {
     sorted((0..count).map(|i| format!("{prefix}-{i}")).collect())
 }
 
+/// SQS deletes a message 14 days after it was sent, whatever its schedule, with no dead
+/// letter: a task that waited long before its first attempt (behind an ordered line's
+/// failing deliveries) is failed and dead-lettered rather than retried past that, while
+/// one sent recently is retried as scheduled.
+#[tokio::test]
+async fn a_retry_past_the_messages_fourteen_days_is_a_dead_letter_instead() {
+    let deps = deps(
+        InMemoryWebhookSender::answering((0..2).map(|_| InMemoryWebhookSender::status(500))),
+        "1h",
+        "3d",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    let sent = |days_ago: i64, i: usize| {
+        let mut record = record(i);
+        let at = Utc::now() - chrono::Duration::days(days_ago) - chrono::Duration::hours(12);
+        record["attributes"] = json!({
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": at.timestamp_millis().to_string(),
+        });
+        record
+    };
+    let batch: SqsEvent =
+        serde_json::from_value(json!({"Records": [sent(13, 0), sent(0, 1)]})).unwrap();
+    let outcome = process_batch(&deps, batch).await;
+
+    assert_eq!(failures(&outcome), ["m-1"], "the young one is retried");
+    let letters = deps.ports.queue.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].reason,
+        herald_core::delivery::decide::MESSAGE_LIFE_SPENT
+    );
+    let old = decode_message(&letters[0].body).unwrap();
+    let record = deps.ports.ledger.record(&old.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Failed);
+    assert_eq!(record.attempts.len(), 1);
+}
+
 #[tokio::test]
 async fn ten_records_answered_503_are_hidden_with_one_request_of_ten_entries() {
     let deps = deps(
