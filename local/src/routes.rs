@@ -50,7 +50,12 @@ impl Route {
         }
     }
 
-    /// The path parameters when `path` is on this route.
+    /// The path parameters when `path` is on this route, URL-decoded as API Gateway hands
+    /// them to the function ("API Gateway decodes URL-encoded request parameters before
+    /// passing them to your backend integration",
+    /// <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-routes.html>):
+    /// `/v1/events/ord%3A1` names the event `ord:1`. The route is matched on the path as
+    /// sent, so an encoded `/` stays inside its segment.
     fn parameters(&self, path: &str) -> Option<BTreeMap<String, String>> {
         let Some(template) = &self.path else {
             return Some(BTreeMap::new());
@@ -65,13 +70,13 @@ impl Route {
                 if rest.is_empty() || rest == [""] {
                     return None;
                 }
-                parameters.insert(name.to_owned(), rest.join("/"));
+                parameters.insert(name.to_owned(), decoded(&rest.join("/")));
                 return Some(parameters);
             }
             let segment = given.next()?;
             match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 Some(name) if !segment.is_empty() => {
-                    parameters.insert(name.to_owned(), segment.to_owned());
+                    parameters.insert(name.to_owned(), decoded(segment));
                 }
                 Some(_) => return None,
                 None if part == segment => {}
@@ -92,6 +97,13 @@ impl Route {
             self.method != "ANY",
         )
     }
+}
+
+/// `text` with its `%XX` escapes decoded (a `+` stays a `+`: it is not a query string).
+fn decoded(text: &str) -> String {
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A request matched to its route.
@@ -277,6 +289,22 @@ Resources:
         assert_eq!(rotate.path_parameters["proxy"], "sub_1/secret/rotate");
         let key = routes.find("GET", "/v1/keys/k1").unwrap();
         assert_eq!(key.path_parameters["id"], "k1");
+    }
+
+    /// Path parameters reach the function decoded, as API Gateway hands them over; the
+    /// route is chosen on the path as sent.
+    #[test]
+    fn path_parameters_are_url_decoded() {
+        let routes = routes();
+        let key = routes.find("GET", "/v1/keys/ord%3A1.shipped").unwrap();
+        assert_eq!(key.path_parameters["id"], "ord:1.shipped");
+        let encoded_slash = routes.find("GET", "/v1/keys/a%2Fb").unwrap();
+        assert_eq!(encoded_slash.route.key(), "GET /v1/keys/{id}");
+        assert_eq!(encoded_slash.path_parameters["id"], "a/b");
+        let greedy = routes
+            .find("GET", "/v1/subscriptions/sub_1/deliveries%3Fx/y+z")
+            .unwrap();
+        assert_eq!(greedy.path_parameters["proxy"], "sub_1/deliveries?x/y+z");
     }
 
     #[test]

@@ -530,14 +530,16 @@ async fn sam_local_start_api_answers_every_route_as_the_local_runner_does() {
         "/v1/events",
         "/v1/events",
         Some(
-            json!({"id": "ord_1.shipped", "type": "order.shipped", "data": {"order_id": "ord_1"}})
+            json!({"id": "ord:1.shipped", "type": "order.shipped", "data": {"order_id": "ord_1"}})
         ),
         202
     );
+    // The id as a client's URL encoding writes it: API Gateway (and sam local) hand the
+    // function the path parameter decoded.
     let (event, _) = both!(
         "GET",
         "/v1/events/{id}",
-        "/v1/events/ord_1.shipped",
+        "/v1/events/ord%3A1.shipped",
         None,
         200
     );
