@@ -57,6 +57,19 @@ async fn deliver(ports: &Adapters, name: &str, subscription: &SubscriptionId, ev
     ports.ledger.claim(&task, &claim).await.unwrap();
 }
 
+/// A portal session of `name`'s, open for ten minutes.
+async fn open_session(ports: &Adapters, name: &str) -> PortalSession {
+    let (session, _) = PortalSession::open(
+        tenant(name),
+        vec![],
+        Duration::from_secs(600),
+        ports.clock.now(),
+        &mut rand::rng(),
+    );
+    ports.sessions.create(&session).await.unwrap();
+    session
+}
+
 #[tokio::test]
 async fn a_tenant_is_erased_stage_by_stage_and_its_sweep_waits_for_the_settle_time() {
     let ports = herald_testkit::adapters();
@@ -70,14 +83,7 @@ async fn a_tenant_is_erased_stage_by_stage_and_its_sweep_waits_for_the_settle_ti
         deliver(&ports, "acme", sub, &format!("e{i}")).await;
     }
     deliver(&ports, "globex", &theirs, "e0").await;
-    let (session, _) = PortalSession::open(
-        tenant("acme"),
-        vec![],
-        Duration::from_secs(600),
-        ports.clock.now(),
-        &mut rand::rng(),
-    );
-    ports.sessions.create(&session).await.unwrap();
+    open_session(&ports, "acme").await;
 
     for name in ["acme", "globex"] {
         let keys = TenantKeySet::first(
@@ -177,14 +183,7 @@ async fn a_tenants_portal_sessions_end_before_its_subscriptions_are_erased() {
     for i in 0..STEP * STEPS + 10 {
         deliver(&ports, "acme", &sub, &format!("e{i}")).await;
     }
-    let (session, _) = PortalSession::open(
-        tenant("acme"),
-        vec![],
-        Duration::from_secs(600),
-        ports.clock.now(),
-        &mut rand::rng(),
-    );
-    ports.sessions.create(&session).await.unwrap();
+    let session = open_session(&ports, "acme").await;
 
     let acme = tenant("acme");
     let start = Progress::start(Scope::Tenant);
