@@ -265,7 +265,7 @@ async function endpointView(id) {
     "div",
     { class: "actions" },
     el("button", { type: "button", onclick: () => sendTest(id) }, "Send a test event"),
-    el("button", { type: "button", class: "secondary", onclick: () => rotate(id, secretSlot) }, "Rotate the secret"),
+    el("button", { type: "button", class: "secondary", onclick: () => rotate(subscription, secretSlot) }, "Rotate the secret"),
     el("button", { type: "button", class: "danger", onclick: () => remove(id, subscription.url) }, "Delete"),
   );
   show(
@@ -301,9 +301,11 @@ async function sendTest(id) {
   }
 }
 
-async function rotate(id, slot) {
+// A rotation saves the subscription: the settings form then changes the version it made.
+async function rotate(subscription, slot) {
   try {
-    const rotated = await call("POST", `v1/subscriptions/${id}/secret/rotate`, {});
+    const rotated = await call("POST", `v1/subscriptions/${subscription.id}/secret/rotate`, {});
+    subscription.version = rotated.version;
     slot.replaceChildren(secretPanel("The new signing secret", rotated.secret));
     const until = rotated.previous_secret_expires_at;
     say(until ? `Secret rotated; the previous one signs until ${when(until)}` : "Secret rotated");

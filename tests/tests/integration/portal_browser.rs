@@ -601,6 +601,25 @@ async fn a_tenant_manages_its_endpoints_in_the_portal_in_a_real_browser() {
     browser.button("Copy").await;
     browser.screenshot("rotated-secret", DESKTOP, false).await;
 
+    // The rotation saved the endpoint: its settings are saved after it all the same
+    // (the form sends the version the rotation made, not the one it was drawn with).
+    browser
+        .run(
+            r#"document.querySelector("input[name=description]").value = "after the rotation";"#,
+            vec![],
+        )
+        .await;
+    browser.click(browser.button("Save").await).await;
+    let saved = browser
+        .wait_until(
+            "the save's answer",
+            "const s = document.getElementById('status').textContent; return (s.includes('Saved') || s.includes('version')) && s;",
+            vec![],
+        )
+        .await;
+    assert_eq!(saved.as_str(), Some("Saved"), "{saved}");
+    browser.wait_for_heading(&receiver.url()).await;
+
     // Away and back: neither secret is on the page any more.
     browser
         .click(browser.find("main a[href='#/endpoints']").await)
