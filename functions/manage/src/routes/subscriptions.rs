@@ -358,6 +358,12 @@ pub async fn patch<P: Ports>(
     if let Some(signatures) = input.signatures {
         subscription.signatures = check_signatures(signatures, &offered)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        // As on create: the tenant's first asymmetric signature is its keys' first use.
+        // Without them deliver would sign with the deployment's keys, which sign only
+        // for tenants from before tenants had keys of their own.
+        if subscription.signatures.ed25519 || subscription.signatures.rsa {
+            signing_keys::ensure(deps, tenant).await?;
+        }
     }
     let now = deps.ports.clock.now();
     match input.status {

@@ -1238,6 +1238,51 @@ fn acme() -> herald_core::ids::TenantId {
     herald_core::ids::TenantId::parse("acme").unwrap()
 }
 
+/// Turning asymmetric signatures on in a change makes the tenant's keys as creating a
+/// subscription with them does: otherwise the deployment's keys, which sign only for
+/// tenants from before tenants had keys, would sign for it, and its receivers would find
+/// no keys of its own to verify with.
+#[tokio::test]
+async fn signatures_turned_on_in_a_change_make_the_tenants_keys() {
+    use herald_core::ports::SubscriptionStore;
+    let deps = keyed_deps();
+    let plain = json!({"url": "https://example.com/in", "event_types": ["*"]});
+    let created = create(&deps, "acme", plain).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        deps.ports
+            .subscriptions
+            .signing_keys(&acme())
+            .await
+            .unwrap(),
+        None
+    );
+    let path = format!(
+        "/v1/subscriptions/{}",
+        json_of(&created)["id"].as_str().unwrap()
+    );
+    let patched = handle(
+        &deps,
+        call(
+            "PATCH",
+            &path,
+            Some("acme"),
+            Some(json!({"signatures": {"ed25519": true, "rsa": true}})),
+        ),
+    )
+    .await;
+    assert_eq!(patched.status(), 200, "{}", json_of(&patched));
+    let keys = deps
+        .ports
+        .subscriptions
+        .signing_keys(&acme())
+        .await
+        .unwrap();
+    assert!(keys.is_some(), "the tenant's own keys, made on first use");
+    let public = handle(&deps, call("GET", "/v1/signing-keys/acme", None, None)).await;
+    assert_eq!(public.status(), 200, "its receivers find them");
+}
+
 #[tokio::test]
 async fn a_tenants_signing_keys_are_made_on_first_use_and_rotated_up_to_the_cap() {
     use herald_core::ports::{Clock, SubscriptionStore};
