@@ -64,7 +64,8 @@ impl Verifier {
         let signatures =
             header("webhook-signature").ok_or(Rejection::MissingHeader("webhook-signature"))?;
         let sent_at: i64 = timestamp.parse().map_err(|_| Rejection::BadTimestamp)?;
-        if (now - sent_at).abs() > TOLERANCE_SECONDS {
+        // `abs_diff`: a crafted timestamp (i64::MIN) cannot overflow the subtraction.
+        if now.abs_diff(sent_at) > TOLERANCE_SECONDS.unsigned_abs() {
             return Err(Rejection::Stale);
         }
         let candidates: Vec<Vec<u8>> = signatures
@@ -192,6 +193,17 @@ mod tests {
             verifier.verify(good, BODY, SIGNED_AT - 301),
             Err(Rejection::Stale)
         );
+        // The extremes are stale too, refused before any signature is checked.
+        for extreme in ["-9223372036854775808", "9223372036854775807"] {
+            let crafted = move |name: &str| match name {
+                "webhook-timestamp" => Some(extreme),
+                other => good(other),
+            };
+            assert_eq!(
+                verifier.verify(crafted, BODY, SIGNED_AT),
+                Err(Rejection::Stale)
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use ed25519_dalek::Signer as _;
 use hmac::{Hmac, KeyInit, Mac};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
-use rsa::signature::{SignatureEncoding, Signer as _};
+use rsa::signature::{RandomizedSigner as _, SignatureEncoding};
 use serde::Serialize;
 use sha2::Sha256;
 use thiserror::Error;
@@ -128,7 +128,8 @@ impl SigningKeys {
                 let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
                     .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
                     .map_err(|_| KeyError::Rsa)?;
-                if rsa::traits::PublicKeyParts::size(&key) < 256 {
+                // At least 2048 bits of modulus (its size in bytes would let 2041 through).
+                if rsa::traits::PublicKeyParts::n(&key).bits() < 2048 {
                     return Err(KeyError::Rsa);
                 }
                 let public_der = key
@@ -205,14 +206,19 @@ impl SigningKeys {
         let Some(keys) = &self.rsa else {
             return Vec::new();
         };
+        // Blinded (the operating system's randomness): a tenant's key signs bodies built
+        // from the events the tenant publishes, and the private-key step of rsa 0.9 is
+        // not constant-time (RUSTSEC-2023-0071, .cargo/audit.toml). PKCS#1 v1.5 is
+        // deterministic, so the signature is the same either way.
+        let mut rng = rsa::rand_core::OsRng;
         vec![
             (
                 keys.sha512_header.clone(),
-                B64.encode(keys.sha512.sign(body).to_vec()),
+                B64.encode(keys.sha512.sign_with_rng(&mut rng, body).to_vec()),
             ),
             (
                 keys.md5_header.clone(),
-                B64.encode(keys.md5.sign(body).to_vec()),
+                B64.encode(keys.md5.sign_with_rng(&mut rng, body).to_vec()),
             ),
         ]
     }
@@ -330,6 +336,20 @@ mod tests {
     use rsa::signature::Verifier as _;
 
     const RSA_PEM: &str = include_str!("../../../testkit/testdata/rsa-2048.pem");
+
+    /// At least 2048 bits: a 2047-bit key is 256 bytes long too, and refused.
+    #[test]
+    fn an_rsa_key_under_2048_bits_is_refused() {
+        use rsa::pkcs8::EncodePrivateKey;
+        let short = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2047).unwrap();
+        assert_eq!(rsa::traits::PublicKeyParts::size(&short), 256);
+        let pem = short.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        assert!(matches!(
+            SigningKeys::new(None, Some(&pem), "a", "b"),
+            Err(KeyError::Rsa)
+        ));
+        assert!(SigningKeys::new(None, Some(RSA_PEM), "a", "b").is_ok());
+    }
 
     fn tenant(name: &str) -> TenantId {
         TenantId::parse(name).unwrap()
