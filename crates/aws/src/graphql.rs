@@ -234,9 +234,16 @@ impl Source {
                 *until = now + Duration::from_secs(30);
                 Ok(Arc::clone(headers))
             }
-            (Err(e), None) => Err(SourceError::Failed(format!(
-                "the GraphQL source's secret: {e}"
-            ))),
+            // The attempt log and manage's answer, which tenants read, say only that the
+            // secret could not be read: AWS's error names the account, the role and the
+            // secret. The operator finds it in the log.
+            (Err(e), None) => {
+                tracing::error!(error = %e, "reading the GraphQL source's secret failed");
+                Err(SourceError::Failed(
+                    "the GraphQL source's secret could not be read (the deployment's logs say why)"
+                        .into(),
+                ))
+            }
         }
     }
 }

@@ -236,6 +236,34 @@ async fn a_query_is_checked_against_the_sources_schema_when_registered() {
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "graphql_source_unavailable");
     unreachable.shutdown().await;
+
+    // A secret that cannot be read: 503 too, saying so without AWS's error, which names
+    // the account, the role and the secret (tenants read this answer and attempt logs).
+    let missing = format!(
+        "herald/{}/no-such-secret",
+        herald_tests::aws::unique_prefix()
+    );
+    let unreadable = TestHerald::start(&[
+        ("HERALD_GRAPHQL_URL", &gone_url),
+        ("HERALD_GRAPHQL_SECRET", &missing),
+    ])
+    .await;
+    let (status, answer) = unreadable
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some("acme"),
+            Some(&invoice_subscription(&receiver.url())),
+        )
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("secret could not be read"), "{message}");
+    assert!(
+        !message.contains(&missing) && !message.contains("arn:"),
+        "{message}"
+    );
+    unreadable.shutdown().await;
     plain.shutdown().await;
     herald.shutdown().await;
 }
