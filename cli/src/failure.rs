@@ -6,7 +6,7 @@
 //! | 0 | done |
 //! | 1 | the API refused the request (4xx other than 401/403): fix the input |
 //! | 2 | the command line or an input file is wrong (nothing was sent) |
-//! | 3 | no answer, or the API failed (5xx): trying again later may work |
+//! | 3 | no answer, the API failed (5xx) or asked to slow down (429): trying again later may work |
 //! | 4 | the token was refused (401/403) |
 
 use std::fmt;
@@ -43,6 +43,8 @@ impl Failure {
     pub fn answered(doing: &str, answer: &Answer) -> Self {
         let code = match answer.status {
             401 | 403 => UNAUTHORIZED,
+            // Too many requests this second: nothing wrong with the input.
+            429 => UNAVAILABLE,
             400..=499 => REFUSED,
             _ => UNAVAILABLE,
         };
@@ -82,6 +84,7 @@ mod tests {
         assert_eq!(Failure::answered("a", &answer(401)).code, UNAUTHORIZED);
         assert_eq!(Failure::answered("a", &answer(403)).code, UNAUTHORIZED);
         assert_eq!(Failure::answered("a", &answer(503)).code, UNAVAILABLE);
+        assert_eq!(Failure::answered("a", &answer(429)).code, UNAVAILABLE);
         let failure = Failure::answered("creating the subscription", &answer(422));
         assert!(
             failure

@@ -180,7 +180,9 @@ pub async fn publish(
     })
 }
 
-/// One batch, tried again on no answer or a 5xx; its per-event answers.
+/// One batch, tried again on no answer, a 5xx or a 429 (the tenant's publishes a second
+/// are capped, `HERALD_MAX_REQUESTS_PER_SECOND`); its per-event answers. Every event has
+/// its id by now, so a batch sent twice is answered as duplicates.
 async fn send(client: &Client, batch: &[Value]) -> Result<Vec<Value>, Failure> {
     let body = json!({"events": batch});
     let mut wait = Duration::from_millis(500);

@@ -341,6 +341,29 @@ async fn events_are_published_from_a_file_or_standard_input_in_batches() {
     herald_api.shutdown().await;
 }
 
+/// A publish refused as one too many this second (429) is tried again, as a 5xx is: the
+/// events have their ids, so nothing is published twice.
+#[tokio::test]
+async fn a_publish_throttled_for_the_second_is_tried_again() {
+    let herald_api = TestHerald::start(&[("HERALD_MAX_REQUESTS_PER_SECOND", "1")]).await;
+    let api = herald_api.local.stage_url();
+    let events: Vec<Value> = (0..30)
+        .map(|i| json!({"id": format!("throttled-{i}"), "type": "order.viewed", "data": {}}))
+        .collect();
+    // Three batches of ten: the second and third come within the first's second.
+    let published = herald_with(
+        &[
+            "--api", &api, "--token", "acme", "events", "publish", "--batch", "10",
+        ],
+        &[],
+        Some(Value::Array(events).to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(published.code, 0, "{}", published.err);
+    assert_eq!(published.out, "published 30 events for 0 deliveries\n");
+    herald_api.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_attempt_log_is_read_retried_and_replayed() {
     let herald_api = TestHerald::start(&[]).await;
