@@ -47,7 +47,14 @@ async function call(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
-  const json = text ? JSON.parse(text) : null;
+  // An answer that is not JSON (a proxy's or CDN's error page in front of the API) is
+  // told by its status, not by the parser's complaint about its first character.
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    if (response.ok) throw new ApiError(response.status, { message: "the portal API answered with something other than JSON" });
+  }
   if (!response.ok) throw new ApiError(response.status, json);
   return json;
 }
