@@ -363,7 +363,6 @@ async function attemptLog(id, section, state) {
     fail(error);
     return [];
   }
-  const filter = el("select", { id: "log-state", onchange: (e) => attemptLog(id, section, e.target.value) }, el("option", { value: "", text: "every state" }), STATES.map((s) => el("option", { value: s, selected: s === state }, s)));
   const rows = listed.data.map((d) => {
     const last = d.attempts.at(-1);
     const outcome = last ? (last.status ? `${last.status}` : last.error ?? "") : "not yet";
@@ -375,9 +374,27 @@ async function attemptLog(id, section, state) {
       el("td", { "data-label": "Attempts", text: String(d.attempts.length) }),
       el("td", { "data-label": "Last answer", text: last ? `${outcome} in ${last.latency_ms} ms` : outcome }),
       el("td", { "data-label": "Excerpt" }, last?.response ? el("code", { text: last.response.slice(0, 200) }) : ""),
-      el("td", { "data-label": "Actions" }, el("button", { type: "button", class: "secondary", onclick: () => retry(d.id, id, d.attempts.length) }, "Retry")),
+      el("td", { "data-label": "Actions" }, el("button", { type: "button", class: "secondary", "aria-label": `Retry ${d.event_type} (${d.id})`, onclick: () => retry(d.id, id, d.attempts.length) }, "Retry")),
     );
   });
+  // The controls are drawn once for the endpoint; a refresh (every 1.5 s while a test
+  // event or a retry is followed) redraws the rows alone, so the filter keeps its focus
+  // and the replay form what is being typed into it.
+  if (section.dataset.subscription !== id || !section.querySelector("#log-rows")) {
+    logControls(id, section, state);
+  }
+  document.getElementById("log-rows").replaceChildren(
+    rows.length
+      ? el("table", {}, el("thead", {}, el("tr", {}, ["Event", "State", "Attempts", "Last answer", "Excerpt", "Actions"].map((h) => el("th", { scope: "col", text: h })))), el("tbody", {}, rows))
+      : el("p", { text: "No delivery yet." }),
+  );
+  return listed.data;
+}
+
+// The attempt log's heading, filter, refresh button and replay form, around an empty
+// place for its rows.
+function logControls(id, section, state) {
+  const filter = el("select", { id: "log-state", onchange: (e) => attemptLog(id, section, e.target.value) }, el("option", { value: "", text: "every state" }), STATES.map((s) => el("option", { value: s, selected: s === state }, s)));
   const replayForm = el("form", { class: "row" });
   replayForm.append(
     field("Replay from", el("input", { name: "since", type: "datetime-local", required: true })),
@@ -402,13 +419,10 @@ async function attemptLog(id, section, state) {
   section.replaceChildren(
     el("h2", { id: "log-title", text: "Attempt log" }),
     el("div", { class: "row" }, field("Show", filter), el("div", {}, el("button", { type: "button", class: "secondary", onclick: () => refreshLog(id) }, "Refresh"))),
-    rows.length
-      ? el("table", {}, el("thead", {}, el("tr", {}, ["Event", "State", "Attempts", "Last answer", "Excerpt", ""].map((h) => el("th", { scope: "col", text: h })))), el("tbody", {}, rows))
-      : el("p", { text: "No delivery yet." }),
+    el("div", { id: "log-rows" }),
     el("h2", { text: "Replay" }),
     replayForm,
   );
-  return listed.data;
 }
 
 async function retry(delivery, id, before) {

@@ -647,6 +647,38 @@ async fn a_tenant_manages_its_endpoints_in_the_portal_in_a_real_browser() {
         "a secret is shown again after navigating back"
     );
 
+    // A refresh of the log redraws its rows alone: what is typed into the replay form
+    // stays (the log refreshes every 1.5 s while a test event or a retry is followed).
+    browser
+        .run(
+            r##"
+            document.querySelector("input[name=since]").value = "2026-01-02T03:04";
+            document.querySelector("#log table").dataset.old = "1";
+            window.replayForm = document.querySelector("#log form");
+            "##,
+            vec![],
+        )
+        .await;
+    browser.click(browser.button("Refresh").await).await;
+    browser
+        .wait_until(
+            "the log's rows drawn again",
+            "const t = document.querySelector('#log table'); return t !== null && t.dataset.old === undefined;",
+            vec![],
+        )
+        .await;
+    let kept = browser
+        .run(
+            "return [document.querySelector('#log form') === window.replayForm, document.querySelector('input[name=since]').value];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        kept,
+        json!([true, "2026-01-02T03:04"]),
+        "the replay form was drawn again"
+    );
+
     // Replaying the last hour's delivered deliveries sends the test event again.
     browser
         .run(
