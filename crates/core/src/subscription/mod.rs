@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::event::Event;
 use crate::event::filter::EventFilter;
@@ -60,7 +61,9 @@ pub struct SigningSecret {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` shows the custom headers' names alone: their values are often a
+/// receiver's credentials, opened in the clear once deliver has read them.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
     pub tenant: TenantId,
     pub id: SubscriptionId,
@@ -115,6 +118,24 @@ pub struct Subscription {
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As stored, each header value masked (the secrets' own `Debug` redacts them).
+        let mut shown = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        if let Some(headers) = shown.get_mut("headers").and_then(Value::as_object_mut) {
+            for value in headers.values_mut() {
+                *value = Value::String(MASKED_HEADER_VALUE.to_owned());
+            }
+        }
+        if let Some(secrets) = shown.get_mut("secrets").and_then(Value::as_array_mut) {
+            for secret in secrets {
+                secret["secret"] = Value::String("redacted".to_owned());
+            }
+        }
+        write!(f, "Subscription {shown}")
+    }
 }
 
 impl Subscription {
@@ -181,6 +202,33 @@ pub fn next_failing_since(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_header_value_and_no_secret() {
+        let new: NewSubscription = serde_json::from_value(serde_json::json!({
+            "url": "https://hooks.example.com/", "event_types": ["*"],
+            "headers": {"Authorization": "Bearer s3cret-value"}
+        }))
+        .unwrap();
+        let subscription = new
+            .into_subscription(
+                TenantId::parse("acme").unwrap(),
+                &url::UrlPolicy::default(),
+                &Offer::default(),
+                Utc::now(),
+                &mut rand::rng(),
+            )
+            .unwrap();
+        let secret = serde_json::to_value(&subscription).unwrap()["secrets"][0]["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let shown = format!("{subscription:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(shown.contains("hooks.example.com"), "{shown}");
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(!shown.contains(&secret), "{shown}");
+    }
 
     #[test]
     fn a_failure_keeps_an_earlier_start_and_a_success_clears_it() {
