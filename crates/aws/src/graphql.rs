@@ -155,10 +155,19 @@ impl Source {
         query: &str,
         variables: &Map<String, Value>,
     ) -> Result<Value, SourceError> {
+        // One limit for the secret's read (when it is due) and the request together: an
+        // attempt reserves `timeout` for its query, and a read that hangs would hold every
+        // record of the batch waiting on the same credentials.
+        let limit = self.config.timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        let credentials = tokio::time::timeout_at(deadline, self.credentials())
+            .await
+            .map_err(|_| SourceError::Timeout(limit))??;
         let mut request = self
             .http
             .post(self.config.url.clone())
-            .headers(self.credentials().await?.as_ref().clone())
+            .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .headers(credentials.as_ref().clone())
             .header(
                 "accept",
                 "application/graphql-response+json, application/json",
@@ -277,6 +286,49 @@ fn credential_headers(value: &str) -> Result<HeaderMap, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A secret read that never answers (Secrets Manager unreachable, no operation
+    /// timeout in the SDK) ends at the query's limit, like a source that never answers.
+    #[tokio::test]
+    async fn a_secret_read_that_hangs_ends_at_the_querys_limit() {
+        use aws_config::{BehaviorVersion, Region, SdkConfig};
+        use aws_sdk_secretsmanager::config::{Credentials, SharedCredentialsProvider};
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "testing", "testing", None, None, "herald",
+            )))
+            .build();
+        let limit = Duration::from_millis(300);
+        let source = GraphqlSource::new(
+            GraphqlConfig {
+                url: "http://127.0.0.1:9/graphql".parse().unwrap(),
+                secret: Some("herald/graphql".into()),
+                timeout: limit,
+                refresh: Duration::from_secs(300),
+            },
+            Some(&sdk),
+        )
+        .unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        let asked = tokio::time::timeout(
+            Duration::from_secs(10),
+            source.execute(&tenant, "query { shop { name } }", &Map::new()),
+        )
+        .await
+        .expect("the query ends at its own limit, not the test's");
+        assert_eq!(asked, Err(SourceError::Timeout(limit)));
+    }
 
     #[test]
     fn a_secret_is_an_authorization_value_or_an_object_of_headers() {
