@@ -297,7 +297,36 @@ pub fn event_file(relative: &str) -> Value {
     let path = workspace_root().join("events").join(relative);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+    let mut event: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    sent_now(&mut event);
+    event
+}
+
+/// An SQS event's records as SQS hands over messages sent just now: the files' own
+/// `SentTimestamp` is the day they were written, and deliver gives up a message SQS is
+/// about to delete (14 days after it was sent).
+pub fn sent_now(event: &mut Value) {
+    let now = chrono::Utc::now().timestamp_millis().to_string();
+    if let Some(records) = event.get_mut("Records").and_then(Value::as_array_mut) {
+        for record in records {
+            if let Some(sent) = record.pointer_mut("/attributes/SentTimestamp") {
+                *sent = Value::String(now.clone());
+            }
+        }
+    }
+}
+
+/// [`event_file`] written to a file of its own under the system's temporary directory, for
+/// tools that read an event from a path (`sam local invoke -e`).
+pub fn event_file_now(relative: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "herald-event-{:016x}-{}",
+        rand::random::<u64>(),
+        relative.replace('/', "-")
+    ));
+    std::fs::write(&path, event_file(relative).to_string()).expect("writing the event");
+    path
 }
 
 /// Every file under `events/`, as `function/name.json`.

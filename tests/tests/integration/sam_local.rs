@@ -16,7 +16,7 @@ use herald_core::subscription::url::{SubscriptionUrl, UrlPolicy};
 use herald_local::{Provisioned, provision, template_path};
 use herald_testkit::active_subscription;
 use herald_tests::aws::{TestAws, sdk_config};
-use herald_tests::emulator::{event_file, event_files, workspace_root};
+use herald_tests::emulator::{event_file, event_file_now, event_files, workspace_root};
 use herald_tests::runner::RunnerProcess;
 use herald_tests::sam::{Sam, SamHerald, sam_variables, settings};
 use regex_lite::Regex;
@@ -331,12 +331,7 @@ async fn sam_local_invoke_answers_every_events_file_as_the_local_runner_does() {
         herald_aws::lambda::wiring::started(Function::Deliver, &source, &sdk_config()).unwrap(),
     ));
     for file in DELIVER_FILES {
-        let under_sam = sam
-            .invoke(
-                "DeliverFunction",
-                &workspace_root().join("events").join(file),
-            )
-            .await;
+        let under_sam = sam.invoke("DeliverFunction", &event_file_now(file)).await;
         let event: aws_lambda_events::sqs::SqsEvent =
             serde_json::from_value(event_file(file)).unwrap();
         let local = herald_deliver::process_batch(&local_deliver, event).await;
@@ -766,7 +761,7 @@ async fn sam_local_runs_deliver_with_the_cheapest_deployments_parameters() {
     let answer = sam
         .invoke(
             "DeliverFunction",
-            &workspace_root().join("events/deliver/batch-of-two.json"),
+            &event_file_now("deliver/batch-of-two.json"),
         )
         .await;
 

@@ -75,9 +75,12 @@ async fn with_subscription(deps: &Deps, status: SubscriptionStatus) {
         .unwrap();
 }
 
+/// `events/deliver/<name>`, its messages sent just now.
 fn sqs_event(name: &str) -> SqsEvent {
-    let path = format!("{}/../events/deliver/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    serde_json::from_value(herald_tests::emulator::event_file(&format!(
+        "deliver/{name}"
+    )))
+    .unwrap()
 }
 
 fn failures(outcome: &herald_deliver::BatchOutcome) -> Vec<String> {
