@@ -528,10 +528,7 @@ async fn a_refused_host_is_not_told_which_address_it_resolves_to() {
     )
     .await;
     assert_eq!(created.status(), 201);
-    let path = format!(
-        "/v1/subscriptions/{}",
-        json_of(&created)["id"].as_str().unwrap()
-    );
+    let path = subscription_path(&created);
     let moved = handle(
         &deps,
         call(
@@ -983,10 +980,7 @@ async fn stored_header_values_never_follow_the_url_to_another_origin() {
     )
     .await;
     assert_eq!(created.status(), 201);
-    let path = format!(
-        "/v1/subscriptions/{}",
-        json_of(&created)["id"].as_str().unwrap()
-    );
+    let path = subscription_path(&created);
     let patch = |body: Value| call("PATCH", &path, Some("acme"), Some(body));
     let message = |response: &Response<Body>| {
         json_of(response)["error"]["message"]
@@ -1216,6 +1210,14 @@ async fn redeliveries_share_a_per_minute_budget_per_tenant() {
 }
 
 /// Deps whose deployment offers `v1a` and RSA signatures.
+/// `/v1/subscriptions/<id>` of the subscription a create answered with.
+fn subscription_path(created: &Response<Body>) -> String {
+    format!(
+        "/v1/subscriptions/{}",
+        json_of(created)["id"].as_str().unwrap()
+    )
+}
+
 pub(super) fn keyed_deps() -> Deps {
     let mut deps = deps();
     deps.ports.keys = Arc::new(
@@ -1257,10 +1259,7 @@ async fn signatures_turned_on_in_a_change_make_the_tenants_keys() {
             .unwrap(),
         None
     );
-    let path = format!(
-        "/v1/subscriptions/{}",
-        json_of(&created)["id"].as_str().unwrap()
-    );
+    let path = subscription_path(&created);
     let patched = handle(
         &deps,
         call(
