@@ -354,8 +354,7 @@ impl EventLog for InMemoryEventLog {
                     fingerprint: fingerprint.to_owned(),
                     deliveries,
                     // Kept to the millisecond, as the DynamoDB store keeps it.
-                    accepted_at: DateTime::from_timestamp_millis(now.timestamp_millis())
-                        .unwrap_or(now),
+                    accepted_at: herald_core::flow::publish::to_millis(now),
                 },
                 event.clone(),
             ),

@@ -59,7 +59,7 @@ pub fn within_receive_limit(decision: Decision, receive_count: u32, max_receives
 /// The reason recorded, and kept on the dead letter, when the queue would delete the
 /// message before its next attempt.
 pub const MESSAGE_LIFE_SPENT: &str = "no attempt is left before the queue deletes the message \
-     (14 days after it was sent; it waited behind others of its ordered line)";
+     (14 days after it was sent; it waited long before its first attempt)";
 
 /// `decision`, given up when its retry would come later than [`MAX_WINDOW`] after its
 /// message was sent (`sent_at`): SQS deletes a message 14 days after it was sent,

@@ -198,8 +198,14 @@ fn within_depth<'a>(values: impl Iterator<Item = &'a Value>, levels: usize) -> b
 /// How long `data` is serialized as compact JSON, counted as it is written (no text made):
 /// what the 1 MiB limit and the inline bound of a task (`DeliveryTask`) are measured in.
 pub fn data_bytes(data: &Map<String, Value>) -> usize {
+    json_bytes(data)
+}
+
+/// How long `value` is serialized as compact JSON, counted as it is written (no text
+/// made); `usize::MAX` when it does not serialize.
+pub fn json_bytes<T: Serialize + ?Sized>(value: &T) -> usize {
     let mut counted = Counting(0);
-    serde_json::to_writer(&mut counted, data).map_or(usize::MAX, |()| counted.0)
+    serde_json::to_writer(&mut counted, value).map_or(usize::MAX, |()| counted.0)
 }
 
 /// Counts the bytes written through it, keeping none.

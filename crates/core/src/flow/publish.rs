@@ -228,7 +228,7 @@ pub async fn publish<P: Ports>(
 }
 
 /// `at` to the millisecond, as the events table keeps an acceptance time.
-fn to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+pub fn to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
 }
 

@@ -5,7 +5,7 @@
 use herald_aws::graphql::GraphqlSource;
 use herald_aws::lambda::api::{self, ApiError};
 use herald_core::delivery::DeliveryRecord;
-use herald_core::event::Event;
+use herald_core::event::{Event, json_bytes};
 use herald_core::ids::{SubscriptionId, TenantId};
 use herald_core::ports::{Clock, DeliveryLedger, DeliveryQuery, EventLog, Ports};
 use herald_core::subscription::Subscription;
@@ -93,7 +93,8 @@ async fn page<P: Ports>(
         let queried = queried(deps, tenant, subscription, &events).await;
         for ((record, event), queried) in records.iter().zip(&events).zip(queried) {
             let item = item(subscription, record, event.as_ref(), queried);
-            bytes = bytes.saturating_add(serde_json::to_vec(&item).map_or(usize::MAX, |b| b.len()));
+            // Counted as written, no copy of the item made (the answer writes it once).
+            bytes = bytes.saturating_add(json_bytes(&item));
             // Never below one item, however large.
             if bytes > MAX_PAGE_BYTES && !items.is_empty() {
                 return Ok(Page::Cut(items.len()));

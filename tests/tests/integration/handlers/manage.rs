@@ -934,10 +934,7 @@ async fn a_test_events_data_is_held_to_a_publishs_limits() {
         json!({"url": "https://a.example.com/in", "event_types": ["*"]}),
     )
     .await;
-    let path = format!(
-        "/v1/subscriptions/{}/test",
-        json_of(&created)["id"].as_str().unwrap()
-    );
+    let path = format!("{}/test", subscription_path(&created));
     let send = |data: Value| call("POST", &path, Some("acme"), Some(json!({ "data": data })));
     let mut deep = json!(1);
     for _ in 0..herald_core::event::MAX_DATA_DEPTH {
