@@ -125,10 +125,22 @@ impl Emulator {
             .envs(env)
             .stdin(Stdio::null())
             .kill_on_drop(false);
-        let (child, output) = spawn_listening(
+        let (mut child, output) = spawn_listening(
             &mut command,
             "the runtime emulator",
             invoke_port,
+            Duration::from_secs(20),
+        )
+        .await;
+        // In Lambda the Runtime API serves before the runtime starts; the emulator starts
+        // its Runtime API server in a goroutine while it opens the invoke port (`go
+        // startRuntimeAPI`, internal/lambda/rapid/sandbox.go), and the bootstrap starts at
+        // the first invoke. So no invoke is sent before the Runtime API listens too.
+        wait_listening(
+            &mut child,
+            &output,
+            "the emulator's Runtime API",
+            runtime_port,
             Duration::from_secs(20),
         )
         .await;
@@ -255,6 +267,19 @@ pub async fn spawn_listening(
     let output = Arc::new(Mutex::new(Vec::new()));
     collect(child.stdout.take().unwrap(), output.clone());
     collect(child.stderr.take().unwrap(), output.clone());
+    wait_listening(&mut child, &output, what, port, patience).await;
+    (child, output)
+}
+
+/// Returns once something listens on `port`; panics with `child`'s output if it exits
+/// first or nothing listens within `patience`.
+async fn wait_listening(
+    child: &mut Child,
+    output: &Arc<Mutex<Vec<u8>>>,
+    what: &str,
+    port: u16,
+    patience: Duration,
+) {
     let said = |output: &Arc<Mutex<Vec<u8>>>| {
         String::from_utf8_lossy(&output.lock().unwrap()).into_owned()
     };
@@ -264,16 +289,15 @@ pub async fn spawn_listening(
         .is_err()
     {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited ({status}): {}", said(&output));
+            panic!("{what} exited ({status}): {}", said(output));
         }
         assert!(
             Instant::now() < deadline,
             "{what} did not listen on {port}: {}",
-            said(&output)
+            said(output)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (child, output)
 }
 
 /// Appends what `stream` yields to `into`, in the background.

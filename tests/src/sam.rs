@@ -208,16 +208,27 @@ impl Sam {
         command
     }
 
-    /// `sam local invoke <function> -e <event>`: the function's answer.
+    /// `sam local invoke <function> -e <event>`: the function's answer. Each invoke starts a
+    /// container of its own, so it runs again (up to twice more) when the bootstrap found
+    /// the emulator's Runtime API not yet listening: nothing of the function ran then.
     pub async fn invoke(&self, function: &str, event: &Path) -> Value {
-        let output = self
-            .command("invoke")
-            .arg(function)
-            .arg("--event")
-            .arg(event)
-            .output()
-            .await
-            .expect("running sam local invoke");
+        let mut tries = 0;
+        let output = loop {
+            tries += 1;
+            let output = self
+                .command("invoke")
+                .arg(function)
+                .arg("--event")
+                .arg(event)
+                .output()
+                .await
+                .expect("running sam local invoke");
+            let said = [&output.stdout[..], &output.stderr[..]].concat();
+            let said = String::from_utf8_lossy(&said);
+            if output.status.success() || tries == 3 || !runtime_api_not_listening(&said) {
+                break output;
+            }
+        };
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -255,6 +266,25 @@ impl Drop for Sam {
     }
 }
 
+/// Whether `output` shows a function's runtime failing its start because the emulator's
+/// Runtime API did not listen yet.
+///
+/// In Lambda the Runtime API serves before the runtime starts. The emulator SAM runs in
+/// each container (aws-lambda-runtime-interface-emulator) starts its Runtime API server in
+/// a goroutine (`go startRuntimeAPI` in `internal/lambda/rapid/sandbox.go`) and listens for
+/// invokes at the same time, so on a busy machine an invoke that arrives as the container
+/// starts can start the bootstrap first. The bootstrap's first request for an event is
+/// then refused, and the runtime exits before Herald's handler ever ran.
+pub fn runtime_api_not_listening(output: &str) -> bool {
+    // The runtime's address in SAM's containers: the emulator's default.
+    let refused = output.lines().any(|line| {
+        line.contains("127.0.0.1:9001")
+            && line.contains("tcp connect error")
+            && line.contains("Connection refused")
+    });
+    refused && output.contains("(rapid) Init failed")
+}
+
 /// A running `sam local start-api` or `start-lambda`; stopped (with its containers) when
 /// dropped.
 pub struct SamServer {
@@ -268,8 +298,10 @@ impl SamServer {
         let port = free_port();
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            // One container per function, started at its first call and kept.
-            .args(["--warm-containers", "LAZY"])
+            // One container per function, all started (and ready) before SAM listens, and
+            // kept. Started at a function's first call instead (LAZY), the call can reach
+            // the emulator before its Runtime API listens (see [`runtime_api_not_listening`]).
+            .args(["--warm-containers", "EAGER"])
             .kill_on_drop(false);
         let (child, output) = spawn_listening(
             &mut command,
@@ -376,5 +408,29 @@ impl SamHerald {
 impl Drop for SamHerald {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_api_not_listening;
+
+    #[test]
+    fn the_emulators_runtime_api_race_is_told_from_a_function_that_fails_its_start() {
+        // As a CI run printed it.
+        let race = r#"START RequestId: faefc9aa-e56d-4b1b-adf7-c5eca75fd1e5 Version: $LATEST
+Error: hyper_util::client::legacy::Error(Connect, ConnectError("tcp connect error", 127.0.0.1:9001, Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }))
+06 Dec 2026 07:12:32,539 [ERROR] (rapid) Init failed InvokeID= error=Runtime exited with error: exit status 1
+06 Dec 2026 07:12:32,539 [ERROR] (rapid) Invoke failed error=Runtime exited with error: exit status 1 InvokeID=faefc9aa-e56d-4b1b-adf7-c5eca75fd1e5"#;
+        assert!(runtime_api_not_listening(race));
+        // Herald's own start failing is never taken for it, nor is a refused connection
+        // elsewhere, nor the refusal without the failed start.
+        let herald = r#"Error: HERALD_EVENTS_TABLE is not set
+06 Dec 2026 07:12:32,539 [ERROR] (rapid) Init failed InvokeID= error=Runtime exited with error: exit status 1"#;
+        assert!(!runtime_api_not_listening(herald));
+        let moto = r#"Error: dispatch failure: io error: tcp connect error: 172.17.0.1:4566: Connection refused
+06 Dec 2026 07:12:32,539 [ERROR] (rapid) Init failed InvokeID= error=Runtime exited with error: exit status 1"#;
+        assert!(!runtime_api_not_listening(moto));
+        assert!(!runtime_api_not_listening(race.lines().nth(1).unwrap()));
     }
 }
