@@ -773,3 +773,50 @@ async fn sam_local_runs_deliver_with_the_cheapest_deployments_parameters() {
         .collect();
     assert_eq!(ledger_calls.len(), 2, "{ledger_calls:?}");
 }
+
+/// The template's `PortalUrl` parameter reaches manage through the template (as
+/// `HERALD_PORTAL_URL`), under AWS's own tool: a portal session's link is the page at the
+/// given address, where without it the link is the page beside the API as the request
+/// reached it (its stage kept).
+#[tokio::test]
+async fn sam_local_gives_portal_links_at_the_portal_url_parameter() {
+    let aws = TestAws::new().await;
+    let variables = sam_variables(&aws.provisioned);
+    assert!(!variables.contains_key("HERALD_PORTAL_URL"));
+    let mut event = event_file("manage/create-subscription.json");
+    event["routeKey"] = json!("POST /v1/portal/sessions");
+    event["requestContext"]["routeKey"] = json!("POST /v1/portal/sessions");
+    event["rawPath"] = json!("/dev/v1/portal/sessions");
+    event["requestContext"]["http"]["path"] = json!("/dev/v1/portal/sessions");
+    event["body"] = json!("{}");
+    event["headers"]["content-length"] = json!("2");
+    let file = std::env::temp_dir().join(format!(
+        "herald-portal-session-{:016x}.json",
+        rand::random::<u64>()
+    ));
+    std::fs::write(&file, event.to_string()).unwrap();
+
+    let link = |answer: &Value| {
+        let (status, body) = function_answer(answer);
+        assert_eq!(status, 201, "{answer}");
+        body["url"].as_str().unwrap_or_default().to_owned()
+    };
+    let beside = Sam::new(&variables, &PUBLIC_DNS).await;
+    let url = link(&beside.invoke("ManageFunction", &file).await);
+    assert!(
+        url.starts_with(
+            "https://r4nd0m1d2x.execute-api.us-east-1.amazonaws.com/dev/portal/index.html#token="
+        ),
+        "{url}"
+    );
+    drop(beside);
+    let elsewhere = Sam::new(&variables, &PUBLIC_DNS)
+        .await
+        .with_parameters(&["PortalUrl=https://webhooks.example.com/portal/"]);
+    let url = link(&elsewhere.invoke("ManageFunction", &file).await);
+    assert!(
+        url.starts_with("https://webhooks.example.com/portal#token="),
+        "{url}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
