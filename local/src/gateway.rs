@@ -17,8 +17,8 @@
 //!   (a domain mapped to a stage serves it without the stage in the path);
 //! - the authorizer: "Control access to HTTP APIs with JWT authorizers",
 //!   <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html>
-//!   (the token from `Authorization`, with or without `Bearer `; `exp` and `nbf` checked;
-//!   the claims passed to the integration).
+//!   (the token from `Authorization`, with or without `Bearer `; `exp`, `nbf` and `iat`
+//!   checked against the time; the claims passed to the integration).
 //!
 //! Three details AWS does not document are as observed of the service and noted where
 //! they are made: claims as strings (arrays as `[a b]`), `scopes` `null` without a scope
@@ -173,6 +173,11 @@ impl Gateway {
         if time("nbf").is_some_and(|nbf| nbf > now) {
             return Err(Refusal::unauthorized(Some("the token is not valid yet")));
         }
+        if time("iat").is_some_and(|iat| iat > now) {
+            return Err(Refusal::unauthorized(Some(
+                "the token is issued in the future",
+            )));
+        }
         Ok(Authorized {
             scopes: scopes_of(&claims),
             claims: claims
@@ -232,9 +237,10 @@ impl Gateway {
         let route_key = routed.matched.route.key();
         let host = call.headers.get("host").map_or("127.0.0.1", String::as_str);
         let (domain, port) = host.split_once(':').unwrap_or((host, "80"));
-        // API Gateway tells the function how the client reached it (the samples on
-        // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
-        // carry x-forwarded-for, -port and -proto); this gateway is plain HTTP.
+        // How the client reached the gateway, as the service tells the function (observed
+        // of it; AWS's pages do not list these headers) and `sam local start-api` does
+        // (`X-Forwarded-Proto` and `-Port`, samcli/local/apigw/event_constructor.py); this
+        // gateway is plain HTTP.
         headers.insert("x-forwarded-for".into(), call.source_ip.to_string());
         headers.insert("x-forwarded-port".into(), port.to_owned());
         headers.insert("x-forwarded-proto".into(), "http".into());
@@ -312,18 +318,29 @@ pub fn request_for(event: &Value) -> Result<Request, serde_json::Error> {
     lambda_http::request::from_str(&event.to_string())
 }
 
-/// Repeated names are joined with commas, as API Gateway does in payload v2.
+/// Repeated names are joined with commas, as API Gateway does in payload v2, and names and
+/// values are URL-decoded ("API Gateway decodes URL-encoded request parameters before
+/// passing them to your backend integration",
+/// <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-routes.html>),
+/// a `+` as a space, as `sam local start-api` decodes them (Flask's `request.args`).
+/// `rawQueryString` keeps the query as sent.
 fn query_parameters(query: &str) -> BTreeMap<String, String> {
+    let decoded = |text: &str| {
+        percent_encoding::percent_decode_str(&text.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let mut parameters: BTreeMap<String, String> = BTreeMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decoded(value);
         parameters
-            .entry(name.to_owned())
+            .entry(decoded(name))
             .and_modify(|v| {
                 v.push(',');
-                v.push_str(value);
+                v.push_str(&value);
             })
-            .or_insert_with(|| value.to_owned());
+            .or_insert(value);
     }
     parameters
 }
@@ -434,6 +451,26 @@ mod tests {
                 .is_some_and(|h| h.contains("invalid_token")),
             "{expired:?}"
         );
+        // Not before its `nbf`, nor before it was issued.
+        for early in [
+            json!({"tenant": "acme", "nbf": 1_900_000_000_i64}),
+            json!({"tenant": "acme", "iat": 1_900_000_000_i64}),
+        ] {
+            let refused = gateway
+                .authorize(
+                    Some(&format!("Bearer {}", jwt(early.clone()))),
+                    "tenant",
+                    1_800_000_000,
+                )
+                .unwrap_err();
+            assert_eq!(refused.status, 401, "{early}");
+        }
+        let issued = jwt(json!({"tenant": "acme", "iat": 1_800_000_000_i64}));
+        assert!(
+            gateway
+                .authorize(Some(&format!("Bearer {issued}")), "tenant", 1_800_000_000)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -448,7 +485,7 @@ mod tests {
         let call = Call {
             method: "GET",
             path: "/dev/v1/subscriptions/sub_1",
-            query: "limit=5&state=failed&state=delivered",
+            query: "limit=5&state=failed&state=delivered&cursor=a%3Db%2Bc&q=x+y&na%6De=1",
             headers: &headers,
             body: b"",
             source_ip: "127.0.0.1",
@@ -456,6 +493,11 @@ mod tests {
         let caller = gateway.authorize(Some("Bearer acme"), "tenant", 0).unwrap();
         let event = gateway.event_for(&call, &routed, Some(&caller));
         assert_eq!(event["queryStringParameters"]["state"], "failed,delivered");
+        // Decoded, names too, where the raw query keeps what was sent.
+        assert_eq!(event["queryStringParameters"]["cursor"], "a=b+c");
+        assert_eq!(event["queryStringParameters"]["q"], "x y");
+        assert_eq!(event["queryStringParameters"]["name"], "1");
+        assert_eq!(event["rawQueryString"], call.query);
         assert_eq!(event["cookies"], json!(["a=1", "b=2"]));
         assert!(event["headers"].get("cookie").is_none());
         assert_eq!(event["rawPath"], "/dev/v1/subscriptions/sub_1");
@@ -475,10 +517,7 @@ mod tests {
             herald_aws::lambda::api::route_path(&request),
             "/v1/subscriptions/sub_1"
         );
-        assert_eq!(
-            request.uri().query(),
-            Some("limit=5&state=failed&state=delivered")
-        );
+        assert_eq!(request.uri().query(), Some(call.query));
         assert_eq!(request.path_parameters().first("proxy"), Some("sub_1"));
         let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else {
             panic!("not a payload-v2 request");
