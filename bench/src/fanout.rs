@@ -70,10 +70,17 @@ fn publish_event(events: usize, data_bytes: usize) -> String {
 const LARGE_EVENTS: usize = 5;
 const LARGE_DATA_BYTES: usize = 1024 * 1024;
 
-/// Subscribes `SUBSCRIPTIONS` endpoints of `acme` to `order.*` in `store`.
-async fn subscribe_all(store: &impl SubscriptionStore) {
+/// The largest events a task carries inline (under `INLINE_DATA_BYTES`, 256 KiB), as many
+/// as a call takes, to `INLINE_SUBSCRIPTIONS` subscriptions through moto's SQS: 460
+/// messages, 110 MB of them, for the memory the SQS adapter holds while it queues them.
+const INLINE_EVENTS: usize = 23;
+const INLINE_DATA_BYTES: usize = 240 * 1024;
+const INLINE_SUBSCRIPTIONS: usize = 20;
+
+/// Subscribes `count` endpoints of `acme` to `order.*` in `store`.
+async fn subscribe_all(store: &impl SubscriptionStore, count: usize) {
     let policy = UrlPolicy::default();
-    for _ in 0..SUBSCRIPTIONS {
+    for _ in 0..count {
         let mut subscription = active_subscription(
             "acme",
             SubscriptionId::generate(Utc::now(), &mut rand::rng()),
@@ -114,7 +121,7 @@ async fn measure<P: herald_core::ports::Ports>(
     })
 }
 
-/// `herald-bench fanout memory|moto`: the publish, measured in a process of its own;
+/// `herald-bench fanout memory|moto|large|inline`: the publish, measured in a process of its own;
 /// prints one JSON line of figures. `memory`: the whole fan-out on in-memory stores
 /// (Herald's own CPU and memory). `moto`: a tenth of it ([`EVENTS_ON_MOTO`] events)
 /// through the real DynamoDB and SQS adapters, for the cost of the calls (moto slows to
@@ -133,7 +140,7 @@ pub fn child(mode: &str) -> i32 {
                 max_deliveries_per_publish: 10_000,
                 max_requests_per_second: 0,
             };
-            subscribe_all(&deps.ports.subscriptions).await;
+            subscribe_all(&deps.ports.subscriptions, SUBSCRIPTIONS).await;
             return if mode == "large" {
                 measure(&deps, LARGE_EVENTS, LARGE_DATA_BYTES).await
             } else {
@@ -154,7 +161,11 @@ pub fn child(mode: &str) -> i32 {
         let started = herald_aws::lambda::wiring::started(Function::Ingest, &source, &sdk)
             .expect("ingest's settings");
         let deps = herald_ingest::Ingest::deps(started);
-        subscribe_all(&deps.ports.subscriptions).await;
+        if mode == "inline" {
+            subscribe_all(&deps.ports.subscriptions, INLINE_SUBSCRIPTIONS).await;
+            return measure(&deps, INLINE_EVENTS, INLINE_DATA_BYTES).await;
+        }
+        subscribe_all(&deps.ports.subscriptions, SUBSCRIPTIONS).await;
         measure(&deps, EVENTS_ON_MOTO, DATA_BYTES).await
     });
     println!("{figures}");
@@ -177,6 +188,7 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
     let memory = run_child("memory");
     let moto = run_child("moto");
     let large = run_child("large");
+    let inline = run_child("inline");
     let ms = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     // Herald's CPU at full scale, in memory; the AWS calls' CPU and waiting from a tenth
     // of it through moto, less that tenth's own Herald CPU, times ten.
@@ -255,7 +267,21 @@ pub fn run(table: &mut Table, _before: &serde_json::Map<String, Value>) -> Value
             ms(&large, "cpu_ms") / 1000.0
         ),
     );
+    let inline_peak_mb = ms(&inline, "peak_rss_kb") / 1024.0;
+    table.row(
+        format!(
+            "fan-out of the largest inline events: {INLINE_EVENTS} × 240 KiB × {INLINE_SUBSCRIPTIONS} subscriptions"
+        ),
+        format!("{inline_peak_mb:.0} MB peak"),
+        format!(
+            "{} deliveries, {:.0} MB of messages through moto's SQS: {:.0} MB for the publish",
+            inline["deliveries"],
+            inline["deliveries"].as_f64().unwrap_or(0.0) * INLINE_DATA_BYTES as f64 / 1e6,
+            inline_peak_mb - ms(&inline, "rss_before_kb") / 1024.0,
+        ),
+    );
     json!({
+        "inline_events": inline,
         "large_events": large,
         "deliveries": memory["deliveries"],
         "herald_cpu_ms": herald_cpu,

@@ -482,9 +482,61 @@ fn visibility_seconds(delay: Duration) -> i32 {
         .min(MAX_VISIBILITY_SECONDS as f64) as i32
 }
 
-impl DeliveryQueue for SqsDeliveryQueue {
-    async fn enqueue(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
-        let bodies: Vec<String> = tasks.iter().map(DeliveryTask::to_message_body).collect();
+/// Bytes of message bodies an enqueue holds at a time: what one round of its concurrent
+/// batch calls carries. A publish's tasks are made into messages a share at a time, so
+/// ingest's memory does not grow with fan-out times event size: a 6 MB publish of
+/// 256 KiB events to 100 subscriptions makes 600 MB of messages, which held at once (and
+/// copied into the calls) would be far over the function's memory.
+const SHARE_BYTES: usize = SEND_CONCURRENCY * MAX_BATCH_BYTES;
+
+/// The message bodies of the first tasks of `tasks`, as many as make `budget` bytes (the
+/// last may pass it) and at least one.
+fn bodies_of_share(tasks: &[DeliveryTask], budget: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut bytes = 0;
+    for task in tasks {
+        if !bodies.is_empty() && bytes >= budget {
+            break;
+        }
+        let body = task.to_message_body();
+        bytes += body.len();
+        bodies.push(body);
+    }
+    bodies
+}
+
+impl SqsDeliveryQueue {
+    /// Queues `tasks` a share at a time, in order: a share that fails ends the enqueue,
+    /// so no task of an ordered line is queued after one of its line that was not, and
+    /// the tasks not sent count as failed (the publish is answered 503 and its repeat
+    /// queues them, the ones queued already being the same deliveries).
+    async fn enqueue_in_shares(
+        &self,
+        tasks: &[DeliveryTask],
+        budget: usize,
+    ) -> Result<(), QueueError> {
+        let mut rest = tasks;
+        while !rest.is_empty() {
+            let bodies = bodies_of_share(rest, budget);
+            let (share, after) = rest.split_at(bodies.len());
+            match self.enqueue_share(share, &bodies).await {
+                Ok(()) => rest = after,
+                Err(QueueError::Partial { failed }) if !after.is_empty() => {
+                    return Err(QueueError::Partial {
+                        failed: failed + after.len(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn enqueue_share(
+        &self,
+        tasks: &[DeliveryTask],
+        bodies: &[String],
+    ) -> Result<(), QueueError> {
         // The batches are independent: a publish of 100 tasks waits for about one round
         // trip instead of ten. An ordered subscription's tasks go on the FIFO queue, each in
         // its line (message group), deduplicated by delivery id.
@@ -494,7 +546,6 @@ impl DeliveryQueue for SqsDeliveryQueue {
             |i| tasks[i].lane(),
             false,
             |url, positions| {
-                let (bodies, positions) = (&bodies, positions);
                 let ordered = tasks[positions[0]].line.is_some();
                 async move {
                     let size = |j: usize| bodies[positions[j]].len();
@@ -527,6 +578,12 @@ impl DeliveryQueue for SqsDeliveryQueue {
         } else {
             Err(QueueError::Partial { failed })
         }
+    }
+}
+
+impl DeliveryQueue for SqsDeliveryQueue {
+    async fn enqueue(&self, tasks: &[DeliveryTask]) -> Result<(), QueueError> {
+        self.enqueue_in_shares(tasks, SHARE_BYTES).await
     }
 
     async fn retry_later(&self, changes: &[VisibilityChange]) -> Vec<Result<(), QueueError>> {
@@ -644,6 +701,31 @@ mod tests {
                 .all(|b| b.iter().map(String::len).sum::<usize>() <= MAX_BATCH_BYTES)
         );
         assert!(plan_batches(Vec::<String>::new(), |b| b.len()).is_empty());
+    }
+
+    #[test]
+    fn a_share_holds_its_budget_of_bodies_and_one_more_at_most() {
+        let event: herald_core::event::Event = serde_json::from_value(serde_json::json!({
+            "id": "e1", "type": "a.b", "occurred_at": "2026-12-06T00:00:00Z",
+            "data": {"blob": "x".repeat(1000)}
+        }))
+        .unwrap();
+        let tenant = herald_core::ids::TenantId::parse("acme").unwrap();
+        let sub = herald_core::ids::SubscriptionId::generate(chrono::Utc::now(), &mut rand::rng());
+        let tasks: Vec<DeliveryTask> = (0..100)
+            .map(|_| DeliveryTask::new(&tenant, &sub, &event, chrono::Utc::now()))
+            .collect();
+        let one = tasks[0].to_message_body().len();
+        // Budgets of a body and a half: two bodies, the second passing it.
+        let share = bodies_of_share(&tasks, one * 3 / 2);
+        assert_eq!(share.len(), 2);
+        assert_eq!(share[0], tasks[0].to_message_body());
+        // Exactly three bodies' worth: three.
+        assert_eq!(bodies_of_share(&tasks, one * 3).len(), 3);
+        // Always one, however small the budget; never more than there are.
+        assert_eq!(bodies_of_share(&tasks, 0).len(), 1);
+        assert_eq!(bodies_of_share(&tasks, usize::MAX).len(), 100);
+        assert!(bodies_of_share(&[], SHARE_BYTES).is_empty());
     }
 
     fn refusal(id: usize, sender_fault: bool) -> BatchResultErrorEntry {

@@ -475,3 +475,57 @@ async fn slow_tasks_go_on_the_slow_lanes_queue_and_without_one_on_the_standard_q
     let standard = queued(&aws, aws.provisioned.delivery_queue_url()).await;
     assert!(ids(&more).is_subset(&standard));
 }
+
+/// A publish's messages are made and sent a share at a time (what one round of ten batch
+/// calls carries, 10 MiB), so ingest's memory does not grow with fan-out times event
+/// size: 48 messages of 240 KiB are more than one share, and all arrive, an ordered
+/// line's in the order given across the shares.
+#[tokio::test]
+async fn more_than_a_share_of_messages_all_arrive_and_a_line_keeps_its_order() {
+    let aws = TestAws::new().await;
+    let queue = SqsDeliveryQueue::new(
+        aws.sqs.clone(),
+        aws.provisioned.delivery_queue_url().into(),
+        aws.provisioned.dead_letter_queue_url().into(),
+    )
+    .with_ordered(
+        aws.provisioned.ordered_queue_url().into(),
+        aws.provisioned.ordered_dead_letter_queue_url().into(),
+    );
+    let blob = json!({"blob": "x".repeat(240 * 1024)});
+    let mut ordered = tasks(48, blob.clone());
+    for task in &mut ordered {
+        task.line = Some("one-line".into());
+    }
+    let unordered = tasks(48, blob);
+    let bytes: usize = ordered
+        .iter()
+        .chain(&unordered)
+        .map(|t| t.to_message_body().len())
+        .sum();
+    assert!(bytes > 2 * 10 * 1024 * 1024, "{bytes} bytes");
+    let mut all = Vec::new();
+    for (a, b) in ordered.iter().zip(&unordered) {
+        all.push(a.clone());
+        all.push(b.clone());
+    }
+
+    queue.enqueue(&all).await.unwrap();
+
+    let order: Vec<String> = drain_in_order(&aws, aws.provisioned.ordered_queue_url())
+        .await
+        .iter()
+        .map(|m| {
+            decode_message(m.body().unwrap())
+                .unwrap()
+                .delivery_id
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = ordered.iter().map(|t| t.delivery_id.to_string()).collect();
+    assert_eq!(order, expected);
+    assert_eq!(
+        queued(&aws, aws.provisioned.delivery_queue_url()).await,
+        ids(&unordered)
+    );
+}
