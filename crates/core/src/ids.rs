@@ -120,10 +120,15 @@ impl EventId {
         Self(format!("evt_{}", sortable_id(now, rng)))
     }
 
-    /// A producer's id: 1..=128 characters of `[A-Za-z0-9_.:-]`.
+    /// A producer's id: 1..=128 characters of `[A-Za-z0-9_.:-]`, not dots alone: `.` and
+    /// `..` in a URL's path are dot segments, which every client removes before sending,
+    /// so an event of that id could never be read back (`GET /v1/events/{id}`).
     pub fn parse(raw: &str) -> Option<Self> {
-        (!raw.is_empty() && raw.len() <= MAX_EVENT_ID_LEN && raw.chars().all(is_id_char))
-            .then(|| Self(raw.to_owned()))
+        (!raw.is_empty()
+            && raw.len() <= MAX_EVENT_ID_LEN
+            && raw.chars().all(is_id_char)
+            && !raw.chars().all(|c| c == '.'))
+        .then(|| Self(raw.to_owned()))
     }
 }
 
@@ -332,5 +337,10 @@ mod tests {
         assert!(DeliveryId::parse(&format!("msg_{}U", "0".repeat(51))).is_none());
         assert!(EventId::parse("order 1").is_none());
         assert!(EventId::parse("ord-1.2:3_x").is_some());
+        // Dot segments are removed from a URL's path by every client.
+        for dots in [".", "..", "..."] {
+            assert!(EventId::parse(dots).is_none(), "{dots}");
+        }
+        assert!(EventId::parse(".a").is_some() && EventId::parse("a..").is_some());
     }
 }

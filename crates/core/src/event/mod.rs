@@ -419,7 +419,7 @@ fn parse_subject(value: Value, field: &str, depth: usize) -> Result<Subject, Eve
     if texts
         .into_iter()
         .flatten()
-        .any(|t| t.len() > MAX_SUBJECT_FIELD_LEN)
+        .any(|t| t.chars().count() > MAX_SUBJECT_FIELD_LEN)
     {
         return Err(EventError::invalid(
             field,
@@ -450,6 +450,20 @@ mod tests {
 
     fn parse(body: Value) -> Result<Vec<Event>, EventError> {
         parse_publish_body(body, Utc::now(), &mut StdRng::seed_from_u64(3))
+    }
+
+    /// A subject's fields are at most 256 characters, as the API's schema counts them
+    /// (`maxLength`): not bytes.
+    #[test]
+    fn subject_fields_are_counted_in_characters() {
+        let subject = |text: String| {
+            parse(
+                json!({"type": "a.b", "data": {}, "subject": {"type": "t", "id": "x", "ref": text}}),
+            )
+        };
+        assert!(subject("é".repeat(256)).is_ok());
+        assert!(subject("é".repeat(257)).is_err());
+        assert!(subject("e".repeat(257)).is_err());
     }
 
     #[test]

@@ -296,12 +296,13 @@ pub fn parse_headers(
                 "is set by Herald and cannot be replaced",
             ));
         }
-        if value.len() > MAX_HEADER_VALUE_LEN || value.chars().any(|c| c.is_control() && c != '\t')
+        if value.chars().count() > MAX_HEADER_VALUE_LEN
+            || value.chars().any(|c| c.is_control() && c != '\t')
         {
             return Err(FieldError::new(
                 field,
                 format!(
-                    "a value is at most {MAX_HEADER_VALUE_LEN} bytes with no control characters (no CR or LF)"
+                    "a value is at most {MAX_HEADER_VALUE_LEN} characters with no control characters (no CR or LF)"
                 ),
             ));
         }
@@ -473,6 +474,21 @@ impl NewSubscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value is at most 1024 characters, as the API's schema counts them (`maxLength`):
+    /// not bytes.
+    #[test]
+    fn header_values_are_counted_in_characters() {
+        let headers = |value: String| {
+            parse_headers(
+                BTreeMap::from([("x-note".into(), value)]),
+                &Offer::default(),
+            )
+        };
+        assert!(headers("é".repeat(1024)).is_ok());
+        assert!(headers("é".repeat(1025)).is_err());
+        assert!(headers("e".repeat(1025)).is_err());
+    }
 
     #[test]
     fn the_rsa_headers_are_the_reserved_ones_or_the_defaults() {

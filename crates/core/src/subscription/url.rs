@@ -86,7 +86,7 @@ pub struct SubscriptionUrl(Url);
 impl SubscriptionUrl {
     /// Parses a URL and applies every check that needs no DNS lookup.
     pub fn parse(raw: &str, policy: &UrlPolicy) -> Result<Self, UrlError> {
-        if raw.len() > MAX_URL_LEN {
+        if raw.chars().count() > MAX_URL_LEN {
             return Err(UrlError::Invalid(format!(
                 "the URL is longer than {MAX_URL_LEN} characters"
             )));

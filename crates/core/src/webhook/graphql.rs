@@ -222,8 +222,8 @@ impl PayloadQuery {
     /// binding names a variable the query declares and a place in the event, and each
     /// variable the query requires (non-null, no default) is bound.
     pub fn parse(input: QueryInput) -> Result<Self, String> {
-        if input.text.len() > MAX_QUERY_LEN {
-            return Err(format!("text: is longer than {MAX_QUERY_LEN} bytes"));
+        if input.text.chars().count() > MAX_QUERY_LEN {
+            return Err(format!("text: is longer than {MAX_QUERY_LEN} characters"));
         }
         if input.variables.len() > MAX_VARIABLES {
             return Err(format!("variables: at most {MAX_VARIABLES}"));
@@ -712,6 +712,20 @@ pub fn clip(mut text: String) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A query's text is at most 8192 characters, as the API's schema counts them
+    /// (`maxLength`): not bytes.
+    #[test]
+    fn a_querys_text_is_counted_in_characters() {
+        let text = |n: usize| QueryInput {
+            text: format!("{{ order(id: \"1\") {{ id }} }} #{}", "é".repeat(n)),
+            variables: BTreeMap::new(),
+        };
+        let base = text(0).text.chars().count();
+        assert!(PayloadQuery::parse(text(8192 - base)).is_ok());
+        let over = PayloadQuery::parse(text(8193 - base)).unwrap_err();
+        assert!(over.contains("8192 characters"), "{over}");
+    }
 
     /// A small order/invoice schema, as introspection answers it.
     fn schema() -> Schema {

@@ -80,7 +80,7 @@ fn merged(fields: Vec<Field>) -> Vec<Field> {
 
 impl Selection {
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.len() > MAX_SELECTION_LEN {
+        if text.chars().count() > MAX_SELECTION_LEN {
             return Err(format!("is longer than {MAX_SELECTION_LEN} characters"));
         }
         let document: Document<'_, String> =
@@ -165,6 +165,17 @@ mod tests {
                 .unwrap()
                 .apply(data.as_object().unwrap()),
         )
+    }
+
+    /// At most 4096 characters, as the API's schema counts them (`maxLength`): not bytes.
+    #[test]
+    fn a_selection_is_counted_in_characters() {
+        let padded = |pad: usize| format!("{{ id }}{}", " ".repeat(pad));
+        let accented = |n: usize| format!("{{ id }} #{}", "é".repeat(n));
+        assert!(Selection::parse(&accented(4096 - 8)).is_ok());
+        assert!(Selection::parse(&accented(4096 - 7)).is_err());
+        assert!(Selection::parse(&padded(4096 - 6)).is_ok());
+        assert!(Selection::parse(&padded(4096 - 5)).is_err());
     }
 
     /// A field selected twice is selected once, as GraphQL merges it: what both select
