@@ -15,6 +15,10 @@
 //!   out for `$default`), and "API mappings for custom domain names",
 //!   <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-mappings.html>
 //!   (a domain mapped to a stage serves it without the stage in the path);
+//! - the limits: HTTP API's 10 MB payload and Lambda's 6 MB on the whole event
+//!   ([`MAX_BODY_BYTES`], [`MAX_EVENT_BYTES`]); the function's `Timeout` and its failures
+//!   (`server::invoke_within`), answered as "Troubleshooting issues with HTTP API Lambda
+//!   integrations" has it;
 //! - the authorizer: "Control access to HTTP APIs with JWT authorizers",
 //!   <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html>
 //!   (the token from `Authorization`, with or without `Bearer `; `exp`, `nbf` and `iat`
@@ -40,9 +44,15 @@ use serde_json::{Value, json};
 
 use crate::routes::{Matched, Routes};
 
-/// A synchronous Lambda invocation carries at most 6 MB, so a deployed Herald never sees a
-/// larger request; refusing it here keeps the local runner from accepting what AWS would not.
-pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// HTTP API's quota on a request's payload ("Payload size: 10 MB",
+/// <https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html>).
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// A synchronous Lambda invocation carries at most 6 MB ("For synchronous invocations, the
+/// maximum payload size is 6 MB", <https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html>):
+/// the whole event, so a body base64-encoded or escaped in it counts at its size there. A
+/// deployed Herald never sees a larger one, so the local runner does not pass it on.
+pub const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
 
 /// One HTTP call as the gateway received it.
 pub struct Call<'a> {
@@ -315,7 +325,12 @@ fn is_textual(content_type: &str) -> bool {
 
 /// The request lambda_http hands a function for this event.
 pub fn request_for(event: &Value) -> Result<Request, serde_json::Error> {
-    lambda_http::request::from_str(&event.to_string())
+    request_from(&event.to_string())
+}
+
+/// The same, from the event as Lambda would carry it.
+pub fn request_from(event: &str) -> Result<Request, serde_json::Error> {
+    lambda_http::request::from_str(event)
 }
 
 /// Repeated names are joined with commas, as API Gateway does in payload v2, and names and

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use yaml_serde::Value;
@@ -39,6 +40,20 @@ pub struct Route {
     pub public: bool,
     /// `Auth: AuthorizationScopes`: the token must carry one of them (none: any token).
     pub scopes: Vec<String>,
+    /// The function's `Timeout`: the function's own, else the template's `Globals`, else
+    /// Lambda's default of 3 seconds.
+    pub timeout: Duration,
+}
+
+/// Lambda's timeout for a function that states none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A function's `Timeout` in seconds as the template states it (a number).
+fn timeout_of(properties: Option<&Value>) -> Option<Duration> {
+    properties?
+        .get("Timeout")?
+        .as_u64()
+        .map(Duration::from_secs)
 }
 
 impl Route {
@@ -127,10 +142,14 @@ impl Routes {
         let template: Value = yaml_serde::from_str(template)?;
         let mut routes = Vec::new();
         let resources = template.get("Resources").and_then(Value::as_mapping);
+        let global_timeout = timeout_of(template.get("Globals").and_then(|g| g.get("Function")));
         for (logical, resource) in resources.into_iter().flatten() {
             if resource.get("Type").and_then(Value::as_str) != Some("AWS::Serverless::Function") {
                 continue;
             }
+            let timeout = timeout_of(resource.get("Properties"))
+                .or(global_timeout)
+                .unwrap_or(DEFAULT_TIMEOUT);
             let events = resource
                 .get("Properties")
                 .and_then(|p| p.get("Events"))
@@ -180,6 +199,7 @@ impl Routes {
                     function,
                     public,
                     scopes,
+                    timeout,
                 });
             }
         }
@@ -265,6 +285,36 @@ Resources:
 
     fn routes() -> Routes {
         Routes::parse(TEMPLATE).unwrap()
+    }
+
+    /// A route runs for its function's `Timeout`: its own, the `Globals`' or Lambda's 3 s;
+    /// the template's HTTP functions have 29 s.
+    #[test]
+    fn a_route_has_its_functions_timeout() {
+        assert!(routes().iter().all(|r| r.timeout == DEFAULT_TIMEOUT));
+        let globals = format!("Globals:\n  Function:\n    Timeout: 7\n{TEMPLATE}");
+        assert!(
+            Routes::parse(&globals)
+                .unwrap()
+                .iter()
+                .all(|r| r.timeout == Duration::from_secs(7))
+        );
+        let own = TEMPLATE.replacen(
+            "Properties:\n      Events:",
+            "Properties:\n      Timeout: 11\n      Events:",
+            1,
+        );
+        let own = Routes::parse(&format!("Globals:\n  Function:\n    Timeout: 7\n{own}")).unwrap();
+        let timeout_of = |key: &str| own.iter().find(|r| r.key() == key).unwrap().timeout;
+        assert_eq!(timeout_of("POST /v1/events"), Duration::from_secs(11));
+        assert_eq!(timeout_of("ANY /v1/subscriptions"), Duration::from_secs(7));
+        let template = std::fs::read_to_string(crate::template_path()).unwrap();
+        assert!(
+            Routes::parse(&template)
+                .unwrap()
+                .iter()
+                .all(|r| r.timeout == Duration::from_secs(29))
+        );
     }
 
     #[test]

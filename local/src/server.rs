@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -39,6 +42,16 @@ pub struct Functions {
     /// With a daemon (`AWS_XRAY_DAEMON_ADDRESS`), the runner plays Lambda's active
     /// tracing: every invocation begins a sampled trace, and its segment is sent.
     pub xray: XRay,
+}
+
+/// A call over HTTP API's payload quota, or whose event would be over Lambda's: the
+/// function never runs. AWS does not document its answer to either; this runner answers
+/// 413 in the shape of the gateway's own answers.
+fn too_large() -> Response<Full<Bytes>> {
+    json_answer(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &json!({"message": "Request Entity Too Large"}),
+    )
 }
 
 fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -118,13 +131,7 @@ async fn answer(
         .await
     {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            // API Gateway's own answer to a payload over its limit.
-            return Ok(json_answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"message": "Request Entity Too Large"}),
-            ));
-        }
+        Err(e) if e.is::<LengthLimitError>() => return Ok(too_large()),
         Err(e) => {
             return Ok(json_answer(
                 StatusCode::BAD_REQUEST,
@@ -141,8 +148,14 @@ async fn answer(
         body: &body,
         source_ip: &source_ip,
     };
-    let event = functions.gateway.event_for(&call, &routed, caller.as_ref());
-    let lambda_request = match gateway::request_for(&event) {
+    let event = functions
+        .gateway
+        .event_for(&call, &routed, caller.as_ref())
+        .to_string();
+    if event.len() > gateway::MAX_EVENT_BYTES {
+        return Ok(too_large());
+    }
+    let lambda_request = match gateway::request_from(&event) {
         Ok(request) => request,
         Err(e) => {
             return Ok(json_answer(
@@ -168,10 +181,13 @@ async fn answer(
         None => lambda_request,
     };
     let function = routed.matched.route.function;
-    let response = match function {
-        Function::Ingest => herald_ingest::handle(&functions.ingest, lambda_request).await,
-        Function::Manage => herald_manage::handle(&functions.manage, lambda_request).await,
-    };
+    let response = invoke_within(routed.matched.route.timeout, async {
+        match function {
+            Function::Ingest => herald_ingest::handle(&functions.ingest, lambda_request).await,
+            Function::Manage => herald_manage::handle(&functions.manage, lambda_request).await,
+        }
+    })
+    .await;
     if let Some(header) = invocation {
         let name = match function {
             Function::Ingest => "herald-ingest",
@@ -195,6 +211,38 @@ async fn answer(
     let (parts, body) = response.into_parts();
     let bytes = Bytes::copy_from_slice(body.as_ref());
     Ok(Response::from_parts(parts, Full::new(bytes)))
+}
+
+/// The function's answer, or API Gateway's own when the invocation fails: a function that
+/// panics (lambda_runtime reports it to Lambda as the invocation's error) or runs past its
+/// `Timeout` (Lambda stops it) gets `500 {"message":"Internal Server Error"}`, as "Issue: My
+/// API with a Lambda integration returns {"message":"Internal Server Error"}" has it
+/// (<https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-troubleshooting-lambda.html>).
+/// A timed-out invocation is dropped where it stands, as Lambda ends its process.
+async fn invoke_within(
+    timeout: Duration,
+    invocation: impl Future<Output = lambda_http::Response<lambda_http::Body>>,
+) -> lambda_http::Response<lambda_http::Body> {
+    let failed = |why: &str| {
+        tracing::error!("the invocation failed: {why}");
+        let mut response = lambda_http::Response::new(lambda_http::Body::from(
+            json!({"message": "Internal Server Error"}).to_string(),
+        ));
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        response
+    };
+    match tokio::time::timeout(timeout, AssertUnwindSafe(invocation).catch_unwind()).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => failed("the function panicked"),
+        Err(_) => failed(&format!(
+            "Task timed out after {:.2} seconds",
+            timeout.as_secs_f64()
+        )),
+    }
 }
 
 /// Binds the API's address; port 0 picks a free one, and the bound address is returned.
@@ -254,5 +302,41 @@ pub async fn serve(listener: TcpListener, functions: Arc<Functions>, stop: watch
     .is_err()
     {
         tracing::warn!("connections still open after {DRAIN:?}; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> lambda_http::Response<lambda_http::Body> {
+        lambda_http::Response::new(lambda_http::Body::from("done"))
+    }
+
+    fn is_gateways_error(response: &lambda_http::Response<lambda_http::Body>) -> bool {
+        response.status() == StatusCode::INTERNAL_SERVER_ERROR
+            && response.body().as_ref() == br#"{"message":"Internal Server Error"}"#
+    }
+
+    #[tokio::test]
+    async fn an_invocation_that_panics_or_passes_its_timeout_gets_the_gateways_500() {
+        let answered = invoke_within(Duration::from_secs(5), async { ok() }).await;
+        assert_eq!(answered.body().as_ref(), b"done");
+
+        let panicked = invoke_within(Duration::from_secs(5), async {
+            if answered.status().is_success() {
+                panic!("a handler's bug");
+            }
+            ok()
+        })
+        .await;
+        assert!(is_gateways_error(&panicked));
+
+        let slow = invoke_within(Duration::from_millis(50), async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            ok()
+        })
+        .await;
+        assert!(is_gateways_error(&slow));
     }
 }

@@ -1322,3 +1322,39 @@ async fn a_batch_larger_than_ten_is_gathered_delivered_in_one_invocation_and_del
     .await;
     herald.shutdown().await;
 }
+
+/// The local gateway holds a call to Lambda's 6 MB as AWS does: the whole event counts, so
+/// a 5 MiB binary body (base64 in the event, about 6.7 MB) never reaches ingest and is
+/// answered in the gateway's shape, where 5 MiB of JSON text reaches ingest, which answers
+/// in Herald's own.
+#[tokio::test]
+async fn the_gateway_counts_lambdas_six_megabytes_on_the_whole_event() {
+    let herald = TestHerald::start(&[]).await;
+    let url = format!("{}/v1/events", herald.local.stage_url());
+    let send = |content_type: &'static str, body: Vec<u8>| {
+        herald
+            .http
+            .post(&url)
+            .header("authorization", "Bearer acme")
+            .header("content-type", content_type)
+            .body(body)
+            .timeout(Duration::from_secs(30))
+            .send()
+    };
+    let five_mib = 5 * 1024 * 1024;
+
+    let binary = send("application/octet-stream", vec![b'x'; five_mib])
+        .await
+        .unwrap();
+    assert_eq!(binary.status(), 413);
+    let answer: Value = serde_json::from_slice(&binary.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer, json!({"message": "Request Entity Too Large"}));
+
+    let mut text = br#"{"type": "a.b", "data": {"blob": ""#.to_vec();
+    text.extend(std::iter::repeat_n(b'x', five_mib));
+    text.extend(br#""}}"#);
+    let json_text = send("application/json", text).await.unwrap();
+    assert_eq!(json_text.status(), 413);
+    let answer: Value = serde_json::from_slice(&json_text.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer["error"]["code"], "too_large", "{answer}");
+}
