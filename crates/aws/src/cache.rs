@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use herald_core::ids::{SubscriptionId, TenantId};
-use herald_core::ports::{Clock, Page, StoreError, SubscriptionStore, SystemClock};
+use herald_core::ports::{Clock, Disabling, Page, StoreError, SubscriptionStore, SystemClock};
 use herald_core::subscription::Subscription;
 use herald_core::webhook::tenant_keys::TenantKeySet;
 
@@ -224,7 +224,7 @@ where
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Disabling, StoreError> {
         let result = self.inner.disable(tenant, id, reason, at).await;
         self.forget(tenant, id);
         result
@@ -328,7 +328,7 @@ mod tests {
             id: &SubscriptionId,
             reason: &str,
             at: DateTime<Utc>,
-        ) -> Result<(), StoreError> {
+        ) -> Result<Disabling, StoreError> {
             self.store.disable(tenant, id, reason, at).await
         }
         async fn set_failing_since(

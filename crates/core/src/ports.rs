@@ -111,14 +111,17 @@ pub trait SubscriptionStore: Send + Sync {
         tenant: &TenantId,
         id: &SubscriptionId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Marks it disabled with a reason; a no-op when it is gone or already disabled.
+    /// Marks it disabled with a reason, in a write conditional on the version read while
+    /// it was active: of calls racing to disable it, one is answered
+    /// [`Disabling::Disabled`] and the others [`Disabling::AlreadyDisabled`] with what
+    /// that one recorded. A no-op when it is gone or already disabled.
     fn disable(
         &self,
         tenant: &TenantId,
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Disabling, StoreError>> + Send;
     /// Records since when deliveries have failed without a success (None: healthy).
     /// Writes only when that changes, and keeps the version: health is not a change a
     /// tenant's concurrent edit should be refused for. A no-op when the subscription is gone.
@@ -164,6 +167,20 @@ pub trait SubscriptionStore: Send + Sync {
         &self,
         tenant: &TenantId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// What a [`SubscriptionStore::disable`] found and did. The subscription is as stored
+/// (values sealed where the store seals them): its `disabled_reason`, `disabled_at` and
+/// `version` are those of the disabling in force, which names it for good (a disable
+/// after a re-enable is another, with another time).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Disabling {
+    /// This call disabled it.
+    Disabled(Subscription),
+    /// It was disabled already: by another call, or by its tenant.
+    AlreadyDisabled(Subscription),
+    /// There is no such subscription (deleted, or its tenant erased).
+    Missing,
 }
 
 /// What a producer's publish of one event id has done so far.

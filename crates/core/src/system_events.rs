@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::event::{Event, EventType};
 use crate::ids::{EventId, SubscriptionId};
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionStatus};
 
 /// `subscription.disabled`: Herald disabled one of the tenant's subscriptions.
 #[derive(Debug, Serialize)]
@@ -21,17 +21,25 @@ pub struct SubscriptionDisabled<'a> {
 impl<'a> SubscriptionDisabled<'a> {
     pub const TYPE: &'static str = "subscription.disabled";
 
-    pub fn of(subscription: &'a Subscription, reason: &'a str, at: DateTime<Utc>) -> Self {
-        Self {
+    /// The announcement of the disabling `subscription` shows as stored (its reason and
+    /// time, as the store recorded them): None when it is not disabled. Whoever makes it,
+    /// and however often, one disabling is one announcement.
+    pub fn of(subscription: &'a Subscription) -> Option<Self> {
+        if subscription.status != SubscriptionStatus::Disabled {
+            return None;
+        }
+        Some(Self {
             subscription_id: &subscription.id,
             url: subscription.url.as_str(),
-            reason,
-            disabled_at: at,
-        }
+            reason: subscription.disabled_reason.as_deref().unwrap_or_default(),
+            disabled_at: subscription.disabled_at?,
+        })
     }
 
-    /// The event, with an id of its own for each disable (so a repeat of the same
-    /// announcement is the same event, deduplicated like a producer's).
+    /// The event, with an id of its own for each disabling, made of the subscription's id
+    /// and the recorded time of the disabling: a repeat of the announcement is the same
+    /// event, deduplicated like a producer's (the same tasks, under the same delivery
+    /// ids), and never a second notification.
     pub fn event(&self) -> Event {
         let id = format!(
             "{}:{}:{}",
@@ -131,31 +139,76 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_disabled_event_names_the_subscription_and_why() {
-        let id = SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap();
-        let at = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+    fn subscription() -> Subscription {
         let url = crate::subscription::url::SubscriptionUrl::parse(
             "https://hooks.example.com/in",
             &crate::subscription::url::UrlPolicy::default(),
         )
         .unwrap();
-        let event = SubscriptionDisabled {
-            subscription_id: &id,
-            url: url.as_str(),
-            reason: "failing",
-            disabled_at: at,
-        }
-        .event();
+        let at = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "tenant": "acme",
+            "id": "sub_01JD5Q8Z6X0000000000000000",
+            "url": url,
+            "event_types": ["order.*"],
+            "secrets": [],
+            "status": "active",
+            "version": 1,
+            "created_at": at,
+            "updated_at": at,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_disabled_event_names_the_subscription_and_why() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        let mut subscription = subscription();
+        assert!(
+            SubscriptionDisabled::of(&subscription).is_none(),
+            "an active subscription has no disabling to announce"
+        );
+        subscription.disable("failing", at);
+        let event = SubscriptionDisabled::of(&subscription).unwrap().event();
         assert_eq!(event.event_type.as_str(), "subscription.disabled");
         assert_eq!(
             event.id.as_str(),
             "subscription.disabled:sub_01JD5Q8Z6X0000000000000000:1795348800000"
         );
-        assert_eq!(event.data["subscription_id"], id.as_str());
+        assert_eq!(event.data["subscription_id"], subscription.id.as_str());
         assert_eq!(event.data["url"], "https://hooks.example.com/in");
         assert_eq!(event.data["reason"], "failing");
         assert_eq!(event.data["disabled_at"], "2026-11-22T12:00:00Z");
+        assert_eq!(event.occurred_at, at);
+    }
+
+    #[test]
+    fn one_disabling_is_one_event_whoever_announces_it_and_when() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        let mut disabled = subscription();
+        disabled.disable("the endpoint answered 410 Gone", at);
+        // Announced again later, from another read of the stored subscription: the same
+        // event, byte for byte (its fingerprint too), so publishing it again is a repeat.
+        let again = disabled.clone();
+        let (first, second) = (
+            SubscriptionDisabled::of(&disabled).unwrap().event(),
+            SubscriptionDisabled::of(&again).unwrap().event(),
+        );
+        assert_eq!(first.id, second.id);
+        assert_eq!(first.fingerprint(), second.fingerprint());
+        assert_eq!(first.occurred_at, second.occurred_at);
+
+        // Re-enabled and disabled again: another disabling, another event.
+        let mut later = disabled.clone();
+        later.enable();
+        later.disable(
+            "the endpoint answered 410 Gone",
+            at + chrono::Duration::days(1),
+        );
+        assert_ne!(
+            SubscriptionDisabled::of(&later).unwrap().event().id,
+            first.id
+        );
     }
 
     #[test]

@@ -102,6 +102,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A store's failure for a moment, while `failing` still counts one.
+fn failed_by_the_test(failing: &Mutex<usize>) -> Result<(), StoreError> {
+    let mut failing = lock(failing);
+    if *failing > 0 {
+        *failing -= 1;
+        return Err(StoreError::unavailable(std::io::Error::other(
+            "failed by the test",
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 pub struct InMemorySubscriptionStore {
     items: Mutex<BTreeMap<(TenantId, SubscriptionId), Subscription>>,
@@ -215,13 +227,16 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if let Some(s) = lock(&self.items).get_mut(&(tenant.clone(), id.clone()))
-            && s.disable(reason, at)
-        {
-            s.changed(at);
+    ) -> Result<Disabling, StoreError> {
+        let mut items = lock(&self.items);
+        let Some(s) = items.get_mut(&(tenant.clone(), id.clone())) else {
+            return Ok(Disabling::Missing);
+        };
+        if !s.disable(reason, at) {
+            return Ok(Disabling::AlreadyDisabled(s.clone()));
         }
-        Ok(())
+        s.changed(at);
+        Ok(Disabling::Disabled(s.clone()))
     }
 
     async fn set_failing_since(
@@ -458,6 +473,9 @@ pub struct InMemoryDeliveryLedger {
     spent: Mutex<HashMap<(TenantId, String, i64), u64>>,
     /// How many upcoming `dead_lettered` calls fail.
     pub fail_next_dead_lettered: Mutex<usize>,
+    /// How many upcoming outcome writes (`finish`, `record_first`) fail, as DynamoDB's
+    /// can for a moment.
+    pub fail_next_outcomes: Mutex<usize>,
     /// How many claims (lease writes) were asked for.
     claims: std::sync::atomic::AtomicUsize,
     /// How many records were read by id (`get`).
@@ -524,6 +542,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         token: &str,
         result: &AttemptResult,
     ) -> Result<(), StoreError> {
+        failed_by_the_test(&self.fail_next_outcomes)?;
         let mut items = lock(&self.items);
         let held = items
             .get_mut(id)
@@ -550,6 +569,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         claim: &Claim,
         result: &AttemptResult,
     ) -> Result<(), StoreError> {
+        failed_by_the_test(&self.fail_next_outcomes)?;
         let mut items = lock(&self.items);
         if items
             .get(&task.delivery_id)
@@ -582,13 +602,7 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut failing = lock(&self.fail_next_dead_lettered);
-        if *failing > 0 {
-            *failing -= 1;
-            return Err(StoreError::unavailable(std::io::Error::other(
-                "failed by the test",
-            )));
-        }
+        failed_by_the_test(&self.fail_next_dead_lettered)?;
         if let Some(held) = lock(&self.items).get_mut(id)
             && &held.record.tenant == tenant
             && held.record.expires_at > now

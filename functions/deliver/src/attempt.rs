@@ -13,7 +13,7 @@ use futures::FutureExt;
 use futures::future::Either;
 use herald_aws::graphql::SourceError;
 use herald_core::delivery::decide::{
-    Verdict, decide, window_spent, within_message_life, within_receive_limit,
+    GONE_REASON, Verdict, decide, window_spent, within_message_life, within_receive_limit,
 };
 use herald_core::delivery::settings::{ClaimMode, SLOW_HOLD};
 use herald_core::delivery::{
@@ -153,6 +153,17 @@ pub(crate) async fn deliver<P: Ports>(
             return Outcome::unsent(Disposition::Skipped("subscription deleted".into()), None);
         }
         Some(Ok(Some(subscription))) => {
+            // Disabled by this delivery's own attempt, and its message seen again: the
+            // disabling's announcement may have failed after the disable, so it is made
+            // again (the same event: a repeat if it was made). Handed back if it fails.
+            // Only this delivery's messages come here (the reason names it), so only they
+            // ever repeat it.
+            if health::disabled_by(subscription, task) {
+                let announcing = Box::pin(health::announce_own(deps, task, subscription));
+                if let Err(why) = announcing.await {
+                    return Outcome::unsent(interrupted(why), Some(subscription));
+                }
+            }
             // Its receivers were found slow: its tasks take the slow lane, unattempted here.
             // Not a redriven dead letter: only this message carries the operator's redrive
             // (its attributes), which a copy would lose, and then find the delivery failed
@@ -190,7 +201,10 @@ pub(crate) async fn deliver<P: Ports>(
     .await
     {
         Ok(claimed) => claimed,
-        Err(disposition) => return Outcome::unsent(disposition, None),
+        Err(disposition) => {
+            let disposition = seen_again(deps, shared, task, received, disposition).await;
+            return Outcome::unsent(disposition, None);
+        }
     };
     let subscription = match check(deps, &shared.subscriptions, task, &claimed).await {
         Ok(subscription) => subscription,
@@ -221,6 +235,37 @@ pub(crate) async fn deliver<P: Ports>(
         disposition,
         url: Some(subscription.url.as_str().to_owned()),
         attempt: Some(sent.attempt),
+    }
+}
+
+/// A delivery found failed by the claim, its message handed out before: its attempt may
+/// have disabled the subscription (a 410, or failing too long) and not announced it yet.
+/// The batch's copy of the subscription shows such a disabling (`deliver` announced it
+/// then); a copy that says active may have been read before it, and then the store is
+/// asked. A failed delivery's message is seldom seen again, so this read is seldom made.
+async fn seen_again<P: Ports>(
+    deps: &DeliverDeps<P>,
+    shared: &BatchShared,
+    task: &DeliveryTask,
+    received: Received,
+    disposition: Disposition,
+) -> Disposition {
+    let failed = matches!(
+        disposition,
+        Disposition::AlreadyFinished(DeliveryState::Failed) | Disposition::OwedDeadLetter(_)
+    );
+    if !failed || received.count <= 1 {
+        return disposition;
+    }
+    let key = (task.tenant.clone(), task.subscription_id.clone());
+    if let Some(Ok(Some(copy))) = shared.subscriptions.get(&key)
+        && copy.status == SubscriptionStatus::Disabled
+    {
+        return disposition;
+    }
+    match Box::pin(health::announce_own_as_stored(deps, task)).await {
+        Ok(()) => disposition,
+        Err(why) => interrupted(why),
     }
 }
 
@@ -668,19 +713,32 @@ async fn record<P: Ports>(
         received.sent_at,
         sent.finished_at,
     );
-    if decision.verdict == Verdict::Gone
-        && let Err(e) = deps
+    // A 410 disables the subscription, and the disabling is announced, before the outcome
+    // is written: a write that fails then loses nothing. Only the delivery whose disable
+    // the store took announces it (others racing to disable it find it done); when the
+    // announcement fails, the outcome is written all the same and the record handed back,
+    // so its message, seen again, announces it (`deliver`).
+    let mut unannounced = None;
+    if decision.verdict == Verdict::Gone {
+        let why = decision.reason.as_deref().unwrap_or(GONE_REASON);
+        let reason = health::disabling_reason(why, task);
+        let disabling = match deps
             .ports
             .subscriptions
             .disable(
                 &task.tenant,
                 &task.subscription_id,
-                decision.reason.as_deref().unwrap_or_default(),
+                &reason,
                 sent.finished_at,
             )
             .await
-    {
-        return release(deps, task, claimed, format!("subscriptions: {e}")).await;
+        {
+            Ok(disabling) => disabling,
+            Err(e) => return release(deps, task, claimed, format!("subscriptions: {e}")).await,
+        };
+        unannounced = Box::pin(health::announce_disabling(deps, task, &disabling))
+            .await
+            .err();
     }
     let result = AttemptResult {
         attempt: Some(sent.attempt.clone()),
@@ -696,20 +754,20 @@ async fn record<P: Ports>(
     if recorded && let Err(disposition) = write_attempt(deps, task, claimed, &result).await {
         return disposition;
     }
-    if decision.verdict == Verdict::Gone {
-        // Announced like the disable for failing too long. Best effort: the disable and
-        // the delivery's outcome are recorded already.
-        let reason = decision.reason.as_deref().unwrap_or("410 Gone");
-        if let Err(e) =
-            health::announce_disabled(deps, subscription, reason, sent.finished_at).await
-        {
-            tracing::warn!(subscription = %task.subscription_id, error = %e, "could not announce the disable");
-        }
-    } else if !sent.attempt.error.is_some_and(AttemptError::spares_health) {
+    if let Some(why) = unannounced {
+        return interrupted(why);
+    }
+    if decision.verdict != Verdict::Gone
+        && !sent.attempt.error.is_some_and(AttemptError::spares_health)
+    {
         // A failure at Herald's GraphQL source, or a cut to the slow lane, says nothing
-        // of the receiver's health.
+        // of the receiver's health. A disable for failing too long that could not be
+        // announced hands the record back, like a 410's.
         let succeeded = decision.state == DeliveryState::Delivered;
-        health::track(deps, task, subscription, succeeded, sent.finished_at).await;
+        let tracking = health::track(deps, task, subscription, succeeded, sent.finished_at);
+        if let Err(why) = Box::pin(tracking).await {
+            return interrupted(why);
+        }
     }
     match decision.verdict {
         Verdict::Delivered => Disposition::Delivered,

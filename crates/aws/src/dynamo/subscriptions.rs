@@ -16,7 +16,7 @@ use super::attributes::{Item, from_doc, n, s, to_doc};
 use super::unavailable;
 use crate::seal::{Vault, VaultError};
 use herald_core::ids::{SubscriptionId, TenantId};
-use herald_core::ports::{Page, StoreError, SubscriptionStore};
+use herald_core::ports::{Disabling, Page, StoreError, SubscriptionStore};
 use herald_core::subscription::{Subscription, SubscriptionStatus};
 use herald_core::webhook::sign::{WebhookSecret, is_sealed};
 use herald_core::webhook::tenant_keys::TenantKeySet;
@@ -384,22 +384,25 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Disabling, StoreError> {
         // The document is the source of truth, so this reads, changes and writes back on
-        // the version read (optimistic concurrency) rather than patching attributes.
+        // the version read (optimistic concurrency) rather than patching attributes. The
+        // write holds only if nothing changed since the read, when it was active: of two
+        // racing disables, the second is refused, reads the first's and answers it.
         for _ in 0..5 {
             // As stored: what is sealed is written back sealed, as it was read.
             let Some(mut subscription) = self.stored(tenant, id).await? else {
-                return Ok(());
+                return Ok(Disabling::Missing);
             };
             let read_version = subscription.version;
             if !subscription.disable(reason, at) {
-                return Ok(());
+                return Ok(Disabling::AlreadyDisabled(subscription));
             }
             subscription.changed(at);
             match self.update(&subscription, read_version).await {
+                Ok(()) => return Ok(Disabling::Disabled(subscription)),
                 Err(StoreError::Conflict) => continue,
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
         Err(StoreError::Conflict)

@@ -1,7 +1,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use herald_aws::dynamo::DynamoSubscriptionStore;
-use herald_core::ports::{StoreError, SubscriptionStore};
+use herald_core::ports::{Disabling, StoreError, SubscriptionStore};
 use herald_core::subscription::SubscriptionStatus;
 use herald_tests::aws::TestAws;
 
@@ -203,6 +203,99 @@ async fn disabled_subscriptions_are_not_active_and_deleted_ones_are_gone() {
         .await
         .unwrap();
     assert!(store.active(&acme).await.unwrap().is_empty());
+}
+
+/// `disable` says whether this call disabled the subscription, and answers the disabling
+/// in force: deliver announces a disabling only when its own call made it, under an id
+/// made of that disabling's recorded time.
+#[tokio::test]
+async fn a_disable_says_whether_it_disabled_and_racing_disables_take_one() {
+    let (_aws, store) = store().await;
+    let acme = tenant("acme");
+    let s = subscription("acme", Utc::now());
+    store.create(&s).await.unwrap();
+
+    let at = Utc::now();
+    let first = store.disable(&acme, &s.id, "410 Gone", at).await.unwrap();
+    let Disabling::Disabled(disabled) = first else {
+        panic!("the first disable disables it: {first:?}");
+    };
+    assert_eq!(
+        (
+            disabled.status,
+            disabled.disabled_reason.as_deref(),
+            disabled.disabled_at,
+            disabled.version
+        ),
+        (SubscriptionStatus::Disabled, Some("410 Gone"), Some(at), 2)
+    );
+
+    // Already disabled: not this call's doing, and the first disabling is answered.
+    let later = at + chrono::Duration::milliseconds(7);
+    let again = store.disable(&acme, &s.id, "again", later).await.unwrap();
+    let Disabling::AlreadyDisabled(found) = again else {
+        panic!("a second disable does not disable it: {again:?}");
+    };
+    assert_eq!(
+        (
+            found.disabled_reason.as_deref(),
+            found.disabled_at,
+            found.version
+        ),
+        (Some("410 Gone"), Some(at), 2)
+    );
+
+    // Gone, or another tenant's: nothing to disable.
+    assert_eq!(
+        store
+            .disable(&tenant("other"), &s.id, "nope", later)
+            .await
+            .unwrap(),
+        Disabling::Missing
+    );
+    assert!(store.delete(&acme, &s.id).await.unwrap());
+    assert_eq!(
+        store.disable(&acme, &s.id, "gone", later).await.unwrap(),
+        Disabling::Missing
+    );
+
+    // Eight at once, each with its own time (as deliver's records racing on 410s): one
+    // disables it, and every other answers that one's disabling.
+    let raced = subscription("acme", Utc::now());
+    store.create(&raced).await.unwrap();
+    let start = Utc::now();
+    let calls = (0..8).map(|i| {
+        let (store, acme, id) = (&store, &acme, &raced.id);
+        async move {
+            let at = start + chrono::Duration::milliseconds(i);
+            store.disable(acme, id, &format!("racer {i}"), at).await
+        }
+    });
+    let answers: Vec<Disabling> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let winners: Vec<_> = answers
+        .iter()
+        .filter_map(|d| match d {
+            Disabling::Disabled(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    let won = (winners[0].disabled_reason.clone(), winners[0].disabled_at);
+    for answer in &answers {
+        let (Disabling::Disabled(s) | Disabling::AlreadyDisabled(s)) = answer else {
+            panic!("{answer:?}");
+        };
+        assert_eq!((s.disabled_reason.clone(), s.disabled_at), won);
+    }
+    let stored = store.get(&acme, &raced.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.disabled_reason, stored.disabled_at, stored.version),
+        (won.0, won.1, 2)
+    );
 }
 
 #[tokio::test]

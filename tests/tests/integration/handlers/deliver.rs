@@ -2085,3 +2085,393 @@ async fn a_retry_hides_the_message_on_the_queue_it_came_from_whatever_its_task_s
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1][0].lane, herald_core::delivery::Lane::Slow);
 }
+
+// One announcement for each disabling: `subscription.disabled` is queued once however
+// many records race to disable the subscription, and not lost when a write or the queue
+// fails after the disable (docs/RELIABILITY.md).
+
+const WATCHED: &str = "https://watch.example.com/in";
+
+/// The tenant's subscription to `subscription.disabled`, made a second before `now`.
+async fn with_watcher(store: &impl SubscriptionStore, now: chrono::DateTime<Utc>) {
+    let mut watcher = active_subscription(
+        "acme",
+        SubscriptionId::parse(WATCHER).unwrap(),
+        SubscriptionUrl::parse(WATCHED, &UrlPolicy::default()).unwrap(),
+        &["subscription.disabled"],
+    );
+    watcher.created_at = now - chrono::Duration::seconds(1);
+    store.create(&watcher).await.unwrap();
+}
+
+/// The `subscription.disabled` tasks queued so far.
+fn announcements(queue: &InMemoryDeliveryQueue) -> Vec<DeliveryTask> {
+    queue
+        .enqueued()
+        .into_iter()
+        .filter(|t| t.event.event_type.as_str() == "subscription.disabled")
+        .collect()
+}
+
+/// How many distinct values `key` takes over `tasks`.
+fn distinct<T: Ord>(tasks: &[DeliveryTask], key: impl Fn(&DeliveryTask) -> T) -> usize {
+    tasks
+        .iter()
+        .map(key)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// `tasks` as SQS hands them to deliver, each its own message.
+fn messages_of(tasks: &[DeliveryTask]) -> SqsEvent {
+    let records: Vec<_> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, task)| {
+            json!({"messageId": format!("a-{i}"), "receiptHandle": format!("ra-{i}"), "body": task.to_message_body()})
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+/// Asserts the announcements queued are one event under one delivery id (a task queued
+/// again is the same task), and that delivering them POSTs the watcher once.
+async fn announced_once(deps: &Arc<Deps>) -> DeliveryTask {
+    let announced = announcements(&deps.ports.queue);
+    assert!(!announced.is_empty(), "the disable was never announced");
+    assert_eq!(
+        distinct(&announced, |t| t.event.id.clone()),
+        1,
+        "{announced:?}"
+    );
+    assert_eq!(
+        distinct(&announced, |t| t.delivery_id.clone()),
+        1,
+        "{announced:?}"
+    );
+    let before = deps.ports.sender.sent().len();
+    process_batch(deps, messages_of(&announced)).await;
+    let told: Vec<_> = deps.ports.sender.sent()[before..]
+        .iter()
+        .filter(|w| w.url.as_str() == WATCHED)
+        .cloned()
+        .collect();
+    assert_eq!(told.len(), 1, "the watcher is told once");
+    announced[0].clone()
+}
+
+/// Answers from a script, each answer taking a few milliseconds on the clock the handler
+/// reads: no two attempts end at the same instant.
+struct TakingTime {
+    answers: InMemoryWebhookSender,
+    clock: Arc<FixedClock>,
+}
+
+impl herald_core::ports::WebhookSender for TakingTime {
+    async fn send(&self, webhook: herald_core::ports::OutgoingWebhook) -> SendOutcome {
+        self.clock.advance(Duration::from_millis(7));
+        self.answers.send(webhook).await
+    }
+}
+
+/// The in-memory set, its answers taking time on a clock shared with the handler.
+enum TakingTimePorts {}
+
+impl Ports for TakingTimePorts {
+    type Subscriptions = InMemorySubscriptionStore;
+    type Ledger = InMemoryDeliveryLedger;
+    type Events = InMemoryEventLog;
+    type Queue = InMemoryDeliveryQueue;
+    type Sender = TakingTime;
+    type Resolver = StaticResolver;
+    type Keys = Arc<SigningKeys>;
+    type Clock = Arc<FixedClock>;
+    type Sessions = InMemorySessionStore;
+}
+
+#[tokio::test]
+async fn two_records_answered_410_at_different_instants_announce_the_disable_once() {
+    let plain = unshared_deps(InMemoryWebhookSender::default(), "exponential", "3d");
+    let clock = Arc::new(FixedClock::at(Utc::now()));
+    let gone = [410, 410].map(InMemoryWebhookSender::status);
+    let deps: Arc<DeliverDeps<TakingTimePorts>> = Arc::new(DeliverDeps {
+        xray: herald_aws::xray::XRay::off(),
+        graphql: herald_aws::graphql::GraphqlSource::off(),
+        signers: Default::default(),
+        ports: Adapters {
+            subscriptions: plain.ports.subscriptions,
+            ledger: plain.ports.ledger,
+            events: plain.ports.events,
+            queue: plain.ports.queue,
+            sender: TakingTime {
+                answers: InMemoryWebhookSender::answering(gone),
+                clock: Arc::clone(&clock),
+            },
+            resolver: plain.ports.resolver,
+            keys: plain.ports.keys,
+            clock,
+            sessions: plain.ports.sessions,
+        },
+        settings: plain.settings,
+    });
+    let store = &deps.ports.subscriptions;
+    store.create(&test_subscription()).await.unwrap();
+    with_watcher(store, deps.ports.clock.now()).await;
+
+    // Both read the subscription active with the batch, so both are POSTed and answered
+    // 410, 7 ms apart, and both disable it.
+    let outcome = process_batch(&deps, batch_of(2)).await;
+    assert!(failures(&outcome).is_empty());
+    assert!(
+        outcome
+            .reports
+            .iter()
+            .all(|r| r.disposition == Disposition::Gone)
+    );
+    assert_eq!(deps.ports.sender.answers.sent().len(), 2);
+
+    let announced = announcements(&deps.ports.queue);
+    assert_eq!(
+        announced.len(),
+        1,
+        "one disabling, one announcement: {announced:?}"
+    );
+    let stored = store
+        .get(
+            &TenantId::parse("acme").unwrap(),
+            &SubscriptionId::parse(SUBSCRIPTION).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, SubscriptionStatus::Disabled);
+    // The announcement is the disabling as stored: its time, and its id made of it.
+    let disabled_at = stored.disabled_at.unwrap();
+    assert_eq!(
+        announced[0].event.id.as_str(),
+        format!(
+            "subscription.disabled:{SUBSCRIPTION}:{}",
+            disabled_at.timestamp_millis()
+        )
+    );
+    assert_eq!(
+        announced[0].event.data["disabled_at"],
+        serde_json::to_value(disabled_at).unwrap()
+    );
+    assert_eq!(
+        announced[0].event.data["reason"].as_str(),
+        stored.disabled_reason.as_deref()
+    );
+}
+
+#[tokio::test]
+async fn a_410_whose_outcome_cannot_be_written_is_announced_once_when_its_message_comes_back() {
+    let deps = deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(410)]),
+        "exponential",
+        "3d",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    with_watcher(&deps.ports.subscriptions, deps.ports.clock.now()).await;
+    let event = task_for(SUBSCRIPTION, "ord_gone");
+    *deps.ports.ledger.fail_next_outcomes.lock().unwrap() = 1;
+
+    let first = process_batch(&deps, event.clone()).await;
+    assert_eq!(
+        failures(&first).len(),
+        1,
+        "handed back: its outcome was not written"
+    );
+    let stored = deps.ports.subscriptions.all().remove(0);
+    assert_eq!(stored.status, SubscriptionStatus::Disabled);
+
+    // Seen again once the lease the outcome was to end has lapsed: the subscription is
+    // disabled, so nothing is POSTed, and the disable this delivery made is announced,
+    // once.
+    deps.ports.clock.advance(Duration::from_secs(61));
+    let again = process_batch(&deps, handed_out(event, 2)).await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(
+        again.reports[0].disposition,
+        Disposition::Skipped("subscription disabled".into())
+    );
+    assert_eq!(deps.ports.sender.sent().len(), 1, "POSTed once");
+    let announced = announced_once(&deps).await;
+    assert_eq!(announced.event.data["subscription_id"], SUBSCRIPTION);
+    assert!(
+        announced.event.data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
+}
+
+#[tokio::test]
+async fn a_410_whose_announcement_cannot_be_queued_is_handed_back_and_announced_when_it_comes_back()
+{
+    let deps = deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(410)]),
+        "exponential",
+        "3d",
+    );
+    with_subscription(&deps, SubscriptionStatus::Active).await;
+    with_watcher(&deps.ports.subscriptions, deps.ports.clock.now()).await;
+    let event = task_for(SUBSCRIPTION, "ord_gone");
+    let task = tasks_in(&event).remove(0);
+    *deps.ports.queue.fail_next.lock().unwrap() = 1;
+
+    let first = process_batch(&deps, event.clone()).await;
+    assert_eq!(
+        failures(&first).len(),
+        1,
+        "handed back: the disable is not announced yet"
+    );
+    assert!(announcements(&deps.ports.queue).is_empty());
+    // The outcome is written all the same.
+    let record = deps.ports.ledger.record(&task.delivery_id).unwrap();
+    assert_eq!(record.state, DeliveryState::Failed);
+    assert_eq!(record.attempts[0].status, Some(410));
+
+    let again = process_batch(&deps, handed_out(event, 2)).await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(
+        again.reports[0].disposition,
+        Disposition::AlreadyFinished(DeliveryState::Failed)
+    );
+    announced_once(&deps).await;
+    let queued = announcements(&deps.ports.queue).len();
+
+    // Another delivery's message to the disabled subscription, seen again, announces
+    // nothing: the disabling is not its own.
+    let other = process_batch(&deps, handed_out(task_for(SUBSCRIPTION, "ord_other"), 2)).await;
+    assert_eq!(
+        other.reports[0].disposition,
+        Disposition::Skipped("subscription disabled".into())
+    );
+    assert_eq!(announcements(&deps.ports.queue).len(), queued);
+}
+
+#[tokio::test]
+async fn a_disable_for_failing_whose_announcement_cannot_be_queued_is_announced_when_its_message_comes_back()
+ {
+    let mut deps = unshared_deps(
+        InMemoryWebhookSender::answering([InMemoryWebhookSender::status(500)]),
+        "exponential",
+        "3d",
+    );
+    deps.settings.auto_disable_after = Duration::from_secs(60);
+    let deps = Arc::new(deps);
+    let mut subscription = test_subscription();
+    subscription.failing_since = Some(deps.ports.clock.now() - chrono::Duration::seconds(120));
+    deps.ports
+        .subscriptions
+        .create(&subscription)
+        .await
+        .unwrap();
+    with_watcher(&deps.ports.subscriptions, deps.ports.clock.now()).await;
+    let event = task_for(SUBSCRIPTION, "ord_failing");
+    let task = tasks_in(&event).remove(0);
+    *deps.ports.queue.fail_next.lock().unwrap() = 1;
+
+    let first = process_batch(&deps, event.clone()).await;
+    assert!(
+        matches!(first.reports[0].disposition, Disposition::Interrupted(_)),
+        "handed back: the disable is not announced yet ({:?})",
+        first.reports[0].disposition
+    );
+    let stored = deps.ports.subscriptions.all().remove(0);
+    assert_eq!(stored.status, SubscriptionStatus::Disabled);
+    let reason = stored.disabled_reason.unwrap();
+    assert!(
+        reason.starts_with("no successful delivery since"),
+        "{reason}"
+    );
+    assert!(reason.contains(task.delivery_id.as_str()), "{reason}");
+    assert!(announcements(&deps.ports.queue).is_empty());
+
+    let again = process_batch(&deps, handed_out(event, 2)).await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(
+        again.reports[0].disposition,
+        Disposition::Skipped("subscription disabled".into())
+    );
+    let announced = announced_once(&deps).await;
+    assert_eq!(
+        announced.event.data["reason"].as_str(),
+        Some(reason.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_failed_deliverys_message_seen_through_a_copy_kept_from_before_its_disable_still_announces_it()
+ {
+    let deps = cached_deps(InMemoryWebhookSender::default(), Duration::from_secs(300));
+    deps.ports
+        .subscriptions
+        .create(&test_subscription())
+        .await
+        .unwrap();
+    with_watcher(&deps.ports.subscriptions, deps.ports.clock.now()).await;
+    // This container keeps the subscription as active: a batch read it.
+    process_batch(&deps, one_task(1)).await;
+
+    // Meanwhile another container's attempt of this delivery was answered 410: it
+    // disabled the subscription and wrote the outcome, and could not announce the disable.
+    let event = task_for(SUBSCRIPTION, "ord_gone");
+    let task = tasks_in(&event).remove(0);
+    let now = deps.ports.clock.now();
+    let (tenant, id) = (task.tenant.clone(), task.subscription_id.clone());
+    let reason = format!(
+        "the endpoint answered 410 Gone (delivery {})",
+        task.delivery_id
+    );
+    let disabling = deps
+        .ports
+        .subscriptions
+        .inner()
+        .disable(&tenant, &id, &reason, now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        disabling,
+        herald_core::ports::Disabling::Disabled(_)
+    ));
+    let claim = herald_core::ports::Claim {
+        reopens: herald_core::ports::Reopens::Nothing,
+        token: "elsewhere".into(),
+        now,
+        lease_until: now + chrono::Duration::seconds(60),
+        expires_at: now + chrono::Duration::days(1),
+    };
+    let gone = herald_core::ports::AttemptResult {
+        attempt: Some(herald_core::delivery::Attempt::of(
+            1,
+            now,
+            false,
+            &InMemoryWebhookSender::status(410),
+        )),
+        state: DeliveryState::Failed,
+        next_attempt_at: None,
+        reason: Some("the endpoint answered 410 Gone".into()),
+        dead_letter_owed: false,
+        now,
+    };
+    use herald_core::ports::DeliveryLedger;
+    deps.ports
+        .ledger
+        .record_first(&task, &claim, &gone)
+        .await
+        .unwrap();
+    assert!(announcements(&deps.ports.queue).is_empty());
+
+    // Its message comes back here, where the kept copy still says active.
+    let again = process_batch(&deps, handed_out(event, 2)).await;
+    assert!(failures(&again).is_empty());
+    assert_eq!(
+        again.reports[0].disposition,
+        Disposition::AlreadyFinished(DeliveryState::Failed)
+    );
+    let announced = announcements(&deps.ports.queue);
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_eq!(announced[0].event.data["reason"], reason);
+}
