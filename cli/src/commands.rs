@@ -739,10 +739,22 @@ pub async fn deliveries_retry(client: &Client, id: &str) -> Result<Output, Failu
     Ok(Output { json, text })
 }
 
+/// The most calls one replay makes, a bound on a walk that never ends (each queues at most
+/// 100 deliveries).
+const MAX_REPLAY_CALLS: usize = 1000;
+/// The most times in a row a replay waits for the tenant's redeliveries to come back.
+const MAX_REPLAY_WAITS: usize = 5;
+
+/// Replays the whole range: each answer's `cursor` is sent back with the same range and
+/// state until it is null, so every matching delivery is queued once. A call refused for
+/// the tenant's redeliveries a minute (429, nothing queued) is made again in the next
+/// minute. Progress goes to standard error; a failure says how to continue from where it
+/// stopped (`--cursor`).
 pub async fn deliveries_replay(
     client: &Client,
     subscription: &str,
     query: &DeliveryQuery,
+    cursor: Option<String>,
 ) -> Result<Output, Failure> {
     let subscription = checked_id("subscription", subscription)?;
     let mut body = Map::new();
@@ -757,27 +769,106 @@ pub async fn deliveries_replay(
     if let Some(s) = &query.state {
         body.insert("state".into(), json!(s));
     }
-    let json = client
-        .expect(
-            Method::POST,
-            &format!("/v1/subscriptions/{subscription}/replay"),
-            Some(&Value::Object(body)),
-            "replaying deliveries",
-            &[202],
+    let path = format!("/v1/subscriptions/{subscription}/replay");
+    let (mut queued, mut skipped, mut calls, mut waits) = (0u64, 0u64, 0usize, 0usize);
+    let mut cursor = cursor;
+    // How to go on from the call at `cursor`, told with a failure.
+    let resume = |cursor: &Option<String>, queued: u64| {
+        let mut command = format!("herald deliveries replay {subscription} --since {since}");
+        if let Some(u) = &query.until {
+            command.push_str(&format!(" --until {u}"));
+        }
+        if let Some(s) = &query.state {
+            command.push_str(&format!(" --state {s}"));
+        }
+        if let Some(c) = cursor {
+            command.push_str(&format!(" --cursor {c}"));
+        }
+        format!(
+            "{queued} deliveries were queued again before this; to go on from here run `{command}`"
         )
-        .await?;
-    let mut text = format!(
-        "{} {} deliveries queued again\n",
-        cell(&json["queued"]),
-        cell(&json["state"])
-    );
-    if json["more"].as_bool() == Some(true) {
-        text.push_str(
-            "More remain in the range (at most 100 a call): run the command again once these \
-             are delivered, or narrow --since/--until.\n",
-        );
+    };
+    let state = loop {
+        if calls == MAX_REPLAY_CALLS {
+            return Err(Failure::unavailable(format!(
+                "replaying deliveries: more than {MAX_REPLAY_CALLS} calls; {}",
+                resume(&cursor, queued)
+            )));
+        }
+        let mut call = body.clone();
+        if let Some(c) = &cursor {
+            call.insert("cursor".into(), json!(c));
+        }
+        let answer = client
+            .call(Method::POST, &path, Some(&Value::Object(call)))
+            .await
+            .map_err(|e| {
+                Failure::unavailable(format!(
+                    "replaying deliveries: {e:#}; {}",
+                    resume(&cursor, queued)
+                ))
+            })?;
+        if answer.status == 429 && waits < MAX_REPLAY_WAITS {
+            // Nothing was queued; the tenant's redeliveries come back with the next minute.
+            waits += 1;
+            let wait = until_next_minute(std::time::SystemTime::now());
+            eprintln!(
+                "replaying deliveries: {queued} queued so far; the tenant may queue no more \
+                 this minute, waiting {} s",
+                wait.as_secs()
+            );
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        if answer.status != 202 {
+            let failure = Failure::answered("replaying deliveries", &answer);
+            return Err(if calls == 0 {
+                failure
+            } else {
+                Failure {
+                    message: format!("{}; {}", failure.message, resume(&cursor, queued)),
+                    ..failure
+                }
+            });
+        }
+        calls += 1;
+        waits = 0;
+        let json = answer.body;
+        queued += json["queued"].as_u64().unwrap_or(0);
+        skipped += json["skipped"].as_u64().unwrap_or(0);
+        match json["cursor"].as_str() {
+            Some(next) => {
+                cursor = Some(next.to_owned());
+                eprintln!("replaying deliveries: {queued} queued so far");
+            }
+            None => break json["state"].clone(),
+        }
+    };
+    let mut text = format!("{queued} {} deliveries queued again\n", cell(&state));
+    if skipped > 0 {
+        text.push_str(&format!(
+            "{skipped} were not: each has made the most attempts a delivery keeps, or its event \
+             is no longer kept\n"
+        ));
     }
+    let json = json!({
+        "queued": queued,
+        "skipped": skipped,
+        "state": state,
+        "calls": calls,
+    });
     Ok(Output { json, text })
+}
+
+/// From `now` until just past the next whole minute, when a tenant's redeliveries a minute
+/// are whole again.
+fn until_next_minute(now: std::time::SystemTime) -> std::time::Duration {
+    let into = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        % 60_000;
+    std::time::Duration::from_millis(60_000 - into as u64 + 500)
 }
 
 // --- portal --------------------------------------------------------------------------------
@@ -903,6 +994,15 @@ pub async fn portal_open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_replay_waits_until_the_next_minute() {
+        let at = |millis: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+        let minute = 29_000_000 * 60_000;
+        assert_eq!(until_next_minute(at(minute)).as_millis(), 60_500);
+        assert_eq!(until_next_minute(at(minute + 59_000)).as_millis(), 1_500);
+        assert_eq!(until_next_minute(at(minute + 30_250)).as_millis(), 30_250);
+    }
 
     #[test]
     fn ids_cannot_change_the_route() {

@@ -236,10 +236,14 @@ enum Deliveries {
     /// Sends a delivery again now.
     Retry { id: String },
     /// Sends a subscription's deliveries in a time range again (failed ones unless --state).
+    /// Follows the API's cursor until the whole range is queued, each delivery once.
     Replay {
         subscription: String,
         #[command(flatten)]
         query: Range,
+        /// Go on with a replay that stopped: the cursor its failure named.
+        #[arg(long)]
+        cursor: Option<String>,
     },
 }
 
@@ -503,8 +507,10 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
                 Deliveries::Replay {
                     subscription,
                     query,
+                    cursor,
                 } => {
-                    commands::deliveries_replay(&client, &subscription, &query.into_query()).await?
+                    commands::deliveries_replay(&client, &subscription, &query.into_query(), cursor)
+                        .await?
                 }
             }
         }

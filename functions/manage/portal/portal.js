@@ -405,12 +405,24 @@ function logControls(id, section, state) {
   replayForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(replayForm);
+    // The whole range, a page a call: each answer's cursor goes back with the same range
+    // and state until it is null, so each delivery is queued once.
+    let queued = 0;
     try {
       const body = { since: new Date(data.get("since")).toISOString(), state: data.get("state") };
       if (data.get("until")) body.until = new Date(data.get("until")).toISOString();
-      const replayed = await call("POST", `v1/subscriptions/${id}/replay`, body);
-      say(`${replayed.queued} deliveries queued again${replayed.more ? "; replay again for more" : ""}`);
+      let skipped = 0;
+      for (let cursor = null; ; ) {
+        const replayed = await call("POST", `v1/subscriptions/${id}/replay`, cursor ? { ...body, cursor } : body);
+        queued += replayed.queued;
+        skipped += replayed.skipped ?? 0;
+        cursor = replayed.cursor;
+        if (!cursor) break;
+        say(`${queued} deliveries queued again so far…`);
+      }
+      say(`${queued} deliveries queued again${skipped ? `; ${skipped} were not (at the most attempts a delivery keeps, or their events are no longer kept)` : ""}`);
     } catch (error) {
+      if (queued) error.message = `${queued} deliveries were queued again before this: ${error.message}`;
       fail(error);
     }
   });

@@ -456,6 +456,123 @@ async fn the_attempt_log_is_read_retried_and_replayed() {
     herald_api.shutdown().await;
 }
 
+/// A range of more deliveries than one call queues is replayed whole by one command: it
+/// follows the API's cursor, and each delivery is sent again once.
+#[tokio::test]
+async fn a_replay_follows_the_cursor_through_the_whole_range() {
+    let herald_api = TestHerald::start(&[]).await;
+    let api = herald_api.local.stage_url();
+    let receiver = TestReceiver::start(Script::always(200)).await;
+    let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let (id, _) = herald_api.subscribe("acme", &receiver.url(), &["*"]).await;
+    let events: Vec<Value> = (0..150)
+        .map(|i| json!({"id": format!("replayed-{i}"), "type": "order.paid", "data": {}}))
+        .collect();
+    let published = herald_with(
+        &["--api", &api, "--token", "acme", "events", "publish"],
+        &[],
+        Some(Value::Array(events).to_string().as_bytes()),
+    )
+    .await;
+    assert_eq!(published.code, 0, "{}", published.err);
+    let first = receiver.wait_for(150, PATIENCE).await;
+    let ids = |requests: &[herald_tests::receiver::Recorded]| {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for request in requests {
+            *counts
+                .entry(request.header("webhook-id").to_owned())
+                .or_default() += 1;
+        }
+        counts
+    };
+    let delivered = ids(&first);
+    assert_eq!(delivered.len(), 150);
+    // Every delivery has its attempt recorded before the replay reads the range.
+    wait::until(
+        "150 delivered",
+        PATIENCE,
+        Duration::from_millis(300),
+        || async {
+            let listed = herald(
+                &api,
+                "acme",
+                &[
+                    "--json",
+                    "deliveries",
+                    "list",
+                    &id,
+                    "--state",
+                    "delivered",
+                    "--all",
+                ],
+            )
+            .await
+            .ok()
+            .json();
+            let count = listed["data"].as_array().map_or(0, Vec::len);
+            if count == 150 {
+                Ok(())
+            } else {
+                Err(format!("{count} delivered"))
+            }
+        },
+    )
+    .await;
+
+    let replay = herald(
+        &api,
+        "acme",
+        &[
+            "--json",
+            "deliveries",
+            "replay",
+            &id,
+            "--since",
+            &since.to_rfc3339(),
+            "--state",
+            "delivered",
+        ],
+    )
+    .await
+    .ok();
+    let answer = replay.json();
+    assert_eq!(answer["queued"], 150, "{answer}");
+    assert_eq!(answer["skipped"], 0, "{answer}");
+    assert_eq!(answer["calls"], 2, "{answer}");
+    assert!(replay.err.contains("100 queued so far"), "{}", replay.err);
+    receiver.wait_for(300, PATIENCE).await;
+    // Nothing more comes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = ids(&receiver.requests());
+    assert_eq!(
+        sent.keys().collect::<Vec<_>>(),
+        delivered.keys().collect::<Vec<_>>()
+    );
+    assert!(
+        sent.values().all(|&n| n == 2),
+        "each delivery is sent again once: {sent:?}"
+    );
+
+    // A cursor the API did not hand out is refused, and the refusal says so.
+    let text = herald(
+        &api,
+        "acme",
+        &[
+            "deliveries",
+            "replay",
+            &id,
+            "--since",
+            &since.to_rfc3339(),
+            "--cursor",
+            "bogus",
+        ],
+    )
+    .await;
+    assert_eq!(text.code, 1, "{}{}", text.out, text.err);
+    assert!(text.err.contains("cursor"), "{}", text.err);
+    herald_api.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_portal_is_opened_for_the_tokens_tenant() {
     let herald_api = TestHerald::start(&[]).await;

@@ -1206,6 +1206,319 @@ async fn redeliveries_share_a_per_minute_budget_per_tenant() {
     assert_eq!(handle(&deps, retry(&ids[2])).await.status(), 202);
 }
 
+/// A delivery of a new `order.paid` event to `subscription`, accepted at `at` and left in
+/// `state`, its event kept.
+async fn settled_delivery(
+    deps: &Deps,
+    tenant: &herald_core::ids::TenantId,
+    subscription: &herald_core::ids::SubscriptionId,
+    event_id: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    state: herald_core::delivery::DeliveryState,
+) -> herald_core::ids::DeliveryId {
+    use herald_core::delivery::{Attempt, DeliveryTask};
+    use herald_core::event::{Event, EventType};
+    use herald_core::ids::EventId;
+    use herald_core::ports::{AttemptResult, Claim, DeliveryLedger, EventLog, Reopens};
+    let event = Event {
+        id: EventId::parse(event_id).unwrap(),
+        event_type: EventType::parse("order.paid").unwrap(),
+        occurred_at: at,
+        data: Default::default(),
+        subject: None,
+    };
+    deps.ports
+        .events
+        .accept(tenant, &event, "f", 1, at)
+        .await
+        .unwrap();
+    let task = DeliveryTask::new(tenant, subscription, &event, at);
+    let claim = Claim {
+        reopens: Reopens::Nothing,
+        token: "t".into(),
+        now: at,
+        lease_until: at + chrono::Duration::seconds(60),
+        expires_at: at + chrono::Duration::days(1),
+    };
+    deps.ports.ledger.claim(&task, &claim).await.unwrap();
+    let result = AttemptResult {
+        attempt: Some(Attempt {
+            number: 1,
+            at,
+            status: Some(200),
+            error: None,
+            latency_ms: 1,
+            response: String::new(),
+            forced: false,
+        }),
+        state,
+        next_attempt_at: None,
+        reason: None,
+        dead_letter_owed: false,
+        now: at,
+    };
+    deps.ports
+        .ledger
+        .finish(tenant, &task.delivery_id, "t", &result)
+        .await
+        .unwrap();
+    task.delivery_id
+}
+
+#[tokio::test]
+async fn a_replay_is_paged_by_its_cursor_and_queues_every_delivery_of_its_range_once() {
+    use herald_core::delivery::DeliveryState;
+    use herald_core::ids::SubscriptionId;
+    use herald_core::ports::Clock;
+    let deps = deps();
+    let sub_of = |created: Value| SubscriptionId::parse(created["id"].as_str().unwrap()).unwrap();
+    let subscription = sub_of(json_of(
+        &create(
+            &deps,
+            "acme",
+            json!({"url": "https://a.example.com/", "event_types": ["*"]}),
+        )
+        .await,
+    ));
+    let other = sub_of(json_of(
+        &create(
+            &deps,
+            "acme",
+            json!({"url": "https://b.example.com/", "event_types": ["*"]}),
+        )
+        .await,
+    ));
+    let acme = acme();
+    // Whole milliseconds, as ids keep acceptance times, so the range's edges are exact.
+    let start = chrono::DateTime::from_timestamp_millis(
+        (deps.ports.clock.now() - chrono::Duration::hours(1)).timestamp_millis(),
+    )
+    .unwrap();
+    let at = |seconds: i64| start + chrono::Duration::seconds(seconds);
+    // 150 delivered deliveries in the range, more than a call queues…
+    let mut in_range = Vec::new();
+    for i in 0..150 {
+        let id = settled_delivery(
+            &deps,
+            &acme,
+            &subscription,
+            &format!("ord_{i}"),
+            at(i),
+            DeliveryState::Delivered,
+        )
+        .await;
+        in_range.push(id);
+    }
+    // …and what the replay does not take: another state, before `since`, at `until`,
+    // another subscription's.
+    settled_delivery(
+        &deps,
+        &acme,
+        &subscription,
+        "failed",
+        at(20),
+        DeliveryState::Failed,
+    )
+    .await;
+    settled_delivery(
+        &deps,
+        &acme,
+        &subscription,
+        "early",
+        at(-1),
+        DeliveryState::Delivered,
+    )
+    .await;
+    settled_delivery(
+        &deps,
+        &acme,
+        &subscription,
+        "late",
+        at(150),
+        DeliveryState::Delivered,
+    )
+    .await;
+    let theirs = settled_delivery(
+        &deps,
+        &acme,
+        &other,
+        "theirs",
+        at(5),
+        DeliveryState::Delivered,
+    )
+    .await;
+
+    let path = format!("/v1/subscriptions/{subscription}/replay");
+    let range = json!({
+        "since": start.to_rfc3339(),
+        "until": at(150).to_rfc3339(),
+        "state": "delivered",
+    });
+    let replay = |cursor: Option<&Value>| {
+        let mut body = range.clone();
+        if let Some(cursor) = cursor {
+            body["cursor"] = cursor.clone();
+        }
+        call("POST", &path, Some("acme"), Some(body))
+    };
+    let mut answers = Vec::new();
+    let mut cursor: Option<Value> = None;
+    loop {
+        let answer = handle(&deps, replay(cursor.as_ref())).await;
+        assert_eq!(answer.status(), 202, "{}", json_of(&answer));
+        let answer = json_of(&answer);
+        assert!(answer["queued"].as_u64().unwrap() <= 100, "{answer}");
+        assert_eq!(answer["more"], answer["cursor"].is_string(), "{answer}");
+        answers.push(answer.clone());
+        assert!(answers.len() <= 3, "the walk ends: {answers:?}");
+        match answer["cursor"] {
+            Value::Null => break,
+            ref next => cursor = Some(next.clone()),
+        }
+    }
+    let queued: Vec<_> = answers
+        .iter()
+        .map(|a| a["queued"].as_u64().unwrap())
+        .collect();
+    assert_eq!(queued.iter().sum::<u64>(), 150, "{answers:?}");
+    assert!(answers.iter().all(|a| a["skipped"] == 0), "{answers:?}");
+    let mut enqueued: Vec<_> = deps
+        .ports
+        .queue
+        .enqueued()
+        .into_iter()
+        .map(|task| {
+            assert!(task.forced);
+            task.delivery_id
+        })
+        .collect();
+    enqueued.sort();
+    in_range.sort();
+    assert_eq!(enqueued, in_range, "every delivery of the range, each once");
+
+    // A cursor continues its own walk alone: with another state or range, or one that is
+    // not a cursor, or one of another subscription's walk, the call is refused and nothing
+    // is queued.
+    let first = answers[0]["cursor"].clone();
+    let mut other_state = range.clone();
+    other_state["state"] = json!("failed");
+    other_state["cursor"] = first.clone();
+    let mut other_range = range.clone();
+    other_range["until"] = json!(at(149).to_rfc3339());
+    other_range["cursor"] = first.clone();
+    let mut not_a_cursor = range.clone();
+    not_a_cursor["cursor"] = json!("bogus");
+    let mut tag = first
+        .as_str()
+        .unwrap()
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    tag.insert(0, '.');
+    let mut another_subscription = range.clone();
+    another_subscription["cursor"] = json!(format!("{theirs}{tag}"));
+    for (body, says) in [
+        (other_state, "another since, until or state"),
+        (other_range, "another since, until or state"),
+        (not_a_cursor, "not a cursor"),
+        (another_subscription, "not a cursor"),
+    ] {
+        let refused = handle(&deps, call("POST", &path, Some("acme"), Some(body.clone()))).await;
+        assert_eq!(refused.status(), 400, "{body}");
+        let message = json_of(&refused)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.starts_with("cursor: ") && message.contains(says),
+            "{message}"
+        );
+    }
+    assert_eq!(deps.ports.queue.enqueued().len(), 150);
+    // Another tenant's call finds no subscription, cursor or not.
+    let mut with_cursor = range.clone();
+    with_cursor["cursor"] = first;
+    let globex = handle(
+        &deps,
+        call("POST", &path, Some("globex"), Some(with_cursor)),
+    )
+    .await;
+    assert_eq!(globex.status(), 404);
+}
+
+/// On a deployment that lets a tenant queue fewer redeliveries a minute than a replay's
+/// page, a page is never more than that, so the walk goes on a minute at a time.
+#[tokio::test]
+async fn a_replays_page_is_never_more_than_a_tenant_may_queue_a_minute() {
+    use herald_core::delivery::DeliveryState;
+    use herald_core::ids::SubscriptionId;
+    use herald_core::ports::Clock;
+    let mut deps = deps();
+    deps.max_redeliveries_per_minute = 40;
+    let created = json_of(
+        &create(
+            &deps,
+            "acme",
+            json!({"url": "https://a.example.com/", "event_types": ["*"]}),
+        )
+        .await,
+    );
+    let subscription = SubscriptionId::parse(created["id"].as_str().unwrap()).unwrap();
+    let start = chrono::DateTime::from_timestamp_millis(
+        (deps.ports.clock.now() - chrono::Duration::hours(1)).timestamp_millis(),
+    )
+    .unwrap();
+    for i in 0..50 {
+        let at = start + chrono::Duration::seconds(i);
+        settled_delivery(
+            &deps,
+            &acme(),
+            &subscription,
+            &format!("ord_{i}"),
+            at,
+            DeliveryState::Failed,
+        )
+        .await;
+    }
+    let path = format!("/v1/subscriptions/{subscription}/replay");
+    let replay = |cursor: Value| {
+        let body = json!({"since": start.to_rfc3339(), "cursor": cursor});
+        call("POST", &path, Some("acme"), Some(body))
+    };
+    let first = handle(&deps, replay(Value::Null)).await;
+    assert_eq!(first.status(), 202);
+    let first = json_of(&first);
+    assert_eq!(
+        (first["queued"].as_u64(), first["more"].as_bool()),
+        (Some(40), Some(true)),
+        "{first}"
+    );
+    // The minute's redeliveries are spent: refused, nothing queued, the cursor still good.
+    let refused = handle(&deps, replay(first["cursor"].clone())).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(deps.ports.queue.enqueued().len(), 40);
+    deps.ports.clock.advance(std::time::Duration::from_secs(60));
+    let second = handle(&deps, replay(first["cursor"].clone())).await;
+    assert_eq!(second.status(), 202);
+    let second = json_of(&second);
+    assert_eq!(
+        (second["queued"].as_u64(), second["cursor"].clone()),
+        (Some(10), Value::Null),
+        "{second}"
+    );
+    let mut queued: Vec<_> = deps
+        .ports
+        .queue
+        .enqueued()
+        .into_iter()
+        .map(|t| t.delivery_id)
+        .collect();
+    queued.sort();
+    queued.dedup();
+    assert_eq!(queued.len(), 50);
+}
+
 /// Deps whose deployment offers `v1a` and RSA signatures.
 /// `/v1/subscriptions/<id>` of the subscription a create answered with.
 fn subscription_path(created: &Response<Body>) -> String {
