@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use herald_core::ids::{SubscriptionId, TenantId};
+use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{Clock, Disabling, Page, StoreError, SubscriptionStore, SystemClock};
 use herald_core::subscription::Subscription;
 use herald_core::webhook::tenant_keys::TenantKeySet;
@@ -224,8 +224,9 @@ where
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
+        by: &DeliveryId,
     ) -> Result<Disabling, StoreError> {
-        let result = self.inner.disable(tenant, id, reason, at).await;
+        let result = self.inner.disable(tenant, id, reason, at, by).await;
         self.forget(tenant, id);
         result
     }
@@ -328,8 +329,9 @@ mod tests {
             id: &SubscriptionId,
             reason: &str,
             at: DateTime<Utc>,
+            by: &DeliveryId,
         ) -> Result<Disabling, StoreError> {
-            self.store.disable(tenant, id, reason, at).await
+            self.store.disable(tenant, id, reason, at, by).await
         }
         async fn set_failing_since(
             &self,
@@ -464,7 +466,13 @@ mod tests {
         let read = cache.get(&tenant, &id).await.unwrap().unwrap();
         assert_eq!(read.failing_since, Some(at), "set_failing_since");
 
-        cache.disable(&tenant, &id, "why", at).await.unwrap();
+        let by = DeliveryId::derive(
+            &tenant,
+            &herald_core::ids::EventId::parse("e1").unwrap(),
+            &id,
+            at,
+        );
+        cache.disable(&tenant, &id, "why", at, &by).await.unwrap();
         let read = cache.get(&tenant, &id).await.unwrap().unwrap();
         assert_eq!(
             read.status,

@@ -115,12 +115,14 @@ pub trait SubscriptionStore: Send + Sync {
     /// it was active: of calls racing to disable it, one is answered
     /// [`Disabling::Disabled`] and the others [`Disabling::AlreadyDisabled`] with what
     /// that one recorded. A no-op when it is gone or already disabled.
+    /// `by` is the delivery whose attempt disables it, kept with the disabling.
     fn disable(
         &self,
         tenant: &TenantId,
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
+        by: &DeliveryId,
     ) -> impl Future<Output = Result<Disabling, StoreError>> + Send;
     /// Records since when deliveries have failed without a success (None: healthy).
     /// Writes only when that changes, and keeps the version: health is not a change a

@@ -51,6 +51,7 @@ pub fn active_subscription(
         status: SubscriptionStatus::Active,
         disabled_reason: None,
         disabled_at: None,
+        disabled_by: None,
         failing_since: None,
         slow_until: None,
         version: 1,
@@ -227,12 +228,13 @@ impl SubscriptionStore for InMemorySubscriptionStore {
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
+        by: &DeliveryId,
     ) -> Result<Disabling, StoreError> {
         let mut items = lock(&self.items);
         let Some(s) = items.get_mut(&(tenant.clone(), id.clone())) else {
             return Ok(Disabling::Missing);
         };
-        if !s.disable(reason, at) {
+        if !s.disable_by(reason, at, Some(by)) {
             return Ok(Disabling::AlreadyDisabled(s.clone()));
         }
         s.changed(at);

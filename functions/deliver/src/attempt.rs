@@ -721,15 +721,15 @@ async fn record<P: Ports>(
     let mut unannounced = None;
     if decision.verdict == Verdict::Gone {
         let why = decision.reason.as_deref().unwrap_or(GONE_REASON);
-        let reason = health::disabling_reason(why, task);
         let disabling = match deps
             .ports
             .subscriptions
             .disable(
                 &task.tenant,
                 &task.subscription_id,
-                &reason,
+                why,
                 sent.finished_at,
+                &task.delivery_id,
             )
             .await
         {

@@ -10,7 +10,7 @@
 //!   same event, whose repeat queues the same tasks, which the claim makes harmless;
 //! - of deliveries racing to disable a subscription, only the one whose disable the
 //!   store took announces it (`Disabling::Disabled`);
-//! - the disabling's reason names the delivery that made it (`disabling_reason`): when
+//! - the disabling keeps the delivery that made it (`Subscription::disabled_by`): when
 //!   an announcement could not be made, the record is handed back, and that delivery's
 //!   message, seen again, announces it again whatever became of the first try
 //!   (`announce_own`).
@@ -81,11 +81,10 @@ async fn disable_for_failing<P: Ports>(
         "no successful delivery since {}",
         since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    let reason = disabling_reason(&why, task);
     let disabling = match deps
         .ports
         .subscriptions
-        .disable(tenant, id, &reason, now)
+        .disable(tenant, id, &why, now, &task.delivery_id)
         .await
     {
         Ok(disabling) => disabling,
@@ -101,24 +100,11 @@ async fn disable_for_failing<P: Ports>(
     announce_disabling(deps, task, &disabling).await
 }
 
-/// The reason a disable made by `task`'s delivery records: `why`, and the delivery. The
-/// tenant sees which delivery it was, and that delivery's message, seen again, knows the
-/// disabling for its own (`disabled_by`).
-pub(crate) fn disabling_reason(why: &str, task: &DeliveryTask) -> String {
-    format!("{why}{}", naming(task))
-}
-
-fn naming(task: &DeliveryTask) -> String {
-    format!(" (delivery {})", task.delivery_id)
-}
-
-/// Whether `subscription`, as read, was disabled by `task`'s delivery.
+/// Whether `subscription`, as read, was disabled by `task`'s delivery: the disabling
+/// keeps the delivery that made it (`Subscription::disabled_by`).
 pub(crate) fn disabled_by(subscription: &Subscription, task: &DeliveryTask) -> bool {
     subscription.status == SubscriptionStatus::Disabled
-        && subscription
-            .disabled_reason
-            .as_deref()
-            .is_some_and(|reason| reason.ends_with(&naming(task)))
+        && subscription.disabled_by.as_ref() == Some(&task.delivery_id)
 }
 
 /// What a disable made by `task`'s delivery owes: the announcement, when this call

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::attributes::{Item, from_doc, n, s, to_doc};
 use super::unavailable;
 use crate::seal::{Vault, VaultError};
-use herald_core::ids::{SubscriptionId, TenantId};
+use herald_core::ids::{DeliveryId, SubscriptionId, TenantId};
 use herald_core::ports::{Disabling, Page, StoreError, SubscriptionStore};
 use herald_core::subscription::{Subscription, SubscriptionStatus};
 use herald_core::webhook::sign::{WebhookSecret, is_sealed};
@@ -384,6 +384,7 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         id: &SubscriptionId,
         reason: &str,
         at: DateTime<Utc>,
+        by: &DeliveryId,
     ) -> Result<Disabling, StoreError> {
         // The document is the source of truth, so this reads, changes and writes back on
         // the version read (optimistic concurrency) rather than patching attributes. The
@@ -395,7 +396,7 @@ impl SubscriptionStore for DynamoSubscriptionStore {
                 return Ok(Disabling::Missing);
             };
             let read_version = subscription.version;
-            if !subscription.disable(reason, at) {
+            if !subscription.disable_by(reason, at, Some(by)) {
                 return Ok(Disabling::AlreadyDisabled(subscription));
             }
             subscription.changed(at);

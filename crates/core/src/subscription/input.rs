@@ -460,6 +460,7 @@ impl NewSubscription {
             status: SubscriptionStatus::Active,
             disabled_reason: None,
             disabled_at: None,
+            disabled_by: None,
             failing_since: None,
             slow_until: None,
             version: 1,

@@ -108,6 +108,11 @@ pub struct Subscription {
     pub disabled_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<DateTime<Utc>>,
+    /// The delivery whose attempt disabled it (a `410 Gone`, or failing too long), so that
+    /// delivery's message, seen again, announces the disabling if it could not before.
+    /// Herald's own record: not shown to the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_by: Option<crate::ids::DeliveryId>,
     /// The first failure since the last success, for auto-disable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<DateTime<Utc>>,

@@ -29,12 +29,23 @@ pub const MAX_LIVE_SECRETS: usize = 3;
 impl Subscription {
     /// Disabled, with why and when; false (and unchanged) when it already was.
     pub fn disable(&mut self, reason: &str, at: DateTime<Utc>) -> bool {
+        self.disable_by(reason, at, None)
+    }
+
+    /// The same, by a delivery's attempt (`by`), which is kept with it.
+    pub fn disable_by(
+        &mut self,
+        reason: &str,
+        at: DateTime<Utc>,
+        by: Option<&crate::ids::DeliveryId>,
+    ) -> bool {
         if self.status == SubscriptionStatus::Disabled {
             return false;
         }
         self.status = SubscriptionStatus::Disabled;
         self.disabled_reason = Some(reason.to_owned());
         self.disabled_at = Some(at);
+        self.disabled_by = by.cloned();
         true
     }
 
@@ -46,6 +57,7 @@ impl Subscription {
         self.status = SubscriptionStatus::Active;
         self.disabled_reason = None;
         self.disabled_at = None;
+        self.disabled_by = None;
         self.failing_since = None;
         true
     }

@@ -7,6 +7,16 @@ use herald_tests::aws::TestAws;
 
 use super::{subscription, tenant};
 
+/// The delivery whose attempt disables a subscription in these tests.
+fn by() -> herald_core::ids::DeliveryId {
+    herald_core::ids::DeliveryId::derive(
+        &tenant("acme"),
+        &herald_core::ids::EventId::parse("e1").unwrap(),
+        &herald_core::ids::SubscriptionId::parse("sub_01JD5Q8Z6X0000000000000000").unwrap(),
+        chrono::DateTime::from_timestamp(1_795_348_800, 0).unwrap(),
+    )
+}
+
 async fn store() -> (TestAws, DynamoSubscriptionStore) {
     let aws = TestAws::new().await;
     let table = aws.provisioned.subscriptions_table().to_owned();
@@ -111,7 +121,7 @@ async fn another_tenant_can_neither_read_nor_delete_nor_disable() {
     assert_eq!(store.get(&other, &s.id).await.unwrap(), None);
     assert!(!store.delete(&other, &s.id).await.unwrap());
     store
-        .disable(&other, &s.id, "nope", Utc::now())
+        .disable(&other, &s.id, "nope", Utc::now(), &by())
         .await
         .unwrap();
     assert!(store.active(&other).await.unwrap().is_empty());
@@ -167,16 +177,21 @@ async fn disabled_subscriptions_are_not_active_and_deleted_ones_are_gone() {
 
     let at = Utc::now();
     store
-        .disable(&acme, &stop.id, "410 Gone", at)
+        .disable(&acme, &stop.id, "410 Gone", at, &by())
         .await
         .unwrap();
     let disabled = store.get(&acme, &stop.id).await.unwrap().unwrap();
     assert_eq!(disabled.status, SubscriptionStatus::Disabled);
     assert_eq!(disabled.disabled_reason.as_deref(), Some("410 Gone"));
+    assert_eq!(
+        disabled.disabled_by,
+        Some(by()),
+        "the delivery that disabled it"
+    );
     assert_eq!(disabled.disabled_at, Some(at));
     assert_eq!(disabled.version, 2);
     store
-        .disable(&acme, &stop.id, "again", Utc::now())
+        .disable(&acme, &stop.id, "again", Utc::now(), &by())
         .await
         .unwrap();
     let again = store.get(&acme, &stop.id).await.unwrap().unwrap();
@@ -199,7 +214,7 @@ async fn disabled_subscriptions_are_not_active_and_deleted_ones_are_gone() {
     assert!(!store.delete(&acme, &keep.id).await.unwrap());
     assert_eq!(store.get(&acme, &keep.id).await.unwrap(), None);
     store
-        .disable(&acme, &keep.id, "gone", Utc::now())
+        .disable(&acme, &keep.id, "gone", Utc::now(), &by())
         .await
         .unwrap();
     assert!(store.active(&acme).await.unwrap().is_empty());
@@ -216,7 +231,10 @@ async fn a_disable_says_whether_it_disabled_and_racing_disables_take_one() {
     store.create(&s).await.unwrap();
 
     let at = Utc::now();
-    let first = store.disable(&acme, &s.id, "410 Gone", at).await.unwrap();
+    let first = store
+        .disable(&acme, &s.id, "410 Gone", at, &by())
+        .await
+        .unwrap();
     let Disabling::Disabled(disabled) = first else {
         panic!("the first disable disables it: {first:?}");
     };
@@ -232,7 +250,10 @@ async fn a_disable_says_whether_it_disabled_and_racing_disables_take_one() {
 
     // Already disabled: not this call's doing, and the first disabling is answered.
     let later = at + chrono::Duration::milliseconds(7);
-    let again = store.disable(&acme, &s.id, "again", later).await.unwrap();
+    let again = store
+        .disable(&acme, &s.id, "again", later, &by())
+        .await
+        .unwrap();
     let Disabling::AlreadyDisabled(found) = again else {
         panic!("a second disable does not disable it: {again:?}");
     };
@@ -248,14 +269,17 @@ async fn a_disable_says_whether_it_disabled_and_racing_disables_take_one() {
     // Gone, or another tenant's: nothing to disable.
     assert_eq!(
         store
-            .disable(&tenant("other"), &s.id, "nope", later)
+            .disable(&tenant("other"), &s.id, "nope", later, &by())
             .await
             .unwrap(),
         Disabling::Missing
     );
     assert!(store.delete(&acme, &s.id).await.unwrap());
     assert_eq!(
-        store.disable(&acme, &s.id, "gone", later).await.unwrap(),
+        store
+            .disable(&acme, &s.id, "gone", later, &by())
+            .await
+            .unwrap(),
         Disabling::Missing
     );
 
@@ -268,7 +292,9 @@ async fn a_disable_says_whether_it_disabled_and_racing_disables_take_one() {
         let (store, acme, id) = (&store, &acme, &raced.id);
         async move {
             let at = start + chrono::Duration::milliseconds(i);
-            store.disable(acme, id, &format!("racer {i}"), at).await
+            store
+                .disable(acme, id, &format!("racer {i}"), at, &by())
+                .await
         }
     });
     let answers: Vec<Disabling> = futures::future::join_all(calls)
