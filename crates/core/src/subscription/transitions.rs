@@ -159,13 +159,21 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
         let mut s = subscription(at);
         s.failing_since = Some(at);
-        assert!(s.disable("gone", at));
+        let by = crate::ids::DeliveryId::derive(
+            &s.tenant,
+            &crate::ids::EventId::parse("e1").unwrap(),
+            &s.id,
+            at,
+        );
+        assert!(s.disable_by("gone", at, Some(&by)));
         assert_eq!(s.status, SubscriptionStatus::Disabled);
         assert_eq!(s.disabled_reason.as_deref(), Some("gone"));
         assert_eq!(s.disabled_at, Some(at));
+        assert_eq!(s.disabled_by.as_ref(), Some(&by));
         let later = at + chrono::Duration::hours(1);
         assert!(!s.disable("again", later), "already disabled");
         assert_eq!(s.disabled_reason.as_deref(), Some("gone"));
+        assert_eq!(s.disabled_by.as_ref(), Some(&by), "the first disabling's");
         assert_eq!(s.version, 1, "a transition is saved by its store");
         assert!(s.enable());
         assert_eq!(s.status, SubscriptionStatus::Active);
@@ -173,6 +181,7 @@ mod tests {
             (s.disabled_reason.clone(), s.disabled_at, s.failing_since),
             (None, None, None)
         );
+        assert_eq!(s.disabled_by, None);
         assert!(!s.enable());
         s.changed(later);
         assert_eq!((s.version, s.updated_at), (2, later));
