@@ -232,14 +232,16 @@ pub trait EventLog: Send + Sync {
         self.load(tenant, id, now)
     }
     /// Records `event` as the newest about its subject for this subscription, unless a
-    /// newer one is recorded already.
+    /// newer one (or this one) is recorded already: then answers that one's order key
+    /// (`Event::order_key`), in the same call. None: `event` is now the newest recorded,
+    /// or has no subject.
     fn note_latest(
         &self,
         tenant: &TenantId,
         subscription: &SubscriptionId,
         event: &Event,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
     /// The order key (`Event::order_key`) of the newest event recorded about `event`'s
     /// subject for this subscription.
     fn latest(

@@ -409,15 +409,19 @@ impl EventLog for InMemoryEventLog {
         subscription: &SubscriptionId,
         event: &Event,
         _now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        if let Some(key) = subject_key(tenant, subscription, event) {
-            let mut latest = lock(&self.latest);
-            let order = event.order_key();
-            if latest.get(&key).is_none_or(|known| *known < order) {
+    ) -> Result<Option<String>, StoreError> {
+        let Some(key) = subject_key(tenant, subscription, event) else {
+            return Ok(None);
+        };
+        let mut latest = lock(&self.latest);
+        let order = event.order_key();
+        match latest.get(&key) {
+            Some(known) if *known >= order => Ok(Some(known.clone())),
+            _ => {
                 latest.insert(key, order);
+                Ok(None)
             }
         }
-        Ok(())
     }
 
     async fn latest(

@@ -431,6 +431,10 @@ async fn check<'a, P: Ports>(
         }
     };
     // A redelivery an operator asked for (forced or redriven) is sent all the same.
+    // Otherwise the event is noted as the newest about its subject before it is sent, in
+    // the call that finds a newer one: an older delivery still waiting, seen after this
+    // one is sent, is superseded whether or not its publish got to note it (publish notes
+    // only once its tasks are queued).
     if subscription.supersede
         && task.event.subject.is_some()
         && claimed.claim.reopens == Reopens::Nothing
@@ -438,7 +442,7 @@ async fn check<'a, P: Ports>(
         match deps
             .ports
             .events
-            .latest(
+            .note_latest(
                 &task.tenant,
                 &task.subscription_id,
                 &task.event,

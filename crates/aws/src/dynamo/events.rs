@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 
 use super::attributes::{Item, expired, from_doc, get_n, get_s, get_time, n, s, time};
-use super::{condition_failed, erase, read_consistent, read_item, unavailable};
+use super::{erase, read_consistent, read_item, unavailable};
 use herald_core::event::Event;
 use herald_core::ids::{EventId, SubscriptionId, TenantId};
 use herald_core::ports::{Acceptance, Erased, EventLog, StoreError};
@@ -342,9 +342,9 @@ impl EventLog for DynamoEventLog {
         subscription: &SubscriptionId,
         event: &Event,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let Some(id) = latest_id(subscription, event) else {
-            return Ok(());
+            return Ok(None);
         };
         let mut item = key(tenant, &id);
         item.extend([
@@ -361,14 +361,23 @@ impl EventLog for DynamoEventLog {
             )
             .expression_attribute_values(":order", s(event.order_key()))
             .expression_attribute_values(":now", n(now.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .boxed()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // A newer event about the subject is recorded already.
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(unavailable(e)),
+        let e = match result {
+            Ok(_) => return Ok(None),
+            Err(e) => e,
+        };
+        // A newer event about the subject (or this one) is recorded already: which, from
+        // the refusal itself, or read when the refusal did not carry it.
+        let Some(PutItemError::ConditionalCheckFailedException(failed)) = e.as_service_error()
+        else {
+            return Err(unavailable(e));
+        };
+        match failed.item() {
+            Some(old) => Ok(Some(get_s(old, "order_key")?.to_owned())),
+            None => self.latest(tenant, subscription, event, now).await,
         }
     }
 

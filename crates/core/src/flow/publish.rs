@@ -213,16 +213,19 @@ pub async fn publish<P: Ports>(
             duplicate,
         });
     }
-    // Subscriptions that want only the newest event about a subject learn of it before
-    // anything is queued, so no older delivery can slip out after a newer one.
+    if !tasks.is_empty() {
+        ports.queue.enqueue(&tasks).await?;
+    }
+    // Subscriptions that want only the newest event about a subject learn of it once its
+    // tasks are queued, so their older deliveries still waiting are superseded. Not
+    // before: a publish answered 503 whose repeat never comes would have superseded them
+    // with an event that is never sent. Deliver notes each event again before sending
+    // it, which is what keeps an older delivery from going out after a newer one.
     for (event, subscription) in supersede {
         ports
             .events
             .note_latest(tenant, &subscription.id, event, now)
             .await?;
-    }
-    if !tasks.is_empty() {
-        ports.queue.enqueue(&tasks).await?;
     }
     Ok(answers)
 }

@@ -2033,6 +2033,17 @@ async fn a_delivery_is_superseded_by_a_newer_event_never_by_itself() {
         (Disposition::Delivered, DeliveryState::Delivered)
     );
     assert_eq!(deps.ports.sender.sent().len(), 1);
+    // A delivery notes its event as the newest before it is sent, though its publish did
+    // not (yet): an older delivery seen after it is superseded, never sent after it.
+    assert_eq!(
+        deliver(update("ord_5.3", 300)).await,
+        (Disposition::Delivered, DeliveryState::Delivered)
+    );
+    assert_eq!(
+        deliver(update("ord_5.2", 200)).await,
+        (Disposition::Superseded, DeliveryState::Superseded)
+    );
+    assert_eq!(deps.ports.sender.sent().len(), 2);
 }
 
 /// The slow lane dead-letters to the delivery queue's dead-letter queue, and an operator

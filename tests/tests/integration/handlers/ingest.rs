@@ -254,6 +254,15 @@ async fn bad_input_is_a_json_4xx_and_nothing_is_written() {
             422,
         ),
         (publish("acme", json!({"type": "a b", "data": {}})), 422),
+        // Dots alone: a dot segment, so `GET /v1/events/{id}` could never read it back.
+        (
+            publish("acme", json!({"id": "..", "type": "a.b", "data": {}})),
+            422,
+        ),
+        (
+            publish("acme", json!({"id": ".", "type": "a.b", "data": {}})),
+            422,
+        ),
         (
             publish("acme", json!({"type": "a", "data": {"s": big}})),
             413,
@@ -838,4 +847,60 @@ async fn a_repeated_publish_never_makes_a_delivery_supersede_itself() {
         outcome.reports[0].disposition,
         Disposition::AlreadyFinished(DeliveryState::Delivered)
     ));
+}
+
+/// A newer event about a subject whose publish could not queue its tasks (answered 503)
+/// does not supersede the older delivery still waiting: should its producer never publish
+/// it again, the older one is sent, where before it was recorded superseded by an event
+/// never sent. Once the newer one is queued (its repeat), it supersedes.
+#[tokio::test]
+async fn a_newer_event_whose_tasks_were_not_queued_supersedes_nothing() {
+    let ingest = deps();
+    subscribe_superseding(&ingest).await;
+    assert_eq!(
+        handle(&ingest, order_update("ord_5.0", "PLACED"))
+            .await
+            .status(),
+        202
+    );
+    let older = ingest.ports.queue.enqueued()[0].clone();
+    ingest
+        .ports
+        .clock
+        .advance(std::time::Duration::from_secs(60));
+    *ingest.ports.queue.fail_next.lock().unwrap() = 1;
+    assert_eq!(
+        handle(&ingest, order_update("ord_5.1", "PACKED"))
+            .await
+            .status(),
+        503
+    );
+    assert_eq!(ingest.ports.queue.enqueued().len(), 1);
+
+    let deliver = deliver_on(ingest.ports);
+    let outcome = process_batch(&deliver, delivery_record(&older, "m1")).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::Delivered);
+
+    // The same, with the newer one's repeat queued before the older is attempted.
+    let ingest = ingest_on(deliver);
+    ingest
+        .ports
+        .clock
+        .advance(std::time::Duration::from_secs(60));
+    assert_eq!(
+        handle(&ingest, order_update("ord_6.0", "PLACED"))
+            .await
+            .status(),
+        202
+    );
+    let waiting = ingest.ports.queue.enqueued().last().unwrap().clone();
+    assert_eq!(
+        handle(&ingest, order_update("ord_6.1", "PACKED"))
+            .await
+            .status(),
+        202
+    );
+    let deliver = deliver_on(ingest.ports);
+    let outcome = process_batch(&deliver, delivery_record(&waiting, "m2")).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::Superseded);
 }
