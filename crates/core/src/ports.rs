@@ -211,6 +211,14 @@ pub trait EventLog: Send + Sync {
         deliveries: u32,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Acceptance, StoreError>> + Send;
+    /// How `id` was accepted, read and never written: [`Acceptance::New`] when it is
+    /// unknown or expired. A consistent read.
+    fn acceptance(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Acceptance, StoreError>> + Send;
     /// The event as accepted, unless unknown or expired.
     fn load(
         &self,

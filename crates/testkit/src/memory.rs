@@ -379,6 +379,22 @@ impl EventLog for InMemoryEventLog {
         Ok(Acceptance::New)
     }
 
+    async fn acceptance(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        _now: DateTime<Utc>,
+    ) -> Result<Acceptance, StoreError> {
+        Ok(match lock(&self.items).get(&(tenant.clone(), id.clone())) {
+            Some((seen, _)) => Acceptance::Seen {
+                fingerprint: seen.fingerprint.clone(),
+                deliveries: Some(seen.deliveries),
+                accepted_at: seen.accepted_at,
+            },
+            None => Acceptance::New,
+        })
+    }
+
     async fn load(
         &self,
         tenant: &TenantId,

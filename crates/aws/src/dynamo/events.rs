@@ -318,6 +318,31 @@ impl EventLog for DynamoEventLog {
         }
     }
 
+    async fn acceptance(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+        now: DateTime<Utc>,
+    ) -> Result<Acceptance, StoreError> {
+        // Only the acceptance's attributes come back (the read is billed for the whole
+        // record all the same).
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant, id.as_str())))
+            .consistent_read(true)
+            .projection_expression("fingerprint, deliveries, accepted_at, expires_at")
+            .send()
+            .boxed()
+            .await
+            .map_err(unavailable)?;
+        match output.item {
+            Some(item) if !expired(&item, now) => seen(&item),
+            _ => Ok(Acceptance::New),
+        }
+    }
+
     async fn load(
         &self,
         tenant: &TenantId,

@@ -93,7 +93,10 @@ pub async fn publish<P: Ports>(
         })
         .collect();
     if let Audience::Matching { max_deliveries } = audience {
-        let deliveries: usize = audiences.iter().map(Vec::len).sum();
+        let mut deliveries: usize = audiences.iter().map(Vec::len).sum();
+        if deliveries > max_deliveries {
+            deliveries = counted_as_repeats(ports, tenant, events, &audiences, now).await?;
+        }
         if deliveries > max_deliveries {
             return Err(PublishError::TooManyDeliveries {
                 deliveries,
@@ -228,6 +231,39 @@ pub async fn publish<P: Ports>(
             .await?;
     }
     Ok(answers)
+}
+
+/// The deliveries a call over the limit makes when its events accepted before are counted
+/// as the repeats they are: each reaches only the subscriptions that existed when it was
+/// first accepted ([`existed_by`]). A publish answered 503 and repeated after the tenant
+/// added subscriptions is then not refused for them, which would leave the first
+/// publish's unqueued tasks unqueued for good. Read only for a call over the limit.
+async fn counted_as_repeats<P: Ports>(
+    ports: &Adapters<P>,
+    tenant: &TenantId,
+    events: &[Event],
+    audiences: &[Vec<&Subscription>],
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let reads: Vec<_> = events
+        .iter()
+        .map(|event| ports.events.acceptance(tenant, &event.id, now))
+        .collect();
+    let acceptances: Vec<Acceptance> = futures::stream::iter(reads)
+        .buffered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(audiences
+        .iter()
+        .zip(&acceptances)
+        .map(|(wanting, acceptance)| match acceptance {
+            Acceptance::New => wanting.len(),
+            Acceptance::Seen { accepted_at, .. } => wanting
+                .iter()
+                .filter(|s| existed_by(s, *accepted_at))
+                .count(),
+        })
+        .sum())
 }
 
 /// `at` to the millisecond, as the events table keeps an acceptance time.

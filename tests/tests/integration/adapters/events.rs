@@ -40,7 +40,22 @@ async fn an_event_is_new_once_then_seen_with_its_first_fingerprint_count_and_tim
     let later = now + seconds(5);
 
     assert_eq!(
+        log.acceptance(&acme, &e.id, now).await.unwrap(),
+        Acceptance::New,
+        "unknown, and looking does not record it"
+    );
+    assert_eq!(
         log.accept(&acme, &e, "f1", 3, now).await.unwrap(),
+        Acceptance::New
+    );
+    assert_eq!(
+        log.acceptance(&acme, &e.id, later).await.unwrap(),
+        seen("f1", 3, now)
+    );
+    assert_eq!(
+        log.acceptance(&tenant("other"), &e.id, later)
+            .await
+            .unwrap(),
         Acceptance::New
     );
     assert_eq!(
@@ -75,6 +90,10 @@ async fn an_expired_record_counts_as_absent_before_ttl_deletes_it() {
 
     let later = now + seconds(120);
     assert_eq!(log.load(&acme, &first.id, later).await.unwrap(), None);
+    assert_eq!(
+        log.acceptance(&acme, &first.id, later).await.unwrap(),
+        Acceptance::New
+    );
     let second = event("e1", json!({"v": 2}));
     assert_eq!(
         log.accept(&acme, &second, "f2", 1, later).await.unwrap(),

@@ -460,6 +460,43 @@ async fn a_publish_that_would_make_more_deliveries_than_allowed_is_refused_whole
     assert_eq!(deps.ports.queue.enqueued().len(), 2);
 }
 
+/// A publish answered 503 and repeated after the tenant added subscriptions counts as the
+/// repeat it is: its event reaches only the subscriptions it was first accepted for, so
+/// the limit holds it to those, and the repeat queues what the first could not. A new
+/// event to all of them is still over it.
+#[tokio::test]
+async fn a_repeat_after_subscriptions_were_added_is_held_to_the_limit_as_first_accepted() {
+    let mut deps = deps();
+    deps.max_deliveries_per_publish = 2;
+    subscribe(&deps, "acme", &["order.*"]).await;
+    subscribe(&deps, "acme", &["order.*"]).await;
+    let event = json!({"id": "a", "type": "order.shipped", "data": {}});
+    *deps.ports.queue.fail_next.lock().unwrap() = 1;
+    assert_eq!(
+        handle(&deps, publish("acme", event.clone())).await.status(),
+        503
+    );
+    deps.ports.clock.advance(std::time::Duration::from_secs(60));
+    subscribe(&deps, "acme", &["order.*"]).await;
+
+    let again = handle(&deps, publish("acme", event)).await;
+    assert_eq!(again.status(), 202, "{}", json_of(&again));
+    assert_eq!(
+        json_of(&again),
+        json!({"id": "a", "deliveries": 2, "duplicate": true})
+    );
+    assert_eq!(deps.ports.queue.enqueued().len(), 2);
+
+    let new = json!({"id": "b", "type": "order.shipped", "data": {}});
+    let response = handle(&deps, publish("acme", new)).await;
+    assert_eq!(response.status(), 422);
+    assert!(
+        json_of(&response)["error"]["message"]
+            .to_string()
+            .contains("3 deliveries")
+    );
+}
+
 /// Lambda's context for an invocation whose trace header is `header`.
 fn traced(request: Request, header: &str) -> Request {
     use lambda_http::RequestExt;
