@@ -95,7 +95,12 @@ impl Answer {
     pub fn explain(&self) -> String {
         let gateway_message = self.body["message"].as_str();
         let herald_code = self.body["error"]["code"].as_str();
+        let herald_message = self.body["error"]["message"].as_str().unwrap_or("");
         let hint = match (self.status, gateway_message, herald_code) {
+            (400, _, Some("bad_request")) if herald_message.contains("Herald-Tenant") => {
+                "an operator's token acts for the tenant that --tenant (or HERALD_TENANT) \
+                 names"
+            }
             (401, Some(_), _) => {
                 "API Gateway's JWT authorizer refused the token: it must be a JWT from the \
                  stack's JwtIssuer, for one of its JwtAudience, and not expired"
@@ -177,6 +182,11 @@ mod tests {
         assert!(no_tenant.explain().contains("TenantClaim"));
         let bad_token = answer(401, json!({"message": "Unauthorized"}));
         assert!(bad_token.explain().contains("JwtIssuer"));
+        let no_tenant_named = answer(
+            400,
+            json!({"error": {"code": "bad_request", "message": "an operator's call names the tenant it acts for in the Herald-Tenant header"}}),
+        );
+        assert!(no_tenant_named.explain().contains("--tenant"));
         let fine = answer(200, json!({"ok": true})).explain();
         assert_eq!(fine, r#"200 {"ok":true}"#);
     }

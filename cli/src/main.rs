@@ -80,7 +80,8 @@ enum Command {
     /// Checks a deployed (or local) Herald end to end: creates a subscription to --url,
     /// publishes an event to it, waits until the attempt log records an attempt (whatever
     /// the endpoint answered), and deletes the subscription. Exits 1 at the first step
-    /// that fails, saying why.
+    /// that fails, saying why. With an operator's token, it acts for the tenant --tenant
+    /// names.
     Smoke {
         /// The endpoint the check's webhook is sent to. Any answer counts: what is checked
         /// is that the attempt is recorded. Without it, the webhook goes to the API's own
@@ -420,6 +421,7 @@ async fn run(cli: Cli) -> Result<Option<Output>, Failure> {
             let check = smoke::Check {
                 api: target.api,
                 token: target.token,
+                tenant: global.tenant.clone(),
                 url,
                 timeout,
             };

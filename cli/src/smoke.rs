@@ -11,7 +11,8 @@
 //!
 //! The event type is new for each run (`smoke.r<random>`), so only subscriptions to every
 //! type (`*`) or to `smoke.*` get it besides the check's own; run it as a tenant kept for
-//! such checks.
+//! such checks. With an operator's token, every call acts for the tenant `--tenant` (or
+//! `HERALD_TENANT`) names, as every other command's does.
 
 use std::fmt;
 use std::io::Write;
@@ -36,6 +37,8 @@ pub fn default_target(api: &str) -> String {
 pub struct Check {
     pub api: String,
     pub token: String,
+    /// The tenant an operator's token acts for (`--tenant`), as in every other command.
+    pub tenant: Option<String>,
     pub url: String,
     pub timeout: Duration,
 }
@@ -102,11 +105,13 @@ impl Steps<'_> {
 
 /// Runs the check, reporting each step to `out`.
 pub async fn run(check: &Check, out: &mut dyn Write) -> Result<(), Failure> {
-    let client = Client::new(&check.api, &check.token).map_err(|e| Failure {
-        step: 1,
-        doing: "reading the API URL",
-        reason: format!("{e:#}"),
-    })?;
+    let client = Client::new(&check.api, &check.token)
+        .map(|c| c.acting_for(check.tenant.clone()))
+        .map_err(|e| Failure {
+            step: 1,
+            doing: "reading the API URL",
+            reason: format!("{e:#}"),
+        })?;
     let mut steps = Steps { client, out };
     let run_id = format!("r{:012x}", rand::random::<u64>() >> 16);
     let event_type = format!("smoke.{run_id}");
@@ -121,8 +126,12 @@ pub async fn run(check: &Check, out: &mut dyn Write) -> Result<(), Failure> {
             200,
         )
         .await?;
+    let acting = match &check.tenant {
+        Some(tenant) => format!(", acting for {tenant}"),
+        None => String::new(),
+    };
     steps.say(format_args!(
-        "1/{STEPS} the API at {} answers and takes the token",
+        "1/{STEPS} the API at {} answers and takes the token{acting}",
         check.api
     ));
 

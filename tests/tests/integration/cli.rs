@@ -38,6 +38,7 @@ async fn herald_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) 
         .env_remove("HERALD_API")
         .env_remove("HERALD_TOKEN")
         .env_remove("HERALD_PROFILE")
+        .env_remove("HERALD_TENANT")
         // No profile file of the machine's.
         .env("HERALD_CONFIG", "/nonexistent/herald.toml")
         .envs(env.iter().copied())

@@ -11,12 +11,19 @@ use serde_json::Value;
 
 /// `herald smoke` with these arguments: (exit code, standard output, standard error).
 async fn smoke(args: &[&str]) -> (i32, String, String) {
+    smoke_with(args, &[]).await
+}
+
+/// `herald smoke` with these arguments and variables.
+async fn smoke_with(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output = tokio::process::Command::new(workspace_binary("herald"))
         .arg("smoke")
         .args(args)
         .env_remove("HERALD_API")
         .env_remove("HERALD_TOKEN")
+        .env_remove("HERALD_TENANT")
         .env_remove("HERALD_SMOKE_URL")
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("running herald smoke");
@@ -64,6 +71,53 @@ async fn the_smoke_check_passes_against_the_local_runner_and_its_webhook_arrives
     let (code, out, err) = smoke(&["--api", &runner.url, "--token", "acme"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("the endpoint answered 404"), "{out}");
+}
+
+#[tokio::test]
+async fn an_operators_smoke_check_acts_for_the_tenant_it_names() {
+    let runner = RunnerProcess::start(&settings(), &[]).await;
+    let receiver = TestReceiver::start(Script::always(204)).await;
+    let api = format!("{}/dev", runner.url);
+    // An operator's token (locally `<name>:operator`) with `--tenant`: every step's call
+    // names acme in Herald-Tenant, as every other command's does.
+    let (code, out, err) = smoke(&[
+        "--api",
+        &api,
+        "--token",
+        "support:operator",
+        "--tenant",
+        "acme",
+        "--url",
+        &receiver.url(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}\n{}", runner.output());
+    assert!(out.contains("acting for acme"), "{out}");
+    assert!(out.contains("the endpoint answered 204"), "{out}");
+    assert!(out.contains("smoke check passed"), "{out}");
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert!(subscriptions(&runner.url).await.is_empty(), "cleaned up");
+
+    // The same from HERALD_TENANT.
+    let (code, out, err) = smoke_with(
+        &["--api", &api, "--token", "support:operator"],
+        &[("HERALD_TENANT", "acme")],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("smoke check passed"), "{out}");
+
+    // Without a tenant named, the first step fails and says how to name one.
+    let (code, out, err) = smoke(&["--api", &api, "--token", "support:operator"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("step 1 of 5 failed (reaching the API)"),
+        "{err}"
+    );
+    assert!(err.contains("400"), "{err}");
+    assert!(err.contains("Herald-Tenant"), "{err}");
+    assert!(err.contains("--tenant"), "{err}");
+    assert!(subscriptions(&runner.url).await.is_empty());
 }
 
 #[tokio::test]
