@@ -71,6 +71,150 @@ async fn the_spec_names_exactly_the_routes_served() {
     herald.shutdown().await;
 }
 
+/// One operation of the spec: its method, path, the scopes it takes (empty for a public
+/// one) and the statuses its `responses` document.
+struct Operation {
+    method: String,
+    path: String,
+    scopes: BTreeSet<String>,
+    documented: BTreeSet<String>,
+}
+
+fn spec_operations() -> Vec<Operation> {
+    let text = std::fs::read_to_string(root().join("openapi.yaml")).unwrap();
+    let spec: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in spec["paths"].as_mapping().unwrap() {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            let security = operation.get("security").unwrap_or(&spec["security"]);
+            let scopes = security
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .flat_map(|requirement| requirement.as_mapping().unwrap().values())
+                .flat_map(|scopes| scopes.as_sequence().unwrap())
+                .map(|scope| scope.as_str().unwrap().to_owned())
+                .collect();
+            let documented = operation["responses"]
+                .as_mapping()
+                .unwrap()
+                .keys()
+                .map(|status| status.as_str().unwrap().to_owned())
+                .collect();
+            operations.push(Operation {
+                method: method.to_uppercase(),
+                path: path.as_str().unwrap().to_owned(),
+                scopes,
+                documented,
+            });
+        }
+    }
+    operations
+}
+
+/// A caller of [`every_operation_documents_the_answers_given_before_its_route_runs`].
+struct Caller<'a> {
+    who: &'a str,
+    token: Option<&'a str>,
+    headers: &'a [(&'a str, &'a str)],
+    /// The status it must be answered, where one is known.
+    expected: Option<u16>,
+}
+
+impl<'a> Caller<'a> {
+    fn new(who: &'a str, token: Option<&'a str>, headers: &'a [(&'a str, &'a str)]) -> Self {
+        Self {
+            who,
+            token,
+            headers,
+            expected: None,
+        }
+    }
+
+    fn answered(self, expected: Option<u16>) -> Self {
+        Self { expected, ..self }
+    }
+}
+
+/// Every operation documents the statuses its caller is answered with before its route
+/// runs: 401 without a token, 403 for a token without its scopes or naming another tenant,
+/// and, for each operation an operator may call, 400 for an operator's call that names no
+/// tenant in `Herald-Tenant` (or names no tenant id there).
+#[tokio::test]
+async fn every_operation_documents_the_answers_given_before_its_route_runs() {
+    let herald = TestHerald::start(&[]).await;
+    let mut undocumented = Vec::new();
+    for operation in spec_operations() {
+        let path = operation
+            .path
+            .replace(
+                "/subscriptions/{id}",
+                "/subscriptions/sub_01JD5Q8Z6X0000000000000000",
+            )
+            .replace(
+                "/deliveries/{id}",
+                "/deliveries/msg_0000000000000000000000000000000000000000000000000000",
+            )
+            .replace("/events/{id}", "/events/evt-1")
+            .replace("{tenant}", "acme");
+        assert!(!path.contains('{'), "{path}: a parameter left to fill");
+        let body = serde_json::json!({});
+        let body = ["POST", "PUT", "PATCH"]
+            .contains(&operation.method.as_str())
+            .then_some(&body);
+        // A public operation (`security: []`) takes no scope and answers whoever calls.
+        let tokened = !operation.scopes.is_empty();
+        let operator = operation.scopes.contains("herald/operator");
+        let callers = [
+            Caller::new("no token", None, &[]).answered(tokened.then_some(401)),
+            Caller::new("a token without its scopes", Some("acme:none"), &[])
+                .answered(tokened.then_some(403)),
+            Caller::new(
+                "a tenant's token naming another tenant",
+                Some("acme"),
+                &[("herald-tenant", "globex")],
+            )
+            .answered(tokened.then_some(403)),
+            Caller::new(
+                "an operator's token naming no tenant",
+                Some("support:operator"),
+                &[],
+            )
+            .answered(operator.then_some(400)),
+            Caller::new(
+                "an operator's token naming no tenant id",
+                Some("support:operator"),
+                &[("herald-tenant", "not a tenant!")],
+            )
+            .answered(operator.then_some(400)),
+        ];
+        for caller in callers {
+            let (status, answer) = herald
+                .call_with(&operation.method, &path, caller.token, caller.headers, body)
+                .await;
+            let who = caller.who;
+            if let Some(expected) = caller.expected {
+                assert_eq!(
+                    status, expected,
+                    "{} {path}, {who}: {answer}",
+                    operation.method
+                );
+            }
+            if !operation.documented.contains(&status.to_string()) {
+                undocumented.push(format!(
+                    "{} {} answers {status} to {who} ({answer}), which it does not document",
+                    operation.method, operation.path
+                ));
+            }
+        }
+    }
+    herald.shutdown().await;
+    assert!(undocumented.is_empty(), "{}", undocumented.join("\n"));
+}
+
 #[test]
 fn the_spec_is_valid_openapi() {
     let output = Command::new(venv_tool("python"))
