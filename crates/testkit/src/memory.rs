@@ -666,12 +666,20 @@ impl DeliveryLedger for InMemoryDeliveryLedger {
         } else {
             mine.sort_by(|a, b| b.id.cmp(&a.id));
         }
+        // As DynamoDB goes on from a cursor's key, whether or not that delivery still
+        // matches the query (its state may have changed since): a delivery id of this
+        // subscription, the listing resumed past it.
         if let Some(after) = &query.cursor {
-            let position = mine
-                .iter()
-                .position(|r| r.id.as_str() == after)
+            let after = DeliveryId::parse(after)
+                .filter(|id| &id.subscription() == subscription)
                 .ok_or(StoreError::InvalidCursor)?;
-            mine.drain(..=position);
+            mine.retain(|r| {
+                if query.oldest_first {
+                    r.id > after
+                } else {
+                    r.id < after
+                }
+            });
         }
         let limit = query.limit.max(1);
         let next = (mine.len() > limit).then(|| mine[limit - 1].id.to_string());

@@ -335,7 +335,7 @@ async fn a_spent_deliverys_dead_letter_is_owed_in_its_finish_write_until_marked_
 
 /// Claims and finishes one delivery per event of `sub`, accepted `i` seconds after `start`.
 async fn deliveries(
-    ledger: &DynamoDeliveryLedger,
+    ledger: &impl DeliveryLedger,
     sub: &SubscriptionId,
     start: DateTime<Utc>,
     count: i64,
@@ -363,6 +363,46 @@ async fn deliveries(
         tasks.push(task);
     }
     tasks
+}
+
+/// A cursor goes on past its delivery whatever that delivery's state is now, on DynamoDB
+/// (the query resumes after the key) and in the in-memory ledger the handler tests use
+/// alike: a listing of one state resumed from a delivery of another (as a replay or a
+/// list of `failed` is, when the delivery it stopped at was delivered since).
+#[tokio::test]
+async fn a_cursor_resumes_past_its_delivery_whatever_its_state_in_both_ledgers() {
+    async fn resumed(ledger: &impl DeliveryLedger) -> Vec<herald_core::ids::DeliveryId> {
+        let start =
+            DateTime::from_timestamp_millis((Utc::now() - seconds(60)).timestamp_millis()).unwrap();
+        let sub = SubscriptionId::generate(start, &mut rand::rng());
+        // e0 delivered, e1 failed, e2 delivered, e3 failed, e4 delivered.
+        let tasks = deliveries(ledger, &sub, start, 5).await;
+        let (acme, now) = (tenant("acme"), Utc::now());
+        let delivered = DeliveryQuery {
+            state: Some(DeliveryState::Delivered),
+            limit: 1,
+            ..Default::default()
+        };
+        let page = ledger.list(&acme, &sub, &delivered, now).await.unwrap();
+        assert_eq!(page.items[0].id, tasks[4].delivery_id);
+        let failed = DeliveryQuery {
+            state: Some(DeliveryState::Failed),
+            limit: 10,
+            cursor: page.next,
+            ..Default::default()
+        };
+        let page = ledger.list(&acme, &sub, &failed, now).await.unwrap();
+        assert_eq!(page.next, None);
+        assert_eq!(
+            page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            vec![tasks[3].delivery_id.clone(), tasks[1].delivery_id.clone()]
+        );
+        page.items.into_iter().map(|r| r.id).collect()
+    }
+    let (_aws, dynamo) = ledger().await;
+    let on_dynamo = resumed(&dynamo).await;
+    let in_memory = resumed(&herald_testkit::InMemoryDeliveryLedger::default()).await;
+    assert_eq!(on_dynamo.len(), in_memory.len());
 }
 
 #[tokio::test]
