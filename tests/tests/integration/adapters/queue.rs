@@ -11,6 +11,16 @@ use serde_json::json;
 
 use super::{event, tenant};
 
+/// The same, with the ordered lane's queues.
+async fn ordered_queue() -> (TestAws, SqsDeliveryQueue) {
+    let (aws, queue) = queue().await;
+    let queue = queue.with_ordered(
+        aws.provisioned.ordered_queue_url().into(),
+        aws.provisioned.ordered_dead_letter_queue_url().into(),
+    );
+    (aws, queue)
+}
+
 async fn queue() -> (TestAws, SqsDeliveryQueue) {
     let aws = TestAws::new().await;
     let queue = SqsDeliveryQueue::new(
@@ -317,16 +327,7 @@ async fn drain_in_order(aws: &TestAws, url: &str) -> Vec<aws_sdk_sqs::types::Mes
 #[tokio::test]
 async fn the_ordered_lane_queues_each_line_in_order_once_and_dead_letters_in_the_line() {
     use aws_sdk_sqs::types::MessageSystemAttributeName as Name;
-    let aws = TestAws::new().await;
-    let queue = SqsDeliveryQueue::new(
-        aws.sqs.clone(),
-        aws.provisioned.delivery_queue_url().into(),
-        aws.provisioned.dead_letter_queue_url().into(),
-    )
-    .with_ordered(
-        aws.provisioned.ordered_queue_url().into(),
-        aws.provisioned.ordered_dead_letter_queue_url().into(),
-    );
+    let (aws, queue) = ordered_queue().await;
     let mut ordered = tasks(25, json!({}));
     for task in &mut ordered {
         task.line = Some(format!("{}", task.subscription_id));
@@ -482,16 +483,7 @@ async fn slow_tasks_go_on_the_slow_lanes_queue_and_without_one_on_the_standard_q
 /// line's in the order given across the shares.
 #[tokio::test]
 async fn more_than_a_share_of_messages_all_arrive_and_a_line_keeps_its_order() {
-    let aws = TestAws::new().await;
-    let queue = SqsDeliveryQueue::new(
-        aws.sqs.clone(),
-        aws.provisioned.delivery_queue_url().into(),
-        aws.provisioned.dead_letter_queue_url().into(),
-    )
-    .with_ordered(
-        aws.provisioned.ordered_queue_url().into(),
-        aws.provisioned.ordered_dead_letter_queue_url().into(),
-    );
+    let (aws, queue) = ordered_queue().await;
     let blob = json!({"blob": "x".repeat(240 * 1024)});
     let mut ordered = tasks(48, blob.clone());
     for task in &mut ordered {
