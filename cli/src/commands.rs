@@ -528,17 +528,29 @@ pub async fn keys_rotate(client: &Client) -> Result<Output, Failure> {
 
 // --- events --------------------------------------------------------------------------------
 
-pub async fn events_show(client: &Client, id: &str) -> Result<Output, Failure> {
+/// `id` when it can be a producer's event id (as Herald takes them: 1 to 128 of
+/// `[A-Za-z0-9_.:-]`, not dots alone), else a usage failure naming it. Dots alone would be
+/// a dot segment of the URL's path, which is removed before sending: `events show ..`
+/// would ask for another route.
+pub fn checked_event_id(id: &str) -> Result<&str, Failure> {
     let valid = !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
-    if !valid {
-        return Err(Failure::usage(format!(
-            "`{id}` is not an event id (1 to 128 letters, digits, `_`, `-`, `.` or `:`)"
-        )));
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        && !id.bytes().all(|b| b == b'.');
+    if valid {
+        Ok(id)
+    } else {
+        Err(Failure::usage(format!(
+            "`{id}` is not an event id (1 to 128 letters, digits, `_`, `-`, `.` or `:`, \
+             not dots alone)"
+        )))
     }
+}
+
+pub async fn events_show(client: &Client, id: &str) -> Result<Output, Failure> {
+    let id = checked_event_id(id)?;
     let json = client
         .expect(
             Method::GET,
@@ -1017,6 +1029,26 @@ mod tests {
         ] {
             let failure = checked_id("subscription", bad).unwrap_err();
             assert_eq!(failure.code, crate::failure::USAGE, "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_ids_of_dots_alone_are_refused() {
+        for good in ["cli-test-7", "ord_5.0", ".a", "a..", "a:b"] {
+            assert_eq!(checked_event_id(good).unwrap(), good);
+        }
+        for bad in [
+            ".",
+            "..",
+            "...",
+            "",
+            "../v1/subscriptions",
+            "a b",
+            &"x".repeat(129),
+        ] {
+            let failure = checked_event_id(bad).unwrap_err();
+            assert_eq!(failure.code, crate::failure::USAGE, "{bad}");
+            assert!(failure.message.contains("not dots alone"), "{bad}");
         }
     }
 

@@ -315,6 +315,20 @@ async fn events_are_published_from_a_file_or_standard_input_in_batches() {
     assert_eq!(elsewhere.code, 1, "another tenant's event is not found");
     let bad = herald(&api, "acme", &["events", "show", "../v1/subscriptions"]).await;
     assert_eq!(bad.code, 2);
+    // Dots alone are a dot segment, which would be removed from the path: refused here,
+    // as Herald refuses them as ids.
+    for dots in ["..", "."] {
+        let refused = herald(&api, "acme", &["events", "show", dots]).await;
+        assert_eq!(refused.code, 2, "{dots}: {}{}", refused.out, refused.err);
+        assert!(
+            refused
+                .err
+                .contains(&format!("`{dots}` is not an event id"))
+                && refused.err.contains("not dots alone"),
+            "{}",
+            refused.err
+        );
+    }
 
     let broken = herald_with(
         &["--api", &api, "--token", "acme", "events", "publish", "-"],

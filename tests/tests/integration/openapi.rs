@@ -215,6 +215,61 @@ async fn every_operation_documents_the_answers_given_before_its_route_runs() {
     assert!(undocumented.is_empty(), "{}", undocumented.join("\n"));
 }
 
+/// The spec's event id schemas (the path parameter of `GET /v1/events/{id}` and an
+/// event's `id`) take exactly the ids `EventId::parse` takes: none of dots alone, which a
+/// client would remove from the path as a dot segment. The pattern has no lookaround, so
+/// validators without it (as regex-lite here) read it as written.
+#[test]
+fn the_event_id_schemas_take_exactly_the_ids_herald_takes() {
+    let text = std::fs::read_to_string(root().join("openapi.yaml")).unwrap();
+    let spec: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    let path_parameter = spec["paths"]["/v1/events/{id}"]["parameters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "id")
+        .unwrap()["schema"]
+        .clone();
+    let property = spec["components"]["schemas"]["Event"]["properties"]["id"].clone();
+    let ids = [
+        "a",
+        "ord-1.2:3_x",
+        ".a",
+        "a.",
+        "a..b",
+        "-",
+        ":",
+        "_",
+        ".",
+        "..",
+        "...",
+        "",
+        "a b",
+        "a/b",
+        "../a",
+        "é",
+        &"x".repeat(128),
+        &"x".repeat(129),
+        &".".repeat(128),
+        &format!("{}x", ".".repeat(127)),
+    ];
+    for schema in [path_parameter, property] {
+        let pattern = regex_lite::Regex::new(schema["pattern"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{schema:?}: {e}"));
+        let min = schema["minLength"].as_u64().unwrap_or(0);
+        let max = schema["maxLength"].as_u64().unwrap_or(u64::MAX);
+        for id in ids {
+            let length = id.chars().count() as u64;
+            let taken = pattern.is_match(id) && (min..=max).contains(&length);
+            assert_eq!(
+                taken,
+                herald_core::ids::EventId::parse(id).is_some(),
+                "{schema:?} and Herald disagree on {id:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_spec_is_valid_openapi() {
     let output = Command::new(venv_tool("python"))
