@@ -338,7 +338,8 @@ fn parse_event(
         Some(id) => EventId::parse(&id).ok_or_else(|| {
             EventError::invalid(
                 format!("{at}id"),
-                "must be 1 to 128 characters of letters, digits, `_`, `-`, `.` or `:`",
+                "must be 1 to 128 characters of letters, digits, `_`, `-`, `.` or `:`, \
+                 not dots alone",
             )
         })?,
         None => EventId::generate(now, rng),
@@ -464,6 +465,24 @@ mod tests {
         assert!(subject("é".repeat(256)).is_ok());
         assert!(subject("é".repeat(257)).is_err());
         assert!(subject("e".repeat(257)).is_err());
+    }
+
+    /// An id of dots alone is refused by its reason: it meets the characters' rule, and
+    /// would be a dot segment in `GET /v1/events/{id}`.
+    #[test]
+    fn an_id_of_dots_alone_is_refused_saying_why() {
+        for dots in [".", ".."] {
+            let err = parse(json!({"id": dots, "type": "a.b", "data": {}})).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "id: must be 1 to 128 characters of letters, digits, `_`, `-`, `.` or `:`, \
+                 not dots alone"
+            );
+            let err =
+                parse(json!({"events": [{"id": dots, "type": "a.b", "data": {}}]})).unwrap_err();
+            assert!(err.to_string().starts_with("events[0].id: "), "{err}");
+        }
+        assert!(parse(json!({"id": "..a", "type": "a.b", "data": {}})).is_ok());
     }
 
     #[test]
