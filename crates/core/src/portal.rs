@@ -125,14 +125,24 @@ pub fn check_logo(logo: &str) -> Result<(), String> {
 }
 
 /// An origin allowed to frame the portal: `https://app.example.com` (or `http://` on
-/// loopback), no path.
+/// loopback), no path, written exactly as the origin serializes (lower case, ASCII), and
+/// naming one host: it goes into the page's `frame-ancestors` as written, so a tab or
+/// line break the URL parser would have dropped, or a wildcard, never gets there.
 pub fn check_frame_ancestor(origin: &str) -> Result<(), String> {
     let parsed = url::Url::parse(origin).map_err(|_| format!("`{origin}` is not an origin"))?;
     let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1"));
+    let one_host = match parsed.host() {
+        Some(url::Host::Domain(domain)) => domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'),
+        Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) => true,
+        None => false,
+    };
     let ok = (parsed.scheme() == "https" || (parsed.scheme() == "http" && local))
         && parsed.path() == "/"
         && parsed.query().is_none()
-        && !origin.ends_with('/');
+        && one_host
+        && parsed.origin().ascii_serialization() == origin;
     if ok {
         Ok(())
     } else {
@@ -184,5 +194,21 @@ mod tests {
         assert!(check_frame_ancestor("http://app.example.com").is_err());
         assert!(check_frame_ancestor("https://app.example.com/x").is_err());
         assert!(check_frame_ancestor("*").is_err());
+        // Exactly as it serializes: nothing the parser would drop or change.
+        for written in [
+            "https://app.exam\nple.com",
+            "https://app.exam\tple.com",
+            "https://app.example.com\r",
+            "https://app.example.com/",
+            "https://App.Example.com",
+            "https://app.example.com:443",
+        ] {
+            assert!(check_frame_ancestor(written).is_err(), "{written:?}");
+        }
+        assert!(check_frame_ancestor("https://app.example.com:8443").is_ok());
+        // One host: no wildcard.
+        for wildcard in ["https://*", "https://*.example.com"] {
+            assert!(check_frame_ancestor(wildcard).is_err(), "{wildcard}");
+        }
     }
 }

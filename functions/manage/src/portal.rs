@@ -90,14 +90,17 @@ fn file<P: Ports>(
     content_type: &'static str,
     text: &'static str,
 ) -> Response<Body> {
+    // Never served without its policy: the origins were checked at start, so a policy
+    // that cannot be a header is a fault, answered as one.
+    let Ok(policy) = HeaderValue::from_str(&content_security_policy(&deps.portal.frame_ancestors))
+    else {
+        tracing::error!("the portal's content security policy is not a valid header value");
+        return ApiError::unavailable().into_response();
+    };
     let mut response = Response::new(Body::Text(text.to_owned()));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(policy) =
-        HeaderValue::from_str(&content_security_policy(&deps.portal.frame_ancestors))
-    {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-    }
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

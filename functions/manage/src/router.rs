@@ -8,6 +8,7 @@ use herald_aws::lambda::gateway::{SCOPE_MANAGE, SCOPE_OPERATOR, SCOPE_PUBLISH, S
 use herald_core::ids::{DeliveryId, SubscriptionId};
 use herald_core::ports::{Clock, Ports};
 use lambda_http::http::Method;
+use lambda_http::http::header::{self, HeaderValue};
 use lambda_http::{Body, Request, Response};
 
 use crate::ManageDeps;
@@ -54,7 +55,15 @@ pub async fn handle<P: Ports>(deps: &ManageDeps<P>, request: Request) -> Respons
     if let Some(rest) = portal::page_path(&path) {
         return portal::handle(deps, &request, rest).await;
     }
-    api::answer(authorized(deps, &request, &path).await)
+    let mut response = api::answer(authorized(deps, &request, &path).await);
+    // A tenant's answers (secrets among them: a new subscription's, a rotation's, a
+    // portal session's token) are no cache's to keep; an answer that says otherwise
+    // (the public keys) keeps its own.
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A call through API Gateway's authorizer: the caller is the token's.

@@ -175,6 +175,8 @@ async fn create_shows_the_secret_once() {
     )
     .await;
     assert_eq!(created.status(), 201);
+    // Secret-bearing, as every answer of a tenant's: no cache keeps it.
+    assert_eq!(created.headers()["cache-control"], "no-store");
     let body = json_of(&created);
     assert!(body["id"].as_str().unwrap().starts_with("sub_"));
     assert!(body["secret"].as_str().unwrap().starts_with("whsec_"));
