@@ -21,6 +21,16 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// Whether `url` names this machine.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 impl Client {
     /// `base` is the API's URL, e.g. the stack's `ApiUrl` output (`https://…/dev`).
     pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
@@ -32,8 +42,19 @@ impl Client {
         if !matches!(parsed.scheme(), "http" | "https") {
             anyhow::bail!("`{base}` is not an http(s) URL");
         }
+        // The token goes with every call: in the clear only to this machine (`make run`,
+        // `sam local start-api`).
+        if parsed.scheme() == "http" && !is_loopback(&parsed) {
+            anyhow::bail!(
+                "`{base}` is plain http to another machine, which would send the token in the \
+                 clear: use its https URL (plain http is for 127.0.0.1 and localhost)"
+            );
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(35))
+            // Herald's API never redirects: an answer that does is not followed with the
+            // token and the request's body, and is reported as it came.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the HTTP client")?;
         Ok(Self {
@@ -160,6 +181,54 @@ fn compact(body: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn plain_http_is_for_this_machine_alone() {
+        for local in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000/dev",
+            "http://[::1]:3000",
+            "https://abc.execute-api.us-east-1.amazonaws.com/dev",
+        ] {
+            assert!(Client::new(local, "t").is_ok(), "{local}");
+        }
+        for remote in [
+            "http://abc.execute-api.us-east-1.amazonaws.com/dev",
+            "http://192.168.1.20:3000",
+            "http://localhost.example.com",
+        ] {
+            let refused = Client::new(remote, "t").err().unwrap().to_string();
+            assert!(refused.contains("in the clear"), "{remote}: {refused}");
+        }
+    }
+
+    /// A redirect is reported, never followed: the token and the body stay where they
+    /// were sent.
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/stolen", elsewhere.local_addr().unwrap());
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", api.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = api.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {target}\r\ncontent-length: 0\r\n\r\n"
+            );
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let client = Client::new(&base, "secret-token").unwrap();
+        let answer = client
+            .call(reqwest::Method::POST, "/v1/events", Some(&json!({"a": 1})))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 307);
+        let followed = tokio::time::timeout(Duration::from_millis(300), elsewhere.accept()).await;
+        assert!(followed.is_err(), "the redirect was followed");
+    }
 
     fn answer(status: u16, body: Value) -> Answer {
         Answer { status, body }
