@@ -98,8 +98,9 @@ function fail(error) {
   say(error.message, "error");
 }
 
+// Draws `nodes` in place of the view (null and undefined among them are left out).
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.filter((node) => node !== null && node !== undefined));
   main.focus();
 }
 
@@ -154,10 +155,36 @@ function expired() {
 
 // --- endpoints --------------------------------------------------------------------------
 
+// The most endpoints the list reads: the most any deployment lets a tenant have
+// (HERALD_MAX_SUBSCRIPTIONS_PER_TENANT is at most 10,000), so a tenant whose cap was
+// lowered below what it holds still sees them all. Read a page of 100 at a time.
+const MOST_ENDPOINTS = 10000;
+const ENDPOINTS_PAGE = 100;
+
+// The tenant's endpoints, newest first, every page of them up to MOST_ENDPOINTS; `more`
+// when there are others past that.
+async function readEndpoints() {
+  const endpoints = [];
+  const page = (limit, cursor) => call("GET", `v1/subscriptions?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+  let cursor = null;
+  do {
+    const listed = await page(ENDPOINTS_PAGE, cursor);
+    endpoints.push(...listed.data);
+    cursor = listed.next_cursor;
+  } while (cursor && endpoints.length < MOST_ENDPOINTS);
+  // Stopped at the bound with a cursor: it may lead nowhere (the last page was full), so
+  // one more look says whether any endpoint is left out.
+  const more = endpoints.length > MOST_ENDPOINTS || (cursor ? (await page(1, cursor)).data.length > 0 : false);
+  return { endpoints: endpoints.slice(0, MOST_ENDPOINTS), more };
+}
+
 async function endpointsView() {
-  const listed = await call("GET", "v1/subscriptions?limit=100");
+  const asked = location.hash;
+  const { endpoints, more } = await readEndpoints();
+  // Reading many pages takes a while: the user may have gone elsewhere meanwhile.
+  if (location.hash !== asked) return;
   const list = el("div", { role: "list" });
-  for (const s of listed.data) {
+  for (const s of endpoints) {
     list.append(
       el(
         "article",
@@ -167,10 +194,13 @@ async function endpointsView() {
       ),
     );
   }
-  if (!listed.data.length) list.append(el("p", { text: "No endpoint yet." }));
+  if (!endpoints.length) list.append(el("p", { text: "No endpoint yet." }));
+  const count = endpoints.length === 1 ? "1 endpoint" : `${endpoints.length.toLocaleString()} endpoints`;
   show(
     el("h1", { text: "Endpoints" }),
     el("div", { class: "actions" }, el("a", { class: "button", href: "#/new" }, "Add an endpoint")),
+    endpoints.length ? el("p", { class: "meta", id: "endpoint-count", text: count }) : null,
+    more ? el("p", { class: "cut", id: "endpoints-cut", text: `This tenant has more endpoints than the ${count} shown here, the newest; the page lists no more than ${MOST_ENDPOINTS.toLocaleString()}.` }) : null,
     list,
   );
 }
@@ -332,12 +362,30 @@ async function remove(id, url) {
   }
 }
 
-// The attempt log shown again; resolves to the deliveries it lists (none when the page
-// has moved on from this endpoint).
-async function refreshLog(id) {
+// --- the attempt log ---------------------------------------------------------------------
+
+// Deliveries a page of the attempt log.
+const LOG_PAGE = 50;
+// What each attempt log on the page shows: its endpoint, its state filter, its deliveries
+// (newest first: the newest page, then the older pages asked for) and the cursor that
+// continues after the oldest of them (null: there is none older).
+const logs = new WeakMap();
+
+function deliveriesPath(id, state, cursor) {
+  const query = new URLSearchParams({ limit: String(LOG_PAGE) });
+  if (state) query.set("state", state);
+  if (cursor) query.set("cursor", cursor);
+  return `v1/subscriptions/${id}/deliveries?${query}`;
+}
+
+// The attempt log's newest page read again, the older pages shown staying as they are;
+// resolves to the deliveries it shows (none when the page has moved on from this
+// endpoint). `followed`, a delivery being watched, is read again also when it is on an
+// older page.
+async function refreshLog(id, followed) {
   const log = document.getElementById("log");
   if (!log || log.dataset.subscription !== id) return [];
-  return attemptLog(id, log, document.getElementById("log-state")?.value ?? "");
+  return attemptLog(id, log, document.getElementById("log-state")?.value ?? "", followed);
 }
 
 // Shows the attempt log again until the delivery has had an attempt more than `before`, or
@@ -347,52 +395,117 @@ async function follow(id, delivery, before = 0) {
     await new Promise((resolve) => setTimeout(resolve, 1500));
     const log = document.getElementById("log");
     if (!log || log.dataset.subscription !== id) return;
-    const shown = (await refreshLog(id)).find((d) => d.id === delivery);
+    const shown = (await refreshLog(id, delivery)).find((d) => d.id === delivery);
     if (!shown) continue;
     if (shown.attempts.length > before) return;
     if (!before && !["pending", "delivering"].includes(shown.state)) return;
   }
 }
 
-async function attemptLog(id, section, state) {
-  const query = state ? `?state=${state}&limit=50` : "?limit=50";
+// Reads the attempt log's newest page and shows it. Read again for the same endpoint and
+// filter (a refresh), the older pages shown stay below it: the deliveries shown before
+// that are older than the new page's oldest are kept (delivery ids sort by acceptance
+// time, the log's own order), so none that new deliveries pushed off the newest page falls
+// between it and the older ones, and "Show older" continues where it did. Another filter
+// starts again from the newest page.
+async function attemptLog(id, section, state, followed) {
   let listed;
+  let watched = null;
   try {
-    listed = await call("GET", `v1/subscriptions/${id}/deliveries${query}`);
+    listed = await call("GET", deliveriesPath(id, state));
+    // A watched delivery on an older page: the newest page does not say how it is doing.
+    const shown = logs.get(section);
+    if (followed && !listed.data.some((d) => d.id === followed) && shown?.deliveries.some((d) => d.id === followed)) {
+      watched = await call("GET", `v1/deliveries/${followed}`).catch(() => null);
+    }
   } catch (error) {
     fail(error);
     return [];
   }
-  const rows = listed.data.map((d) => {
-    const last = d.attempts.at(-1);
-    const outcome = last ? (last.status ? `${last.status}` : last.error ?? "") : "not yet";
-    return el(
-      "tr",
-      {},
-      el("td", { "data-label": "Event" }, d.event_type, el("br"), el("small", { class: "meta", text: d.id })),
-      el("td", { "data-label": "State" }, pill(d.state)),
-      el("td", { "data-label": "Attempts", text: String(d.attempts.length) }),
-      el("td", { "data-label": "Last answer", text: last ? `${outcome} in ${last.latency_ms} ms` : outcome }),
-      el("td", { "data-label": "Excerpt" }, last?.response ? el("code", { text: last.response.slice(0, 200) }) : ""),
-      el("td", { "data-label": "Actions" }, el("button", { type: "button", class: "secondary", "aria-label": `Retry ${d.event_type} (${d.id})`, onclick: () => retry(d.id, id, d.attempts.length) }, "Retry")),
-    );
-  });
+  // An answer for the filter the user has since changed is not shown.
+  const filter = section.querySelector("#log-state");
+  if (section.dataset.subscription === id && filter && filter.value !== state) return logs.get(section)?.deliveries ?? [];
   // The controls are drawn once for the endpoint; a refresh (every 1.5 s while a test
   // event or a retry is followed) redraws the rows alone, so the filter keeps its focus
   // and the replay form what is being typed into it.
   if (section.dataset.subscription !== id || !section.querySelector("#log-rows")) {
     logControls(id, section, state);
   }
-  document.getElementById("log-rows").replaceChildren(
+  const before = logs.get(section);
+  let deliveries = listed.data;
+  let cursor = listed.next_cursor;
+  if (before?.id === id && before.state === state && cursor && deliveries.length) {
+    const oldest = deliveries.at(-1).id;
+    const kept = before.deliveries.filter((d) => d.id < oldest);
+    if (kept.length) {
+      deliveries = [...deliveries, ...kept];
+      cursor = before.cursor;
+    }
+  }
+  if (watched) deliveries = deliveries.map((d) => (d.id === watched.id ? watched : d));
+  const log = { id, state, deliveries, cursor };
+  logs.set(section, log);
+  drawLog(section, log);
+  return deliveries;
+}
+
+// The next page of older deliveries, below those shown.
+async function olderDeliveries(section, button) {
+  const log = logs.get(section);
+  if (!log?.cursor) return;
+  button.disabled = true;
+  let listed;
+  try {
+    listed = await call("GET", deliveriesPath(log.id, log.state, log.cursor));
+  } catch (error) {
+    fail(error);
+    return;
+  } finally {
+    button.disabled = false;
+  }
+  // The log was read again meanwhile and no longer continues there (another filter):
+  // this page is not the next one.
+  const now = logs.get(section);
+  if (now?.id !== log.id || now.state !== log.state || now.cursor !== log.cursor) return;
+  const known = new Set(now.deliveries.map((d) => d.id));
+  const added = listed.data.filter((d) => !known.has(d.id));
+  now.deliveries = [...now.deliveries, ...added];
+  now.cursor = listed.next_cursor;
+  drawLog(section, now);
+  const count = added.length === 1 ? "1 older delivery" : `${added.length} older deliveries`;
+  say(now.cursor ? `${count} shown` : `${count} shown; there are none older`);
+  // The button is gone once there is nothing older: the focus goes to the rows.
+  if (!now.cursor && document.activeElement === button) section.querySelector("#log-rows").focus();
+}
+
+function deliveryRow(d, id) {
+  const last = d.attempts.at(-1);
+  const outcome = last ? (last.status ? `${last.status}` : last.error ?? "") : "not yet";
+  return el(
+    "tr",
+    {},
+    el("td", { "data-label": "Event" }, d.event_type, el("br"), el("small", { class: "meta", text: d.id })),
+    el("td", { "data-label": "State" }, pill(d.state)),
+    el("td", { "data-label": "Attempts", text: String(d.attempts.length) }),
+    el("td", { "data-label": "Last answer", text: last ? `${outcome} in ${last.latency_ms} ms` : outcome }),
+    el("td", { "data-label": "Excerpt" }, last?.response ? el("code", { text: last.response.slice(0, 200) }) : ""),
+    el("td", { "data-label": "Actions" }, el("button", { type: "button", class: "secondary", "aria-label": `Retry ${d.event_type} (${d.id})`, onclick: () => retry(d.id, id, d.attempts.length) }, "Retry")),
+  );
+}
+
+// The log's rows, and "Show older" while there are older deliveries.
+function drawLog(section, log) {
+  const rows = log.deliveries.map((d) => deliveryRow(d, log.id));
+  section.querySelector("#log-rows").replaceChildren(
     rows.length
       ? el("table", {}, el("thead", {}, el("tr", {}, ["Event", "State", "Attempts", "Last answer", "Excerpt", "Actions"].map((h) => el("th", { scope: "col", text: h })))), el("tbody", {}, rows))
       : el("p", { text: "No delivery yet." }),
   );
-  return listed.data;
+  section.querySelector("#log-more").hidden = !log.cursor;
 }
 
-// The attempt log's heading, filter, refresh button and replay form, around an empty
-// place for its rows.
+// The attempt log's heading, filter, refresh button, "Show older" and replay form, around
+// an empty place for its rows.
 function logControls(id, section, state) {
   const filter = el("select", { id: "log-state", onchange: (e) => attemptLog(id, section, e.target.value) }, el("option", { value: "", text: "every state" }), STATES.map((s) => el("option", { value: s, selected: s === state }, s)));
   const replayForm = el("form", { class: "row" });
@@ -431,7 +544,8 @@ function logControls(id, section, state) {
   section.replaceChildren(
     el("h2", { id: "log-title", text: "Attempt log" }),
     el("div", { class: "row" }, field("Show", filter), el("div", {}, el("button", { type: "button", class: "secondary", onclick: () => refreshLog(id) }, "Refresh"))),
-    el("div", { id: "log-rows" }),
+    el("div", { id: "log-rows", tabindex: "-1" }),
+    el("div", { class: "actions", id: "log-more", hidden: true }, el("button", { type: "button", class: "secondary", onclick: (e) => olderDeliveries(section, e.currentTarget) }, "Show older")),
     el("h2", { text: "Replay" }),
     replayForm,
   );

@@ -226,27 +226,41 @@ fn session_ended() -> ApiError {
     )
 }
 
+/// The most of a tenant's subscriptions whose event types are suggested, as the page lists
+/// at most this many endpoints: the most any deployment lets a tenant have
+/// (`HERALD_MAX_SUBSCRIPTIONS_PER_TENANT` is at most 10,000), or the deployment's own cap
+/// if that is more.
+const MOST_SUBSCRIPTIONS_READ: usize = 10_000;
+/// Subscriptions read a call.
+const SUBSCRIPTIONS_PAGE: usize = 100;
+
 /// The event types to suggest: those the producer named for the session and those the
-/// tenant's endpoints take, sorted.
+/// tenant's endpoints take (every page of them, up to [`MOST_SUBSCRIPTIONS_READ`]), sorted.
 async fn event_types<P: Ports>(
     deps: &ManageDeps<P>,
     session: &PortalSession,
 ) -> Result<Response<Body>, ApiError> {
-    let page = deps
-        .ports
-        .subscriptions
-        .list(&session.tenant, 100, None)
-        .await?;
-    let mut types: Vec<String> = session
-        .event_types
-        .iter()
-        .cloned()
-        .chain(
+    let most = MOST_SUBSCRIPTIONS_READ.max(deps.max_subscriptions);
+    let mut types: Vec<String> = session.event_types.clone();
+    let mut read = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = deps
+            .ports
+            .subscriptions
+            .list(&session.tenant, SUBSCRIPTIONS_PAGE, cursor.as_deref())
+            .await?;
+        read += page.items.len();
+        types.extend(
             page.items
                 .iter()
                 .flat_map(|s| s.event_types.iter().map(|p| p.as_str().to_owned())),
-        )
-        .collect();
+        );
+        match page.next {
+            Some(next) if read < most => cursor = Some(next),
+            _ => break,
+        }
+    }
     types.sort();
     types.dedup();
     Ok(api::json_response(StatusCode::OK, &json!({"data": types})))

@@ -2,8 +2,10 @@
 //! chromedriver (WebDriver) against a whole local Herald. A tenant opens the page from a
 //! session's URL, adds an endpoint, sends it a test event and sees the attempt, rotates its
 //! secret, and cannot reach another tenant's endpoint; the page's controls are labelled and
-//! it fits a phone. The views are saved as screenshots in `target/portal-screenshots/`, and
-//! in `docs/portal/` with `HERALD_UPDATE_SCREENSHOTS=1`.
+//! it fits a phone. With more endpoints and deliveries than a page of the API, every
+//! endpoint is listed and the attempt log shows older deliveries on asking. The views are
+//! saved as screenshots in `target/portal-screenshots/`, and in `docs/portal/` with
+//! `HERALD_UPDATE_SCREENSHOTS=1`.
 //!
 //! `scripts/chromium.sh` installs chromium and chromium-driver (`make test` runs it); without
 //! them this test fails, it is not skipped.
@@ -605,7 +607,10 @@ async fn a_tenant_manages_its_endpoints_in_the_portal_in_a_real_browser() {
     // (the form sends the version the rotation made, not the one it was drawn with).
     browser
         .run(
-            r#"document.querySelector("input[name=description]").value = "after the rotation";"#,
+            r#"
+            document.querySelector("input[name=description]").value = "after the rotation";
+            document.querySelector("main h1").dataset.old = "1";
+            "#,
             vec![],
         )
         .await;
@@ -618,6 +623,15 @@ async fn a_tenant_manages_its_endpoints_in_the_portal_in_a_real_browser() {
         )
         .await;
     assert_eq!(saved.as_str(), Some("Saved"), "{saved}");
+    // The page is drawn again after the save, under the same heading: what is clicked next
+    // is on the new one.
+    browser
+        .wait_until(
+            "the endpoint's page drawn again after the save",
+            "const h = document.querySelector('main h1'); return h && h.dataset.old === undefined;",
+            vec![],
+        )
+        .await;
     browser.wait_for_heading(&receiver.url()).await;
 
     // Away and back: neither secret is on the page any more.
@@ -809,6 +823,242 @@ async fn a_tenant_manages_its_endpoints_in_the_portal_in_a_real_browser() {
     assert_eq!(status, 404);
 
     eprintln!("the browser's part took {:?}", started.elapsed());
+    browser.close().await;
+    herald.shutdown().await;
+}
+
+/// Opens a portal session for `tenant` and the page in a new browser, on the endpoint list.
+async fn open_portal(herald: &TestHerald, tenant: &str) -> Browser {
+    let (status, session) = herald
+        .call("POST", "/v1/portal/sessions", Some(tenant), None)
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let browser = Browser::start().await;
+    browser.set_viewport(DESKTOP).await;
+    browser
+        .client
+        .goto(session["url"].as_str().expect("a url"))
+        .await
+        .expect("opening the portal");
+    browser.wait_for_heading("Endpoints").await;
+    browser
+}
+
+#[tokio::test]
+async fn the_portal_lists_every_endpoint_past_the_first_hundred() {
+    installed("chromium");
+    installed("chromedriver");
+    let herald = TestHerald::start(&[
+        ("HERALD_ALLOW_HTTP", "true"),
+        ("HERALD_ALLOW_LOOPBACK", "true"),
+        ("HERALD_MAX_SUBSCRIPTIONS_PER_TENANT", "200"),
+    ])
+    .await;
+    // More endpoints than a page of the listing (100), each with an event type of its own;
+    // nothing is delivered to them.
+    let mut ids = Vec::new();
+    for i in 0..101 {
+        let (id, _) = herald
+            .subscribe(
+                "acme",
+                &format!("http://127.0.0.1:9/hooks/{i}"),
+                &[&format!("kind{i:03}.created")],
+            )
+            .await;
+        ids.push(id);
+    }
+
+    let browser = open_portal(&herald, "acme").await;
+    let listed = browser
+        .wait_until(
+            "the endpoints listed",
+            "const links = [...document.querySelectorAll('main [role=listitem] a')]; return links.length && links.map((a) => a.getAttribute('href'));",
+            vec![],
+        )
+        .await;
+    let mut listed: Vec<String> = serde_json::from_value(listed).unwrap();
+    listed.sort();
+    let mut expected: Vec<String> = ids.iter().map(|id| format!("#/endpoints/{id}")).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "every endpoint is listed, once");
+    assert_eq!(
+        browser.find("#endpoint-count").await.text().await.unwrap(),
+        "101 endpoints"
+    );
+    assert!(
+        browser
+            .client
+            .find(Locator::Css("#endpoints-cut"))
+            .await
+            .is_err(),
+        "the list says it was cut short"
+    );
+    let text = browser.find("main").await.text().await.unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim() == "null" || l.trim() == "undefined"),
+        "{text}"
+    );
+
+    // The first endpoint, the oldest, opens and is deleted from the page.
+    let oldest = &ids[0];
+    browser
+        .click(
+            browser
+                .find(&format!("main a[href='#/endpoints/{oldest}']"))
+                .await,
+        )
+        .await;
+    browser.wait_for_heading("http://127.0.0.1:9/hooks/0").await;
+    browser.click(browser.button("Delete").await).await;
+    browser.client.accept_alert().await.unwrap();
+    browser.wait_for_heading("Endpoints").await;
+    browser
+        .wait_until(
+            "100 endpoints listed",
+            "return document.getElementById('endpoint-count')?.textContent === '100 endpoints'",
+            vec![],
+        )
+        .await;
+    let (status, _) = herald
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{oldest}"),
+            Some("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Every endpoint's event type is suggested, the oldest ones' too.
+    browser
+        .run("location.hash = arguments[0]", vec![json!("#/new")])
+        .await;
+    browser.wait_for_heading("Add an endpoint").await;
+    let suggested = browser
+        .run(
+            "return [...document.querySelectorAll('#known-types option')].map((o) => o.value)",
+            vec![],
+        )
+        .await;
+    let expected: Vec<String> = (1..101).map(|i| format!("kind{i:03}.created")).collect();
+    assert_eq!(suggested, json!(expected));
+
+    browser.close().await;
+    herald.shutdown().await;
+}
+
+/// Waits until the attempt log of `subscription` (acme's) holds `count` deliveries, each
+/// delivered: deliver records them as it takes them from the queue, after the publish.
+async fn settled(herald: &TestHerald, subscription: &str, count: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, listed) = herald
+            .call(
+                "GET",
+                &format!("/v1/subscriptions/{subscription}/deliveries?limit=100"),
+                Some("acme"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{listed}");
+        let deliveries = listed["data"].as_array().expect("deliveries");
+        if deliveries.len() == count && deliveries.iter().all(|d| d["state"] == "delivered") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} deliveries never settled in {PATIENCE:?}: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_portals_attempt_log_shows_older_deliveries_on_asking() {
+    installed("chromium");
+    installed("chromedriver");
+    let herald = TestHerald::start(&[
+        ("HERALD_ALLOW_HTTP", "true"),
+        ("HERALD_ALLOW_LOOPBACK", "true"),
+        ("HERALD_SUBSCRIPTION_CACHE_SECONDS", "0"),
+    ])
+    .await;
+    let receiver = TestReceiver::start(Script::always(204)).await;
+    let (id, _) = herald
+        .subscribe("acme", &receiver.url(), &["order.*"])
+        .await;
+    // More deliveries than a page of the log (50), each of an event type of its own.
+    let events: Vec<Value> = (0..60)
+        .map(|i| json!({"type": format!("order.n{i:02}"), "data": {"n": i}}))
+        .collect();
+    let (status, answer) = herald.publish("acme", json!({"events": events})).await;
+    assert_eq!(status, 202, "{answer}");
+    settled(&herald, &id, 60).await;
+
+    let browser = open_portal(&herald, "acme").await;
+    browser
+        .run(
+            "location.hash = arguments[0]",
+            vec![json!(format!("#/endpoints/{id}"))],
+        )
+        .await;
+    browser.wait_for_heading(&receiver.url()).await;
+    // The event types and delivery ids the log's rows show.
+    let rows = "const rows = [...document.querySelectorAll('#log tbody tr')]; \
+                return rows.length === arguments[0] && rows.map((r) => [r.cells[0].firstChild.textContent, r.querySelector('small').textContent]);";
+    let shown = |value: Value| -> (Vec<String>, usize) {
+        let rows: Vec<(String, String)> = serde_json::from_value(value).unwrap();
+        let ids: std::collections::BTreeSet<&String> = rows.iter().map(|(_, id)| id).collect();
+        let mut types: Vec<String> = rows.iter().map(|(t, _)| t.clone()).collect();
+        types.sort();
+        (types, ids.len())
+    };
+    let newest = browser
+        .wait_until("the newest 50 deliveries", rows, vec![json!(50)])
+        .await;
+    let (_, distinct) = shown(newest);
+    assert_eq!(distinct, 50);
+    browser.check_labels("endpoint").await;
+
+    // The older ones after "Show older", and then nothing older to ask for.
+    browser.click(browser.button("Show older").await).await;
+    let all = browser
+        .wait_until("every delivery", rows, vec![json!(60)])
+        .await;
+    let expected: Vec<String> = (0..60).map(|i| format!("order.n{i:02}")).collect();
+    assert_eq!(shown(all), (expected.clone(), 60));
+    browser
+        .wait_until(
+            "\"Show older\" gone",
+            "return document.getElementById('log-more').hidden",
+            vec![],
+        )
+        .await;
+
+    // A refresh reads the newest page again and keeps the older ones below it: a new
+    // delivery joins them, and none is lost or shown twice.
+    let (status, answer) = herald
+        .publish("acme", json!({"type": "order.n60", "data": {"n": 60}}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    settled(&herald, &id, 61).await;
+    browser.click(browser.button("Refresh").await).await;
+    let refreshed = browser
+        .wait_until("the new delivery above the others", rows, vec![json!(61)])
+        .await;
+    let mut expected = expected;
+    expected.push("order.n60".to_owned());
+    assert_eq!(shown(refreshed), (expected, 61));
+    let first = browser
+        .run(
+            "return document.querySelector('#log tbody tr').cells[0].firstChild.textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(first, json!("order.n60"), "the newest delivery comes first");
+
     browser.close().await;
     herald.shutdown().await;
 }

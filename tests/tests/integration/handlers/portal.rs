@@ -417,6 +417,30 @@ async fn the_session_shows_the_producers_brand_and_the_types_to_suggest() {
 }
 
 #[tokio::test]
+async fn the_types_to_suggest_come_from_every_page_of_the_tenants_endpoints() {
+    let mut deps = deps();
+    deps.max_subscriptions = 200;
+    // More endpoints than a page of the listing (100), each with a type of its own.
+    for i in 0..130 {
+        create(
+            &deps,
+            "acme",
+            &format!("https://a{i}.example.com/"),
+            json!([format!("kind{i:03}.created")]),
+        )
+        .await;
+    }
+    let token = open(&deps, "acme", None).await;
+    let types = json_of(&handle(&deps, portal("GET", "/event-types", Some(&token), None)).await);
+    let expected: Vec<String> = (0..130).map(|i| format!("kind{i:03}.created")).collect();
+    assert_eq!(
+        types["data"],
+        json!(expected),
+        "the first endpoints' types are suggested as well as the newest hundred's"
+    );
+}
+
+#[tokio::test]
 async fn the_page_is_served_with_a_policy_that_loads_only_itself() {
     let mut deps = deps();
     deps.portal.frame_ancestors = vec!["https://app.acme.example".into()];
