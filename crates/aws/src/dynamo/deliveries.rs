@@ -546,12 +546,35 @@ impl DeliveryLedger for DynamoDeliveryLedger {
             });
         }
         request = request
-            .expression_attribute_values(":low", s(low))
-            .expression_attribute_values(":high", s(high));
+            .expression_attribute_values(":low", s(&low))
+            .expression_attribute_values(":high", s(&high));
         let key_condition = "subscription_key = :key AND id BETWEEN :low AND :high";
         if let Some(cursor) = &query.cursor {
-            request =
-                request.set_exclusive_start_key(Some(decode_cursor(cursor, tenant, subscription)?));
+            // DynamoDB refuses a start key outside the key condition's range, so a cursor
+            // outside it (the range moved since it was given) is taken as where it points:
+            // before the range in the direction of travel, the whole range is still to
+            // come; past it, nothing is.
+            let after = decode_cursor(cursor, subscription)?;
+            let (before_range, past_range) = if query.oldest_first {
+                (
+                    after.as_str() < low.as_str(),
+                    after.as_str() >= high.as_str(),
+                )
+            } else {
+                (
+                    after.as_str() > high.as_str(),
+                    after.as_str() <= low.as_str(),
+                )
+            };
+            if past_range {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next: None,
+                });
+            }
+            if !before_range {
+                request = request.set_exclusive_start_key(Some(delivery_key(tenant, &after)));
+            }
         }
         let request = request.key_condition_expression(key_condition);
         // Filters apply after the read: keep reading until the page is full or the range ends.

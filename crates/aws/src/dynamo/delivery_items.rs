@@ -31,21 +31,19 @@ pub(super) fn encode_cursor(record: &DeliveryRecord) -> String {
     URL_SAFE_NO_PAD.encode(record.id.as_str())
 }
 
-/// A listing cursor back into the table's key; only keys of this tenant's subscription.
+/// A listing cursor back into the delivery it stopped at; only one of this subscription's.
 pub(super) fn decode_cursor(
     cursor: &str,
-    tenant: &TenantId,
     subscription: &SubscriptionId,
-) -> Result<Item, StoreError> {
+) -> Result<DeliveryId, StoreError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| StoreError::InvalidCursor)?;
-    let id = std::str::from_utf8(&bytes)
+    std::str::from_utf8(&bytes)
         .ok()
         .and_then(DeliveryId::parse)
         .filter(|id| &id.subscription() == subscription)
-        .ok_or(StoreError::InvalidCursor)?;
-    Ok(delivery_key(tenant, &id))
+        .ok_or(StoreError::InvalidCursor)
 }
 
 pub(super) fn record_of(item: &Item) -> Result<DeliveryRecord, StoreError> {
@@ -155,7 +153,7 @@ mod tests {
         let event = herald_core::ids::EventId::parse("e1").unwrap();
         let id = DeliveryId::derive(&tenant, &event, &sub, Utc::now());
         let cursor = URL_SAFE_NO_PAD.encode(id.as_str());
-        let key = decode_cursor(&cursor, &tenant, &sub).unwrap();
+        let key = delivery_key(&tenant, &decode_cursor(&cursor, &sub).unwrap());
         assert_eq!(
             key["subscription_key"],
             s("acme#sub_01JD5Q8Z6X0000000000000000")
@@ -169,7 +167,7 @@ mod tests {
             URL_SAFE_NO_PAD.encode(elsewhere.as_str()),
         ] {
             assert!(matches!(
-                decode_cursor(&bad, &tenant, &sub),
+                decode_cursor(&bad, &sub),
                 Err(StoreError::InvalidCursor)
             ));
         }

@@ -397,7 +397,71 @@ async fn a_cursor_resumes_past_its_delivery_whatever_its_state_in_both_ledgers()
             page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
             vec![tasks[3].delivery_id.clone(), tasks[1].delivery_id.clone()]
         );
-        page.items.into_iter().map(|r| r.id).collect()
+        let failed_ids: Vec<_> = page.items.into_iter().map(|r| r.id).collect();
+
+        // A cursor outside the range asked for (the range moved since it was given) is
+        // where it points: before the range in the direction of travel, all of it is
+        // still to come; past it, nothing is.
+        let ids = |items: Vec<herald_core::delivery::DeliveryRecord>| {
+            items.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        };
+        let newest = ledger
+            .list(
+                &acme,
+                &sub,
+                &DeliveryQuery {
+                    limit: 1,
+                    ..Default::default()
+                },
+                now,
+            )
+            .await
+            .unwrap()
+            .next;
+        let oldest = ledger
+            .list(
+                &acme,
+                &sub,
+                &DeliveryQuery {
+                    limit: 1,
+                    oldest_first: true,
+                    ..Default::default()
+                },
+                now,
+            )
+            .await
+            .unwrap()
+            .next;
+        let early = DeliveryQuery {
+            until: Some(start + seconds(2)),
+            limit: 10,
+            ..Default::default()
+        };
+        let late = DeliveryQuery {
+            since: Some(start + seconds(2)),
+            limit: 10,
+            ..Default::default()
+        };
+        let (acme, sub) = (&acme, &sub);
+        let page = |query: &DeliveryQuery, cursor: &Option<String>, oldest_first: bool| {
+            let query = DeliveryQuery {
+                cursor: cursor.clone(),
+                oldest_first,
+                ..query.clone()
+            };
+            async move { ledger.list(acme, sub, &query, now).await.unwrap() }
+        };
+        let whole_early = ids(page(&early, &newest, false).await.items);
+        assert_eq!(
+            whole_early,
+            vec![tasks[1].delivery_id.clone(), tasks[0].delivery_id.clone()]
+        );
+        assert!(page(&late, &oldest, false).await.items.is_empty());
+        let whole_late = ids(page(&late, &oldest, true).await.items);
+        assert_eq!(whole_late.len(), 3);
+        assert_eq!(whole_late[0], tasks[2].delivery_id);
+        assert!(page(&early, &newest, true).await.items.is_empty());
+        failed_ids
     }
     let (_aws, dynamo) = ledger().await;
     let on_dynamo = resumed(&dynamo).await;
