@@ -22,13 +22,43 @@ let notice = null;
 
 // --- the session ------------------------------------------------------------------------
 
+// The session's token: in sessionStorage, so a reload keeps the session, or in this page
+// alone where the browser refuses the page storage (a framed page whose third-party
+// storage is blocked throws on every use of it).
+let heldToken = null;
+const token = {
+  get() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) ?? heldToken;
+    } catch {
+      return heldToken;
+    }
+  },
+  set(value) {
+    heldToken = value;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, value);
+    } catch {
+      // Kept in this page alone.
+    }
+  },
+  clear() {
+    heldToken = null;
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // Nothing was kept there.
+    }
+  },
+};
+
 function takeToken() {
   const match = location.hash.match(/token=([^&]+)/);
   if (match) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    token.set(decodeURIComponent(match[1]));
     history.replaceState(null, "", location.pathname + location.search + "#/endpoints");
   }
-  return sessionStorage.getItem(TOKEN_KEY);
+  return token.get();
 }
 
 class ApiError extends Error {
@@ -39,7 +69,7 @@ class ApiError extends Error {
 }
 
 async function call(method, path, body) {
-  const headers = { authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` };
+  const headers = { authorization: `Bearer ${token.get()}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(new URL(path.replace(/^\//, ""), api), {
     method,
@@ -91,7 +121,7 @@ function say(message, kind = "done") {
 
 function fail(error) {
   if (error instanceof ApiError && error.status === 401) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    token.clear();
     show(expired());
     return;
   }
