@@ -704,9 +704,12 @@ async fn record<P: Ports>(
         .as_ref()
         .and_then(|spec| spec.check(None).ok());
     let policy = own.as_ref().unwrap_or(&deps.settings.retry);
+    // The schedule's count, not the log's: an attempt cut to move the delivery to the slow
+    // lane is followed by this one at once, so it takes no step of the schedule (a first
+    // retry waits the schedule's first delay).
     let decided = decide(
         &sent.outcome,
-        sent.attempt.number,
+        claimed.record.scheduled_attempt_count() + 1,
         claimed.record.first_attempt_at,
         sent.finished_at,
         policy,

@@ -264,6 +264,15 @@ impl DeliveryRecord {
         self.attempts.len() as u32
     }
 
+    /// The attempts the retry schedule counts: every one but those cut to move the
+    /// delivery to the slow lane, whose attempt there went out at once, in their stead.
+    pub fn scheduled_attempt_count(&self) -> u32 {
+        self.attempts
+            .iter()
+            .filter(|a| a.error != Some(AttemptError::SlowLane))
+            .count() as u32
+    }
+
     /// A failed delivery whose copy for the dead-letter queue is still to be sent.
     pub fn owes_dead_letter(&self) -> bool {
         self.state == DeliveryState::Failed && self.dead_letter == Some(DeadLetterMark::Owed)

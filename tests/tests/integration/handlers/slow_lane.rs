@@ -22,16 +22,21 @@ use serde_json::json;
 
 const SUBSCRIPTION: &str = "sub_01JD5Q8Z6X0000000000000000";
 
-/// Answers 200 after 25 s of tokio's clock, counting the POSTs it was sent.
+/// Answers after 25 s of tokio's clock, counting the POSTs it was sent: 200, or the
+/// status a test sets.
 #[derive(Default)]
-struct TwentyFiveSeconds(Mutex<usize>);
+struct TwentyFiveSeconds(Mutex<usize>, std::sync::atomic::AtomicU16);
 
 impl WebhookSender for TwentyFiveSeconds {
     async fn send(&self, _webhook: OutgoingWebhook) -> SendOutcome {
         *self.0.lock().unwrap() += 1;
         tokio::time::sleep(Duration::from_secs(25)).await;
+        let status = match self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => 200,
+            set => set,
+        };
         SendOutcome::Answered {
-            status: 200,
+            status,
             retry_after: None,
             excerpt: String::new(),
             latency: Duration::from_secs(25),
@@ -175,6 +180,33 @@ async fn a_slow_receiver_is_cut_on_the_standard_lane_and_served_on_the_slow_lane
         "{:?}",
         kept.slow_until
     );
+}
+
+/// A cut takes no step of the retry schedule: the attempt on the slow lane went out at
+/// once in its stead, so when that one fails the first retry waits the schedule's first
+/// delay (a minute by default), as a delivery never cut would.
+#[tokio::test(start_paused = true)]
+async fn a_delivery_cut_to_the_slow_lane_retries_on_the_schedules_first_delay() {
+    let deps = deps().await;
+    let first = task(1);
+    let outcome = process_batch(&deps, batch(std::slice::from_ref(&first))).await;
+    assert_eq!(outcome.reports[0].disposition, Disposition::ToSlowLane);
+    let queued = deps.ports.queue.enqueued.lock().unwrap().clone();
+
+    deps.ports
+        .sender
+        .1
+        .store(500, std::sync::atomic::Ordering::SeqCst);
+    let outcome = process_batch(&deps, batch(&queued)).await;
+    let Disposition::RetryIn(delay) = outcome.reports[0].disposition else {
+        panic!("{:?}", outcome.reports[0].disposition)
+    };
+    assert!(
+        (Duration::from_secs(54)..=Duration::from_secs(66)).contains(&delay),
+        "{delay:?}"
+    );
+    let record = record_of(&deps, &first).await;
+    assert_eq!(record.attempts.len(), 2, "the log keeps both");
 }
 
 #[tokio::test(start_paused = true)]
