@@ -325,12 +325,15 @@ impl SamServer {
 
 impl Drop for SamServer {
     fn drop(&mut self) {
-        // SIGINT, as Ctrl-C: SAM stops and removes its warm containers before it exits.
+        // SIGTERM: SAM stops and removes its warm containers before it exits. Not SIGINT
+        // (Ctrl-C): a process started in the background of a shell without job control,
+        // as CI's may be, inherits SIGINT ignored, and SAM then runs on until killed,
+        // leaving its containers behind.
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
-                .args(["-INT", &pid.to_string()])
+                .args(["-TERM", &pid.to_string()])
                 .status();
-            for _ in 0..100 {
+            for _ in 0..300 {
                 if matches!(self.child.try_wait(), Ok(Some(_))) {
                     return;
                 }
