@@ -156,8 +156,8 @@ pub(crate) async fn deliver<P: Ports>(
             // Disabled by this delivery's own attempt, and its message seen again: the
             // disabling's announcement may have failed after the disable, so it is made
             // again (the same event: a repeat if it was made). Handed back if it fails.
-            // Only this delivery's messages come here (the reason names it), so only they
-            // ever repeat it.
+            // Only this delivery's messages come here (the disabling keeps its id), so only
+            // they ever repeat it.
             if health::disabled_by(subscription, task) {
                 let announcing = Box::pin(health::announce_own(deps, task, subscription));
                 if let Err(why) = announcing.await {

@@ -17,7 +17,7 @@ use herald_core::ids::TenantId;
 use herald_core::portal::{
     MAX_LIFETIME, MAX_SUGGESTED_TYPES, MIN_LIFETIME, PortalSession, TOKEN_PREFIX, token_hash,
 };
-use herald_core::ports::{Clock, Ports, SessionStore, SubscriptionStore};
+use herald_core::ports::{Clock, Ports, SessionStore};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::ManageDeps;
 use crate::router::{Route, dispatch};
+use crate::routes::subscriptions;
 
 const INDEX: &str = include_str!("../portal/index.html");
 const STYLE: &str = include_str!("../portal/portal.css");
@@ -228,11 +229,8 @@ fn session_ended() -> ApiError {
 
 /// The most of a tenant's subscriptions whose event types are suggested, as the page lists
 /// at most this many endpoints: the most any deployment lets a tenant have
-/// (`HERALD_MAX_SUBSCRIPTIONS_PER_TENANT` is at most 10,000), or the deployment's own cap
-/// if that is more.
+/// (`HERALD_MAX_SUBSCRIPTIONS_PER_TENANT` is at most 10,000).
 const MOST_SUBSCRIPTIONS_READ: usize = 10_000;
-/// Subscriptions read a call.
-const SUBSCRIPTIONS_PAGE: usize = 100;
 
 /// The event types to suggest: those the producer named for the session and those the
 /// tenant's endpoints take (every page of them, up to [`MOST_SUBSCRIPTIONS_READ`]), sorted.
@@ -240,27 +238,18 @@ async fn event_types<P: Ports>(
     deps: &ManageDeps<P>,
     session: &PortalSession,
 ) -> Result<Response<Body>, ApiError> {
-    let most = MOST_SUBSCRIPTIONS_READ.max(deps.max_subscriptions);
     let mut types: Vec<String> = session.event_types.clone();
     let mut read = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = deps
-            .ports
-            .subscriptions
-            .list(&session.tenant, SUBSCRIPTIONS_PAGE, cursor.as_deref())
-            .await?;
-        read += page.items.len();
+    subscriptions::each_page(deps, &session.tenant, |items| {
+        read += items.len();
         types.extend(
-            page.items
+            items
                 .iter()
                 .flat_map(|s| s.event_types.iter().map(|p| p.as_str().to_owned())),
         );
-        match page.next {
-            Some(next) if read < most => cursor = Some(next),
-            _ => break,
-        }
-    }
+        read < MOST_SUBSCRIPTIONS_READ
+    })
+    .await?;
     types.sort();
     types.dedup();
     Ok(api::json_response(StatusCode::OK, &json!({"data": types})))

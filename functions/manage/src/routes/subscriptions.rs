@@ -8,9 +8,10 @@ use herald_core::ports::{Clock, Ports, StoreError, SubscriptionStore};
 use herald_core::subscription::transitions::{DEFAULT_GRACE, MAX_GRACE};
 use herald_core::subscription::url::{SubscriptionUrl, resolve_checked};
 use herald_core::subscription::{
-    NewSubscription, SignatureOptions, SubscriptionStatus, check_signatures, moves_origin,
-    one_payload, parse_description, parse_filter, parse_headers, parse_ordering, parse_patterns,
-    parse_query, parse_rate_limit, parse_retry, parse_selection, parse_timeout, unmask_headers,
+    NewSubscription, SignatureOptions, Subscription, SubscriptionStatus, check_signatures,
+    moves_origin, one_payload, parse_description, parse_filter, parse_headers, parse_ordering,
+    parse_patterns, parse_query, parse_rate_limit, parse_retry, parse_selection, parse_timeout,
+    unmask_headers,
 };
 use herald_core::webhook::graphql::PayloadQuery;
 use herald_core::webhook::render::BodyFormat;
@@ -100,20 +101,38 @@ pub async fn create<P: Ports>(
 /// listing (a page of 100 at a time, up to the cap): creates are rare, and two at once
 /// may both pass, so the cap can be passed by the few made at the same moment.
 async fn within_cap<P: Ports>(deps: &ManageDeps<P>, tenant: &TenantId) -> Result<(), ApiError> {
-    let (mut count, mut cursor) = (0, None::<String>);
+    let mut count = 0;
+    each_page(deps, tenant, |items| {
+        count += items.len();
+        count < deps.max_subscriptions
+    })
+    .await?;
+    if count >= deps.max_subscriptions {
+        return Err(ApiError::unprocessable(format!(
+            "the tenant has {} subscriptions, the most this deployment allows one tenant; \
+             delete one first",
+            deps.max_subscriptions
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the tenant's subscriptions a page of [`MAX_PAGE`] at a time, handing each page to
+/// `each`, until none are left or `each` answers false.
+pub(crate) async fn each_page<P: Ports>(
+    deps: &ManageDeps<P>,
+    tenant: &TenantId,
+    mut each: impl FnMut(&[Subscription]) -> bool,
+) -> Result<(), StoreError> {
+    let mut cursor = None::<String>;
     loop {
         let page = deps
             .ports
             .subscriptions
             .list(tenant, MAX_PAGE, cursor.as_deref())
             .await?;
-        count += page.items.len();
-        if count >= deps.max_subscriptions {
-            return Err(ApiError::unprocessable(format!(
-                "the tenant has {} subscriptions, the most this deployment allows one \
-                 tenant; delete one first",
-                deps.max_subscriptions
-            )));
+        if !each(&page.items) {
+            return Ok(());
         }
         match page.next {
             Some(next) => cursor = Some(next),
