@@ -19,6 +19,8 @@ pub struct Client {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// `Retry-After` in seconds, when the answer gave one (a 429 does).
+    pub retry_after: Option<u64>,
 }
 
 /// Whether `url` names this machine.
@@ -72,6 +74,11 @@ impl Client {
         self
     }
 
+    /// The tenant calls act for (`Herald-Tenant`), when one is named.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -101,12 +108,21 @@ impl Client {
             .await
             .with_context(|| format!("{method} {url} got no answer"))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let text = response
             .text()
             .await
             .with_context(|| format!("reading the answer to {method} {url}"))?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
     }
 }
 
@@ -202,6 +218,28 @@ mod tests {
         }
     }
 
+    /// A 429's `Retry-After` comes with its answer.
+    #[tokio::test]
+    async fn an_answers_retry_after_is_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", api.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = api.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let answer =
+                "HTTP/1.1 429 Too Many Requests\r\nretry-after: 17\r\ncontent-length: 2\r\n\r\n{}";
+            stream.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let answer = Client::new(&base, "t")
+            .unwrap()
+            .call(reqwest::Method::POST, "/v1/x", None)
+            .await
+            .unwrap();
+        assert_eq!((answer.status, answer.retry_after), (429, Some(17)));
+    }
+
     /// A redirect is reported, never followed: the token and the body stay where they
     /// were sent.
     #[tokio::test]
@@ -231,7 +269,11 @@ mod tests {
     }
 
     fn answer(status: u16, body: Value) -> Answer {
-        Answer { status, body }
+        Answer {
+            status,
+            body,
+            retry_after: None,
+        }
     }
 
     #[test]

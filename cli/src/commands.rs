@@ -760,7 +760,7 @@ const MAX_REPLAY_WAITS: usize = 5;
 /// Replays the whole range: each answer's `cursor` is sent back with the same range and
 /// state until it is null, so every matching delivery is queued once. A call refused for
 /// the tenant's redeliveries a minute (429, nothing queued) is made again in the next
-/// minute. Progress goes to standard error; a failure says how to continue from where it
+/// minute (after the answer's `Retry-After`). Progress goes to standard error; a failure says how to continue from where it
 /// stopped (`--cursor`).
 pub async fn deliveries_replay(
     client: &Client,
@@ -796,6 +796,9 @@ pub async fn deliveries_replay(
         if let Some(c) = cursor {
             command.push_str(&format!(" --cursor {c}"));
         }
+        if let Some(t) = client.tenant() {
+            command.push_str(&format!(" --tenant {t}"));
+        }
         format!(
             "{queued} deliveries were queued again before this; to go on from here run `{command}`"
         )
@@ -821,9 +824,13 @@ pub async fn deliveries_replay(
                 ))
             })?;
         if answer.status == 429 && waits < MAX_REPLAY_WAITS {
-            // Nothing was queued; the tenant's redeliveries come back with the next minute.
+            // Nothing was queued; the tenant's redeliveries come back with the next minute:
+            // after the API's Retry-After, or by this machine's clock without one.
             waits += 1;
-            let wait = until_next_minute(std::time::SystemTime::now());
+            let wait = answer.retry_after.map_or_else(
+                || until_next_minute(std::time::SystemTime::now()),
+                |seconds| std::time::Duration::from_secs(seconds) + REPLAY_WAIT_MARGIN,
+            );
             eprintln!(
                 "replaying deliveries: {queued} queued so far; the tenant may queue no more \
                  this minute, waiting {} s",
@@ -872,6 +879,9 @@ pub async fn deliveries_replay(
     Ok(Output { json, text })
 }
 
+/// How long past a wait a refused replay is made again.
+const REPLAY_WAIT_MARGIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// From `now` until just past the next whole minute, when a tenant's redeliveries a minute
 /// are whole again.
 fn until_next_minute(now: std::time::SystemTime) -> std::time::Duration {
@@ -880,7 +890,7 @@ fn until_next_minute(now: std::time::SystemTime) -> std::time::Duration {
         .unwrap_or_default()
         .as_millis()
         % 60_000;
-    std::time::Duration::from_millis(60_000 - into as u64 + 500)
+    std::time::Duration::from_millis(60_000 - into as u64) + REPLAY_WAIT_MARGIN
 }
 
 // --- portal --------------------------------------------------------------------------------
@@ -1006,6 +1016,57 @@ pub async fn portal_open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replay that fails part-way says how to go on: the same range, the cursor it
+    /// stopped at, and the tenant an operator acts for.
+    #[tokio::test]
+    async fn a_replay_that_fails_part_way_says_how_to_go_on() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", api.local_addr().unwrap());
+        tokio::spawn(async move {
+            for (status, body) in [
+                (
+                    "202 Accepted",
+                    r#"{"queued":100,"skipped":0,"more":true,"cursor":"c1","state":"failed"}"#,
+                ),
+                ("500 Internal Server Error", "{}"),
+            ] {
+                let (mut stream, _) = api.accept().await.unwrap();
+                let mut request = [0u8; 8192];
+                let _ = stream.read(&mut request).await;
+                let text = format!(
+                    "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(text.as_bytes()).await.unwrap();
+            }
+        });
+        let client = Client::new(&base, "ops:operator")
+            .unwrap()
+            .acting_for(Some("acme".into()));
+        let query = DeliveryQuery {
+            state: Some("failed".into()),
+            since: Some("2026-12-01T00:00:00Z".into()),
+            until: None,
+        };
+        let failure = deliveries_replay(&client, "sub_01JD5Q8Z6X0000000000000000", &query, None)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            failure.message.contains("100 deliveries were queued"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains(
+                "`herald deliveries replay sub_01JD5Q8Z6X0000000000000000 --since 2026-12-01T00:00:00Z --state failed --cursor c1 --tenant acme`"
+            ),
+            "{}",
+            failure.message
+        );
+    }
 
     #[test]
     fn a_refused_replay_waits_until_the_next_minute() {

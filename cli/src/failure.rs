@@ -78,6 +78,7 @@ mod tests {
         let answer = |status| Answer {
             status,
             body: json!({"error": {"code": "x", "message": "y"}}),
+            retry_after: None,
         };
         assert_eq!(Failure::answered("a", &answer(422)).code, REFUSED);
         assert_eq!(Failure::answered("a", &answer(404)).code, REFUSED);

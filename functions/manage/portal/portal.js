@@ -204,8 +204,9 @@ async function readEndpoints() {
   } while (cursor && endpoints.length < MOST_ENDPOINTS);
   // Stopped at the bound with a cursor: it may lead nowhere (the last page was full), so
   // one more look says whether any endpoint is left out.
-  const more = endpoints.length > MOST_ENDPOINTS || (cursor ? (await page(1, cursor)).data.length > 0 : false);
-  return { endpoints: endpoints.slice(0, MOST_ENDPOINTS), more };
+  // Pages of 100 reach the bound exactly, never past it.
+  const more = cursor ? (await page(1, cursor)).data.length > 0 : false;
+  return { endpoints, more };
 }
 
 async function endpointsView() {
